@@ -1,0 +1,38 @@
+# Appointment Desk. Needs only python3 (3.11+) and make.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FLASK := $(VENV)/bin/flask --app wsgi
+HOST ?= 127.0.0.1
+PORT ?= 5000
+
+.PHONY: install run serve test test-sqlite test-postgres lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+# Create/migrate the embedded SQLite database, load demo data once, serve with the scheduler.
+run: install
+	APP_CONFIG=config.DevelopmentConfig $(FLASK) db upgrade
+	APP_CONFIG=config.DevelopmentConfig $(FLASK) crm demo
+	@echo "Appointment Desk at http://$(HOST):$(PORT)  (Ctrl-C stops the server and the scheduler)"
+	APP_CONFIG=config.DevelopmentConfig $(PY) -m crm.devserver --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest -q
+	@if [ -n "$$TEST_DATABASE_URL" ]; then \
+		echo "== again on PostgreSQL =="; \
+		CRM_TEST_DB="$$TEST_DATABASE_URL" $(PY) -m pytest -q -m "not browser"; \
+	else echo "TEST_DATABASE_URL not set: PostgreSQL run skipped"; fi
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check crm tests bench config.py wsgi.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache tests/artifacts

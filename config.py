@@ -1,0 +1,126 @@
+"""Configuration from the environment (see README, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
+
+load_dotenv(BASE_DIR / ".env")
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment; for local use, a random key kept in instance/."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    INSTANCE_DIR.mkdir(exist_ok=True)
+    key_file = INSTANCE_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'crm.sqlite3'}"
+    # Heroku-style URLs name the driver-less scheme; we use psycopg 3.
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://") :]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+class Config:
+    SECRET_KEY = _secret_key()
+    SQLALCHEMY_DATABASE_URI = _database_url()
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    # Sessions (SPEC 12): Secure outside debug, HttpOnly, SameSite=Lax, 15 idle minutes.
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_NAME = "appointment_desk"
+    IDLE_TIMEOUT = timedelta(minutes=env_int("IDLE_TIMEOUT_MINUTES", 15))
+    PERMANENT_SESSION_LIFETIME = IDLE_TIMEOUT
+    REMEMBER_COOKIE_DURATION = timedelta(seconds=0)
+
+    WTF_CSRF_TIME_LIMIT = None  # the session's idle limit already bounds it
+    MAX_CONTENT_LENGTH = 2 * 1024 * 1024  # uploads (CSV); webhooks have their own 64 KiB cap
+    WEBHOOK_MAX_BYTES = 64 * 1024
+
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "30 per minute")
+    LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
+    LOGIN_LOCKOUT = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+    INTAKE_RATE_LIMIT = os.environ.get("INTAKE_RATE_LIMIT", "10 per minute")
+    WEBHOOK_RATE_LIMIT = os.environ.get("WEBHOOK_RATE_LIMIT", "600 per minute")
+
+    GEOCODER = os.environ.get("GEOCODER", "offline")
+    GEOCODER_OPTIONS = os.environ.get("GEOCODER_OPTIONS", "")  # JSON object of geopy options
+    GEOCODER_USER_AGENT = os.environ.get("GEOCODER_USER_AGENT", "appointment-desk")
+
+    AUTO_ASSIGN = env_bool("AUTO_ASSIGN", True)
+    SLA_MINUTES = env_int("SLA_MINUTES", 15)
+    BUSINESS_HOURS = os.environ.get("BUSINESS_HOURS", "08:00-20:00")
+    BUSINESS_TIMEZONE = os.environ.get("BUSINESS_TIMEZONE", "America/New_York")
+    STALE_ASSIGNMENT_HOURS = env_int("STALE_ASSIGNMENT_HOURS", 24)
+    UNREACHABLE_ATTEMPTS = env_int("UNREACHABLE_ATTEMPTS", 6)
+    UNREACHABLE_DAYS = env_int("UNREACHABLE_DAYS", 10)
+    CALLING_WINDOW = os.environ.get("CALLING_WINDOW", "09:00-20:00")
+    CALLING_DAYS = os.environ.get("CALLING_DAYS", "mon,tue,wed,thu,fri,sat")
+    RUN_SCHEDULER_IN_PROCESS = env_bool("RUN_SCHEDULER_IN_PROCESS", False)
+    SCHEDULER_LOCK_FILE = os.environ.get("SCHEDULER_LOCK_FILE", str(INSTANCE_DIR / "scheduler.lock"))
+
+    MAIL_SERVER = os.environ.get("MAIL_SERVER", "")
+    MAIL_PORT = env_int("MAIL_PORT", 587)
+    MAIL_USE_TLS = env_bool("MAIL_USE_TLS", True)
+    MAIL_USE_SSL = env_bool("MAIL_USE_SSL", False)
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME")
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
+    MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "Appointment Desk <desk@example.com>")
+
+    BOOTSTRAP_SERVE_LOCAL = True
+    BOOTSTRAP_BOOTSWATCH_THEME = None
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+
+
+class DevelopmentConfig(Config):
+    DEBUG = True
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+    RUN_SCHEDULER_IN_PROCESS = env_bool("RUN_SCHEDULER_IN_PROCESS", True)
+
+
+class TestConfig(Config):
+    TESTING = True
+    SECRET_KEY = "test-secret-key"
+    SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL_EFFECTIVE", "sqlite://")
+    SESSION_COOKIE_SECURE = False
+    WTF_CSRF_ENABLED = False  # tests that check CSRF switch it back on
+    RATELIMIT_ENABLED = False  # tests that check limits switch it back on
+    RATELIMIT_STORAGE_URI = "memory://"
+    AUTO_ASSIGN = False
+    GEOCODER = "offline"
+    MAIL_SERVER = ""
+    MAIL_SUPPRESS_SEND = True
+    SCHEDULER_LOCK_FILE = ""

@@ -1,0 +1,56 @@
+"""Appointment Desk: the staff CRM behind "Request an appointment"."""
+
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+
+def create_app(config: object | str | None = None, **overrides) -> Flask:
+    """Build the app. Starts no scheduler and runs no migrations (see README)."""
+    app = Flask(__name__, template_folder="../templates", static_folder="../static", instance_relative_config=False)
+    app.config.from_object(config or "config.Config")
+    app.config.update(overrides)
+    if app.config.get("TRUST_PROXY"):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
+
+    from crm import logging_setup
+
+    logging_setup.configure(app)
+
+    from crm.extensions import bootstrap, csrf, db, limiter, login_manager, mail, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    mail.init_app(app)
+    bootstrap.init_app(app)
+    login_manager.init_app(app)
+
+    from crm import errors, security, templating
+
+    security.init_app(app)
+    templating.init_app(app)
+    errors.init_app(app)
+
+    from crm.admin.routes import bp as admin_bp
+    from crm.auth.routes import bp as auth_bp
+    from crm.leads.routes import bp as leads_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(leads_bp)
+    app.register_blueprint(admin_bp)
+
+    from crm.directory.routes import bp as directory_bp
+
+    app.register_blueprint(directory_bp)
+
+    from crm.intake.routes import bp as intake_bp
+
+    app.register_blueprint(intake_bp)
+
+    from crm.cli import register_cli
+
+    register_cli(app)
+    return app

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from limits import parse
+
+from crm.auth.forms import LoginForm, PostForm
+from crm.extensions import db, limiter
+from crm.security import is_safe_next
+from crm.services import accounts, audit
+
+bp = Blueprint("auth", __name__)
+
+BAD_CREDENTIALS = "Invalid email or password."
+LOCKED = "Too many failed sign-in attempts. This account is locked for {minutes} minutes; try again later."
+
+
+def _login_limit() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def _email_throttle():
+    """Failures per email, counted whether or not the account exists (no enumeration)."""
+    if not current_app.config.get("RATELIMIT_ENABLED", True):
+        return None
+    cfg = current_app.config
+    minutes = int(cfg["LOGIN_LOCKOUT"].total_seconds() // 60)
+    return parse(f"{cfg['LOGIN_MAX_FAILURES']} per {minutes} minutes")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("leads.queue"))
+    form = LoginForm(next=request.args.get("next", ""))
+    cfg = current_app.config
+    lock_message = LOCKED.format(minutes=int(cfg["LOGIN_LOCKOUT"].total_seconds() // 60))
+    if form.validate_on_submit():
+        email_key = accounts.normalise_email(form.email.data)
+        throttle = _email_throttle()
+        if throttle is not None and not limiter.limiter.test(throttle, "login-email", email_key):
+            audit.record("login_failed", "user", None, detail={"reason": "throttled"})
+            db.session.commit()
+            flash(lock_message, "danger")
+            return render_template("auth/login.html", form=form), 429
+        result = accounts.sign_in(
+            form.email.data, form.password.data, max_failures=cfg["LOGIN_MAX_FAILURES"], lockout=cfg["LOGIN_LOCKOUT"]
+        )
+        if result.user is None:
+            if throttle is not None:
+                limiter.limiter.hit(throttle, "login-email", email_key)
+            db.session.commit()
+            flash(lock_message if result.locked else BAD_CREDENTIALS, "danger")
+            return render_template("auth/login.html", form=form), 200
+        session.clear()  # drop anything from before sign-in (fixation)
+        login_user(result.user)
+        db.session.commit()
+        target = form.next.data
+        return redirect(target if is_safe_next(target) else url_for("leads.queue"))
+    return render_template("auth/login.html", form=form)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    form = PostForm()
+    if not form.validate_on_submit():
+        flash("Your session form expired; please try again.", "warning")
+        return redirect(request.referrer or url_for("leads.queue"))
+    user = current_user._get_current_object()
+    audit.record("logout", "user", user.id, user=user)
+    user.rotate_session()  # the old cookie no longer loads anyone
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.post("/shift")
+@login_required
+def toggle_shift():
+    form = PostForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        user.on_shift = not user.on_shift
+        audit.record("shift_start" if user.on_shift else "shift_end", "user", user.id)
+        db.session.commit()
+        flash("Shift started: new leads can be assigned to you." if user.on_shift else "Shift ended.", "info")
+    back = request.form.get("next") or request.referrer
+    return redirect(back if is_safe_next(back) else url_for("leads.queue"))

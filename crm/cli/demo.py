@@ -1,0 +1,37 @@
+"""flask crm demo / flask crm seed"""
+
+from __future__ import annotations
+
+import click
+
+from crm.cli import crm_cli
+from crm.extensions import db
+from crm.seed.reference import load_reference_data
+from crm.services.demo import demo_logins, load_demo
+
+
+@crm_cli.command("seed")
+def seed() -> None:
+    """Load state programs and conditions (never overwrites admin edits)."""
+    report = load_reference_data()
+    db.session.commit()
+    click.echo(
+        f"Reference data: {report['state_programs']} state programs and {report['conditions']} conditions added."
+    )
+
+
+@crm_cli.command("demo")
+@click.option("--physicians", default=300, show_default=True)
+@click.option("--leads", default=60, show_default=True)
+def demo(physicians: int, leads: int) -> None:
+    """Load demo users, physicians, a webhook source and leads (once; safe to run again)."""
+    with click.progressbar(length=2, label="Loading demo data") as bar:
+        report = load_demo(lambda _msg: bar.update(1), physicians=physicians, leads=leads)
+        db.session.commit()
+    if report.get("skipped"):
+        click.echo("Demo data already loaded; nothing to do.")
+    else:
+        click.echo(f"Demo data: {report['users']} users, {report['physicians']} physicians, {report['leads']} leads.")
+    click.echo("Demo logins:")
+    for email, password, role in demo_logins():
+        click.echo(f"  {role:<10} {email:<22} {password}")

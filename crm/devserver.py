@@ -1,0 +1,36 @@
+"""``make run``: the development server plus one scheduler process beside it.
+
+The scheduler is a separate ``flask crm scheduler`` process (never started by
+``create_app``), stopped when the server stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from crm import create_app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args()
+    app = create_app(os.environ.get("APP_CONFIG", "config.DevelopmentConfig"))
+    scheduler = None
+    crm_group = app.cli.commands.get("crm")
+    if crm_group is not None and "scheduler" in getattr(crm_group, "commands", {}):
+        scheduler = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "crm", "scheduler"])
+    try:
+        app.run(host=args.host, port=args.port, use_reloader=False, threaded=True)
+    finally:
+        if scheduler is not None:
+            scheduler.terminate()
+            scheduler.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Error pages: HTML for people, JSON for /webhooks/ and /api/ clients."""
+
+from __future__ import annotations
+
+from flask import jsonify, make_response, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    401: "Authentication is required.",
+    403: "You do not have permission to open this page.",
+    404: "We could not find that page.",
+    405: "That action is not allowed here.",
+    409: "Someone else changed this record at the same time.",
+    413: "The request is too large.",
+    422: "Some fields need attention.",
+    429: "Too many requests. Please wait a moment and try again.",
+    500: "Something went wrong on our side. The error was logged.",
+}
+
+
+def wants_json() -> bool:
+    return request.path.startswith(("/webhooks/", "/api/")) or request.accept_mimetypes.best == "application/json"
+
+
+def error_response(code: int, message: str | None = None, headers: dict | None = None):
+    message = message or MESSAGES.get(code, "Error")
+    if wants_json():
+        resp = jsonify({"error": message})
+    else:
+        resp = make_response(render_template("errors/error.html", code=code, message=message))
+    resp.status_code = code
+    resp.headers.update(headers or {})
+    return resp
+
+
+def init_app(app) -> None:
+    @app.errorhandler(CSRFError)
+    def csrf_error(err):
+        return error_response(
+            400, "Your form expired or was sent from elsewhere. Please reload the page and try again."
+        )
+
+    @app.errorhandler(429)
+    def rate_limited(err):
+        limit = getattr(err, "limit", None)
+        retry_after = str(int(limit.limit.get_expiry())) if limit is not None else "60"
+        return error_response(429, None, {"Retry-After": retry_after})
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):
+        # Keep our wording unless a view passed a specific description.
+        custom = err.description != type(err).description
+        headers = {k: v for k, v in err.get_headers() if k == "Allow"}
+        return error_response(err.code or 500, err.description if custom else None, headers)
+
+    @app.errorhandler(Exception)
+    def unhandled(err):
+        from crm.extensions import db
+
+        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        db.session.rollback()
+        return error_response(500)

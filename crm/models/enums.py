@@ -1,0 +1,151 @@
+"""Enumerations shared by models, services and forms."""
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    SPECIALIST = "specialist"
+
+
+class Credential(StrEnum):
+    MD = "MD"
+    DO = "DO"
+    NP = "NP"
+    PA = "PA"
+
+
+class GeocodePrecision(StrEnum):
+    ROOFTOP = "rooftop"
+    STREET = "street"
+    ZIP = "zip"
+    CITY = "city"
+    STATE = "state"
+
+
+class GeocodeStatus(StrEnum):
+    PENDING = "pending"
+    OK = "ok"
+    FAILED = "failed"
+
+
+class ProgramType(StrEnum):
+    MEDICAL = "medical"
+    MEDICAL_AND_ADULT_USE = "medical_and_adult_use"
+    CBD_ONLY = "cbd_only"
+    NONE = "none"
+
+
+class ContactMethod(StrEnum):
+    PHONE = "phone"
+    TEXT = "text"
+    EMAIL = "email"
+
+
+class ContactTime(StrEnum):
+    ANY = "any"
+    MORNING = "morning"
+    AFTERNOON = "afternoon"
+    EVENING = "evening"
+
+
+class LeadStatus(StrEnum):
+    NEW = "new"
+    ATTEMPTING = "attempting"
+    CONTACTED = "contacted"
+    BOOKED = "booked"
+    COMPLETED = "completed"
+    LOST = "lost"
+
+
+OPEN_STATUSES = (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED, LeadStatus.BOOKED)
+
+
+class LostReason(StrEnum):
+    UNREACHABLE = "unreachable"
+    NOT_ELIGIBLE = "not_eligible"
+    NOT_INTERESTED = "not_interested"
+    PRICE = "price"
+    CHOSE_ELSEWHERE = "chose_elsewhere"
+    DUPLICATE = "duplicate"
+    SPAM = "spam"
+    OTHER = "other"
+
+
+class LeadSourceKind(StrEnum):
+    FORM = "form"
+    WEBHOOK = "webhook"
+    MANUAL = "manual"
+
+
+class VisitMode(StrEnum):
+    IN_PERSON = "in_person"
+    TELEHEALTH = "telehealth"
+
+
+class PreferredMode(StrEnum):
+    EITHER = "either"
+    IN_PERSON = "in_person"
+    TELEHEALTH = "telehealth"
+
+
+class EventKind(StrEnum):
+    CREATED = "created"
+    RESUBMITTED = "resubmitted"
+    GEOCODED = "geocoded"
+    GEOCODE_FAILED = "geocode_failed"
+    ELIGIBILITY_CHECKED = "eligibility_checked"
+    MATCHED = "matched"
+    ASSIGNED = "assigned"
+    UNASSIGNED = "unassigned"
+    STATUS_CHANGED = "status_changed"
+    NOTE = "note"
+    CALL_ATTEMPT = "call_attempt"
+    EMAIL_SENT = "email_sent"
+    FOLLOW_UP_SCHEDULED = "follow_up_scheduled"
+    FOLLOW_UP_DONE = "follow_up_done"
+    APPOINTMENT_BOOKED = "appointment_booked"
+    APPOINTMENT_UPDATED = "appointment_updated"
+    SLA_BREACHED = "sla_breached"
+    UPDATED = "updated"
+
+
+class FollowUpKind(StrEnum):
+    CALL = "call"
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class CallOutcome(StrEnum):
+    NO_ANSWER = "no_answer"
+    VOICEMAIL = "voicemail"
+    WRONG_NUMBER = "wrong_number"
+    REACHED = "reached"
+
+
+class AppointmentStatus(StrEnum):
+    BOOKED = "booked"
+    CONFIRMED = "confirmed"
+    COMPLETED = "completed"
+    NO_SHOW = "no_show"
+    CANCELLED = "cancelled"
+
+
+class InboxStatus(StrEnum):
+    RECEIVED = "received"  # stored, not processed yet
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class InboxChannel(StrEnum):
+    FORM = "form"
+    WEBHOOK = "webhook"
+
+
+class OutboxStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    STORED = "stored"  # no SMTP configured: kept and logged, not sent
+    FAILED = "failed"

@@ -1,0 +1,108 @@
+"""Session handling and response headers (SPEC 12)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import wraps
+from urllib.parse import urljoin, urlsplit
+
+from flask import abort, flash, g, redirect, request, session, url_for
+from flask_login import current_user, logout_user
+
+from crm.extensions import db, login_manager
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; "
+    "base-uri 'self'; form-action 'self'"
+)
+
+PUBLIC_ENDPOINT_PREFIXES = ("static", "bootstrap.static")
+
+
+def is_safe_next(target: str | None) -> bool:
+    """Only same-host, relative redirects: no scheme, no host, no backslash tricks."""
+    if not target or "\\" in target or target.startswith("//"):
+        return False
+    ref = urlsplit(request.host_url)
+    test = urlsplit(urljoin(request.host_url, target))
+    return test.scheme in ("http", "https") and test.netloc == ref.netloc and target.startswith("/")
+
+
+def role_required(*roles):
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if current_user.role not in roles:
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def admin_required(view):
+    from crm.models.enums import Role
+
+    return role_required(Role.ADMIN)(view)
+
+
+def init_app(app) -> None:
+    from crm.models import User
+
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "basic"
+
+    @login_manager.user_loader
+    def load_user(token: str):
+        # The session carries a rotating token, not the user id: logout,
+        # deactivation and password resets rotate it and kill old cookies.
+        return db.session.scalar(db.select(User).where(User.session_token == token, User.active.is_(True)))
+
+    @app.before_request
+    def forget_cached_user():
+        # g outlives a request when an app context was already pushed (tests,
+        # CLI-driven requests); always load the user from this request's session.
+        g.pop("_login_user", None)
+
+    @app.before_request
+    def enforce_idle_timeout():
+        if request.endpoint in PUBLIC_ENDPOINT_PREFIXES or not current_user.is_authenticated:
+            return None
+        now = datetime.now(UTC).timestamp()
+        last = session.get("last_seen")
+        timeout = app.config["IDLE_TIMEOUT"].total_seconds()
+        if last is not None and now - last > timeout:
+            user = current_user._get_current_object()
+            user.rotate_session()
+            db.session.commit()
+            logout_user()
+            session.clear()
+            flash("You were signed out after 15 minutes without activity.", "info")
+            if request.path.startswith(("/api/", "/webhooks/")):
+                abort(401)
+            return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+        session["last_seen"] = now
+        session.permanent = True
+        return None
+
+    @app.after_request
+    def security_headers(response):
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers["X-Frame-Options"] = "DENY"
+        headers["X-Content-Type-Options"] = "nosniff"
+        headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
+        headers["Permissions-Policy"] = "geolocation=(), camera=(), microphone=()"
+        headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        if not app.debug:
+            headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        if current_user and getattr(current_user, "is_authenticated", False):
+            # Pages with patient data must not sit in shared caches or the back button.
+            headers.setdefault("Cache-Control", "no-store")
+        return response

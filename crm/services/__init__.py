@@ -1,0 +1,1 @@
+"""Business logic: plain functions taking explicit arguments. They flush; the caller commits."""

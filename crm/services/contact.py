@@ -1,0 +1,79 @@
+"""Normalising what people type: emails, phone numbers, ZIP codes, state codes."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+US_STATES = {
+    "AL": "Alabama", "AK": "Alaska", "AZ": "Arizona", "AR": "Arkansas", "CA": "California", "CO": "Colorado",
+    "CT": "Connecticut", "DE": "Delaware", "DC": "District of Columbia", "FL": "Florida", "GA": "Georgia",
+    "HI": "Hawaii", "ID": "Idaho", "IL": "Illinois", "IN": "Indiana", "IA": "Iowa", "KS": "Kansas",
+    "KY": "Kentucky", "LA": "Louisiana", "ME": "Maine", "MD": "Maryland", "MA": "Massachusetts", "MI": "Michigan",
+    "MN": "Minnesota", "MS": "Mississippi", "MO": "Missouri", "MT": "Montana", "NE": "Nebraska", "NV": "Nevada",
+    "NH": "New Hampshire", "NJ": "New Jersey", "NM": "New Mexico", "NY": "New York", "NC": "North Carolina",
+    "ND": "North Dakota", "OH": "Ohio", "OK": "Oklahoma", "OR": "Oregon", "PA": "Pennsylvania",
+    "RI": "Rhode Island", "SC": "South Carolina", "SD": "South Dakota", "TN": "Tennessee", "TX": "Texas",
+    "UT": "Utah", "VT": "Vermont", "VA": "Virginia", "WA": "Washington", "WV": "West Virginia",
+    "WI": "Wisconsin", "WY": "Wyoming",
+}  # fmt: skip
+
+ZIP_RE = re.compile(r"^(\d{5})(?:-?(\d{4}))?$")
+
+
+def normalise_email(value: str) -> str:
+    """Lower-cased, validated address; raises ValueError with a readable reason."""
+    value = (value or "").strip()
+    if not value:
+        raise ValueError("Enter an email address.")
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def normalise_phone(value: str, region: str = "US") -> str:
+    """E.164 (``+13055550100``); raises ValueError if it is not a valid number."""
+    value = (value or "").strip()
+    if not value:
+        raise ValueError("Enter a phone number.")
+    try:
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("Enter a valid phone number, e.g. (305) 555-0100.") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("Enter a valid phone number, e.g. (305) 555-0100.")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def format_phone(e164: str | None) -> str:
+    """Human form of a stored E.164 number: (305) 555-0100 for US numbers."""
+    if not e164:
+        return ""
+    try:
+        parsed = phonenumbers.parse(e164, "US")
+    except phonenumbers.NumberParseException:
+        return e164
+    fmt = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if parsed.country_code == 1
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return phonenumbers.format_number(parsed, fmt)
+
+
+def normalise_zip(value: str) -> str:
+    """``12345`` or ``12345-6789``; raises ValueError otherwise."""
+    match = ZIP_RE.match((value or "").strip())
+    if not match:
+        raise ValueError("Enter a 5-digit ZIP code (or ZIP+4).")
+    return match.group(1) + (f"-{match.group(2)}" if match.group(2) else "")
+
+
+def normalise_state(value: str) -> str:
+    code = (value or "").strip().upper()
+    if code not in US_STATES:
+        raise ValueError(f"Unknown state code {value!r}.")
+    return code

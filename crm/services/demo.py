@@ -1,0 +1,330 @@
+"""Demo data: a desk that looks alive on first run. Deterministic and idempotent."""
+
+from __future__ import annotations
+
+import base64
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+import zipcodes
+
+from crm.extensions import db
+from crm.models import (
+    Appointment,
+    Condition,
+    FollowUp,
+    Lead,
+    LeadEvent,
+    Patient,
+    Physician,
+    Registration,
+    User,
+    WebhookSecret,
+    WebhookSource,
+)
+from crm.models.enums import (
+    AppointmentStatus,
+    CallOutcome,
+    ContactMethod,
+    Credential,
+    EventKind,
+    GeocodePrecision,
+    GeocodeStatus,
+    LeadSourceKind,
+    LeadStatus,
+    LostReason,
+    Role,
+    VisitMode,
+)
+from crm.seed.reference import load_reference_data
+from crm.services import accounts
+from crm.services.npi import check_digit
+
+DEMO_PASSWORD = "desk-demo-2026"
+DEMO_USERS = [
+    ("admin@example.com", "Avery Admin", Role.ADMIN, ["en"]),
+    ("maria@example.com", "Maria Lopez", Role.SPECIALIST, ["en", "es"]),
+    ("james@example.com", "James Carter", Role.SPECIALIST, ["en"]),
+    ("priya@example.com", "Priya Shah", Role.SPECIALIST, ["en", "hi"]),
+]
+DEMO_STATES = ["FL", "CA", "NY", "PA", "OH", "MI", "IL", "AZ", "CO", "MA", "NJ", "WA"]
+PATIENT_EXTRA_STATES = ["TX", "ID"]  # no full program: shows "not eligible" reasons
+DEMO_SOURCE_SLUG = "wordpress"
+DEMO_SOURCE_SECRET = "whsec_" + base64.b64encode(b"appointment-desk-demo-secret-32b").decode()
+
+FIRST = """
+Olivia Liam Emma Noah Ava Elijah Sophia James Isabella Lucas Mia Mateo Amelia Levi Harper Ezra Evelyn Luca
+Aria Asher Ella Leo Chloe Jack Nora Owen Zoe Caleb Layla Ryan Grace Aaron Rosa Diego Mei Omar Fatima Ivan
+""".split()
+LAST = """
+Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez Wilson
+Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark Ramirez Lewis
+Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams Nelson Baker Hall
+""".split()
+STREETS = "Main Oak Maple Cedar Pine Elm Washington Lake Hill Park Sunset Lincoln Jackson Highland Church".split()
+PRACTICE_WORDS = ["Wellness", "Integrative Care", "Family Medicine", "Health Partners", "Medical Group", "Clinic"]
+
+
+def _zips_by_state(states: list[str]) -> dict[str, list[dict]]:
+    out = {}
+    for st in states:
+        rows = [
+            z
+            for z in zipcodes.filter_by(state=st, active=True)
+            if z["zip_code_type"] == "STANDARD" and z["lat"] not in ("0", "", None)
+        ]
+        out[st] = rows
+    return out
+
+
+def _npi(rng: random.Random, used: set[str]) -> str:
+    while True:
+        stem = "1" + "".join(str(rng.randint(0, 9)) for _ in range(8))
+        npi = stem + check_digit(stem)
+        if npi not in used:
+            used.add(npi)
+            return npi
+
+
+def load_demo(progress: Callable[[str], None] | None = None, *, physicians: int = 300, leads: int = 60) -> dict:
+    """Create demo users, physicians, a webhook source and leads unless the demo admin exists."""
+    report = load_reference_data()
+    if db.session.scalar(sa.select(User.id).where(User.email == DEMO_USERS[0][0])):
+        report["skipped"] = True
+        return report
+    rng = random.Random(2026)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    users = [
+        accounts.create_user(email, name, DEMO_PASSWORD, role, languages=langs, on_shift=role == Role.SPECIALIST)
+        for email, name, role, langs in DEMO_USERS
+    ]
+    specialists = [u for u in users if u.role == Role.SPECIALIST]
+    conditions = list(db.session.scalars(sa.select(Condition).order_by(Condition.slug)))
+    zips = _zips_by_state(DEMO_STATES + PATIENT_EXTRA_STATES)
+
+    doctors = _demo_physicians(rng, physicians, zips, conditions, now)
+    if progress:
+        progress(f"{len(doctors)} physicians")
+    source = WebhookSource(
+        name="Website form (WordPress)",
+        slug=DEMO_SOURCE_SLUG,
+        field_mapping={
+            "first_name": "first_name",
+            "last_name": "last_name",
+            "email": "email",
+            "phone": "phone",
+            "zip": "zip",
+            "condition": "condition",
+            "message": "message",
+            "consent": "consent",
+        },
+    )
+    source.secrets.append(WebhookSecret(secret=DEMO_SOURCE_SECRET))
+    db.session.add(source)
+    db.session.flush()
+    created = _demo_leads(rng, leads, zips, conditions, doctors, specialists, source, now)
+    if progress:
+        progress(f"{created} leads")
+    report.update({"users": len(users), "physicians": len(doctors), "leads": created, "skipped": False})
+    return report
+
+
+def _demo_physicians(rng, count, zips, conditions, now) -> list[Physician]:
+    used: set[str] = set()
+    doctors = []
+    today = now.date()
+    for i in range(count):
+        st = DEMO_STATES[i % len(DEMO_STATES)]
+        z = rng.choice(zips[st])
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        telehealth = rng.random() < 0.55
+        doc = Physician(
+            npi=_npi(rng, used),
+            first_name=first,
+            last_name=last,
+            credential=rng.choices(list(Credential), weights=[6, 2, 2, 1])[0],
+            practice_name=f"{z['city']} {rng.choice(PRACTICE_WORDS)}",
+            street=f"{rng.randint(10, 9999)} {rng.choice(STREETS)} St",
+            city=z["city"],
+            state=st,
+            zip=z["zip_code"],
+            latitude=float(z["lat"]),
+            longitude=float(z["long"]),
+            geocode_precision=GeocodePrecision.ZIP,
+            geocode_status=GeocodeStatus.OK,
+            timezone=z["timezone"],
+            phone=f"+1{rng.choice(z['area_codes'] or ['555'])}555{rng.randint(1000, 1999)}",
+            email=f"{first.lower()}.{last.lower()}{i}@example.org",
+            website="",
+            offers_in_person=not telehealth or rng.random() < 0.7,
+            offers_telehealth=telehealth,
+            languages=["en", "es"] if rng.random() < 0.25 else ["en"],
+            accepting_new=rng.random() > 0.08,
+            active=rng.random() > 0.03,
+            priority=rng.choices([1, 2, 3], weights=[2, 6, 2])[0],
+            weekly_capacity=rng.choice([5, 10, 15, 20]),
+        )
+        if rng.random() < 0.3:
+            doc.conditions = rng.sample(conditions, k=min(len(conditions), rng.randint(3, 8)))
+        roll = rng.random()
+        if roll < 0.05:
+            expires = today - timedelta(days=rng.randint(5, 200))  # expired: excluded from matching
+        elif roll < 0.12:
+            expires = today + timedelta(days=rng.randint(3, 29))  # expiring soon: warning
+        else:
+            expires = today + timedelta(days=rng.randint(60, 720))
+        doc.registrations.append(
+            Registration(state=st, number=f"{st}-{rng.randint(100000, 999999)}", expires_on=expires)
+        )
+        if rng.random() < 0.1:
+            other = rng.choice([s for s in DEMO_STATES if s != st])
+            doc.registrations.append(
+                Registration(state=other, number=f"{other}-{rng.randint(100000, 999999)}", expires_on=expires)
+            )
+        db.session.add(doc)
+        doctors.append(doc)
+    db.session.flush()
+    return doctors
+
+
+STATUS_PLAN = (
+    [LeadStatus.NEW] * 14
+    + [LeadStatus.ATTEMPTING] * 10
+    + [LeadStatus.CONTACTED] * 10
+    + [LeadStatus.BOOKED] * 8
+    + [LeadStatus.COMPLETED] * 8
+    + [LeadStatus.LOST] * 10
+)
+
+
+def _demo_leads(rng, count, zips, conditions, doctors, specialists, source, now) -> int:
+    published = [c for c in conditions if c.published] or conditions
+    for i in range(count):
+        status = STATUS_PLAN[i % len(STATUS_PLAN)]
+        st = rng.choice(PATIENT_EXTRA_STATES) if rng.random() < 0.08 else rng.choice(DEMO_STATES)
+        z = rng.choice(zips[st])
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        # New leads are recent (the queue's SLA clock); closed ones older.
+        if status == LeadStatus.NEW:
+            created = now - timedelta(minutes=rng.randint(3, 60 * 30))
+        else:
+            created = now - timedelta(days=rng.randint(1, 29), minutes=rng.randint(0, 600))
+        patient = Patient(
+            first_name=first,
+            last_name=last,
+            email=f"{first.lower()}.{last.lower()}.{i}@example.com",
+            phone=f"+1{rng.choice(z['area_codes'] or ['555'])}555{rng.randint(100, 199):04d}",
+            age_confirmed=True,
+            zip=z["zip_code"],
+            city=z["city"],
+            state=st,
+            latitude=float(z["lat"]),
+            longitude=float(z["long"]),
+            geocode_precision=GeocodePrecision.ZIP,
+            geocode_status=GeocodeStatus.OK,
+            timezone=z["timezone"],
+            preferred_contact_method=rng.choice(list(ContactMethod)),
+            language="es" if rng.random() < 0.15 else "en",
+            consent_text="I agree to be contacted by phone, text or email about my appointment request.",
+            consent_at=created,
+            consent_ip="203.0.113.10",
+            created_at=created,
+        )
+        condition = rng.choice(published)
+        lead = Lead(
+            patient=patient,
+            condition=condition,
+            condition_text=condition.name,
+            message=rng.choice(["", "Prefer afternoons.", "Looking for a telehealth visit if possible.", ""]),
+            source_kind=LeadSourceKind.WEBHOOK if i % 3 == 0 else LeadSourceKind.FORM,
+            webhook_source=source if i % 3 == 0 else None,
+            landing_page_url=f"https://directory.example.com/conditions/{condition.slug}",
+            utm_source=rng.choice(["google", "facebook", "newsletter", ""]),
+            utm_medium=rng.choice(["cpc", "organic", "email", ""]),
+            status=LeadStatus.NEW,
+            created_at=created,
+            sla_due_at=created + timedelta(minutes=15),
+        )
+        db.session.add(lead)
+        db.session.flush()
+        _event(lead, None, EventKind.CREATED, {"channel": lead.source_kind.value}, created)
+        if status != LeadStatus.NEW or rng.random() < 0.4:
+            _advance(rng, lead, status, specialists, doctors, created, now)
+    db.session.flush()
+    return count
+
+
+def _event(lead, actor, kind, data, at):
+    db.session.add(
+        LeadEvent(lead_id=lead.id, actor_id=actor.id if actor else None, kind=kind, data=data, created_at=at)
+    )
+
+
+def _transition(lead, actor, to, at, reason=None):
+    data = {"from": lead.status.value, "to": to.value}
+    if reason:
+        data["reason"] = reason.value
+    _event(lead, actor, EventKind.STATUS_CHANGED, data, at)
+    lead.status = to
+    lead.last_activity_at = at
+
+
+def _advance(rng, lead, target, specialists, doctors, created, now):
+    owner = rng.choice(specialists)
+    t = created + timedelta(minutes=rng.randint(2, 40))
+    lead.assignee, lead.assigned_at = owner, t
+    _event(lead, None, EventKind.ASSIGNED, {"to": owner.id, "by": "auto"}, t)
+    if target == LeadStatus.NEW:
+        return
+    t += timedelta(minutes=rng.randint(1, 30))
+    lead.attempts += 1
+    _event(lead, owner, EventKind.CALL_ATTEMPT, {"outcome": CallOutcome.NO_ANSWER.value}, t)
+    _transition(lead, owner, LeadStatus.ATTEMPTING, t)
+    if target == LeadStatus.ATTEMPTING:
+        due = now + timedelta(hours=rng.randint(-3, 30))
+        db.session.add(FollowUp(lead=lead, owner=owner, due_at=due, note="Try again", created_at=t))
+        lead.next_follow_up_at = due
+        return
+    if target == LeadStatus.LOST:
+        reason = rng.choice(list(LostReason))
+        _transition(lead, owner, LeadStatus.LOST, t + timedelta(days=1), reason)
+        lead.lost_reason, lead.closed_at = reason, t + timedelta(days=1)
+        return
+    t += timedelta(hours=rng.randint(1, 20))
+    lead.attempts += 1
+    lead.first_contact_at = t
+    _event(lead, owner, EventKind.CALL_ATTEMPT, {"outcome": CallOutcome.REACHED.value}, t)
+    _transition(lead, owner, LeadStatus.CONTACTED, t)
+    _event(lead, owner, EventKind.NOTE, {"text": "Spoke with the patient; looking for a physician nearby."}, t)
+    if target == LeadStatus.CONTACTED:
+        due = now + timedelta(hours=rng.randint(-2, 48))
+        db.session.add(FollowUp(lead=lead, owner=owner, due_at=due, note="Send physician options", created_at=t))
+        lead.next_follow_up_at = due
+        return
+    same_state = [d for d in doctors if d.state == lead.patient.state and d.active] or doctors
+    doctor = rng.choice(same_state)
+    t += timedelta(hours=rng.randint(1, 24))
+    if target == LeadStatus.COMPLETED:
+        starts = t + timedelta(days=rng.randint(1, 5))
+        starts = min(starts, now - timedelta(hours=2))
+    else:
+        starts = now + timedelta(days=rng.randint(1, 10), hours=rng.randint(0, 6))
+    mode = VisitMode.TELEHEALTH if doctor.offers_telehealth and rng.random() < 0.5 else VisitMode.IN_PERSON
+    appt = Appointment(lead=lead, physician=doctor, starts_at=starts, mode=mode, created_by_id=owner.id, created_at=t)
+    db.session.add(appt)
+    db.session.flush()
+    _event(lead, owner, EventKind.APPOINTMENT_BOOKED, {"appointment_id": appt.id, "physician_id": doctor.id}, t)
+    _transition(lead, owner, LeadStatus.BOOKED, t)
+    if target == LeadStatus.COMPLETED:
+        appt.status, appt.outcome_at = AppointmentStatus.COMPLETED, starts + timedelta(hours=1)
+        _transition(lead, owner, LeadStatus.COMPLETED, starts + timedelta(hours=1))
+        lead.closed_at = starts + timedelta(hours=1)
+
+
+def demo_logins() -> list[tuple[str, str, str]]:
+    return [(email, DEMO_PASSWORD, role.value) for email, _, role, _ in DEMO_USERS]
+
+
+__all__ = ["DEMO_PASSWORD", "demo_logins", "load_demo"]

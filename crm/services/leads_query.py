@@ -1,0 +1,237 @@
+"""Queue queries: which leads a view shows, in which order, fast at a million leads.
+
+Views (SPEC 7): ``unassigned`` (most urgent, then oldest first), ``mine`` (my open
+leads, next follow-up first), ``due`` (open leads whose next follow-up is due or
+overdue, mine first) and ``all`` (newest first). Every view takes the filters
+(status, state, condition, source, assignee, created range) and the search.
+
+Performance notes (see docs/queue.md and migration 0002):
+- the status lists are rendered as SQL literals identical to the predicates of the
+  partial indexes, so both PostgreSQL (even with generic prepared plans) and
+  SQLite can prove the index applies;
+- pages are fetched with LIMIT per_page + 1 (no COUNT over the whole view), and
+  totals are counted over at most ``COUNT_CAP`` rows ("10,000+");
+- name search uses ranges on ``lower(last_name)`` / ``lower(first_name)``
+  (expression indexes); email and phone searches are equality on indexed columns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
+
+from crm.models import Lead, Patient, User
+from crm.models.enums import LeadSourceKind, LeadStatus
+from crm.services.calling_window import zone
+from crm.services.contact import normalise_email, normalise_phone
+
+VIEWS = ("unassigned", "mine", "due", "all")
+COUNT_CAP = 10_000
+OPEN_SQL = "leads.status IN ('new', 'attempting', 'contacted', 'booked')"
+OPEN = sa.text(OPEN_SQL)
+PER_PAGE = 25
+MAX_PAGE = 2_000
+
+
+class SearchError(ValueError):
+    """A search the queue cannot run as typed; ``str(err)`` says what to type instead."""
+
+
+@dataclass
+class Filters:
+    status: str | None = None
+    state: str | None = None
+    condition_id: int | None = None
+    source: str | None = None  # "form" | "manual" | "webhook" | "webhook:<id>"
+    assignee: str | None = None  # "me" | "none" | "<user id>"
+    created_from: date | None = None
+    created_to: date | None = None
+    q: str | None = None
+
+    def active(self) -> bool:
+        return any(v not in (None, "") for v in self.__dict__.values())
+
+
+@dataclass
+class QueuePage:
+    items: list[Lead]
+    page: int
+    per_page: int
+    has_next: bool
+    total: int | None = None  # None: not counted (the "all" view without a search)
+    capped: bool = False
+    mine_count: int | None = None  # due view: how many of the due leads are mine
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_prev(self) -> bool:
+        return self.page > 1
+
+    @property
+    def first(self) -> int:
+        return (self.page - 1) * self.per_page + 1 if self.items else 0
+
+    @property
+    def last(self) -> int:
+        return (self.page - 1) * self.per_page + len(self.items)
+
+    @property
+    def pages(self) -> int | None:
+        if self.total is None or self.capped:
+            return None
+        return max(1, -(-self.total // self.per_page))
+
+
+def _base() -> sa.Select:
+    return sa.select(Lead).options(joinedload(Lead.patient), joinedload(Lead.condition), joinedload(Lead.assignee))
+
+
+def patient_search_clause(q: str):
+    """Name prefix(es), exact email or exact phone; raises SearchError for a partial number."""
+    q = q.strip()
+    if "@" in q:
+        try:
+            return Patient.email == normalise_email(q)
+        except ValueError:
+            return Patient.email == q.lower()
+    digits = re.sub(r"\D", "", q)
+    if digits and len(digits) >= len(re.sub(r"[\s().+-]", "", q)) - 1 and len(digits) >= 4:
+        try:
+            phone = normalise_phone(q)
+        except ValueError:
+            if len(digits) == 10:
+                phone = "+1" + digits
+            elif len(digits) == 11 and digits.startswith("1"):
+                phone = "+" + digits
+            else:
+                raise SearchError("Type the full phone number (10 digits) to search by phone.") from None
+        return Patient.phone == phone
+    parts = [p for p in re.split(r"[\s,]+", q.lower()) if p][:3]
+    if not parts:
+        raise SearchError("Type a name, an email or a phone number.")
+    clauses = [
+        sa.or_(_prefix(sa.func.lower(Patient.first_name), p), _prefix(sa.func.lower(Patient.last_name), p))
+        for p in parts
+    ]
+    return sa.and_(*clauses)
+
+
+def _prefix(expr, prefix: str):
+    """``expr LIKE 'prefix%'`` written as an index-friendly range on both databases."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return sa.and_(expr >= prefix, expr < upper)
+
+
+def _day_start(day: date, tz: str) -> datetime:
+    return datetime.combine(day, time(0, 0), tzinfo=zone(tz)).astimezone(UTC)
+
+
+def apply_filters(stmt: sa.Select, f: Filters, user: User) -> sa.Select:
+    if f.status:
+        stmt = stmt.where(Lead.status == LeadStatus(f.status).value)
+    if f.condition_id:
+        stmt = stmt.where(Lead.condition_id == f.condition_id)
+    if f.source:
+        if f.source.startswith("webhook:"):
+            stmt = stmt.where(Lead.webhook_source_id == int(f.source.split(":", 1)[1]))
+        else:
+            stmt = stmt.where(Lead.source_kind == LeadSourceKind(f.source).value)
+    if f.assignee == "me":
+        stmt = stmt.where(Lead.assignee_id == user.id)
+    elif f.assignee == "none":
+        stmt = stmt.where(Lead.assignee_id.is_(None))
+    elif f.assignee:
+        stmt = stmt.where(Lead.assignee_id == int(f.assignee))
+    tz = user.timezone or "America/New_York"
+    if f.created_from:
+        stmt = stmt.where(Lead.created_at >= _day_start(f.created_from, tz))
+    if f.created_to:
+        stmt = stmt.where(Lead.created_at < _day_start(f.created_to + timedelta(days=1), tz))
+    patient_where = []
+    if f.state:
+        patient_where.append(Patient.state == f.state)
+    if f.q:
+        patient_where.append(patient_search_clause(f.q))
+    if patient_where:
+        stmt = stmt.where(Lead.patient_id.in_(sa.select(Patient.id).where(*patient_where)))
+    return stmt
+
+
+def view_select(view: str, user: User, f: Filters, now: datetime) -> sa.Select:
+    """The rows of one view (mine-first ordering of ``due`` is done by ``queue_page``)."""
+    stmt = apply_filters(_base(), f, user)
+    if view == "unassigned":
+        return stmt.where(Lead.assignee_id.is_(None), OPEN).order_by(
+            Lead.priority.desc(), Lead.created_at.asc(), Lead.id.asc()
+        )
+    if view == "mine":
+        return stmt.where(Lead.assignee_id == user.id, OPEN).order_by(
+            Lead.next_follow_up_at.asc().nulls_last(), Lead.created_at.asc(), Lead.id.asc()
+        )
+    if view == "due":
+        return stmt.where(Lead.next_follow_up_at <= now, OPEN).order_by(Lead.next_follow_up_at.asc(), Lead.id.asc())
+    return stmt.order_by(Lead.created_at.desc(), Lead.id.desc())
+
+
+def capped_count(session, stmt: sa.Select, cap: int = COUNT_CAP) -> tuple[int, bool]:
+    inner = stmt.with_only_columns(Lead.id).order_by(None).limit(cap + 1).subquery()
+    n = session.scalar(sa.select(sa.func.count()).select_from(inner)) or 0
+    return min(n, cap), n > cap
+
+
+def _fetch(session, stmt: sa.Select, offset: int, limit: int) -> list[Lead]:
+    return list(session.scalars(stmt.offset(offset).limit(limit)).unique())
+
+
+def queue_page(
+    session,
+    view: str,
+    user: User,
+    f: Filters,
+    *,
+    page: int = 1,
+    per_page: int = PER_PAGE,
+    now: datetime | None = None,
+) -> QueuePage:
+    now = now or datetime.now(UTC)
+    view = view if view in VIEWS else "unassigned"
+    page = max(1, min(page, MAX_PAGE))
+    offset = (page - 1) * per_page
+    if view == "due":
+        return _due_page(session, user, f, page, per_page, now)
+    stmt = view_select(view, user, f, now)
+    rows = _fetch(session, stmt, offset, per_page + 1)
+    result = QueuePage(items=rows[:per_page], page=page, per_page=per_page, has_next=len(rows) > per_page)
+    if view != "all" or f.q:
+        result.total, result.capped = capped_count(session, stmt)
+    return result
+
+
+def _due_page(session, user: User, f: Filters, page: int, per_page: int, now: datetime) -> QueuePage:
+    """Due and overdue follow-ups, mine first: two index-ordered queries stitched together."""
+    due = view_select("due", user, f, now)
+    mine = due.where(Lead.assignee_id == user.id)
+    others = due.where(sa.or_(Lead.assignee_id.is_(None), Lead.assignee_id != user.id))
+    mine_total, _ = capped_count(session, mine)
+    offset = (page - 1) * per_page
+    items: list[Lead] = []
+    if offset < mine_total:
+        items = _fetch(session, mine, offset, per_page)
+        rest = _fetch(session, others, 0, per_page + 1 - len(items))
+    else:
+        rest = _fetch(session, others, offset - mine_total, per_page + 1)
+    combined = items + rest
+    others_total, capped = capped_count(session, others)
+    return QueuePage(
+        items=combined[:per_page],
+        page=page,
+        per_page=per_page,
+        has_next=len(combined) > per_page,
+        total=mine_total + others_total,
+        capped=capped,
+        mine_count=mine_total,
+    )

@@ -1,0 +1,206 @@
+"""Sign-in, sessions, lockout and the security baseline (SPEC 12)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+import time_machine
+
+from crm.models import AuditLog, User
+from tests.factories import PASSWORD, UserFactory
+
+
+def audit_actions(db):
+    return [a.action for a in db.session.scalars(sa.select(AuditLog).order_by(AuditLog.id))]
+
+
+def test_login_page_renders(client):
+    resp = client.get("/login")
+    assert resp.status_code == 200
+    assert b"Sign in" in resp.data
+
+
+def test_login_success_redirects_to_queue_and_audits(client, auth, specialist, db):
+    resp = auth.login()
+    assert resp.status_code == 302
+    assert resp.headers["Location"].endswith("/queue")
+    assert client.get("/queue").status_code == 200
+    assert "login" in audit_actions(db)
+    db.session.refresh(specialist)
+    assert specialist.last_login_at is not None
+
+
+def test_wrong_password_and_unknown_email_get_the_same_answer(client, auth, specialist, db):
+    wrong = auth.login(password="not the password")
+    unknown = auth.login(email="nobody@example.com")
+    assert wrong.status_code == unknown.status_code == 200
+    assert b"Invalid email or password." in wrong.data
+    assert b"Invalid email or password." in unknown.data
+    assert audit_actions(db).count("login_failed") == 2
+
+
+def test_account_locks_after_repeated_failures(client, auth, specialist, db, app):
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        resp = auth.login(password="wrong password!")
+    assert b"locked" in resp.data
+    # The right password is refused while locked.
+    resp = auth.login()
+    assert resp.status_code == 200 and b"locked" in resp.data
+    db.session.refresh(specialist)
+    assert specialist.locked_until is not None
+    assert "account_locked" in audit_actions(db)
+    # After the lockout passes, the right password works again.
+    with time_machine.travel(datetime.now(UTC) + app.config["LOGIN_LOCKOUT"] + timedelta(minutes=1)):
+        assert auth.login().status_code == 302
+
+
+def test_unknown_email_is_throttled_like_a_real_account(make_app, db):
+    app = make_app(RATELIMIT_ENABLED=True)
+    client = app.test_client()
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        resp = client.post("/login", data={"email": "ghost@example.com", "password": "whatever123"})
+    resp = client.post("/login", data={"email": "ghost@example.com", "password": "whatever123"})
+    assert b"locked" in resp.data
+
+
+def test_login_rate_limited_per_ip(make_app, db):
+    app = make_app(RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="3 per minute")
+    client = app.test_client()
+    codes = [
+        client.post("/login", data={"email": f"u{i}@example.com", "password": "x" * 12}).status_code for i in range(4)
+    ]
+    assert codes[-1] == 429
+    assert client.post("/login", data={"email": "a@example.com", "password": "x"}).headers.get("Retry-After")
+
+
+def test_inactive_user_cannot_sign_in(client, auth, db):
+    UserFactory(email="gone@example.com", active=False)
+    db.session.commit()
+    resp = auth.login(email="gone@example.com")
+    assert resp.status_code == 200 and b"Invalid email or password." in resp.data
+
+
+def test_logout_requires_post_and_kills_the_session_cookie(client, auth, specialist, db):
+    auth.as_user(specialist)
+    stolen = client.get_cookie("appointment_desk").value
+    assert client.get("/logout").status_code == 405
+    resp = auth.logout()
+    assert resp.status_code == 302
+    assert "logout" in audit_actions(db)
+    # Replaying the cookie captured before logout gets the login page, not the queue.
+    client.set_cookie("appointment_desk", stolen)
+    resp = client.get("/queue")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+
+
+def test_session_rotates_at_login(client, auth, specialist, db):
+    auth.as_user(specialist)
+    first = db.session.scalar(sa.select(User.session_token).where(User.id == specialist.id))
+    auth.logout()
+    auth.as_user(specialist)
+    second = db.session.scalar(sa.select(User.session_token).where(User.id == specialist.id))
+    assert first != second
+
+
+def test_deactivation_ends_live_sessions(client, auth, specialist, db):
+    from crm.services.accounts import deactivate
+
+    auth.as_user(specialist)
+    assert client.get("/queue").status_code == 200
+    deactivate(db.session.get(User, specialist.id))
+    db.session.commit()
+    resp = client.get("/queue")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+
+
+def test_idle_timeout_signs_out_after_15_minutes(client, auth, specialist):
+    auth.as_user(specialist)
+    assert client.get("/queue").status_code == 200
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=16)):
+        resp = client.get("/queue")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+    assert client.get("/queue").status_code == 302
+
+
+def test_activity_keeps_the_session_alive(client, auth, specialist):
+    auth.as_user(specialist)
+    start = datetime.now(UTC)
+    for minutes in (10, 20, 30):
+        with time_machine.travel(start + timedelta(minutes=minutes)):
+            assert client.get("/queue").status_code == 200
+
+
+def test_safe_next_redirects_only(client, specialist):
+    ok = client.post("/login", data={"email": specialist.email, "password": PASSWORD, "next": "/queue?view=mine"})
+    assert ok.headers["Location"].endswith("/queue?view=mine")
+    client.post("/logout")
+    for evil in ("https://evil.example.com/", "//evil.example.com/x", "/\\evil.example.com", "javascript:alert(1)"):
+        resp = client.post("/login", data={"email": specialist.email, "password": PASSWORD, "next": evil})
+        assert resp.headers["Location"].endswith("/queue"), evil
+        client.post("/logout")
+
+
+def test_csrf_is_required_on_forms(make_app, db, specialist):
+    app = make_app(WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    resp = client.post("/login", data={"email": specialist.email, "password": PASSWORD})
+    assert resp.status_code == 400 and b"form expired" in resp.data
+    assert client.get("/queue").status_code == 302  # not signed in
+    import re
+
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get("/login").get_data(as_text=True))
+    resp = client.post("/login", data={"email": specialist.email, "password": PASSWORD, "csrf_token": token.group(1)})
+    assert resp.status_code == 302
+    # Staff POST buttons (logout, shift) need the token too.
+    assert client.post("/shift").status_code == 400
+
+
+def test_security_headers_on_every_response(client, specialist, auth):
+    for resp in (client.get("/login"), client.get("/no-such-page")):
+        h = resp.headers
+        assert "script-src 'self'" in h["Content-Security-Policy"]
+        assert "unsafe-inline" not in h["Content-Security-Policy"].split("script-src")[1].split(";")[0]
+        assert h["X-Frame-Options"] == "DENY"
+        assert h["X-Content-Type-Options"] == "nosniff"
+        assert h["Referrer-Policy"]
+        assert h["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_session_cookie_flags(make_app, db, specialist):
+    app = make_app(SESSION_COOKIE_SECURE=True)
+    client = app.test_client()
+    resp = client.post("/login", data={"email": specialist.email, "password": PASSWORD})
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
+
+
+def test_no_inline_scripts_in_pages(client, auth, specialist):
+    import re
+
+    auth.as_user(specialist)
+    for url in ("/login", "/queue"):
+        html = client.get(url).get_data(as_text=True)
+        for tag in re.findall(r"<script[^>]*>", html):
+            assert "src=" in tag, tag
+        assert "onclick=" not in html and "onload=" not in html
+
+
+def test_error_pages_html_and_json(client):
+    assert b"could not find" in client.get("/nothing-here").data
+    resp = client.get("/api/nothing")
+    assert resp.status_code == 404 and resp.is_json and "error" in resp.get_json()
+    resp = client.get("/webhooks/nothing")
+    assert resp.is_json
+
+
+def test_shift_toggle(client, auth, specialist, db):
+    auth.as_user(specialist)
+    assert not specialist.on_shift
+    client.post("/shift")
+    db.session.refresh(specialist)
+    assert specialist.on_shift
+    assert "shift_start" in audit_actions(db)
+    client.post("/shift")
+    db.session.refresh(specialist)
+    assert not specialist.on_shift

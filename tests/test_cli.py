@@ -1,0 +1,74 @@
+"""flask crm user create / seed / demo."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from crm.models import AuditLog, Condition, Lead, Physician, StateProgram, User
+from crm.models.enums import LeadStatus, Role
+from crm.services.accounts import verify_password
+
+
+def test_user_create_with_password_stdin(app, db):
+    runner = app.test_cli_runner()
+    result = runner.invoke(
+        args=["crm", "user", "create", "Boss@Example.com", "--role", "admin", "--password-stdin"],
+        input="a long enough password\n",
+    )
+    assert result.exit_code == 0, result.output
+    user = db.session.scalar(sa.select(User).where(User.email == "boss@example.com"))
+    assert user.role == Role.ADMIN
+    assert verify_password(user.password_hash, "a long enough password")
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "create_user"))
+
+
+def test_user_create_prompts_for_password(app, db):
+    result = app.test_cli_runner().invoke(
+        args=["crm", "user", "create", "new@example.com"], input="another password!\nanother password!\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert db.session.scalar(sa.select(User.role).where(User.email == "new@example.com")) == Role.SPECIALIST
+
+
+def test_user_create_refuses_duplicates_and_weak_passwords(app, db, specialist):
+    runner = app.test_cli_runner()
+    dup = runner.invoke(args=["crm", "user", "create", specialist.email, "--password-stdin"], input="long password 1\n")
+    assert dup.exit_code == 1 and "already exists" in dup.output
+    weak = runner.invoke(args=["crm", "user", "create", "x@example.com", "--password-stdin"], input="short\n")
+    assert weak.exit_code == 1 and "at least" in weak.output
+    bad = runner.invoke(args=["crm", "user", "create", "not-an-email", "--password-stdin"], input="long password 1\n")
+    assert bad.exit_code == 1 and "Invalid email" in bad.output
+
+
+def test_seed_loads_all_states_and_conditions_once(app, db):
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["crm", "seed"]).exit_code == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(StateProgram)) == 51
+    conditions = db.session.scalar(sa.select(sa.func.count()).select_from(Condition))
+    assert conditions >= 20
+    assert db.session.scalar(sa.select(Condition).where(Condition.slug == "dystonia")).body
+    # An admin's edit survives a second seed.
+    fl = db.session.scalar(sa.select(StateProgram).where(StateProgram.state == "FL"))
+    fl.minimum_age = 21
+    db.session.commit()
+    assert runner.invoke(args=["crm", "seed"]).exit_code == 0
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(StateProgram.minimum_age).where(StateProgram.state == "FL")) == 21
+
+
+def test_demo_is_idempotent_and_looks_alive(app, db):
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["crm", "demo"])
+    assert first.exit_code == 0, first.output
+    assert "admin@example.com" in first.output and "desk-demo-2026" in first.output
+    count = lambda m: db.session.scalar(sa.select(sa.func.count()).select_from(m))  # noqa: E731
+    assert count(User) == 4
+    assert count(Physician) == 300
+    assert count(Lead) == 60
+    states = db.session.scalar(sa.select(sa.func.count(sa.distinct(Physician.state))))
+    assert states >= 10
+    statuses = set(db.session.scalars(sa.select(Lead.status).distinct()))
+    assert statuses == set(LeadStatus)
+    second = runner.invoke(args=["crm", "demo"])
+    assert second.exit_code == 0 and "already loaded" in second.output
+    assert count(Lead) == 60 and count(User) == 4
