@@ -1,0 +1,281 @@
+"""Signed webhook intake throughput under gunicorn, as a ratio of a trivial endpoint (SPEC 11).
+
+    .venv/bin/python bench/intake.py [--seconds 20] [--clients 16] [--workers 2]
+
+For each database (a fresh temporary SQLite file; and, when TEST_DATABASE_URL or
+DATABASE_URL names a PostgreSQL server, a dedicated ``bench_intake`` database
+that is dropped and re-created) the script:
+
+1. builds the schema with the real migrations and creates one webhook source;
+2. starts gunicorn (2 sync workers) on a free 127.0.0.1 port;
+3. in a *separate process*, runs N client threads (http.client, keep-alive when the server allows)
+   for S seconds against ``GET /healthz`` (the trivial endpoint), then for S
+   seconds against ``POST /webhooks/intake/<slug>`` with Standard Webhooks
+   signatures, every delivery a new patient;
+4. stops gunicorn, counts the leads, prints one JSON object per database:
+   ``database, clients, seconds, intake_rps, trivial_rps, ratio, errors, posted, leads_created``.
+
+Loopback only, bounded in time; nothing needs the internet. Target: ratio >= 0.4
+and leads_created == posted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SECRET = "whsec_" + "YmVuY2gtaW50YWtlLXNlY3JldC1rZXktMzItYnl0ZXMhIQ=="  # 32 bytes, bench only
+SLUG = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_url(base: str, dbname: str) -> str:
+    if base.startswith("postgres://"):
+        base = "postgresql+psycopg://" + base[len("postgres://") :]
+    elif base.startswith("postgresql://"):
+        base = "postgresql+psycopg://" + base[len("postgresql://") :]
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+def recreate_pg(url: str) -> None:
+    import psycopg
+
+    parts = urlsplit(url)
+    dbname = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+
+
+def prepare(url: str) -> None:
+    """Schema by the real migrations, one source with a known secret, a condition."""
+    from flask_migrate import upgrade
+
+    from config import Config
+    from crm import create_app
+    from crm.extensions import db
+    from crm.models import Condition
+    from crm.services.sources import create_source
+
+    app = create_app(Config, SQLALCHEMY_DATABASE_URI=url, LOG_LEVEL="WARNING")
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        db.session.add(Condition(name="Dystonia", slug="dystonia", synonyms=["muscle spasms"], published=True))
+        create_source("Bench", slug=SLUG, secret=SECRET)
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+
+
+def count_leads(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM leads")).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+def start_server(url: str, port: int, workers: int) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        DATABASE_URL=url,
+        SECRET_KEY="bench-secret-key",
+        RATELIMIT_ENABLED="false",
+        LOG_LEVEL="WARNING",
+        GEOCODER="offline",
+        RUN_SCHEDULER_IN_PROCESS="false",
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "-w",
+        str(workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+        "--timeout",
+        "60",
+        "wsgi:app",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+    import requests
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except requests.RequestException:
+            time.sleep(0.2)
+    stop_server(proc)
+    raise RuntimeError("gunicorn did not come up within 30 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+# --------------------------------------------------------------------------- load (separate process)
+
+
+def _load(base: str, kind: str, clients: int, seconds: float, result_queue) -> None:
+    import http.client
+
+    from crm.services.sources import sign_payload  # pure: signs with standardwebhooks
+
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    lock = threading.Lock()
+    totals = {"ok": 0, "errors": 0, "leads": 0}
+    stop_at = time.monotonic() + seconds
+    run = uuid.uuid4().hex[:8]
+
+    def client(n: int) -> None:
+        # http.client keeps the connection open while the server allows it and reopens it when
+        # the server closes it (gunicorn's sync workers close after every response).
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        ok = errors = leads = 0
+        i = 0
+        while time.monotonic() < stop_at:
+            i += 1
+            try:
+                if kind == "trivial":
+                    conn.request("GET", "/healthz")
+                    resp = conn.getresponse()
+                    resp.read()
+                    good = resp.status == 200
+                else:
+                    body = json.dumps(
+                        {
+                            "first_name": "Bench",
+                            "last_name": f"Client{n}",
+                            "email": f"bench-{run}-{n}-{i}@example.com",
+                            "zip": "33101",
+                            "condition": "dystonia",
+                            "message": "load test",
+                        }
+                    )
+                    signed = sign_payload(SECRET, body, msg_id=f"msg_{run}_{n}_{i}")
+                    conn.request("POST", f"/webhooks/intake/{SLUG}", body=signed.body, headers=signed.headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                    good = resp.status == 202
+                    leads += good and json.loads(data).get("lead_id") is not None
+                if resp.will_close:
+                    conn.close()
+                if good:
+                    ok += 1
+                else:
+                    errors += 1
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                errors += 1
+        conn.close()
+        with lock:
+            totals["ok"] += ok
+            totals["errors"] += errors
+            totals["leads"] += leads
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 60)
+    totals["elapsed"] = time.monotonic() - started
+    result_queue.put(totals)
+
+
+def load(base: str, kind: str, clients: int, seconds: float) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_load, args=(base, kind, clients, seconds, queue))
+    proc.start()
+    result = queue.get(timeout=seconds + 120)
+    proc.join(10)
+    return result
+
+
+def bench(name: str, url: str, clients: int, seconds: float, workers: int) -> dict:
+    prepare(url)
+    port = free_port()
+    server = start_server(url, port, workers)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        trivial = load(base, "trivial", clients, seconds)
+        intake = load(base, "intake", clients, seconds)
+    finally:
+        stop_server(server)
+    trivial_rps = trivial["ok"] / trivial["elapsed"]
+    intake_rps = intake["ok"] / intake["elapsed"]
+    return {
+        "database": name,
+        "clients": clients,
+        "seconds": seconds,
+        "intake_rps": round(intake_rps, 1),
+        "trivial_rps": round(trivial_rps, 1),
+        "ratio": round(intake_rps / trivial_rps, 3) if trivial_rps else None,
+        "errors": trivial["errors"] + intake["errors"],
+        "posted": intake["ok"],
+        "leads_created": count_leads(url),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", choices=["sqlite", "postgresql"], default=None)
+    args = parser.parse_args()
+
+    targets: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
+        if args.only in (None, "sqlite"):
+            targets.append(("sqlite", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"))
+        pg_base = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or ""
+        if args.only in (None, "postgresql") and pg_base.startswith(("postgres", "postgresql")):
+            url = pg_url(pg_base, "bench_intake")
+            recreate_pg(url)
+            targets.append(("postgresql", url))
+        for name, url in targets:
+            print(json.dumps(bench(name, url, args.clients, args.seconds, args.workers)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

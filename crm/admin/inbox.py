@@ -1,0 +1,90 @@
+"""/admin/inbox: every intake delivery, filtered by status, with the raw body and a replay button."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from crm.admin.routes import bp
+from crm.extensions import db
+from crm.models import InboxItem, WebhookSource
+from crm.models.enums import InboxChannel, InboxStatus
+from crm.services import audit
+from crm.services import intake as intake_service
+
+
+def inbox_select(status: str | None = None, source: str | None = None, channel: str | None = None) -> sa.Select:
+    stmt = sa.select(InboxItem).order_by(InboxItem.id.desc())
+    if status:
+        stmt = stmt.where(InboxItem.status == InboxStatus(status))
+    if source:
+        stmt = stmt.where(InboxItem.source_slug == source)
+    if channel:
+        stmt = stmt.where(InboxItem.channel == InboxChannel(channel))
+    return stmt
+
+
+@bp.get("/inbox")
+def inbox():
+    status = request.args.get("status") or None
+    status = status if status in {s.value for s in InboxStatus} else None
+    channel = request.args.get("channel") or None
+    channel = channel if channel in {c.value for c in InboxChannel} else None
+    source = (request.args.get("source") or "").strip()[:80] or None
+    page = db.paginate(inbox_select(status, source, channel), per_page=50, error_out=False)
+    counts = dict(db.session.execute(sa.select(InboxItem.status, sa.func.count()).group_by(InboxItem.status)).all())
+    slugs = ["form"] + list(db.session.scalars(sa.select(WebhookSource.slug).order_by(WebhookSource.slug)))
+    args = {k: v for k, v in {"status": status, "source": source, "channel": channel}.items() if v}
+    return render_template(
+        "admin/inbox.html",
+        page=page,
+        counts={str(k): v for k, v in counts.items()},
+        statuses=list(InboxStatus),
+        channels=list(InboxChannel),
+        slugs=slugs,
+        status=status,
+        source=source,
+        channel=channel,
+        args=args,
+    )
+
+
+def _pretty(item: InboxItem) -> str:
+    try:
+        return json.dumps(json.loads(item.body), indent=2, sort_keys=False, ensure_ascii=False)
+    except (ValueError, TypeError):
+        return item.body or ""
+
+
+@bp.get("/inbox/<int:item_id>")
+def inbox_item(item_id: int):
+    item = db.session.get(InboxItem, item_id) or abort(404)
+    # The raw body is patient data: who looked at it is recorded.
+    audit.record("view_inbox_item", "inbox_item", item.id, detail={"lead_id": item.lead_id})
+    db.session.commit()
+    return render_template(
+        "admin/inbox_item.html", item=item, body=_pretty(item), can_replay=intake_service.can_replay(item)
+    )
+
+
+@bp.post("/inbox/<int:item_id>/replay")
+def inbox_replay(item_id: int):
+    item = db.session.get(InboxItem, item_id) or abort(404)
+    try:
+        item = intake_service.replay(item, current_user._get_current_object())
+    except ValueError as exc:
+        db.session.rollback()
+        flash(str(exc), "warning")
+        return redirect(url_for("admin.inbox_item", item_id=item_id))
+    messages = {
+        InboxStatus.ACCEPTED: ("success", f"Replayed: lead #{item.lead_id}."),
+        InboxStatus.DUPLICATE: ("info", f"Replayed: it duplicates an earlier delivery (lead #{item.lead_id})."),
+        InboxStatus.REJECTED: ("warning", "Replayed, but the submission is still refused; see the error below."),
+        InboxStatus.FAILED: ("danger", "Replayed, but processing failed again; see the error below."),
+    }
+    category, message = messages.get(item.status, ("info", "Replayed."))
+    flash(message, category)
+    return redirect(url_for("admin.inbox_item", item_id=item_id))

@@ -1,0 +1,72 @@
+"""flask crm sources add NAME [--secret whsec_...] | rotate SLUG | list"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import AppGroup
+
+from crm.cli import crm_cli
+from crm.extensions import db
+from crm.models.base import utcnow
+from crm.services import audit
+from crm.services import sources as source_service
+
+sources_cli = AppGroup("sources", help="Webhook sources and their signing secrets.")
+crm_cli.add_command(sources_cli)
+
+
+def _fail(message: str) -> None:
+    db.session.rollback()
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+@sources_cli.command("add")
+@click.argument("name")
+@click.option("--secret", default=None, help="Use this whsec_... secret instead of generating one.")
+@click.option("--slug", default=None, help="URL slug (default: made from the name).")
+def add_source(name: str, secret: str | None, slug: str | None) -> None:
+    """Create a webhook source; prints its slug and signing secret (shown once)."""
+    try:
+        source, secret_value = source_service.create_source(name, secret=secret, slug=slug)
+    except source_service.SourceError as exc:
+        _fail(str(exc))
+    audit.record("create_source", "webhook_source", source.id, detail={"slug": source.slug, "via": "cli"})
+    db.session.commit()
+    click.echo(f"slug: {source.slug}")
+    click.echo(f"secret: {secret_value}")
+    click.echo(f"url: /webhooks/intake/{source.slug}")
+
+
+@sources_cli.command("rotate")
+@click.argument("slug")
+def rotate(slug: str) -> None:
+    """Add a new secret; the old one keeps working for 24 hours. Prints the new secret."""
+    source = source_service.get_source(slug)
+    if source is None:
+        _fail(f"no webhook source with slug {slug!r}")
+    try:
+        secret_value = source_service.rotate_secret(source)
+    except source_service.SourceError as exc:
+        _fail(str(exc))
+    audit.record("rotate_secret", "webhook_source", source.id, detail={"via": "cli"})
+    db.session.commit()
+    ends = min((s.expires_at for s in source.secrets if s.expires_at), default=None)
+    click.echo(f"secret: {secret_value}")
+    if ends:
+        click.echo(f"The previous secret stays valid until {ends:%Y-%m-%d %H:%M} UTC.")
+
+
+@sources_cli.command("list")
+def list_sources() -> None:
+    """Sources with their live secret count and last delivery."""
+    from crm.models import WebhookSource
+
+    now = utcnow()
+    for source in db.session.scalars(db.select(WebhookSource).order_by(WebhookSource.slug)):
+        live = len(source_service.active_secrets(source, now))
+        last = f"{source.last_received_at:%Y-%m-%d %H:%M}" if source.last_received_at else "never"
+        state = "active" if source.active else "inactive"
+        click.echo(f"{source.slug}\t{source.name}\t{state}\t{live} live secret(s)\tlast delivery {last}")

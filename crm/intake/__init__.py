@@ -1,0 +1,1 @@
+"""Public intake: condition pages, the request form, the intake webhook."""

@@ -1,0 +1,75 @@
+"""The public appointment-request form. Field rules live in crm.services.intake.validate_fields."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, HiddenField, RadioField, SelectField, StringField, TelField, TextAreaField
+from wtforms.validators import Optional
+
+CONSENT_TEXT = (
+    "I agree that a patient support specialist may contact me by phone, text message or email about "
+    "this request and to help me book an appointment with a certified physician. Message and data "
+    "rates may apply. I can ask you to stop at any time."
+)
+
+CONTACT_METHODS = [("phone", "Phone call"), ("text", "Text message"), ("email", "Email")]
+CONTACT_TIMES = [("any", "Any time"), ("morning", "Morning"), ("afternoon", "Afternoon"), ("evening", "Evening")]
+VISIT_MODES = [("either", "Either is fine"), ("in_person", "In person"), ("telehealth", "Telehealth (video)")]
+OTHER = "other"
+TRACKING_FIELDS = ("landing_page_url", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+class RequestForm(FlaskForm):
+    first_name = StringField("First name", render_kw={"autocomplete": "given-name", "maxlength": 100})
+    last_name = StringField("Last name", render_kw={"autocomplete": "family-name", "maxlength": 100})
+    email = EmailField("Email", render_kw={"autocomplete": "email", "inputmode": "email"})
+    phone = TelField("Phone", render_kw={"autocomplete": "tel", "inputmode": "tel", "placeholder": "(305) 555-0100"})
+    zip = StringField("ZIP code", render_kw={"autocomplete": "postal-code", "inputmode": "numeric", "maxlength": 10})
+    street = StringField("Street address", render_kw={"autocomplete": "address-line1", "maxlength": 200})
+    city = StringField("City", render_kw={"autocomplete": "address-level2", "maxlength": 100})
+    condition = SelectField("Condition", choices=[], validate_choice=False)
+    condition_text = StringField(
+        "Or describe it in your own words", render_kw={"maxlength": 200, "placeholder": "e.g. muscle spasms"}
+    )
+    preferred_mode = RadioField("How would you like to see the physician?", choices=VISIT_MODES, default="either")
+    preferred_contact_method = SelectField("Best way to reach you", choices=CONTACT_METHODS, default="phone")
+    preferred_contact_time = SelectField("Best time to reach you", choices=CONTACT_TIMES, default="any")
+    message = TextAreaField("Anything we should know? (optional)", render_kw={"rows": 3, "maxlength": 2000})
+    consent = BooleanField("I agree to be contacted", validators=[Optional()])
+    # Honeypot: hidden from people by CSS; bots fill it in.
+    website = StringField("Leave this field empty", render_kw={"autocomplete": "off", "tabindex": "-1"})
+    idempotency_token = HiddenField()
+    landing_page_url = HiddenField()
+    utm_source = HiddenField()
+    utm_medium = HiddenField()
+    utm_campaign = HiddenField()
+    utm_term = HiddenField()
+    utm_content = HiddenField()
+
+    def set_conditions(self, conditions) -> None:
+        self.condition.choices = (
+            [("", "Choose a condition…")]
+            + [(c.slug, c.name) for c in conditions]
+            + [(OTHER, "Something else / not sure")]
+        )
+
+    def intake_fields(self, condition_name: str | None) -> dict:
+        """The submission in intake's field names (the consent text shown is stored with it)."""
+        other = (self.condition_text.data or "").strip()
+        return {
+            "first_name": self.first_name.data or "",
+            "last_name": self.last_name.data or "",
+            "email": self.email.data or "",
+            "phone": self.phone.data or "",
+            "zip": self.zip.data or "",
+            "street": self.street.data or "",
+            "city": self.city.data or "",
+            "condition": other if (self.condition.data in ("", OTHER) or not condition_name) else condition_name,
+            "message": self.message.data or "",
+            "preferred_mode": self.preferred_mode.data or "either",
+            "preferred_contact_method": self.preferred_contact_method.data or "phone",
+            "preferred_contact_time": self.preferred_contact_time.data or "any",
+            "consent": bool(self.consent.data),
+            "consent_text": CONSENT_TEXT if self.consent.data else "",
+            **{name: getattr(self, name).data or "" for name in TRACKING_FIELDS},
+        }

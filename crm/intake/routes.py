@@ -1,0 +1,235 @@
+"""Public pages (condition list and pages, the request form, thank-you), the intake webhook, /healthz."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from crm.extensions import csrf, db, limiter
+from crm.intake.forms import CONSENT_TEXT, OTHER, TRACKING_FIELDS, RequestForm
+from crm.models import Condition
+from crm.services import intake
+from crm.services.markdown import render_markdown
+
+bp = Blueprint("intake", __name__)
+
+
+def _intake_limit() -> str:
+    return current_app.config["INTAKE_RATE_LIMIT"]
+
+
+def _webhook_limit() -> str:
+    return current_app.config["WEBHOOK_RATE_LIMIT"]
+
+
+def _webhook_key() -> str:
+    """Per source and client IP: one busy integration does not throttle another."""
+    return f"{(request.view_args or {}).get('slug', '')}:{request.remote_addr}"
+
+
+def _published() -> list[Condition]:
+    return list(
+        db.session.scalars(sa.select(Condition).where(Condition.published.is_(True)).order_by(Condition.name)).all()
+    )
+
+
+def _search(conditions: list[Condition], q: str) -> list[Condition]:
+    words = q.lower().split()
+    if not words:
+        return conditions
+
+    def haystack(c: Condition) -> str:
+        return " ".join([c.name, c.slug, c.summary or "", *(c.synonyms or [])]).lower()
+
+    return [c for c in conditions if all(w in haystack(c) for w in words)]
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/conditions")
+def conditions():
+    q = (request.args.get("q") or "").strip()[:100]
+    everything = _published()
+    found = _search(everything, q)
+    suggestion = None
+    if q and not found:
+        suggestion = intake.match_condition(q, everything)
+    return render_template(
+        "public/conditions.html", conditions=found, q=q, total=len(everything), suggestion=suggestion
+    )
+
+
+def _new_form(conditions: list[Condition], preselect: str | None) -> RequestForm:
+    form = RequestForm()
+    form.set_conditions(conditions)
+    if request.method == "GET":
+        form.idempotency_token.data = uuid.uuid4().hex
+        form.landing_page_url.data = request.url[:500]
+        for name in TRACKING_FIELDS[1:]:
+            getattr(form, name).data = (request.args.get(name) or "")[:100]
+        if preselect:
+            form.condition.data = preselect
+    return form
+
+
+def _handle_post(form: RequestForm, conditions: list[Condition]):
+    """Validate and submit; returns a redirect on success or None to re-show the form."""
+    if not form.validate_on_submit():
+        return None
+    by_slug = {c.slug: c for c in conditions}
+    chosen = by_slug.get(form.condition.data or "")
+    if form.condition.data not in ("", OTHER, None) and chosen is None:
+        form.condition.errors = ["Choose a condition from the list."]
+        return None
+    if form.website.data:
+        intake.submit_form({}, token=None, remote_ip=request.remote_addr, headers=_headers(), spam=True)
+        return redirect(url_for("intake.thank_you"))
+    fields = form.intake_fields(chosen.name if chosen else None)
+    _, errors = intake.validate_fields(fields, require_consent=True)
+    if not chosen and not fields["condition"]:
+        errors.setdefault("condition", []).append("Choose a condition, or describe it in your own words.")
+    if errors:
+        for name, messages in errors.items():
+            target = getattr(form, name, None) or form.condition
+            target.errors = list(target.errors or []) + messages
+        return None
+    try:
+        intake.submit_form(fields, token=form.idempotency_token.data, remote_ip=request.remote_addr, headers=_headers())
+    except SQLAlchemyError:
+        # Not even the raw copy could be stored (database unreachable): keep everything on screen.
+        db.session.rollback()
+        current_app.logger.exception("intake: could not store a form submission")
+        flash(
+            "Sorry — we could not save your request just now. Everything you typed is still here; "
+            "please press Book Appointment again in a minute.",
+            "danger",
+        )
+        return None
+    return redirect(url_for("intake.thank_you"))
+
+
+def _headers() -> dict[str, str]:
+    keep = ("User-Agent", "Referer", "Accept-Language")
+    return {k: request.headers[k][:500] for k in keep if k in request.headers}
+
+
+@bp.errorhandler(429)
+def _too_many(err):
+    """The form's breach handler builds its own page (typed values kept); the webhook gets the JSON 429."""
+    if getattr(err, "response", None) is not None:
+        return err.response
+    from crm.errors import error_response
+
+    limit = getattr(err, "limit", None)
+    retry_after = str(max(int(limit.limit.get_expiry()), 1)) if limit is not None else "60"
+    return error_response(429, None, {"Retry-After": retry_after})
+
+
+def _form_rate_limited(limit):
+    """Too many submissions from this IP: show the form again, typed values kept, with a clear message."""
+    everything = _published()
+    form = RequestForm()
+    form.set_conditions(everything)
+    retry = max(int(limit.reset_at - time.time()), 1)
+    minutes = max(round(retry / 60), 1)
+    plural = "s" if minutes != 1 else ""
+    message = (
+        "We received several requests from your connection just now. "
+        f"Please wait about {minutes} minute{plural} and send it again."
+    )
+    slug = (request.view_args or {}).get("slug")
+    condition = next((c for c in everything if c.slug == slug), None)
+    if condition is not None:
+        html = render_template(
+            "public/condition.html",
+            condition=condition,
+            body=render_markdown(condition.body),
+            form=form,
+            consent_text=CONSENT_TEXT,
+            notice=message,
+        )
+    else:
+        html = render_template("public/request.html", form=form, consent_text=CONSENT_TEXT, notice=message)
+    return make_response(html, 429, {"Retry-After": str(retry)})
+
+
+@bp.route("/conditions/<slug>", methods=["GET", "POST"])
+@limiter.shared_limit(_intake_limit, scope="intake-form", methods=["POST"], on_breach=_form_rate_limited)
+def condition_page(slug: str):
+    everything = _published()
+    condition = next((c for c in everything if c.slug == slug), None) or abort(404)
+    form = _new_form(everything, condition.slug)
+    if request.method == "POST":
+        done = _handle_post(form, everything)
+        if done is not None:
+            return done
+    return render_template(
+        "public/condition.html",
+        condition=condition,
+        body=render_markdown(condition.body),
+        form=form,
+        consent_text=CONSENT_TEXT,
+    )
+
+
+@bp.route("/request", methods=["GET", "POST"])
+@limiter.shared_limit(_intake_limit, scope="intake-form", methods=["POST"], on_breach=_form_rate_limited)
+def request_form():
+    everything = _published()
+    preselect = request.args.get("condition")
+    form = _new_form(everything, preselect if any(c.slug == preselect for c in everything) else None)
+    if request.method == "POST":
+        done = _handle_post(form, everything)
+        if done is not None:
+            return done
+    return render_template("public/request.html", form=form, consent_text=CONSENT_TEXT)
+
+
+@bp.get("/thank-you")
+def thank_you():
+    return render_template("public/thank_you.html")
+
+
+@bp.post("/webhooks/intake/<slug>")
+@csrf.exempt
+@limiter.limit(_webhook_limit, key_func=_webhook_key)
+def webhook(slug: str):
+    limit = current_app.config["WEBHOOK_MAX_BYTES"]
+    too_large = (request.content_length or 0) > limit
+    body = None
+    if not too_large:
+        body = request.stream.read(limit + 1)
+        too_large = len(body) > limit
+    try:
+        outcome = intake.receive_webhook(
+            slug, None if too_large else body, dict(request.headers), remote_ip=request.remote_addr, too_large=too_large
+        )
+    except SQLAlchemyError:
+        # Nothing could be stored: tell the sender to retry later rather than pretend.
+        db.session.rollback()
+        current_app.logger.exception("intake: could not store a webhook delivery")
+        resp = jsonify({"error": "temporarily unable to store the delivery; retry later"})
+        resp.status_code = 503
+        resp.headers["Retry-After"] = "30"
+        return resp
+    resp = jsonify(outcome.json())
+    resp.status_code = outcome.http_status
+    return resp

@@ -1,0 +1,58 @@
+"""Returning patients and folded resubmissions (SPEC 2.2)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from crm.extensions import db
+from crm.models import Lead, Patient
+from crm.models.enums import OPEN_STATUSES
+
+RESUBMISSION_WINDOW = timedelta(hours=24)
+
+# Patient fields a later submission may fill in when the record has them empty.
+FILLABLE = ("email", "phone", "street", "city", "state", "zip")
+
+
+def find_patient(email: str | None, phone: str | None) -> Patient | None:
+    """The patient with the same normalised email, else the same E.164 phone (oldest record wins)."""
+    conditions = [column == value for column, value in ((Patient.email, email), (Patient.phone, phone)) if value]
+    if not conditions:
+        return None
+    rows = db.session.scalars(sa.select(Patient).where(sa.or_(*conditions)).order_by(Patient.id).limit(20)).all()
+    by_email = [p for p in rows if email and p.email == email]
+    return (by_email or rows or [None])[0]
+
+
+def fill_missing(patient: Patient, values: dict) -> list[str]:
+    """Copy values into fields the patient record has empty; returns the names filled."""
+    filled = []
+    for name in FILLABLE:
+        new = values.get(name)
+        if new and not getattr(patient, name):
+            setattr(patient, name, new)
+            filled.append(name)
+    return filled
+
+
+def open_resubmission_target(
+    patient: Patient, condition_id: int | None, condition_text: str, now: datetime
+) -> Lead | None:
+    """An open lead of this patient for the same condition created within the last 24 hours."""
+    stmt = (
+        sa.select(Lead)
+        .where(
+            Lead.patient_id == patient.id,
+            Lead.status.in_(OPEN_STATUSES),
+            Lead.created_at >= now - RESUBMISSION_WINDOW,
+        )
+        .order_by(Lead.created_at.desc())
+        .limit(1)
+    )
+    if condition_id is not None:
+        stmt = stmt.where(Lead.condition_id == condition_id)
+    else:
+        stmt = stmt.where(Lead.condition_id.is_(None), sa.func.lower(Lead.condition_text) == condition_text.lower())
+    return db.session.scalar(stmt)

@@ -1,0 +1,764 @@
+"""Intake: every submission is stored raw in the inbox first, then processed into a patient + lead.
+
+The two public doors (the request form and ``POST /webhooks/intake/<slug>``)
+both end here:
+
+1. **Store** — the raw body (and the headers, minus signature/authorization/
+   cookies) is committed as an ``InboxItem`` before anything else happens, so a
+   submission can never be lost once we answered it.
+2. **Process** — in a second transaction the payload is mapped, validated and
+   turned into a patient + lead (or folded into an open lead, SPEC 2.2). The
+   item claims its ``dedupe_key`` (``webhook:<source id>:<webhook-id>`` or
+   ``form:<idempotency token>``) in that same transaction: the column is unique,
+   so of two concurrent deliveries of one webhook-id exactly one commits a lead
+   and the other sees an IntegrityError and is answered "duplicate" with the
+   winner's lead id.
+3. **After the commit** — ``crm.services.pipeline.after_intake`` enriches and
+   routes the lead; a failure there never touches the delivery.
+
+A processing failure (database error, a bug) leaves the item ``failed`` with its
+error; ``retry_failed_items`` (a scheduler job) retries it with backoff and an
+admin can replay it from /admin/inbox.
+
+This module owns its transactions (store-first needs two commits); every other
+service function only flushes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
+
+from crm.extensions import db
+from crm.intake.mapping import FIELDS, MappingError, apply_mapping, build_payload, validate_mapping  # noqa: F401
+from crm.models import Condition, InboxItem, Lead, LeadEvent, Patient, User, WebhookSource
+from crm.models.base import utcnow
+from crm.models.enums import (
+    ContactMethod,
+    ContactTime,
+    EventKind,
+    GeocodeStatus,
+    InboxChannel,
+    InboxStatus,
+    LeadSourceKind,
+    LeadStatus,
+    PreferredMode,
+)
+from crm.services import audit, dedupe
+from crm.services.contact import US_STATES, normalise_email, normalise_phone, normalise_state, normalise_zip
+from crm.services.timeline import add_event
+
+log = logging.getLogger(__name__)
+
+# Headers never stored: they carry credentials or the signature itself.
+DROPPED_HEADERS = {"webhook-signature", "authorization", "cookie", "proxy-authorization", "x-api-key", "set-cookie"}
+MAX_NAME = 100
+MAX_MESSAGE = 2000
+MAX_TEXT = {"street": 200, "city": 100, "condition": 200, "consent_text": 2000}
+TRACKING = {"landing_page_url": 500, "utm_source": 100, "utm_medium": 100, "utm_campaign": 100, "utm_term": 100}
+TRACKING["utm_content"] = 100
+RETRY_BASE = timedelta(minutes=1)
+RETRY_MAX = timedelta(hours=6)
+CLAIM_LEASE = timedelta(minutes=5)
+WEBHOOK_CONSENT = "Consent collected by the sending form ({source})."
+TRUE_WORDS = {"1", "true", "yes", "y", "on", "checked", "agree", "agreed", "i agree", "accept", "accepted"}
+FALSE_WORDS = {"", "0", "false", "no", "n", "off", "unchecked", "decline", "declined"}
+
+CONTACT_METHOD_WORDS = {
+    "phone": ContactMethod.PHONE, "call": ContactMethod.PHONE, "phone call": ContactMethod.PHONE,
+    "text": ContactMethod.TEXT, "sms": ContactMethod.TEXT, "text message": ContactMethod.TEXT,
+    "email": ContactMethod.EMAIL, "e-mail": ContactMethod.EMAIL,
+}  # fmt: skip
+CONTACT_TIME_WORDS = {
+    "any": ContactTime.ANY, "anytime": ContactTime.ANY, "any time": ContactTime.ANY, "": ContactTime.ANY,
+    "morning": ContactTime.MORNING, "afternoon": ContactTime.AFTERNOON, "evening": ContactTime.EVENING,
+}  # fmt: skip
+MODE_WORDS = {
+    "either": PreferredMode.EITHER, "any": PreferredMode.EITHER, "both": PreferredMode.EITHER,
+    "no preference": PreferredMode.EITHER, "": PreferredMode.EITHER,
+    "in_person": PreferredMode.IN_PERSON, "in person": PreferredMode.IN_PERSON, "in-person": PreferredMode.IN_PERSON,
+    "office": PreferredMode.IN_PERSON, "office visit": PreferredMode.IN_PERSON,
+    "telehealth": PreferredMode.TELEHEALTH, "video": PreferredMode.TELEHEALTH, "online": PreferredMode.TELEHEALTH,
+    "virtual": PreferredMode.TELEHEALTH, "telemedicine": PreferredMode.TELEHEALTH,
+}  # fmt: skip
+STATE_NAMES = {name.lower(): code for code, name in US_STATES.items()}
+
+
+class PayloadError(ValueError):
+    """The body cannot be read (malformed JSON, not an object, unsupported type)."""
+
+
+# --------------------------------------------------------------------------- validation (pure)
+
+
+def _text(value: Any) -> str:
+    """A payload value as text; lists (multi-choice answers) are joined."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, str):
+        return value.strip()
+    raise ValueError("Expected a text value.")
+
+
+def parse_consent(value: Any) -> bool | None:
+    """True/False for a recognisable answer, None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, list):
+        return any(parse_consent(v) for v in value) if value else False
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    return word not in FALSE_WORDS  # True also for a checkbox whose value is its label ("I agree to be contacted")
+
+
+def _word(value: str, table: dict, what: str):
+    key = value.strip().lower().replace("_", " ") if value else ""
+    for candidate in (key, key.replace(" ", "_")):
+        if candidate in table:
+            return table[candidate]
+    raise ValueError(f"Choose {what}.")
+
+
+def validate_fields(
+    raw: Mapping[str, Any], *, require_consent: bool = True, require_email_and_phone: bool = True
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Clean one submission. Returns (clean values, errors by field); no database access.
+
+    ``clean`` has every key of ``FIELDS`` plus ``consent`` (bool or None).
+    """
+    errors: dict[str, list[str]] = {}
+    clean: dict[str, Any] = {}
+
+    def err(name: str, message: str) -> None:
+        errors.setdefault(name, []).append(message)
+
+    texts: dict[str, str] = {}
+    for name in FIELDS:
+        if name == "consent":
+            continue
+        try:
+            texts[name] = _text(raw.get(name))
+        except ValueError as exc:
+            err(name, str(exc))
+            texts[name] = ""
+
+    for name, label in (("first_name", "first name"), ("last_name", "last name")):
+        value = texts[name]
+        if not value and name not in errors:
+            err(name, f"Enter your {label}.")
+        elif len(value) > MAX_NAME:
+            err(name, f"Use at most {MAX_NAME} characters.")
+        clean[name] = value
+
+    email, phone = texts["email"], texts["phone"]
+    clean["email"] = clean["phone"] = None
+    if email:
+        try:
+            clean["email"] = normalise_email(email)
+        except ValueError:
+            err("email", "Enter a valid email address, like name@example.com.")
+    if phone:
+        try:
+            clean["phone"] = normalise_phone(phone)
+        except ValueError as exc:
+            err("phone", str(exc))
+    if require_email_and_phone:
+        if not email and "email" not in errors:
+            err("email", "Enter your email address.")
+        if not phone and "phone" not in errors:
+            err("phone", "Enter a phone number we can reach you on.")
+    elif not email and not phone:
+        err("email", "Give an email address or a phone number.")
+        err("phone", "Give an email address or a phone number.")
+
+    try:
+        clean["zip"] = normalise_zip(texts["zip"]) if texts["zip"] else None
+        if clean["zip"] is None and "zip" not in errors:
+            err("zip", "Enter your ZIP code.")
+    except ValueError as exc:
+        clean["zip"] = None
+        err("zip", str(exc))
+
+    for name, limit in MAX_TEXT.items():
+        clean[name] = texts[name]
+        if len(texts[name]) > limit:
+            err(name, f"Use at most {limit:,} characters.")
+    clean["message"] = texts["message"]
+    if len(texts["message"]) > MAX_MESSAGE:
+        err("message", f"Use at most {MAX_MESSAGE:,} characters (you wrote {len(texts['message']):,}).")
+
+    state = texts["state"]
+    clean["state"] = None
+    if state:
+        try:
+            clean["state"] = STATE_NAMES.get(state.lower()) or normalise_state(state)
+        except ValueError:
+            err("state", "Use a US state, e.g. FL or Florida.")
+
+    for name, table, what in (
+        ("preferred_contact_method", CONTACT_METHOD_WORDS, "phone, text or email"),
+        ("preferred_contact_time", CONTACT_TIME_WORDS, "any time, morning, afternoon or evening"),
+        ("preferred_mode", MODE_WORDS, "in person, telehealth or either"),
+    ):
+        try:
+            clean[name] = _word(texts[name], table, what) if texts[name] else None
+        except ValueError as exc:
+            clean[name] = None
+            err(name, str(exc))
+
+    consent = parse_consent(raw.get("consent"))
+    clean["consent"] = consent
+    if consent is False or (require_consent and not consent):
+        err("consent", "Please agree to be contacted so we can help you book the appointment.")
+
+    # Tracking fields come from hidden inputs and query strings: cut, never refuse.
+    for name, limit in TRACKING.items():
+        clean[name] = texts[name][:limit]
+    return clean, errors
+
+
+# --------------------------------------------------------------------------- conditions
+
+_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def _norm(text: str) -> str:
+    return " ".join(_WORD_RE.findall((text or "").lower()))
+
+
+def match_condition(text: str, conditions: list[Condition]) -> Condition | None:
+    """Map free text to a condition: exact slug/name/synonym first, then a synonym or name inside the text."""
+    wanted = _norm(text)
+    if not wanted:
+        return None
+    for c in conditions:
+        names = [c.slug.replace("-", " "), c.name, *(c.synonyms or [])]
+        if wanted in {_norm(n) for n in names}:
+            return c
+    best: tuple[int, Condition] | None = None
+    padded = f" {wanted} "
+    for c in conditions:
+        for n in [c.name, *(c.synonyms or [])]:
+            key = _norm(n)
+            if key and f" {key} " in padded and (best is None or len(key) > best[0]):
+                best = (len(key), c)
+    return best[1] if best else None
+
+
+def resolve_condition(text: str):
+    """The matching condition as a row with ``id, slug, name, synonyms`` (no ORM objects: this is hot)."""
+    if not text:
+        return None
+    rows = db.session.execute(
+        sa.select(Condition.id, Condition.slug, Condition.name, Condition.synonyms).order_by(
+            Condition.published.desc(), Condition.id
+        )
+    ).all()
+    return match_condition(text, list(rows))
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def parse_body(body: bytes, content_type: str) -> dict:
+    """JSON object or form-encoded body -> dict; PayloadError explains what is wrong."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PayloadError("The form-encoded body is not UTF-8.") from exc
+        data: dict[str, Any] = {}
+        for key, value in parse_qsl(text, keep_blank_values=True):
+            if key in data:
+                data[key] = (data[key] if isinstance(data[key], list) else [data[key]]) + [value]
+            else:
+                data[key] = value
+        return data
+    if kind and kind != "application/json" and not kind.endswith("+json") and kind != "text/plain":
+        raise PayloadError(f"Unsupported content type {kind!r}: send application/json or form-encoded data.")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"Malformed JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PayloadError("The JSON body must be an object.")
+    return data
+
+
+def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if k.lower() not in DROPPED_HEADERS}
+
+
+def raw_fields(item: InboxItem) -> dict[str, Any]:
+    """Our field -> raw value, read from the stored body (with the source's current mapping)."""
+    if item.channel == InboxChannel.FORM:
+        data = json.loads(item.body or "{}")
+        if not isinstance(data, dict):
+            raise PayloadError("The stored form body is not an object.")
+        return data
+    payload = parse_body((item.body or "").encode("utf-8"), item.content_type)
+    mapping = (item.source.field_mapping if item.source is not None else None) or {}
+    return apply_mapping(payload, validate_mapping(mapping))
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass
+class Outcome:
+    status: str  # accepted | resubmitted | duplicate | rejected | failed
+    inbox_id: int | None = None
+    lead_id: int | None = None
+    http_status: int = 202
+    error: str | None = None
+    fields: dict[str, list[str]] | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> dict:
+        if self.status == "rejected":
+            if self.fields is not None:
+                return {"error": "validation failed", "fields": self.fields}
+            return {"error": self.error or "rejected"}
+        if self.status in ("accepted", "failed"):
+            return {"status": "accepted", "lead_id": self.lead_id, "inbox_id": self.inbox_id}
+        return {"status": self.status, "lead_id": self.lead_id}
+
+
+@contextmanager
+def _keep_loaded():
+    """Our own freshly written rows stay loaded across commits (no reload SELECT per attribute)."""
+    session = db.session()
+    before = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        yield
+    finally:
+        session.expire_on_commit = before
+
+
+def _store(**values) -> InboxItem:
+    item = InboxItem(**values)
+    db.session.add(item)
+    db.session.commit()
+    return item
+
+
+def _reject_now(item_values: dict, code: int, message: str) -> Outcome:
+    item = _store(status=InboxStatus.REJECTED, error=f"[{code}] {message}", processed_at=utcnow(), **item_values)
+    log.info("intake: inbox item %s rejected (%s)", item.id, code)
+    return Outcome("rejected", inbox_id=item.id, http_status=code, error=message)
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+def verify_signature(source: WebhookSource, body: bytes, headers: Mapping[str, str], now: datetime) -> str | None:
+    """None when a live secret signed this body; otherwise the reason for a 401."""
+    from standardwebhooks.webhooks import Webhook
+
+    from crm.services.sources import active_secrets
+
+    h = {k.lower(): v for k, v in headers.items()}
+    if not (h.get("webhook-id") and h.get("webhook-timestamp") and h.get("webhook-signature")):
+        return "missing webhook-id, webhook-timestamp or webhook-signature header"
+    try:
+        sent = int(h["webhook-timestamp"])
+    except ValueError:
+        return "webhook-timestamp must be Unix seconds"
+    if abs(now.timestamp() - sent) > 300:
+        return "stale webhook-timestamp (more than 5 minutes off)"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not UTF-8, so the signature cannot match"
+    for secret in active_secrets(source, now):
+        try:
+            Webhook(secret.secret).verify(body, h, json_parse=False)
+            return None
+        except Exception:  # noqa: BLE001,S112 - any failure with this secret: try the next one
+            continue
+    return "invalid signature"
+
+
+def receive_webhook(slug: str, body: bytes | None, headers: Mapping[str, str], **kwargs) -> Outcome:
+    """One delivery to ``/webhooks/intake/<slug>``: store, verify, process. Commits."""
+    with _keep_loaded():
+        return _receive_webhook(slug, body, headers, **kwargs)
+
+
+def _receive_webhook(
+    slug: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    *,
+    remote_ip: str | None = None,
+    too_large: bool = False,
+    now: datetime | None = None,
+) -> Outcome:
+    now = now or utcnow()
+    kept = safe_headers(headers)
+    content_type = kept.get("content-type", "")[:120]
+    webhook_id = (kept.get("webhook-id") or "")[:200] or None
+    source = db.session.scalar(
+        sa.select(WebhookSource).options(joinedload(WebhookSource.secrets)).where(WebhookSource.slug == slug[:80])
+    )
+    item_values = {
+        "channel": InboxChannel.WEBHOOK,
+        "source_id": source.id if source is not None else None,
+        "source_slug": slug[:80],
+        "webhook_id": webhook_id,
+        "received_at": now,
+        "remote_ip": remote_ip,
+        "headers": kept,
+        "content_type": content_type,
+        "body": "" if too_large or body is None else body.decode("utf-8", errors="replace"),
+    }
+    if source is None or not source.active:
+        return _reject_now(item_values, 404, "unknown or inactive webhook source")
+    if too_large:
+        limit = current_app.config["WEBHOOK_MAX_BYTES"]
+        return _reject_now(item_values, 413, f"body too large: at most {limit} bytes")
+    reason = verify_signature(source, body or b"", headers, now)
+    if reason:
+        return _reject_now(item_values, 401, reason)
+    if source.last_received_at is None or now - source.last_received_at >= timedelta(minutes=1):
+        source.last_received_at = now  # coarse, so busy sources do not contend on their row
+    # No look-up for an earlier delivery here: the item claims its dedupe key first thing in
+    # process(), and the unique index turns a repeat (even a concurrent one) into "duplicate".
+    item = _store(status=InboxStatus.RECEIVED, **item_values)
+    return process(item.id, now=now)
+
+
+# --------------------------------------------------------------------------- form
+
+
+def submit_form(fields: dict[str, Any], **kwargs) -> Outcome:
+    """The public request form: ``fields`` are our field names (already shown back to the user if invalid)."""
+    with _keep_loaded():
+        return _submit_form(fields, **kwargs)
+
+
+def _submit_form(
+    fields: dict[str, Any],
+    *,
+    token: str | None,
+    remote_ip: str | None,
+    headers: Mapping[str, str] | None = None,
+    spam: bool = False,
+    now: datetime | None = None,
+) -> Outcome:
+    now = now or utcnow()
+    token = token if token and re.fullmatch(r"[A-Za-z0-9_-]{16,64}", token) else None
+    item_values = {
+        "channel": InboxChannel.FORM,
+        "source_slug": "form",
+        "webhook_id": token,
+        "received_at": now,
+        "remote_ip": remote_ip,
+        "headers": safe_headers(headers or {}),
+        "content_type": "application/json",
+        "body": json.dumps(fields, sort_keys=True, default=str),
+    }
+    if spam:
+        return _reject_now(item_values, 400, "honeypot field filled in (treated as spam)")
+    if token:
+        original = db.session.scalar(sa.select(InboxItem).where(InboxItem.dedupe_key == f"form:{token}"))
+        if original is not None:
+            item = _store(status=InboxStatus.DUPLICATE, lead_id=original.lead_id, processed_at=now, **item_values)
+            return Outcome("duplicate", inbox_id=item.id, lead_id=original.lead_id, http_status=200)
+    item = _store(status=InboxStatus.RECEIVED, **item_values)
+    return process(item.id, now=now)
+
+
+# --------------------------------------------------------------------------- processing
+
+
+def _dedupe_key(item: InboxItem) -> str | None:
+    if not item.webhook_id:
+        return None
+    if item.channel == InboxChannel.FORM:
+        return f"form:{item.webhook_id}"
+    return f"webhook:{item.source_id}:{item.webhook_id}"
+
+
+def _sla_due(created: datetime) -> datetime:
+    return created + timedelta(minutes=int(current_app.config.get("SLA_MINUTES", 15)))
+
+
+def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
+    """Create (or fold into) the patient + lead for a validated submission; returns (result, lead id).
+
+    New rows are written with plain INSERTs (this is the hot path of every delivery);
+    a returning patient is updated through the ORM.
+    """
+    condition = resolve_condition(clean["condition"])
+    patient = dedupe.find_patient(clean["email"], clean["phone"])
+    address = {k: clean[k] for k in ("email", "phone", "street", "city", "state", "zip") if clean.get(k)}
+    if item.channel == InboxChannel.FORM:
+        consent_text = clean["consent_text"] or None
+    else:
+        source_name = item.source.name if item.source is not None else item.source_slug
+        consent_text = clean["consent_text"] or WEBHOOK_CONSENT.format(source=source_name)
+    contact: dict[str, Any] = {}
+    if clean["preferred_contact_method"]:
+        contact["preferred_contact_method"] = clean["preferred_contact_method"]
+    if clean["preferred_contact_time"]:
+        contact["preferred_contact_time"] = clean["preferred_contact_time"]
+    if clean["consent"] is not False:
+        contact.update(consent_text=consent_text, consent_at=item.received_at or now, consent_ip=item.remote_ip)
+    source_info = {"channel": str(item.channel), "inbox_id": item.id, "source": item.source_slug}
+
+    returning = patient is not None
+    if patient is None:
+        patient_id = db.session.execute(
+            sa.insert(Patient.__table__)
+            .values(
+                first_name=clean["first_name"],
+                last_name=clean["last_name"],
+                geocode_status=GeocodeStatus.PENDING,
+                geocode_next_at=now,
+                created_at=now,
+                updated_at=now,
+                **{"preferred_contact_method": ContactMethod.PHONE, **contact},
+                **address,
+            )
+            .returning(Patient.__table__.c.id)
+        ).scalar_one()
+    else:
+        patient_id = patient.id
+        filled = dedupe.fill_missing(patient, address)
+        if {"zip", "street", "city", "state"} & set(filled):
+            patient.geocode_status = GeocodeStatus.PENDING
+            patient.geocode_next_at = now
+        for name, value in contact.items():
+            setattr(patient, name, value)
+        target = dedupe.open_resubmission_target(patient, condition.id if condition else None, clean["condition"], now)
+        if target is not None:
+            data = dict(source_info)
+            if clean["message"] and clean["message"] != target.message:
+                data["message"] = clean["message"]
+            if clean["preferred_mode"] and clean["preferred_mode"] != target.preferred_mode:
+                data["preferred_mode"] = str(clean["preferred_mode"])
+            add_event(target, EventKind.RESUBMITTED, data, at=now)
+            target.last_activity_at = now
+            return "resubmitted", target.id
+
+    lead_id = db.session.execute(
+        sa.insert(Lead.__table__)
+        .values(
+            patient_id=patient_id,
+            condition_id=condition.id if condition else None,
+            condition_text=clean["condition"][:200],
+            message=clean["message"],
+            preferred_mode=clean["preferred_mode"] or PreferredMode.EITHER,
+            source_kind=LeadSourceKind.FORM if item.channel == InboxChannel.FORM else LeadSourceKind.WEBHOOK,
+            webhook_source_id=item.source_id,
+            landing_page_url=clean["landing_page_url"],
+            utm_source=clean["utm_source"],
+            utm_medium=clean["utm_medium"],
+            utm_campaign=clean["utm_campaign"],
+            utm_term=clean["utm_term"],
+            utm_content=clean["utm_content"],
+            status=LeadStatus.NEW,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            sla_due_at=_sla_due(now),
+        )
+        .returning(Lead.__table__.c.id)
+    ).scalar_one()
+    db.session.execute(
+        sa.insert(LeadEvent.__table__).values(
+            lead_id=lead_id,
+            kind=EventKind.CREATED,
+            data={**source_info, "returning_patient": returning, "condition": condition.slug if condition else None},
+            created_at=now,
+        )
+    )
+    return "accepted", lead_id
+
+
+def _backoff(attempts: int) -> timedelta:
+    return min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_MAX)
+
+
+def _mark_failed(item_id: int, exc: BaseException, now: datetime) -> InboxItem | None:
+    db.session.rollback()
+    item = db.session.get(InboxItem, item_id)
+    if item is None:
+        return None
+    item.status = InboxStatus.FAILED
+    item.error = f"{type(exc).__name__}: {str(exc)[:1000]}"
+    item.attempts = (item.attempts or 0) + 1
+    item.next_attempt_at = now + _backoff(item.attempts)
+    item.dedupe_key = None
+    db.session.commit()
+    log.warning("intake: inbox item %s failed (%s), retry at %s", item.id, type(exc).__name__, item.next_attempt_at)
+    return item
+
+
+def process(item_id: int, *, now: datetime | None = None, run_pipeline: bool = True) -> Outcome:
+    """Turn a stored item into a lead (or a rejection, a duplicate, a fold). Commits; never raises."""
+    now = now or utcnow()
+    item = db.session.get(InboxItem, item_id)
+    key: str | None = None
+    try:
+        try:
+            raw = raw_fields(item)
+        except PayloadError as exc:
+            item.status, item.error, item.processed_at = InboxStatus.REJECTED, f"[400] {exc}", now
+            db.session.commit()
+            return Outcome("rejected", inbox_id=item.id, http_status=400, error=str(exc))
+        except MappingError as exc:
+            raise RuntimeError(f"field mapping of source {item.source_slug!r} is unusable: {exc}") from exc
+        clean, errors = validate_fields(
+            raw,
+            require_consent=item.channel == InboxChannel.FORM,
+            require_email_and_phone=item.channel == InboxChannel.FORM,
+        )
+        if errors:
+            item.status, item.processed_at = InboxStatus.REJECTED, now
+            item.error = "[422] validation failed: " + json.dumps(errors, sort_keys=True)
+            item.next_attempt_at = None
+            db.session.commit()
+            return Outcome("rejected", inbox_id=item.id, http_status=422, fields=errors)
+        key = _dedupe_key(item)
+        result, lead_id = _apply(item, clean, now)
+        item.attempts = (item.attempts or 0) + 1
+        # The key is claimed in the same flush that writes the lead: a concurrent twin's UPDATE
+        # waits on (PostgreSQL) or fails against (SQLite) the unique index and rolls back.
+        # Reads above run before the first write, so SQLite's write lock is held only briefly.
+        item.dedupe_key = key
+        item.status = InboxStatus.ACCEPTED
+        item.lead_id = lead_id
+        item.error = None
+        item.next_attempt_at = None
+        item.processed_at = now
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        original = db.session.scalar(sa.select(InboxItem).where(InboxItem.dedupe_key == key)) if key else None
+        if original is None or original.id == item_id:
+            failed = _mark_failed(item_id, exc, now)
+            return Outcome("failed", inbox_id=item_id, lead_id=None, http_status=202, error=failed and failed.error)
+        item = db.session.get(InboxItem, item_id)
+        item.status, item.lead_id, item.processed_at = InboxStatus.DUPLICATE, original.lead_id, now
+        item.error, item.next_attempt_at, item.dedupe_key = None, None, None
+        db.session.commit()
+        return Outcome("duplicate", inbox_id=item_id, lead_id=original.lead_id, http_status=200)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the raw item failed, to be retried
+        log.exception("intake: processing inbox item %s failed", item_id)
+        failed = _mark_failed(item_id, exc, now)
+        return Outcome("failed", inbox_id=item_id, http_status=202, error=failed.error if failed else str(exc))
+
+    log.info("intake: inbox item %s -> lead %s (%s)", item_id, lead_id, result)
+    if run_pipeline and result == "accepted":
+        from crm.services.pipeline import after_intake
+
+        try:
+            after_intake(lead_id)
+        except Exception:  # noqa: BLE001 - enrichment/routing never fails a delivery
+            log.exception("intake: after_intake for lead %s failed", lead_id)
+            db.session.rollback()
+    return Outcome(result, inbox_id=item_id, lead_id=lead_id, http_status=202 if result == "accepted" else 200)
+
+
+# --------------------------------------------------------------------------- retries and replay
+
+REPLAYABLE = (InboxStatus.FAILED, InboxStatus.RECEIVED)
+# Rejections that a fix on our side (mapping, condition list) can turn into a lead.
+REPLAYABLE_REJECTIONS = ("[422]",)
+
+
+def can_replay(item: InboxItem) -> bool:
+    """Failed or stuck items, and items refused for their content (a mapping fix may rescue them)."""
+    if item.status in REPLAYABLE:
+        return True
+    return item.status == InboxStatus.REJECTED and (item.error or "").startswith(REPLAYABLE_REJECTIONS)
+
+
+def retry_failed_items(now: datetime, limit: int = 50) -> int:
+    """Scheduler job: reprocess failed items that are due; returns how many were tried."""
+    due = db.session.scalars(
+        sa.select(InboxItem.id)
+        .where(InboxItem.status == InboxStatus.FAILED, InboxItem.next_attempt_at <= now)
+        .order_by(InboxItem.next_attempt_at)
+        .limit(limit)
+    ).all()
+    db.session.rollback()
+    tried = 0
+    for item_id in due:
+        # Claim with a conditional UPDATE: a second runner matches no row and skips it.
+        claimed = db.session.execute(
+            sa.update(InboxItem)
+            .where(
+                InboxItem.id == item_id,
+                InboxItem.status == InboxStatus.FAILED,
+                InboxItem.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=now + CLAIM_LEASE)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        db.session.commit()
+        if claimed != 1:
+            continue
+        tried += 1
+        outcome = process(item_id, now=now)
+        if outcome.status == "failed":
+            # keep the backoff from the recorded attempts (process() already scheduled it)
+            continue
+    if tried:
+        log.info("intake: retried %s failed inbox item(s)", tried)
+    return tried
+
+
+def replay(item: InboxItem, actor: User) -> InboxItem:
+    """An admin reprocesses one item (failed, stuck or rejected for its content). Audited; commits."""
+    if not can_replay(item):
+        if item.status in (InboxStatus.ACCEPTED, InboxStatus.DUPLICATE):
+            raise ValueError(
+                f"This item was already processed (lead #{item.lead_id}); replaying it would not change anything."
+            )
+        raise ValueError(
+            "This delivery was refused before processing (source, size or signature) and cannot be replayed."
+        )
+    item_id = item.id
+    before = str(item.status)
+    item.status = InboxStatus.RECEIVED
+    item.next_attempt_at = None
+    db.session.commit()
+    outcome = process(item_id)
+    item = db.session.get(InboxItem, item_id)
+    audit.record(
+        "replay_inbox_item",
+        "inbox_item",
+        item_id,
+        user=actor,
+        detail={"before": before, "after": str(item.status), "lead_id": item.lead_id, "result": outcome.status},
+    )
+    db.session.commit()
+    return item

@@ -1,0 +1,204 @@
+"""Webhook sources and their signing secrets (Standard Webhooks ``whsec_...``).
+
+Plain functions over the session: they ``flush()``; the caller (request, CLI
+command) commits once. The admin UI (/admin/sources) and ``flask crm sources``
+are both built on these.
+
+A source may have several secrets: every secret whose ``expires_at`` is empty or
+in the future is accepted when verifying a delivery, so a sender can switch to a
+new secret while the old one keeps working for the rotation grace period.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets as _secrets
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from standardwebhooks.webhooks import Webhook
+
+from crm.extensions import db
+from crm.models import WebhookSecret, WebhookSource
+from crm.models.base import utcnow
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+MIN_SECRET_BYTES = 24
+MAX_SECRET_BYTES = 64
+ROTATION_GRACE = timedelta(hours=24)
+SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+class SourceError(ValueError):
+    """A readable reason why a source or secret was refused."""
+
+
+def generate_secret() -> str:
+    """A new ``whsec_`` secret carrying 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def validate_secret(value: str) -> str:
+    """Return the secret stripped, or raise SourceError explaining what is wrong."""
+    value = (value or "").strip()
+    if not value.startswith(SECRET_PREFIX):
+        raise SourceError("A signing secret starts with 'whsec_' followed by base64.")
+    encoded = value[len(SECRET_PREFIX) :]
+    try:
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SourceError("The part after 'whsec_' is not valid base64.") from exc
+    if not MIN_SECRET_BYTES <= len(raw) <= MAX_SECRET_BYTES:
+        raise SourceError(
+            f"A signing secret must carry {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} random bytes "
+            f"(this one has {len(raw)})."
+        )
+    return value
+
+
+def slugify(name: str) -> str:
+    text = unicodedata.normalize("NFKD", name or "").encode("ascii", "ignore").decode("ascii").lower()
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60] or "source"
+
+
+def unique_slug(name: str, slug: str | None = None) -> str:
+    base = slugify(slug or name)
+    candidate, n = base, 2
+    while db.session.scalar(sa.select(WebhookSource.id).where(WebhookSource.slug == candidate)) is not None:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
+
+
+def get_source(slug: str) -> WebhookSource | None:
+    return db.session.scalar(sa.select(WebhookSource).where(WebhookSource.slug == slug))
+
+
+def create_source(
+    name: str,
+    *,
+    secret: str | None = None,
+    slug: str | None = None,
+    field_mapping: dict | None = None,
+    active: bool = True,
+) -> tuple[WebhookSource, str]:
+    """Create a source with one secret; returns (source, secret in clear — show it once)."""
+    name = (name or "").strip()
+    if not name:
+        raise SourceError("Give the source a name.")
+    if len(name) > 120:
+        raise SourceError("The name is at most 120 characters.")
+    if slug is not None:
+        slug = slug.strip().lower()
+        if not SLUG_RE.match(slug) or len(slug) > 80:
+            raise SourceError("A slug uses lower-case letters, digits and single hyphens.")
+        if get_source(slug) is not None:
+            raise SourceError(f"The slug {slug!r} is already used by another source.")
+    else:
+        slug = unique_slug(name)
+    secret = validate_secret(secret) if secret else generate_secret()
+    if field_mapping:
+        from crm.services.intake import validate_mapping
+
+        validate_mapping(field_mapping)
+    source = WebhookSource(name=name, slug=slug, field_mapping=dict(field_mapping or {}), active=active)
+    source.secrets.append(WebhookSecret(secret=secret, created_at=utcnow()))
+    db.session.add(source)
+    db.session.flush()
+    return source, secret
+
+
+def active_secrets(source: WebhookSource, now: datetime | None = None) -> list[WebhookSecret]:
+    """Secrets accepted right now, newest first (expired ones are never accepted)."""
+    now = now or utcnow()
+    live = [s for s in source.secrets if s.expires_at is None or s.expires_at > now]
+    return sorted(live, key=lambda s: (s.created_at, s.id or 0), reverse=True)
+
+
+def rotate_secret(
+    source: WebhookSource,
+    *,
+    secret: str | None = None,
+    grace: timedelta = ROTATION_GRACE,
+    now: datetime | None = None,
+) -> str:
+    """Add a new secret; the ones live now keep working for ``grace`` (24 h), then expire."""
+    now = now or utcnow()
+    new_secret = validate_secret(secret) if secret else generate_secret()
+    if any(s.secret == new_secret for s in source.secrets):
+        raise SourceError("That secret was already used by this source; use a new one.")
+    ends = now + grace
+    for old in active_secrets(source, now):
+        if old.expires_at is None or old.expires_at > ends:
+            old.expires_at = ends
+    # A microsecond later than the old ones, so "newest first" is never a tie.
+    source.secrets.append(WebhookSecret(secret=new_secret, created_at=now + timedelta(microseconds=1)))
+    db.session.flush()
+    return new_secret
+
+
+@dataclass
+class SignedDelivery:
+    """A body and the Standard Webhooks headers that sign it."""
+
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    webhook_id: str = ""
+
+
+def sign_payload(
+    secret: str, body: bytes | str, *, msg_id: str | None = None, at: datetime | None = None
+) -> SignedDelivery:
+    """Sign ``body`` with ``secret`` exactly as a sender would."""
+    data = body.decode("utf-8") if isinstance(body, bytes) else body
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    at = at or utcnow()
+    signature = Webhook(secret).sign(msg_id=msg_id, timestamp=at, data=data)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
+    return SignedDelivery(body=data.encode("utf-8"), headers=headers, webhook_id=msg_id)
+
+
+def sample_payload(source: WebhookSource) -> dict:
+    """A test submission shaped by the source's field mapping (example.com contact details)."""
+    from crm.services.intake import build_payload
+
+    values = {
+        "first_name": "Test",
+        "last_name": "Delivery",
+        "email": "test.delivery@example.com",
+        "phone": "(202) 555-0143",
+        "zip": "20001",
+        "condition": "chronic pain",
+        "message": "Test delivery sent from the admin screen.",
+        "consent": True,
+    }
+    return build_payload(source.field_mapping or {}, values)
+
+
+def sign_test_delivery(
+    source: WebhookSource, payload: dict | bytes | str | None = None, *, now: datetime | None = None
+) -> SignedDelivery:
+    """Sign a test delivery with the source's newest live secret.
+
+    ``payload`` defaults to :func:`sample_payload`. Post ``.body`` with ``.headers``
+    to ``/webhooks/intake/<slug>`` (or hand both to
+    ``crm.services.intake.receive_webhook``).
+    """
+    live = active_secrets(source, now)
+    if not live:
+        raise SourceError("This source has no live signing secret; rotate to create one.")
+    if payload is None:
+        payload = sample_payload(source)
+    body = json.dumps(payload, separators=(",", ":")) if isinstance(payload, dict) else payload
+    return sign_payload(live[0].secret, body, at=now)

@@ -1,0 +1,266 @@
+"""The intake inbox: failures kept and retried with backoff, admin list/view/replay, sources CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
+
+from crm.models import AuditLog, InboxItem, Lead, WebhookSource
+from crm.models.enums import InboxStatus
+from crm.services import intake, sources
+from crm.services.sources import sign_payload
+from tests.factories import ConditionFactory, WebhookSourceFactory
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+PAYLOAD = {"first_name": "Lee", "last_name": "Park", "email": "lee.park@example.com", "zip": "33101"}
+
+
+@pytest.fixture
+def source(db):
+    ConditionFactory(name="Dystonia", slug="dystonia")
+    src = WebhookSourceFactory(slug="site")
+    db.session.commit()
+    return src
+
+
+def deliver(client, payload=PAYLOAD, msg_id="msg_1"):
+    signed = sign_payload(SECRET, json.dumps(payload), msg_id=msg_id)
+    return client.post("/webhooks/intake/site", data=signed.body, headers=signed.headers)
+
+
+@pytest.fixture
+def broken_db(monkeypatch):
+    """Processing raises a database error until ``fixed()`` is called."""
+    state = {"broken": True}
+    real = intake._apply
+
+    def apply(*args, **kwargs):
+        if state["broken"]:
+            raise OperationalError("INSERT INTO leads", {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(intake, "_apply", apply)
+    return lambda: state.update(broken=False)
+
+
+def test_database_error_leaves_the_item_failed_then_replay_succeeds(client, db, source, admin, auth, broken_db):
+    resp = deliver(client)
+    assert resp.status_code == 202  # stored: the sender must not resend
+    body = resp.get_json()
+    assert body["status"] == "accepted" and body["lead_id"] is None
+    item = db.session.get(InboxItem, body["inbox_id"])
+    assert item.status == InboxStatus.FAILED and "OperationalError" in item.error
+    assert item.attempts == 1 and item.next_attempt_at is not None
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
+
+    broken_db()
+    auth.as_user(admin)
+    resp = client.post(f"/admin/inbox/{item.id}/replay")
+    assert resp.status_code == 302
+    db.session.expire_all()
+    item = db.session.get(InboxItem, item.id)
+    assert item.status == InboxStatus.ACCEPTED and item.lead_id and item.error is None
+    audit_row = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "replay_inbox_item"))
+    assert audit_row.user_id == admin.id and audit_row.object_id == str(item.id)
+    assert audit_row.detail["before"] == "failed" and audit_row.detail["after"] == "accepted"
+    # a redelivery of the same webhook-id is now a duplicate of the replayed item
+    again = deliver(client)
+    assert again.get_json() == {"status": "duplicate", "lead_id": item.lead_id}
+
+
+def test_retry_job_backs_off_then_processes(app, client, db, source, broken_db):
+    item_id = deliver(client).get_json()["inbox_id"]
+    item = db.session.get(InboxItem, item_id)
+    first_due = item.next_attempt_at
+    assert intake.retry_failed_items(first_due - timedelta(seconds=1)) == 0  # not due yet
+    assert intake.retry_failed_items(first_due) == 1  # due, still failing
+    db.session.expire_all()
+    item = db.session.get(InboxItem, item_id)
+    assert item.status == InboxStatus.FAILED and item.attempts == 2
+    assert item.next_attempt_at - first_due >= timedelta(minutes=2)  # backoff grows
+    broken_db()
+    assert intake.retry_failed_items(item.next_attempt_at) == 1
+    db.session.expire_all()
+    item = db.session.get(InboxItem, item_id)
+    assert item.status == InboxStatus.ACCEPTED and item.lead_id is not None
+    assert intake.retry_failed_items(datetime.now(UTC) + timedelta(days=1)) == 0
+
+
+def test_retry_claims_each_item_once(app, client, db, source, broken_db):
+    deliver(client)
+    broken_db()
+    item = db.session.scalar(sa.select(InboxItem))
+    due = item.next_attempt_at
+    # a second runner that read the same due list finds the row already claimed
+    db.session.execute(sa.update(InboxItem).values(next_attempt_at=due + intake.CLAIM_LEASE))
+    db.session.commit()
+    assert intake.retry_failed_items(due) == 0
+
+
+def test_backoff_is_capped():
+    assert intake._backoff(1) == timedelta(minutes=1)
+    assert intake._backoff(3) == timedelta(minutes=4)
+    assert intake._backoff(30) == intake.RETRY_MAX
+
+
+def test_replay_refuses_processed_and_unverifiable_items(client, db, source, admin, auth):
+    accepted_id = deliver(client).get_json()["inbox_id"]
+    client.post("/webhooks/intake/site", data=b"{}")  # unsigned -> 401, not replayable
+    unsigned = db.session.scalar(sa.select(InboxItem).where(InboxItem.status == InboxStatus.REJECTED))
+    auth.as_user(admin)
+    for item_id in (accepted_id, unsigned.id):
+        resp = client.post(f"/admin/inbox/{item_id}/replay", follow_redirects=True)
+        assert resp.status_code == 200
+        assert "already processed" in resp.get_data(as_text=True) or "cannot be replayed" in resp.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 1
+
+
+def test_rejected_for_validation_can_be_replayed_after_a_mapping_fix(client, db, source, admin):
+    payload = {"person": {"first": "Lee", "last": "Park"}, "mail": "lee.park@example.com", "postcode": "33101"}
+    resp = deliver(client, payload)
+    assert resp.status_code == 422
+    item = db.session.scalar(sa.select(InboxItem))
+    src = db.session.get(WebhookSource, source.id)
+    src.field_mapping = {"first_name": "person.first", "last_name": "person.last", "email": "mail", "zip": "postcode"}
+    db.session.commit()
+    item = intake.replay(item, admin)
+    assert item.status == InboxStatus.ACCEPTED and item.lead_id
+
+
+def test_inbox_list_filters_and_paginates(client, db, source, admin, auth):
+    deliver(client, msg_id="a")
+    deliver(client, msg_id="a")
+    client.post("/webhooks/intake/site", data=b"{}")
+    for _ in range(55):
+        db.session.add(InboxItem(channel="webhook", source_slug="other", status=InboxStatus.REJECTED, error="[401] x"))
+    db.session.commit()
+    auth.as_user(admin)
+    html = client.get("/admin/inbox").get_data(as_text=True)
+    assert "Intake inbox" in html and "Page 1 of 2" in html
+    html = client.get("/admin/inbox?status=duplicate").get_data(as_text=True)
+    assert html.count("badge status status-duplicate") == 1 and "status-accepted" not in html.split("<tbody>")[1]
+    html = client.get("/admin/inbox?source=site").get_data(as_text=True)
+    assert "Page 1 of" not in html and html.split("<tbody>")[1].count("<tr>") == 3
+    assert client.get("/admin/inbox?status=bogus").status_code == 200
+
+
+def test_inbox_item_view_shows_body_and_headers_and_is_audited(client, db, source, admin, auth):
+    item_id = deliver(client).get_json()["inbox_id"]
+    auth.as_user(admin)
+    html = client.get(f"/admin/inbox/{item_id}").get_data(as_text=True)
+    assert "lee.park@example.com" in html and "&#34;first_name&#34;: &#34;Lee&#34;" in html
+    assert "webhook-timestamp" in html and "webhook-signature" not in html.split("Headers")[1].split("</table>")[0]
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "view_inbox_item")) is not None
+    assert client.get("/admin/inbox/999999").status_code == 404
+
+
+def test_specialists_cannot_open_the_inbox(client, db, source, specialist, auth):
+    auth.as_user(specialist)
+    assert client.get("/admin/inbox").status_code == 403
+    assert client.post("/admin/inbox/1/replay").status_code == 403
+
+
+# ---------------------------------------------------------------- sources service + CLI
+
+
+def test_sources_add_and_rotate_cli(app, db):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["crm", "sources", "add", "Partner Site"])
+    assert result.exit_code == 0, result.output
+    assert "slug: partner-site" in result.output
+    secret = result.output.split("secret: ")[1].split()[0]
+    assert secret.startswith("whsec_") and sources.validate_secret(secret) == secret
+    result = runner.invoke(args=["crm", "sources", "add", "Other", "--secret", "whsec_nope!"])
+    assert result.exit_code == 1 and "Error" in result.output
+    given = sources.generate_secret()
+    result = runner.invoke(args=["crm", "sources", "add", "Given", "--secret", given])
+    assert result.exit_code == 0 and given in result.output
+
+    result = runner.invoke(args=["crm", "sources", "rotate", "partner-site"])
+    assert result.exit_code == 0, result.output
+    new_secret = result.output.split("secret: ")[1].split()[0]
+    db.session.expire_all()
+    src = sources.get_source("partner-site")
+    live = sources.active_secrets(src)
+    assert [s.secret for s in live] == [new_secret, secret]
+    old = next(s for s in src.secrets if s.secret == secret)
+    assert timedelta(hours=23) < old.expires_at - datetime.now(UTC) <= timedelta(hours=24)
+    assert [s.secret for s in sources.active_secrets(src, datetime.now(UTC) + timedelta(hours=25))] == [new_secret]
+    assert runner.invoke(args=["crm", "sources", "rotate", "nope"]).exit_code == 1
+
+
+def test_sign_test_delivery_round_trips_through_the_webhook(client, db, source):
+    from crm.intake.mapping_examples import TYPEFORM
+
+    src = db.session.get(WebhookSource, source.id)
+    src.field_mapping = TYPEFORM
+    db.session.commit()
+    delivery = sources.sign_test_delivery(src)
+    resp = client.post("/webhooks/intake/site", data=delivery.body, headers=delivery.headers)
+    assert resp.status_code == 202, resp.get_json()
+
+
+@pytest.mark.parametrize("bad", ["", "secret", "whsec_", "whsec_***", "whsec_c2hvcnQ="])
+def test_bad_secrets_are_refused(bad):
+    with pytest.raises(sources.SourceError):
+        sources.validate_secret(bad)
+
+
+# ---------------------------------------------------------------- after_intake (pipeline)
+
+
+@pytest.fixture
+def fake_steps(monkeypatch):
+    """Stand-ins for crm.services.enrichment / crm.services.routing that record their calls."""
+    import sys
+    import types
+
+    calls: list[tuple[str, int]] = []
+    behaviour = {"enrich": None, "assign": None}
+
+    def enrich_lead(lead):
+        calls.append(("enrich", lead.id))
+        if behaviour["enrich"]:
+            raise behaviour["enrich"]
+        lead.priority = 5  # a change that must be committed
+
+    def auto_assign(lead):
+        calls.append(("assign", lead.id))
+        if behaviour["assign"]:
+            raise behaviour["assign"]
+        return None
+
+    for name, fn in (("crm.services.enrichment", enrich_lead), ("crm.services.routing", auto_assign)):
+        module = types.ModuleType(name)
+        setattr(module, fn.__name__, fn)
+        monkeypatch.setitem(sys.modules, name, module)
+    return calls, behaviour
+
+
+def test_after_intake_enriches_then_assigns_and_commits(client, db, source, fake_steps):
+    calls, _ = fake_steps
+    lead_id = deliver(client).get_json()["lead_id"]
+    assert calls == [("enrich", lead_id), ("assign", lead_id)]
+    db.session.expire_all()
+    assert db.session.get(Lead, lead_id).priority == 5
+
+
+def test_after_intake_failures_are_isolated(client, db, source, fake_steps):
+    calls, behaviour = fake_steps
+    behaviour["enrich"] = RuntimeError("geocoder down")
+    behaviour["assign"] = RuntimeError("routing bug")
+    resp = deliver(client)
+    assert resp.status_code == 202  # neither failure reaches the sender
+    assert [c[0] for c in calls] == ["enrich", "assign"]  # assignment still ran after enrichment failed
+    assert db.session.get(InboxItem, resp.get_json()["inbox_id"]).status == InboxStatus.ACCEPTED
+
+
+def test_online_geocoder_leaves_enrichment_to_the_scheduler(make_app, db, source, fake_steps):
+    calls, _ = fake_steps
+    app = make_app(GEOCODER="nominatim")
+    lead_id = deliver(app.test_client()).get_json()["lead_id"]
+    assert calls == [("assign", lead_id)]

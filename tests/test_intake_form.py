@@ -1,0 +1,324 @@
+"""Public pages and the request form: validation, idempotency, honeypot, CSRF, rate limit, no PII in logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from crm.intake.forms import CONSENT_TEXT
+from crm.models import InboxItem, Lead, LeadEvent, Patient
+from crm.models.enums import EventKind, InboxChannel, InboxStatus, LeadSourceKind
+from crm.services.sources import sign_payload
+from tests.factories import ConditionFactory, WebhookSourceFactory
+
+
+@pytest.fixture
+def conditions(db):
+    dystonia = ConditionFactory(
+        name="Dystonia",
+        slug="dystonia",
+        synonyms=["muscle spasms", "cervical dystonia"],
+        summary="Involuntary muscle contractions.",
+        body="## What it is\n\nOur own words about dystonia.\n\n<script>alert(1)</script>\n\n[x](javascript:alert(1))",
+    )
+    pain = ConditionFactory(name="Chronic pain", slug="chronic-pain", synonyms=["back pain"])
+    ConditionFactory(name="Hidden thing", slug="hidden-thing", published=False)
+    db.session.commit()
+    return dystonia, pain
+
+
+def token_of(html: str) -> str:
+    return re.search(r'name="idempotency_token" type="hidden" value="([^"]+)"', html).group(1)
+
+
+def form_data(**overrides) -> dict:
+    data = {
+        "first_name": "Casey",
+        "last_name": "Morgan",
+        "email": "Casey.Morgan@Example.com",
+        "phone": "305.555.0123",
+        "zip": "33101-1234",
+        "street": "",
+        "city": "Miami",
+        "condition": "dystonia",
+        "condition_text": "",
+        "preferred_mode": "telehealth",
+        "preferred_contact_method": "text",
+        "preferred_contact_time": "evening",
+        "message": "Please text after 6.",
+        "consent": "y",
+        "website": "",
+        "idempotency_token": "0123456789abcdef0123456789abcdef",
+    }
+    data.update(overrides)
+    return data
+
+
+# ---------------------------------------------------------------- pages
+
+
+def test_condition_list_is_searchable_and_only_published(client, conditions):
+    html = client.get("/conditions").get_data(as_text=True)
+    assert "Dystonia" in html and "Chronic pain" in html and "Hidden thing" not in html
+    html = client.get("/conditions?q=spasms").get_data(as_text=True)
+    assert "Dystonia" in html and "Chronic pain" not in html
+    html = client.get("/conditions?q=zzz").get_data(as_text=True)
+    assert "could not find" in html and "/request" in html
+
+
+def test_condition_page_renders_safe_markdown_and_preselects_the_condition(client, conditions):
+    resp = client.get("/conditions/dystonia?utm_source=ads&utm_campaign=fall")
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert "<h2>What it is</h2>" in html and "Our own words about dystonia." in html
+    assert "<script>alert" not in html and "javascript:" not in html
+    assert "Book Appointment" in html and "Back to List" in html
+    assert re.search(r'<option selected value="dystonia">|<option value="dystonia" selected>', html)
+    assert 'name="utm_source" type="hidden" value="ads"' in html
+    assert "Leave this field empty" in html  # the honeypot is there (hidden by CSS)
+    assert CONSENT_TEXT[:40] in html
+    assert "navbar" not in html  # no staff navigation on public pages
+
+
+def test_unpublished_or_unknown_condition_is_404(client, conditions):
+    assert client.get("/conditions/hidden-thing").status_code == 404
+    assert client.get("/conditions/nope").status_code == 404
+
+
+def test_request_page_has_a_condition_picker(client, conditions):
+    html = client.get("/request?condition=chronic-pain").get_data(as_text=True)
+    assert "Choose a condition" in html and 'value="chronic-pain" selected' in html.replace(
+        '<option selected value="chronic-pain"', '<option value="chronic-pain" selected'
+    )
+
+
+def test_thank_you_says_what_happens_next(client):
+    html = client.get("/thank-you").get_data(as_text=True)
+    assert "What happens next" in html or "what happens next" in html
+
+
+def test_healthz(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+
+
+# ---------------------------------------------------------------- a good submission
+
+
+def test_submission_creates_patient_lead_and_inbox_item(client, db, conditions):
+    resp = client.post(
+        "/conditions/dystonia",
+        data=form_data(landing_page_url="http://localhost/conditions/dystonia?utm_source=ads", utm_source="ads"),
+        environ_base={"REMOTE_ADDR": "203.0.113.7"},
+    )
+    assert resp.status_code == 302 and resp.location.endswith("/thank-you")
+    lead = db.session.scalar(sa.select(Lead))
+    p = lead.patient
+    assert (p.first_name, p.email, p.phone, p.zip) == (
+        "Casey",
+        "casey.morgan@example.com",
+        "+13055550123",
+        "33101-1234",
+    )
+    assert p.preferred_contact_method == "text" and p.preferred_contact_time == "evening"
+    assert p.consent_text == CONSENT_TEXT and p.consent_ip == "203.0.113.7" and p.consent_at is not None
+    assert lead.condition.slug == "dystonia" and lead.preferred_mode == "telehealth"
+    assert lead.source_kind == LeadSourceKind.FORM and lead.utm_source == "ads"
+    assert lead.landing_page_url.startswith("http://localhost/conditions/dystonia")
+    assert lead.sla_due_at is not None
+    item = db.session.scalar(sa.select(InboxItem))
+    assert item.channel == InboxChannel.FORM and item.status == InboxStatus.ACCEPTED and item.lead_id == lead.id
+    assert item.dedupe_key == "form:0123456789abcdef0123456789abcdef"
+    assert "csrf_token" not in json.loads(item.body)
+
+
+def test_double_submit_with_the_same_token_makes_one_lead(client, db, conditions):
+    for _ in range(3):
+        assert client.post("/conditions/dystonia", data=form_data()).status_code == 302
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 1
+    statuses = db.session.scalars(sa.select(InboxItem.status).order_by(InboxItem.id)).all()
+    assert statuses == [InboxStatus.ACCEPTED, InboxStatus.DUPLICATE, InboxStatus.DUPLICATE]
+
+
+def test_a_new_token_within_24h_is_folded_as_resubmitted(client, db, conditions):
+    client.post("/conditions/dystonia", data=form_data())
+    client.post("/conditions/dystonia", data=form_data(idempotency_token="f" * 32, message="Still waiting"))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 1
+    kinds = db.session.scalars(sa.select(LeadEvent.kind).order_by(LeadEvent.id)).all()
+    assert kinds == [EventKind.CREATED, EventKind.RESUBMITTED]
+
+
+def test_free_text_condition_is_mapped_through_synonyms(client, db, conditions):
+    resp = client.post("/request", data=form_data(condition="other", condition_text="Back pain, mostly lower"))
+    assert resp.status_code == 302
+    lead = db.session.scalar(sa.select(Lead))
+    assert lead.condition.slug == "chronic-pain" and lead.condition_text == "Back pain, mostly lower"
+
+
+def test_free_text_that_matches_nothing_is_kept_as_text(client, db, conditions):
+    client.post("/request", data=form_data(condition="", condition_text="something rare"))
+    lead = db.session.scalar(sa.select(Lead))
+    assert lead.condition_id is None and lead.condition_text == "something rare"
+
+
+def test_honeypot_submission_is_stored_rejected_and_makes_no_lead(client, db, conditions):
+    resp = client.post("/conditions/dystonia", data=form_data(website="http://spam.example.com"))
+    assert resp.status_code == 302 and resp.location.endswith("/thank-you")
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
+    item = db.session.scalar(sa.select(InboxItem))
+    assert item.status == InboxStatus.REJECTED and "honeypot" in item.error
+
+
+# ---------------------------------------------------------------- every bad input
+
+
+@pytest.mark.parametrize(
+    "overrides, field, message",
+    [
+        ({"first_name": ""}, "first_name", "Enter your first name"),
+        ({"last_name": ""}, "last_name", "Enter your last name"),
+        ({"first_name": "a" * 101}, "first_name", "at most 100"),
+        ({"last_name": "b" * 101}, "last_name", "at most 100"),
+        ({"email": ""}, "email", "Enter your email"),
+        ({"email": "casey@"}, "email", "valid email"),
+        ({"email": "casey@example"}, "email", "valid email"),
+        ({"phone": ""}, "phone", "Enter a phone number"),
+        ({"phone": "12345"}, "phone", "valid phone number"),
+        ({"phone": "(555) 000-0000"}, "phone", "valid phone number"),
+        ({"zip": ""}, "zip", "Enter your ZIP"),
+        ({"zip": "3310"}, "zip", "5-digit ZIP"),
+        ({"zip": "33101-12"}, "zip", "5-digit ZIP"),
+        ({"zip": "abcde"}, "zip", "5-digit ZIP"),
+        ({"message": "m" * 2001}, "message", "at most 2,000"),
+        ({"street": "s" * 201}, "street", "at most 200"),
+        ({"consent": ""}, "consent", "agree to be contacted"),
+        ({"condition": "", "condition_text": ""}, "condition", "Choose a condition"),
+        ({"condition": "no-such-condition"}, "condition", "Choose a condition"),
+        ({"preferred_mode": "teleport"}, "preferred_mode", "Not a valid choice"),
+        ({"preferred_contact_method": "pigeon"}, "preferred_contact_method", "Not a valid choice"),
+    ],
+)
+def test_bad_input_reshows_the_form_with_the_error_and_every_typed_value(
+    client, db, conditions, overrides, field, message
+):
+    data = form_data(**overrides)
+    resp = client.post("/conditions/dystonia", data=data)
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert message in html, html[html.find("invalid-feedback") - 300 : html.find("invalid-feedback") + 300]
+    assert "Please check the fields marked below" in html
+    for name in ("first_name", "last_name", "email", "phone", "zip", "city"):
+        if name not in overrides and data[name]:
+            assert f'value="{data[name]}"' in html, name
+    if "message" not in overrides:
+        assert "Please text after 6." in html
+    assert f'value="{data["idempotency_token"]}"' in html  # the token survives, so a later submit is still one lead
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Patient)) == 0
+
+
+def test_csrf_is_required(make_app, db, conditions):
+    app = make_app(WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    resp = client.post("/conditions/dystonia", data=form_data())
+    assert resp.status_code == 400
+    html = client.get("/conditions/dystonia").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+    resp = client.post("/conditions/dystonia", data=form_data(csrf_token=csrf, idempotency_token=token_of(html)))
+    assert resp.status_code == 302
+
+
+def test_form_rate_limit_per_ip(make_app, db, conditions):
+    app = make_app(RATELIMIT_ENABLED=True, INTAKE_RATE_LIMIT="2 per minute")
+    client = app.test_client()
+    codes = [client.post("/request", data=form_data(idempotency_token=f"{i:032d}")).status_code for i in range(3)]
+    assert codes == [302, 302, 429]
+    limited = client.post("/conditions/dystonia", data=form_data(idempotency_token="8" * 32))
+    html = limited.get_data(as_text=True)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    assert "Please wait about" in html and 'value="Casey"' in html and "Please text after 6." in html
+    other_ip = client.post(
+        "/conditions/dystonia", data=form_data(idempotency_token="9" * 32), environ_base={"REMOTE_ADDR": "198.51.100.9"}
+    )
+    assert other_ip.status_code == 302
+
+
+# ---------------------------------------------------------------- failures never lose a submission
+
+
+def test_processing_failure_still_thanks_the_patient_and_keeps_the_item(client, db, conditions, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def broken(*args, **kwargs):
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr("crm.services.intake._apply", broken)
+    resp = client.post("/conditions/dystonia", data=form_data())
+    assert resp.status_code == 302 and resp.location.endswith("/thank-you")
+    item = db.session.scalar(sa.select(InboxItem))
+    assert item.status == InboxStatus.FAILED and "OperationalError" in item.error
+    assert item.next_attempt_at is not None and item.dedupe_key is None
+    assert json.loads(item.body)["last_name"] == "Morgan"
+
+
+# ---------------------------------------------------------------- privacy
+
+
+CANARY_FIRST, CANARY_LAST = "Quillonzo", "Vexmarten"
+CANARY_EMAIL = "quillonzo.vexmarten@example.com"
+CANARY_PHONE_DIGITS = "3055550199"
+
+
+def test_canary_patient_data_never_reaches_the_logs(client, db, conditions, caplog, capfd, monkeypatch):
+    # Alembic's fileConfig (run by the session's migrations) disables loggers created before it:
+    # switch every logger back on so this test hears everything, at DEBUG.
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            monkeypatch.setattr(logger, "disabled", False)
+    caplog.set_level(logging.DEBUG)
+    data = form_data(
+        first_name=CANARY_FIRST, last_name=CANARY_LAST, email=CANARY_EMAIL, phone="(305) 555-0199", message=CANARY_LAST
+    )
+    assert client.post("/conditions/dystonia", data=data).status_code == 302
+    # a bad submission too (validation messages must not echo the input into logs)
+    client.post("/conditions/dystonia", data=dict(data, zip="bad", idempotency_token="e" * 32))
+    src = WebhookSourceFactory(slug="canary")
+    db.session.commit()
+    body = json.dumps(
+        {
+            "first_name": CANARY_FIRST,
+            "last_name": CANARY_LAST,
+            "email": "other." + CANARY_EMAIL,
+            "phone": "+1 305 555 0199",
+            "zip": "33101",
+            "condition": "dystonia",
+        }
+    )
+    signed = sign_payload("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", body, msg_id="canary-1")
+    assert client.post(f"/webhooks/intake/{src.slug}", data=signed.body, headers=signed.headers).status_code in (
+        200,
+        202,
+    )
+    out, err = capfd.readouterr()
+    logged = "\n".join(r.getMessage() for r in caplog.records) + out + err
+    assert caplog.records, "nothing was logged at all: the capture is not working"
+    for canary in (CANARY_FIRST, CANARY_LAST, CANARY_EMAIL, CANARY_PHONE_DIGITS, "555-0199", "+13055550199"):
+        assert canary not in logged, canary
+
+
+def test_database_unreachable_keeps_the_form_filled_in(client, db, conditions, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from crm.services import intake
+
+    def down(**values):
+        raise OperationalError("INSERT INTO inbox_items", {}, Exception("could not connect"))
+
+    monkeypatch.setattr(intake, "_store", down)
+    resp = client.post("/conditions/dystonia", data=form_data())
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "could not save your request" in html
+    assert 'value="Casey"' in html and "Please text after 6." in html

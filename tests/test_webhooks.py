@@ -1,0 +1,406 @@
+"""POST /webhooks/intake/<slug>: every row of the SPEC 5 table, mappings, rotation, concurrency."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import threading
+import types
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import pytest
+import sqlalchemy as sa
+
+from crm.intake import mapping_examples
+from crm.models import InboxItem, Lead, LeadEvent, Patient, WebhookSecret
+from crm.models.enums import EventKind, GeocodeStatus, InboxStatus, LeadSourceKind, LeadStatus
+from crm.services.sources import generate_secret, sign_payload
+from tests.factories import ConditionFactory, WebhookSourceFactory
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the factory's default
+
+PAYLOAD = {
+    "first_name": "Robin",
+    "last_name": "Hale",
+    "email": "robin.hale@example.com",
+    "phone": "(305) 555-0188",
+    "zip": "33101",
+    "condition": "dystonia",
+    "message": "Mornings please.",
+}
+
+
+@pytest.fixture
+def source(db):
+    ConditionFactory(name="Dystonia", slug="dystonia", synonyms=["muscle spasms", "cervical dystonia"])
+    src = WebhookSourceFactory(slug="site", name="Clinic site")
+    db.session.commit()
+    return src
+
+
+def deliver(
+    client,
+    payload,
+    *,
+    slug="site",
+    secret=SECRET,
+    msg_id="msg_1",
+    at=None,
+    content_type="application/json",
+    signature=None,
+    drop=(),
+):
+    body = payload if isinstance(payload, str | bytes) else json.dumps(payload)
+    signed = sign_payload(secret, body, msg_id=msg_id, at=at)
+    headers = dict(signed.headers, **{"content-type": content_type})
+    if signature is not None:
+        headers["webhook-signature"] = signature
+    for name in drop:
+        headers.pop(name, None)
+    return client.post(f"/webhooks/intake/{slug}", data=signed.body, headers=headers)
+
+
+def items(db):
+    return db.session.scalars(sa.select(InboxItem).order_by(InboxItem.id)).all()
+
+
+def count(db, model):
+    return db.session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+# ---------------------------------------------------------------- table rows
+
+
+def test_accepted_returns_202_and_creates_patient_and_lead(client, db, source):
+    resp = deliver(client, dict(PAYLOAD, utm_source="newsletter", landing_page_url="https://example.com/d"))
+    assert resp.status_code == 202
+    body = resp.get_json()
+    assert body["status"] == "accepted" and body["lead_id"] and body["inbox_id"]
+    lead = db.session.get(Lead, body["lead_id"])
+    assert lead.status == LeadStatus.NEW
+    assert lead.source_kind == LeadSourceKind.WEBHOOK and lead.webhook_source_id == source.id
+    assert lead.condition.slug == "dystonia"
+    assert lead.utm_source == "newsletter" and lead.landing_page_url == "https://example.com/d"
+    assert lead.sla_due_at is not None and lead.sla_due_at > lead.created_at
+    assert lead.patient.email == "robin.hale@example.com" and lead.patient.phone == "+13055550188"
+    assert lead.patient.consent_at is not None and "Clinic site" in lead.patient.consent_text
+    assert [e.kind for e in lead.events] == [EventKind.CREATED]
+    item = db.session.get(InboxItem, body["inbox_id"])
+    assert item.status == InboxStatus.ACCEPTED and item.lead_id == lead.id
+    assert item.dedupe_key == f"webhook:{source.id}:msg_1"
+    assert "webhook-signature" not in item.headers and item.headers["webhook-id"] == "msg_1"
+    assert json.loads(item.body)["email"] == "robin.hale@example.com"
+
+
+def test_same_webhook_id_again_is_a_duplicate_with_the_same_lead(client, db, source):
+    first = deliver(client, PAYLOAD).get_json()
+    again = deliver(client, PAYLOAD)
+    assert again.status_code == 200
+    assert again.get_json() == {"status": "duplicate", "lead_id": first["lead_id"]}
+    assert count(db, Lead) == 1
+    dup = items(db)[-1]
+    assert dup.status == InboxStatus.DUPLICATE and dup.dedupe_key is None and dup.lead_id == first["lead_id"]
+
+
+def test_identical_resubmission_is_folded_into_the_open_lead(client, db, source):
+    first = deliver(client, PAYLOAD, msg_id="a").get_json()
+    again = deliver(client, dict(PAYLOAD, message="Any time is fine now."), msg_id="b")
+    assert again.status_code == 200
+    assert again.get_json() == {"status": "resubmitted", "lead_id": first["lead_id"]}
+    assert count(db, Lead) == 1
+    kinds = db.session.scalars(sa.select(LeadEvent.kind).order_by(LeadEvent.id)).all()
+    assert kinds == [EventKind.CREATED, EventKind.RESUBMITTED]
+
+
+@pytest.mark.parametrize(
+    "kwargs, reason",
+    [
+        ({"drop": ("webhook-signature",)}, "missing"),
+        ({"drop": ("webhook-id",)}, "missing"),
+        ({"signature": "v1,AAAA"}, "invalid signature"),
+        ({"signature": "garbage"}, "invalid signature"),
+        ({"secret": generate_secret()}, "invalid signature"),
+        ({"at": datetime.now(UTC) - timedelta(minutes=6)}, "stale"),
+        ({"at": datetime.now(UTC) + timedelta(minutes=6)}, "stale"),
+    ],
+)
+def test_bad_signature_or_stale_timestamp_is_401_and_stored_rejected(client, db, source, kwargs, reason):
+    resp = deliver(client, PAYLOAD, **kwargs)
+    assert resp.status_code == 401
+    assert reason in resp.get_json()["error"]
+    assert count(db, Lead) == 0
+    (item,) = items(db)
+    assert item.status == InboxStatus.REJECTED and item.error.startswith("[401]")
+    assert "webhook-signature" not in item.headers
+    assert SECRET not in json.dumps(item.headers) and SECRET not in (item.error or "")
+
+
+def test_several_signatures_one_valid_is_accepted(client, db, source):
+    good = sign_payload(SECRET, json.dumps(PAYLOAD), msg_id="msg_1").headers["webhook-signature"]
+    resp = deliver(client, PAYLOAD, signature=f"v1,bm9wZQ== {good}")
+    assert resp.status_code == 202
+
+
+def test_unknown_or_inactive_source_is_404(client, db, source):
+    assert deliver(client, PAYLOAD, slug="nope").status_code == 404
+    source.active = False
+    db.session.commit()
+    resp = deliver(client, PAYLOAD)
+    assert resp.status_code == 404 and "error" in resp.get_json()
+    assert [i.status for i in items(db)] == [InboxStatus.REJECTED, InboxStatus.REJECTED]
+    assert count(db, Lead) == 0
+
+
+@pytest.mark.parametrize("body", ["{not json", "[1, 2]", '"text"', "null"])
+def test_malformed_json_or_not_an_object_is_400(client, db, source, body):
+    resp = deliver(client, body)
+    assert resp.status_code == 400 and resp.get_json()["error"]
+    assert items(db)[0].status == InboxStatus.REJECTED and items(db)[0].body == body
+
+
+def test_invalid_fields_are_422_with_field_errors(client, db, source):
+    bad = dict(PAYLOAD, email="not-an-email", zip="123", first_name="x" * 101, message="m" * 2001)
+    resp = deliver(client, bad)
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["error"] == "validation failed"
+    assert set(body["fields"]) == {"email", "zip", "first_name", "message"}
+    (item,) = items(db)
+    assert item.status == InboxStatus.REJECTED and "validation failed" in item.error
+    assert count(db, Lead) == 0 and count(db, Patient) == 0
+
+
+def test_body_too_large_by_content_length_is_413(client, db, source):
+    resp = deliver(client, dict(PAYLOAD, message="x" * (70 * 1024)))
+    assert resp.status_code == 413 and "error" in resp.get_json()
+    (item,) = items(db)
+    assert item.status == InboxStatus.REJECTED and item.error.startswith("[413]") and item.body == ""
+
+
+def test_body_too_large_without_content_length_is_413(make_app, db, source):
+    app = make_app(WEBHOOK_MAX_BYTES=200)
+    body = json.dumps(dict(PAYLOAD, message="x" * 300)).encode()
+    signed = sign_payload(SECRET, body, msg_id="chunked")
+    resp = app.test_client().post(
+        "/webhooks/intake/site",
+        input_stream=io.BytesIO(body),
+        headers=signed.headers,
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
+    assert resp.status_code == 413
+    db.session.expire_all()
+    assert items(db)[0].error.startswith("[413]")
+
+
+def test_rate_limit_is_429_with_retry_after(make_app, db, source):
+    app = make_app(RATELIMIT_ENABLED=True, WEBHOOK_RATE_LIMIT="2 per minute")
+    client = app.test_client()
+    codes = [deliver(client, PAYLOAD, msg_id=f"m{i}").status_code for i in range(3)]
+    assert codes[:2] == [202, 200] and codes[2] == 429
+    resp = deliver(client, PAYLOAD, msg_id="m9")
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
+    assert "error" in resp.get_json()
+
+
+def test_csrf_is_not_required(make_app, db, source):
+    app = make_app(WTF_CSRF_ENABLED=True)
+    assert deliver(app.test_client(), PAYLOAD).status_code == 202
+
+
+# ---------------------------------------------------------------- secrets and rotation
+
+
+def test_two_live_secrets_during_rotation_and_expired_refused(client, db, source):
+    new = generate_secret()
+    source.secrets[0].expires_at = datetime.now(UTC) + timedelta(hours=24)
+    source.secrets.append(WebhookSecret(secret=new))
+    db.session.commit()
+    assert deliver(client, PAYLOAD, secret=SECRET, msg_id="old").status_code == 202
+    assert deliver(client, dict(PAYLOAD, zip="33139"), secret=new, msg_id="new").status_code in (200, 202)
+    db.session.get(WebhookSecret, source.secrets[0].id).expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    db.session.commit()
+    assert deliver(client, PAYLOAD, secret=SECRET, msg_id="late").status_code == 401
+    assert deliver(client, PAYLOAD, secret=new, msg_id="fresh").status_code == 200  # folded: same patient
+
+
+# ---------------------------------------------------------------- bodies and mappings
+
+
+def test_form_encoded_body(client, db, source):
+    resp = deliver(client, urlencode(PAYLOAD), content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 202
+    assert db.session.get(Lead, resp.get_json()["lead_id"]).patient.last_name == "Hale"
+
+
+def test_plain_json_mapping(client, db, source):
+    source.field_mapping = mapping_examples.PLAIN_JSON
+    db.session.commit()
+    resp = deliver(client, mapping_examples.PLAIN_JSON_EXAMPLE)
+    assert resp.status_code == 202, resp.get_json()
+    lead = db.session.get(Lead, resp.get_json()["lead_id"])
+    assert (lead.patient.first_name, lead.patient.city, lead.patient.phone) == ("Jamie", "Miami", "+13055550142")
+    assert lead.condition.slug == "dystonia" and lead.preferred_mode == "telehealth"
+    assert (lead.utm_source, lead.utm_campaign) == ("newsletter", "fall")
+
+
+@pytest.mark.parametrize("mapping", [mapping_examples.TYPEFORM, mapping_examples.TYPEFORM_BY_POSITION])
+def test_typeform_shaped_body(client, db, source, mapping):
+    source.field_mapping = mapping
+    db.session.commit()
+    resp = deliver(client, mapping_examples.TYPEFORM_EXAMPLE)
+    assert resp.status_code == 202, resp.get_json()
+    lead = db.session.get(Lead, resp.get_json()["lead_id"])
+    assert lead.patient.email == "morgan.lee@example.com" and lead.patient.zip == "33139"
+    assert lead.condition.slug == "dystonia" and lead.utm_source == "google"
+    assert lead.message.startswith("My neck spasms")
+
+
+def test_typeform_with_a_skipped_optional_answer_still_maps_by_ref(client, db, source):
+    source.field_mapping = mapping_examples.TYPEFORM
+    db.session.commit()
+    payload = json.loads(json.dumps(mapping_examples.TYPEFORM_EXAMPLE))
+    payload["form_response"]["answers"] = [
+        a for a in payload["form_response"]["answers"] if a["field"]["ref"] != "message"
+    ]
+    resp = deliver(client, payload)
+    assert resp.status_code == 202
+    assert db.session.get(Lead, resp.get_json()["lead_id"]).message == ""
+
+
+@pytest.mark.parametrize("encoding", ["json", "form"])
+def test_gravity_forms_shaped_body(client, db, source, encoding):
+    source.field_mapping = mapping_examples.GRAVITY_FORMS
+    db.session.commit()
+    example = mapping_examples.GRAVITY_FORMS_EXAMPLE
+    if encoding == "json":
+        resp = deliver(client, example)
+    else:
+        resp = deliver(client, urlencode(example), content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 202, resp.get_json()
+    lead = db.session.get(Lead, resp.get_json()["lead_id"])
+    p = lead.patient
+    assert (p.first_name, p.last_name, p.street, p.city, p.state, p.zip) == (
+        "Avery",
+        "Santos",
+        "12 Orange Ave",
+        "Orlando",
+        "FL",
+        "32801",
+    )
+    assert lead.condition.slug == "dystonia"  # "muscle spasms" via synonyms
+    assert p.preferred_contact_method == "text"
+
+
+def test_mapping_that_finds_nothing_is_422_naming_our_fields(client, db, source):
+    source.field_mapping = mapping_examples.GRAVITY_FORMS
+    db.session.commit()
+    resp = deliver(client, {"unrelated": True})
+    assert resp.status_code == 422
+    assert {"first_name", "last_name", "zip"} <= set(resp.get_json()["fields"])
+
+
+def test_consent_false_is_refused(client, db, source):
+    resp = deliver(client, dict(PAYLOAD, consent=False))
+    assert resp.status_code == 422 and "consent" in resp.get_json()["fields"]
+
+
+# ---------------------------------------------------------------- de-duplication of patients
+
+
+def test_returning_patient_by_phone_gets_a_new_lead_on_the_same_patient(client, db, source):
+    ConditionFactory(name="Chronic pain", slug="chronic-pain")
+    db.session.commit()
+    first = deliver(client, dict(PAYLOAD, street=""), msg_id="a").get_json()
+    other = dict(PAYLOAD, email="robin.new@example.com", condition="chronic pain", street="1 Main St")
+    second = deliver(client, other, msg_id="b")
+    assert second.status_code == 202
+    lead1, lead2 = db.session.get(Lead, first["lead_id"]), db.session.get(Lead, second.get_json()["lead_id"])
+    assert lead1.id != lead2.id and lead1.patient_id == lead2.patient_id
+    assert count(db, Patient) == 1
+    assert lead2.patient.street == "1 Main St"  # a missing field was filled in
+    assert lead2.patient.email == "robin.hale@example.com"  # an existing one was kept
+    assert lead2.events[0].data["returning_patient"] is True
+
+
+def test_resubmission_after_24_hours_or_on_a_closed_lead_makes_a_new_lead(client, db, source):
+    first = deliver(client, PAYLOAD, msg_id="a").get_json()
+    lead = db.session.get(Lead, first["lead_id"])
+    lead.created_at = datetime.now(UTC) - timedelta(hours=25)
+    db.session.commit()
+    second = deliver(client, PAYLOAD, msg_id="b")
+    assert second.status_code == 202
+    lead2 = db.session.get(Lead, second.get_json()["lead_id"])
+    lead2.status = LeadStatus.LOST
+    db.session.commit()
+    assert deliver(client, PAYLOAD, msg_id="c").status_code == 202
+    assert count(db, Lead) == 3 and count(db, Patient) == 1
+
+
+# ---------------------------------------------------------------- after the commit
+
+
+def test_geocoder_raising_still_answers_202_and_keeps_the_lead_pending(client, db, source, monkeypatch):
+    def boom(lead):
+        raise TimeoutError("geocoder is down")
+
+    try:
+        import crm.services.enrichment as enrichment  # noqa: F401
+
+        monkeypatch.setattr("crm.services.enrichment.enrich_lead", boom)
+    except ImportError:
+        fake = types.ModuleType("crm.services.enrichment")
+        fake.enrich_lead = boom
+        monkeypatch.setitem(sys.modules, "crm.services.enrichment", fake)
+    resp = deliver(client, PAYLOAD)
+    assert resp.status_code == 202
+    lead = db.session.get(Lead, resp.get_json()["lead_id"])
+    assert lead.patient.geocode_status == GeocodeStatus.PENDING
+    assert items(db)[0].status == InboxStatus.ACCEPTED
+
+
+# ---------------------------------------------------------------- concurrency
+
+
+def test_ten_concurrent_deliveries_of_one_webhook_id_make_one_lead(app, db, source):
+    body = json.dumps(PAYLOAD)
+    signed = sign_payload(SECRET, body, msg_id="same-id")
+    barrier = threading.Barrier(10)
+    results: list = []
+    lock = threading.Lock()
+
+    def worker():
+        client = app.test_client()
+        barrier.wait()
+        resp = client.post("/webhooks/intake/site", data=signed.body, headers=signed.headers)
+        with lock:
+            results.append((resp.status_code, resp.get_json()))
+
+    threads = [threading.Thread(target=worker) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    db.session.expire_all()
+    assert count(db, Lead) == 1
+    lead_id = db.session.scalar(sa.select(Lead.id))
+    codes = sorted(code for code, _ in results)
+    assert codes == [200] * 9 + [202], results
+    assert all(body["lead_id"] == lead_id for _, body in results), results
+    assert count(db, InboxItem) == 10
+    assert db.session.scalar(sa.select(sa.func.count()).where(InboxItem.dedupe_key.is_not(None))) == 1
+
+
+def test_database_unreachable_before_storing_is_503_with_retry_after(client, db, source, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from crm.services import intake
+
+    def down(**values):
+        raise OperationalError("INSERT INTO inbox_items", {}, Exception("could not connect"))
+
+    monkeypatch.setattr(intake, "_store", down)
+    resp = deliver(client, PAYLOAD)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
+    assert "retry" in resp.get_json()["error"]
