@@ -1,0 +1,1 @@
+"""Admin workbench: directory, programs, conditions, users, sources, inbox, audit."""

@@ -1,0 +1,87 @@
+"""/admin/audit: the append-only audit trail, filtered and paginated. There is no edit or delete."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from flask import render_template, request
+from flask_login import current_user
+from sqlalchemy.orm import joinedload
+
+from crm.admin.forms import AuditFilterForm
+from crm.admin.routes import bp
+from crm.extensions import db
+from crm.models import AuditLog, User
+
+
+def _day_start(day: date, tz: str) -> datetime:
+    try:
+        zone = ZoneInfo(tz)
+    except (KeyError, ValueError):
+        zone = UTC
+    return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+
+
+def audit_select(
+    *,
+    user_id: int | None = None,
+    action: str | None = None,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    tz: str = "UTC",
+) -> sa.Select:
+    """Newest first; dates are whole days in the viewer's time zone, both ends included."""
+    stmt = sa.select(AuditLog).options(joinedload(AuditLog.user)).order_by(AuditLog.id.desc())
+    if user_id == 0:
+        stmt = stmt.where(AuditLog.user_id.is_(None))
+    elif user_id:
+        stmt = stmt.where(AuditLog.user_id == user_id)
+    if action:
+        stmt = stmt.where(AuditLog.action == action)
+    if object_type:
+        stmt = stmt.where(AuditLog.object_type == object_type)
+    if object_id:
+        stmt = stmt.where(AuditLog.object_id == object_id)
+    if date_from:
+        stmt = stmt.where(AuditLog.at >= _day_start(date_from, tz))
+    if date_to:
+        stmt = stmt.where(AuditLog.at < _day_start(date_to + timedelta(days=1), tz))
+    return stmt
+
+
+@bp.get("/audit")
+def audit():
+    form = AuditFilterForm(request.args)
+    users = db.session.scalars(sa.select(User).order_by(User.name)).all()
+    form.user.choices = [("", "Anyone"), ("0", "System / signed out")] + [(str(u.id), u.name) for u in users]
+    actions = db.session.scalars(sa.select(AuditLog.action).distinct().order_by(AuditLog.action)).all()
+    form.action.choices = [("", "Any action")] + [(a, a.replace("_", " ")) for a in actions]
+    types = db.session.scalars(
+        sa.select(AuditLog.object_type)
+        .where(AuditLog.object_type.is_not(None))
+        .distinct()
+        .order_by(AuditLog.object_type)
+    ).all()
+    form.object_type.choices = [("", "Any object")] + [(t, t.replace("_", " ")) for t in types]
+    form.validate()  # GET filters: invalid values are shown and ignored
+
+    def ok(field):
+        return field.data if not field.errors and field.data not in (None, "") else None
+
+    user_raw = ok(form.user)
+    stmt = audit_select(
+        user_id=int(user_raw) if user_raw and user_raw.isdigit() else None,
+        action=ok(form.action),
+        object_type=ok(form.object_type),
+        object_id=(ok(form.object_id) or "").strip() or None,
+        date_from=ok(form.date_from),
+        date_to=ok(form.date_to),
+        tz=current_user.timezone,
+    )
+    page = db.paginate(stmt, per_page=50, error_out=False)
+    args = {k: v for k, v in request.args.items() if k != "page" and v}
+    return render_template("admin/audit.html", form=form, page=page, args=args)

@@ -1,0 +1,232 @@
+"""/admin/physicians: the directory, create/edit, deactivate, CSV import with preview, export."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from crm.admin.forms import CsvCommitForm, CsvUploadForm, PhysicianFilterForm, PhysicianForm
+from crm.admin.routes import bp
+from crm.extensions import db
+from crm.models import Condition, Physician
+from crm.services import audit, directory, physician_csv
+from crm.services.contact import format_phone
+
+
+def _filters_from_request() -> tuple[PhysicianFilterForm, directory.PhysicianFilters, dict]:
+    form = PhysicianFilterForm(request.args)
+    filters = form.filters()
+    args = {k: v for k, v in vars(filters).items() if v}
+    if "active" not in request.args:
+        args.pop("active", None)
+    else:
+        args["active"] = filters.active
+    return form, filters, args
+
+
+@bp.get("/physicians")
+def physicians():
+    form, filters, args = _filters_from_request()
+    today = datetime.now(UTC).date()
+    page = db.paginate(directory.physician_select(filters, today), per_page=50, error_out=False)
+    return render_template(
+        "admin/physicians/list.html",
+        form=form,
+        page=page,
+        args=args,
+        today=today,
+        expiry=directory.expiry_summary(today),
+        soonest=directory.expiring_registrations(today, limit=8),
+        unlocated=directory.unlocated_count(),
+        registration_status=directory.registration_status,
+    )
+
+
+def _condition_choices() -> list[tuple[str, str]]:
+    return [(c.slug, c.name) for c in db.session.scalars(sa.select(Condition).order_by(Condition.name))]
+
+
+def _form_data(p: Physician) -> dict:
+    return {
+        "npi": p.npi,
+        "first_name": p.first_name,
+        "last_name": p.last_name,
+        "credential": str(p.credential),
+        "practice_name": p.practice_name,
+        "street": p.street,
+        "city": p.city,
+        "state": p.state,
+        "zip": p.zip,
+        "phone": format_phone(p.phone),
+        "email": p.email,
+        "website": p.website,
+        "offers_in_person": p.offers_in_person,
+        "offers_telehealth": p.offers_telehealth,
+        "accepting_new": p.accepting_new,
+        "languages": "; ".join(p.languages or []),
+        "conditions": [c.slug for c in p.conditions],
+        "priority": str(p.priority),
+        "weekly_capacity": p.weekly_capacity,
+        "latitude": "" if p.latitude is None else f"{p.latitude:.6f}",
+        "longitude": "" if p.longitude is None else f"{p.longitude:.6f}",
+        "notes": p.notes,
+        "registrations": [{"state": r.state, "number": r.number, "expires_on": r.expires_on} for r in p.registrations],
+    }
+
+
+def _npi_taken(npi: str, exclude_id: int | None) -> Physician | None:
+    stmt = sa.select(Physician).where(Physician.npi == (npi or "").strip())
+    if exclude_id is not None:
+        stmt = stmt.where(Physician.id != exclude_id)
+    return db.session.scalar(stmt)
+
+
+def _save(form: PhysicianForm, physician: Physician | None):
+    """Validate, save, audit and commit; returns the saved physician or None (errors are on the form)."""
+    if not form.validate_on_submit():
+        return None
+    other = _npi_taken(form.npi.data, physician.id if physician else None)
+    if other is not None:
+        form.npi.errors = [f"NPI {other.npi} already belongs to {other.full_name} (#{other.id})."]
+        return None
+    try:
+        data = form.to_data(active=physician.active if physician else True)
+        result = directory.save_physician(data, physician, coordinates_are_authoritative=False)
+    except ValueError as exc:
+        db.session.rollback()
+        flash(f"Not saved: {exc}", "danger")
+        return None
+    if not result.created and not result.changes and result.geocoded is None:
+        flash("Nothing changed.", "info")
+        return result.physician
+    audit.record(
+        "create_physician" if result.created else "update_physician",
+        "physician",
+        result.physician.id,
+        detail={"fields": result.changes + (["geocoded"] if result.geocoded is not None else [])},
+    )
+    db.session.commit()
+    p = result.physician
+    note = ""
+    if result.geocoded is True:
+        note = f" Located at {p.latitude:.4f}, {p.longitude:.4f} ({p.geocode_precision})."
+    elif result.geocoded is False:
+        note = " The address could not be geocoded yet: the physician is not matched by distance until it is."
+    flash(
+        f"{'Added' if result.created else 'Saved'} {p.full_name}.{note}",
+        "success" if result.geocoded is not False else "warning",
+    )
+    return p
+
+
+@bp.route("/physicians/new", methods=["GET", "POST"])
+def physician_new():
+    form = PhysicianForm()
+    form.conditions.choices = _condition_choices()
+    if request.method == "GET":
+        for _ in range(2):
+            form.registrations.append_entry()
+    saved = _save(form, None) if request.method == "POST" else None
+    if saved is not None:
+        return redirect(url_for("admin.physician_edit", physician_id=saved.id))
+    return render_template("admin/physicians/form.html", form=form, physician=None, today=datetime.now(UTC).date())
+
+
+@bp.route("/physicians/<int:physician_id>/edit", methods=["GET", "POST"])
+def physician_edit(physician_id: int):
+    physician = db.session.get(Physician, physician_id) or abort(404)
+    form = PhysicianForm() if request.method == "POST" else PhysicianForm(data=_form_data(physician))
+    form.conditions.choices = _condition_choices()
+    if request.method == "GET":
+        form.registrations.append_entry()
+    if request.method == "POST":
+        saved = _save(form, physician)
+        if saved is not None:
+            return redirect(url_for("admin.physician_edit", physician_id=saved.id))
+    return render_template(
+        "admin/physicians/form.html",
+        form=form,
+        physician=physician,
+        registration_status=directory.registration_status,
+        today=datetime.now(UTC).date(),
+    )
+
+
+@bp.post("/physicians/<int:physician_id>/deactivate")
+def physician_deactivate(physician_id: int):
+    physician = db.session.get(Physician, physician_id) or abort(404)
+    if directory.set_physician_active(physician, False):
+        audit.record("deactivate_physician", "physician", physician.id)
+        db.session.commit()
+        flash(f"{physician.full_name} is deactivated: no longer matched or listed for specialists.", "success")
+    return redirect(url_for("admin.physician_edit", physician_id=physician.id))
+
+
+@bp.post("/physicians/<int:physician_id>/reactivate")
+def physician_reactivate(physician_id: int):
+    physician = db.session.get(Physician, physician_id) or abort(404)
+    if directory.set_physician_active(physician, True):
+        audit.record("reactivate_physician", "physician", physician.id)
+        db.session.commit()
+        flash(f"{physician.full_name} is active again.", "success")
+    return redirect(url_for("admin.physician_edit", physician_id=physician.id))
+
+
+@bp.get("/physicians/export.csv")
+def physicians_export():
+    _, filters, args = _filters_from_request()
+    if "active" not in request.args:
+        filters.active = ""  # the export holds every physician unless asked otherwise
+    text, count = physician_csv.export_csv(directory.physician_select(filters))
+    audit.record("export", "physicians", None, detail={"rows": count, "filters": args})
+    db.session.commit()
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
+    return Response(
+        text.encode("utf-8"),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="physicians-{stamp}.csv"'},
+    )
+
+
+def _upload_folder() -> str:
+    return current_app.config.get("UPLOAD_FOLDER") or os.path.join(current_app.instance_path, "uploads")
+
+
+@bp.route("/physicians/import", methods=["GET", "POST"])
+def physicians_import():
+    form = CsvUploadForm()
+    if form.validate_on_submit():
+        data = form.file.data.read()
+        report = physician_csv.plan_import(data)
+        token = None
+        if not report.file_error:
+            token = physician_csv.store_upload(_upload_folder(), current_user.id, data)
+        audit.record("import_preview", "physicians", None, detail={"counts": report.counts, "file": bool(token)})
+        db.session.commit()
+        return render_template(
+            "admin/physicians/import.html",
+            form=form,
+            report=report,
+            commit_form=CsvCommitForm(token=token),
+            filename=form.file.data.filename,
+        )
+    return render_template("admin/physicians/import.html", form=form, report=None, columns=physician_csv.COLUMNS)
+
+
+@bp.post("/physicians/import/commit")
+def physicians_import_commit():
+    form = CsvCommitForm()
+    token = form.token.data if form.validate_on_submit() else None
+    data = physician_csv.load_upload(_upload_folder(), current_user.id, token) if token else None
+    if data is None:
+        flash("That upload was already imported or has expired. Upload the file again.", "warning")
+        return redirect(url_for("admin.physicians_import"))
+    report = physician_csv.import_csv(data)  # validated again: the directory may have changed
+    db.session.commit()
+    physician_csv.discard_upload(_upload_folder(), current_user.id, token)
+    flash(report.summary(), "success" if report.ok else "warning")
+    return render_template("admin/physicians/import.html", form=CsvUploadForm(), report=report, committed=True)

@@ -1,0 +1,61 @@
+"""/admin/states: the state program reference data, editable by admins."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import abort, flash, redirect, render_template, url_for
+
+from crm.admin.forms import StateProgramForm
+from crm.admin.routes import bp
+from crm.extensions import db
+from crm.models import Condition, StateProgram
+from crm.models.enums import ProgramType
+from crm.services import audit, directory
+
+
+@bp.get("/states")
+def states():
+    programs = db.session.scalars(sa.select(StateProgram).order_by(StateProgram.state)).all()
+    return render_template("admin/states/list.html", programs=programs)
+
+
+def _program(code: str) -> StateProgram:
+    program = db.session.scalar(sa.select(StateProgram).where(StateProgram.state == (code or "").upper()[:2]))
+    return program or abort(404)
+
+
+@bp.route("/states/<code>/edit", methods=["GET", "POST"])
+def state_edit(code: str):
+    program = _program(code)
+    form = StateProgramForm(obj=program)
+    form.qualifying_conditions.choices = [
+        (c.id, c.name) for c in db.session.scalars(sa.select(Condition).order_by(Condition.name))
+    ]
+    if not form.is_submitted():
+        form.program_type.data = str(program.program_type)
+        form.qualifying_conditions.data = [c.id for c in program.qualifying_conditions]
+    if form.validate_on_submit():
+        values = {
+            "program_type": ProgramType(form.program_type.data),
+            "physician_discretion": bool(form.physician_discretion.data),
+            "telehealth_allowed": bool(form.telehealth_allowed.data),
+            "minimum_age": int(form.minimum_age.data),
+            "patient_fee_note": (form.patient_fee_note.data or "").strip(),
+            "registry_url": (form.registry_url.data or "").strip(),
+            "reviewed_on": form.reviewed_on.data,
+            "notes": (form.notes.data or "").strip(),
+        }
+        try:
+            changes = directory.update_state_program(program, values, form.qualifying_conditions.data or [])
+        except ValueError as exc:
+            db.session.rollback()
+            flash(str(exc), "danger")
+            return redirect(url_for("admin.state_edit", code=program.state))
+        if changes:
+            audit.record("update_state_program", "state_program", program.state, detail={"fields": changes})
+            db.session.commit()
+            flash(f"Saved {program.name}: {', '.join(c.replace('_', ' ') for c in changes)}.", "success")
+        else:
+            flash("Nothing changed.", "info")
+        return redirect(url_for("admin.states"))
+    return render_template("admin/states/form.html", form=form, program=program)

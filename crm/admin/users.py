@@ -1,0 +1,170 @@
+"""/admin/users: staff accounts: create, role, deactivate/reactivate, password reset, shift, capacity."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from crm.admin.forms import COMMON_TIMEZONES, ResetPasswordForm, UserCreateForm, UserEditForm, UserRoleForm
+from crm.admin.routes import bp
+from crm.extensions import db
+from crm.models import Lead, User
+from crm.models.enums import OPEN_STATUSES
+from crm.services import users_admin
+from crm.services.users_admin import UserAdminError
+
+
+def _me() -> User:
+    return current_user._get_current_object()
+
+
+@bp.get("/users")
+def users():
+    rows = db.session.scalars(sa.select(User).order_by(User.active.desc(), User.name)).all()
+    open_leads = dict(
+        db.session.execute(
+            sa.select(Lead.assignee_id, sa.func.count())
+            .where(Lead.status.in_([s.value for s in OPEN_STATUSES]), Lead.assignee_id.is_not(None))
+            .group_by(Lead.assignee_id)
+        ).all()
+    )
+    return render_template("admin/users/list.html", users=rows, open_leads=open_leads)
+
+
+@bp.route("/users/new", methods=["GET", "POST"])
+def user_new():
+    form = UserCreateForm()
+    if form.validate_on_submit():
+        try:
+            user = users_admin.create_user(
+                form.email.data,
+                form.name.data,
+                form.password.data,
+                form.role.data,
+                capacity=form.capacity.data,
+                languages=form.languages.data or "en",
+                timezone=form.timezone.data,
+                by=_me(),
+            )
+        except UserAdminError as exc:
+            db.session.rollback()
+            target = form.email if "email" in str(exc).lower() else form.password
+            if "time zone" in str(exc):
+                target = form.timezone
+            target.errors = [str(exc)]
+        else:
+            db.session.commit()
+            flash(
+                f"Created {user.name} ({user.role}). Tell them their temporary password in person or by phone.",
+                "success",
+            )
+            return redirect(url_for("admin.user_edit", user_id=user.id))
+    return render_template("admin/users/new.html", form=form, timezones=COMMON_TIMEZONES)
+
+
+def _user(user_id: int) -> User:
+    return db.session.get(User, user_id) or abort(404)
+
+
+@bp.route("/users/<int:user_id>", methods=["GET", "POST"])
+def user_edit(user_id: int):
+    user = _user(user_id)
+    form = UserEditForm(obj=user)
+    if not form.is_submitted():
+        form.languages.data = "; ".join(user.languages or [])
+    if form.validate_on_submit():
+        try:
+            changes = users_admin.update_profile(
+                user,
+                name=form.name.data,
+                capacity=form.capacity.data,
+                languages=form.languages.data or "en",
+                timezone=form.timezone.data,
+                on_shift=form.on_shift.data,
+                by=_me(),
+            )
+        except UserAdminError as exc:
+            db.session.rollback()
+            (form.timezone if "time zone" in str(exc) else form.name).errors = [str(exc)]
+        else:
+            db.session.commit()
+            flash(f"Saved {user.name}." if changes else "Nothing changed.", "success" if changes else "info")
+            return redirect(url_for("admin.user_edit", user_id=user.id))
+    role_form = UserRoleForm(role=str(user.role))
+    return render_template(
+        "admin/users/edit.html",
+        user=user,
+        form=form,
+        role_form=role_form,
+        password_form=ResetPasswordForm(),
+        timezones=COMMON_TIMEZONES,
+        is_last_admin=user.is_admin and user.active and users_admin.active_admin_count(exclude=user) == 0,
+    )
+
+
+def _act(user_id: int, fn, done: str):
+    user = _user(user_id)
+    try:
+        changed = fn(user)
+    except UserAdminError as exc:
+        db.session.rollback()
+        flash(str(exc), "danger")
+    else:
+        db.session.commit()
+        if changed is not False:
+            flash(done.format(name=user.name), "success")
+    if user.id == current_user.id and not (user.active and user.is_admin):
+        return redirect(url_for("leads.queue"))  # you changed your own access
+    return redirect(url_for("admin.user_edit", user_id=user.id))
+
+
+@bp.post("/users/<int:user_id>/role")
+def user_role(user_id: int):
+    form = UserRoleForm()
+    if not form.validate_on_submit():
+        flash("Pick a role.", "danger")
+        return redirect(url_for("admin.user_edit", user_id=user_id))
+    return _act(
+        user_id, lambda u: users_admin.change_role(u, form.role.data, by=_me()), "{name} is now " + form.role.data + "."
+    )
+
+
+@bp.post("/users/<int:user_id>/deactivate")
+def user_deactivate(user_id: int):
+    return _act(
+        user_id,
+        lambda u: users_admin.deactivate(u, by=_me()),
+        "{name} is deactivated and signed out everywhere. Their leads stay assigned: reassign them from the queue.",
+    )
+
+
+@bp.post("/users/<int:user_id>/reactivate")
+def user_reactivate(user_id: int):
+    return _act(user_id, lambda u: users_admin.reactivate(u, by=_me()), "{name} can sign in again.")
+
+
+@bp.post("/users/<int:user_id>/password")
+def user_password(user_id: int):
+    user = _user(user_id)
+    form = ResetPasswordForm()
+    if not form.validate_on_submit():
+        for errors in form.errors.values():
+            for e in errors:
+                flash(f"Password not changed: {e}", "danger")
+        return redirect(url_for("admin.user_edit", user_id=user.id))
+    return _act(
+        user_id,
+        lambda u: users_admin.reset_password(u, form.password.data, by=_me()),
+        "New password set for {name}; their open sessions have ended.",
+    )
+
+
+@bp.post("/users/<int:user_id>/shift")
+def user_shift(user_id: int):
+    on = request.form.get("on_shift") == "1"
+    return _act(
+        user_id,
+        lambda u: users_admin.set_shift(u, on, by=_me()),
+        "{name} is " + ("on shift: they receive new leads." if on else "off shift."),
+    )

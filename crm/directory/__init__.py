@@ -1,0 +1,1 @@
+"""The read-only physician directory for specialists (/physicians)."""

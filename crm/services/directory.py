@@ -1,0 +1,587 @@
+"""The physician directory: cleaning values, saving physicians, searching, expiry warnings.
+
+Shared by the admin pages, the CSV import (crm/services/physician_csv.py), the
+read-only directory for specialists and the scheduler's expiry-warning job.
+Functions flush; the request or job that calls them commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
+
+from crm.extensions import db
+from crm.models import Condition, Notification, Physician, Registration, StateProgram, User
+from crm.models.enums import Credential, GeocodePrecision, GeocodeStatus, Role
+from crm.services.contact import normalise_email, normalise_phone, normalise_state
+from crm.services.npi import is_valid_npi
+
+log = logging.getLogger(__name__)
+
+EXPIRY_WARNING_DAYS = 30
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+ADDRESS_FIELDS = ("street", "city", "state", "zip")
+
+
+# --- cleaning single values (raise ValueError with a message a person can act on) ---------------
+
+
+def clean_npi(value: str) -> str:
+    value = (value or "").strip()
+    if not value:
+        raise ValueError("NPI is required.")
+    if not (len(value) == 10 and value.isdigit()):
+        raise ValueError(f"NPI must be 10 digits (got {value!r}).")
+    if not is_valid_npi(value):
+        raise ValueError(f"NPI {value} fails the check digit: check for a typo.")
+    return value
+
+
+def clean_credential(value: str) -> Credential:
+    code = (value or "").strip().upper().replace(".", "")
+    try:
+        return Credential(code)
+    except ValueError:
+        allowed = ", ".join(c.value for c in Credential)
+        raise ValueError(f"Credential must be one of {allowed} (got {value!r}).") from None
+
+
+def clean_optional_phone(value: str) -> str:
+    return normalise_phone(value) if (value or "").strip() else ""
+
+
+def clean_optional_email(value: str) -> str:
+    return normalise_email(value) if (value or "").strip() else ""
+
+
+def clean_website(value: str) -> str:
+    value = (value or "").strip()
+    if value and not re.match(r"^https?://[^\s/]+\.[^\s]+$", value, re.IGNORECASE):
+        raise ValueError(f"Website must be a full address starting with https:// (got {value!r}).")
+    return value
+
+
+def clean_languages(value: str | list[str]) -> list[str]:
+    parts = value if isinstance(value, list) else re.split(r"[;,]", value or "")
+    langs: list[str] = []
+    for part in parts:
+        code = part.strip().lower()
+        if not code:
+            continue
+        if not LANGUAGE_RE.match(code):
+            raise ValueError(f"Language codes are 2-3 letters like en, es (got {part.strip()!r}).")
+        if code not in langs:
+            langs.append(code)
+    return langs or ["en"]
+
+
+def clean_priority(value: str | int | None) -> int:
+    if value in (None, ""):
+        return 2
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"Priority must be 1, 2 or 3 (got {value!r}).") from None
+    if number not in (1, 2, 3):
+        raise ValueError(f"Priority must be 1, 2 or 3 (got {value!r}).")
+    return number
+
+
+def clean_capacity(value: str | int | None) -> int:
+    if value in (None, ""):
+        return 20
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"Weekly capacity must be a whole number (got {value!r}).") from None
+    if not 0 <= number <= 1000:
+        raise ValueError(f"Weekly capacity must be between 0 and 1000 (got {value!r}).")
+    return number
+
+
+def clean_coordinates(lat: str | float | None, lon: str | float | None) -> tuple[float | None, float | None]:
+    lat_s = "" if lat is None else str(lat).strip()
+    lon_s = "" if lon is None else str(lon).strip()
+    if not lat_s and not lon_s:
+        return None, None
+    if not lat_s or not lon_s:
+        raise ValueError("Give both latitude and longitude, or neither (then the address is geocoded).")
+    try:
+        lat_f, lon_f = float(lat_s), float(lon_s)
+    except ValueError:
+        raise ValueError(f"Latitude and longitude must be numbers (got {lat_s!r}, {lon_s!r}).") from None
+    if not -90 <= lat_f <= 90 or not -180 <= lon_f <= 180:
+        raise ValueError(f"Coordinates out of range (latitude {lat_s}, longitude {lon_s}).")
+    return round(lat_f, 6), round(lon_f, 6)
+
+
+@dataclass(frozen=True, order=True)
+class RegistrationData:
+    state: str
+    number: str
+    expires_on: date
+
+
+def clean_registration(state: str, number: str, expires_on: str | date) -> RegistrationData:
+    st = normalise_state(state)
+    number = (number or "").strip()
+    if not number:
+        raise ValueError(f"Registration for {st} needs a number.")
+    if len(number) > 60:
+        raise ValueError(f"Registration number for {st} is longer than 60 characters.")
+    if isinstance(expires_on, date):
+        when = expires_on
+    else:
+        try:
+            when = date.fromisoformat((expires_on or "").strip())
+        except ValueError:
+            raise ValueError(f"Registration for {st}: expiry must be a date YYYY-MM-DD (got {expires_on!r}).") from None
+    return RegistrationData(st, number, when)
+
+
+def check_unique_registration_states(regs: list[RegistrationData]) -> None:
+    seen = set()
+    for reg in regs:
+        if reg.state in seen:
+            raise ValueError(f"Two registrations for {reg.state}: keep one per state.")
+        seen.add(reg.state)
+
+
+# --- whole physicians ---------------------------------------------------------------------------
+
+
+@dataclass
+class PhysicianData:
+    """Validated values for one physician (from the form or one CSV line)."""
+
+    npi: str
+    first_name: str
+    last_name: str
+    credential: Credential
+    state: str
+    zip: str = ""
+    practice_name: str = ""
+    street: str = ""
+    city: str = ""
+    phone: str = ""
+    email: str = ""
+    website: str = ""
+    offers_in_person: bool = True
+    offers_telehealth: bool = False
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    conditions: list[str] = field(default_factory=list)  # slugs; empty = all
+    accepting_new: bool = True
+    active: bool = True
+    priority: int = 2
+    weekly_capacity: int = 20
+    registrations: list[RegistrationData] = field(default_factory=list)
+    latitude: float | None = None
+    longitude: float | None = None
+    notes: str | None = None  # None = leave as is (the CSV has no notes column)
+
+
+SCALAR_FIELDS = (
+    "npi", "first_name", "last_name", "credential", "practice_name", "street", "city", "state", "zip", "phone",
+    "email", "website", "offers_in_person", "offers_telehealth", "languages", "accepting_new", "active",
+    "priority", "weekly_capacity",
+)  # fmt: skip
+
+
+def physician_data(p: Physician) -> PhysicianData:
+    return PhysicianData(
+        **{name: getattr(p, name) for name in SCALAR_FIELDS if name != "languages"},
+        languages=list(p.languages or []),
+        conditions=sorted(c.slug for c in p.conditions),
+        registrations=sorted(RegistrationData(r.state, r.number, r.expires_on) for r in p.registrations),
+        latitude=None if p.latitude is None else round(p.latitude, 6),
+        longitude=None if p.longitude is None else round(p.longitude, 6),
+        notes=p.notes,
+    )
+
+
+def _coords_differ(p: Physician, data: PhysicianData) -> bool:
+    if data.latitude is None or data.longitude is None:
+        return False
+    if p.latitude is None or p.longitude is None:
+        return True
+    return abs(p.latitude - data.latitude) > 1e-6 or abs(p.longitude - data.longitude) > 1e-6
+
+
+def changed_fields(p: Physician | None, data: PhysicianData) -> list[str]:
+    """Names of the fields ``data`` would change on ``p`` (everything for a new physician)."""
+    if p is None:
+        return ["new"]
+    current = physician_data(p)
+    changes = [name for name in SCALAR_FIELDS if getattr(current, name) != getattr(data, name)]
+    if sorted(data.conditions) != current.conditions:
+        changes.append("conditions")
+    if sorted(data.registrations) != current.registrations:
+        changes.append("registrations")
+    if _coords_differ(p, data):
+        changes.append("coordinates")
+    if data.notes is not None and data.notes != (p.notes or ""):
+        changes.append("notes")
+    return changes
+
+
+@dataclass
+class SaveResult:
+    physician: Physician
+    created: bool
+    changes: list[str]
+    geocoded: bool | None  # None: not attempted (coordinates given or address unchanged)
+
+
+def _geocode(physician: Physician) -> bool:
+    """Geocode through the geocoding service; never lets a geocoder problem stop a save."""
+    try:
+        from crm.services.geocoding import geocode_physician
+    except ImportError as exc:
+        if getattr(exc, "name", None) != "crm.services.geocoding":
+            log.warning("geocoding unavailable: %s", exc)  # a broken module, not a missing one
+        geocode_physician = None
+    if geocode_physician is None:
+        physician.geocode_status = GeocodeStatus.PENDING
+        return False
+    try:
+        ok = bool(geocode_physician(physician))
+    except Exception:  # noqa: BLE001 - a geocoder outage must not lose the admin's edit
+        log.exception("geocoding physician %s failed", physician.id)
+        ok = False
+    if not ok:
+        physician.geocode_status = GeocodeStatus.FAILED
+    return ok
+
+
+def _timezone_for(lat: float, lon: float) -> str | None:
+    try:
+        from tzfpy import get_tz
+    except ImportError:  # pragma: no cover - tzfpy is a pinned requirement
+        return None
+    return get_tz(lon, lat) or None
+
+
+def save_physician(
+    data: PhysicianData,
+    physician: Physician | None = None,
+    *,
+    conditions_by_slug: dict[str, Condition] | None = None,
+    coordinates_are_authoritative: bool = True,
+) -> SaveResult:
+    """Create or update one physician with its conditions and registrations.
+
+    Coordinates: when ``data`` carries latitude and longitude they are used as given
+    (no geocoding). Without them, the address is geocoded for a new physician, for a
+    changed address, or when the physician has no coordinates yet. With
+    ``coordinates_are_authoritative=False`` (the edit form, which shows the stored
+    coordinates) unchanged coordinates plus a changed address mean "geocode again", and
+    empty coordinates always mean "geocode".
+    """
+    created = physician is None
+    changes = changed_fields(physician, data)
+    if created:
+        physician = Physician(npi=data.npi)
+        db.session.add(physician)
+    address_changed = created or any(name in changes for name in ADDRESS_FIELDS)
+    coords_given = data.latitude is not None and data.longitude is not None
+    coords_new = coords_given and (created or "coordinates" in changes)
+
+    for name in SCALAR_FIELDS:
+        setattr(physician, name, getattr(data, name))
+    physician.languages = list(data.languages)
+    if data.notes is not None:
+        physician.notes = data.notes
+
+    if created or "conditions" in changes:
+        if conditions_by_slug is None:
+            conditions_by_slug = {c.slug: c for c in db.session.scalars(sa.select(Condition))}
+        unknown = [s for s in data.conditions if s not in conditions_by_slug]
+        if unknown:
+            raise ValueError(f"Unknown condition slug(s): {', '.join(unknown)}.")
+        physician.conditions = [conditions_by_slug[s] for s in sorted(set(data.conditions))]
+
+    if created or "registrations" in changes:
+        _sync_registrations(physician, data.registrations)
+
+    geocoded: bool | None = None
+    has_coords = physician.latitude is not None and physician.longitude is not None
+    if coords_given and (coords_new or coordinates_are_authoritative or not address_changed):
+        if coords_new:
+            physician.latitude, physician.longitude = data.latitude, data.longitude
+            physician.geocode_precision = GeocodePrecision.ROOFTOP
+            physician.geocode_status = GeocodeStatus.OK
+            physician.timezone = _timezone_for(data.latitude, data.longitude) or physician.timezone
+    elif coords_given or address_changed or not has_coords or not coordinates_are_authoritative:
+        if address_changed:  # old coordinates belong to the old address
+            physician.latitude = physician.longitude = physician.geocode_precision = None
+        geocoded = _geocode(physician)
+    db.session.flush()
+    return SaveResult(physician, created, changes, geocoded)
+
+
+def _sync_registrations(physician: Physician, wanted: list[RegistrationData]) -> None:
+    check_unique_registration_states(wanted)
+    by_state = {r.state: r for r in physician.registrations}
+    keep = set()
+    for reg in wanted:
+        keep.add(reg.state)
+        existing = by_state.get(reg.state)
+        if existing is None:
+            physician.registrations.append(Registration(state=reg.state, number=reg.number, expires_on=reg.expires_on))
+            continue
+        existing.number = reg.number
+        if existing.expires_on != reg.expires_on:
+            existing.expires_on = reg.expires_on
+            existing.expiry_warned_at = None  # renewed (or corrected): warn again before the new date
+    for state, existing in by_state.items():
+        if state not in keep:
+            physician.registrations.remove(existing)
+
+
+def set_physician_active(physician: Physician, active: bool) -> bool:
+    """Deactivate (never delete) or reactivate; returns whether anything changed."""
+    if physician.active == active:
+        return False
+    physician.active = active
+    db.session.flush()
+    return True
+
+
+# --- search -------------------------------------------------------------------------------------
+
+
+@dataclass
+class PhysicianFilters:
+    q: str = ""
+    state: str = ""
+    active: str = ""  # "", "yes", "no"
+    accepting: str = ""
+    telehealth: str = ""
+    expiring: str = ""  # "", "soon", "expired", "any" (soon or expired)
+    located: str = ""  # "", "yes", "no" (no = geocoding pending or failed)
+
+
+def _yes_no(column, value: str):
+    if value == "yes":
+        return column.is_(True)
+    if value == "no":
+        return column.is_(False)
+    return None
+
+
+def physician_select(filters: PhysicianFilters, today: date | None = None) -> sa.Select:
+    today = today or datetime.now(UTC).date()
+    stmt = sa.select(Physician).options(selectinload(Physician.registrations))
+    q = (filters.q or "").strip()
+    if q:
+        digits = re.sub(r"\D", "", q)
+        if len(digits) == 10 and digits == q:
+            stmt = stmt.where(Physician.npi == digits)
+        else:
+            like = f"%{q.lower()}%"
+            full = sa.func.lower(Physician.first_name + " " + Physician.last_name)
+            stmt = stmt.where(
+                sa.or_(
+                    full.like(like),
+                    sa.func.lower(Physician.last_name).like(like),
+                    sa.func.lower(Physician.city).like(like),
+                    sa.func.lower(Physician.practice_name).like(like),
+                    Physician.npi.like(f"{digits}%") if digits and digits == q else sa.false(),
+                    Physician.zip.like(f"{q}%") if q.isdigit() else sa.false(),
+                )
+            )
+    if filters.state:
+        registered_there = sa.exists().where(
+            Registration.physician_id == Physician.id, Registration.state == filters.state
+        )
+        stmt = stmt.where(sa.or_(Physician.state == filters.state, registered_there))
+    for column, value in (
+        (Physician.active, filters.active),
+        (Physician.accepting_new, filters.accepting),
+        (Physician.offers_telehealth, filters.telehealth),
+    ):
+        clause = _yes_no(column, value)
+        if clause is not None:
+            stmt = stmt.where(clause)
+    if filters.located == "yes":
+        stmt = stmt.where(Physician.geocode_status == GeocodeStatus.OK)
+    elif filters.located == "no":
+        stmt = stmt.where(Physician.geocode_status != GeocodeStatus.OK)
+    if filters.expiring:
+        soon = today + timedelta(days=EXPIRY_WARNING_DAYS)
+        cond = {
+            "soon": sa.and_(Registration.expires_on >= today, Registration.expires_on <= soon),
+            "expired": Registration.expires_on < today,
+            "any": Registration.expires_on <= soon,
+        }.get(filters.expiring)
+        if cond is not None:
+            stmt = stmt.where(sa.exists().where(Registration.physician_id == Physician.id, cond))
+    return stmt.order_by(Physician.last_name, Physician.first_name, Physician.id)
+
+
+def registration_status(reg: Registration | RegistrationData, today: date | None = None) -> tuple[str, int]:
+    """("expired" | "expiring" | "ok", days until expiry)."""
+    today = today or datetime.now(UTC).date()
+    days = (reg.expires_on - today).days
+    if days < 0:
+        return "expired", days
+    if days <= EXPIRY_WARNING_DAYS:
+        return "expiring", days
+    return "ok", days
+
+
+def expiry_summary(today: date | None = None) -> dict[str, int]:
+    """How many registrations of active physicians have expired or expire within 30 days."""
+    today = today or datetime.now(UTC).date()
+    soon = today + timedelta(days=EXPIRY_WARNING_DAYS)
+    base = sa.select(sa.func.count()).select_from(Registration).join(Physician).where(Physician.active.is_(True))
+    return {
+        "expired": db.session.scalar(base.where(Registration.expires_on < today)) or 0,
+        "expiring": db.session.scalar(base.where(Registration.expires_on >= today, Registration.expires_on <= soon))
+        or 0,
+    }
+
+
+def unlocated_count() -> int:
+    """Active physicians without usable coordinates (geocoding pending or failed): not matched by distance."""
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Physician)
+            .where(Physician.active.is_(True), Physician.geocode_status != GeocodeStatus.OK)
+        )
+        or 0
+    )
+
+
+def expiring_registrations(today: date | None = None, limit: int = 20) -> list[Registration]:
+    today = today or datetime.now(UTC).date()
+    soon = today + timedelta(days=EXPIRY_WARNING_DAYS)
+    return list(
+        db.session.scalars(
+            sa.select(Registration)
+            .join(Physician)
+            .options(selectinload(Registration.physician))
+            .where(Physician.active.is_(True), Registration.expires_on <= soon)
+            .order_by(Registration.expires_on, Registration.id)
+            .limit(limit)
+        )
+    )
+
+
+# --- scheduler job ------------------------------------------------------------------------------
+
+
+def warn_expiring_registrations(now: datetime) -> int:
+    """Notify every active admin once about each registration that expires within 30 days.
+
+    Only registrations of active physicians that have not expired yet and were not
+    warned about already (``expiry_warned_at``); each notification has a dedupe key,
+    so running twice never notifies twice. Returns the number of registrations warned.
+    """
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+    today = now.date()
+    soon = today + timedelta(days=EXPIRY_WARNING_DAYS)
+    regs = list(
+        db.session.scalars(
+            sa.select(Registration)
+            .join(Physician)
+            .options(selectinload(Registration.physician))
+            .where(
+                Physician.active.is_(True),
+                Registration.expiry_warned_at.is_(None),
+                Registration.expires_on >= today,
+                Registration.expires_on <= soon,
+            )
+            .order_by(Registration.expires_on, Registration.id)
+        )
+    )
+    if not regs:
+        return 0
+    admins = list(db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True))))
+    keys = {
+        (reg.id, admin.id): f"reg-expiry:{reg.id}:{reg.expires_on.isoformat()}:{admin.id}"
+        for reg in regs
+        for admin in admins
+    }
+    existing = set()
+    key_list = list(keys.values())
+    for i in range(0, len(key_list), 500):
+        existing.update(
+            db.session.scalars(
+                sa.select(Notification.dedupe_key).where(Notification.dedupe_key.in_(key_list[i : i + 500]))
+            )
+        )
+    for reg in regs:
+        doc = reg.physician
+        days = (reg.expires_on - today).days
+        when = "today" if days == 0 else ("tomorrow" if days == 1 else f"in {days} days")
+        message = (
+            f"Registration {reg.state} {reg.number} of {doc.full_name} (NPI {doc.npi}) "
+            f"expires {when}, on {reg.expires_on.isoformat()}. Renew it or update the record."
+        )
+        for admin in admins:
+            key = keys[(reg.id, admin.id)]
+            if key in existing:
+                continue
+            db.session.add(
+                Notification(user_id=admin.id, kind="registration_expiring", message=message, dedupe_key=key)
+            )
+        reg.expiry_warned_at = now
+    db.session.flush()
+    log.info("registration expiry warnings: %d registration(s), %d admin(s)", len(regs), len(admins))
+    return len(regs)
+
+
+# --- state programs and conditions --------------------------------------------------------------
+
+STATE_PROGRAM_FIELDS = (
+    "program_type", "physician_discretion", "telehealth_allowed", "minimum_age", "patient_fee_note",
+    "registry_url", "reviewed_on", "notes",
+)  # fmt: skip
+
+
+def update_state_program(program: StateProgram, values: dict, condition_ids: list[int]) -> list[str]:
+    """Apply an admin's edit; returns the changed field names (empty: nothing to save)."""
+    changes = []
+    for name in STATE_PROGRAM_FIELDS:
+        if name in values and getattr(program, name) != values[name]:
+            setattr(program, name, values[name])
+            changes.append(name)
+    wanted = sorted(set(condition_ids))
+    if wanted != sorted(c.id for c in program.qualifying_conditions):
+        found = list(db.session.scalars(sa.select(Condition).where(Condition.id.in_(wanted))))
+        if len(found) != len(wanted):
+            raise ValueError("One of the chosen conditions no longer exists: reload the page.")
+        program.qualifying_conditions = sorted(found, key=lambda c: c.name)
+        changes.append("qualifying_conditions")
+    if changes:
+        db.session.flush()
+    return changes
+
+
+CONDITION_FIELDS = ("name", "slug", "synonyms", "summary", "body", "published")
+
+
+def save_condition(condition: Condition | None, values: dict) -> tuple[Condition, list[str]]:
+    """Create or update a condition; the slug must be unique. Returns (condition, changed fields)."""
+    slug = values["slug"]
+    clash = db.session.scalar(
+        sa.select(Condition).where(Condition.slug == slug, Condition.id != (condition.id if condition else -1))
+    )
+    if clash is not None:
+        raise ValueError(f"The slug {slug!r} is already used by {clash.name}.")
+    created = condition is None
+    if created:
+        condition = Condition(slug=slug, name=values["name"])
+        db.session.add(condition)
+    changes = [name for name in CONDITION_FIELDS if created or getattr(condition, name) != values[name]]
+    for name in changes:
+        setattr(condition, name, values[name])
+    db.session.flush()
+    return condition, (["new"] if created else changes)

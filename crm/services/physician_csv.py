@@ -1,0 +1,455 @@
+"""Physician CSV import and export in the SPEC 9 column format.
+
+Import runs in two steps that share one code path:
+
+1. ``plan_import(data)`` reads the bytes, validates every line and compares it with
+   the directory: each line becomes ``create``, ``update``, ``unchanged`` or
+   ``error`` (with its line number and reasons). Nothing is written.
+2. ``apply_import(report)`` writes the ``create`` and ``update`` lines, each in its
+   own savepoint, so a line that fails at write time is reported and no other line
+   is affected. The caller commits.
+
+The dry run is step 1 alone; committing an uploaded file runs step 1 again on the
+kept file (the directory may have changed since the preview) and then step 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from crm.extensions import db
+from crm.models import Condition, Physician
+from crm.services import directory
+from crm.services.contact import normalise_state, normalise_zip
+from crm.services.directory import PhysicianData
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "npi", "first_name", "last_name", "credential", "practice_name", "street", "city", "state", "zip", "phone",
+    "email", "website", "offers_in_person", "offers_telehealth", "languages", "conditions", "accepting_new",
+    "active", "priority", "weekly_capacity", "registrations", "latitude", "longitude",
+)  # fmt: skip
+OPTIONAL_COLUMNS = ("latitude", "longitude")
+REQUIRED_COLUMNS = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS)
+BOOLEAN_DEFAULTS = {"offers_in_person": True, "offers_telehealth": False, "accepting_new": True, "active": True}
+
+CREATE, UPDATE, UNCHANGED, ERROR = "create", "update", "unchanged", "error"
+
+
+class CSVFileError(ValueError):
+    """The file as a whole cannot be read (encoding, header): no line is looked at."""
+
+
+@dataclass
+class LineResult:
+    line: int
+    npi: str
+    name: str
+    action: str
+    errors: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    data: PhysicianData | None = None
+    physician_id: int | None = None
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.errors)
+
+
+@dataclass
+class ImportReport:
+    lines: list[LineResult] = field(default_factory=list)
+    file_error: str | None = None
+    applied: bool = False
+
+    def count(self, action: str) -> int:
+        return sum(1 for line in self.lines if line.action == action)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {a: self.count(a) for a in (CREATE, UPDATE, UNCHANGED, ERROR)}
+
+    @property
+    def errors(self) -> list[LineResult]:
+        return [line for line in self.lines if line.action == ERROR]
+
+    @property
+    def changes(self) -> list[LineResult]:
+        return [line for line in self.lines if line.action in (CREATE, UPDATE)]
+
+    @property
+    def ok(self) -> bool:
+        return self.file_error is None and not self.errors
+
+    def summary(self) -> str:
+        if self.file_error:
+            return f"Not imported: {self.file_error}"
+        c = self.counts
+        if self.applied:
+            head = f"{c[CREATE]} created, {c[UPDATE]} updated, {c[UNCHANGED]} unchanged"
+        else:
+            head = f"Dry run: {c[CREATE]} would be created, {c[UPDATE]} updated, {c[UNCHANGED]} unchanged"
+        tail = f", {c[ERROR]} line(s) with errors" if c[ERROR] else ", no errors"
+        return f"{head}{tail} ({len(self.lines)} line(s) read)."
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def decode(data: bytes) -> str:
+    if not data or not data.strip():
+        raise CSVFileError("The file is empty: it needs a header row and one line per physician.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CSVFileError(
+            f"The file is not UTF-8 (byte 0x{data[exc.start]:02x} at position {exc.start}). "
+            "Save it as 'CSV UTF-8' and upload it again."
+        ) from None
+
+
+def read_rows(text: str) -> tuple[list[str], Iterable[tuple[int, list[str]]]]:
+    """The normalised header and (line number, fields) per record; line numbers count the header as 1."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error) as exc:
+        raise CSVFileError(f"The header row cannot be read: {exc}") from None
+    header = [h.strip().lower() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    unknown = [h for h in header if h not in COLUMNS]
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    problems = []
+    if missing:
+        problems.append(f"missing column(s): {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown column(s): {', '.join(repr(u) for u in unknown)}")
+    if duplicated:
+        problems.append(f"repeated column(s): {', '.join(duplicated)}")
+    if ("latitude" in header) != ("longitude" in header):
+        problems.append("latitude and longitude columns go together")
+    if problems:
+        raise CSVFileError(
+            "The header row does not match the physician CSV format: " + "; ".join(problems) + ". "
+            "Expected columns: " + ", ".join(COLUMNS) + "."
+        )
+
+    def records():
+        start = reader.line_num + 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield start, exc
+                start = reader.line_num + 1
+                continue
+            yield start, fields
+            start = reader.line_num + 1
+
+    return header, records()
+
+
+def _bool(name: str, value: str) -> bool:
+    v = (value or "").strip().lower()
+    if v == "":
+        return BOOLEAN_DEFAULTS[name]
+    if v == "true":
+        return True
+    if v == "false":
+        return False
+    raise ValueError(f"must be true or false (got {value!r}).")
+
+
+def parse_registrations(value: str) -> list[directory.RegistrationData]:
+    regs = []
+    for part in (value or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        if part.count(":") < 2:
+            raise ValueError(f"Registration {part!r} must look like STATE:NUMBER:YYYY-MM-DD.")
+        state, rest = part.split(":", 1)
+        number, expires = rest.rsplit(":", 1)
+        regs.append(directory.clean_registration(state, number, expires))
+    directory.check_unique_registration_states(regs)
+    return sorted(regs)
+
+
+def validate_row(row: dict[str, str], known_slugs: set[str]) -> tuple[PhysicianData | None, list[str]]:
+    """Validate one CSV record; returns the values or every problem found on the line."""
+    errors: list[str] = []
+    values: dict = {}
+
+    def take(name: str, fn: Callable[[str], object]) -> None:
+        try:
+            values[name] = fn(row.get(name, ""))
+        except ValueError as exc:
+            errors.append(f"{name}: {exc}")
+
+    def text(name: str, max_len: int, required: bool = False) -> Callable[[str], str]:
+        def fn(v: str) -> str:
+            v = (v or "").strip()
+            if required and not v:
+                raise ValueError("is required.")
+            if len(v) > max_len:
+                raise ValueError(f"is longer than {max_len} characters.")
+            return v
+
+        return fn
+
+    take("npi", directory.clean_npi)
+    take("first_name", text("first_name", 100, required=True))
+    take("last_name", text("last_name", 100, required=True))
+    take("credential", directory.clean_credential)
+    take("practice_name", text("practice_name", 200))
+    take("street", text("street", 200))
+    take("city", text("city", 100))
+    take("state", normalise_state)
+    take("phone", directory.clean_optional_phone)
+    take("email", directory.clean_optional_email)
+    take("website", directory.clean_website)
+    for name in BOOLEAN_DEFAULTS:
+        take(name, lambda v, name=name: _bool(name, v))
+    take("languages", directory.clean_languages)
+    take("priority", directory.clean_priority)
+    take("weekly_capacity", directory.clean_capacity)
+    take("registrations", parse_registrations)
+
+    try:
+        values["latitude"], values["longitude"] = directory.clean_coordinates(row.get("latitude"), row.get("longitude"))
+    except ValueError as exc:
+        errors.append(f"latitude/longitude: {exc}")
+        values["latitude"] = values["longitude"] = None
+    zip_raw = (row.get("zip") or "").strip()
+    if zip_raw:
+        take("zip", normalise_zip)
+    elif values.get("latitude") is None:
+        errors.append("zip: is required (or give latitude and longitude).")
+    else:
+        values["zip"] = ""
+
+    slugs = [s.strip().lower() for s in (row.get("conditions") or "").split(";") if s.strip()]
+    unknown = [s for s in slugs if s not in known_slugs]
+    if unknown:
+        errors.append(f"conditions: unknown condition slug(s): {', '.join(unknown)}.")
+    values["conditions"] = sorted(set(slugs))
+
+    if errors:
+        return None, errors
+    return PhysicianData(**values), []
+
+
+# --- planning and applying ----------------------------------------------------------------------
+
+
+def _load_existing(npis: list[str]) -> dict[str, Physician]:
+    found: dict[str, Physician] = {}
+    for i in range(0, len(npis), 500):
+        chunk = npis[i : i + 500]
+        stmt = (
+            sa.select(Physician)
+            .where(Physician.npi.in_(chunk))
+            .options(selectinload(Physician.conditions), selectinload(Physician.registrations))
+        )
+        found.update({p.npi: p for p in db.session.scalars(stmt)})
+    return found
+
+
+def plan_import(data: bytes) -> ImportReport:
+    """Validate every line and say what it would do. Reads the database, writes nothing."""
+    report = ImportReport()
+    try:
+        header, records = read_rows(decode(data))
+    except CSVFileError as exc:
+        report.file_error = str(exc)
+        return report
+    known_slugs = set(db.session.scalars(sa.select(Condition.slug)))
+    parsed: list[tuple[LineResult, PhysicianData | None]] = []
+    first_line_of: dict[str, int] = {}
+    for line_no, fields in records:
+        if isinstance(fields, csv.Error):
+            parsed.append((LineResult(line_no, "", "", ERROR, [f"Unreadable CSV: {fields}"]), None))
+            continue
+        if not any(f.strip() for f in fields):
+            continue  # blank line
+        raw_npi = fields[0].strip() if fields else ""
+        if len(fields) != len(header):
+            result = LineResult(
+                line_no, raw_npi, "", ERROR, [f"Has {len(fields)} field(s); the header has {len(header)}."]
+            )
+            parsed.append((result, None))
+            continue
+        row = dict(zip(header, fields, strict=True))
+        name = f"{row.get('first_name', '').strip()} {row.get('last_name', '').strip()}".strip()
+        values, errors = validate_row(row, known_slugs)
+        npi = values.npi if values else row.get("npi", "").strip()
+        if values and npi in first_line_of:
+            errors = [f"Duplicate NPI {npi}: already on line {first_line_of[npi]} of this file."]
+            values = None
+        elif values:
+            first_line_of[npi] = line_no
+        parsed.append((LineResult(line_no, npi, name, ERROR if errors else "", errors, data=values), values))
+
+    existing = _load_existing(list(first_line_of))
+    for result, values in parsed:
+        if values is None:
+            result.action = ERROR
+        else:
+            current = existing.get(values.npi)
+            if current is None:
+                result.action, result.changes = CREATE, []
+            else:
+                result.physician_id = current.id
+                result.changes = directory.changed_fields(current, values)
+                result.action = UPDATE if result.changes else UNCHANGED
+        report.lines.append(result)
+    return report
+
+
+def apply_import(
+    report: ImportReport, progress: Callable[[int], None] | None = None, *, detail: dict | None = None
+) -> ImportReport:
+    """Write the create/update lines of a planned report, one savepoint per line.
+
+    Audited as one ``import_physicians`` entry (plus one entry per written line).
+    Flushes; the caller commits.
+    """
+    from crm.services import audit
+
+    if report.file_error:
+        return report
+    todo = report.changes
+    # Written first, so the transaction is open before the per-line savepoints (with
+    # pysqlite a SAVEPOINT outside a transaction would commit at every RELEASE).
+    summary = audit.record("import_physicians", "physicians", None, detail={"planned": report.counts, **(detail or {})})
+    conditions_by_slug = {c.slug: c for c in db.session.scalars(sa.select(Condition))}
+    existing = _load_existing([line.npi for line in todo if line.action == UPDATE])
+    for line in todo:
+        try:
+            with db.session.begin_nested():
+                result = directory.save_physician(
+                    line.data, existing.get(line.npi), conditions_by_slug=conditions_by_slug
+                )
+                line.physician_id = result.physician.id
+                audit.record(
+                    "create_physician" if result.created else "update_physician",
+                    "physician",
+                    result.physician.id,
+                    detail={"via": "csv", "line": line.line, "fields": result.changes},
+                )
+        except (IntegrityError, ValueError) as exc:
+            log.warning("physician CSV line %s not saved: %s", line.line, exc)
+            reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+            line.action, line.errors = ERROR, [f"Not saved: {reason}"]
+        if progress:
+            progress(1)
+    report.applied = True
+    summary.detail = {**summary.detail, "counts": report.counts}
+    db.session.flush()
+    return report
+
+
+def import_csv(
+    data: bytes, *, dry_run: bool = False, progress: Callable[[int], None] | None = None, detail: dict | None = None
+) -> ImportReport:
+    report = plan_import(data)
+    return report if dry_run else apply_import(report, progress, detail=detail)
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def _fmt_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def physician_row(p: Physician) -> list[str]:
+    regs = ";".join(
+        f"{r.state}:{r.number}:{r.expires_on.isoformat()}" for r in sorted(p.registrations, key=lambda r: r.state)
+    )
+    return [
+        p.npi, p.first_name, p.last_name, str(p.credential), p.practice_name or "", p.street or "", p.city or "",
+        p.state, p.zip or "", p.phone or "", p.email or "", p.website or "", _fmt_bool(p.offers_in_person),
+        _fmt_bool(p.offers_telehealth), ";".join(p.languages or []), ";".join(sorted(c.slug for c in p.conditions)),
+        _fmt_bool(p.accepting_new), _fmt_bool(p.active), str(p.priority), str(p.weekly_capacity), regs,
+        "" if p.latitude is None else f"{p.latitude:.6f}", "" if p.longitude is None else f"{p.longitude:.6f}",
+    ]  # fmt: skip
+
+
+def export_rows(stmt: sa.Select | None = None, batch: int = 1000) -> Iterable[list[str]]:
+    """The header and one row per physician (all of them, or those ``stmt`` selects), streamed in batches."""
+    yield list(COLUMNS)
+    stmt = stmt if stmt is not None else sa.select(Physician).order_by(Physician.id)
+    stmt = stmt.options(selectinload(Physician.conditions), selectinload(Physician.registrations))
+    for p in db.session.scalars(stmt.execution_options(yield_per=batch)):
+        yield physician_row(p)
+
+
+def export_csv(stmt: sa.Select | None = None) -> tuple[str, int]:
+    """The whole CSV as text (UTF-8 when encoded) and the number of physicians in it."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    count = -1
+    for row in export_rows(stmt):
+        writer.writerow(row)
+        count += 1
+    return out.getvalue(), count
+
+
+# --- uploads kept between the preview and the commit --------------------------------------------
+
+UPLOAD_MAX_AGE_SECONDS = 24 * 3600
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+
+
+def _upload_path(folder: str, user_id: int, token: str) -> Path | None:
+    if not _TOKEN_RE.match(token or ""):
+        return None
+    return Path(folder) / f"physicians-{int(user_id)}-{token}.csv"
+
+
+def store_upload(folder: str, user_id: int, data: bytes) -> str:
+    """Keep an uploaded file for its commit; returns the random token that names it."""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - UPLOAD_MAX_AGE_SECONDS
+    for old in path.glob("physicians-*.csv"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:
+            pass
+    token = secrets.token_urlsafe(24)
+    target = _upload_path(folder, user_id, token)
+    target.write_bytes(data)
+    target.chmod(0o600)
+    return token
+
+
+def load_upload(folder: str, user_id: int, token: str) -> bytes | None:
+    """The kept file for this user and token, or None (unknown, expired or already imported)."""
+    path = _upload_path(folder, user_id, token)
+    if path is None or not path.is_file():
+        return None
+    return path.read_bytes()
+
+
+def discard_upload(folder: str, user_id: int, token: str) -> None:
+    path = _upload_path(folder, user_id, token)
+    if path is not None:
+        path.unlink(missing_ok=True)

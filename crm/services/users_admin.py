@@ -1,0 +1,156 @@
+"""Admin changes to staff accounts: role, activation, password reset, shift, capacity.
+
+The one rule no admin may break: there is always at least one active admin, so
+neither a demotion nor a deactivation may remove the last one. Functions flush
+and audit; the request commits.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, available_timezones
+
+import sqlalchemy as sa
+
+from crm.extensions import db
+from crm.models import User
+from crm.models.enums import Role
+from crm.services import accounts, audit
+from crm.services.directory import clean_languages
+
+
+class UserAdminError(ValueError):
+    pass
+
+
+def active_admin_count(exclude: User | None = None) -> int:
+    stmt = sa.select(sa.func.count()).select_from(User).where(User.role == Role.ADMIN, User.active.is_(True))
+    if exclude is not None:
+        stmt = stmt.where(User.id != exclude.id)
+    return db.session.scalar(stmt) or 0
+
+
+def _is_last_admin(user: User) -> bool:
+    return user.role == Role.ADMIN and user.active and active_admin_count(exclude=user) == 0
+
+
+def change_role(user: User, role: Role | str, *, by: User | None = None) -> bool:
+    role = Role(role)
+    if user.role == role:
+        return False
+    if role != Role.ADMIN and _is_last_admin(user):
+        raise UserAdminError(f"{user.name} is the last active admin: make someone else an admin first.")
+    old = user.role
+    user.role = role
+    db.session.flush()
+    audit.record("change_role", "user", user.id, user=by, detail={"from": str(old), "to": str(role)})
+    return True
+
+
+def deactivate(user: User, *, by: User | None = None) -> bool:
+    """Deactivate and end every live session of the user (their session token rotates)."""
+    if not user.active:
+        return False
+    if _is_last_admin(user):
+        raise UserAdminError(f"{user.name} is the last active admin and cannot be deactivated.")
+    accounts.deactivate(user)
+    audit.record("deactivate_user", "user", user.id, user=by)
+    return True
+
+
+def reactivate(user: User, *, by: User | None = None) -> bool:
+    if user.active:
+        return False
+    user.active = True
+    user.failed_logins = 0
+    user.locked_until = None
+    db.session.flush()
+    audit.record("reactivate_user", "user", user.id, user=by)
+    return True
+
+
+def reset_password(user: User, password: str, *, by: User | None = None) -> None:
+    """Set a new password (the admin tells the user); existing sessions end."""
+    try:
+        accounts.set_password(user, password)
+    except accounts.AccountError as exc:
+        raise UserAdminError(str(exc)) from exc
+    audit.record("reset_password", "user", user.id, user=by)
+
+
+def clean_timezone(value: str) -> str:
+    value = (value or "").strip()
+    if value not in available_timezones():
+        raise UserAdminError(f"Unknown time zone {value!r}: use a name like America/New_York.")
+    ZoneInfo(value)
+    return value
+
+
+def update_profile(
+    user: User,
+    *,
+    name: str,
+    capacity: int,
+    languages: str | list[str],
+    timezone: str,
+    on_shift: bool,
+    by: User | None = None,
+) -> list[str]:
+    """Update the everyday settings; returns the names of the fields that changed."""
+    name = (name or "").strip()
+    if not name:
+        raise UserAdminError("Enter a name.")
+    if not 0 <= int(capacity) <= 500:
+        raise UserAdminError("Capacity must be between 0 and 500 open leads.")
+    try:
+        langs = clean_languages(languages)
+    except ValueError as exc:
+        raise UserAdminError(str(exc)) from exc
+    new = {
+        "name": name,
+        "capacity": int(capacity),
+        "languages": langs,
+        "timezone": clean_timezone(timezone),
+        "on_shift": bool(on_shift) and user.active,
+    }
+    changed = [k for k, v in new.items() if getattr(user, k) != v]
+    for k in changed:
+        setattr(user, k, new[k])
+    if changed:
+        db.session.flush()
+        audit.record("update_user", "user", user.id, user=by, detail={"fields": changed})
+    return changed
+
+
+def set_shift(user: User, on_shift: bool, *, by: User | None = None) -> bool:
+    on_shift = bool(on_shift) and user.active
+    if user.on_shift == on_shift:
+        return False
+    user.on_shift = on_shift
+    db.session.flush()
+    audit.record("shift_on" if on_shift else "shift_off", "user", user.id, user=by, detail={"by_admin": True})
+    return True
+
+
+def create_user(
+    email: str,
+    name: str,
+    password: str,
+    role: Role | str,
+    *,
+    capacity: int = 40,
+    languages: str | list[str] = "en",
+    timezone: str = "America/New_York",
+    by: User | None = None,
+) -> User:
+    try:
+        langs = clean_languages(languages)
+    except ValueError as exc:
+        raise UserAdminError(str(exc)) from exc
+    try:
+        user = accounts.create_user(
+            email, name, password, role, capacity=int(capacity), languages=langs, timezone=clean_timezone(timezone)
+        )
+    except accounts.AccountError as exc:
+        raise UserAdminError(str(exc)) from exc
+    audit.record("create_user", "user", user.id, user=by, detail={"role": str(user.role)})
+    return user

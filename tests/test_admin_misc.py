@@ -1,0 +1,267 @@
+"""/admin/states, /admin/conditions (Markdown rendered safely), /admin/audit, /admin/sources."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from crm.models import AuditLog, Condition, StateProgram
+from crm.services import audit
+from crm.services.markdown import render_markdown
+from tests.factories import ConditionFactory, StateProgramFactory
+
+
+def test_render_markdown_is_safe():
+    html = str(
+        render_markdown(
+            "# Title\n\n**bold** <script>alert(1)</script> [bad](javascript:alert(1)) [good](https://example.com)\n\n"
+            '<img src=x onerror="alert(1)"> <a href="#" onclick="x()">c</a> <span style="color:red">s</span>'
+        )
+    )
+    assert "<h2>Title</h2>" in html and "<strong>bold</strong>" in html
+    assert "<script" not in html and "alert(1)</" not in html and "javascript:" not in html
+    assert "onerror" not in html and "onclick" not in html and "style=" not in html and "<img" not in html
+    assert 'href="https://example.com"' in html and "noopener" in html
+    assert str(render_markdown("")) == "" and str(render_markdown(None)) == ""
+
+
+def test_specialist_refused(client, auth, specialist, db):
+    program = StateProgramFactory()
+    cond = ConditionFactory()
+    db.session.commit()
+    auth.as_user(specialist)
+    for url in (
+        "/admin/states",
+        f"/admin/states/{program.state}/edit",
+        "/admin/conditions",
+        f"/admin/conditions/{cond.id}/edit",
+        "/admin/audit",
+    ):
+        assert client.get(url).status_code == 403, url
+    assert client.post(f"/admin/states/{program.state}/edit", data={"minimum_age": "1"}).status_code == 403
+
+
+def test_state_programs_list_and_edit(client, auth, admin, db):
+    cond1 = ConditionFactory(name="Epilepsy", slug="epilepsy")
+    cond2 = ConditionFactory(name="Glaucoma", slug="glaucoma")
+    program = StateProgramFactory(registry_url="https://example.com/registry")
+    program.qualifying_conditions = [cond1]
+    db.session.commit()
+    auth.as_user(admin)
+    listing = client.get("/admin/states").get_data(as_text=True)
+    assert "Verify against the state&#39;s registry" in listing or "Verify against the state's registry" in listing
+    page = client.get("/admin/states/fl/edit")
+    assert page.status_code == 200 and "verify against the state" in page.get_data(as_text=True).lower()
+    data = {
+        "program_type": "medical_and_adult_use",
+        "qualifying_conditions": [str(cond1.id), str(cond2.id)],
+        "telehealth_allowed": "y",
+        "minimum_age": "21",
+        "patient_fee_note": "$75 card fee",
+        "registry_url": "https://example.com/registry",
+        "reviewed_on": "2026-11-20",
+        "notes": "Checked by phone.",
+    }
+    assert client.post("/admin/states/FL/edit", data=data).status_code == 302
+    db.session.expire_all()
+    fl = db.session.scalar(sa.select(StateProgram).where(StateProgram.state == "FL"))
+    assert fl.program_type == "medical_and_adult_use" and fl.minimum_age == 21 and not fl.physician_discretion
+    assert {c.slug for c in fl.qualifying_conditions} == {"epilepsy", "glaucoma"}
+    assert fl.reviewed_on.isoformat() == "2026-11-20"
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "update_state_program"))
+    assert entry.object_id == "FL" and "minimum_age" in entry.detail["fields"]
+
+    bad = client.post(
+        "/admin/states/FL/edit",
+        data=dict(data, minimum_age="150", registry_url="ftp://x", qualifying_conditions=["999"]),
+    )
+    body = bad.get_data(as_text=True)
+    assert bad.status_code == 200 and "Number must be between" in body and "https://" in body
+    assert client.get("/admin/states/ZZ/edit").status_code == 404
+
+
+def test_conditions_create_preview_edit(client, auth, admin, db):
+    auth.as_user(admin)
+    data = {
+        "name": "Restless legs",
+        "slug": "restless-legs",
+        "synonyms": "RLS\nleg twitching; rls",
+        "summary": "An urge to move the legs.",
+        "body": "## Living with it\n\n<script>alert(1)</script>Walk **daily**.",
+        "published": "y",
+        "action": "preview",
+    }
+    preview = client.post("/admin/conditions/new", data=data)
+    text = preview.get_data(as_text=True)
+    assert preview.status_code == 200 and "<strong>daily</strong>" in text and "not saved yet" in text
+    assert "<script>alert(1)" not in text
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Condition)) == 0
+    saved = client.post("/admin/conditions/new", data=dict(data, action="save"))
+    assert saved.status_code == 302
+    cond = db.session.scalar(sa.select(Condition))
+    assert cond.synonyms == ["RLS", "leg twitching"] and cond.published
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "create_condition"))
+    edit = client.get(f"/admin/conditions/{cond.id}/edit").get_data(as_text=True)
+    assert "<h2>Living with it</h2>" in edit
+    hide = client.post(f"/admin/conditions/{cond.id}/edit", data=dict(data, action="save", published=""))
+    assert hide.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Condition, cond.id).published is False
+    listing = client.get("/admin/conditions").get_data(as_text=True)
+    assert "Restless legs" in listing and "hidden" in listing
+
+
+def test_condition_slug_rules(client, auth, admin, db):
+    ConditionFactory(slug="taken", name="Taken")
+    db.session.commit()
+    auth.as_user(admin)
+    base = {"name": "X", "summary": "", "body": "", "published": "y", "action": "save"}
+    dup = client.post("/admin/conditions/new", data=dict(base, slug="taken"))
+    assert dup.status_code == 200 and "already used by Taken" in dup.get_data(as_text=True)
+    bad = client.post("/admin/conditions/new", data=dict(base, slug="Not A Slug!"))
+    assert bad.status_code == 200 and "lower-case letters" in bad.get_data(as_text=True)
+
+
+def test_audit_log_filters_and_is_append_only(app, client, auth, admin, specialist, db):
+    old = audit.record("view_lead", "lead", 7, user=specialist)
+    old.at = datetime.now(UTC) - timedelta(days=10)
+    audit.record("export", "physicians", None, user=admin, detail={"rows": 3})
+    audit.record("change_role", "user", specialist.id, user=admin, detail={"from": "specialist", "to": "admin"})
+    db.session.commit()
+    auth.as_user(admin)  # adds a "login" row
+
+    def rows(query=""):
+        return client.get("/admin/audit" + query).get_data(as_text=True).split("<tbody>", 1)[1]
+
+    everything = rows()
+    assert "view lead" in everything and "change role" in everything and "export" in everything
+    assert "change role" not in rows(f"?user={specialist.id}") and "view lead" in rows(f"?user={specialist.id}")
+    only_exports = rows("?action=export")
+    assert "rows" in only_exports and "change role" not in only_exports
+    recent = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
+    assert "view lead" not in rows(f"?date_from={recent}")
+    assert "view lead" in rows(f"?date_to={recent}")
+    assert "view lead" in rows("?object_type=lead&object_id=7")
+    assert client.get("/admin/audit?date_from=notadate&user=abc&page=-3").status_code == 200
+    # No route changes or deletes audit rows.
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/admin/audit"):
+            assert rule.methods <= {"GET", "HEAD", "OPTIONS"}, rule
+    assert client.post("/admin/audit").status_code == 405
+
+
+def test_audit_pagination(client, auth, admin, db):
+    for i in range(60):
+        audit.record("view_lead", "lead", i, user=admin)
+    db.session.commit()
+    auth.as_user(admin)
+    assert "Page 1 of 2" in client.get("/admin/audit").get_data(as_text=True)
+
+
+# --- webhook sources ----------------------------------------------------------------------------
+
+
+def _secret_in(html: str) -> str:
+    import re
+
+    return re.search(r'id="signing-secret">(whsec_[^<]+)<', html).group(1)
+
+
+def test_sources_refused_for_specialists(client, auth, specialist, db):
+    from tests.factories import WebhookSourceFactory
+
+    src = WebhookSourceFactory()
+    db.session.commit()
+    auth.as_user(specialist)
+    assert client.get("/admin/sources").status_code == 403
+    assert client.post(f"/admin/sources/{src.id}/rotate").status_code == 403
+    assert client.post(f"/admin/sources/{src.id}/test", data={"payload": "{}"}).status_code == 403
+
+
+def test_create_source_shows_secret_once_and_rotate(client, auth, admin, db):
+    from crm.models import WebhookSource
+    from crm.services.sources import active_secrets
+
+    auth.as_user(admin)
+    resp = client.post("/admin/sources/new", data={"name": "WordPress pages", "slug": "wordpress"})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "shown only this once" in html
+    secret = _secret_in(html)
+    source = db.session.scalar(sa.select(WebhookSource))
+    assert source.slug == "wordpress" and source.secrets[0].secret == secret
+    detail = client.get(f"/admin/sources/{source.id}").get_data(as_text=True)
+    assert secret not in detail and f"whsec_…{secret[-4:]}" in detail and "/webhooks/intake/wordpress" in detail
+    assert "WordPress pages" in client.get("/admin/sources").get_data(as_text=True)
+    dup = client.post("/admin/sources/new", data={"name": "Again", "slug": "wordpress"})
+    assert dup.status_code == 200 and "already used" in dup.get_data(as_text=True)
+
+    rotated = client.post(f"/admin/sources/{source.id}/rotate").get_data(as_text=True)
+    new_secret = _secret_in(rotated)
+    assert new_secret != secret and "keeps working for 24 hours" in rotated
+    db.session.expire_all()
+    live = active_secrets(db.session.get(WebhookSource, source.id))
+    assert [s.secret for s in live] == [new_secret, secret] and live[1].expires_at is not None
+    entries = db.session.scalars(sa.select(AuditLog).where(AuditLog.object_type == "webhook_source")).all()
+    assert {e.action for e in entries} == {"create_source", "rotate_secret"}
+    assert all(secret not in str(e.detail) and new_secret not in str(e.detail) for e in entries)
+
+
+def test_source_mapping_validation_and_activation(client, auth, admin, db):
+    from crm.models import WebhookSource
+    from tests.factories import WebhookSourceFactory
+
+    src = WebhookSourceFactory()
+    db.session.commit()
+    auth.as_user(admin)
+    for bad, message in [
+        ("{not json", "Not valid JSON"),
+        ('["email"]', "must be a JSON object"),
+        ('{"email": 5}', "must be text"),
+        ('{"Email Address": "a.b"}', "Unknown field"),
+        ('{"email": "a..b"}', "Cannot read the path"),
+    ]:
+        resp = client.post(f"/admin/sources/{src.id}/mapping", data={"field_mapping": bad})
+        assert resp.status_code == 200 and message in resp.get_data(as_text=True), bad
+    good = '{"email": "contact.email", "zip": "answers.[field.ref=zip].text"}'
+    assert client.post(f"/admin/sources/{src.id}/mapping", data={"field_mapping": good}).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(WebhookSource, src.id).field_mapping == {
+        "email": "contact.email",
+        "zip": "answers.[field.ref=zip].text",
+    }
+    assert client.post(f"/admin/sources/{src.id}/deactivate").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(WebhookSource, src.id).active is False
+    assert client.post(f"/admin/sources/{src.id}/activate").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(WebhookSource, src.id).active is True
+    actions = set(db.session.scalars(sa.select(AuditLog.action)))
+    assert {"update_source_mapping", "deactivate_source", "activate_source"} <= actions
+
+
+def test_signed_test_delivery_shows_status(app, client, auth, admin, db):
+    import json
+
+    from crm.models import InboxItem
+    from tests.factories import WebhookSourceFactory
+
+    src = WebhookSourceFactory(slug="typeform")
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get(f"/admin/sources/{src.id}").get_data(as_text=True)
+    assert "Send test delivery" in page
+    bad = client.post(f"/admin/sources/{src.id}/test", data={"payload": "{oops"})
+    assert bad.status_code == 200 and "Not valid JSON" in bad.get_data(as_text=True)
+    payload = {"first_name": "Test", "last_name": "Delivery", "email": "test.delivery@example.com", "zip": "33101"}
+    resp = client.post(f"/admin/sources/{src.id}/test", data={"payload": json.dumps(payload)})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "HTTP " in html and "test-result" in html
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "test_delivery"))
+    webhook_route = any(r.rule.startswith("/webhooks/intake/") for r in app.url_map.iter_rules())
+    if webhook_route:  # the intake endpoint exists: the delivery went all the way in, signature accepted
+        item = db.session.scalar(sa.select(InboxItem).where(InboxItem.source_id == src.id))
+        assert item is not None and item.status != "rejected", item and item.error
+        assert "HTTP 2" in html
+    else:
+        assert "HTTP 404" in html

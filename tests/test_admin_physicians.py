@@ -1,0 +1,413 @@
+"""/admin/physicians, the CSV upload flow, expiry warnings and the specialists' /physicians directory."""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from crm.models import AuditLog, Notification, Physician, Registration
+from crm.services import directory
+from tests.factories import ConditionFactory, PhysicianFactory, UserFactory, valid_npi
+from tests.test_physician_csv import row, to_csv
+
+TODAY = date.today()
+
+
+@pytest.fixture
+def fake_geocoder(monkeypatch):
+    """Stand-in for crm.services.geocoding (another helper's module): records calls."""
+    calls = []
+    fake = types.ModuleType("crm.services.geocoding")
+
+    def geocode_physician(p):
+        calls.append(p.zip)
+        p.latitude, p.longitude, p.geocode_precision, p.geocode_status = 27.95, -82.46, "zip", "ok"
+        return True
+
+    fake.geocode_physician = geocode_physician
+    monkeypatch.setitem(sys.modules, "crm.services.geocoding", fake)
+    return calls
+
+
+def form_data(**overrides):
+    data = {
+        "npi": valid_npi(500),
+        "first_name": "Nora",
+        "last_name": "Quinn",
+        "credential": "DO",
+        "practice_name": "Quinn Family Medicine",
+        "street": "1 Bay St",
+        "city": "Tampa",
+        "state": "FL",
+        "zip": "33602",
+        "phone": "813-555-0142",
+        "email": "nora@example.com",
+        "website": "",
+        "offers_in_person": "y",
+        "accepting_new": "y",
+        "languages": "en; es",
+        "priority": "2",
+        "weekly_capacity": "12",
+        "latitude": "",
+        "longitude": "",
+        "notes": "",
+        "registrations-0-state": "FL",
+        "registrations-0-number": "FL-777",
+        "registrations-0-expires_on": (TODAY + timedelta(days=200)).isoformat(),
+        "registrations-1-state": "",
+        "registrations-1-number": "",
+        "registrations-1-expires_on": "",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_specialist_cannot_use_admin_physicians(client, auth, specialist):
+    auth.as_user(specialist)
+    for url in (
+        "/admin/physicians",
+        "/admin/physicians/new",
+        "/admin/physicians/import",
+        "/admin/physicians/export.csv",
+    ):
+        assert client.get(url).status_code == 403, url
+    assert client.post("/admin/physicians/import/commit", data={"token": "x" * 30}).status_code == 403
+
+
+def test_create_geocodes_and_audits(client, auth, admin, db, fake_geocoder):
+    auth.as_user(admin)
+    resp = client.post("/admin/physicians/new", data=form_data())
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    doc = db.session.scalar(sa.select(Physician))
+    assert doc.phone == "+18135550142" and doc.languages == ["en", "es"] and doc.credential == "DO"
+    assert [(r.state, r.number) for r in doc.registrations] == [("FL", "FL-777")]
+    assert fake_geocoder == ["33602"] and doc.latitude == 27.95
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "create_physician")).object_id == str(doc.id)
+
+
+def test_explicit_coordinates_skip_geocoding(client, auth, admin, db, fake_geocoder):
+    auth.as_user(admin)
+    resp = client.post("/admin/physicians/new", data=form_data(latitude="28.5383", longitude="-81.3792"))
+    assert resp.status_code == 302
+    doc = db.session.scalar(sa.select(Physician))
+    assert fake_geocoder == [] and doc.latitude == pytest.approx(28.5383) and doc.timezone == "America/New_York"
+
+
+def test_address_change_geocodes_again(client, auth, admin, db, fake_geocoder):
+    doc = PhysicianFactory(zip="33101")
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get(f"/admin/physicians/{doc.id}/edit")
+    assert page.status_code == 200 and b"FL-1" in page.data
+    data = form_data(
+        npi=doc.npi,
+        first_name=doc.first_name,
+        last_name=doc.last_name,
+        zip="33602",
+        latitude=f"{doc.latitude:.6f}",
+        longitude=f"{doc.longitude:.6f}",
+    )
+    assert client.post(f"/admin/physicians/{doc.id}/edit", data=data).status_code == 302
+    assert fake_geocoder == ["33602"]
+    # Same address, coordinates emptied: locate it again.
+    data.update(latitude="", longitude="")
+    resp = client.post(f"/admin/physicians/{doc.id}/edit", data=data, follow_redirects=True)
+    assert fake_geocoder == ["33602", "33602"] and "Located at" in resp.get_data(as_text=True)
+    # Nothing changed at all: no geocoding, and the page says so.
+    data.update(latitude="27.950000", longitude="-82.460000")
+    resp = client.post(f"/admin/physicians/{doc.id}/edit", data=data, follow_redirects=True)
+    assert fake_geocoder == ["33602", "33602"] and "Nothing changed" in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("npi", "1234567890", "check digit"),
+        ("npi", "12345", "10 digits"),
+        ("zip", "ABCDE", "5-digit ZIP"),
+        ("zip", "", "Enter a ZIP code (or latitude and longitude)"),
+        ("state", "XX", "Not a valid choice"),
+        ("email", "nope", "email"),
+        ("phone", "555", "phone number"),
+        ("latitude", "28.1", "both latitude and longitude"),
+        ("registrations-0-expires_on", "", "expiry date"),
+    ],
+)
+def test_validation_errors_keep_input(client, auth, admin, db, field, value, message):
+    auth.as_user(admin)
+    resp = client.post("/admin/physicians/new", data=form_data(**{field: value}))
+    assert resp.status_code == 200
+    body = resp.get_data(as_text=True)
+    assert message.lower() in body.lower()
+    assert "Not saved" not in body  # caught by the form, next to the field
+    assert "Quinn Family Medicine" in body  # nothing typed is lost
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 0
+
+
+def test_duplicate_npi_is_refused(client, auth, admin, db):
+    other = PhysicianFactory(npi=valid_npi(500))
+    db.session.commit()
+    auth.as_user(admin)
+    resp = client.post("/admin/physicians/new", data=form_data())
+    assert resp.status_code == 200 and f"already belongs to {other.full_name}" in resp.get_data(as_text=True)
+
+
+def test_registrations_edited_inline(client, auth, admin, db, fake_geocoder):
+    doc = PhysicianFactory(registered_in=["FL", "GA"])
+    db.session.commit()
+    auth.as_user(admin)
+    later = (TODAY + timedelta(days=400)).isoformat()
+    data = form_data(
+        npi=doc.npi,
+        last_name=doc.last_name,
+        zip=doc.zip,
+        latitude=f"{doc.latitude:.6f}",
+        longitude=f"{doc.longitude:.6f}",
+        **{
+            "registrations-0-state": "FL",
+            "registrations-0-number": "FL-NEW",
+            "registrations-0-expires_on": later,
+            "registrations-1-state": "GA",
+            "registrations-1-number": "GA-1",
+            "registrations-1-expires_on": later,
+            "registrations-1-remove": "y",
+            "registrations-2-state": "NY",
+            "registrations-2-number": "NY-5",
+            "registrations-2-expires_on": later,
+        },
+    )
+    assert client.post(f"/admin/physicians/{doc.id}/edit", data=data).status_code == 302
+    db.session.expire_all()
+    regs = {r.state: r.number for r in db.session.get(Physician, doc.id).registrations}
+    assert regs == {"FL": "FL-NEW", "NY": "NY-5"}
+    dup = dict(data, **{"registrations-2-state": "FL"})
+    resp = client.post(f"/admin/physicians/{doc.id}/edit", data=dup)
+    assert resp.status_code == 200 and "FL is listed twice" in resp.get_data(as_text=True)
+
+
+def test_deactivate_never_deletes(client, auth, admin, db):
+    doc = PhysicianFactory()
+    db.session.commit()
+    auth.as_user(admin)
+    assert client.post(f"/admin/physicians/{doc.id}/deactivate").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Physician, doc.id).active is False
+    listing = client.get("/admin/physicians").get_data(as_text=True)
+    assert f"{doc.last_name}, {doc.first_name}" not in listing  # default filter: active
+    assert f"{doc.last_name}, {doc.first_name}" in client.get("/admin/physicians?active=no").get_data(as_text=True)
+    assert client.post(f"/admin/physicians/{doc.id}/reactivate").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Physician, doc.id).active is True
+    actions = set(db.session.scalars(sa.select(AuditLog.action)))
+    assert {"deactivate_physician", "reactivate_physician"} <= actions
+
+
+def test_list_search_filters_and_expiry_banner(client, auth, admin, db):
+    tele = PhysicianFactory(last_name="Telly", offers_telehealth=True, city="Orlando")
+    PhysicianFactory(last_name="Georgian", state="GA", city="Atlanta", registered_in=["GA"])
+    soon = PhysicianFactory(last_name="Soonexp")
+    soon.registrations[0].expires_on = TODAY + timedelta(days=10)
+    gone = PhysicianFactory(last_name="Gonexp")
+    gone.registrations[0].expires_on = TODAY - timedelta(days=3)
+    db.session.commit()
+    auth.as_user(admin)
+    body = client.get("/admin/physicians").get_data(as_text=True)
+    assert "Registrations need attention" in body and "1 expired" in body and "1 expires within 30 days" in body
+    assert "reg-expired" in body and "reg-expiring" in body
+
+    def names(query):
+        html = client.get("/admin/physicians?" + query).get_data(as_text=True)
+        return {n for n in ("Telly", "Georgian", "Soonexp", "Gonexp") if f"{n}, Dana</a>" in html}
+
+    assert names("telehealth=yes") == {"Telly"}
+    assert names("state=GA") == {"Georgian"}
+    assert names("q=orlando") == {"Telly"}
+    assert names(f"q={tele.npi}") == {"Telly"}
+    assert names("expiring=soon") == {"Soonexp"}
+    assert names("expiring=expired") == {"Gonexp"}
+    assert names("expiring=any") == {"Soonexp", "Gonexp"}
+    assert names("located=no") == set() and "not located yet" not in body
+    tele.geocode_status = "failed"
+    db.session.commit()
+    assert names("located=no") == {"Telly"}
+    assert "not located yet" in client.get("/admin/physicians").get_data(as_text=True)
+    assert client.get("/admin/physicians?state=ZZ&active=maybe&page=abc").status_code == 200
+
+
+def test_list_paginates(client, auth, admin, db):
+    PhysicianFactory.create_batch(55)
+    db.session.commit()
+    auth.as_user(admin)
+    assert "Page 1 of 2" in client.get("/admin/physicians").get_data(as_text=True)
+    assert client.get("/admin/physicians?page=2").status_code == 200
+
+
+def test_upload_preview_then_commit(client, auth, admin, db, app, tmp_path):
+    app.config["UPLOAD_FOLDER"] = str(tmp_path)
+    try:
+        existing = PhysicianFactory(npi=valid_npi(900), first_name="Rosa", last_name="Alvarez")
+        db.session.commit()
+        auth.as_user(admin)
+        data = to_csv(
+            [row(accepting_new="false"), row(npi=valid_npi(901), last_name="Newman"), row(npi="1", last_name="Broken")]
+        )
+        resp = client.post(
+            "/admin/physicians/import",
+            data={"file": (io.BytesIO(data), "doctors.csv")},
+            content_type="multipart/form-data",
+        )
+        body = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and "Import preview" in body
+        assert "would be created" in body and "Nothing is saved yet" in body
+        assert "10 digits" in body and ">4<" in body  # the bad line, with its number
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 1
+        token = next(iter(tmp_path.iterdir())).name.split("-", 2)[2].removesuffix(".csv")
+        assert token in body
+
+        # Someone else cannot commit this upload with the token.
+        other = UserFactory(email="other-admin@example.com", role="admin")
+        db.session.commit()
+        done = client.post("/admin/physicians/import/commit", data={"token": token})
+        assert done.status_code == 200, done.get_data(as_text=True)[:500]
+        text = done.get_data(as_text=True)
+        assert "Import finished" in text and "1 created, 1 updated, 0 unchanged, 1 line(s) with errors" in text
+        db.session.expire_all()
+        assert db.session.get(Physician, existing.id).accepting_new is False
+        assert db.session.scalar(sa.select(Physician).where(Physician.last_name == "Newman"))
+        assert not list(tmp_path.iterdir())  # the kept upload is gone
+        again = client.post("/admin/physicians/import/commit", data={"token": token})
+        assert again.status_code == 302
+        assert other.id
+        actions = list(db.session.scalars(sa.select(AuditLog.action)))
+        assert "import_preview" in actions and "import_physicians" in actions
+    finally:
+        app.config.pop("UPLOAD_FOLDER", None)
+
+
+def test_upload_of_another_admin_cannot_be_committed(client, auth, admin, db, app, tmp_path):
+    from crm.services import physician_csv
+
+    other = UserFactory(email="other-admin@example.com", role="admin")
+    db.session.commit()
+    token = physician_csv.store_upload(str(tmp_path), other.id, to_csv([row()]))
+    app.config["UPLOAD_FOLDER"] = str(tmp_path)
+    try:
+        auth.as_user(admin)
+        assert client.post("/admin/physicians/import/commit", data={"token": token}).status_code == 302
+        assert client.post("/admin/physicians/import/commit", data={"token": "../../etc/passwd"}).status_code == 302
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 0
+    finally:
+        app.config.pop("UPLOAD_FOLDER", None)
+
+
+def test_upload_errors_are_shown_not_500(client, auth, admin, db):
+    auth.as_user(admin)
+    latin = to_csv([row(first_name="José")]).decode().encode("latin-1")
+    resp = client.post(
+        "/admin/physicians/import", data={"file": (io.BytesIO(latin), "x.csv")}, content_type="multipart/form-data"
+    )
+    assert resp.status_code == 200 and "not UTF-8" in resp.get_data(as_text=True)
+    resp = client.post(
+        "/admin/physicians/import", data={"file": (io.BytesIO(b"x"), "x.xlsx")}, content_type="multipart/form-data"
+    )
+    assert "Upload a .csv file" in resp.get_data(as_text=True)
+    resp = client.post("/admin/physicians/import", data={})
+    assert resp.status_code == 200 and "Choose a CSV file" in resp.get_data(as_text=True)
+
+
+def test_export_download_is_audited_and_reimports_unchanged(client, auth, admin, db):
+    from crm.services import physician_csv
+
+    PhysicianFactory.create_batch(3)
+    PhysicianFactory(active=False)
+    db.session.commit()
+    auth.as_user(admin)
+    resp = client.get("/admin/physicians/export.csv")
+    assert resp.status_code == 200 and resp.mimetype == "text/csv"
+    assert "attachment" in resp.headers["Content-Disposition"]
+    assert len(resp.data.decode().strip().splitlines()) == 5  # header + all four, inactive too
+    report = physician_csv.plan_import(resp.data)
+    assert report.counts["unchanged"] == 4 and not report.changes
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "export"))
+    assert entry.user_id == admin.id and entry.detail["rows"] == 4
+
+
+def test_warn_expiring_registrations_once_per_admin(db):
+    now = datetime.now(UTC)
+    admin1 = UserFactory(role="admin")
+    admin2 = UserFactory(role="admin")
+    UserFactory(role="admin", active=False)
+    UserFactory()  # specialists are not told
+    soon = PhysicianFactory()
+    soon.registrations[0].expires_on = now.date() + timedelta(days=12)
+    PhysicianFactory()  # a year away
+    old = PhysicianFactory()
+    old.registrations[0].expires_on = now.date() - timedelta(days=1)  # already expired: not "expiring"
+    inactive = PhysicianFactory(active=False)
+    inactive.registrations[0].expires_on = now.date() + timedelta(days=5)
+    db.session.commit()
+
+    assert directory.warn_expiring_registrations(now) == 1
+    db.session.commit()
+    notes = db.session.scalars(sa.select(Notification)).all()
+    assert {n.user_id for n in notes} == {admin1.id, admin2.id}
+    assert all(soon.npi in n.message and n.dedupe_key for n in notes)
+    reg = db.session.scalar(sa.select(Registration).where(Registration.physician_id == soon.id))
+    assert reg.expiry_warned_at is not None
+    # Running again changes nothing.
+    assert directory.warn_expiring_registrations(now + timedelta(hours=1)) == 0
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == 2
+    # Renewal (a new expiry date) resets the warning, so the next expiry is warned about again.
+    directory.save_physician(
+        directory.PhysicianData(
+            **{
+                **vars(directory.physician_data(soon)),
+                "registrations": [directory.RegistrationData("FL", "FL-1", now.date() + timedelta(days=20))],
+            }
+        ),
+        soon,
+    )
+    db.session.commit()
+    assert directory.warn_expiring_registrations(now) == 1
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == 4
+
+
+def test_directory_for_specialists(client, auth, specialist, db):
+    cond = ConditionFactory(name="Glaucoma")
+    doc = PhysicianFactory(last_name="Visible", offers_telehealth=True, registered_in=["FL", "GA"])
+    doc.conditions = [cond]
+    hidden = PhysicianFactory(last_name="Hidden", active=False)
+    PhysicianFactory(last_name="Texan", state="TX", city="Austin", registered_in=["TX"])
+    db.session.commit()
+    auth.as_user(specialist)
+    body = client.get("/physicians").get_data(as_text=True)
+    assert "Visible," in body and "Texan," in body and "Hidden," not in body
+    assert "Edit" not in body.split("<main", 1)[1].split("Visible", 1)[0] or "Manage in admin" not in body
+    assert "Texan," not in client.get("/physicians?state=GA").get_data(as_text=True)
+    assert "Texan," in client.get("/physicians?q=austin").get_data(as_text=True)
+    assert "Texan," not in client.get("/physicians?telehealth=yes").get_data(as_text=True)
+    assert "Visible," in client.get(f"/physicians?q={doc.npi}").get_data(as_text=True)
+    detail = client.get(f"/physicians/{doc.id}").get_data(as_text=True)
+    assert "Glaucoma" in detail and "GA" in detail and f"/admin/physicians/{doc.id}/edit" not in detail
+    assert client.get(f"/physicians/{hidden.id}").status_code == 404
+    nav = client.get("/queue").get_data(as_text=True)
+    assert 'href="/physicians"' in nav
+
+
+def test_directory_detail_has_edit_link_for_admins(client, auth, admin, db):
+    doc = PhysicianFactory()
+    db.session.commit()
+    auth.as_user(admin)
+    detail = client.get(f"/physicians/{doc.id}").get_data(as_text=True)
+    assert f"/admin/physicians/{doc.id}/edit" in detail and ">Edit<" in detail
+
+
+def test_directory_requires_login(client):
+    assert client.get("/physicians").status_code == 302

@@ -1,0 +1,157 @@
+"""/admin/users: create, role changes (audited), the last-admin rule, deactivation ends sessions."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from crm.models import AuditLog, User
+from crm.services import users_admin
+from crm.services.accounts import verify_password
+from tests.conftest import AuthActions
+from tests.factories import UserFactory
+
+
+def test_specialist_is_refused_everywhere(client, auth, specialist, admin):
+    auth.as_user(specialist)
+    assert client.get("/admin/users").status_code == 403
+    assert client.get(f"/admin/users/{admin.id}").status_code == 403
+    for action in ("role", "deactivate", "reactivate", "password", "shift"):
+        assert client.post(f"/admin/users/{admin.id}/{action}", data={"role": "specialist"}).status_code == 403
+    assert client.post("/admin/users/new", data={"email": "x@example.com"}).status_code == 403
+    assert db_admin_count() == 1
+
+
+def db_admin_count() -> int:
+    from crm.extensions import db
+
+    return db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.role == "admin"))
+
+
+def test_create_user(client, auth, admin, db):
+    auth.as_user(admin)
+    data = {
+        "email": "New.Person@Example.com",
+        "name": "New Person",
+        "role": "specialist",
+        "password": "a long temporary pw",
+        "capacity": "25",
+        "languages": "en; es",
+        "timezone": "America/Chicago",
+    }
+    resp = client.post("/admin/users/new", data=data)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:1000]
+    user = db.session.scalar(sa.select(User).where(User.email == "new.person@example.com"))
+    assert user.capacity == 25 and user.languages == ["en", "es"] and user.timezone == "America/Chicago"
+    assert verify_password(user.password_hash, "a long temporary pw")
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "create_user")).user_id == admin.id
+    listing = client.get("/admin/users").get_data(as_text=True)
+    assert "New Person" in listing and "0 / 25" in listing
+
+    dup = client.post("/admin/users/new", data=data)
+    assert dup.status_code == 200 and "already exists" in dup.get_data(as_text=True)
+    bad_tz = client.post("/admin/users/new", data=dict(data, email="b@example.com", timezone="Mars/Base"))
+    assert "Unknown time zone" in bad_tz.get_data(as_text=True)
+    short = client.post("/admin/users/new", data=dict(data, email="c@example.com", password="short"))
+    assert short.status_code == 200 and "at least 10" in short.get_data(as_text=True)
+
+
+def test_change_role_is_audited(client, auth, admin, specialist, db):
+    auth.as_user(admin)
+    assert client.post(f"/admin/users/{specialist.id}/role", data={"role": "admin"}).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).role == "admin"
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "change_role"))
+    assert entry.user_id == admin.id and entry.object_id == str(specialist.id)
+    assert entry.detail == {"from": "specialist", "to": "admin"}
+    assert client.post(f"/admin/users/{specialist.id}/role", data={"role": "boss"}).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).role == "admin"
+
+
+def test_last_admin_cannot_be_demoted_or_deactivated(client, auth, admin, db):
+    auth.as_user(admin)
+    resp = client.post(f"/admin/users/{admin.id}/role", data={"role": "specialist"}, follow_redirects=True)
+    assert "last active admin" in resp.get_data(as_text=True)
+    resp = client.post(f"/admin/users/{admin.id}/deactivate", follow_redirects=True)
+    assert "last active admin" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    me = db.session.get(User, admin.id)
+    assert me.role == "admin" and me.active
+    # With a second active admin, demotion works (and an inactive admin does not count).
+    UserFactory(role="admin", active=False)
+    db.session.commit()
+    with pytest.raises(users_admin.UserAdminError):
+        users_admin.deactivate(me)
+    other = UserFactory(role="admin")
+    db.session.commit()
+    assert client.post(f"/admin/users/{other.id}/role", data={"role": "specialist"}).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, other.id).role == "specialist"
+
+
+def test_deactivation_ends_live_session_and_reactivation(app, client, auth, admin, specialist, db):
+    other_client = app.test_client()
+    AuthActions(other_client).as_user(specialist)
+    assert other_client.get("/queue").status_code == 200
+    auth.as_user(admin)
+    assert client.post(f"/admin/users/{specialist.id}/deactivate").status_code == 302
+    resp = other_client.get("/queue")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+    assert AuthActions(other_client).login(specialist.email).status_code != 302  # cannot sign in again
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).on_shift is False
+    assert client.post(f"/admin/users/{specialist.id}/reactivate").status_code == 302
+    AuthActions(other_client).as_user(specialist)
+    assert other_client.get("/queue").status_code == 200
+    actions = set(db.session.scalars(sa.select(AuditLog.action)))
+    assert {"deactivate_user", "reactivate_user"} <= actions
+
+
+def test_reset_password_ends_sessions(app, client, auth, admin, specialist, db):
+    from datetime import UTC, datetime, timedelta
+
+    other_client = app.test_client()
+    AuthActions(other_client).as_user(specialist)
+    auth.as_user(admin)
+    db.session.get(User, specialist.id).locked_until = datetime.now(UTC) + timedelta(minutes=10)
+    db.session.commit()
+    assert "Locked after repeated failed sign-ins" in client.get(f"/admin/users/{specialist.id}").get_data(as_text=True)
+    mismatch = client.post(
+        f"/admin/users/{specialist.id}/password",
+        data={"password": "brand new password", "confirm": "different one!"},
+        follow_redirects=True,
+    )
+    assert "differ" in mismatch.get_data(as_text=True)
+    resp = client.post(
+        f"/admin/users/{specialist.id}/password",
+        data={"password": "brand new password", "confirm": "brand new password"},
+    )
+    assert resp.status_code == 302
+    assert other_client.get("/queue").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).locked_until is None  # a reset unlocks
+    AuthActions(other_client).as_user(specialist, password="brand new password")
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "reset_password"))
+
+
+def test_profile_shift_capacity_languages(client, auth, admin, specialist, db):
+    auth.as_user(admin)
+    data = {"name": "Sam S.", "capacity": "12", "languages": "en;pt", "timezone": "America/Denver", "on_shift": "y"}
+    assert client.post(f"/admin/users/{specialist.id}", data=data).status_code == 302
+    db.session.expire_all()
+    user = db.session.get(User, specialist.id)
+    assert (user.name, user.capacity, user.languages, user.timezone, user.on_shift) == (
+        "Sam S.",
+        12,
+        ["en", "pt"],
+        "America/Denver",
+        True,
+    )
+    assert client.post(f"/admin/users/{specialist.id}/shift", data={"on_shift": "0"}).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).on_shift is False
+    bad = client.post(f"/admin/users/{specialist.id}", data=dict(data, capacity="-1", languages="english!"))
+    body = bad.get_data(as_text=True)
+    assert bad.status_code == 200 and "Language codes" in body
+    assert client.get("/admin/users/999").status_code == 404

@@ -1,0 +1,300 @@
+"""Physician CSV import/export (SPEC 9): line-level errors, upsert by NPI, round trip, CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from crm.models import AuditLog, Physician
+from crm.services import physician_csv
+from crm.services.physician_csv import COLUMNS, CREATE, ERROR, UNCHANGED, UPDATE
+from tests.factories import ConditionFactory, PhysicianFactory, valid_npi
+
+NEXT_YEAR = (date.today() + timedelta(days=365)).isoformat()
+
+
+def row(**overrides) -> dict[str, str]:
+    base = {
+        "npi": valid_npi(900),
+        "first_name": "Rosa",
+        "last_name": "Alvarez",
+        "credential": "MD",
+        "practice_name": "Bayfront Clinic",
+        "street": "100 Main St",
+        "city": "Miami",
+        "state": "FL",
+        "zip": "33101",
+        "phone": "(305) 555-0100",
+        "email": "Rosa@Example.com",
+        "website": "https://example.com",
+        "offers_in_person": "true",
+        "offers_telehealth": "false",
+        "languages": "en;es",
+        "conditions": "",
+        "accepting_new": "true",
+        "active": "true",
+        "priority": "2",
+        "weekly_capacity": "10",
+        "registrations": f"FL:ME123:{NEXT_YEAR}",
+        "latitude": "25.7617",
+        "longitude": "-80.1918",
+    }
+    base.update(overrides)
+    return base
+
+
+def to_csv(rows: list[dict], columns=COLUMNS) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r)
+    return out.getvalue().encode("utf-8")
+
+
+def test_valid_file_creates_then_is_unchanged(db):
+    ConditionFactory(slug="dystonia", name="Dystonia")
+    db.session.commit()
+    data = to_csv([row(), row(npi=valid_npi(901), last_name="Baker", conditions="dystonia", latitude="", longitude="")])
+    plan = physician_csv.plan_import(data)
+    assert plan.counts == {CREATE: 2, UPDATE: 0, UNCHANGED: 0, ERROR: 0}, [line.errors for line in plan.lines]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 0  # dry run writes nothing
+    report = physician_csv.import_csv(data)
+    db.session.commit()
+    assert report.applied and report.ok
+    rosa = db.session.scalar(sa.select(Physician).where(Physician.npi == valid_npi(900)))
+    assert rosa.phone == "+13055550100" and rosa.email == "rosa@example.com" and rosa.languages == ["en", "es"]
+    assert rosa.latitude == pytest.approx(25.7617) and rosa.geocode_status == "ok"
+    assert [(r.state, r.number) for r in rosa.registrations] == [("FL", "ME123")]
+    baker = db.session.scalar(sa.select(Physician).where(Physician.npi == valid_npi(901)))
+    assert [c.slug for c in baker.conditions] == ["dystonia"]
+    assert (
+        db.session.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(AuditLog.action == "create_physician"))
+        == 2
+    )
+    again = physician_csv.plan_import(data)
+    assert again.counts[UNCHANGED] == 2 and not again.changes
+
+
+def test_upsert_by_npi_reports_changed_fields(db):
+    doc = PhysicianFactory(npi=valid_npi(900), first_name="Rosa", last_name="Alvarez")
+    db.session.commit()
+    report = physician_csv.import_csv(to_csv([row(accepting_new="false", priority="1")]))
+    db.session.commit()
+    line = report.lines[0]
+    assert line.action == UPDATE and line.physician_id == doc.id
+    assert {"accepting_new", "priority"} <= set(line.changes)
+    db.session.refresh(doc)
+    assert doc.accepting_new is False and doc.priority == 1
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 1
+
+
+BAD_ROWS = [
+    ("bad NPI", {"npi": "1234567890"}, "check digit"),
+    ("short NPI", {"npi": "12345"}, "10 digits"),
+    ("unknown state", {"state": "XX"}, "Unknown state"),
+    ("bad ZIP", {"zip": "3310"}, "ZIP"),
+    ("bad date", {"registrations": "FL:ME1:2026-13-45"}, "YYYY-MM-DD"),
+    ("bad registration shape", {"registrations": "FL-ME1"}, "STATE:NUMBER:YYYY-MM-DD"),
+    ("registration in unknown state", {"registrations": f"ZZ:1:{NEXT_YEAR}"}, "Unknown state"),
+    ("bad boolean", {"offers_telehealth": "yes"}, "true or false"),
+    ("bad priority", {"priority": "5"}, "Priority must be 1, 2 or 3"),
+    ("bad credential", {"credential": "RN"}, "Credential must be one of"),
+    ("unknown condition slug", {"conditions": "not-a-condition"}, "unknown condition slug"),
+    ("lat without lon", {"longitude": ""}, "both latitude and longitude"),
+    ("latitude out of range", {"latitude": "123", "longitude": "-80"}, "out of range"),
+    ("bad email", {"email": "not-an-email"}, "email"),
+    ("bad phone", {"phone": "12"}, "phone"),
+    ("bad capacity", {"weekly_capacity": "many"}, "whole number"),
+    ("missing name", {"first_name": ""}, "first_name: is required"),
+    ("bad website", {"website": "example"}, "https://"),
+]
+
+
+def test_each_bad_line_is_reported_and_good_lines_go_in(db):
+    good_first = row(npi=valid_npi(800), last_name="Good1")
+    rows = [good_first]
+    for i, (_, overrides, _) in enumerate(BAD_ROWS):
+        rows.append(row(npi=overrides.pop("npi", valid_npi(700 + i)), last_name=f"Bad{i}", **overrides))
+    rows.append(row(npi=valid_npi(800), last_name="DuplicateOfLine2"))  # duplicate NPI in the file
+    rows.append(row(npi=valid_npi(801), last_name="Good2"))
+    data = to_csv(rows)
+    report = physician_csv.import_csv(data)
+    db.session.commit()
+
+    by_line = {line.line: line for line in report.lines}
+    assert by_line[2].action == CREATE
+    for i, (kind, _, needle) in enumerate(BAD_ROWS):
+        line = by_line[3 + i]
+        assert line.action == ERROR, kind
+        assert needle.lower() in line.message.lower(), (kind, line.message)
+    dup = by_line[3 + len(BAD_ROWS)]
+    assert dup.action == ERROR and "already on line 2" in dup.message
+    assert by_line[4 + len(BAD_ROWS)].action == CREATE
+    names = set(db.session.scalars(sa.select(Physician.last_name)))
+    assert names == {"Good1", "Good2"}
+    assert report.counts[ERROR] == len(BAD_ROWS) + 1
+
+
+def test_wrong_number_of_fields_is_a_line_error(db):
+    data = to_csv([row()]) + b"1234,too,short\n"
+    report = physician_csv.plan_import(data)
+    assert report.lines[0].action == CREATE
+    assert report.lines[1].action == ERROR and report.lines[1].line == 3 and "field(s)" in report.lines[1].message
+
+
+def test_multiline_quoted_field_keeps_line_numbers(db):
+    first = row(practice_name="Clinic\nsecond line")
+    data = to_csv([first, row(npi=valid_npi(902), state="ZZ")])
+    report = physician_csv.plan_import(data)
+    assert [line.line for line in report.lines] == [2, 4]
+    assert report.lines[1].action == ERROR
+
+
+def test_missing_column_is_a_file_error(db):
+    columns = [c for c in COLUMNS if c != "zip"]
+    report = physician_csv.plan_import(to_csv([row()], columns=columns))
+    assert report.file_error and "missing column(s): zip" in report.file_error
+    assert not report.lines
+
+
+def test_unknown_column_is_a_file_error(db):
+    data = to_csv([row()]).replace(b"weekly_capacity", b"weekly_capacty", 1)
+    report = physician_csv.plan_import(data)
+    assert "unknown column(s)" in report.file_error and "weekly_capacty" in report.file_error
+
+
+def test_non_utf8_file_gives_a_clear_error(db):
+    data = to_csv([row(first_name="José")]).decode().encode("latin-1")
+    report = physician_csv.import_csv(data)
+    assert report.file_error and "not UTF-8" in report.file_error and "CSV UTF-8" in report.file_error
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 0
+
+
+def test_empty_file_and_bom(db):
+    assert "empty" in physician_csv.plan_import(b"").file_error
+    bom = b"\xef\xbb\xbf" + to_csv([row()])
+    assert physician_csv.plan_import(bom).counts[CREATE] == 1
+
+
+def test_optional_coordinate_columns_may_be_left_out(db, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("crm.services.geocoding")
+
+    def geocode_physician(p):
+        calls.append(p.npi)
+        p.latitude, p.longitude, p.geocode_status = 25.77, -80.19, "ok"
+        return True
+
+    fake.geocode_physician = geocode_physician
+    monkeypatch.setitem(sys.modules, "crm.services.geocoding", fake)
+    columns = [c for c in COLUMNS if c not in ("latitude", "longitude")]
+    report = physician_csv.import_csv(to_csv([row()], columns=columns))
+    assert report.ok and calls == [valid_npi(900)]
+    # Coordinates given: no geocoding.
+    physician_csv.import_csv(to_csv([row(npi=valid_npi(903))]))
+    assert calls == [valid_npi(900)]
+
+
+def test_export_then_import_reports_no_changes(db):
+    cond = ConditionFactory(slug="chronic-pain")
+    doc = PhysicianFactory(registered_in=["FL", "GA"], languages=["en", "es"], phone="+13055550100")
+    doc.conditions = [cond]
+    PhysicianFactory(active=False, accepting_new=False, offers_telehealth=True, latitude=None, longitude=None)
+    PhysicianFactory(practice_name='Quotes "and", commas', street="1 Long\nRoad")
+    db.session.commit()
+    text, count = physician_csv.export_csv()
+    assert count == 3
+    header = text.splitlines()[0]
+    assert header == ",".join(COLUMNS)
+    report = physician_csv.import_csv(text.encode("utf-8"))
+    assert report.counts == {CREATE: 0, UPDATE: 0, UNCHANGED: 3, ERROR: 0}, [
+        (x.line, x.errors, x.changes) for x in report.lines
+    ]
+
+
+def test_registrations_are_replaced_and_renewal_resets_warning(db):
+    from datetime import UTC, datetime
+
+    doc = PhysicianFactory(npi=valid_npi(900), registered_in=["FL", "GA"])
+    fl = next(r for r in doc.registrations if r.state == "FL")
+    fl.expiry_warned_at = datetime.now(UTC)
+    db.session.commit()
+    later = (date.today() + timedelta(days=700)).isoformat()
+    report = physician_csv.import_csv(to_csv([row(registrations=f"FL:NEW-1:{later};NY:NY-9:{later}")]))
+    db.session.commit()
+    assert report.lines[0].action == UPDATE and "registrations" in report.lines[0].changes
+    db.session.refresh(doc)
+    regs = {r.state: r for r in doc.registrations}
+    assert set(regs) == {"FL", "NY"}
+    assert regs["FL"].number == "NEW-1" and regs["FL"].expiry_warned_at is None
+
+
+def test_cli_import_dry_run_and_errors(app, db, tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_bytes(to_csv([row()]))
+    runner = app.test_cli_runner()
+    dry = runner.invoke(args=["crm", "physicians", "import", str(good), "--dry-run", "-v"])
+    assert dry.exit_code == 0, dry.output
+    assert "1 would be created" in dry.output
+    assert f"line 2: create {valid_npi(900)} Rosa Alvarez (new physician)" in dry.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 0
+    done = runner.invoke(args=["crm", "physicians", "import", str(good)])
+    assert done.exit_code == 0 and "1 created" in done.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 1
+
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(to_csv([row(npi=valid_npi(904)), row(npi="1234567890")]))
+    result = runner.invoke(args=["crm", "physicians", "import", str(bad)])
+    assert result.exit_code == 1
+    assert "line 3" in result.stderr and "check digit" in result.stderr
+    assert "1 created" in result.stdout
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 2
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(to_csv([row(first_name="José")]).decode().encode("latin-1"))
+    result = runner.invoke(args=["crm", "physicians", "import", str(latin)])
+    assert result.exit_code == 1 and "not UTF-8" in result.stderr
+
+
+def test_cli_export_round_trip(app, db, tmp_path):
+    PhysicianFactory.create_batch(3)
+    db.session.commit()
+    out = tmp_path / "out.csv"
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["crm", "physicians", "export", str(out)])
+    assert result.exit_code == 0 and "3 physicians" in result.output
+    assert out.read_text().startswith("npi,first_name")
+    again = runner.invoke(args=["crm", "physicians", "import", str(out), "--dry-run"])
+    assert again.exit_code == 0 and "3 unchanged" in again.output
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "export"))
+
+
+def test_write_time_failure_affects_only_its_line(db):
+    """A line that passes the plan but fails in the database (a concurrent insert) is rolled back alone."""
+    data = to_csv(
+        [
+            row(npi=valid_npi(910), last_name="First"),
+            row(npi=valid_npi(911), last_name="Racer"),
+            row(npi=valid_npi(912), last_name="Third"),
+        ]
+    )
+    report = physician_csv.plan_import(data)
+    assert report.counts[CREATE] == 3
+    PhysicianFactory(npi=valid_npi(911), last_name="GotThereFirst")  # arrives between preview and commit
+    db.session.commit()
+    physician_csv.apply_import(report)
+    db.session.commit()
+    actions = {line.line: line.action for line in report.lines}
+    assert actions == {2: CREATE, 3: ERROR, 4: CREATE}
+    assert "Not saved" in report.lines[1].message
+    assert set(db.session.scalars(sa.select(Physician.last_name))) == {"First", "GotThereFirst", "Third"}
+    summary = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "import_physicians"))
+    assert summary.detail["counts"][ERROR] == 1 and summary.detail["planned"][ERROR] == 0
