@@ -1,0 +1,265 @@
+"""Background jobs of SPEC 8, declared as data. Importing this module starts nothing.
+
+Each job is a sweep over rows with a due time (the state lives in the database,
+not in APScheduler's job store), claims a row with a conditional UPDATE before
+acting on it, and returns a one-line summary. ``run_job`` records every run in
+``job_runs`` and logs it. ``flask crm scheduler`` (crm/cli/scheduler.py) runs the
+jobs in one process, behind a lock (``SchedulerLock``).
+
+Jobs owned by other areas are imported lazily inside their wrapper: a missing
+function is logged and recorded as a failed run, never fatal to the scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import logging
+import os
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from flask import current_app
+
+from crm.extensions import db
+from crm.models import JobRun
+
+log = logging.getLogger("crm.jobs")
+
+
+class JobUnavailable(RuntimeError):
+    """The function a job delegates to does not exist in this build."""
+
+
+def _optional(module: str, name: str) -> Callable:
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+    except AttributeError:
+        pass
+    raise JobUnavailable(f"skipped: {module}.{name} is not available")
+
+
+def _cfg(name: str, default):
+    value = current_app.config.get(name)
+    return default if value in (None, "") else value
+
+
+# --- job bodies: (now) -> one-line summary -------------------------------------------
+
+
+def geocode_retry(now: datetime) -> str:
+    fn = _optional("crm.services.enrichment", "retry_pending_geocodes")
+    result = fn(now, limit=int(_cfg("GEOCODE_RETRY_BATCH", 100)))
+    return f"geocode retry + re-match: {result}"
+
+
+def auto_assignment(now: datetime) -> str:
+    from crm.services.routing import auto_assign_sweep
+
+    return f"{auto_assign_sweep(now)} lead(s) auto-assigned"
+
+
+def sla_escalation(now: datetime) -> str:
+    from crm.services.sla import SlaConfig, sla_sweep
+
+    c = sla_sweep(now, SlaConfig.from_config(current_app.config))
+    return (
+        f"{c['breached']} lead(s) past the speed-to-lead target, {c['notified']} admin notification(s), "
+        f"{c['rescheduled']} deadline(s) moved to business hours"
+    )
+
+
+def stale_assignments(now: datetime) -> str:
+    from crm.services.sla import stale_sweep
+
+    hours = int(_cfg("STALE_ASSIGNMENT_HOURS", 24))
+    return f"{stale_sweep(now, hours)} untouched lead(s) returned to the pool after {hours} h"
+
+
+def follow_up_reminders(now: datetime) -> str:
+    from crm.services.followups import send_reminders
+
+    c = send_reminders(now)
+    return f"{c['reminded']} follow-up(s) due, {c['emailed']} owner(s) reminded"
+
+
+def unreachable_close(now: datetime) -> str:
+    from crm.services.sla import unreachable_sweep
+
+    n, d = int(_cfg("UNREACHABLE_ATTEMPTS", 6)), int(_cfg("UNREACHABLE_DAYS", 10))
+    return f"{unreachable_sweep(now, n, d)} lead(s) closed lost/unreachable ({n} attempts over {d} days)"
+
+
+def registration_expiry(now: datetime) -> str:
+    fn = _optional("crm.services.directory", "warn_expiring_registrations")
+    return f"{fn(now)} expiring registration(s) warned about"
+
+
+def appointment_reminders(now: datetime) -> str:
+    from crm.services.booking import send_appointment_reminders
+
+    queued = send_appointment_reminders(now, hours=int(_cfg("APPOINTMENT_REMINDER_HOURS", 24)))
+    return f"{queued} appointment reminder(s) queued"
+
+
+def inbox_retry(now: datetime) -> str:
+    fn = _optional("crm.services.intake", "retry_failed_items")
+    return f"{fn(now, limit=50)} failed intake item(s) retried"
+
+
+def outbox(now: datetime) -> str:
+    from crm.services.mailer import send_pending
+
+    c = send_pending(now)
+    return f"outbox: {c['sent']} sent, {c['stored']} stored (no SMTP), {c['retry']} to retry, {c['failed']} failed"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    seconds: int
+    func: Callable[[datetime], str]
+    description: str
+
+
+JOBS: tuple[Job, ...] = (
+    Job("geocode_retry", 120, geocode_retry, "Geocode retry with backoff, then re-match"),
+    Job("auto_assign", 60, auto_assignment, "Auto-assign waiting leads (round robin)"),
+    Job("sla_sweep", 60, sla_escalation, "Speed-to-lead SLA: flag and escalate to admins"),
+    Job("stale_assignments", 300, stale_assignments, "Untouched assigned leads back to the pool"),
+    Job("follow_up_reminders", 60, follow_up_reminders, "Remind owners of due follow-ups"),
+    Job("unreachable_close", 900, unreachable_close, "Close leads unreachable after N attempts over D days"),
+    Job("registration_expiry", 6 * 3600, registration_expiry, "Warn admins of registrations expiring in 30 days"),
+    Job("appointment_reminders", 300, appointment_reminders, "Email patients 24 h before the visit"),
+    Job("inbox_retry", 120, inbox_retry, "Retry failed intake items"),
+    Job("outbox", 30, outbox, "Send queued emails"),
+)
+JOBS_BY_ID = {job.id: job for job in JOBS}
+
+
+def run_job(job: Job, now: datetime | None = None) -> JobRun:
+    """Run one job in the current app context; its JobRun row records the outcome."""
+    now = now or datetime.now(UTC)
+    started = time.perf_counter()
+    run = JobRun(job_id=job.id, started_at=now, ok=True, summary="running")
+    db.session.add(run)
+    db.session.commit()
+    run_id = run.id
+    try:
+        summary, ok = job.func(now), True
+        db.session.commit()
+    except JobUnavailable as exc:
+        db.session.rollback()
+        summary, ok = str(exc), False
+        log.warning("job %s %s", job.id, summary)
+    except Exception as exc:  # noqa: BLE001 - one failing job never stops the others
+        db.session.rollback()
+        summary, ok = f"failed: {type(exc).__name__}", False
+        log.error("job %s failed: %s", job.id, type(exc).__name__)
+    run = db.session.get(JobRun, run_id)
+    run.finished_at = datetime.now(UTC)
+    run.ok = ok
+    run.summary = summary[:1000]
+    db.session.commit()
+    elapsed = (time.perf_counter() - started) * 1000
+    if ok:
+        log.info("job %s: %s (%.0f ms)", job.id, summary, elapsed)
+    return run
+
+
+def run_all(now: datetime | None = None, only: tuple[str, ...] = ()) -> list[JobRun]:
+    jobs = [JOBS_BY_ID[j] for j in only] if only else list(JOBS)
+    return [run_job(job, now) for job in jobs]
+
+
+# --- the one-scheduler lock ----------------------------------------------------------
+
+ADVISORY_KEY = zlib.crc32(b"appointment-desk:scheduler")  # a stable 32-bit key
+
+
+class SchedulerLock:
+    """Held for the scheduler's lifetime: a PostgreSQL advisory lock on a dedicated
+    connection, or an fcntl lock on ``SCHEDULER_LOCK_FILE`` for SQLite. The OS or
+    the database frees it when the process dies."""
+
+    def __init__(self, app):
+        self.app = app
+        self.engine = None
+        self.conn = None
+        self.fh = None
+        self.dialect = None
+
+    def describe(self) -> str:
+        if self.dialect == "postgresql":
+            return f"PostgreSQL advisory lock {ADVISORY_KEY}"
+        return f"lock file {self.lock_path()}"
+
+    def lock_path(self) -> Path:
+        configured = self.app.config.get("SCHEDULER_LOCK_FILE")
+        if configured:
+            return Path(configured)
+        url = db.engine.url
+        if url.database and url.database != ":memory:":
+            return Path(url.database + ".scheduler.lock")
+        return Path(tempfile.gettempdir()) / "appointment-desk-scheduler.lock"
+
+    def try_acquire(self) -> bool:
+        import sqlalchemy as sa
+
+        self.dialect = db.engine.dialect.name
+        if self.dialect == "postgresql":
+            if self.conn is None:
+                # Its own engine and connection: never returned to the app's pool.
+                self.engine = sa.create_engine(db.engine.url, poolclass=sa.pool.NullPool)
+                self.conn = self.engine.connect()
+            got = self.conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
+            self.conn.commit()
+            return bool(got)
+        path = self.lock_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.fh is None:
+            self.fh = open(path, "a+")  # noqa: SIM115 - held open for the process lifetime
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"{os.getpid()}\n")
+        self.fh.flush()
+        return True
+
+    def acquire(self, wait: bool = False, poll: float = 5.0, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self.try_acquire():
+                return True
+            if not wait or (deadline is not None and time.monotonic() >= deadline):
+                return False
+            time.sleep(poll)
+
+    def release(self) -> None:
+        import sqlalchemy as sa
+
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
+                self.conn.commit()
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.engine.dispose()
+            self.conn = self.engine = None
+        if self.fh is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None

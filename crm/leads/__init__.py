@@ -1,0 +1,1 @@
+"""The specialist's queue and the lead workspace."""

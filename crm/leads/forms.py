@@ -1,0 +1,155 @@
+"""Forms of the queue and the lead workspace. Every form that changes a lead carries
+its ``version`` (optimistic locking): a save based on an older version is refused."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    DateField,
+    DateTimeLocalField,
+    HiddenField,
+    IntegerField,
+    RadioField,
+    SearchField,
+    SelectField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
+
+from crm.models.enums import FollowUpKind, LeadSourceKind, LeadStatus, VisitMode
+from crm.services.workflow import CALL_OUTCOME_LABELS, LOST_REASON_LABELS
+
+DT_FORMAT = "%Y-%m-%dT%H:%M"
+
+
+class QueueFilterForm(FlaskForm):
+    class Meta:
+        csrf = False  # GET filters
+
+    q = SearchField("Search", validators=[Optional(), Length(max=100)])
+    status = SelectField("Status", validators=[Optional()], choices=[])
+    state = SelectField("State", validators=[Optional()], choices=[])
+    condition = SelectField("Condition", validators=[Optional()], choices=[])
+    source = SelectField("Source", validators=[Optional()], choices=[])
+    assignee = SelectField("Assignee", validators=[Optional()], choices=[])
+    created_from = DateField("Created from", validators=[Optional()])
+    created_to = DateField("Created to", validators=[Optional()])
+
+    def validate_created_to(self, field):
+        if field.data and self.created_from.data and field.data < self.created_from.data:
+            raise ValidationError("The end date is before the start date.")
+
+
+def status_choices():
+    return [("", "Any status")] + [(s.value, s.value.capitalize()) for s in LeadStatus]
+
+
+def source_choices(sources):
+    choices = [
+        ("", "Any source"),
+        (LeadSourceKind.FORM.value, "Request form"),
+        (LeadSourceKind.MANUAL.value, "Entered by staff"),
+    ]
+    choices.append((LeadSourceKind.WEBHOOK.value, "Any webhook"))
+    choices += [(f"webhook:{s.id}", f"Webhook: {s.name}") for s in sources]
+    return choices
+
+
+class VersionedForm(FlaskForm):
+    version = HiddenField(validators=[InputRequired("The form is missing the lead's version; reload the page.")])
+
+    def version_int(self) -> int | None:
+        try:
+            return int(self.version.data)
+        except (TypeError, ValueError):
+            return None
+
+
+class NoteForm(VersionedForm):
+    text = TextAreaField("Note", validators=[DataRequired("Write the note first."), Length(max=5000)])
+
+
+class CallForm(VersionedForm):
+    outcome = RadioField(
+        "Outcome",
+        choices=list(CALL_OUTCOME_LABELS.items()),
+        validators=[InputRequired("Choose the call's outcome.")],
+    )
+    note = TextAreaField("What happened (optional)", validators=[Optional(), Length(max=2000)])
+
+
+TZ_BASIS = [("patient", "Patient's time"), ("mine", "My time")]
+
+
+class FollowUpForm(VersionedForm):
+    due = DateTimeLocalField("Due", format=DT_FORMAT, validators=[InputRequired("Pick the date and time.")])
+    tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
+    kind = SelectField("Kind", choices=[(k.value, k.value.capitalize()) for k in FollowUpKind], default="call")
+    note = TextAreaField("Note", validators=[Optional(), Length(max=500)])
+
+
+class FollowUpDoneForm(VersionedForm):
+    outcome = SelectField(
+        "Outcome",
+        choices=[
+            ("done", "Done"),
+            ("no_answer", "No answer"),
+            ("rescheduled", "Rescheduled"),
+            ("not_needed", "Not needed"),
+        ],
+        default="done",
+    )
+
+
+class StatusForm(VersionedForm):
+    to = SelectField("New status", choices=[], validators=[InputRequired("Choose the new status.")])
+    lost_reason = SelectField(
+        "Reason (when lost)", choices=[("", "—")] + [(r.value, label) for r, label in LOST_REASON_LABELS.items()]
+    )
+    note = TextAreaField("Why (optional)", validators=[Optional(), Length(max=2000)])
+
+    def validate_lost_reason(self, field):
+        if self.to.data == LeadStatus.LOST.value and not field.data:
+            raise ValidationError("Choose why the lead is lost.")
+
+
+class BookingForm(VersionedForm):
+    physician_id = SelectField("Physician", coerce=int, choices=[], validate_choice=False)
+    starts = DateTimeLocalField("Starts", format=DT_FORMAT, validators=[InputRequired("Pick the appointment time.")])
+    tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
+    mode = SelectField(
+        "Visit", choices=[(VisitMode.IN_PERSON.value, "In person"), (VisitMode.TELEHEALTH.value, "Telehealth")]
+    )
+    duration = IntegerField("Minutes", default=30, validators=[InputRequired(), NumberRange(min=5, max=240)])
+    notes = TextAreaField("Notes for the appointment", validators=[Optional(), Length(max=500)])
+
+    def validate_physician_id(self, field):
+        if not field.data:
+            raise ValidationError("Choose the physician.")
+        if self.physician_id.choices and field.data not in {c[0] for c in self.physician_id.choices}:
+            raise ValidationError("Pick a physician from the match list.")
+
+
+class OutcomeForm(VersionedForm):
+    outcome = SelectField(
+        "Outcome",
+        choices=[("completed", "Completed"), ("no_show", "No-show"), ("cancelled", "Cancelled")],
+        validators=[InputRequired()],
+    )
+    note = TextAreaField("Note", validators=[Optional(), Length(max=500)])
+
+
+class AssignForm(VersionedForm):
+    user_id = SelectField("Assign to", coerce=int, choices=[], validate_choice=False, validators=[Optional()])
+
+
+class RoutingSettingsForm(FlaskForm):
+    auto_assign = RadioField(
+        "Auto-assignment",
+        choices=[
+            ("default", "Follow the server setting (AUTO_ASSIGN)"),
+            ("on", "On: new leads go round robin to on-shift specialists"),
+            ("off", "Off: new leads wait in Unassigned"),
+        ],
+        default="default",
+    )

@@ -1,0 +1,557 @@
+"""The specialist's queue, the lead workspace and notifications.
+
+Routes stay thin: parse the form, call a service in crm/services/, commit once,
+redirect (or re-render with the typed values kept). Every form that changes a
+lead carries its version; a stale one gets the conflict message (HTTP 409).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from jinja2 import TemplateNotFound
+from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm.exc import StaleDataError
+
+from crm.errors import wants_json
+from crm.extensions import db
+from crm.leads import forms as lead_forms
+from crm.models import Appointment, Condition, FollowUp, Lead, LeadEvent, Notification, Physician, User, WebhookSource
+from crm.models.enums import LeadStatus
+from crm.services import audit, booking, followups, routing, workflow
+from crm.services.calling_window import is_allowed, local_now, next_allowed, parse_local, window_from_config, zone
+from crm.services.contact import US_STATES
+from crm.services.leads_query import VIEWS, Filters, SearchError, queue_page
+from crm.services.sla import SlaConfig, sla_state
+
+bp = Blueprint("leads", __name__)
+
+CONFLICT = "This lead was changed by {who} while you were editing; your change was not saved — review and try again."
+
+
+class Conflict(Exception):
+    pass
+
+
+@bp.get("/")
+@login_required
+def home():
+    return redirect(url_for("leads.queue"))
+
+
+# --- queue ---------------------------------------------------------------------------
+
+
+def _filter_form() -> lead_forms.QueueFilterForm:
+    form = lead_forms.QueueFilterForm(request.args)
+    form.status.choices = lead_forms.status_choices()
+    form.state.choices = [("", "Any state")] + [(s, s) for s in sorted(US_STATES)]
+    conditions = db.session.execute(sa.select(Condition.id, Condition.name).order_by(Condition.name)).all()
+    form.condition.choices = [("", "Any condition")] + [(str(i), n) for i, n in conditions]
+    sources = db.session.scalars(sa.select(WebhookSource).order_by(WebhookSource.name)).all()
+    form.source.choices = lead_forms.source_choices(sources)
+    people = db.session.execute(sa.select(User.id, User.name).where(User.active.is_(True)).order_by(User.name)).all()
+    form.assignee.choices = [("", "Anyone"), ("me", "Me"), ("none", "Unassigned")] + [(str(i), n) for i, n in people]
+    return form
+
+
+@bp.get("/queue")
+@login_required
+def queue():
+    view = request.args.get("view", "unassigned")
+    if view not in VIEWS:
+        view = "unassigned"
+    form = _filter_form()
+    valid = form.validate()
+    f = Filters()
+    if valid:
+        f = Filters(
+            status=form.status.data or None,
+            state=form.state.data or None,
+            condition_id=int(form.condition.data) if form.condition.data else None,
+            source=form.source.data or None,
+            assignee=form.assignee.data or None,
+            created_from=form.created_from.data,
+            created_to=form.created_to.data,
+            q=(form.q.data or "").strip() or None,
+        )
+    page_no = request.args.get("page", 1, type=int) or 1
+    now = datetime.now(UTC)
+    try:
+        page = queue_page(db.session, view, current_user, f, page=page_no, now=now)
+    except SearchError as exc:
+        form.q.errors = [str(exc)]
+        page = queue_page(db.session, view, current_user, Filters(), page=1, now=now)
+        f = Filters()
+    if f.q:
+        audit.record("search_leads", "lead", None, detail={"view": view, "results": len(page.items)})
+        db.session.commit()
+    cfg = SlaConfig.from_config(current_app.config)
+    sla = {lead.id: sla_state(lead, now, cfg) for lead in page.items}
+    args = {k: v for k, v in request.args.items(multi=False) if k != "page" and v}
+    args["view"] = view
+    return render_template(
+        "leads/queue.html",
+        page=page,
+        view=view,
+        form=form,
+        args=args,
+        sla=sla,
+        now=now,
+        filters_active=f.active() and not (f.q and len([v for v in f.__dict__.values() if v]) == 1),
+    )
+
+
+@bp.post("/queue/next")
+@login_required
+def get_next():
+    lead = routing.claim_next(current_user._get_current_object())
+    if lead is None:
+        db.session.rollback()
+        if wants_json():
+            return jsonify({"error": "No unassigned lead is waiting."}), 404
+        flash("No unassigned lead is waiting. Nice work.", "info")
+        return redirect(url_for("leads.queue", view="mine"))
+    db.session.commit()
+    if wants_json():
+        return jsonify({"lead_id": lead.id, "url": url_for("leads.detail", lead_id=lead.id)})
+    flash(f"Lead #{lead.id} is yours now.", "success")
+    return redirect(url_for("leads.detail", lead_id=lead.id))
+
+
+# --- the lead workspace ----------------------------------------------------------------
+
+
+def _load(lead_id: int) -> Lead:
+    lead = db.session.scalar(
+        sa.select(Lead)
+        .where(Lead.id == lead_id)
+        .options(
+            joinedload(Lead.patient),
+            joinedload(Lead.condition),
+            joinedload(Lead.assignee),
+            selectinload(Lead.follow_ups).joinedload(FollowUp.owner),
+            selectinload(Lead.appointments).joinedload(Appointment.physician),
+        )
+    )
+    if lead is None:
+        abort(404)
+    return lead
+
+
+def _workspace(lead: Lead, status: int = 200, **forms):
+    """Render the workspace; ``forms`` replaces the blank form of that name (values kept)."""
+    me = current_user._get_current_object()
+    now = datetime.now(UTC)
+    window = window_from_config(current_app.config)
+    patient_tz, tz_known = followups.patient_timezone(lead.patient)
+    patient_local = local_now(now, patient_tz)
+    can_call = is_allowed(now, patient_tz, window)
+    events = db.session.scalars(
+        sa.select(LeadEvent)
+        .where(LeadEvent.lead_id == lead.id)
+        .options(joinedload(LeadEvent.actor))
+        .order_by(LeadEvent.id.desc())
+    ).all()
+    user_ids = {e.data.get(k) for e in events for k in ("to", "from", "owner") if isinstance(e.data.get(k), int)}
+    names = (
+        dict(db.session.execute(sa.select(User.id, User.name).where(User.id.in_(user_ids))).all()) if user_ids else {}
+    )
+    version = lead.version
+
+    def blank(cls, **kw):
+        form = cls(formdata=None, **kw)
+        form.version.data = version
+        return form
+
+    status_form = forms.get("status_form") or blank(lead_forms.StatusForm)
+    targets = workflow.allowed_targets(lead, me)
+    status_form.to.choices = [(t.value, rule.label) for t, rule in targets]
+    booking_form = forms.get("booking_form") or blank(lead_forms.BookingForm)
+    candidates = booking.match_candidates(lead)
+    booking_form.physician_id.choices = [(int(c["physician_id"]), _candidate_label(c)) for c in candidates]
+    assign_form = forms.get("assign_form") or blank(lead_forms.AssignForm)
+    if me.is_admin:
+        people = db.session.execute(
+            sa.select(User.id, User.name).where(User.active.is_(True)).order_by(User.name)
+        ).all()
+        assign_form.user_id.choices = [(i, n) for i, n in people]
+    follow_form = forms.get("follow_form") or blank(lead_forms.FollowUpForm)
+    for name in ("note_form", "call_form", "follow_form", "status_form", "booking_form", "assign_form"):
+        form = forms.get(name)
+        if form is not None:
+            form.version.data = version  # the retry is against what is on screen now
+    physicians = {}
+    if candidates:
+        ids = [int(c["physician_id"]) for c in candidates]
+        physicians = {p.id: p for p in db.session.scalars(sa.select(Physician).where(Physician.id.in_(ids)))}
+    sla = sla_state(lead, now, SlaConfig.from_config(current_app.config))
+    return (
+        render_template(
+            "leads/detail.html",
+            lead=lead,
+            p=lead.patient,
+            me=me,
+            now=now,
+            events=events,
+            names=names,
+            window=window,
+            patient_tz=patient_tz,
+            tz_known=tz_known,
+            patient_local=patient_local,
+            can_call=can_call,
+            next_call=None if can_call else next_allowed(now, patient_tz, window),
+            sla=sla,
+            candidates=candidates,
+            physicians=physicians,
+            open_follow_ups=[fu for fu in lead.follow_ups if fu.done_at is None],
+            done_follow_ups=[fu for fu in lead.follow_ups if fu.done_at is not None],
+            note_form=forms.get("note_form") or blank(lead_forms.NoteForm),
+            call_form=forms.get("call_form") or blank(lead_forms.CallForm),
+            follow_form=follow_form,
+            done_form=blank(lead_forms.FollowUpDoneForm),
+            status_form=status_form,
+            booking_form=booking_form,
+            outcome_form=blank(lead_forms.OutcomeForm),
+            assign_form=assign_form,
+            reopen=[t for t, _rule in targets] if lead.status == LeadStatus.LOST else [],
+            iso=_iso,
+            call_labels=workflow.CALL_OUTCOME_LABELS,
+            partials={
+                "eligibility": _exists("leads/_eligibility_panel.html"),
+                "match": _exists("leads/_match_panel.html"),
+            },
+        ),
+        status,
+    )
+
+
+def _iso(value):
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else value
+    except ValueError:
+        return None
+
+
+def _exists(template: str) -> bool:
+    """``{% include ... ignore missing %}``, known in advance so a fallback can be shown."""
+    try:
+        current_app.jinja_env.get_template(template)
+    except TemplateNotFound:
+        return False
+    return True
+
+
+def _candidate_label(c: dict) -> str:
+    parts = [str(c.get("name") or f"Physician #{c['physician_id']}")]
+    if c.get("mode") == "telehealth":
+        parts.append("telehealth")
+    elif c.get("distance_miles") is not None:
+        parts.append(f"{float(c['distance_miles']):.1f} mi")
+    return " — ".join(parts)
+
+
+@bp.get("/leads/<int:lead_id>")
+@login_required
+def detail(lead_id: int):
+    lead = _load(lead_id)
+    audit.record("view_lead", "lead", lead.id, detail={"patient_id": lead.patient_id})
+    db.session.commit()
+    return _workspace(lead)
+
+
+def _last_editor(lead_id: int) -> str:
+    event = db.session.scalar(
+        sa.select(LeadEvent).where(LeadEvent.lead_id == lead_id).order_by(LeadEvent.id.desc()).limit(1)
+    )
+    if event is None:
+        return "someone else"
+    if event.actor_id is None:
+        return "the system"
+    if event.actor_id == current_user.id:
+        return "you (in another tab)"
+    return event.actor.name
+
+
+def _conflict(lead_id: int, form_name: str | None = None, form=None):
+    db.session.rollback()
+    message = CONFLICT.format(who=_last_editor(lead_id))
+    if wants_json():
+        return jsonify({"error": message}), 409
+    flash(message, "warning")
+    lead = _load(lead_id)
+    return _workspace(lead, 409, **({form_name: form} if form_name else {}))
+
+
+def _invalid(lead: Lead, form_name: str, form, message: str | None = None):
+    """Validation or refused action: keep what was typed, say what is wrong (422)."""
+    db.session.rollback()
+    errors = {k: v for k, v in form.errors.items()} if form is not None else {}
+    text = message or "Please correct the highlighted field(s)."
+    if wants_json():
+        return jsonify({"error": text, "fields": errors}), 422
+    flash(text, "danger")
+    lead = _load(lead.id)
+    return _workspace(lead, 422, **{form_name: form})
+
+
+def _done(lead: Lead, message: str, anchor: str = ""):
+    if wants_json():
+        return jsonify({"ok": True, "lead_id": lead.id, "status": lead.status.value, "version": lead.version})
+    flash(message, "success")
+    return redirect(url_for("leads.detail", lead_id=lead.id) + (f"#{anchor}" if anchor else ""))
+
+
+def _action(lead_id: int, form_cls, form_name: str, apply, success: str, anchor: str = ""):
+    """The shape of every workspace POST: validate, check version, apply, commit."""
+    lead = _load(lead_id)
+    form = form_cls()
+    if form_name == "status_form":
+        form.to.choices = [(t.value, r.label) for t, r in workflow.allowed_targets(lead, current_user)]
+        form.to.validate_choice = False
+    if not form.validate_on_submit():
+        if "version" in form.errors:
+            return _invalid(lead, form_name, form, form.errors["version"][0])
+        return _invalid(lead, form_name, form)
+    if form.version_int() != lead.version:
+        return _conflict(lead.id, form_name, form)
+    try:
+        apply(lead, form)
+        db.session.flush()
+        db.session.commit()
+    except StaleDataError:
+        return _conflict(lead_id, form_name, form)
+    except (
+        workflow.TransitionError,
+        followups.FollowUpError,
+        booking.BookingError,
+        routing.AssignmentError,
+        ValueError,
+    ) as exc:
+        if isinstance(exc, followups.CallingWindowError) and form_name == "follow_form":
+            suggestion = exc.suggestion.astimezone(
+                zone(
+                    followups.patient_timezone(lead.patient)[0]
+                    if form.tz_basis.data == "patient"
+                    else current_user.timezone
+                )
+            )
+            form.due.data = suggestion.replace(tzinfo=None)
+            form.due.errors = [str(exc) + " The suggested time is filled in: press Schedule to use it."]
+        return _invalid(lead, form_name, form, str(exc))
+    return _done(lead, success(lead) if callable(success) else success, anchor)
+
+
+def _typed_time(lead: Lead, value: datetime, basis: str) -> datetime:
+    tz = followups.patient_timezone(lead.patient)[0] if basis == "patient" else current_user.timezone
+    return parse_local(value, tz)
+
+
+@bp.post("/leads/<int:lead_id>/notes")
+@login_required
+def add_note(lead_id: int):
+    me = current_user._get_current_object()
+    return _action(
+        lead_id,
+        lead_forms.NoteForm,
+        "note_form",
+        lambda lead, form: workflow.add_note(lead, form.text.data, actor=me),
+        "Note added.",
+        "timeline",
+    )
+
+
+@bp.post("/leads/<int:lead_id>/calls")
+@login_required
+def log_call(lead_id: int):
+    me = current_user._get_current_object()
+    return _action(
+        lead_id,
+        lead_forms.CallForm,
+        "call_form",
+        lambda lead, form: workflow.log_call(lead, form.outcome.data, actor=me, note=form.note.data or ""),
+        lambda lead: (
+            f"Call logged ({workflow.CALL_OUTCOME_LABELS[request.form['outcome']].lower()}); "
+            f"the lead is {lead.status.value}."
+        ),
+        "timeline",
+    )
+
+
+@bp.post("/leads/<int:lead_id>/follow-ups")
+@login_required
+def schedule_follow_up(lead_id: int):
+    me = current_user._get_current_object()
+
+    def apply(lead, form):
+        due = _typed_time(lead, form.due.data, form.tz_basis.data)
+        return followups.schedule(lead, due_at=due, kind=form.kind.data, note=form.note.data or "", actor=me)
+
+    def success(lead):
+        fu = max((f for f in lead.follow_ups if f.done_at is None), key=lambda f: f.id)
+        ptz = followups.patient_timezone(lead.patient)[0]
+        return (
+            f"Follow-up scheduled: {fu.due_at.astimezone(zone(me.timezone)):%a %b %d, %I:%M %p %Z} your time, "
+            f"{fu.due_at.astimezone(zone(ptz)):%I:%M %p %Z} patient time."
+        )
+
+    return _action(lead_id, lead_forms.FollowUpForm, "follow_form", apply, success, "follow-ups")
+
+
+@bp.post("/leads/<int:lead_id>/follow-ups/<int:fu_id>/done")
+@login_required
+def follow_up_done(lead_id: int, fu_id: int):
+    me = current_user._get_current_object()
+
+    def apply(lead, form):
+        fu = next((f for f in lead.follow_ups if f.id == fu_id), None)
+        if fu is None:
+            raise followups.FollowUpError("That follow-up does not belong to this lead.")
+        return followups.complete(fu, actor=me, outcome=form.outcome.data)
+
+    return _action(lead_id, lead_forms.FollowUpDoneForm, "done_form", apply, "Follow-up marked done.", "follow-ups")
+
+
+@bp.post("/leads/<int:lead_id>/status")
+@login_required
+def change_status(lead_id: int):
+    me = current_user._get_current_object()
+
+    def apply(lead, form):
+        reason = form.lost_reason.data if form.to.data == LeadStatus.LOST.value else None
+        return workflow.change_status(lead, form.to.data, actor=me, reason=reason, note=form.note.data or None)
+
+    return _action(
+        lead_id, lead_forms.StatusForm, "status_form", apply, lambda lead: f"Status changed to {lead.status.value}."
+    )
+
+
+@bp.post("/leads/<int:lead_id>/appointments")
+@login_required
+def book(lead_id: int):
+    me = current_user._get_current_object()
+
+    def apply(lead, form):
+        starts = _typed_time(lead, form.starts.data, form.tz_basis.data)
+        return booking.book(
+            lead,
+            physician_id=form.physician_id.data,
+            starts_at=starts,
+            mode=form.mode.data,
+            actor=me,
+            duration_minutes=form.duration.data,
+            notes=form.notes.data or "",
+        )
+
+    def make():
+        form = lead_forms.BookingForm()
+        lead = db.session.get(Lead, lead_id)
+        candidates = booking.match_candidates(lead) if lead is not None else []
+        form.physician_id.choices = [(int(c["physician_id"]), _candidate_label(c)) for c in candidates]
+        return form
+
+    return _action(
+        lead_id,
+        make,
+        "booking_form",
+        apply,
+        "Appointment booked; the confirmation email with the calendar invite is in the outbox.",
+        "appointments",
+    )
+
+
+@bp.post("/leads/<int:lead_id>/appointments/<int:appt_id>/outcome")
+@login_required
+def appointment_outcome(lead_id: int, appt_id: int):
+    me = current_user._get_current_object()
+
+    def apply(lead, form):
+        appt = next((a for a in lead.appointments if a.id == appt_id), None)
+        if appt is None:
+            raise booking.BookingError("That appointment does not belong to this lead.")
+        return booking.set_outcome(appt, form.outcome.data, actor=me, note=form.note.data or "")
+
+    return _action(
+        lead_id,
+        lead_forms.OutcomeForm,
+        "outcome_form",
+        apply,
+        lambda lead: f"Appointment outcome recorded; the lead is {lead.status.value}.",
+        "appointments",
+    )
+
+
+@bp.post("/leads/<int:lead_id>/assign")
+@login_required
+def assign(lead_id: int):
+    me = current_user._get_current_object()
+
+    def apply(lead, form):
+        target = me
+        if form.user_id.data and form.user_id.data != me.id:
+            target = db.session.get(User, form.user_id.data)
+            if target is None:
+                raise routing.AssignmentError("That user does not exist.")
+        return routing.assign(lead, target, actor=me)
+
+    def message(lead):
+        return "The lead is yours." if lead.assignee_id == me.id else f"Assigned to {lead.assignee.name}."
+
+    return _action(lead_id, lead_forms.AssignForm, "assign_form", apply, message)
+
+
+@bp.post("/leads/<int:lead_id>/unassign")
+@login_required
+def unassign(lead_id: int):
+    me = current_user._get_current_object()
+    return _action(
+        lead_id,
+        lead_forms.AssignForm,
+        "assign_form",
+        lambda lead, form: routing.unassign(lead, actor=me),
+        "The lead is back in the unassigned pool.",
+    )
+
+
+# --- notifications -----------------------------------------------------------------------
+
+
+@bp.get("/notifications")
+@login_required
+def notifications():
+    show = request.args.get("show", "unread")
+    stmt = sa.select(Notification).where(Notification.user_id == current_user.id)
+    if show != "all":
+        stmt = stmt.where(Notification.read_at.is_(None))
+    page = db.paginate(stmt.order_by(Notification.id.desc()), per_page=50, error_out=False)
+    return render_template("leads/notifications.html", page=page, show=show)
+
+
+@bp.post("/notifications/<int:note_id>/read")
+@login_required
+def notification_read(note_id: int):
+    note = db.session.get(Notification, note_id)
+    if note is None or note.user_id != current_user.id:
+        abort(404)
+    if note.read_at is None:
+        note.read_at = datetime.now(UTC)
+        db.session.commit()
+    if request.form.get("open") and note.lead_id:
+        return redirect(url_for("leads.detail", lead_id=note.lead_id))
+    return redirect(url_for("leads.notifications"))
+
+
+@bp.post("/notifications/read-all")
+@login_required
+def notifications_read_all():
+    n = db.session.execute(
+        sa.update(Notification)
+        .where(Notification.user_id == current_user.id, Notification.read_at.is_(None))
+        .values(read_at=datetime.now(UTC))
+    ).rowcount
+    db.session.commit()
+    flash(f"{n} notification(s) marked read.", "info")
+    return redirect(url_for("leads.notifications"))

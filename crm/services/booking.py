@@ -1,0 +1,272 @@
+"""Booking: the appointment, its confirmation (email + iCalendar invite), its outcome.
+
+The physician comes from the lead's match list when there is one. Booking moves
+the lead to ``booked`` through the transition table (a lead not yet marked
+contacted is moved through ``attempting``/``contacted`` first, each step an
+event). An outcome of ``completed`` completes the lead; ``cancelled`` and
+``no_show`` move a booked lead back to ``contacted`` so it can be rebooked.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from icalendar import Calendar, Event, vText
+
+from crm.extensions import db
+from crm.models import Appointment, Lead, Physician, User
+from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, VisitMode
+from crm.services.calling_window import zone
+from crm.services.mailer import queue_email
+from crm.services.timeline import add_event
+from crm.services.workflow import change_status
+
+PRODID = "-//Appointment Desk//Booking//EN"
+LIVE = (AppointmentStatus.BOOKED, AppointmentStatus.CONFIRMED)
+
+
+class BookingError(ValueError):
+    """A refused booking or outcome; ``str(err)`` is the message to show."""
+
+
+def match_candidates(lead: Lead) -> list[dict]:
+    """The ranked candidates stored on the lead by matching (SPEC 6 shape), or []."""
+    result = lead.match_result or {}
+    return [c for c in (result.get("candidates") or []) if isinstance(c, dict) and c.get("physician_id")]
+
+
+def book(
+    lead: Lead,
+    *,
+    physician_id: int,
+    starts_at: datetime,
+    mode: VisitMode | str,
+    actor: User,
+    duration_minutes: int = 30,
+    notes: str = "",
+    now: datetime | None = None,
+) -> Appointment:
+    now = now or datetime.now(UTC)
+    if starts_at.tzinfo is None:
+        raise BookingError("The appointment time needs a time zone.")
+    try:
+        mode = VisitMode(mode)
+    except ValueError as exc:
+        raise BookingError("Choose in person or telehealth.") from exc
+    if not lead.is_open or lead.status == LeadStatus.BOOKED:
+        raise BookingError(
+            "This lead already has a booked appointment: record its outcome (or cancel it) first."
+            if lead.status == LeadStatus.BOOKED
+            else "This lead is closed; an admin can reopen it."
+        )
+    if starts_at <= now:
+        raise BookingError("The appointment must be in the future.")
+    if starts_at > now + timedelta(days=365):
+        raise BookingError("Book within the next year.")
+    if not 5 <= duration_minutes <= 240:
+        raise BookingError("The visit length must be between 5 and 240 minutes.")
+    physician = db.session.get(Physician, physician_id)
+    if physician is None:
+        raise BookingError(f"There is no physician #{physician_id}.")
+    if not physician.active or not physician.accepting_new:
+        raise BookingError(f"{physician.full_name} is not accepting new patients.")
+    candidates = match_candidates(lead)
+    if candidates and physician_id not in {int(c["physician_id"]) for c in candidates}:
+        raise BookingError(f"{physician.full_name} is not on this lead's match list; re-run the match or pick from it.")
+    if mode == VisitMode.IN_PERSON and not physician.offers_in_person:
+        raise BookingError(f"{physician.full_name} does not see patients in person.")
+    if mode == VisitMode.TELEHEALTH and not physician.offers_telehealth:
+        raise BookingError(f"{physician.full_name} does not offer telehealth.")
+    clash = db.session.scalar(
+        sa.select(Appointment.id).where(
+            Appointment.physician_id == physician.id,
+            Appointment.status.in_([s.value for s in LIVE]),
+            Appointment.starts_at > starts_at - timedelta(minutes=duration_minutes),
+            Appointment.starts_at < starts_at + timedelta(minutes=duration_minutes),
+        )
+    )
+    if clash:
+        raise BookingError(f"{physician.full_name} already has an appointment at that time. Pick another time.")
+
+    if lead.status == LeadStatus.NEW:
+        change_status(lead, LeadStatus.ATTEMPTING, actor=actor, reason="booking", now=now)
+    if lead.status == LeadStatus.ATTEMPTING:
+        change_status(lead, LeadStatus.CONTACTED, actor=actor, reason="reached to book", now=now)
+        if lead.first_contact_at is None:
+            lead.first_contact_at = now
+    appt = Appointment(
+        lead_id=lead.id,
+        physician_id=physician.id,
+        starts_at=starts_at.astimezone(UTC),
+        duration_minutes=duration_minutes,
+        mode=mode,
+        status=AppointmentStatus.BOOKED,
+        notes=(notes or "").strip()[:500],
+        created_by_id=actor.id,
+        created_at=now,
+    )
+    db.session.add(appt)
+    lead.appointments.append(appt)
+    db.session.flush()
+    change_status(lead, LeadStatus.BOOKED, actor=actor, reason=f"appointment #{appt.id}", now=now)
+    add_event(
+        lead,
+        EventKind.APPOINTMENT_BOOKED,
+        {
+            "appointment_id": appt.id,
+            "physician_id": physician.id,
+            "physician": physician.full_name,
+            "starts_at": appt.starts_at.isoformat(),
+            "mode": mode.value,
+        },
+        actor=actor,
+        at=now,
+    )
+    send_confirmation(appt, actor=actor, now=now)
+    return appt
+
+
+def _location(physician: Physician, mode: VisitMode) -> str:
+    if mode == VisitMode.TELEHEALTH:
+        return "Telehealth (video link from the practice)"
+    parts = [physician.practice_name, physician.street, physician.city, f"{physician.state} {physician.zip}".strip()]
+    return ", ".join(p for p in parts if p)
+
+
+def build_ics(appt: Appointment, *, now: datetime | None = None) -> str:
+    """A one-event iCalendar (RFC 5545) invite for the appointment."""
+    now = now or datetime.now(UTC)
+    physician = appt.physician
+    cal = Calendar()
+    cal.add("prodid", PRODID)
+    cal.add("version", "2.0")
+    cal.add("method", "PUBLISH")
+    ev = Event()
+    ev.add("uid", f"appointment-{appt.id}@appointment-desk")
+    ev.add("dtstamp", now)
+    ev.add("dtstart", appt.starts_at)
+    ev.add("dtend", appt.starts_at + timedelta(minutes=appt.duration_minutes))
+    ev.add("summary", f"Appointment with {physician.full_name}")
+    ev.add("location", vText(_location(physician, appt.mode)))
+    desc = [f"{'Telehealth' if appt.mode == VisitMode.TELEHEALTH else 'In-person'} visit with {physician.full_name}."]
+    if physician.phone:
+        desc.append(f"Practice phone: {physician.phone}")
+    desc.append("To change or cancel, reply to this email or call us.")
+    ev.add("description", "\n".join(desc))
+    ev.add("status", "CANCELLED" if appt.status == AppointmentStatus.CANCELLED else "CONFIRMED")
+    ev.add("sequence", 0)
+    cal.add_component(ev)
+    return cal.to_ical().decode("utf-8")
+
+
+def send_confirmation(appt: Appointment, *, actor: User | None, now: datetime) -> bool:
+    """Queue the confirmation email with the .ics; False when the patient has no email."""
+    lead, patient, physician = appt.lead, appt.lead.patient, appt.physician
+    if not patient.email:
+        add_event(lead, EventKind.NOTE, {"text": "No confirmation email: the patient has no email address."}, at=now)
+        return False
+    tz = zone(patient.timezone)
+    when = appt.starts_at.astimezone(tz)
+    body = (
+        f"Hello {patient.first_name},\n\n"
+        f"Your appointment is booked:\n\n"
+        f"  With:  {physician.full_name}\n"
+        f"  When:  {when:%A, %B %d, %Y at %I:%M %p %Z}\n"
+        f"  Where: {_location(physician, appt.mode)}\n\n"
+        "The attached invite adds it to your calendar. If you need to change or cancel it,\n"
+        "reply to this email and your patient support specialist will help.\n\n"
+        "— Appointment Desk"
+    )
+    email = queue_email(
+        patient.email,
+        f"Your appointment with {physician.full_name} on {when:%b %d}",
+        body,
+        kind="appointment_confirmation",
+        lead=lead,
+        ics=build_ics(appt, now=now),
+    )
+    appt.confirmation_sent_at = now
+    add_event(
+        lead, EventKind.EMAIL_SENT, {"kind": "appointment_confirmation", "outbox_id": email.id}, actor=actor, at=now
+    )
+    return True
+
+
+OUTCOMES = {
+    "completed": AppointmentStatus.COMPLETED,
+    "no_show": AppointmentStatus.NO_SHOW,
+    "cancelled": AppointmentStatus.CANCELLED,
+}
+
+
+def set_outcome(
+    appt: Appointment, outcome: str, *, actor: User, note: str = "", now: datetime | None = None
+) -> Appointment:
+    now = now or datetime.now(UTC)
+    if outcome not in OUTCOMES:
+        raise BookingError("Choose completed, no-show or cancelled.")
+    if appt.status not in LIVE:
+        raise BookingError(f"This appointment is already {appt.status.value.replace('_', ' ')}.")
+    status = OUTCOMES[outcome]
+    if status in (AppointmentStatus.COMPLETED, AppointmentStatus.NO_SHOW) and appt.starts_at > now:
+        raise BookingError("The appointment has not happened yet; only cancelling is possible now.")
+    lead = appt.lead
+    previous = appt.status
+    appt.status = status
+    appt.outcome_at = now
+    data = {"appointment_id": appt.id, "from": previous.value, "to": status.value}
+    if note.strip():
+        data["note"] = note.strip()[:500]
+    add_event(lead, EventKind.APPOINTMENT_UPDATED, data, actor=actor, at=now)
+    if lead.status == LeadStatus.BOOKED and lead.booked_appointment is None:
+        if status == AppointmentStatus.COMPLETED:
+            change_status(lead, LeadStatus.COMPLETED, actor=actor, reason="appointment completed", now=now)
+        else:
+            label = "appointment cancelled" if status == AppointmentStatus.CANCELLED else "patient did not show"
+            change_status(lead, LeadStatus.CONTACTED, actor=actor, reason=label, now=now)
+    return appt
+
+
+def send_appointment_reminders(now: datetime, hours: int = 24, limit: int = 200) -> int:
+    """Email each patient once, about ``hours`` before the visit."""
+    t = Appointment.__table__.c
+    ids = db.session.scalars(
+        sa.select(Appointment.id)
+        .where(
+            Appointment.status.in_([s.value for s in LIVE]),
+            Appointment.reminder_sent_at.is_(None),
+            Appointment.starts_at > now,
+            Appointment.starts_at <= now + timedelta(hours=hours),
+        )
+        .order_by(Appointment.starts_at)
+        .limit(limit)
+    ).all()
+    sent = 0
+    for appt_id in ids:
+        claimed = db.session.execute(
+            sa.update(Appointment.__table__)
+            .where(t.id == appt_id, t.reminder_sent_at.is_(None))
+            .values(reminder_sent_at=now)
+        ).rowcount
+        if claimed != 1:
+            continue
+        appt = db.session.get(Appointment, appt_id)
+        patient = appt.lead.patient
+        if not patient.email:
+            continue
+        when = appt.starts_at.astimezone(zone(patient.timezone))
+        email = queue_email(
+            patient.email,
+            f"Reminder: your appointment {when:%a %b %d at %I:%M %p}",
+            f"Hello {patient.first_name},\n\nA reminder of your appointment with {appt.physician.full_name}\n"
+            f"on {when:%A, %B %d at %I:%M %p %Z} ({_location(appt.physician, appt.mode)}).\n\n"
+            "If you cannot make it, reply to this email.\n\n— Appointment Desk",
+            kind="appointment_reminder",
+            lead=appt.lead,
+            ics=build_ics(appt, now=now),
+        )
+        add_event(appt.lead, EventKind.EMAIL_SENT, {"kind": "appointment_reminder", "outbox_id": email.id}, at=now)
+        sent += 1
+    db.session.flush()
+    return sent

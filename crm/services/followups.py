@@ -1,0 +1,205 @@
+"""Follow-ups: the next step of every open lead, in the patient's time (SPEC 7).
+
+A call is only scheduled inside the patient's calling window; outside it the
+request is refused with the next allowed time (``CallingWindowError.suggestion``).
+``Lead.next_follow_up_at`` mirrors the earliest open follow-up so the queue can
+sort and count without a join. Owners are reminded once when one comes due.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+import sqlalchemy as sa
+from flask import current_app, url_for
+
+from crm.extensions import db
+from crm.models import FollowUp, Lead, Patient, User
+from crm.models.enums import EventKind, FollowUpKind
+from crm.services.calling_window import Window, is_allowed, next_allowed, window_from_config, zone
+from crm.services.timeline import add_event
+
+log = logging.getLogger(__name__)
+
+PAST_GRACE = timedelta(minutes=5)
+
+
+class FollowUpError(ValueError):
+    """A refused follow-up; ``str(err)`` is the message to show."""
+
+
+class CallingWindowError(FollowUpError):
+    def __init__(self, message: str, suggestion: datetime):
+        super().__init__(message)
+        self.suggestion = suggestion
+
+
+@lru_cache(maxsize=4096)
+def _zip_timezone(zip_code: str) -> str | None:
+    try:
+        import zipcodes
+
+        found = zipcodes.matching(zip_code[:5])
+    except (ImportError, ValueError, TypeError):
+        return None
+    return found[0].get("timezone") or None if found else None
+
+
+def patient_timezone(patient: Patient, fallback: str | None = None) -> tuple[str, bool]:
+    """(IANA zone, known?): the geocoded zone, else the ZIP's zone, else the business zone."""
+    if patient.timezone:
+        return patient.timezone, True
+    if patient.zip:
+        tz = _zip_timezone(patient.zip)
+        if tz:
+            return tz, True
+    return fallback or current_app.config.get("BUSINESS_TIMEZONE") or "America/New_York", False
+
+
+def refresh_next_follow_up(lead: Lead) -> None:
+    due = [fu.due_at for fu in lead.follow_ups if fu.done_at is None]
+    lead.next_follow_up_at = min(due) if due else None
+
+
+def schedule(
+    lead: Lead,
+    *,
+    due_at: datetime,
+    kind: FollowUpKind | str,
+    actor: User,
+    note: str = "",
+    owner: User | None = None,
+    now: datetime | None = None,
+    window: Window | None = None,
+) -> FollowUp:
+    """Add a follow-up; a call outside the patient's window raises CallingWindowError."""
+    now = now or datetime.now(UTC)
+    if due_at.tzinfo is None:
+        raise FollowUpError("The due time needs a time zone.")
+    kind = FollowUpKind(kind)
+    if not lead.is_open:
+        raise FollowUpError("This lead is closed; reopen it before planning a follow-up.")
+    if due_at < now - PAST_GRACE:
+        raise FollowUpError("That time is in the past. Pick a time from now on.")
+    if due_at > now + timedelta(days=366):
+        raise FollowUpError("Pick a time within the next year.")
+    tz, _known = patient_timezone(lead.patient)
+    if kind == FollowUpKind.CALL:
+        window = window or window_from_config(current_app.config)
+        if not is_allowed(due_at, tz, window):
+            suggestion = next_allowed(due_at, tz, window)
+            local = due_at.astimezone(zone(tz))
+            raise CallingWindowError(
+                f"{local:%a %b %d, %I:%M %p} is outside the patient's calling window "
+                f"({window.describe()}, {zone(tz).key}). The next allowed time is "
+                f"{suggestion.astimezone(zone(tz)):%a %b %d, %I:%M %p %Z} patient time.",
+                suggestion,
+            )
+    owner = owner or lead.assignee or actor
+    fu = FollowUp(
+        lead_id=lead.id,
+        owner_id=owner.id,
+        due_at=due_at.astimezone(UTC),
+        kind=kind,
+        note=(note or "").strip()[:500],
+        created_at=now,
+    )
+    db.session.add(fu)
+    lead.follow_ups.append(fu)
+    refresh_next_follow_up(lead)
+    lead.last_activity_at = now
+    add_event(
+        lead,
+        EventKind.FOLLOW_UP_SCHEDULED,
+        {"due_at": fu.due_at.isoformat(), "kind": kind.value, "owner": owner.id, "note": fu.note, "patient_tz": tz},
+        actor=actor,
+        at=now,
+    )
+    return fu
+
+
+def complete(fu: FollowUp, *, actor: User, outcome: str = "done", now: datetime | None = None) -> FollowUp:
+    now = now or datetime.now(UTC)
+    if fu.done_at is not None:
+        raise FollowUpError("This follow-up is already done.")
+    fu.done_at = now
+    fu.outcome = (outcome or "done").strip()[:200]
+    lead = fu.lead
+    refresh_next_follow_up(lead)
+    lead.last_activity_at = now
+    add_event(
+        lead,
+        EventKind.FOLLOW_UP_DONE,
+        {"follow_up_id": fu.id, "kind": fu.kind.value, "outcome": fu.outcome},
+        actor=actor,
+        at=now,
+    )
+    return fu
+
+
+def complete_due_calls(lead: Lead, *, actor: User, outcome: str, now: datetime) -> int:
+    """Logging a call closes the call follow-ups that were due (or due within the hour)."""
+    done = 0
+    for fu in list(lead.follow_ups):
+        if fu.done_at is None and fu.kind == FollowUpKind.CALL and fu.due_at <= now + timedelta(hours=1):
+            complete(fu, actor=actor, outcome=outcome, now=now)
+            done += 1
+    return done
+
+
+def send_reminders(now: datetime, limit: int = 200) -> dict[str, int]:
+    """Remind each owner once when a follow-up comes due: a notification and an email."""
+    from crm.services.mailer import queue_email
+    from crm.services.sla import notify
+
+    rows = db.session.scalars(
+        sa.select(FollowUp.id)
+        .where(FollowUp.done_at.is_(None), FollowUp.reminded_at.is_(None), FollowUp.due_at <= now)
+        .order_by(FollowUp.due_at)
+        .limit(limit)
+    ).all()
+    counts = {"reminded": 0, "emailed": 0}
+    for fu_id in rows:
+        claimed = db.session.execute(
+            sa.update(FollowUp.__table__)
+            .where(FollowUp.__table__.c.id == fu_id, FollowUp.__table__.c.reminded_at.is_(None))
+            .values(reminded_at=now)
+        ).rowcount
+        if claimed != 1:
+            continue
+        fu = db.session.get(FollowUp, fu_id)
+        db.session.refresh(fu)
+        owner = fu.owner or fu.lead.assignee
+        counts["reminded"] += 1
+        if owner is None or not owner.active:
+            continue  # still listed in the Due view for everyone
+        message = f"{fu.kind.value.capitalize()} follow-up due for lead #{fu.lead_id}" + (
+            f": {fu.note}" if fu.note else ""
+        )
+        if notify(owner, "follow_up_due", message, lead=fu.lead, dedupe_key=f"follow_up:{fu.id}", at=now):
+            link = _lead_url(fu.lead_id)
+            queue_email(
+                owner.email,
+                f"Follow-up due: lead #{fu.lead_id}",
+                f"Hello {owner.name},\n\nA {fu.kind.value} follow-up you own is due now "
+                f"({fu.due_at.astimezone(zone(owner.timezone)):%a %b %d, %I:%M %p %Z}).\n\n"
+                f"Open the lead: {link}\n\n— Appointment Desk",
+                kind="follow_up_reminder",
+                lead=fu.lead,
+                user=owner,
+            )
+            counts["emailed"] += 1
+    db.session.flush()
+    return counts
+
+
+def _lead_url(lead_id: int) -> str:
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if base:
+        return f"{base.rstrip('/')}/leads/{lead_id}"
+    try:
+        return url_for("leads.detail", lead_id=lead_id, _external=True)
+    except RuntimeError:  # no request and no SERVER_NAME (scheduler)
+        return f"/leads/{lead_id}"

@@ -1,0 +1,202 @@
+"""Who works which lead: "get next lead", auto-assignment, manual (re)assignment (SPEC 7).
+
+A lead is never assigned to two specialists at once:
+
+- ``claim_next`` is one ``UPDATE ... WHERE id = (SELECT ... LIMIT 1) AND assignee_id
+  IS NULL RETURNING id``; on PostgreSQL the inner SELECT is ``FOR UPDATE SKIP
+  LOCKED``, so two specialists pressing the button at once get two different
+  leads; on SQLite the single UPDATE holds the write lock for the whole statement.
+- ``auto_assign`` and manual assignment go through the ORM, whose optimistic
+  version check (``Lead.version``) refuses a save based on a stale read.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm.exc import StaleDataError
+
+from crm.extensions import db
+from crm.models import Lead, User
+from crm.models.enums import EventKind, LeadStatus, Role
+from crm.services.leads_query import OPEN as OPEN_SQL
+from crm.services.settings import auto_assign_enabled
+from crm.services.timeline import add_event
+
+log = logging.getLogger(__name__)
+
+OPEN = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED, LeadStatus.BOOKED)]
+WORKABLE = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED)]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class AssignmentError(ValueError):
+    """A refused (re)assignment; ``str(err)`` is the message to show."""
+
+
+def urgency_order():
+    """Most urgent first: priority, then the oldest (the SLA clock runs longest)."""
+    return (Lead.priority.desc(), Lead.created_at.asc(), Lead.id.asc())
+
+
+def claim_next(user: User, *, now: datetime | None = None) -> Lead | None:
+    """Atomically assign the most urgent unassigned lead to ``user``; None when the pool is empty."""
+    now = now or datetime.now(UTC)
+    t = Lead.__table__.c
+    candidates = (
+        sa.select(Lead.id)
+        .where(Lead.assignee_id.is_(None), OPEN_SQL, Lead.status != LeadStatus.BOOKED.value)
+        .order_by(*urgency_order())
+        .limit(1)
+    )
+    pick = candidates
+    if db.session.get_bind().dialect.name == "postgresql":
+        pick = candidates.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(Lead.__table__)
+        .where(t.id == pick.scalar_subquery(), t.assignee_id.is_(None))
+        .values(assignee_id=user.id, assigned_at=now, version=t.version + 1, updated_at=now)
+        .returning(t.id)
+    )
+    for _ in range(5):  # SQLite: a concurrent writer may have taken the row between plans
+        lead_id = db.session.execute(stmt).scalar()
+        if lead_id is not None:
+            break
+        if db.session.scalar(candidates) is None:
+            return None
+    else:
+        return None
+    lead = db.session.get(Lead, lead_id, populate_existing=True)
+    user.last_assigned_at = now
+    add_event(lead, EventKind.ASSIGNED, {"to": user.id, "by": "get_next"}, actor=user, at=now)
+    _move_follow_ups(lead, None, user)
+    return lead
+
+
+def open_counts(user_ids: list[int]) -> dict[int, int]:
+    if not user_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(Lead.assignee_id, sa.func.count())
+        .where(Lead.assignee_id.in_(user_ids), Lead.status.in_(OPEN))
+        .group_by(Lead.assignee_id)
+    ).all()
+    return dict(rows)
+
+
+def pick_assignee(language: str | None) -> User | None:
+    """Round robin among on-shift, active specialists under capacity, preferring ``language``."""
+    stmt = sa.select(User).where(User.role == Role.SPECIALIST, User.active.is_(True), User.on_shift.is_(True))
+    people = list(db.session.scalars(stmt))
+    counts = open_counts([u.id for u in people])
+    under = [u for u in people if counts.get(u.id, 0) < (u.capacity or 0)]
+    if not under:
+        return None
+    lang = (language or "").lower()
+    speaking = [u for u in under if lang and lang in [x.lower() for x in (u.languages or [])]]
+    pool = speaking or under
+    return min(pool, key=lambda u: (u.last_assigned_at or _EPOCH, u.id))
+
+
+def auto_assign(lead: Lead, *, now: datetime | None = None) -> User | None:
+    """Assign a new lead by round robin; None when off, already assigned or nobody can take it.
+
+    Writes an ``assigned`` event and flushes (a stale read raises StaleDataError).
+    """
+    now = now or datetime.now(UTC)
+    if not auto_assign_enabled(current_app.config):
+        return None
+    if lead.assignee_id is not None or lead.status.value not in WORKABLE:
+        return None
+    user = pick_assignee(lead.patient.language if lead.patient else None)
+    if user is None:
+        return None
+    lead.assignee_id = user.id
+    lead.assigned_at = now
+    user.last_assigned_at = now
+    add_event(lead, EventKind.ASSIGNED, {"to": user.id, "by": "auto"}, at=now)
+    _move_follow_ups(lead, None, user)
+    db.session.flush()
+    return user
+
+
+def auto_assign_sweep(now: datetime, limit: int = 200) -> int:
+    """Scheduler job: offer waiting unassigned leads (oldest first) to whoever is on shift."""
+    if not auto_assign_enabled(current_app.config):
+        return 0
+    ids = db.session.scalars(
+        sa.select(Lead.id)
+        .where(Lead.assignee_id.is_(None), OPEN_SQL, Lead.status != LeadStatus.BOOKED.value)
+        .order_by(*urgency_order())
+        .limit(limit)
+    ).all()
+    assigned = 0
+    for lead_id in ids:
+        lead = db.session.get(Lead, lead_id)
+        if lead is None:
+            continue
+        try:
+            with db.session.begin_nested():
+                user = auto_assign(lead, now=now)
+        except StaleDataError:
+            continue  # someone took it meanwhile
+        if user is None:
+            if pick_assignee(None) is None:
+                break  # nobody on shift with room left
+            continue
+        assigned += 1
+    return assigned
+
+
+def _move_follow_ups(lead: Lead, previous_id: int | None, user: User | None) -> None:
+    for fu in lead.follow_ups:
+        if fu.done_at is None and (fu.owner_id is None or fu.owner_id == previous_id):
+            fu.owner_id = user.id if user is not None else None
+
+
+def assign(lead: Lead, user: User, *, actor: User, now: datetime | None = None) -> Lead:
+    """Assign to ``user`` ("assign to me", or an admin's reassignment)."""
+    now = now or datetime.now(UTC)
+    if not user.active:
+        raise AssignmentError(f"{user.name} is deactivated and cannot take leads.")
+    if actor.id != user.id and not actor.is_admin:
+        raise AssignmentError("Only an admin can assign a lead to someone else.")
+    if lead.assignee_id is not None and lead.assignee_id != actor.id and not actor.is_admin:
+        raise AssignmentError(f"This lead is already assigned to {lead.assignee.name}; ask an admin to reassign it.")
+    if lead.assignee_id == user.id:
+        raise AssignmentError(f"The lead is already assigned to {user.name}.")
+    if not lead.is_open:
+        raise AssignmentError("A closed lead cannot be assigned.")
+    previous = lead.assignee_id
+    lead.assignee_id = user.id
+    lead.assignee = user
+    lead.assigned_at = now
+    lead.last_activity_at = now
+    by = "self" if actor.id == user.id else "admin"
+    add_event(lead, EventKind.ASSIGNED, {"to": user.id, "from": previous, "by": by}, actor=actor, at=now)
+    _move_follow_ups(lead, previous, user)
+    return lead
+
+
+def unassign(lead: Lead, *, actor: User, now: datetime | None = None, reason: str = "") -> Lead:
+    """Give the lead back to the pool (its owner or an admin)."""
+    now = now or datetime.now(UTC)
+    if lead.assignee_id is None:
+        raise AssignmentError("The lead is not assigned to anyone.")
+    if lead.assignee_id != actor.id and not actor.is_admin:
+        raise AssignmentError("Only the assignee or an admin can unassign this lead.")
+    previous = lead.assignee_id
+    lead.assignee_id = None
+    lead.assignee = None
+    lead.assigned_at = None
+    lead.last_activity_at = now
+    add_event(
+        lead, EventKind.UNASSIGNED, {"from": previous, "reason": reason or "returned to the pool"}, actor=actor, at=now
+    )
+    for fu in lead.follow_ups:
+        if fu.done_at is None and fu.owner_id == previous:
+            fu.owner_id = None
+    return lead

@@ -1,0 +1,240 @@
+"""Speed-to-lead SLA, stale assignments and the unreachable rule (SPEC 4, 7).
+
+- SLA: first contact within ``SLA_MINUTES`` (15) counted inside business hours
+  (``BUSINESS_HOURS`` 08:00-20:00, ``BUSINESS_DAYS`` mon-fri, ``BUSINESS_TIMEZONE``).
+  A lead submitted on Saturday night is due 15 business minutes after Monday opens.
+  A lead past its deadline without a first contact is flagged (``sla_breached_at``,
+  event ``sla_breached``) and every active admin gets one notification per lead.
+- Stale: an assigned lead nobody has touched for ``STALE_ASSIGNMENT_HOURS`` (24),
+  with no follow-up planned, returns to the pool (event ``unassigned``).
+- Unreachable: a lead still ``attempting`` after ``UNREACHABLE_ATTEMPTS`` (6)
+  unanswered attempts, the first at least ``UNREACHABLE_DAYS`` (10) days ago, is
+  closed ``lost/unreachable``.
+
+Every sweep claims a row with a conditional UPDATE before acting, so two runners
+never act twice on one lead.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+
+import sqlalchemy as sa
+
+from crm.extensions import db
+from crm.models import Lead, Notification, User
+from crm.models.enums import EventKind, LeadStatus, LostReason, Role
+from crm.services.calling_window import _local_at, make_window, zone
+from crm.services.timeline import add_event
+
+log = logging.getLogger(__name__)
+
+OPEN = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED, LeadStatus.BOOKED)]
+WORKABLE = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED)]
+
+
+@dataclass(frozen=True)
+class SlaConfig:
+    minutes: int = 15
+    hours: str = "08:00-20:00"
+    days: str = "mon,tue,wed,thu,fri"
+    timezone: str = "America/New_York"
+
+    @classmethod
+    def from_config(cls, config) -> SlaConfig:
+        return cls(
+            minutes=int(config.get("SLA_MINUTES", 15)),
+            hours=config.get("BUSINESS_HOURS") or "08:00-20:00",
+            days=config.get("BUSINESS_DAYS") or "mon,tue,wed,thu,fri",
+            timezone=config.get("BUSINESS_TIMEZONE") or "America/New_York",
+        )
+
+
+def sla_deadline(created_at: datetime, cfg: SlaConfig) -> datetime:
+    """When the first contact is due: ``cfg.minutes`` of business time after ``created_at`` (pure)."""
+    window = make_window(cfg.hours, cfg.days)
+    tz = zone(cfg.timezone)
+    remaining = timedelta(minutes=cfg.minutes)
+    cursor = created_at.astimezone(tz)
+    for _ in range(3700):  # at most ~10 years of days; a window always exists
+        day = cursor.date()
+        if day.weekday() in window.days:
+            opens, closes = _local_at(day, window.start, tz), _local_at(day, window.end, tz)
+            start = max(cursor, opens)
+            if start < closes:
+                available = closes - start
+                if remaining <= available:
+                    return (start + remaining).astimezone(UTC)
+                remaining -= available
+        cursor = _local_at(day + timedelta(days=1), time(0, 0), tz)
+    raise AssertionError("business hours never open")
+
+
+def sla_state(lead: Lead, now: datetime, cfg: SlaConfig) -> dict | None:
+    """For the queue row: None once contacted/closed, else {breached, due_at, minutes}."""
+    if lead.first_contact_at is not None or lead.status not in (LeadStatus.NEW, LeadStatus.ATTEMPTING):
+        return None
+    due = sla_deadline(lead.created_at, cfg)
+    if lead.sla_due_at is not None and lead.sla_due_at > due:
+        due = lead.sla_due_at
+    delta = int((due - now).total_seconds() // 60)
+    return {"breached": lead.sla_breached_at is not None or due <= now, "due_at": due, "minutes": delta}
+
+
+def _active_admins() -> list[User]:
+    return list(
+        db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True)).order_by(User.id))
+    )
+
+
+def sla_sweep(now: datetime, cfg: SlaConfig, limit: int = 500) -> dict[str, int]:
+    """Flag leads past their speed-to-lead deadline and escalate each to the admins once."""
+    naive_cutoff = now - timedelta(minutes=cfg.minutes)
+    rows = db.session.execute(
+        sa.select(Lead.id, Lead.created_at, Lead.sla_due_at)
+        .where(
+            sa.text("leads.status IN ('new', 'attempting')"),  # literal: matches ix_leads_sla_pending
+            Lead.first_contact_at.is_(None),
+            Lead.sla_breached_at.is_(None),
+            sa.or_(Lead.sla_due_at <= now, sa.and_(Lead.sla_due_at.is_(None), Lead.created_at <= naive_cutoff)),
+        )
+        .order_by(Lead.sla_due_at)
+        .limit(limit)
+    ).all()
+    counts = {"breached": 0, "rescheduled": 0, "notified": 0}
+    admins = None
+    for lead_id, created_at, _stored_due in rows:
+        due = sla_deadline(created_at, cfg)
+        if due > now:
+            # Outside business hours the clock stops: remember the real deadline.
+            db.session.execute(sa.update(Lead.__table__).where(Lead.__table__.c.id == lead_id).values(sla_due_at=due))
+            counts["rescheduled"] += 1
+            continue
+        claimed = db.session.execute(
+            sa.update(Lead.__table__)
+            .where(Lead.__table__.c.id == lead_id, Lead.__table__.c.sla_breached_at.is_(None))
+            .values(sla_breached_at=now, sla_due_at=due, escalated_at=now)
+        ).rowcount
+        if claimed != 1:
+            continue
+        lead = db.session.get(Lead, lead_id)
+        add_event(lead, EventKind.SLA_BREACHED, {"due_at": due.isoformat(), "minutes": cfg.minutes}, at=now)
+        if admins is None:
+            admins = _active_admins()
+        late = int((now - due).total_seconds() // 60)
+        who = "unassigned" if lead.assignee_id is None else "assigned, not contacted yet"
+        for admin in admins:
+            counts["notified"] += notify(
+                admin,
+                "sla_escalation",
+                f"Lead #{lead.id} missed the {cfg.minutes}-minute speed-to-lead target by {late} min ({who}).",
+                lead=lead,
+                dedupe_key=f"sla:{lead.id}:{admin.id}",
+                at=now,
+            )
+        counts["breached"] += 1
+    db.session.flush()
+    return counts
+
+
+def notify(
+    user: User, kind: str, message: str, *, lead: Lead | None = None, dedupe_key: str | None = None, at=None
+) -> int:
+    """One in-app notification; a dedupe key already used means it was sent before (returns 0)."""
+    if dedupe_key is not None:
+        exists = db.session.scalar(sa.select(Notification.id).where(Notification.dedupe_key == dedupe_key))
+        if exists:
+            return 0
+    try:
+        with db.session.begin_nested():
+            db.session.add(
+                Notification(
+                    user_id=user.id,
+                    kind=kind,
+                    message=message[:500],
+                    lead_id=lead.id if lead is not None else None,
+                    dedupe_key=dedupe_key,
+                    created_at=at or datetime.now(UTC),
+                )
+            )
+    except sa.exc.IntegrityError:
+        return 0  # a concurrent runner wrote the same key
+    return 1
+
+
+def stale_sweep(now: datetime, hours: int, limit: int = 500) -> int:
+    """Return leads assigned but untouched for ``hours`` (and with nothing planned) to the pool."""
+    cutoff = now - timedelta(hours=hours)
+    t = Lead.__table__.c
+    ids = db.session.scalars(
+        sa.select(Lead.id)
+        .where(
+            Lead.assignee_id.is_not(None),
+            sa.text("leads.status IN ('new', 'attempting', 'contacted')"),  # ix_leads_assigned_workable
+            Lead.assigned_at <= cutoff,
+            sa.or_(Lead.last_activity_at.is_(None), Lead.last_activity_at <= cutoff),
+            sa.or_(Lead.next_follow_up_at.is_(None), Lead.next_follow_up_at <= cutoff),
+        )
+        .order_by(Lead.assigned_at)
+        .limit(limit)
+    ).all()
+    returned = 0
+    for lead_id in ids:
+        lead = db.session.get(Lead, lead_id)
+        previous = lead.assignee_id
+        claimed = db.session.execute(
+            sa.update(Lead.__table__)
+            .where(t.id == lead_id, t.assignee_id == previous, t.assigned_at <= cutoff)
+            .values(assignee_id=None, assigned_at=None, version=t.version + 1, updated_at=now)
+        ).rowcount
+        if claimed != 1:
+            continue
+        db.session.expire(lead)
+        for fu in lead.follow_ups:
+            if fu.done_at is None and fu.owner_id == previous:
+                fu.owner_id = None
+        add_event(lead, EventKind.UNASSIGNED, {"from": previous, "reason": f"untouched for {hours} h"}, at=now)
+        returned += 1
+    db.session.flush()
+    return returned
+
+
+def unreachable_sweep(now: datetime, attempts: int, days: int, limit: int = 500) -> int:
+    """Close ``lost/unreachable`` the leads still attempting after N attempts over D days."""
+    from crm.services.workflow import TransitionError, change_status
+
+    cutoff = now - timedelta(days=days)
+    t = Lead.__table__.c
+    ids = db.session.scalars(
+        sa.select(Lead.id)
+        .where(sa.text("leads.status = 'attempting'"), Lead.attempts >= attempts, Lead.first_contact_at <= cutoff)
+        .order_by(Lead.first_contact_at)
+        .limit(limit)
+    ).all()
+    closed = 0
+    for lead_id in ids:
+        lead = db.session.get(Lead, lead_id)
+        claimed = db.session.execute(
+            sa.update(Lead.__table__)
+            .where(t.id == lead_id, t.status == LeadStatus.ATTEMPTING.value, t.version == lead.version)
+            .values(version=t.version + 1)
+        ).rowcount
+        if claimed != 1:
+            continue
+        db.session.refresh(lead)
+        try:
+            change_status(
+                lead,
+                LeadStatus.LOST,
+                actor=None,
+                reason=LostReason.UNREACHABLE,
+                note=f"{lead.attempts} unanswered attempts over {days}+ days",
+                now=now,
+            )
+        except TransitionError:
+            continue
+        closed += 1
+    db.session.flush()
+    return closed
