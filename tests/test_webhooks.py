@@ -392,6 +392,32 @@ def test_ten_concurrent_deliveries_of_one_webhook_id_make_one_lead(app, db, sour
     assert db.session.scalar(sa.select(sa.func.count()).where(InboxItem.dedupe_key.is_not(None))) == 1
 
 
+def test_concurrent_deliveries_from_one_new_patient_make_one_patient(app, db, source):
+    """Different webhook ids, same new email and phone: one patient, one lead, the rest folded in."""
+    deliveries = [sign_payload(SECRET, json.dumps(PAYLOAD), msg_id=f"burst-{n}") for n in range(8)]
+    barrier = threading.Barrier(len(deliveries))
+    results: list = []
+    lock = threading.Lock()
+
+    def worker(signed):
+        client = app.test_client()
+        barrier.wait()
+        resp = client.post("/webhooks/intake/site", data=signed.body, headers=signed.headers)
+        with lock:
+            results.append((resp.status_code, resp.get_json()))
+
+    threads = [threading.Thread(target=worker, args=(d,)) for d in deliveries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    db.session.expire_all()
+    assert count(db, Patient) == 1, results
+    assert count(db, Lead) == 1, results
+    assert sorted(code for code, _ in results) == [200] * 7 + [202], results
+    assert {body["status"] for code, body in results if code == 200} == {"resubmitted"}
+
+
 def test_database_unreachable_before_storing_is_503_with_retry_after(client, db, source, monkeypatch):
     from sqlalchemy.exc import OperationalError
 

@@ -16,6 +16,21 @@ RESUBMISSION_WINDOW = timedelta(hours=24)
 FILLABLE = ("email", "phone", "street", "city", "state", "zip")
 
 
+CONTACT_LOCK_CLASS = 7301  # advisory-lock key space for patient contact details
+
+
+def lock_contact(email: str | None, phone: str | None) -> None:
+    """Serialise concurrent intake for one email or phone until the transaction ends, so two
+    deliveries from a new patient cannot both create the patient (PostgreSQL; SQLite has one writer)."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    for value in sorted(v for v in (email, phone) if v):
+        db.session.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:value))"),
+            {"space": CONTACT_LOCK_CLASS, "value": value},
+        )
+
+
 def find_patient(email: str | None, phone: str | None) -> Patient | None:
     """The patient with the same normalised email, else the same E.164 phone (oldest record wins)."""
     conditions = [column == value for column, value in ((Patient.email, email), (Patient.phone, phone)) if value]

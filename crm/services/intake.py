@@ -516,6 +516,7 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     a returning patient is updated through the ORM.
     """
     condition = resolve_condition(clean["condition"])
+    dedupe.lock_contact(clean["email"], clean["phone"])
     patient = dedupe.find_patient(clean["email"], clean["phone"])
     address = {k: clean[k] for k in ("email", "phone", "street", "city", "state", "zip") if clean.get(k)}
     if item.channel == InboxChannel.FORM:
@@ -647,8 +648,11 @@ def process(item_id: int, *, now: datetime | None = None, run_pipeline: bool = T
             db.session.commit()
             return Outcome("rejected", inbox_id=item.id, http_status=422, fields=errors)
         key = _dedupe_key(item)
-        result, lead_id = _apply(item, clean, now)
+        # Writing first takes SQLite's write lock, so the patient look-up in _apply sees every
+        # committed patient (PostgreSQL gets a per-contact advisory lock in dedupe.lock_contact).
         item.attempts = (item.attempts or 0) + 1
+        db.session.flush()
+        result, lead_id = _apply(item, clean, now)
         # The key is claimed in the same flush that writes the lead: a concurrent twin's UPDATE
         # waits on (PostgreSQL) or fails against (SQLite) the unique index and rolls back.
         # Reads above run before the first write, so SQLite's write lock is held only briefly.
