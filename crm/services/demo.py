@@ -125,6 +125,10 @@ def load_demo(progress: Callable[[str], None] | None = None, *, physicians: int 
     db.session.add(source)
     db.session.flush()
     created = _demo_leads(rng, leads, zips, conditions, doctors, specialists, source, now)
+    from crm.services.enrichment import enrich_lead  # eligibility + match list on every demo lead
+
+    for lead in db.session.scalars(sa.select(Lead).order_by(Lead.id)):
+        enrich_lead(lead, now)
     if progress:
         progress(f"{created} leads")
     report.update({"users": len(users), "physicians": len(doctors), "leads": created, "skipped": False})
