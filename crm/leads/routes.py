@@ -555,3 +555,6 @@ def notifications_read_all():
     db.session.commit()
     flash(f"{n} notification(s) marked read.", "info")
     return redirect(url_for("leads.notifications"))
+
+
+from crm.leads import match_routes  # noqa: E402,F401  (adds POST /leads/<id>/rematch to bp)

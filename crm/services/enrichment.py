@@ -46,6 +46,7 @@ def store_match(lead: Lead, result: dict, now: datetime) -> None:
 def _summary(result: dict) -> dict:
     cands = result["candidates"]
     return {
+        "candidates": len(cands),
         "in_person": sum(1 for c in cands if c["mode"] == "in_person"),
         "telehealth": sum(1 for c in cands if c["mode"] == "telehealth"),
         "excluded": len(result["excluded"]),
