@@ -175,41 +175,41 @@ def program_facts(program) -> ProgramFacts:
     )
 
 
-_PROGRAM_SQL = None
+_PROGRAM_SQL = (
+    "SELECT sp.state, sp.name, sp.program_type, sp.physician_discretion, sp.telehealth_allowed, "
+    "sp.minimum_age, sp.registry_url, sp.reviewed_on, c.slug FROM state_programs sp "
+    "LEFT JOIN state_program_conditions spc ON spc.state_program_id = sp.id "
+    "LEFT JOIN conditions c ON c.id = spc.condition_id WHERE sp.state = {param}"
+)
 
 
 def load_program(state: str) -> ProgramFacts | None:
-    """The state's program as facts: two small queries (no ORM objects; matching calls this per lead)."""
-    import sqlalchemy as sa
-
+    """The state's program as facts: one small query on the session's DBAPI connection (matching
+    calls this for every lead, and SQLAlchemy's per-statement work would cost more than the query)."""
     from crm.extensions import db
 
-    global _PROGRAM_SQL
-    if _PROGRAM_SQL is None:
-        _PROGRAM_SQL = (
-            sa.text(
-                "SELECT id, state, name, program_type, physician_discretion, telehealth_allowed, minimum_age, "
-                "registry_url, reviewed_on FROM state_programs WHERE state = :state"
-            ).columns(reviewed_on=sa.Date(), physician_discretion=sa.Boolean(), telehealth_allowed=sa.Boolean()),
-            sa.text(
-                "SELECT c.slug FROM state_program_conditions spc JOIN conditions c ON c.id = spc.condition_id "
-                "WHERE spc.state_program_id = :pid"
-            ),
-        )
-    row = db.session.execute(_PROGRAM_SQL[0], {"state": state}).first()
-    if row is None:
+    conn = db.session.connection()
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute(_PROGRAM_SQL.format(param="?" if conn.dialect.name == "sqlite" else "%s"), (state,))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    if not rows:
         return None
-    slugs = frozenset(db.session.scalars(_PROGRAM_SQL[1], {"pid": row.id}))
+    st, name, program_type, discretion, telehealth, minimum_age, registry_url, reviewed_on, _slug = rows[0]
+    if isinstance(reviewed_on, str):  # SQLite hands dates back as text
+        reviewed_on = date.fromisoformat(reviewed_on)
     return ProgramFacts(
-        state=row.state,
-        name=row.name,
-        program_type=str(row.program_type),
-        qualifying=slugs,
-        physician_discretion=bool(row.physician_discretion),
-        telehealth_allowed=bool(row.telehealth_allowed),
-        minimum_age=int(row.minimum_age or 0),
-        registry_url=row.registry_url or "",
-        reviewed_on=row.reviewed_on,
+        state=st,
+        name=name,
+        program_type=str(program_type),
+        qualifying=frozenset(r[-1] for r in rows if r[-1]),
+        physician_discretion=bool(discretion),
+        telehealth_allowed=bool(telehealth),
+        minimum_age=int(minimum_age or 0),
+        registry_url=registry_url or "",
+        reviewed_on=reviewed_on,
     )
 
 

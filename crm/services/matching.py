@@ -21,7 +21,9 @@ check that both agree. Decisions and measurements: docs/matching.md.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -36,13 +38,16 @@ from crm.services.eligibility import condition_words, evaluate_lead
 
 EARTH_RADIUS_MILES = 3958.7613
 RADIUS_STEPS = (25, 50, 100, 250)
-RINGS = (2, 5, 10, 25, 50, 100, 250)  # read order; every radius step is a ring boundary
+# Read order (miles): small steps first, since a dense area settles within a few miles; every
+# radius step is a ring boundary.
+RINGS = (1, 2, 3, 5, 7.5, 11, 16, 25, 37, 50, 75, 100, 150, 250)
 MIN_IN_PERSON = 3
 LIMIT = 10
 TIE_MILES = 0.1
 EXCLUDED_LIMIT = 25
 BOOKINGS_WINDOW = timedelta(days=7)
 EPS = 1e-9
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024  # address space, not memory
 
 P = Physician.__table__
 R = Registration.__table__
@@ -85,26 +90,39 @@ class Context:
     since: datetime  # bookings window start
 
 
-@dataclass(slots=True)
 class Doc:
-    id: int
-    npi: str
-    name: str
-    latitude: float | None
-    longitude: float | None
-    accepting_new: bool
-    offers_in_person: bool
-    offers_telehealth: bool
-    priority: int
-    weekly_capacity: int
-    reg_expires: date | None
-    n_conditions: int
-    treats: bool
-    bookings: int
-    d: float | None = None
-    reason: str | None = None  # why excluded (None: passes the rules for at least one mode)
-    in_person: bool = False
-    telehealth: bool = False
+    """One physician as matching sees it. Cheap fields come from the box query; the rest
+    (registration, conditions, bookings, name) are resolved in bulk only for physicians that matter."""
+
+    __slots__ = (
+        "id", "latitude", "longitude", "accepting_new", "offers_in_person", "offers_telehealth", "priority",
+        "weekly_capacity", "d", "resolved", "npi", "name", "reg_expires", "n_conditions", "treats", "bookings",
+        "reason", "in_person", "telehealth",
+    )  # fmt: skip
+
+    def __init__(self, row, origin):
+        (self.id, self.latitude, self.longitude, accepting, in_person, telehealth, priority, capacity) = row[:8]
+        self.accepting_new, self.offers_in_person, self.offers_telehealth = (
+            bool(accepting),
+            bool(in_person),
+            bool(telehealth),
+        )
+        self.priority, self.weekly_capacity = int(priority), int(capacity)
+        self.d = None
+        if origin is not None and self.latitude is not None and self.longitude is not None:
+            self.d = haversine_miles(origin[0], origin[1], self.latitude, self.longitude)
+        self.resolved = False
+        self.reason = None
+        self.in_person = self.telehealth = False
+
+    def resolve(self, npi, first, last, credential, reg_expires, n_conditions, treats, bookings, ctx) -> None:
+        if isinstance(reg_expires, str):  # SQLite may hand a subquery's date back as text
+            reg_expires = date.fromisoformat(reg_expires)
+        self.npi, self.name = npi, f"{first} {last}, {credential}"
+        self.reg_expires, self.n_conditions = reg_expires, int(n_conditions or 0)
+        self.treats, self.bookings = bool(treats), int(bookings or 0)
+        self.resolved = True
+        classify(self, ctx)
 
 
 def classify(doc: Doc, ctx: Context) -> Doc:
@@ -175,12 +193,28 @@ def radius_for(eligible_sorted: list[Doc]) -> int:
 
 
 # Hand-written SQL, built once: constructing and cache-keying an equivalent Core statement costs
-# more (about 2 ms) than running it. Registration, conditions and recent bookings come with each
-# physician as correlated subqueries, each an index lookup (uq_registrations_physician_state,
-# the physician_conditions primary key, ix_appointments_physician_starts_at).
-_SELECT = """
-SELECT p.id, p.npi, p.first_name, p.last_name, p.credential, p.latitude, p.longitude,
-       p.accepting_new, p.offers_in_person, p.offers_telehealth, p.priority, p.weekly_capacity,
+# more (about 2 ms) than running it. The box query has one form per spatial index (migration 0003):
+# the SQLite R*Tree (whose auxiliary columns carry everything the first pass needs), the
+# PostgreSQL GiST on point(longitude, latitude), or the plain B-tree on (latitude, longitude).
+_CHEAP = (
+    "p.id, p.latitude, p.longitude, p.accepting_new, p.offers_in_person, p.offers_telehealth, p.priority, "
+    "p.weekly_capacity"
+)
+_RTREE_CHEAP = (
+    "t.id, t.lat, t.lon, t.accepting_new, t.offers_in_person, t.offers_telehealth, t.priority, t.weekly_capacity"
+)
+# Literally the WHERE clause of the partial GiST index, so PostgreSQL can prove it applies.
+TELE_P1 = "{a}.active AND {a}.accepting_new AND {a}.offers_telehealth AND {a}.priority = 1"
+_BOXES = {
+    # Overlap with the stored (float32, rounded outwards) boxes: a superset of the exact box.
+    "rtree": "t.max_lat >= :{p}lat0 AND t.min_lat <= :{p}lat1 AND t.max_lon >= :{p}lon0 AND t.min_lon <= :{p}lon1",
+    "gist": "point(p.longitude, p.latitude) <@ box(point(:{p}lon0, :{p}lat0), point(:{p}lon1, :{p}lat1))",
+    "btree": "p.latitude BETWEEN :{p}lat0 AND :{p}lat1 AND p.longitude BETWEEN :{p}lon0 AND :{p}lon1",
+}
+# Registration, conditions and recent bookings as correlated subqueries, each an index lookup
+# (uq_registrations_physician_state, the physician_conditions key, ix_appointments_physician_starts_at).
+_DETAILS = """
+SELECT p.id, p.npi, p.first_name, p.last_name, p.credential,
        (SELECT r.expires_on FROM registrations r WHERE r.physician_id = p.id AND r.state = :state) AS reg_expires,
        (SELECT count(*) FROM physician_conditions pc WHERE pc.physician_id = p.id) AS n_conditions,
        {treats} AS treats,
@@ -189,94 +223,146 @@ SELECT p.id, p.npi, p.first_name, p.last_name, p.credential, p.latitude, p.longi
 FROM physicians p
 """
 _TREATS = "EXISTS (SELECT 1 FROM physician_conditions t WHERE t.physician_id = p.id AND t.condition_id = :condition_id)"
-_BOX = "p.latitude BETWEEN :lat0 AND :lat1 AND p.longitude BETWEEN :lon0 AND :lon1"
-_INNER = "p.latitude BETWEEN :ilat0 AND :ilat1 AND p.longitude BETWEEN :ilon0 AND :ilon1"
-_STATEMENTS: dict[tuple, sa.TextClause] = {}
+_STATEMENTS: dict[tuple, str] = {}
+_SPATIAL: dict[str, str] = {}
 
 
-def _statement(kind: str, with_condition: bool, with_inner: bool = False):
-    key = (kind, with_condition, with_inner)
-    stmt = _STATEMENTS.get(key)
-    if stmt is None:
-        sql = _SELECT.format(treats=_TREATS if with_condition else "1")
-        if kind == "ring":
-            sql += f"WHERE p.active = :yes AND {_BOX}"
-            if with_inner:
-                sql += f" AND NOT ({_INNER})"
-        else:  # every telehealth candidate registered in the state: the (state, expires_on) index
-            sql += (
-                "JOIN registrations tr ON tr.physician_id = p.id AND tr.state = :state "
-                "WHERE tr.expires_on >= :today AND p.active = :yes AND p.accepting_new = :yes "
-                "AND p.offers_telehealth = :yes"
-            )
-        stmt = (
-            sa.text(sql)
-            .bindparams(
-                sa.bindparam("since", type_=Appointment.__table__.c.created_at.type),
-                sa.bindparam("today", type_=sa.Date()) if kind != "ring" else sa.bindparam("yes", type_=sa.Boolean()),
-            )
-            .columns(reg_expires=sa.Date())
+def spatial_index() -> str:
+    """Which box query this database supports: "rtree", "gist" or "btree" (checked once per database)."""
+    engine = db.engine
+    key = engine.url.render_as_string(hide_password=True)
+    found = _SPATIAL.get(key)
+    if found is None:
+        conn = db.session.connection()
+        if engine.dialect.name == "sqlite":
+            sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'physicians_rtree'"
+            found = "rtree" if conn.exec_driver_sql(sql).first() else "btree"
+        elif engine.dialect.name == "postgresql":
+            sql = "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_physicians_location_gist'"
+            found = "gist" if conn.exec_driver_sql(sql).first() else "btree"
+        else:
+            found = "btree"
+        _SPATIAL[key] = found
+    return found
+
+
+def _ring_sql(index: str, telehealth: bool, with_inner: bool) -> str:
+    if index == "rtree" and telehealth:
+        index = "btree"  # SQLite: the partial B-tree ix_physicians_telehealth_p1 beats filtering R*Tree rows
+    box = _BOXES[index]
+    if index == "rtree":
+        where = TELE_P1.format(a="t") if telehealth else "t.active"
+        sql = f"SELECT {_RTREE_CHEAP} FROM physicians_rtree t WHERE {where} AND {box.format(p='')}"  # noqa: S608
+    else:
+        where = TELE_P1.format(a="p") if telehealth else "p.active"
+        sql = f"SELECT {_CHEAP} FROM physicians p WHERE {where} AND {box.format(p='')}"  # noqa: S608
+    if with_inner:
+        sql += f" AND NOT ({box.format(p='i')})"
+    return sql
+
+
+def _sql(kind: str, dialect: str, with_condition: bool = False, with_inner: bool = False) -> str:
+    """The SQL text for one kind of query, in the driver's own parameter style (built once)."""
+    index = spatial_index()
+    key = (kind, dialect, with_condition, with_inner, index)
+    sql = _STATEMENTS.get(key)
+    if sql is not None:
+        return sql
+    if kind in ("ring", "tele_ring"):
+        sql = _ring_sql(index, kind == "tele_ring", with_inner)
+    elif kind == "details":
+        ids = "IN (SELECT value FROM json_each(:ids))" if dialect == "sqlite" else "= ANY(:ids)"
+        sql = _DETAILS.format(treats=_TREATS if with_condition else "1") + f"WHERE p.id {ids}"
+    elif kind == "telehealth":  # every telehealth candidate registered in the state: (state, expires_on) index
+        sql = (
+            f"SELECT {_CHEAP} FROM physicians p "  # noqa: S608 - constants only
+            "JOIN registrations tr ON tr.physician_id = p.id AND tr.state = :state "
+            "WHERE tr.expires_on >= :today AND p.active AND p.accepting_new AND p.offers_telehealth"
         )
-        _STATEMENTS[key] = stmt
-    return stmt
+    else:  # does anyone hold an unexpired registration in the state?
+        sql = "SELECT 1 FROM registrations WHERE state = :state AND expires_on >= :today LIMIT 1"
+    if dialect != "sqlite":  # psycopg's pyformat
+        sql = re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
+    _STATEMENTS[key] = sql
+    return sql
 
 
-def _params(ctx: Context, **extra) -> dict:
-    params = {"state": ctx.state or "", "since": ctx.since, "yes": True, **extra}
-    if ctx.condition_id is not None:
-        params["condition_id"] = ctx.condition_id
-    return params
+def _execute(kind: str, params: dict, **variant) -> list[tuple]:
+    """Run on the session's own DBAPI connection (same transaction, sees flushed rows), skipping
+    SQLAlchemy's per-statement work, which costs more than these small indexed queries."""
+    conn = db.session.connection()
+    dialect = conn.dialect.name  # SQLite (sqlite3) or PostgreSQL (psycopg 3): the two we support
+    params = dict(params)
+    if dialect == "sqlite":  # stored as SQLAlchemy writes them: text dates, naive UTC datetimes
+        if "since" in params:
+            params["since"] = params["since"].astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        if "today" in params:
+            params["today"] = params["today"].isoformat()
+        if "ids" in params:
+            params["ids"] = json.dumps(params["ids"])
+    elif "since" in params:
+        params["since"] = params["since"].astimezone(UTC).replace(tzinfo=None)
+    dbapi = conn.connection
+    if dialect == "sqlite" and not dbapi.info.get("crm_mmap"):
+        # Memory-mapped reads: a match touches a few dozen scattered pages, and mmap halves
+        # its time against read() calls (docs/matching.md). Once per connection.
+        dbapi.driver_connection.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
+        dbapi.info["crm_mmap"] = True
+    cursor = dbapi.driver_connection.cursor()
+    try:
+        cursor.execute(_sql(kind, dialect, **variant), params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
-def _doc(row, ctx: Context) -> Doc:
-    reg = row.reg_expires
-    if isinstance(reg, str):  # SQLite through a scalar subquery may hand back text
-        reg = date.fromisoformat(reg)
-    doc = Doc(
-        id=row.id,
-        npi=row.npi,
-        name=f"{row.first_name} {row.last_name}, {row.credential}",
-        latitude=row.latitude,
-        longitude=row.longitude,
-        accepting_new=bool(row.accepting_new),
-        offers_in_person=bool(row.offers_in_person),
-        offers_telehealth=bool(row.offers_telehealth),
-        priority=int(row.priority),
-        weekly_capacity=int(row.weekly_capacity),
-        reg_expires=reg,
-        n_conditions=int(row.n_conditions or 0),
-        treats=bool(row.treats),
-        bookings=int(row.bookings or 0),
-    )
-    if ctx.origin is not None and doc.latitude is not None and doc.longitude is not None:
-        doc.d = haversine_miles(ctx.origin[0], ctx.origin[1], doc.latitude, doc.longitude)
-    return classify(doc, ctx)
-
-
-def _ring_docs(ctx: Context, box, inner) -> list[Doc]:
-    """Active physicians inside ``box`` but not inside ``inner`` (read before): one indexed query."""
-    stmt = _statement("ring", ctx.condition_id is not None, inner is not None)
-    params = _params(ctx, lat0=box[0], lat1=box[1], lon0=box[2], lon1=box[3])
+def _ring_docs(ctx: Context, box, inner, seen: dict[int, Doc], kind: str = "ring") -> list[Doc]:
+    """Active physicians inside ``box`` but not inside ``inner`` (read before): one indexed query.
+    A physician already in ``seen`` keeps its object (and whatever was resolved for it)."""
+    params = {"lat0": box[0], "lat1": box[1], "lon0": box[2], "lon1": box[3]}
     if inner is not None:
         params.update(ilat0=inner[0], ilat1=inner[1], ilon0=inner[2], ilon1=inner[3])
-    return [_doc(row, ctx) for row in db.session.connection().execute(stmt, params)]
+    out = []
+    for row in _execute(kind, params, with_inner=inner is not None):
+        doc = seen.get(row[0])
+        if doc is None:
+            doc = seen[row[0]] = Doc(row, ctx.origin)
+        out.append(doc)
+    return out
+
+
+def _resolve(ctx: Context, docs: list[Doc]) -> None:
+    """Registration, conditions, bookings and name for these physicians: one query."""
+    if not docs:
+        return
+    by_id = {x.id: x for x in docs}
+    params = {"ids": list(by_id), "state": ctx.state or "", "since": ctx.since}
+    if ctx.condition_id is not None:
+        params["condition_id"] = ctx.condition_id
+    for row in _execute("details", params, with_condition=ctx.condition_id is not None):
+        by_id[row[0]].resolve(*row[1:], ctx)
 
 
 def _telehealth_docs(ctx: Context) -> list[Doc]:
-    """Every telehealth candidate registered in the state (the fallback when rings cannot settle)."""
-    stmt = _statement("telehealth", ctx.condition_id is not None)
-    return [_doc(row, ctx) for row in db.session.connection().execute(stmt, _params(ctx, today=ctx.today))]
+    """Every telehealth candidate registered in the state (when rings cannot settle the list)."""
+    rows = _execute("telehealth", {"state": ctx.state or "", "today": ctx.today})
+    docs = [Doc(row, ctx.origin) for row in rows]
+    for k in range(0, len(docs), 500):
+        _resolve(ctx, docs[k : k + 500])
+    return docs
+
+
+def _anyone_registered(ctx: Context) -> bool:
+    if not ctx.state:
+        return False
+    return bool(_execute("registered", {"state": ctx.state, "today": ctx.today}))
 
 
 def _all_docs(ctx: Context) -> list[Doc]:
-    """Every active physician, for the brute-force scan (bulk reads, no per-row subqueries)."""
+    """Every active physician with everything resolved, for the brute-force scan (bulk reads)."""
     base = db.session.execute(
         sa.select(
             P.c.id,
-            P.c.npi,
-            P.c.first_name,
-            P.c.last_name,
-            P.c.credential,
             P.c.latitude,
             P.c.longitude,
             P.c.accepting_new,
@@ -284,14 +370,15 @@ def _all_docs(ctx: Context) -> list[Doc]:
             P.c.offers_telehealth,
             P.c.priority,
             P.c.weekly_capacity,
+            P.c.npi,
+            P.c.first_name,
+            P.c.last_name,
+            P.c.credential,
         ).where(P.c.active.is_(True))
     ).all()
-    regs = dict(
-        db.session.execute(sa.select(R.c.physician_id, R.c.expires_on).where(R.c.state == (ctx.state or ""))).all()
-    )
-    counts: dict[int, int] = dict(
-        db.session.execute(sa.select(PC.c.physician_id, sa.func.count()).group_by(PC.c.physician_id)).all()
-    )
+    state_regs = sa.select(R.c.physician_id, R.c.expires_on).where(R.c.state == (ctx.state or ""))
+    regs = dict(db.session.execute(state_regs).all())
+    counts = dict(db.session.execute(sa.select(PC.c.physician_id, sa.func.count()).group_by(PC.c.physician_id)).all())
     treating: set[int] = set()
     if ctx.condition_id is not None:
         treating = set(db.session.scalars(sa.select(PC.c.physician_id).where(PC.c.condition_id == ctx.condition_id)))
@@ -304,27 +391,21 @@ def _all_docs(ctx: Context) -> list[Doc]:
     )
     docs = []
     for row in base:
-        full = _Row(
-            row,
-            reg_expires=regs.get(row.id),
-            n_conditions=counts.get(row.id, 0),
-            treats=ctx.condition_id is None or row.id in treating,
-            bookings=bookings.get(row.id, 0),
+        doc = Doc(row, ctx.origin)
+        pid = row.id
+        doc.resolve(
+            row.npi,
+            row.first_name,
+            row.last_name,
+            row.credential,
+            regs.get(pid),
+            counts.get(pid, 0),
+            ctx.condition_id is None or pid in treating,
+            bookings.get(pid, 0),
+            ctx,
         )
-        docs.append(_doc(full, ctx))
+        docs.append(doc)
     return docs
-
-
-class _Row:
-    __slots__ = ("_row", "reg_expires", "n_conditions", "treats", "bookings")
-
-    def __init__(self, row, **extra):
-        self._row = row
-        for k, v in extra.items():
-            setattr(self, k, v)
-
-    def __getattr__(self, name):
-        return getattr(self._row, name)
 
 
 # --------------------------------------------------------------------------- the two paths
@@ -336,55 +417,126 @@ class Outcome:
     in_person: list[Doc]
     telehealth: list[Doc]
     excluded: list[Doc]
-    rings: int = 0  # queries spent reading rings (diagnostics)
+    queries: int = 0  # ring and detail queries (diagnostics)
     telehealth_scan: bool = False
 
 
-def _settle_in_person(within: list[Doc], r_done: float):
-    eligible = sorted((x for x in within if x.in_person), key=_by_distance)
-    if len(eligible) < MIN_IN_PERSON and r_done < RADIUS_STEPS[-1]:
-        return None
+IN_PERSON_CHUNK = 24  # physicians resolved per detail query, nearest first
+TELEHEALTH_CHUNK = 16
+
+
+def _settle_in_person(within: list[Doc], r_done: float, possible: bool):
+    """(result, docs to resolve): result is (radius, ranked, excluded) once nothing unread can change it."""
+    eligible: list[Doc] = []
+    excluded: list[Doc] = []
+    first_unresolved = None
+    for i, x in enumerate(within):
+        if not x.resolved:
+            first_unresolved = i
+            break
+        if x.in_person:
+            eligible.append(x)
+        elif x.reason is not None:
+            excluded.append(x)
+    if first_unresolved is None:
+
+        def known(v: float) -> bool:  # every physician at distance <= v has been read and resolved
+            return v <= r_done
+
+    else:
+        edge = within[first_unresolved].d
+
+        def known(v: float) -> bool:
+            return v < edge
+
+    def more():
+        if first_unresolved is None:
+            return None, []  # read the next ring
+        return None, [x for x in within[first_unresolved:] if not x.resolved][:IN_PERSON_CHUNK]
+
+    if possible and len(eligible) < MIN_IN_PERSON and not known(RADIUS_STEPS[-1]):
+        return more()
     radius = radius_for(eligible)
     inside = [x for x in eligible if x.d <= radius]
-    complete = r_done >= radius
-    top_ok = complete or (len(inside) >= LIMIT and r_done >= inside[LIMIT - 1].d + TIE_MILES + EPS)
-    excluded = sorted((x for x in within if x.reason is not None and x.d <= radius), key=_by_distance)
-    excluded_ok = complete or len(excluded) >= EXCLUDED_LIMIT
-    if not (top_ok and excluded_ok):
-        return None
-    return radius, rank_in_person(inside)[:LIMIT], excluded[:EXCLUDED_LIMIT]
+    complete = known(radius)
+    top_ok = complete or not possible or (len(inside) >= LIMIT and known(inside[LIMIT - 1].d + TIE_MILES + EPS))
+    if not top_ok:
+        return more()
+    ranked = rank_in_person(inside)[:LIMIT]
+    near = [x for x in excluded if x.d <= exclusion_horizon(ranked, radius)]
+    if not (known(exclusion_horizon(ranked, radius)) or len(near) >= EXCLUDED_LIMIT):
+        return more()
+    return (radius, ranked, near[:EXCLUDED_LIMIT]), []
+
+
+def exclusion_horizon(ranked: list[Doc], radius: int) -> float:
+    """Exclusions are listed up to the farthest candidate shown (a full list), else the whole radius:
+    they answer "why is this nearer physician not on the list?"."""
+    return max(x.d for x in ranked) if len(ranked) == LIMIT else radius
 
 
 def _settle_telehealth(within: list[Doc]):
-    eligible = sorted((x for x in within if x.telehealth), key=telehealth_key)[:LIMIT]
-    # Unread physicians are farther than everything read, so nobody unread can beat ten
-    # priority-1 physicians without bookings already found.
-    if len(eligible) == LIMIT and all(x.priority == 1 and x.bookings == 0 for x in eligible):
-        return eligible
-    return None
+    """Ten resolved priority-1 physicians without bookings, nearest first, beat anyone unread
+    (who is farther away). Returns (list or None, docs to resolve)."""
+    found: list[Doc] = []
+    for i, x in enumerate(within):
+        if not (x.offers_telehealth and x.accepting_new and x.priority == 1):
+            continue
+        if not x.resolved:
+            rest = [y for y in within[i:] if y.offers_telehealth and y.accepting_new and y.priority == 1]
+            return None, [y for y in rest if not y.resolved][:TELEHEALTH_CHUNK]
+        if x.telehealth and x.bookings == 0:
+            found.append(x)
+            if len(found) == LIMIT:
+                return found, []
+    return None, []
+
+
+TELEHEALTH_RINGS = (5, 10, 25, 50, 100, 250, 500)
 
 
 def match_indexed(ctx: Context) -> Outcome:
     out = Outcome(radius=None, in_person=[], telehealth=[], excluded=[])
     tele: list[Doc] | None = None if ctx.telehealth else []
+    seen: dict[int, Doc] = {}
     if ctx.origin is not None:
-        seen: dict[int, Doc] = {}
+        possible = _anyone_registered(ctx)
         inner = None
+        nearby: list[Doc] = []
         in_person = None
         for r in RINGS:
             box = bounding_box(ctx.origin[0], ctx.origin[1], r)
-            for doc in _ring_docs(ctx, box, inner):
-                seen[doc.id] = doc
-            out.rings += 1
+            nearby += _ring_docs(ctx, box, inner, seen)
+            out.queries += 1
             inner = box
-            within = [x for x in seen.values() if x.d is not None and x.d <= r]
-            if in_person is None:
-                in_person = _settle_in_person(within, r)
-            if tele is None:
-                tele = _settle_telehealth(within)
-            if in_person is not None and tele is not None:
+            within = sorted((x for x in nearby if x.d <= r), key=_by_distance)
+            while in_person is None:
+                in_person, need = _settle_in_person(within, r, possible)
+                if not need:
+                    break
+                _resolve(ctx, need)
+                out.queries += 1
+            if in_person is not None:
                 break
         out.radius, out.in_person, out.excluded = in_person
+        # Telehealth: the nearest ten priority-1 physicians without bookings win, so search those
+        # first, through their own small partial index; anything else falls back to the state scan.
+        inner = None
+        candidates: list[Doc] = []
+        for r in TELEHEALTH_RINGS if tele is None else ():
+            box = bounding_box(ctx.origin[0], ctx.origin[1], r)
+            candidates += _ring_docs(ctx, box, inner, seen, kind="tele_ring")
+            out.queries += 1
+            inner = box
+            within = sorted((x for x in candidates if x.d <= r), key=_by_distance)
+            while tele is None:
+                tele, need = _settle_telehealth(within)
+                if not need:
+                    break
+                _resolve(ctx, need)
+                out.queries += 1
+            if tele is not None:
+                break
     if tele is None:
         out.telehealth_scan = True
         tele = sorted((x for x in _telehealth_docs(ctx) if x.telehealth), key=telehealth_key)[:LIMIT]
@@ -401,7 +553,8 @@ def match_bruteforce(ctx: Context) -> Outcome:
         eligible = sorted((x for x in located if x.in_person), key=_by_distance)
         out.radius = radius_for(eligible)
         out.in_person = rank_in_person([x for x in eligible if x.d <= out.radius])[:LIMIT]
-        excluded = [x for x in located if x.reason is not None and x.d <= out.radius]
+        horizon = exclusion_horizon(out.in_person, out.radius)
+        excluded = [x for x in located if x.reason is not None and x.d <= horizon]
         out.excluded = sorted(excluded, key=_by_distance)[:EXCLUDED_LIMIT]
     if ctx.telehealth:
         out.telehealth = sorted((x for x in docs if x.telehealth), key=telehealth_key)[:LIMIT]
