@@ -1,0 +1,258 @@
+"""Geocoding: the offline ZIP geocoder, a faked online service (never the network), the cache,
+what is sent, and failure -> pending -> retried with backoff -> failed after the last attempt."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from geopy.exc import GeocoderUnavailable
+from geopy.geocoders.base import Geocoder
+from geopy.location import Location
+
+from crm.models import GeocodeCache, LeadEvent, Notification
+from crm.models.enums import GeocodePrecision, GeocodeStatus
+from crm.services import geocoding
+from crm.services.enrichment import enrich_lead, retry_pending_geocodes
+from crm.services.geocoding import Address, GeocodeError, geocode_address, geocode_patient, geocode_physician
+from tests.factories import (
+    ConditionFactory,
+    LeadFactory,
+    PatientFactory,
+    PhysicianFactory,
+    StateProgramFactory,
+    UserFactory,
+)
+
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+OFFLINE = {"GEOCODER": "offline"}
+
+
+class FakeOnline(Geocoder):
+    """Stands in for an online service: records every query, answers from a table or fails."""
+
+    queries: list = []
+    fail = False
+    answers: dict = {}
+
+    def geocode(self, query, *, exactly_one=True, **kwargs):
+        FakeOnline.queries.append(query)
+        if FakeOnline.fail:
+            raise GeocoderUnavailable("service down")
+        found = FakeOnline.answers.get(query)
+        if found is None:
+            return None
+        lat, lon, raw = found
+        return Location(query, (lat, lon), raw)
+
+    def reverse(self, query, *, exactly_one=True, **kwargs):
+        raise NotImplementedError
+
+
+@pytest.fixture
+def fake_online():
+    FakeOnline.queries, FakeOnline.fail, FakeOnline.answers = [], False, {}
+    geocoding.register_geocoder("fakemaps", lambda config: FakeOnline(user_agent=config.get("GEOCODER_USER_AGENT")))
+    yield {
+        "GEOCODER": "fakemaps",
+        "GEOCODER_USER_AGENT": "test-agent",
+        "GEOCODE_MAX_ATTEMPTS": 3,
+        "GEOCODE_RETRY_BASE_SECONDS": 60,
+    }
+    geocoding.GEOCODERS.pop("fakemaps", None)
+    geocoding._cached_geocoder.cache_clear()
+
+
+def pending_patient(**kw):
+    fields = {
+        "latitude": None,
+        "longitude": None,
+        "geocode_precision": None,
+        "geocode_status": GeocodeStatus.PENDING,
+        "geocode_next_at": NOW,
+        "timezone": None,
+        "state": None,
+        **kw,
+    }
+    return PatientFactory(**fields)
+
+
+# --------------------------------------------------------------------------- offline
+
+
+def test_offline_zip_lookup(app):
+    with app.app_context():
+        r = geocode_address(Address(zip="33101"), OFFLINE)
+    assert r.precision == GeocodePrecision.ZIP and r.state == "FL" and r.timezone == "America/New_York"
+    assert r.latitude == pytest.approx(25.78, abs=0.05) and r.longitude == pytest.approx(-80.2, abs=0.05)
+
+
+def test_offline_city_state_and_state_fallbacks(app):
+    with app.app_context():
+        city = geocode_address(Address(city="boise", state="ID"), OFFLINE)
+        state = geocode_address(Address(city="Nowhere Town", state="MT"), OFFLINE)
+        apo = geocode_address(Address(zip="09001"), OFFLINE)  # coordinates "0","0": unknown
+        unknown = geocode_address(Address(zip="00000"), OFFLINE)
+    assert city.precision == GeocodePrecision.CITY and city.state == "ID" and city.timezone == "America/Boise"
+    assert city.latitude == pytest.approx(43.6, abs=0.2)
+    assert state.precision == GeocodePrecision.STATE and state.state == "MT"
+    assert apo is None and unknown is None
+
+
+def test_offline_geocoder_speaks_geopy(app):
+    geo = geocoding.OfflineGeocoder()
+    loc = geo.geocode("1 Main St, Miami, FL 33101, USA")
+    assert isinstance(loc, Location) and loc.raw["precision"] == "zip" and loc.raw["state"] == "FL"
+    assert geo.geocode({"city": "Boise", "state": "ID"}).raw["precision"] == "city"
+    back = geo.reverse((25.78, -80.2))
+    assert back.raw["state"] == "FL"
+
+
+def test_address_key_is_normalised():
+    a = Address(street="12  Main St.", city="Miami", state="fl", zip="33101")
+    b = Address.of(type("P", (), {"street": "12 main st", "city": "MIAMI ", "state": "FL", "zip": "33101"})())
+    assert a.key() == b.key() == "12 main st miami fl 33101 usa"
+    assert a.query() == "12  Main St., Miami, fl 33101, USA"
+
+
+def test_patient_located_offline_gets_state_and_timezone(db):
+    patient = pending_patient(zip="30301", city="Atlanta", state="FL")  # the ZIP decides the state
+    outcome = geocode_patient(patient, NOW, OFFLINE)
+    assert outcome.ok and bool(outcome)
+    assert patient.geocode_status == GeocodeStatus.OK and patient.geocode_precision == GeocodePrecision.ZIP
+    assert patient.state == "GA" and patient.timezone == "America/New_York"
+    assert patient.geocode_next_at is None and patient.geocode_error is None
+
+
+def test_offline_not_found_or_no_address_fails_at_once(db):
+    unknown = pending_patient(zip="00000")
+    nothing = pending_patient(zip="", city="", state=None)
+    assert not geocode_patient(unknown, NOW, OFFLINE).ok
+    assert unknown.geocode_status == GeocodeStatus.FAILED and unknown.geocode_error == "address not found"
+    assert geocode_patient(nothing, NOW, OFFLINE).final
+    assert nothing.geocode_status == GeocodeStatus.FAILED and "no address" in nothing.geocode_error
+
+
+def test_geocode_physician(db):
+    doc = PhysicianFactory(latitude=None, longitude=None, geocode_status=GeocodeStatus.PENDING, zip="85001", state="AZ")
+    assert geocode_physician(doc, OFFLINE) is True
+    assert doc.geocode_status == GeocodeStatus.OK and doc.timezone == "America/Phoenix"
+    lost = PhysicianFactory(latitude=None, longitude=None, zip="00000", city="", state="AZ")
+    assert geocode_physician(lost, {"GEOCODER": "offline"}) is True  # falls back to the state...
+    assert lost.geocode_precision == GeocodePrecision.STATE  # ...which matching does not use for distance
+
+
+# --------------------------------------------------------------------------- online (faked)
+
+
+def test_online_only_the_address_is_sent_and_cached(db, fake_online):
+    FakeOnline.answers["12 Main St, Miami, FL 33101, USA"] = (25.7743, -80.1937, {"addresstype": "house"})
+    patient = pending_patient(street="12 Main St", city="Miami", state="FL", zip="33101", first_name="Secret")
+    assert geocode_patient(patient, NOW, fake_online).ok
+    assert FakeOnline.queries == ["12 Main St, Miami, FL 33101, USA"]
+    sent = " ".join(map(str, FakeOnline.queries))
+    for private in (patient.first_name, patient.last_name, patient.email, patient.phone):
+        assert private not in sent
+    assert patient.geocode_precision == GeocodePrecision.ROOFTOP
+    assert patient.timezone == "America/New_York"  # from tzfpy
+    assert patient.state == "FL"
+
+    # Same address, other spelling: answered from the cache, the service is not asked again.
+    again = pending_patient(street="12 MAIN ST.", city="miami", state="FL", zip="33101")
+    assert geocode_patient(again, NOW, fake_online).ok
+    assert len(FakeOnline.queries) == 1
+    assert (again.latitude, again.longitude) == (patient.latitude, patient.longitude)
+    row = db.session.scalar(sa.select(GeocodeCache))
+    assert row.provider == "fakemaps" and row.query_key == "12 main st miami fl 33101 usa"
+
+
+def test_online_outage_raises_geocode_error(db, fake_online):
+    FakeOnline.fail = True
+    with pytest.raises(GeocodeError):
+        geocode_address(Address(zip="33101"), fake_online)
+
+
+def test_geopy_services_are_built_from_configuration(app):
+    with app.app_context():
+        geo = geocoding.get_geocoder(
+            {"GEOCODER": "nominatim", "GEOCODER_USER_AGENT": "desk-test", "GEOCODER_TIMEOUT": "3"}
+        )
+        assert geo.online and geo.name == "nominatim"
+        assert geo.geocoder.headers["User-Agent"] == "desk-test" and geo.geocoder.timeout == 3
+        with pytest.raises(ValueError):
+            geocoding.get_geocoder({"GEOCODER": "no-such-service"})
+        with pytest.raises(ValueError):
+            geocoding.get_geocoder({"GEOCODER": "nominatim", "GEOCODER_OPTIONS": "[1, 2]"})
+
+
+def test_failure_pending_backoff_then_failed_after_last_attempt(db, fake_online):
+    admin = UserFactory(role="admin")
+    fl = StateProgramFactory(state="FL", telehealth_allowed=True)
+    condition = ConditionFactory(name="Dystonia", slug="dystonia")
+    fl.qualifying_conditions = [condition]
+    tele = PhysicianFactory(offers_telehealth=True)
+    patient = pending_patient(zip="33101", city="Miami", state="FL")
+    lead = LeadFactory(patient=patient, condition=condition)
+    db.session.commit()
+    FakeOnline.fail = True
+
+    first = retry_pending_geocodes(NOW, config=fake_online)
+    assert (first.claimed, first.pending) == (1, 1)
+    db.session.refresh(patient)
+    assert patient.geocode_status == GeocodeStatus.PENDING and patient.geocode_attempts == 1
+    assert patient.geocode_next_at == NOW + timedelta(seconds=60)
+    assert "geocoder unavailable" in patient.geocode_error
+    # While it waits, the lead already has its telehealth list.
+    db.session.refresh(lead)
+    assert [c["physician_id"] for c in lead.match_result["candidates"]] == [tele.id]
+
+    assert retry_pending_geocodes(NOW + timedelta(seconds=30), config=fake_online).claimed == 0  # not due yet
+    second = retry_pending_geocodes(NOW + timedelta(seconds=61), config=fake_online)
+    assert second.pending == 1
+    db.session.refresh(patient)
+    assert patient.geocode_attempts == 2
+    assert patient.geocode_next_at == NOW + timedelta(seconds=61 + 120)  # doubled
+
+    last = retry_pending_geocodes(NOW + timedelta(hours=1), config=fake_online)
+    assert last.failed == 1
+    db.session.refresh(patient)
+    assert patient.geocode_status == GeocodeStatus.FAILED and patient.geocode_next_at is None
+    note = db.session.scalar(sa.select(Notification).where(Notification.user_id == admin.id))
+    assert note.kind == "geocode_failed" and f"Lead #{lead.id}" in note.message
+    kinds = [e.kind for e in db.session.scalars(sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id))]
+    assert "geocode_failed" in kinds and kinds.count("matched") == 2
+    assert retry_pending_geocodes(NOW + timedelta(days=1), config=fake_online).claimed == 0
+
+
+def test_retry_locates_and_rematches(db, fake_online):
+    StateProgramFactory(state="FL", telehealth_allowed=False)
+    near = PhysicianFactory()
+    patient = pending_patient(zip="33101", city="Miami", state="FL")
+    lead = LeadFactory(patient=patient)
+    db.session.commit()
+    FakeOnline.answers["Miami, FL 33101, USA"] = (25.7617, -80.1918, {"addresstype": "postcode"})
+    summary = retry_pending_geocodes(NOW, config=fake_online)
+    assert (summary.located, summary.rematched) == (1, 1)
+    db.session.refresh(lead)
+    assert lead.patient.geocode_precision == GeocodePrecision.ZIP
+    assert [c["physician_id"] for c in lead.match_result["candidates"]] == [near.id]
+    assert lead.matched_at is not None
+    assert "1 located" in str(summary)
+
+
+def test_enrich_lead_offline_inline(db):
+    condition = ConditionFactory(name="Dystonia", slug="dystonia")
+    program = StateProgramFactory(state="FL", telehealth_allowed=True, registry_url="https://example.org/fl")
+    program.qualifying_conditions = [condition]
+    doc = PhysicianFactory()
+    lead = LeadFactory(patient=pending_patient(zip="33101"), condition=condition)
+    version = lead.version
+    db.session.flush()
+    result = enrich_lead(lead, NOW, OFFLINE)
+    assert lead.patient.geocode_status == GeocodeStatus.OK and lead.patient.state == "FL"
+    assert lead.eligibility["eligible"] is True
+    assert lead.match_result == result and result["candidates"][0]["physician_id"] == doc.id
+    assert lead.version == version  # a system re-match never bumps the optimistic-locking version
+    kinds = [e.kind for e in db.session.scalars(sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id))]
+    assert kinds == ["geocoded", "matched"]
