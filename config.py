@@ -79,6 +79,11 @@ class Config:
     GEOCODER = os.environ.get("GEOCODER", "offline")
     GEOCODER_OPTIONS = os.environ.get("GEOCODER_OPTIONS", "")  # JSON object of geopy options
     GEOCODER_USER_AGENT = os.environ.get("GEOCODER_USER_AGENT", "appointment-desk")
+    GEOCODER_TIMEOUT = float(os.environ.get("GEOCODER_TIMEOUT") or 5)  # seconds per online request
+    GEOCODER_MIN_DELAY = os.environ.get("GEOCODER_MIN_DELAY", "")  # seconds between requests; 1 for nominatim
+    GEOCODE_MAX_ATTEMPTS = env_int("GEOCODE_MAX_ATTEMPTS", 6)
+    GEOCODE_RETRY_BASE_SECONDS = env_int("GEOCODE_RETRY_BASE_SECONDS", 300)  # doubles after each failure
+    GEOCODE_RETRY_BATCH = env_int("GEOCODE_RETRY_BATCH", 100)
 
     AUTO_ASSIGN = env_bool("AUTO_ASSIGN", True)
     SLA_MINUTES = env_int("SLA_MINUTES", 15)

@@ -254,5 +254,6 @@ def test_enrich_lead_offline_inline(db):
     assert lead.eligibility["eligible"] is True
     assert lead.match_result == result and result["candidates"][0]["physician_id"] == doc.id
     assert lead.version == version  # a system re-match never bumps the optimistic-locking version
-    kinds = [e.kind for e in db.session.scalars(sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id))]
-    assert kinds == ["geocoded", "matched"]
+    # Part of intake: the result is on the lead, the timeline is left to later changes.
+    assert db.session.scalar(sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id)) is None
+    assert lead.matched_at == NOW

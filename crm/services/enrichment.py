@@ -55,10 +55,13 @@ def _summary(result: dict) -> dict:
     }
 
 
-def match_and_store(lead: Lead, now: datetime, *, actor: User | None = None, trigger: str = "intake") -> dict:
+def match_and_store(
+    lead: Lead, now: datetime, *, actor: User | None = None, trigger: str = "intake", event: bool = True
+) -> dict:
     result = match_lead(lead, now)
     store_match(lead, result, now)
-    add_event(lead, EventKind.MATCHED, {**_summary(result), "trigger": trigger}, actor=actor, at=now)
+    if event:
+        add_event(lead, EventKind.MATCHED, {**_summary(result), "trigger": trigger}, actor=actor, at=now)
     return result
 
 
@@ -77,15 +80,20 @@ def _geocode_event(lead: Lead, patient: Patient, outcome, now: datetime) -> None
 
 
 def enrich_lead(lead: Lead, now: datetime | None = None, config: Mapping | None = None) -> dict:
-    """Geocode the patient if needed, then eligibility and matching, stored on the lead. Flushes only."""
+    """Geocode the patient if needed, then eligibility and matching, stored on the lead. Flushes only.
+
+    At intake this is part of receiving the request: its result is on the lead (``matched_at``, the
+    workspace panels) rather than in extra timeline events; the timeline records what happens later
+    (located by the retry job, re-matches) and a failed geocode.
+    """
     now = now or datetime.now(UTC)
     patient = lead.patient
     if patient.geocode_status == GeocodeStatus.PENDING:
         outcome = geocode_patient(patient, now, config)
-        _geocode_event(lead, patient, outcome, now)
         if outcome.final and not outcome.ok:
+            _geocode_event(lead, patient, outcome, now)
             _notify_admins_failed(lead, patient, now)
-    return match_and_store(lead, now, trigger="intake")
+    return match_and_store(lead, now, trigger="intake", event=False)
 
 
 def rematch_lead(lead: Lead, actor: User | None, now: datetime | None = None) -> dict:
