@@ -104,7 +104,9 @@ class FollowUpDoneForm(VersionedForm):
 class StatusForm(VersionedForm):
     to = SelectField("New status", choices=[], validators=[InputRequired("Choose the new status.")])
     lost_reason = SelectField(
-        "Reason (when lost)", choices=[("", "—")] + [(r.value, label) for r, label in LOST_REASON_LABELS.items()]
+        "Reason (when lost)",
+        choices=[("", "—")] + [(r.value, label) for r, label in LOST_REASON_LABELS.items()],
+        default="",  # a client that leaves the field out means "no reason", not an invalid choice
     )
     note = TextAreaField("Why (optional)", validators=[Optional(), Length(max=2000)])
 
@@ -113,8 +115,16 @@ class StatusForm(VersionedForm):
             raise ValidationError("Choose why the lead is lost.")
 
 
+def _int_or_none(value):
+    """Coerce a posted id; junk becomes None so the field says "Choose the physician"."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 class BookingForm(VersionedForm):
-    physician_id = SelectField("Physician", coerce=int, choices=[], validate_choice=False)
+    physician_id = SelectField("Physician", coerce=_int_or_none, choices=[], validate_choice=False)
     starts = DateTimeLocalField("Starts", format=DT_FORMAT, validators=[InputRequired("Pick the appointment time.")])
     tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
     mode = SelectField(
@@ -140,7 +150,7 @@ class OutcomeForm(VersionedForm):
 
 
 class AssignForm(VersionedForm):
-    user_id = SelectField("Assign to", coerce=int, choices=[], validate_choice=False, validators=[Optional()])
+    user_id = SelectField("Assign to", coerce=_int_or_none, choices=[], validate_choice=False, validators=[Optional()])
 
 
 class RoutingSettingsForm(FlaskForm):

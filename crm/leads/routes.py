@@ -86,14 +86,11 @@ def queue():
         form.q.errors = [str(exc)]
         page = queue_page(db.session, view, current_user, Filters(), page=1, now=now)
         f = Filters()
-    if f.q:
-        audit.record("search_leads", "lead", None, detail={"view": view, "results": len(page.items)})
-        db.session.commit()
     cfg = SlaConfig.from_config(current_app.config)
     sla = {lead.id: sla_state(lead, now, cfg) for lead in page.items}
     args = {k: v for k, v in request.args.items(multi=False) if k != "page" and v}
     args["view"] = view
-    return render_template(
+    html = render_template(
         "leads/queue.html",
         page=page,
         view=view,
@@ -103,6 +100,11 @@ def queue():
         now=now,
         filters_active=f.active() and not (f.q and len([v for v in f.__dict__.values() if v]) == 1),
     )
+    if f.q:
+        # Audited after rendering: the commit would expire the rows the template reads.
+        audit.record("search_leads", "lead", None, detail={"view": view, "results": len(page.items)})
+        db.session.commit()
+    return html
 
 
 @bp.post("/queue/next")
@@ -258,9 +260,11 @@ def _candidate_label(c: dict) -> str:
 @login_required
 def detail(lead_id: int):
     lead = _load(lead_id)
+    page = _workspace(lead)
+    # Audited after rendering: committing first would expire what the page reads.
     audit.record("view_lead", "lead", lead.id, detail={"patient_id": lead.patient_id})
     db.session.commit()
-    return _workspace(lead)
+    return page
 
 
 def _last_editor(lead_id: int) -> str:
@@ -290,12 +294,22 @@ def _invalid(lead: Lead, form_name: str, form, message: str | None = None):
     """Validation or refused action: keep what was typed, say what is wrong (422)."""
     db.session.rollback()
     errors = {k: v for k, v in form.errors.items()} if form is not None else {}
-    text = message or "Please correct the highlighted field(s)."
+    text = message or _describe_errors(form)
     if wants_json():
         return jsonify({"error": text, "fields": errors}), 422
     flash(text, "danger")
     lead = _load(lead.id)
     return _workspace(lead, 422, **{form_name: form})
+
+
+def _describe_errors(form) -> str:
+    """Every field error in one sentence, so a field without its own slot on the page is still named."""
+    parts = []
+    for name, errs in (form.errors if form is not None else {}).items():
+        field = getattr(form, name, None)
+        label = field.label.text if field is not None and field.label is not None and field.label.text else name
+        parts += [f"{label}: {e}" for e in errs if isinstance(e, str)]
+    return "Please correct — " + "; ".join(parts) if parts else "Please correct the highlighted field(s)."
 
 
 def _done(lead: Lead, message: str, anchor: str = ""):
@@ -340,6 +354,7 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success: str, anchor:
                 )
             )
             form.due.data = suggestion.replace(tzinfo=None)
+            form.due.raw_data = [form.due.data.strftime(lead_forms.DT_FORMAT)]  # rendered from raw_data
             form.due.errors = [str(exc) + " The suggested time is filled in: press Schedule to use it."]
         return _invalid(lead, form_name, form, str(exc))
     return _done(lead, success(lead) if callable(success) else success, anchor)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -76,6 +77,7 @@ def parse_days(spec: str) -> frozenset[int]:
     return frozenset(days)
 
 
+@lru_cache(maxsize=64)
 def make_window(hours: str = DEFAULT_WINDOW, days: str = DEFAULT_DAYS) -> Window:
     start, end = parse_hours(hours)
     return Window(start, end, parse_days(days))

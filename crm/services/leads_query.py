@@ -10,7 +10,7 @@ Performance notes (see docs/queue.md and migration 0002):
   partial indexes, so both PostgreSQL (even with generic prepared plans) and
   SQLite can prove the index applies;
 - pages are fetched with LIMIT per_page + 1 (no COUNT over the whole view), and
-  totals are counted over at most ``COUNT_CAP`` rows ("10,000+");
+  totals are counted over at most ``COUNT_CAP`` rows ("500+");
 - name search uses ranges on ``lower(last_name)`` / ``lower(first_name)``
   (expression indexes); email and phone searches are equality on indexed columns.
 """
@@ -30,7 +30,7 @@ from crm.services.calling_window import zone
 from crm.services.contact import normalise_email, normalise_phone
 
 VIEWS = ("unassigned", "mine", "due", "all")
-COUNT_CAP = 10_000
+COUNT_CAP = 500
 OPEN_SQL = "leads.status IN ('new', 'attempting', 'contacted', 'booked')"
 OPEN = sa.text(OPEN_SQL)
 PER_PAGE = 25

@@ -28,6 +28,10 @@ def upgrade():
     # Unassigned view and "get next lead": most urgent, then oldest.
     _partial('ix_leads_unassigned_open', 'leads', [sa.text('priority DESC'), 'created_at', 'id'],
              f"assignee_id IS NULL AND {OPEN}")
+    # Mine view (next follow-up first, then oldest), "due" mine-first half and the nav counts.
+    # ASC puts NULLs last on PostgreSQL, exactly the view's "next_follow_up_at NULLS LAST".
+    _partial('ix_leads_assignee_open', 'leads', ['assignee_id', 'next_follow_up_at', 'created_at', 'id'],
+             f"assignee_id IS NOT NULL AND {OPEN}")
     # Due view / nav "due" count: open leads by their next follow-up.
     _partial('ix_leads_open_next_follow_up', 'leads', ['next_follow_up_at'],
              f"next_follow_up_at IS NOT NULL AND {OPEN}")
@@ -65,6 +69,7 @@ def downgrade():
         ('ix_leads_sla_pending', 'leads'),
         ('ix_leads_status_created_at', 'leads'),
         ('ix_leads_open_next_follow_up', 'leads'),
+        ('ix_leads_assignee_open', 'leads'),
         ('ix_leads_unassigned_open', 'leads'),
     ]:
         op.drop_index(name, table_name=table)

@@ -1,0 +1,218 @@
+"""Booking from the match list: appointment, confirmation email with an .ics invite, outcome."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+import time_machine
+from icalendar import Calendar
+
+from crm.models import Appointment, LeadEvent, OutboxEmail
+from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, OutboxStatus
+from crm.services import booking, mailer
+from crm.services.booking import BookingError
+from tests.factories import PhysicianFactory
+from tests.test_queue_helpers import WED, form_post, matched_lead
+
+S = LeadStatus
+LATER = WED + timedelta(days=2)  # Friday 14:00 UTC
+
+
+def test_book_moves_the_lead_to_booked_and_queues_the_invite(db, specialist):
+    lead, (doc,) = matched_lead(db, status=S.NEW, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    assert lead.status == S.BOOKED and appt.status == AppointmentStatus.BOOKED
+    assert lead.first_contact_at == WED and appt.confirmation_sent_at == WED
+    kinds = db.session.scalars(sa.select(LeadEvent.kind).order_by(LeadEvent.id)).all()
+    assert kinds.count(EventKind.STATUS_CHANGED) == 3  # new -> attempting -> contacted -> booked
+    assert EventKind.APPOINTMENT_BOOKED in kinds and EventKind.EMAIL_SENT in kinds
+    email = db.session.scalar(sa.select(OutboxEmail))
+    assert email.to_addr == lead.patient.email and email.kind == "appointment_confirmation"
+    assert doc.full_name in email.body_text and "Friday, November 20, 2026 at 09:00 AM EST" in email.body_text
+    cal = Calendar.from_ical(email.ics)
+    (event,) = cal.walk("VEVENT")
+    assert event.decoded("dtstart") == LATER and event.decoded("dtend") == LATER + timedelta(minutes=30)
+    assert str(event["uid"]) == f"appointment-{appt.id}@appointment-desk"
+    assert "Miami" in str(event["location"])
+
+
+def test_outbox_stores_without_smtp_and_attaches_the_invite_with_smtp(app, db, specialist, monkeypatch):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    assert mailer.send_pending(WED) == {"sent": 0, "stored": 1, "retry": 0, "failed": 0}
+    row = db.session.scalar(sa.select(OutboxEmail))
+    assert row.status == OutboxStatus.STORED and row.attempts == 1
+    # With SMTP configured the message goes through Flask-Mail with the .ics attached.
+    sent = []
+    monkeypatch.setattr(mailer.mail, "send", lambda msg: sent.append(msg))
+    monkeypatch.setitem(app.config, "MAIL_SERVER", "smtp.example.com")
+    monkeypatch.setitem(app.config, "MAIL_SUPPRESS_SEND", False)
+    mailer.queue_email("p@example.com", "Hi", "Body", kind="test", ics=row.ics)
+    db.session.commit()
+    assert mailer.send_pending(WED)["sent"] == 1
+    (msg,) = sent
+    assert msg.attachments[0].filename == "invite.ics" and msg.attachments[0].content_type.startswith("text/calendar")
+
+
+def test_failed_smtp_is_retried_then_failed(app, db, monkeypatch):
+    def boom(msg):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(mailer.mail, "send", boom)
+    monkeypatch.setitem(app.config, "MAIL_SERVER", "smtp.example.com")
+    monkeypatch.setitem(app.config, "MAIL_SUPPRESS_SEND", False)
+    monkeypatch.setitem(app.config, "MAIL_MAX_ATTEMPTS", 2)
+    mailer.queue_email("p@example.com", "Hi", "Body", kind="test")
+    db.session.commit()
+    assert mailer.send_pending(WED)["retry"] == 1
+    assert mailer.send_pending(WED)["failed"] == 1
+    row = db.session.scalar(sa.select(OutboxEmail))
+    assert row.status == OutboxStatus.FAILED and "OSError" in row.error
+
+
+def test_booking_refusals(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    outsider = PhysicianFactory(offers_telehealth=False)
+    db.session.commit()
+
+    def book(**kw):
+        args = {"physician_id": doc.id, "starts_at": LATER, "mode": "in_person", "actor": specialist, "now": WED}
+        return booking.book(lead, **{**args, **kw})
+
+    cases = [
+        ({"starts_at": WED - timedelta(hours=1)}, "must be in the future"),
+        ({"starts_at": WED + timedelta(days=400)}, "within the next year"),
+        ({"starts_at": datetime(2026, 11, 20, 14)}, "needs a time zone"),
+        ({"mode": "carrier pigeon"}, "in person or telehealth"),
+        ({"physician_id": 999999}, "no physician #999999"),
+        ({"physician_id": outsider.id}, "not on this lead's match list"),
+        ({"mode": "telehealth"}, "does not offer telehealth"),
+        ({"duration_minutes": 1}, "between 5 and 240"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(BookingError, match=message):
+            book(**kw)
+    book()
+    with pytest.raises(BookingError, match="already has a booked appointment"):
+        book()
+
+
+def test_double_booking_a_physician_is_refused(db, specialist):
+    lead_a, (doc,) = matched_lead(db, assignee=specialist)
+    lead_b, _ = matched_lead(db, assignee=specialist)
+    lead_b.match_result = lead_a.match_result
+    booking.book(lead_a, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    with pytest.raises(BookingError, match="already has an appointment at that time"):
+        booking.book(
+            lead_b,
+            physician_id=doc.id,
+            starts_at=LATER + timedelta(minutes=15),
+            mode="in_person",
+            actor=specialist,
+            now=WED,
+        )
+
+
+def test_outcomes(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    with pytest.raises(BookingError, match="has not happened yet"):
+        booking.set_outcome(appt, "completed", actor=specialist, now=WED)
+    with pytest.raises(BookingError, match="Choose completed, no-show or cancelled"):
+        booking.set_outcome(appt, "rescheduled", actor=specialist, now=WED)
+    booking.set_outcome(appt, "cancelled", actor=specialist, note="Patient asked", now=WED)
+    assert lead.status == S.CONTACTED  # back to contacted, ready to rebook
+    with pytest.raises(BookingError, match="already cancelled"):
+        booking.set_outcome(appt, "cancelled", actor=specialist, now=WED)
+    appt2 = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    booking.set_outcome(appt2, "completed", actor=specialist, now=LATER + timedelta(hours=1))
+    assert lead.status == S.COMPLETED and lead.closed_at is not None
+
+
+def test_appointment_reminders_once(app, db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    assert booking.send_appointment_reminders(WED) == 0  # 48 h ahead: not yet
+    assert booking.send_appointment_reminders(LATER - timedelta(hours=20)) == 1
+    assert booking.send_appointment_reminders(LATER - timedelta(hours=19)) == 0
+    kinds = db.session.scalars(sa.select(OutboxEmail.kind).order_by(OutboxEmail.id)).all()
+    assert kinds == ["appointment_confirmation", "appointment_reminder"]
+
+
+@time_machine.travel(WED, tick=False)
+def test_booking_route_and_outcome_route(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead, (doc, second) = matched_lead(db, assignee=specialist, physicians=2)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert doc.full_name in page and "3.2 mi" in page
+    resp = form_post(
+        client,
+        f"/leads/{lead.id}/appointments",
+        lead,
+        physician_id=str(second.id),
+        starts="2026-11-20T09:00",
+        tz_basis="patient",
+        mode="in_person",
+        duration="45",
+        notes="Bring records",
+    )
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
+    appt = db.session.scalar(sa.select(Appointment))
+    assert appt.physician_id == second.id and appt.starts_at == LATER and appt.duration_minutes == 45
+    db.session.expire_all()
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Appointment booked; the confirmation email with the calendar invite is in the outbox." in page
+    resp = form_post(client, f"/leads/{lead.id}/appointments/{appt.id}/outcome", lead, outcome="cancelled", note="")
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert lead.status == S.CONTACTED and appt.status == AppointmentStatus.CANCELLED
+
+
+@time_machine.travel(WED, tick=False)
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"physician_id": "", "starts": "2026-11-20T09:00"}, "Choose the physician."),
+        ({"physician_id": "abc", "starts": "2026-11-20T09:00"}, "Choose the physician."),
+        ({"physician_id": "OTHER", "starts": "2026-11-20T09:00"}, "Pick a physician from the match list."),
+        ({"physician_id": "DOC", "starts": ""}, "Pick the appointment time."),
+        ({"physician_id": "DOC", "starts": "friday 9am"}, "Not a valid datetime value."),
+        ({"physician_id": "DOC", "starts": "2026-11-17T09:00"}, "The appointment must be in the future."),
+        ({"physician_id": "DOC", "starts": "2026-11-20T09:00", "duration": "0"}, "between 5 and 240"),
+        ({"physician_id": "DOC", "starts": "2026-11-20T09:00", "duration": "x"}, "Not a valid integer value."),
+        ({"physician_id": "DOC", "starts": "2026-11-20T09:00", "mode": "drone"}, "Not a valid choice."),
+    ],
+)
+def test_bad_booking_input_gives_a_clear_error(client, auth, db, specialist, data, message):
+    auth.as_user(specialist)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    other = PhysicianFactory()
+    db.session.commit()
+    data = {"tz_basis": "patient", "mode": "in_person", "duration": "30", **data}
+    data["physician_id"] = {"DOC": str(doc.id), "OTHER": str(other.id)}.get(data["physician_id"], data["physician_id"])
+    resp = form_post(client, f"/leads/{lead.id}/appointments", lead, **data)
+    assert resp.status_code == 422
+    assert message in resp.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 0
+
+
+@time_machine.travel(WED, tick=False)
+def test_bad_outcome_input(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist)
+    db.session.commit()
+    for data, message in [
+        ({"outcome": "maybe"}, "Not a valid choice."),
+        ({"outcome": "completed"}, "has not happened yet"),
+        ({"outcome": "cancelled", "note": "n" * 501}, "longer than 500"),
+    ]:
+        resp = form_post(client, f"/leads/{lead.id}/appointments/{appt.id}/outcome", lead, **data)
+        assert resp.status_code == 422 and message in resp.get_data(as_text=True), data
+    resp = form_post(client, f"/leads/{lead.id}/appointments/99999/outcome", lead, outcome="cancelled")
+    assert resp.status_code == 422 and "does not belong to this lead" in resp.get_data(as_text=True)

@@ -1,0 +1,174 @@
+"""Follow-ups: scheduling in the patient's window, both time zones shown, reminders once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+import time_machine
+
+from crm.models import FollowUp, Notification, OutboxEmail
+from crm.models.enums import EventKind, LeadStatus
+from crm.services import followups
+from crm.services.followups import CallingWindowError, FollowUpError, send_reminders
+from tests.factories import UserFactory
+from tests.test_queue_helpers import WED, form_post, make_lead
+
+S = LeadStatus
+
+
+def test_schedule_updates_the_lead_and_the_timeline(db, specialist):
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    fu = followups.schedule(lead, due_at=WED + timedelta(hours=2), kind="call", actor=specialist, note="x", now=WED)
+    db.session.commit()
+    assert lead.next_follow_up_at == fu.due_at == WED + timedelta(hours=2) and fu.owner_id == specialist.id
+    assert lead.events[-1].kind == EventKind.FOLLOW_UP_SCHEDULED
+    followups.complete(fu, actor=specialist, outcome="done", now=WED)
+    assert lead.next_follow_up_at is None
+    with pytest.raises(FollowUpError, match="already done"):
+        followups.complete(fu, actor=specialist)
+
+
+@pytest.mark.parametrize(
+    ("tz", "due", "suggested"),
+    [
+        # 07:00 in Honolulu (17:00 UTC) -> 09:00 HST the same day (19:00 UTC).
+        ("Pacific/Honolulu", datetime(2026, 11, 18, 17, 0, tzinfo=UTC), datetime(2026, 11, 18, 19, 0, tzinfo=UTC)),
+        # 21:00 in Phoenix on Wednesday -> Thursday 09:00 MST.
+        ("America/Phoenix", datetime(2026, 11, 19, 4, 0, tzinfo=UTC), datetime(2026, 11, 19, 16, 0, tzinfo=UTC)),
+        # Sunday noon in New York -> Monday 09:00 EST.
+        ("America/New_York", datetime(2026, 11, 22, 17, 0, tzinfo=UTC), datetime(2026, 11, 23, 14, 0, tzinfo=UTC)),
+    ],
+)
+def test_a_call_outside_the_window_is_refused_with_the_next_allowed_time(db, specialist, tz, due, suggested):
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist, timezone=tz)
+    with pytest.raises(CallingWindowError) as err:
+        followups.schedule(lead, due_at=due, kind="call", actor=specialist, now=WED)
+    assert err.value.suggestion == suggested
+    assert "outside the patient's calling window" in str(err.value) and tz in str(err.value)
+    # An email follow-up may be planned at any hour.
+    assert followups.schedule(lead, due_at=due, kind="email", actor=specialist, now=WED).due_at == due
+
+
+def test_refusals(db, specialist):
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    with pytest.raises(FollowUpError, match="in the past"):
+        followups.schedule(lead, due_at=WED - timedelta(hours=1), kind="call", actor=specialist, now=WED)
+    with pytest.raises(FollowUpError, match="within the next year"):
+        followups.schedule(lead, due_at=WED + timedelta(days=400), kind="call", actor=specialist, now=WED)
+    with pytest.raises(FollowUpError, match="needs a time zone"):
+        followups.schedule(lead, due_at=datetime(2026, 11, 19, 15), kind="call", actor=specialist, now=WED)
+    lead.status = S.LOST
+    with pytest.raises(FollowUpError, match="closed"):
+        followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)
+
+
+def test_patient_timezone_falls_back_to_zip_then_business_zone(app, db):
+    lead = make_lead(db, timezone=None, zip="96813")  # Honolulu ZIP
+    assert followups.patient_timezone(lead.patient) == ("Pacific/Honolulu", True)
+    lead.patient.zip = ""
+    assert followups.patient_timezone(lead.patient) == ("America/New_York", False)
+
+
+@time_machine.travel(WED, tick=False)
+def test_schedule_route_shows_both_time_zones(client, auth, db):
+    me = UserFactory(email="la@example.com", timezone="America/Los_Angeles")
+    db.session.commit()
+    auth.as_user(me)
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=me, timezone="America/Phoenix")
+    resp = form_post(
+        client, f"/leads/{lead.id}/follow-ups", lead, due="2026-11-19T10:00", tz_basis="patient", kind="call", note=""
+    )
+    assert resp.status_code == 302
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    # 10:00 MST patient time is 09:00 PST for the specialist.
+    assert "Follow-up scheduled: Thu Nov 19, 09:00 AM PST your time, 10:00 AM MST patient time." in page
+    assert "10:00 AM MST patient time" in page
+    assert db.session.scalar(sa.select(FollowUp.due_at)) == datetime(2026, 11, 19, 17, 0, tzinfo=UTC)
+
+
+@time_machine.travel(WED, tick=False)
+def test_schedule_route_refuses_outside_the_window_and_prefills_the_suggestion(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist, timezone="Pacific/Honolulu")
+    resp = form_post(
+        client, f"/leads/{lead.id}/follow-ups", lead, due="2026-11-19T07:30", tz_basis="patient", kind="call"
+    )
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 422
+    assert "outside the patient&#39;s calling window" in html and "Thu Nov 19, 09:00 AM HST" in html
+    assert 'value="2026-11-19T09:00"' in html  # the suggested time, ready to submit
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(FollowUp)) == 0
+
+
+@time_machine.travel(WED, tick=False)
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"due": "", "kind": "call", "tz_basis": "patient"}, "Pick the date and time."),
+        ({"due": "tomorrow", "kind": "call", "tz_basis": "patient"}, "Not a valid datetime value."),
+        ({"due": "2026-11-19T10:00", "kind": "fax", "tz_basis": "patient"}, "Not a valid choice."),
+        ({"due": "2026-11-19T10:00", "kind": "call", "tz_basis": "mars"}, "Not a valid choice."),
+        ({"due": "2026-11-17T10:00", "kind": "call", "tz_basis": "patient"}, "That time is in the past."),
+        ({"due": "2027-03-14T02:30", "kind": "email", "tz_basis": "patient"}, "does not exist in America/New_York"),
+        ({"due": "2026-11-19T10:00", "kind": "call", "tz_basis": "patient", "note": "n" * 600}, "longer than 500"),
+    ],
+)
+def test_bad_follow_up_input_gives_a_clear_error(client, auth, db, specialist, data, message):
+    auth.as_user(specialist)
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    resp = form_post(client, f"/leads/{lead.id}/follow-ups", lead, **data)
+    assert resp.status_code == 422
+    assert message in resp.get_data(as_text=True)
+
+
+def test_follow_up_done_route(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    fu = followups.schedule(lead, due_at=WED, kind="email", actor=specialist, now=WED)
+    db.session.commit()
+    resp = form_post(client, f"/leads/{lead.id}/follow-ups/{fu.id}/done", lead, outcome="nonsense")
+    assert resp.status_code == 422 and "Not a valid choice." in resp.get_data(as_text=True)
+    resp = form_post(client, f"/leads/{lead.id}/follow-ups/99999/done", lead, outcome="done")
+    assert resp.status_code == 422 and "does not belong to this lead" in resp.get_data(as_text=True)
+    assert form_post(client, f"/leads/{lead.id}/follow-ups/{fu.id}/done", lead, outcome="done").status_code == 302
+    db.session.expire_all()
+    assert fu.done_at is not None and fu.outcome == "done" and lead.next_follow_up_at is None
+
+
+def test_reminders_notify_and_email_the_owner_once(app, db, specialist):
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    due = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, note="Call back", now=WED)
+    later = followups.schedule(lead, due_at=WED + timedelta(hours=3), kind="call", actor=specialist, now=WED)
+    db.session.commit()
+    assert send_reminders(WED - timedelta(minutes=1)) == {"reminded": 0, "emailed": 0}
+    with app.test_request_context():
+        assert send_reminders(WED + timedelta(minutes=1)) == {"reminded": 1, "emailed": 1}
+        assert send_reminders(WED + timedelta(minutes=2)) == {"reminded": 0, "emailed": 0}  # idempotent
+    db.session.commit()
+    note = db.session.scalar(sa.select(Notification))
+    assert note.user_id == specialist.id and note.kind == "follow_up_due" and "Call back" in note.message
+    mail = db.session.scalar(sa.select(OutboxEmail))
+    assert (
+        mail.to_addr == specialist.email and mail.kind == "follow_up_reminder" and f"/leads/{lead.id}" in mail.body_text
+    )
+    assert due.reminded_at is not None and later.reminded_at is None
+
+
+def test_reminder_badge_and_notifications_page(client, auth, db, specialist):
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)
+    db.session.commit()
+    send_reminders(WED + timedelta(minutes=1))
+    db.session.commit()
+    auth.as_user(specialist)
+    html = client.get("/queue?view=due").get_data(as_text=True)
+    assert 'Alerts <span class="badge text-bg-danger">1</span>' in html
+    assert f'href="/leads/{lead.id}"' in html  # due list
+    page = client.get("/notifications").get_data(as_text=True)
+    assert f"Call follow-up due for lead #{lead.id}" in page
+    note = db.session.scalar(sa.select(Notification))
+    resp = client.post(f"/notifications/{note.id}/read", data={"open": "1"})
+    assert resp.headers["Location"].endswith(f"/leads/{lead.id}")
+    assert client.post("/notifications/99999/read").status_code == 404

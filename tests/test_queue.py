@@ -1,0 +1,181 @@
+"""The queue (SPEC 7): views, filters, search, pagination, counts, SLA age; bad input never 500s."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from crm.models import AuditLog
+from crm.models.enums import LeadSourceKind, LeadStatus
+from crm.services.leads_query import Filters, SearchError, patient_search_clause, queue_page
+from tests.factories import ConditionFactory, UserFactory, WebhookSourceFactory
+from tests.test_queue_helpers import make_lead
+
+S = LeadStatus
+
+
+def ids_on(html: str, leads) -> list[int]:
+    """The ids of ``leads`` in the order their rows appear on the page."""
+    found = [(html.find(f'href="/leads/{lead.id}"'), lead.id) for lead in leads]
+    return [i for pos, i in sorted(found) if pos >= 0]
+
+
+@pytest.fixture
+def three(db, specialist):
+    """An old and a new unassigned lead, one of mine, one of a colleague's, one closed."""
+    colleague = UserFactory(name="Colleague")
+    now = datetime.now(UTC)
+    old = make_lead(db, created_at=now - timedelta(hours=3), last_name="Oldfield")
+    new = make_lead(db, created_at=now - timedelta(minutes=2), last_name="Newman")
+    mine = make_lead(db, status=S.ATTEMPTING, assignee=specialist, last_name="Mineo")
+    theirs = make_lead(db, status=S.CONTACTED, assignee=colleague, last_name="Other")
+    closed = make_lead(db, status=S.LOST, last_name="Closed")
+    return old, new, mine, theirs, closed
+
+
+def test_unassigned_is_oldest_first_with_age_and_sla(client, auth, specialist, three):
+    old, new, mine, theirs, closed = three
+    auth.as_user(specialist)
+    html = client.get("/queue").get_data(as_text=True)
+    assert ids_on(html, three) == [old.id, new.id]
+    assert "3h" in html and "SLA" in html  # age and the speed-to-lead clock on the row
+    assert "m left" in html or "m over" in html
+
+
+def test_priority_goes_first_in_unassigned(client, auth, db, specialist, three):
+    old, new, *_ = three
+    new.priority = 5
+    db.session.commit()
+    auth.as_user(specialist)
+    assert ids_on(client.get("/queue?view=unassigned").get_data(as_text=True), [old, new]) == [new.id, old.id]
+
+
+def test_mine_and_all_views(client, auth, specialist, three):
+    old, new, mine, theirs, closed = three
+    auth.as_user(specialist)
+    assert ids_on(client.get("/queue?view=mine").get_data(as_text=True), three) == [mine.id]
+    html = client.get("/queue?view=all").get_data(as_text=True)
+    assert set(ids_on(html, three)) == {lead.id for lead in three}
+    # An unknown view falls back to Unassigned instead of failing.
+    assert ids_on(client.get("/queue?view=bogus").get_data(as_text=True), three) == [old.id, new.id]
+
+
+def test_due_view_lists_mine_first(client, auth, db, specialist, three):
+    old, new, mine, theirs, closed = three
+    now = datetime.now(UTC)
+    theirs.next_follow_up_at = now - timedelta(hours=2)
+    mine.next_follow_up_at = now - timedelta(minutes=5)
+    new.next_follow_up_at = now + timedelta(days=1)  # not due yet
+    db.session.commit()
+    auth.as_user(specialist)
+    html = client.get("/queue?view=due").get_data(as_text=True)
+    assert ids_on(html, three) == [mine.id, theirs.id]
+    assert "1 of these are yours" in html and "overdue" in html
+
+
+def test_navigation_counts(client, auth, db, specialist, three):
+    _, _, mine, _, _ = three
+    mine.next_follow_up_at = datetime.now(UTC) - timedelta(minutes=1)
+    db.session.commit()
+    auth.as_user(specialist)
+    html = client.get("/queue").get_data(as_text=True)
+    assert 'title="Unassigned open leads">2<' in html
+    assert 'Mine <span class="badge rounded-pill text-bg-secondary">1<' in html
+    assert 'Due <span class="badge rounded-pill text-bg-warning">1<' in html
+
+
+def test_filters(client, auth, db, specialist):
+    cond = ConditionFactory(name="Dystonia")
+    src = WebhookSourceFactory(name="Partner site")
+    colleague = UserFactory()
+    a = make_lead(db, state="FL", commit=False)
+    a.condition_id = cond.id
+    b = make_lead(db, state="AZ", status=S.ATTEMPTING, assignee=colleague, commit=False, timezone="America/Phoenix")
+    b.source_kind, b.webhook_source_id = LeadSourceKind.WEBHOOK, src.id
+    c = make_lead(db, state="HI", created_at=datetime(2026, 1, 10, 15, tzinfo=UTC), commit=False)
+    db.session.commit()
+    auth.as_user(specialist)
+
+    def shown(query):
+        resp = client.get("/queue?view=all&" + query)
+        assert resp.status_code == 200
+        return set(ids_on(resp.get_data(as_text=True), [a, b, c]))
+
+    assert shown("state=AZ") == {b.id}
+    assert shown(f"condition={cond.id}") == {a.id}
+    assert shown("status=attempting") == {b.id}
+    assert shown(f"source=webhook:{src.id}") == {b.id}
+    assert shown("source=webhook") == {b.id}
+    assert shown("source=form") == {a.id, c.id}
+    assert shown(f"assignee={colleague.id}") == {b.id}
+    assert shown("assignee=none") == {a.id, c.id}
+    assert shown("created_from=2026-01-10&created_to=2026-01-10") == {c.id}
+    assert shown("created_to=2026-01-09") == set()
+
+
+def test_search_by_name_email_and_phone(client, auth, db, specialist):
+    garcia = make_lead(db, first_name="Maria", last_name="Garcia", email="maria.g@example.com", phone="+13055550142")
+    other = make_lead(db, first_name="John", last_name="Smith", email="john@example.com", phone="+13055550199")
+    auth.as_user(specialist)
+    for q in ["garc", "Maria Garcia", "MARIA.G@example.com", "(305) 555-0142", "305.555.0142", "+1 305 555 0142"]:
+        html = client.get("/queue", query_string={"view": "all", "q": q}).get_data(as_text=True)
+        assert ids_on(html, [garcia, other]) == [garcia.id], q
+    assert db.session.scalar(sa.select(sa.func.count()).where(AuditLog.action == "search_leads")) == 6
+
+
+def test_bad_filter_input_gives_field_errors_not_500(client, auth, db, specialist, three):
+    auth.as_user(specialist)
+    cases = {
+        "q=555-01": "Type the full phone number",
+        "created_from=yesterday": "Not a valid date value",
+        "created_from=2026-02-01&created_to=2026-01-01": "The end date is before the start date.",
+        "status=archived": "Not a valid choice",
+        "condition=999999": "Not a valid choice",
+        "assignee=someone": "Not a valid choice",
+        "page=abc": "",
+        "page=-4": "",
+        "page=999999999": "",
+        "q=" + "x" * 300: "Field cannot be longer than 100 characters.",
+    }
+    for query, message in cases.items():
+        resp = client.get("/queue?view=all&" + query)
+        assert resp.status_code == 200, query
+        assert message in resp.get_data(as_text=True), query
+
+
+def test_pagination_is_bounded_and_counted(client, auth, db, specialist):
+    now = datetime.now(UTC)
+    for i in range(30):
+        make_lead(db, created_at=now - timedelta(minutes=100 - i), commit=False)
+    db.session.commit()
+    auth.as_user(specialist)
+    first = client.get("/queue?view=unassigned").get_data(as_text=True)
+    assert "1–25 of 30" in first and "Page 1 of 2" in first
+    second = client.get("/queue?view=unassigned&page=2").get_data(as_text=True)
+    assert "26–30 of 30" in second
+    page = queue_page(db.session, "unassigned", specialist, Filters(), page=1, per_page=10)
+    assert len(page.items) == 10 and page.has_next and page.total == 30 and not page.capped
+
+
+def test_counts_are_capped(db, specialist):
+    from crm.services.leads_query import capped_count, view_select
+
+    for _ in range(6):
+        make_lead(db, commit=False)
+    db.session.commit()
+    stmt = view_select("unassigned", specialist, Filters(), datetime.now(UTC))
+    assert capped_count(db.session, stmt, cap=4) == (4, True)
+    assert capped_count(db.session, stmt, cap=6) == (6, False)
+
+
+def test_search_clause_refuses_a_partial_phone_number():
+    with pytest.raises(SearchError, match="full phone number"):
+        patient_search_clause("555-01")
+    with pytest.raises(SearchError):
+        patient_search_clause(" , ")
+
+
+def test_the_queue_needs_a_login(client):
+    assert client.get("/queue").status_code == 302

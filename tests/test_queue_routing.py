@@ -1,0 +1,193 @@
+"""Get next lead (atomic, never the same lead twice), auto-assignment, manual (re)assignment."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from crm.extensions import db as _db
+from crm.models import Lead, LeadEvent, User
+from crm.models.enums import EventKind, LeadStatus
+from crm.services import routing, settings
+from crm.services.routing import AssignmentError, auto_assign, auto_assign_sweep, claim_next
+from tests.factories import UserFactory
+from tests.test_queue_helpers import form_post, make_lead
+
+S = LeadStatus
+
+
+def test_get_next_assigns_the_most_urgent_and_opens_it(client, auth, db, specialist):
+    now = datetime.now(UTC)
+    make_lead(db, created_at=now - timedelta(minutes=5))
+    oldest = make_lead(db, created_at=now - timedelta(hours=2))
+    make_lead(db, status=S.BOOKED, created_at=now - timedelta(days=2))  # booked leads are not "next"
+    auth.as_user(specialist)
+    resp = client.post("/queue/next")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/leads/{oldest.id}")
+    db.session.expire_all()
+    assert oldest.assignee_id == specialist.id and oldest.assigned_at is not None
+    event = db.session.scalar(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.ASSIGNED))
+    assert event.lead_id == oldest.id and event.data == {"to": specialist.id, "by": "get_next"}
+    assert "is yours now" in client.get(resp.headers["Location"]).get_data(as_text=True)
+
+
+def test_get_next_with_an_empty_pool(client, auth, specialist):
+    auth.as_user(specialist)
+    resp = client.post("/queue/next", follow_redirects=True)
+    assert resp.status_code == 200 and "No unassigned lead is waiting" in resp.get_data(as_text=True)
+    resp = client.post("/queue/next", headers={"Accept": "application/json"})
+    assert resp.status_code == 404 and resp.json == {"error": "No unassigned lead is waiting."}
+
+
+def _claim_in_threads(app, user_ids: list[int]) -> list[int | None]:
+    barrier = threading.Barrier(len(user_ids))
+    results: list[int | None] = [None] * len(user_ids)
+    errors: list[BaseException] = []
+
+    def work(i: int, uid: int) -> None:
+        try:
+            with app.app_context():
+                barrier.wait(timeout=30)
+                user = _db.session.get(User, uid)  # after the barrier: no pooled connection held while waiting
+                for _ in range(20):  # SQLite: a busy database is retried, never double-assigned
+                    try:
+                        lead = claim_next(user)
+                        results[i] = lead.id if lead else None
+                        _db.session.commit()
+                        break
+                    except sa.exc.OperationalError:
+                        _db.session.rollback()
+                _db.session.remove()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i, uid)) for i, uid in enumerate(user_ids)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+def test_two_specialists_pressing_at_once_get_two_different_leads(app, db):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("FOR UPDATE SKIP LOCKED is the PostgreSQL path (CRM_TEST_DB=postgresql+psycopg://...)")
+    a, b = UserFactory(), UserFactory()
+    for _ in range(2):
+        make_lead(db, commit=False)
+    db.session.commit()
+    got = _claim_in_threads(app, [a.id, b.id])
+    assert None not in got and len(set(got)) == 2
+
+
+def test_fifty_claims_over_ten_leads_never_duplicate(app, db):
+    users = [UserFactory() for _ in range(50)]
+    leads = [make_lead(db, commit=False) for _ in range(10)]
+    db.session.commit()
+    got = _claim_in_threads(app, [u.id for u in users])
+    claimed = [x for x in got if x is not None]
+    assert sorted(claimed) == sorted(lead.id for lead in leads)  # each lead exactly once
+    db.session.expire_all()
+    owners = db.session.execute(sa.select(Lead.id, Lead.assignee_id)).all()
+    assert all(owner is not None for _, owner in owners)
+    assigned_events = db.session.scalar(
+        sa.select(sa.func.count()).select_from(LeadEvent).where(LeadEvent.kind == EventKind.ASSIGNED)
+    )
+    assert assigned_events == 10
+
+
+@pytest.fixture
+def on_shift(db):
+    def make(**kw):
+        kw.setdefault("on_shift", True)
+        return UserFactory(**kw)
+
+    return make
+
+
+def test_auto_assign_round_robin_language_capacity(app, db, on_shift):
+    app.config["AUTO_ASSIGN"] = True
+    try:
+        ann = on_shift(name="Ann", languages=["en"])
+        bob = on_shift(name="Bob", languages=["en", "es"])
+        UserFactory(name="Off shift", on_shift=False)
+        UserFactory(name="Inactive", on_shift=True, active=False)
+        db.session.commit()
+        now = datetime.now(UTC)
+        first = make_lead(db, language="en")
+        assert auto_assign(first, now=now) in (ann, bob)
+        second = make_lead(db, language="en")
+        assert auto_assign(second, now=now + timedelta(seconds=1)) not in (None, first.assignee)  # round robin
+        spanish = make_lead(db, language="es")
+        assert auto_assign(spanish, now=now + timedelta(seconds=2)) == bob  # shares the patient's language
+        ann.capacity = 1  # Ann now has one open lead: full
+        bob.capacity = 0
+        db.session.commit()
+        assert auto_assign(make_lead(db), now=now) is None  # nobody under capacity: waits in Unassigned
+        event = db.session.scalar(sa.select(LeadEvent).where(LeadEvent.lead_id == spanish.id))
+        assert event.kind == EventKind.ASSIGNED and event.actor_id is None and event.data["by"] == "auto"
+    finally:
+        app.config["AUTO_ASSIGN"] = False
+
+
+def test_auto_assign_off_by_setting_or_config(app, db, on_shift, admin):
+    on_shift()
+    lead = make_lead(db)
+    assert auto_assign(lead) is None  # TestConfig: AUTO_ASSIGN=False
+    settings.set_setting(settings.AUTO_ASSIGN, True, actor=admin)
+    db.session.commit()
+    assert auto_assign(lead) is not None  # the admin setting wins over the config
+    settings.set_setting(settings.AUTO_ASSIGN, False, actor=admin)
+    assert settings.auto_assign_enabled({"AUTO_ASSIGN": True}) is False
+
+
+def test_auto_assign_sweep_hands_out_waiting_leads(app, db, on_shift, admin):
+    settings.set_setting(settings.AUTO_ASSIGN, True, actor=admin)
+    on_shift(capacity=2)
+    on_shift(capacity=1)
+    for _ in range(5):
+        make_lead(db, commit=False)
+    db.session.commit()
+    assert auto_assign_sweep(datetime.now(UTC)) == 3  # then everyone is full
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count()).where(Lead.assignee_id.is_(None))) == 2
+
+
+def test_assign_rules(db, specialist, admin):
+    other = UserFactory(name="Other")
+    lead = make_lead(db)
+    routing.assign(lead, specialist, actor=specialist)
+    with pytest.raises(AssignmentError, match="already assigned to Sam Specialist"):
+        routing.assign(lead, other, actor=other)
+    with pytest.raises(AssignmentError, match="Only an admin can assign a lead to someone else"):
+        routing.assign(lead, other, actor=specialist)
+    routing.assign(lead, other, actor=admin)
+    with pytest.raises(AssignmentError, match="Only the assignee or an admin"):
+        routing.unassign(lead, actor=specialist)
+    routing.unassign(lead, actor=other)
+    with pytest.raises(AssignmentError, match="not assigned"):
+        routing.unassign(lead, actor=admin)
+    other.active = False
+    with pytest.raises(AssignmentError, match="deactivated"):
+        routing.assign(lead, other, actor=admin)
+
+
+def test_assign_to_me_and_unassign_routes(client, auth, db, specialist):
+    lead = make_lead(db)
+    auth.as_user(specialist)
+    assert form_post(client, f"/leads/{lead.id}/assign", lead).status_code == 302
+    db.session.expire_all()
+    assert lead.assignee_id == specialist.id
+    resp = form_post(client, f"/leads/{lead.id}/unassign", lead)
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert lead.assignee_id is None
+    # Assigning to a user who does not exist: a clear message, not a 500.
+    resp = form_post(client, f"/leads/{lead.id}/assign", lead, user_id="99999")
+    assert resp.status_code == 422 and "That user does not exist." in resp.get_data(as_text=True)
+    resp = form_post(client, f"/leads/{lead.id}/assign", lead, user_id="not a number")
+    assert resp.status_code in (302, 422)

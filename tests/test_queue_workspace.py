@@ -1,0 +1,142 @@
+"""The lead workspace: audit on view, optimistic-lock conflicts, notes and calls, bad input, shortcuts."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from crm.models import AuditLog, LeadEvent
+from crm.models.enums import EventKind, LeadStatus
+from tests.factories import UserFactory
+from tests.test_queue_helpers import form_post, make_lead
+
+S = LeadStatus
+
+
+def test_viewing_a_lead_writes_an_audit_row(client, auth, db, specialist):
+    lead = make_lead(db)
+    auth.as_user(specialist)
+    assert client.get(f"/leads/{lead.id}").status_code == 200
+    row = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "view_lead"))
+    assert row.user_id == specialist.id and row.object_type == "lead" and row.object_id == str(lead.id)
+    assert row.detail == {"patient_id": lead.patient_id} and row.ip
+    assert client.get("/leads/999999").status_code == 404
+
+
+def test_workspace_shows_patient_local_time_window_and_shortcuts(client, auth, db, specialist):
+    lead = make_lead(db, assignee=specialist, timezone="Pacific/Honolulu")
+    auth.as_user(specialist)
+    html = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert 'data-local-clock data-tz="Pacific/Honolulu"' in html and "HST" in html
+    assert "calling window" in html
+    for key in ("c", "t", "f", "b", "s", "q", "n"):
+        assert f'data-shortcut="{key}"' in html
+    assert "<script>" not in html  # CSP: no inline scripts
+
+
+def test_the_second_save_gets_a_conflict_message(client, auth, db, specialist):
+    colleague = UserFactory(name="Casey Colleague")
+    db.session.commit()
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    stale = lead.version
+    # Casey saves first (another browser).
+    other = client.application.test_client()
+    other.post("/login", data={"email": colleague.email, "password": "correct horse battery"})
+    assert (
+        other.post(f"/leads/{lead.id}/notes", data={"version": stale, "text": "Called from the desk"}).status_code
+        == 302
+    )
+    # Our form still carries the old version: refused with a clear message, nothing overwritten.
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/status", data={"version": stale, "to": "contacted", "lost_reason": ""})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 409
+    assert "This lead was changed by Casey Colleague while you were editing; your change was not saved" in html
+    db.session.expire_all()
+    assert lead.status == S.ATTEMPTING
+    # JSON clients get the same message.
+    resp = client.post(
+        f"/leads/{lead.id}/notes", data={"version": stale, "text": "x"}, headers={"Accept": "application/json"}
+    )
+    assert resp.status_code == 409 and "changed by" in resp.json["error"]
+
+
+def test_concurrent_flush_of_a_stale_row_is_a_conflict_not_a_500(app, client, auth, db, specialist, monkeypatch):
+    """Both requests passed the version check; the second UPDATE matches no row (StaleDataError)."""
+    from crm.leads import routes
+    from crm.services import workflow
+
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    auth.as_user(specialist)
+    real = workflow.add_note
+
+    def racing(lead_obj, text, *, actor, now=None):
+        # Someone else commits between our read and our write.
+        with app.app_context():
+            from crm.extensions import db as other_db
+
+            other_db.session.execute(
+                sa.text("UPDATE leads SET version = version + 1 WHERE id = :i"), {"i": lead_obj.id}
+            )
+            other_db.session.commit()
+        lead_obj.last_activity_at = None  # force an UPDATE of the lead row
+        return real(lead_obj, text, actor=actor, now=now)
+
+    monkeypatch.setattr(routes.workflow, "add_note", racing)
+    resp = form_post(client, f"/leads/{lead.id}/notes", lead, text="Mine")
+    assert resp.status_code == 409 and "your change was not saved" in resp.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).where(LeadEvent.kind == EventKind.NOTE)) == 0
+
+
+def test_note_and_call_routes(client, auth, db, specialist):
+    lead = make_lead(db, assignee=specialist)
+    auth.as_user(specialist)
+    assert form_post(client, f"/leads/{lead.id}/notes", lead, text="Prefers evenings").status_code == 302
+    db.session.expire_all()
+    resp = form_post(client, f"/leads/{lead.id}/calls", lead, outcome="voicemail", note="Left a message")
+    assert resp.status_code == 302
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Call logged (left voicemail); the lead is attempting." in page
+    assert "Prefers evenings" in page and "Call: Left voicemail" in page and "attempt 1" in page
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "message"),
+    [
+        ("notes", {"text": ""}, "Write the note first."),
+        ("notes", {"text": "   "}, "Write the note first."),
+        ("notes", {"text": "x" * 5001}, "Field cannot be longer than 5000 characters."),
+        ("calls", {}, "Choose the call&#39;s outcome."),
+        ("calls", {"outcome": "hung_up"}, "Not a valid choice."),
+        ("calls", {"outcome": "reached", "note": "x" * 2001}, "longer than 2000"),
+        ("status", {"to": ""}, "Choose the new status."),
+        ("status", {"to": "lost", "lost_reason": ""}, "Choose why the lead is lost."),
+        ("status", {"to": "lost", "lost_reason": "bored"}, "Not a valid choice."),
+        ("status", {"to": "exploded"}, "Unknown status"),
+        ("status", {"to": "booked"}, "A new lead cannot move to booked."),
+        ("assign", {"user_id": "99999"}, "That user does not exist."),
+        ("notes", {"text": "ok", "version": ""}, "The form is missing the lead&#39;s version; reload the page."),
+    ],
+)
+def test_bad_workspace_input_gives_field_errors(client, auth, db, specialist, path, data, message):
+    lead = make_lead(db)
+    auth.as_user(specialist)
+    resp = form_post(client, f"/leads/{lead.id}/{path}", lead, **data)
+    assert resp.status_code == 422, resp.status_code
+    assert message in resp.get_data(as_text=True)
+
+
+def test_non_numeric_version_is_a_conflict_not_a_500(client, auth, db, specialist):
+    lead = make_lead(db)
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/notes", data={"version": "abc", "text": "hi"})
+    assert resp.status_code == 409
+
+
+def test_closed_lead_refuses_calls_with_a_message(client, auth, db, specialist):
+    lead = make_lead(db, status=S.COMPLETED, assignee=specialist)
+    auth.as_user(specialist)
+    resp = form_post(client, f"/leads/{lead.id}/calls", lead, outcome="reached")
+    assert resp.status_code == 422 and "This lead is closed" in resp.get_data(as_text=True)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "Completed: this lead is closed." in page

@@ -1,0 +1,133 @@
+"""Speed-to-lead SLA (business hours), escalation once, stale leads back to the pool, unreachable close."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from crm.models import LeadEvent, Notification
+from crm.models.enums import EventKind, LeadStatus, LostReason
+from crm.services import followups
+from crm.services.sla import SlaConfig, sla_deadline, sla_state, sla_sweep, stale_sweep, unreachable_sweep
+from tests.factories import UserFactory
+from tests.test_queue_helpers import WED, make_lead
+
+S = LeadStatus
+CFG = SlaConfig()  # 15 minutes, 08:00-20:00 Mon-Fri, America/New_York
+
+
+@pytest.mark.parametrize(
+    ("created", "due"),
+    [
+        (WED, WED + timedelta(minutes=15)),  # Wednesday 09:00 EST
+        # Wednesday 19:55 EST -> 5 minutes today, 10 on Thursday from 08:00 -> 08:10 EST.
+        (datetime(2026, 11, 19, 0, 55, tzinfo=UTC), datetime(2026, 11, 19, 13, 10, tzinfo=UTC)),
+        # Saturday night -> Monday 08:15 EST.
+        (datetime(2026, 11, 22, 2, 0, tzinfo=UTC), datetime(2026, 11, 23, 13, 15, tzinfo=UTC)),
+        # Friday 23:00 EDT before the DST change -> Monday 08:15 EST (13:15 UTC).
+        (datetime(2026, 10, 31, 3, 0, tzinfo=UTC), datetime(2026, 11, 2, 13, 15, tzinfo=UTC)),
+    ],
+)
+def test_sla_deadline_counts_business_time(created, due):
+    assert sla_deadline(created, CFG) == due
+
+
+def test_sla_state_for_the_queue_row(db):
+    lead = make_lead(db, created_at=WED)
+    assert sla_state(lead, WED + timedelta(minutes=5), CFG) == {
+        "breached": False,
+        "due_at": WED + timedelta(minutes=15),
+        "minutes": 10,
+    }
+    assert sla_state(lead, WED + timedelta(minutes=20), CFG)["breached"] is True
+    lead.first_contact_at = WED
+    assert sla_state(lead, WED + timedelta(minutes=20), CFG) is None
+
+
+def test_sweep_flags_and_escalates_to_every_admin_once(db, admin):
+    second_admin = UserFactory(role="admin")
+    UserFactory(role="admin", active=False)
+    late = make_lead(db, created_at=WED)
+    on_time = make_lead(db, created_at=WED + timedelta(minutes=10))
+    contacted = make_lead(db, created_at=WED, status=S.ATTEMPTING)
+    contacted.first_contact_at = WED + timedelta(minutes=3)
+    db.session.commit()
+    now = WED + timedelta(minutes=20)
+    assert sla_sweep(now, CFG) == {"breached": 1, "rescheduled": 0, "notified": 2}
+    assert sla_sweep(now + timedelta(minutes=1), CFG) == {"breached": 0, "rescheduled": 0, "notified": 0}
+    db.session.commit()
+    assert late.sla_breached_at == now and late.escalated_at == now and on_time.sla_breached_at is None
+    notes = db.session.scalars(sa.select(Notification).order_by(Notification.user_id)).all()
+    assert [n.user_id for n in notes] == [admin.id, second_admin.id]
+    assert "missed the 15-minute speed-to-lead target by 5 min (unassigned)" in notes[0].message
+    assert db.session.scalar(sa.select(LeadEvent.kind).where(LeadEvent.lead_id == late.id)) == EventKind.SLA_BREACHED
+
+
+def test_off_hours_lead_is_rescheduled_not_breached(db, admin):
+    sat = datetime(2026, 11, 21, 18, 0, tzinfo=UTC)
+    lead = make_lead(db, created_at=sat)
+    assert sla_sweep(sat + timedelta(hours=1), CFG) == {"breached": 0, "rescheduled": 1, "notified": 0}
+    db.session.commit()
+    db.session.expire_all()
+    assert lead.sla_due_at == datetime(2026, 11, 23, 13, 15, tzinfo=UTC) and lead.sla_breached_at is None
+    assert sla_sweep(datetime(2026, 11, 23, 13, 20, tzinfo=UTC), CFG)["breached"] == 1
+
+
+def test_breached_lead_is_flagged_in_the_queue(client, auth, db, specialist, admin):
+    lead = make_lead(db, created_at=datetime.now(UTC) - timedelta(days=3))
+    lead.sla_breached_at = datetime.now(UTC)
+    db.session.commit()
+    auth.as_user(specialist)
+    html = client.get("/queue").get_data(as_text=True)
+    assert 'class="sla-breached' in html and "m over" in html
+
+
+def test_untouched_assigned_lead_returns_to_the_pool(db, specialist):
+    now = WED
+    stale = make_lead(db, status=S.ATTEMPTING, assignee=specialist, created_at=now - timedelta(hours=30))
+    stale.assigned_at = now - timedelta(hours=25)
+    busy = make_lead(db, status=S.ATTEMPTING, assignee=specialist, created_at=now - timedelta(hours=30))
+    busy.assigned_at, busy.last_activity_at = now - timedelta(hours=25), now - timedelta(hours=2)
+    planned = make_lead(db, status=S.CONTACTED, assignee=specialist, created_at=now - timedelta(hours=30))
+    planned.assigned_at = now - timedelta(hours=25)
+    fu = followups.schedule(planned, due_at=now + timedelta(hours=3), kind="email", actor=specialist, now=now)
+    planned.last_activity_at = now - timedelta(hours=25)
+    db.session.commit()
+    assert stale_sweep(now, 24) == 1
+    assert stale_sweep(now, 24) == 0  # idempotent
+    db.session.commit()
+    db.session.expire_all()
+    assert stale.assignee_id is None and busy.assignee_id == specialist.id and planned.assignee_id == specialist.id
+    event = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.lead_id == stale.id)).all()[-1]
+    assert event.kind == EventKind.UNASSIGNED and event.data == {"from": specialist.id, "reason": "untouched for 24 h"}
+    assert fu.owner_id == specialist.id
+
+
+def test_unreachable_after_n_attempts_over_d_days(db, specialist):
+    now = WED
+
+    def lead_with(attempts, first_days_ago, status=S.ATTEMPTING):
+        lead = make_lead(db, status=status, assignee=specialist, created_at=now - timedelta(days=30), commit=False)
+        lead.attempts, lead.first_contact_at = attempts, now - timedelta(days=first_days_ago)
+        return lead
+
+    gone = lead_with(6, 11)
+    too_few = lead_with(5, 11)
+    too_recent = lead_with(6, 5)
+    reached = lead_with(8, 12, status=S.CONTACTED)
+    db.session.commit()
+    followups.schedule(gone, due_at=now + timedelta(hours=1), kind="call", actor=specialist, now=now)
+    db.session.commit()
+    assert unreachable_sweep(now, 6, 10) == 1
+    assert unreachable_sweep(now, 6, 10) == 0
+    db.session.commit()
+    db.session.expire_all()
+    assert gone.status == S.LOST and gone.lost_reason == LostReason.UNREACHABLE and gone.next_follow_up_at is None
+    assert {too_few.status, too_recent.status, reached.status} == {S.ATTEMPTING, S.CONTACTED}
+    event = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.lead_id == gone.id)).all()[-1]
+    assert event.actor_id is None and event.data["reason"] == "unreachable"
+    assert event.data["note"] == "6 unanswered attempts over 10+ days"
+    # Configurable: 5 attempts over 10 days closes the next one.
+    assert unreachable_sweep(now, 5, 10) == 1

@@ -1,0 +1,119 @@
+"""The transition table (SPEC 4): every allowed move, refusals with a clear message, events."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from crm.models import LeadEvent
+from crm.models.enums import EventKind, LeadStatus, LostReason
+from crm.services import workflow
+from crm.services.workflow import TRANSITIONS, TransitionError, change_status, check_transition
+from tests.test_queue_helpers import WED, form_post, make_lead
+
+S = LeadStatus
+
+
+@pytest.mark.parametrize(("frm", "to"), sorted(TRANSITIONS, key=lambda t: (t[0].value, t[1].value)))
+def test_every_allowed_transition_is_applied_and_recorded(db, admin, frm, to):
+    lead = make_lead(db, status=frm)
+    reason = LostReason.NOT_INTERESTED if to == S.LOST else None
+    change_status(lead, to, actor=admin, reason=reason, note="because", now=WED)
+    db.session.commit()
+    assert lead.status == to
+    event = db.session.scalar(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.STATUS_CHANGED))
+    assert event.data["from"] == frm.value and event.data["to"] == to.value and event.actor_id == admin.id
+    if to == S.LOST:
+        assert lead.lost_reason == LostReason.NOT_INTERESTED and lead.closed_at == WED
+    if frm == S.LOST:
+        assert lead.lost_reason is None and lead.closed_at is None
+
+
+def test_the_table_covers_spec_4():
+    open_ = [S.NEW, S.ATTEMPTING, S.CONTACTED, S.BOOKED]
+    assert all((s, S.LOST) in TRANSITIONS for s in open_)  # lost from any open status
+    assert (S.BOOKED, S.CONTACTED) in TRANSITIONS  # appointment cancelled
+    assert all(TRANSITIONS[(S.LOST, s)].admin_only for s in (S.NEW, S.ATTEMPTING, S.CONTACTED))
+    assert not any(frm == S.COMPLETED for frm, _ in TRANSITIONS)
+
+
+@pytest.mark.parametrize(
+    ("frm", "to", "message"),
+    [
+        (S.NEW, S.BOOKED, "A new lead cannot move to booked. From new it can go to: attempting, lost."),
+        (S.NEW, S.COMPLETED, "A new lead cannot move to completed"),
+        (S.ATTEMPTING, S.NEW, "cannot move to new"),
+        (S.CONTACTED, S.COMPLETED, "cannot move to completed"),
+        (S.COMPLETED, S.CONTACTED, "A completed lead is closed"),
+        (S.LOST, S.BOOKED, "A lost lead can only be reopened"),
+        (S.NEW, S.NEW, "already new"),
+    ],
+)
+def test_refused_transitions_say_why(frm, to, message):
+    with pytest.raises(TransitionError) as err:
+        check_transition(frm, to, is_admin=True, reason="ok")
+    assert message in str(err.value)
+
+
+def test_lost_needs_a_reason_and_reopen_needs_an_admin(db, specialist):
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    with pytest.raises(TransitionError, match="Choose why the lead is lost"):
+        change_status(lead, S.LOST, actor=specialist)
+    with pytest.raises(TransitionError, match="Unknown status"):
+        change_status(lead, "archived", actor=specialist)
+    change_status(lead, S.LOST, actor=specialist, reason="price")
+    with pytest.raises(TransitionError, match="Only an admin can reopen"):
+        change_status(lead, S.NEW, actor=specialist)
+    assert [t for t, _ in workflow.allowed_targets(lead, specialist)] == []
+
+
+def test_closing_a_lead_closes_its_follow_ups(db, specialist):
+    from crm.services import followups
+
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)
+    change_status(lead, S.LOST, actor=specialist, reason="spam", now=WED)
+    db.session.commit()
+    assert lead.next_follow_up_at is None and all(fu.done_at is not None for fu in lead.follow_ups)
+
+
+def test_log_call_moves_new_to_attempting_then_contacted(db, specialist):
+    lead = make_lead(db, assignee=specialist)
+    workflow.log_call(lead, "no_answer", actor=specialist, now=WED)
+    assert lead.status == S.ATTEMPTING and lead.attempts == 1 and lead.first_contact_at == WED
+    workflow.log_call(lead, "reached", actor=specialist, note="Wants Tuesday", now=WED)
+    db.session.commit()
+    assert lead.status == S.CONTACTED and lead.attempts == 2
+    kinds = db.session.scalars(sa.select(LeadEvent.kind).order_by(LeadEvent.id)).all()
+    assert kinds.count(EventKind.CALL_ATTEMPT) == 2 and kinds.count(EventKind.STATUS_CHANGED) == 2
+    with pytest.raises(TransitionError, match="Choose the call's outcome"):
+        workflow.log_call(lead, "hung up", actor=specialist)
+
+
+def test_status_route_changes_and_refuses_with_a_message(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead = make_lead(db, status=S.CONTACTED, assignee=specialist)
+    resp = form_post(client, f"/leads/{lead.id}/status", lead, to="lost", lost_reason="", note="")
+    assert resp.status_code == 422
+    assert "Choose why the lead is lost." in resp.get_data(as_text=True)
+    resp = form_post(client, f"/leads/{lead.id}/status", lead, to="completed", lost_reason="")
+    assert resp.status_code == 422
+    assert "A contacted lead cannot move to completed" in resp.get_data(as_text=True)
+    resp = form_post(client, f"/leads/{lead.id}/status", lead, to="lost", lost_reason="chose_elsewhere", note="x")
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert lead.status == S.LOST and lead.lost_reason == LostReason.CHOSE_ELSEWHERE
+    # A specialist cannot reopen; the form offers nothing and the route refuses.
+    resp = form_post(client, f"/leads/{lead.id}/status", lead, to="new", lost_reason="")
+    assert resp.status_code == 422 and "Only an admin can reopen a lost lead." in resp.get_data(as_text=True)
+
+
+def test_admin_reopens_a_lost_lead(client, auth, db, admin):
+    auth.as_user(admin)
+    lead = make_lead(db, status=S.LOST)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "Reopen as new" in page
+    resp = form_post(client, f"/leads/{lead.id}/status", lead, to="attempting", lost_reason="")
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert lead.status == S.ATTEMPTING
