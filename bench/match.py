@@ -3,8 +3,8 @@
     .venv/bin/python bench/match.py [--physicians 100000] [--leads 200] [--only sqlite|postgresql]
 
 For each database (a fresh temporary SQLite file; and, when TEST_DATABASE_URL or DATABASE_URL
-names a PostgreSQL server, a dedicated ``bench_match`` database that is created for the run and
-dropped after it; production data is never touched) the script:
+names a PostgreSQL database, a dedicated ``bench_match`` schema in it, created for the run and
+dropped after it, first on the search path; no other table is touched) the script:
 
 1. builds the schema with the real migrations and loads the state programs and conditions;
 2. writes N physicians at real ZIP centroids (``zipcodes``, jittered up to ~3 miles) across every
@@ -21,48 +21,52 @@ physicians: equal true, speedup >= 100, indexed p95 < 5 ms.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import random
-import resource
-import statistics
 import sys
-import tempfile
-import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+# Run as a script, bench/ would come first on sys.path, and bench/queue.py would shadow the
+# standard library's queue (urllib3, under geopy, imports it).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PG_DB = "bench_match"
+PG_SCHEMA = "bench_match"  # dropped before and after the run; nothing else is touched
 FIRST = "Olivia Liam Emma Noah Ava Elijah Sophia James Isabella Lucas Mia Mateo Amelia Levi Harper Ezra".split()
 LAST = "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez".split()
 
 
-def pg_url(base: str, dbname: str) -> str:
+def pg_url(base: str) -> str:
+    """The given database, with our own schema first on the search path."""
     if base.startswith("postgres://"):
         base = "postgresql+psycopg://" + base[len("postgres://") :]
     elif base.startswith("postgresql://"):
         base = "postgresql+psycopg://" + base[len("postgresql://") :]
-    return urlunsplit(urlsplit(base)._replace(path=f"/{dbname}"))
+    parts = urlsplit(base)
+    query = "&".join(q for q in (parts.query, f"options=-csearch_path%3D{PG_SCHEMA}") if q)
+    return urlunsplit(parts._replace(query=query))
 
 
-def _pg_admin(url: str, *statements: str) -> None:
-    import psycopg
+def _pg_schema(url: str, create: bool) -> None:
+    import sqlalchemy as sa
 
-    parts = urlsplit(url)
-    dbname = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (dbname,),
-        )
-        for sql in statements:
-            conn.execute(sql.format(db=dbname))
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+        if create:
+            conn.execute(sa.text(f"CREATE SCHEMA {PG_SCHEMA}"))
+    engine.dispose()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -275,12 +279,12 @@ def main() -> None:
             results.append(run("sqlite", url, args.physicians, args.leads, args.seed))
         pg_base = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or ""
         if args.only in (None, "postgresql") and pg_base.startswith(("postgres", "postgresql")):
-            url = pg_url(pg_base, PG_DB)
-            _pg_admin(url, 'DROP DATABASE IF EXISTS "{db}"', 'CREATE DATABASE "{db}"')
+            url = pg_url(pg_base)
+            _pg_schema(url, create=True)
             try:
                 results.append(run("postgresql", url, args.physicians, args.leads, args.seed))
             finally:
-                _pg_admin(url, 'DROP DATABASE IF EXISTS "{db}"')
+                _pg_schema(url, create=False)
     print(json.dumps(results, indent=2))
 
 

@@ -38,9 +38,10 @@ from crm.services.eligibility import condition_words, evaluate_lead
 
 EARTH_RADIUS_MILES = 3958.7613
 RADIUS_STEPS = (25, 50, 100, 250)
-# Read order (miles): small steps first, since a dense area settles within a few miles; every
-# radius step is a ring boundary.
-RINGS = (1, 2, 3, 5, 7.5, 11, 16, 25, 37, 50, 75, 100, 150, 250)
+# Rings (miles): the first box, then each next one sized from the density seen so far (area grows
+# with the square of the radius), growing 1.5x to 4x, up to the last radius step.
+FIRST_RING, IN_PERSON_TARGET = 2.0, 40  # physicians read before the in-person answer usually settles
+FIRST_TELEHEALTH_RING, TELEHEALTH_TARGET, LAST_TELEHEALTH_RING = 5.0, 12, 500.0
 MIN_IN_PERSON = 3
 LIMIT = 10
 TIE_MILES = 0.1
@@ -222,7 +223,9 @@ SELECT p.id, p.npi, p.first_name, p.last_name, p.credential,
          WHERE a.physician_id = p.id AND a.created_at >= :since AND a.status <> 'cancelled') AS bookings
 FROM physicians p
 """
-_TREATS = "EXISTS (SELECT 1 FROM physician_conditions t WHERE t.physician_id = p.id AND t.condition_id = :condition_id)"
+# A count, not EXISTS: PostgreSQL would turn an EXISTS into one hashed scan of every physician
+# treating the condition; this stays a primary-key lookup per physician.
+_TREATS = "(SELECT count(*) FROM physician_conditions t WHERE t.physician_id = p.id AND t.condition_id = :condition_id)"
 _STATEMENTS: dict[tuple, str] = {}
 _SPATIAL: dict[str, str] = {}
 
@@ -492,7 +495,12 @@ def _settle_telehealth(within: list[Doc]):
     return None, []
 
 
-TELEHEALTH_RINGS = (5, 10, 25, 50, 100, 250, 500)
+def next_ring(r: float, found: int, target: int, last: float) -> float | None:
+    """The next ring radius, or None after the last one."""
+    if r >= last:
+        return None
+    factor = 4.0 if found == 0 else min(4.0, max(1.5, math.sqrt(target / found)))
+    return min(last, r * factor)
 
 
 def match_indexed(ctx: Context) -> Outcome:
@@ -500,16 +508,22 @@ def match_indexed(ctx: Context) -> Outcome:
     tele: list[Doc] | None = None if ctx.telehealth else []
     seen: dict[int, Doc] = {}
     if ctx.origin is not None:
-        possible = _anyone_registered(ctx)
+        possible, checked = True, False  # could anyone at all be eligible in person? (asked lazily)
         inner = None
         nearby: list[Doc] = []
         in_person = None
-        for r in RINGS:
+        r = FIRST_RING
+        while r is not None:
             box = bounding_box(ctx.origin[0], ctx.origin[1], r)
             nearby += _ring_docs(ctx, box, inner, seen)
             out.queries += 1
             inner = box
             within = sorted((x for x in nearby if x.d <= r), key=_by_distance)
+            if not checked and r >= RADIUS_STEPS[0] and not any(x.in_person for x in within):
+                # Nobody eligible within 25 miles: perhaps nobody holds a registration in the
+                # state at all (no program); then the rings need only the exclusions.
+                possible, checked = _anyone_registered(ctx), True
+                out.queries += 1
             while in_person is None:
                 in_person, need = _settle_in_person(within, r, possible)
                 if not need:
@@ -518,12 +532,14 @@ def match_indexed(ctx: Context) -> Outcome:
                 out.queries += 1
             if in_person is not None:
                 break
+            r = next_ring(r, len(within), IN_PERSON_TARGET, RADIUS_STEPS[-1])
         out.radius, out.in_person, out.excluded = in_person
         # Telehealth: the nearest ten priority-1 physicians without bookings win, so search those
         # first, through their own small partial index; anything else falls back to the state scan.
         inner = None
         candidates: list[Doc] = []
-        for r in TELEHEALTH_RINGS if tele is None else ():
+        r = FIRST_TELEHEALTH_RING if tele is None else None
+        while r is not None:
             box = bounding_box(ctx.origin[0], ctx.origin[1], r)
             candidates += _ring_docs(ctx, box, inner, seen, kind="tele_ring")
             out.queries += 1
@@ -537,6 +553,7 @@ def match_indexed(ctx: Context) -> Outcome:
                 out.queries += 1
             if tele is not None:
                 break
+            r = next_ring(r, len(within), TELEHEALTH_TARGET, LAST_TELEHEALTH_RING)
     if tele is None:
         out.telehealth_scan = True
         tele = sorted((x for x in _telehealth_docs(ctx) if x.telehealth), key=telehealth_key)[:LIMIT]
