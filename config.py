@@ -89,6 +89,7 @@ class Config:
     SLA_MINUTES = env_int("SLA_MINUTES", 15)
     BUSINESS_HOURS = os.environ.get("BUSINESS_HOURS", "08:00-20:00")
     BUSINESS_TIMEZONE = os.environ.get("BUSINESS_TIMEZONE", "America/New_York")
+    BUSINESS_DAYS = os.environ.get("BUSINESS_DAYS", "mon,tue,wed,thu,fri")
     STALE_ASSIGNMENT_HOURS = env_int("STALE_ASSIGNMENT_HOURS", 24)
     UNREACHABLE_ATTEMPTS = env_int("UNREACHABLE_ATTEMPTS", 6)
     UNREACHABLE_DAYS = env_int("UNREACHABLE_DAYS", 10)
@@ -96,6 +97,8 @@ class Config:
     CALLING_DAYS = os.environ.get("CALLING_DAYS", "mon,tue,wed,thu,fri,sat")
     RUN_SCHEDULER_IN_PROCESS = env_bool("RUN_SCHEDULER_IN_PROCESS", False)
     SCHEDULER_LOCK_FILE = os.environ.get("SCHEDULER_LOCK_FILE", str(INSTANCE_DIR / "scheduler.lock"))
+    APPOINTMENT_REMINDER_HOURS = env_int("APPOINTMENT_REMINDER_HOURS", 24)
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "")  # links in reminder emails sent by the scheduler
 
     MAIL_SERVER = os.environ.get("MAIL_SERVER", "")
     MAIL_PORT = env_int("MAIL_PORT", 587)
@@ -104,6 +107,7 @@ class Config:
     MAIL_USERNAME = os.environ.get("MAIL_USERNAME")
     MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "Appointment Desk <desk@example.com>")
+    MAIL_MAX_ATTEMPTS = env_int("MAIL_MAX_ATTEMPTS", 5)
 
     BOOTSTRAP_SERVE_LOCAL = True
     BOOTSTRAP_BOOTSWATCH_THEME = None

@@ -1,0 +1,134 @@
+"""The scheduler: every SPEC 8 job with an explicit id, a lock so two schedulers never run a job twice."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from crm.cli.scheduler import build_scheduler
+from crm.extensions import db as _db
+from crm.jobs import JOBS, JOBS_BY_ID, SchedulerLock, run_all, run_job
+from crm.models import JobRun, Notification
+from crm.models.enums import LeadStatus
+from crm.services import followups
+from tests.test_queue_helpers import WED, make_lead
+
+SPEC_8 = {
+    "geocode_retry",
+    "auto_assign",
+    "sla_sweep",
+    "stale_assignments",
+    "follow_up_reminders",
+    "unreachable_close",
+    "registration_expiry",
+    "appointment_reminders",
+    "inbox_retry",
+    "outbox",
+}
+
+
+def test_every_spec_8_job_is_scheduled_with_an_explicit_id(app):
+    assert {job.id for job in JOBS} == SPEC_8
+    with app.app_context():
+        scheduler = build_scheduler(app, JOBS)
+        jobs = scheduler.get_jobs()
+    assert sorted(j.id for j in jobs) == sorted(SPEC_8)
+    assert all(j.trigger.interval == timedelta(seconds=JOBS_BY_ID[j.id].seconds) for j in jobs)
+    assert not scheduler.running  # building it starts nothing
+
+
+def test_the_app_starts_no_scheduler(app):
+    assert not [t for t in threading.enumerate() if "APScheduler" in t.name or "scheduler" in t.name.lower()]
+
+
+def test_every_job_runs_and_is_recorded(app, db):
+    runs = run_all(WED)
+    assert {r.job_id for r in runs} == SPEC_8
+    failed = {r.job_id: r.summary for r in runs if not r.ok}
+    assert not failed, failed
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(JobRun)) == len(SPEC_8)
+
+
+def test_jobs_are_idempotent(app, db, specialist):
+    lead = make_lead(db, status=LeadStatus.ATTEMPTING, assignee=specialist)
+    followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)
+    db.session.commit()
+    later = WED + timedelta(minutes=5)
+    with app.test_request_context():
+        first = run_job(JOBS_BY_ID["follow_up_reminders"], later)
+        second = run_job(JOBS_BY_ID["follow_up_reminders"], later)
+    assert first.summary == "1 follow-up(s) due, 1 owner(s) reminded"
+    assert second.summary == "0 follow-up(s) due, 0 owner(s) reminded"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == 1
+
+
+def test_a_failing_job_is_recorded_and_does_not_stop_the_others(app, db, monkeypatch):
+    from crm import jobs
+
+    def broken(now):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(jobs, "JOBS_BY_ID", {**jobs.JOBS_BY_ID, "outbox": jobs.Job("outbox", 30, broken, "x")})
+    runs = run_all(WED, only=("outbox", "sla_sweep"))
+    assert [(r.job_id, r.ok, r.summary) for r in runs][0] == ("outbox", False, "failed: RuntimeError")
+    assert runs[1].ok
+
+
+def test_two_schedulers_run_each_job_once(app, db):
+    """Two scheduler processes start together: one takes the lock and runs the jobs, the other runs none."""
+    barrier = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+
+    def scheduler(name: str) -> None:
+        with app.app_context():
+            lock = SchedulerLock(app)
+            barrier.wait(timeout=10)
+            got = lock.try_acquire()
+            barrier.wait(timeout=10)  # both tried before either lets go
+            outcome[name] = got
+            if got:
+                run_all(WED)
+            barrier.wait(timeout=60)
+            lock.release()
+            _db.session.remove()
+
+    threads = [threading.Thread(target=scheduler, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert sorted(outcome.values()) == [False, True]
+    counts = dict(db.session.execute(sa.select(JobRun.job_id, sa.func.count()).group_by(JobRun.job_id)).all())
+    assert counts == dict.fromkeys(SPEC_8, 1)
+
+
+def test_lock_is_released_for_the_next_scheduler(app):
+    with app.app_context():
+        first, second = SchedulerLock(app), SchedulerLock(app)
+        assert first.try_acquire()
+        assert not second.acquire(wait=True, poll=0.05, timeout=0.2)
+        first.release()
+        assert second.try_acquire()
+        assert "lock" in second.describe()
+        second.release()
+
+
+def test_cli_refuses_a_second_scheduler(app, db):
+    runner = app.test_cli_runner()
+    with app.app_context():
+        holder = SchedulerLock(app)
+        assert holder.try_acquire()
+        try:
+            result = runner.invoke(args=["crm", "scheduler", "--once"])
+        finally:
+            holder.release()
+    assert result.exit_code == 1
+    assert "Another scheduler is already running" in result.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(JobRun)) == 0
+    result = runner.invoke(args=["crm", "scheduler", "--once", "--job", "sla_sweep", "--job", "outbox"])
+    assert result.exit_code == 0, result.output
+    assert "2 job(s) run, 0 not ok." in result.output
+    result = runner.invoke(args=["crm", "scheduler", "--once", "--job", "nope"])
+    assert result.exit_code != 0 and "unknown job(s) nope" in result.output
