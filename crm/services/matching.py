@@ -41,7 +41,7 @@ RADIUS_STEPS = (25, 50, 100, 250)
 # Rings (miles): the first box, then each next one sized from the density seen so far (area grows
 # with the square of the radius), growing 1.5x to 4x, up to the last radius step.
 FIRST_RING, IN_PERSON_TARGET = 2.0, 40  # physicians read before the in-person answer usually settles
-FIRST_TELEHEALTH_RING, TELEHEALTH_TARGET, LAST_TELEHEALTH_RING = 5.0, 12, 500.0
+TELEHEALTH_TARGET, LAST_TELEHEALTH_RING = 12, 500.0
 MIN_IN_PERSON = 3
 LIMIT = 10
 TIE_MILES = 0.1
@@ -226,6 +226,20 @@ FROM physicians p
 # A count, not EXISTS: PostgreSQL would turn an EXISTS into one hashed scan of every physician
 # treating the condition; this stays a primary-key lookup per physician.
 _TREATS = "(SELECT count(*) FROM physician_conditions t WHERE t.physician_id = p.id AND t.condition_id = :condition_id)"
+_DETAILS_PG = """
+SELECT p.id, p.npi, p.first_name, p.last_name, p.credential, r.expires_on,
+       coalesce(pc.n, 0), coalesce(pc.treats, 0), coalesce(b.n, 0)
+FROM physicians p
+LEFT JOIN registrations r ON r.physician_id = p.id AND r.state = :state
+LEFT JOIN (SELECT physician_id, count(*) AS n, sum(CASE WHEN {treats} THEN 1 ELSE 0 END) AS treats
+           FROM physician_conditions WHERE physician_id = ANY(:ids) GROUP BY physician_id) pc
+       ON pc.physician_id = p.id
+LEFT JOIN (SELECT physician_id, count(*) AS n FROM appointments
+           WHERE physician_id = ANY(:ids) AND created_at >= :since AND status <> 'cancelled'
+           GROUP BY physician_id) b ON b.physician_id = p.id
+WHERE p.id = ANY(:ids)
+"""
+_SQLITE_IDS = "WHERE p.id IN (SELECT value FROM json_each(:ids))"
 _STATEMENTS: dict[tuple, str] = {}
 _SPATIAL: dict[str, str] = {}
 
@@ -273,9 +287,10 @@ def _sql(kind: str, dialect: str, with_condition: bool = False, with_inner: bool
         return sql
     if kind in ("ring", "tele_ring"):
         sql = _ring_sql(index, kind == "tele_ring", with_inner)
-    elif kind == "details":
-        ids = "IN (SELECT value FROM json_each(:ids))" if dialect == "sqlite" else "= ANY(:ids)"
-        sql = _DETAILS.format(treats=_TREATS if with_condition else "1") + f"WHERE p.id {ids}"
+    elif kind == "details" and dialect == "sqlite":
+        sql = _DETAILS.format(treats=_TREATS if with_condition else "1") + _SQLITE_IDS
+    elif kind == "details":  # PostgreSQL: set-based joins run faster there than a subplan per row
+        sql = _DETAILS_PG.format(treats="condition_id = :condition_id" if with_condition else "true")
     elif kind == "telehealth":  # every telehealth candidate registered in the state: (state, expires_on) index
         sql = (
             f"SELECT {_CHEAP} FROM physicians p "  # noqa: S608 - constants only
@@ -528,32 +543,35 @@ def match_indexed(ctx: Context) -> Outcome:
                 in_person, need = _settle_in_person(within, r, possible)
                 if not need:
                     break
+                if tele is None:  # resolve the nearby telehealth contenders in the same query
+                    tele, more = _settle_telehealth(within)
+                    need = list({x.id: x for x in need + more}.values())
                 _resolve(ctx, need)
                 out.queries += 1
             if in_person is not None:
                 break
             r = next_ring(r, len(within), IN_PERSON_TARGET, RADIUS_STEPS[-1])
         out.radius, out.in_person, out.excluded = in_person
-        # Telehealth: the nearest ten priority-1 physicians without bookings win, so search those
-        # first, through their own small partial index; anything else falls back to the state scan.
-        inner = None
-        candidates: list[Doc] = []
-        r = FIRST_TELEHEALTH_RING if tele is None else None
-        while r is not None:
-            box = bounding_box(ctx.origin[0], ctx.origin[1], r)
+        # Telehealth: the nearest ten priority-1 physicians without bookings win. Those inside the
+        # boxes read so far are known; farther ones come through their own small partial index.
+        candidates = [x for x in nearby if x.offers_telehealth and x.accepting_new and x.priority == 1]
+        r_known = r
+        while tele is None:
+            within = sorted((x for x in candidates if x.d <= r_known), key=_by_distance)
+            tele, need = _settle_telehealth(within)
+            if tele is not None:
+                break
+            if need:
+                _resolve(ctx, need)
+                out.queries += 1
+                continue
+            r_known = next_ring(r_known, len(within), TELEHEALTH_TARGET, LAST_TELEHEALTH_RING)
+            if r_known is None:
+                break
+            box = bounding_box(ctx.origin[0], ctx.origin[1], r_known)
             candidates += _ring_docs(ctx, box, inner, seen, kind="tele_ring")
             out.queries += 1
             inner = box
-            within = sorted((x for x in candidates if x.d <= r), key=_by_distance)
-            while tele is None:
-                tele, need = _settle_telehealth(within)
-                if not need:
-                    break
-                _resolve(ctx, need)
-                out.queries += 1
-            if tele is not None:
-                break
-            r = next_ring(r, len(within), TELEHEALTH_TARGET, LAST_TELEHEALTH_RING)
     if tele is None:
         out.telehealth_scan = True
         tele = sorted((x for x in _telehealth_docs(ctx) if x.telehealth), key=telehealth_key)[:LIMIT]
