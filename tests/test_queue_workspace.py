@@ -140,3 +140,15 @@ def test_closed_lead_refuses_calls_with_a_message(client, auth, db, specialist):
     assert resp.status_code == 422 and "This lead is closed" in resp.get_data(as_text=True)
     page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
     assert "Completed: this lead is closed." in page
+
+
+def test_status_form_preselects_nothing(client, auth, db, specialist):
+    lead = make_lead(db, status=S.BOOKED, assignee=specialist)
+    auth.as_user(specialist)
+    html = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    select = html[html.index('name="to"') :]
+    assert select.split("<option", 2)[1].startswith(' value="">Choose…')  # the first option is the placeholder
+    resp = form_post(client, f"/leads/{lead.id}/status", lead, to="", lost_reason="")
+    assert resp.status_code == 422 and "Choose the new status." in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert lead.status == S.BOOKED

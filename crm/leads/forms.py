@@ -143,8 +143,8 @@ class BookingForm(VersionedForm):
 class OutcomeForm(VersionedForm):
     outcome = SelectField(
         "Outcome",
-        choices=[("completed", "Completed"), ("no_show", "No-show"), ("cancelled", "Cancelled")],
-        validators=[InputRequired()],
+        choices=[("", "Outcome…"), ("completed", "Completed"), ("no_show", "No-show"), ("cancelled", "Cancelled")],
+        validators=[InputRequired("Choose the outcome.")],
     )
     note = TextAreaField("Note", validators=[Optional(), Length(max=500)])
 

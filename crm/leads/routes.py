@@ -171,7 +171,8 @@ def _workspace(lead: Lead, status: int = 200, **forms):
 
     status_form = forms.get("status_form") or blank(lead_forms.StatusForm)
     targets = workflow.allowed_targets(lead, me)
-    status_form.to.choices = [(t.value, rule.label) for t, rule in targets]
+    # No status preselected: pressing "Change status" without choosing must not complete a lead.
+    status_form.to.choices = [("", "Choose…")] + [(t.value, rule.label) for t, rule in targets]
     booking_form = forms.get("booking_form") or blank(lead_forms.BookingForm)
     candidates = booking.match_candidates(lead)
     booking_form.physician_id.choices = [(int(c["physician_id"]), _candidate_label(c)) for c in candidates]

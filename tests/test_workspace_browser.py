@@ -1,0 +1,113 @@
+"""Playwright in Debian's Chromium: a specialist's day in the lead workspace, end to end."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from crm.models import Appointment, Lead, OutboxEmail
+from crm.models.enums import LeadStatus
+from tests.factories import PASSWORD
+from tests.test_queue_helpers import make_lead, matched_lead
+
+pytestmark = pytest.mark.browser
+
+PHOENIX = ZoneInfo("America/Phoenix")
+
+
+def next_workday_at(hour: int, days_ahead: int) -> datetime:
+    """A Phoenix wall time ``days_ahead`` days from now (moved off Sunday), inside the calling window."""
+    day = datetime.now(PHOENIX).date() + timedelta(days=days_ahead)
+    if day.weekday() == 6:
+        day += timedelta(days=1)
+    return datetime(day.year, day.month, day.day, hour, 0)
+
+
+def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, screenshot):
+    now = datetime.now(UTC)
+    lead, (doc, second) = matched_lead(
+        db, status=LeadStatus.NEW, physicians=2, first_name="Rosa", last_name="Alvarez", timezone="America/Phoenix"
+    )
+    lead.created_at = now - timedelta(minutes=40)
+    lead.condition_text = "Dystonia"
+    for i in range(4):  # a few more waiting leads so the queue looks like a real morning
+        make_lead(db, created_at=now - timedelta(minutes=10 + i), commit=False, last_name=f"Waiting{i}")
+    db.session.commit()
+
+    page.goto(f"{live_server.url}/login")
+    page.get_by_label("Email").fill(specialist.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/queue**")
+
+    # Get next lead: the oldest waiting lead (Rosa's) is assigned to me and opened.
+    page.get_by_role("button", name=re.compile("Get next lead")).click()
+    page.wait_for_url(f"{live_server.url}/leads/{lead.id}")
+    assert page.get_by_text(f"Lead #{lead.id} is yours now.").is_visible()
+    assert page.get_by_role("heading", name="Rosa Alvarez").is_visible()
+
+    # "?" shows the keyboard shortcuts.
+    page.keyboard.press("?")
+    assert page.locator("#shortcut-help").is_visible()
+    page.keyboard.press("?")
+
+    # Log a call.
+    page.get_by_label("No answer").check()
+    page.locator("#call-note").fill("Rang twice, no voicemail box")
+    page.get_by_role("button", name="Log call").click()
+    page.wait_for_load_state()
+    assert page.get_by_text("Call logged (no answer); the lead is attempting.").is_visible()
+
+    # Schedule a call-back in the patient's time (Phoenix).
+    due = next_workday_at(10, 1)
+    page.locator("#due").fill(due.strftime("%Y-%m-%dT%H:%M"))
+    page.locator("#tz_basis").select_option("patient")
+    page.locator("#kind").select_option("call")
+    page.locator("#fu-note").fill("Try after her morning appointment")
+    page.get_by_role("button", name="Schedule").click()
+    page.wait_for_load_state()
+    assert page.get_by_text(re.compile(r"Follow-up scheduled: .* your time, 10:00 AM MST patient time\.")).is_visible()
+
+    # Book with the second physician of the match list.
+    starts = next_workday_at(11, 3)
+    page.locator("#physician_id").select_option(str(second.id))
+    page.locator("#starts").fill(starts.strftime("%Y-%m-%dT%H:%M"))
+    page.locator("#booking-tz").select_option("patient")
+    page.locator("#mode").select_option("in_person")
+    page.get_by_role("button", name="Book and send confirmation").click()
+    page.wait_for_load_state()
+    assert page.get_by_text("Appointment booked; the confirmation email").is_visible()
+
+    # The lead is booked and the timeline shows every step.
+    timeline = page.locator("#timeline")
+    for text in [
+        "Assigned to Sam Specialist",
+        "Call: No answer",
+        "Call follow-up planned",
+        "New → Attempting",
+        "Contacted → Booked",
+        "Appointment booked",
+        "Email queued",
+    ]:
+        assert timeline.get_by_text(text).first.is_visible(), text
+    assert page.locator(".lead-title .status").inner_text() == "Booked"
+    screenshot("workspace-booked")
+
+    db.session.expire_all()
+    booked = db.session.get(Lead, lead.id)
+    assert booked.status == LeadStatus.BOOKED and booked.assignee_id == specialist.id
+    appt = db.session.scalar(sa.select(Appointment))
+    assert appt.physician_id == second.id
+    assert appt.starts_at == starts.replace(tzinfo=PHOENIX).astimezone(UTC)
+    assert db.session.scalar(sa.select(OutboxEmail.kind)) == "appointment_confirmation"
+
+    # The queue: Mine holds the booked lead; Unassigned shows the others with their SLA clocks.
+    page.goto(f"{live_server.url}/queue?view=mine")
+    assert page.get_by_role("link", name="Rosa Alvarez").is_visible()
+    page.goto(f"{live_server.url}/queue?view=unassigned")
+    assert page.locator("table.table-queue tbody tr").count() == 4
+    screenshot("queue-unassigned")
