@@ -50,6 +50,10 @@ def create_app(config: object | str | None = None, **overrides) -> Flask:
 
     app.register_blueprint(intake_bp)
 
+    from crm.reports.routes import bp as reports_bp
+
+    app.register_blueprint(reports_bp)
+
     from crm.cli import register_cli
 
     register_cli(app)

@@ -1,0 +1,1 @@
+"""Reports for admins (/reports): funnel, speed to lead, specialists, sources, utilisation."""

@@ -1,0 +1,93 @@
+"""/reports: admins only (SPEC 1, docs/decisions.md "Roles"). Numbers come from crm.services.reports."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask_login import login_required
+
+from crm.extensions import db
+from crm.reports.forms import ReportRangeForm
+from crm.security import admin_required
+from crm.services import audit, charts, reports
+
+bp = Blueprint("reports", __name__, url_prefix="/reports")
+
+# The chart SVGs carry their own <style> (pygal) and no script; as images they cannot run
+# anything, but a CSP on the SVG response itself must still allow that inline style.
+SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:"
+
+
+@bp.before_request
+@login_required
+@admin_required
+def require_admin():
+    """Reports are for admins."""
+
+
+def _desk_tz() -> str:
+    return current_app.config.get("BUSINESS_TIMEZONE") or "America/New_York"
+
+
+def _range_from_request() -> tuple[ReportRangeForm, reports.ReportRange, bool]:
+    tz = _desk_tz()
+    today = reports.today_in(tz)
+    form = ReportRangeForm(request.args)
+    ok = form.validate_range(today)
+    return form, form.report_range(today, tz), ok
+
+
+def _range_args(rng: reports.ReportRange) -> dict:
+    return {"from": rng.start.isoformat(), "to": rng.end.isoformat()}
+
+
+@bp.get("")
+def index():
+    form, rng, ok = _range_from_request()
+    report = reports.build_report(db.session, rng)
+    args = _range_args(rng)
+    if ok:  # show the range actually used
+        form.date_from.data, form.date_to.data = rng.start, rng.end
+    html = render_template(
+        "reports/index.html", form=form, report=report, args=args, tables=reports.TABLES, tz=rng.tz, ok=ok
+    )
+    return html, (200 if ok else 400)
+
+
+@bp.get("/chart/<name>.svg")
+def chart(name: str):
+    form, rng, ok = _range_from_request()
+    if not ok:
+        abort(400)
+    if name == "leads-per-day":
+        svg = charts.leads_per_day_svg(reports.leads_per_day(db.session, rng))
+    elif name == "funnel":
+        svg = charts.funnel_svg(reports.funnel(db.session, rng).rows())
+    else:
+        abort(404)
+    resp = Response(svg, mimetype="image/svg+xml")
+    resp.headers["Content-Security-Policy"] = SVG_CSP
+    return resp
+
+
+@bp.get("/export/<name>.csv")
+def export(name: str):
+    if name not in reports.TABLES:
+        abort(404)
+    form, rng, ok = _range_from_request()
+    if not ok:
+        problems = "; ".join(e for errs in form.errors.values() for e in errs)
+        return Response(f"Bad date range: {problems}\n", status=400, mimetype="text/plain")
+    header, rows = reports.table(db.session, rng, name)
+    audit.record(
+        "export",
+        "report",
+        name,
+        detail={"table": name, "from": rng.start.isoformat(), "to": rng.end.isoformat(), "rows": len(rows)},
+    )
+    db.session.commit()
+    filename = f"report-{name}-{rng.start.isoformat()}-to-{rng.end.isoformat()}.csv"
+    return Response(
+        reports.to_csv(header, rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

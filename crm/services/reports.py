@@ -1,0 +1,442 @@
+"""Report queries (SPEC 10): pure functions over an explicit date range.
+
+Every number is aggregated in the database (GROUP BY, window functions); Python only
+receives grouped rows. Definitions are in docs/reports.md. The same SQL runs on SQLite
+and PostgreSQL: percentiles use the nearest-rank method with ``row_number()`` and
+``count()`` windows (SQLite has no ``percentile_cont``), day buckets come from hourly
+UTC buckets mapped to the desk's time zone in Python (SQLite has no time zones).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from crm.models import Appointment, Condition, Lead, Patient, Physician, User, WebhookSource
+from crm.models.enums import AppointmentStatus, LeadSourceKind, LeadStatus, LostReason, Role
+
+MAX_RANGE_DAYS = 366
+DEFAULT_RANGE_DAYS = 30
+STAGES = ("new", "contacted", "booked", "completed")
+# A lost lead closed for one of these reasons was reached: only a conversation tells us.
+CONVERSATION_REASONS = (LostReason.NOT_INTERESTED, LostReason.PRICE, LostReason.CHOSE_ELSEWHERE)
+OPEN = (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED, LeadStatus.BOOKED)
+
+
+@dataclass(frozen=True)
+class ReportRange:
+    """Whole days ``start``..``end`` (both included) in the desk's time zone ``tz``."""
+
+    start: date
+    end: date
+    tz: str = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def day_start(self, day: date) -> datetime:
+        return datetime.combine(day, time.min, tzinfo=self.zone).astimezone(UTC)
+
+    @property
+    def utc_from(self) -> datetime:
+        return self.day_start(self.start)
+
+    @property
+    def utc_to(self) -> datetime:  # exclusive
+        return self.day_start(self.end + timedelta(days=1))
+
+
+def default_range(today: date, tz: str) -> ReportRange:
+    return ReportRange(today - timedelta(days=DEFAULT_RANGE_DAYS - 1), today, tz)
+
+
+def today_in(tz: str, now: datetime | None = None) -> date:
+    return (now or datetime.now(UTC)).astimezone(ZoneInfo(tz)).date()
+
+
+# --- portable SQL pieces ------------------------------------------------------------------------
+
+
+def _seconds_between(session, later, earlier):
+    """Whole seconds from ``earlier`` to ``later`` on either database."""
+    if session.get_bind().dialect.name == "postgresql":
+        diff = sa.extract("epoch", later - earlier)
+    else:
+        diff = (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
+    return sa.cast(sa.func.round(diff), sa.Integer)
+
+
+def _hour_bucket(session, column):
+    if session.get_bind().dialect.name == "postgresql":
+        return sa.func.date_trunc("hour", column)
+    return sa.func.substr(column, 1, 13)  # stored as "YYYY-MM-DD HH:MM:SS.ffffff"
+
+
+def _as_utc_hour(value) -> datetime:
+    if isinstance(value, str):
+        return datetime.strptime(value[:13], "%Y-%m-%d %H").replace(tzinfo=UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _in_range(rng: ReportRange):
+    return (Lead.created_at >= rng.utc_from, Lead.created_at < rng.utc_to)
+
+
+def _stage_expr():
+    """Furthest funnel stage a lead reached: 0 new, 1 contacted, 2 booked, 3 completed."""
+    has_appt = sa.exists().where(Appointment.lead_id == Lead.id)
+    return sa.case(
+        (Lead.status == LeadStatus.COMPLETED, 3),
+        (Lead.status == LeadStatus.BOOKED, 2),
+        (sa.and_(Lead.status.in_([LeadStatus.CONTACTED, LeadStatus.LOST]), has_appt), 2),
+        (Lead.status == LeadStatus.CONTACTED, 1),
+        (sa.and_(Lead.status == LeadStatus.LOST, Lead.lost_reason.in_(CONVERSATION_REASONS)), 1),
+        else_=0,
+    )
+
+
+def _pct(part: int, whole: int) -> float | None:
+    return round(100.0 * part / whole, 1) if whole else None
+
+
+# --- the reports ---------------------------------------------------------------------------------
+
+
+def leads_per_day(session, rng: ReportRange) -> list[tuple[date, int]]:
+    """New leads per local day, every day of the range present (zero days too)."""
+    bucket = _hour_bucket(session, Lead.created_at).label("hour")
+    rows = session.execute(sa.select(bucket, sa.func.count()).where(*_in_range(rng)).group_by(bucket)).all()
+    counts = {rng.start + timedelta(days=k): 0 for k in range(rng.days)}
+    zone = rng.zone
+    for hour, n in rows:
+        day = _as_utc_hour(hour).astimezone(zone).date()
+        if day in counts:
+            counts[day] += n
+    return sorted(counts.items())
+
+
+@dataclass
+class SpecialistRow:
+    user_id: int
+    name: str
+    assigned: int = 0
+    contacted: int = 0
+    booked: int = 0
+    median_first_contact_seconds: int | None = None
+
+    @property
+    def conversion(self) -> float | None:
+        return _pct(self.booked, self.assigned)
+
+
+@dataclass
+class Funnel:
+    stages: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    open: int = 0
+    lost: int = 0
+    unassigned: int = 0
+    by_assignee: dict[int, list[int]] = field(default_factory=dict)  # user -> [assigned, contacted, booked]
+
+    def rows(self) -> list[dict]:
+        """One row per stage with the conversion from the previous stage and from new."""
+        out, prev = [], None
+        total = self.stages["new"]
+        for name in STAGES:
+            n = self.stages[name]
+            out.append(
+                {
+                    "stage": name,
+                    "leads": n,
+                    "from_previous_pct": _pct(n, prev) if prev is not None else None,
+                    "from_new_pct": _pct(n, total),
+                }
+            )
+            prev = n
+        return out
+
+
+def funnel(session, rng: ReportRange) -> Funnel:
+    stage = _stage_expr().label("stage")
+    stmt = (
+        sa.select(Lead.assignee_id, Lead.status, stage, sa.func.count())
+        .where(*_in_range(rng))
+        .group_by(Lead.assignee_id, Lead.status, stage)
+    )
+    result = Funnel()
+    for assignee_id, status, reached, n in session.execute(stmt).all():
+        result.stages["new"] += n
+        for k, name in enumerate(STAGES[1:], start=1):
+            if reached >= k:
+                result.stages[name] += n
+        if status in OPEN:
+            result.open += n
+        elif status == LeadStatus.LOST:
+            result.lost += n
+        if assignee_id is None:
+            result.unassigned += n
+            continue
+        row = result.by_assignee.setdefault(assignee_id, [0, 0, 0])
+        row[0] += n
+        row[1] += n if reached >= 1 else 0
+        row[2] += n if reached >= 2 else 0
+    return result
+
+
+@dataclass
+class SpeedToLead:
+    contacted: int  # leads with a first contact attempt
+    waiting: int  # open leads of the range not attempted yet
+    median_seconds: int | None
+    p90_seconds: int | None
+
+
+def _delta_column(session):
+    return _seconds_between(session, Lead.first_contact_at, Lead.created_at)
+
+
+def speed_to_lead(session, rng: ReportRange) -> SpeedToLead:
+    """Lead created -> first contact attempt; nearest-rank median and p90."""
+    d = (
+        sa.select(_delta_column(session).label("s"))
+        .where(*_in_range(rng), Lead.first_contact_at.is_not(None))
+        .subquery()
+    )
+    ranked = sa.select(
+        d.c.s,
+        sa.func.row_number().over(order_by=d.c.s).label("rn"),
+        sa.func.count().over().label("n"),
+    ).subquery()
+    rows = session.execute(
+        sa.select(ranked.c.n, ranked.c.rn, ranked.c.s).where(
+            sa.or_(ranked.c.rn == (ranked.c.n + 1) // 2, ranked.c.rn == (9 * ranked.c.n + 9) // 10)
+        )
+    ).all()
+    waiting = session.scalar(
+        sa.select(sa.func.count()).where(
+            *_in_range(rng), Lead.first_contact_at.is_(None), Lead.status.in_([LeadStatus.NEW, LeadStatus.ATTEMPTING])
+        )
+    )
+    if not rows:
+        return SpeedToLead(0, waiting or 0, None, None)
+    n = rows[0].n
+    by_rank = {r.rn: r.s for r in rows}
+    return SpeedToLead(n, waiting or 0, by_rank.get((n + 1) // 2), by_rank.get((9 * n + 9) // 10))
+
+
+def median_first_contact_by_assignee(session, rng: ReportRange) -> dict[int, int]:
+    d = (
+        sa.select(Lead.assignee_id.label("uid"), _delta_column(session).label("s"))
+        .where(*_in_range(rng), Lead.first_contact_at.is_not(None), Lead.assignee_id.is_not(None))
+        .subquery()
+    )
+    ranked = sa.select(
+        d.c.uid,
+        d.c.s,
+        sa.func.row_number().over(partition_by=d.c.uid, order_by=d.c.s).label("rn"),
+        sa.func.count().over(partition_by=d.c.uid).label("n"),
+    ).subquery()
+    rows = session.execute(sa.select(ranked.c.uid, ranked.c.s).where(ranked.c.rn == (ranked.c.n + 1) // 2)).all()
+    return {uid: s for uid, s in rows}
+
+
+def specialists(session, rng: ReportRange, result: Funnel | None = None) -> list[SpecialistRow]:
+    """Active specialists plus anyone holding leads of the range, by current assignee."""
+    result = result or funnel(session, rng)
+    medians = median_first_contact_by_assignee(session, rng)
+    ids = set(result.by_assignee)
+    users = session.execute(
+        sa.select(User.id, User.name).where(
+            sa.or_(User.id.in_(ids), sa.and_(User.role == Role.SPECIALIST, User.active.is_(True)))
+        )
+    ).all()
+    rows = []
+    for uid, name in users:
+        assigned, contacted, booked = result.by_assignee.get(uid, [0, 0, 0])
+        rows.append(SpecialistRow(uid, name, assigned, contacted, booked, medians.get(uid)))
+    return sorted(rows, key=lambda r: (-r.assigned, r.name.lower()))
+
+
+def _breakdown(rows, label) -> list[dict]:
+    total = sum(n for _, n in rows)
+    out = [{"label": label(key), "leads": n, "share_pct": _pct(n, total)} for key, n in rows]
+    return sorted(out, key=lambda r: (-r["leads"], r["label"]))
+
+
+def by_source(session, rng: ReportRange) -> list[dict]:
+    stmt = (
+        sa.select(Lead.source_kind, WebhookSource.name, sa.func.count())
+        .select_from(Lead)
+        .outerjoin(WebhookSource, WebhookSource.id == Lead.webhook_source_id)
+        .where(*_in_range(rng))
+        .group_by(Lead.source_kind, WebhookSource.name)
+    )
+    names = {LeadSourceKind.FORM: "Request form", LeadSourceKind.MANUAL: "Entered by staff"}
+
+    def label(key):
+        kind, source = key
+        if source:
+            return f"Webhook: {source}"
+        return names.get(kind, str(kind).replace("_", " ").capitalize())
+
+    return _breakdown([((k, s), n) for k, s, n in session.execute(stmt).all()], label)
+
+
+def by_state(session, rng: ReportRange) -> list[dict]:
+    stmt = (
+        sa.select(Patient.state, sa.func.count())
+        .select_from(Lead)
+        .join(Patient, Patient.id == Lead.patient_id)
+        .where(*_in_range(rng))
+        .group_by(Patient.state)
+    )
+    return _breakdown(session.execute(stmt).all(), lambda s: s or "Unknown")
+
+
+def by_condition(session, rng: ReportRange) -> list[dict]:
+    counts = (
+        sa.select(Lead.condition_id.label("cid"), sa.func.count().label("n"))
+        .where(*_in_range(rng))
+        .group_by(Lead.condition_id)
+        .subquery()
+    )
+    stmt = sa.select(Condition.name, counts.c.n).select_from(counts).outerjoin(Condition, Condition.id == counts.c.cid)
+    return _breakdown(session.execute(stmt).all(), lambda name: name or "Not specified")
+
+
+def utilisation(session, rng: ReportRange) -> list[dict]:
+    """Appointments (not cancelled) starting in the range against each physician's weekly capacity."""
+    counts = (
+        sa.select(Appointment.physician_id.label("pid"), sa.func.count().label("n"))
+        .where(
+            Appointment.starts_at >= rng.utc_from,
+            Appointment.starts_at < rng.utc_to,
+            Appointment.status != AppointmentStatus.CANCELLED,
+        )
+        .group_by(Appointment.physician_id)
+        .subquery()
+    )
+    stmt = sa.select(
+        Physician.id,
+        Physician.first_name,
+        Physician.last_name,
+        Physician.credential,
+        Physician.state,
+        Physician.weekly_capacity,
+        counts.c.n,
+    ).join(counts, counts.c.pid == Physician.id)
+    weeks = rng.days / 7
+    rows = []
+    for pid, first, last, cred, state, weekly, n in session.execute(stmt).all():
+        capacity = round((weekly or 0) * weeks, 1)
+        rows.append(
+            {
+                "physician_id": pid,
+                "physician": f"{first} {last}, {cred}",
+                "state": state,
+                "weekly_capacity": weekly or 0,
+                "capacity_in_range": capacity,
+                "bookings": n,
+                "utilisation_pct": round(100.0 * n / capacity, 1) if capacity else None,
+            }
+        )
+    return sorted(rows, key=lambda r: (-(r["utilisation_pct"] or 0), -r["bookings"], r["physician"]))
+
+
+@dataclass
+class Report:
+    range: ReportRange
+    per_day: list[tuple[date, int]]
+    funnel: Funnel
+    speed: SpeedToLead
+    specialists: list[SpecialistRow]
+    sources: list[dict]
+    states: list[dict]
+    conditions: list[dict]
+    utilisation: list[dict]
+
+
+def build_report(session, rng: ReportRange) -> Report:
+    f = funnel(session, rng)
+    return Report(
+        range=rng,
+        per_day=leads_per_day(session, rng),
+        funnel=f,
+        speed=speed_to_lead(session, rng),
+        specialists=specialists(session, rng, f),
+        sources=by_source(session, rng),
+        states=by_state(session, rng),
+        conditions=by_condition(session, rng),
+        utilisation=utilisation(session, rng),
+    )
+
+
+# --- CSV export ----------------------------------------------------------------------------------
+
+
+def _minutes(seconds: int | None) -> float | str:
+    return "" if seconds is None else round(seconds / 60, 1)
+
+
+def _blank(v):
+    return "" if v is None else v
+
+
+def table(session, rng: ReportRange, name: str) -> tuple[list[str], list[list]] | None:
+    """(header, rows) of one exportable table, or None for an unknown name."""
+    if name == "daily":
+        return ["day", "new_leads"], [[d.isoformat(), n] for d, n in leads_per_day(session, rng)]
+    if name == "funnel":
+        f = funnel(session, rng)
+        rows = [[r["stage"], r["leads"], _blank(r["from_previous_pct"]), _blank(r["from_new_pct"])] for r in f.rows()]
+        return ["stage", "leads", "conversion_from_previous_pct", "conversion_from_new_pct"], rows
+    if name == "speed":
+        s = speed_to_lead(session, rng)
+        return (
+            ["leads_attempted", "open_not_attempted", "median_minutes", "p90_minutes"],
+            [[s.contacted, s.waiting, _minutes(s.median_seconds), _minutes(s.p90_seconds)]],
+        )
+    if name == "specialists":
+        rows = [
+            [r.name, r.assigned, r.contacted, r.booked, _blank(r.conversion), _minutes(r.median_first_contact_seconds)]
+            for r in specialists(session, rng)
+        ]
+        return ["specialist", "assigned", "contacted", "booked", "conversion_pct", "median_first_contact_minutes"], rows
+    if name in ("sources", "states", "conditions"):
+        data = {"sources": by_source, "states": by_state, "conditions": by_condition}[name](session, rng)
+        return [name[:-1], "leads", "share_pct"], [[r["label"], r["leads"], _blank(r["share_pct"])] for r in data]
+    if name == "utilisation":
+        keys = ["physician_id", "physician", "state", "weekly_capacity", "capacity_in_range", "bookings"]
+        rows = [[r[k] for k in keys] + [_blank(r["utilisation_pct"])] for r in utilisation(session, rng)]
+        return keys + ["utilisation_pct"], rows
+    return None
+
+
+TABLES = ("daily", "funnel", "speed", "specialists", "sources", "states", "conditions", "utilisation")
+
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value) -> object:
+    """Neutralise spreadsheet formulas: text starting with = + - @ (or tab/CR) gets a leading quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def to_csv(header: list[str], rows: list[list]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([csv_cell(h) for h in header])
+    for row in rows:
+        writer.writerow([csv_cell(v) for v in row])
+    return out.getvalue()
