@@ -191,3 +191,18 @@ def test_assign_to_me_and_unassign_routes(client, auth, db, specialist):
     assert resp.status_code == 422 and "That user does not exist." in resp.get_data(as_text=True)
     resp = form_post(client, f"/leads/{lead.id}/assign", lead, user_id="not a number")
     assert resp.status_code in (302, 422)
+
+
+def test_admin_routing_page_turns_auto_assignment_off_and_on(client, auth, db, admin, specialist):
+    auth.as_user(admin)
+    page = client.get("/admin/routing").get_data(as_text=True)
+    assert "Sam Specialist" in page and "sla_sweep" in page
+    assert client.post("/admin/routing", data={"auto_assign": "off"}).status_code == 302
+    assert settings.get_setting(settings.AUTO_ASSIGN) is False
+    assert client.post("/admin/routing", data={"auto_assign": "default"}).status_code == 302
+    assert settings.get_setting(settings.AUTO_ASSIGN) is None
+    resp = client.post("/admin/routing", data={"auto_assign": "sometimes"})
+    assert resp.status_code == 200 and "Not a valid choice" in resp.get_data(as_text=True)
+    auth.logout()
+    auth.as_user(specialist)
+    assert client.get("/admin/routing").status_code == 403

@@ -113,10 +113,12 @@ def patient_search_clause(q: str):
     parts = [p for p in re.split(r"[\s,]+", q.lower()) if p][:3]
     if not parts:
         raise SearchError("Type a name, an email or a phone number.")
-    clauses = [
-        sa.or_(_prefix(sa.func.lower(Patient.first_name), p), _prefix(sa.func.lower(Patient.last_name), p))
-        for p in parts
-    ]
+    first, last = sa.func.lower(Patient.first_name), sa.func.lower(Patient.last_name)
+    clauses = [sa.or_(_prefix(first, p), _prefix(last, p)) for p in parts]
+    if len(parts) > 1:
+        # "Ana Garcia" / "Garcia Ana": one of the words is the last name. Saying so lets both
+        # databases start from the (selective) last-name index instead of every "Ana".
+        clauses.insert(0, sa.or_(*(_prefix(last, p) for p in parts)))
     return sa.and_(*clauses)
 
 
@@ -177,8 +179,18 @@ def view_select(view: str, user: User, f: Filters, now: datetime) -> sa.Select:
     return stmt.order_by(Lead.created_at.desc(), Lead.id.desc())
 
 
-def capped_count(session, stmt: sa.Select, cap: int = COUNT_CAP) -> tuple[int, bool]:
-    inner = stmt.with_only_columns(Lead.id).order_by(None).limit(cap + 1).subquery()
+def capped_count(session, stmt: sa.Select, cap: int = COUNT_CAP, *, ordered: bool = False) -> tuple[int, bool]:
+    """``count(*)`` over at most ``cap + 1`` rows of ``stmt``.
+
+    ``ordered`` keeps the view's ORDER BY: PostgreSQL then walks the view's index in order and
+    stops after ``cap + 1`` entries, where an unordered count would build a bitmap of the whole
+    range first. Used for the unfiltered views only: with a rare filter (a small state) the
+    bitmap is the better plan.
+    """
+    inner = stmt.with_only_columns(Lead.id)
+    if not ordered:
+        inner = inner.order_by(None)
+    inner = inner.limit(cap + 1).subquery()
     n = session.scalar(sa.select(sa.func.count()).select_from(inner)) or 0
     return min(n, cap), n > cap
 
@@ -207,7 +219,7 @@ def queue_page(
     rows = _fetch(session, stmt, offset, per_page + 1)
     result = QueuePage(items=rows[:per_page], page=page, per_page=per_page, has_next=len(rows) > per_page)
     if view != "all" or f.q:
-        result.total, result.capped = capped_count(session, stmt)
+        result.total, result.capped = capped_count(session, stmt, ordered=not f.active())
     return result
 
 
@@ -216,7 +228,8 @@ def _due_page(session, user: User, f: Filters, page: int, per_page: int, now: da
     due = view_select("due", user, f, now)
     mine = due.where(Lead.assignee_id == user.id)
     others = due.where(sa.or_(Lead.assignee_id.is_(None), Lead.assignee_id != user.id))
-    mine_total, _ = capped_count(session, mine)
+    ordered = not f.active()
+    mine_total, _ = capped_count(session, mine, ordered=ordered)
     offset = (page - 1) * per_page
     items: list[Lead] = []
     if offset < mine_total:
@@ -225,7 +238,7 @@ def _due_page(session, user: User, f: Filters, page: int, per_page: int, now: da
     else:
         rest = _fetch(session, others, offset - mine_total, per_page + 1)
     combined = items + rest
-    others_total, capped = capped_count(session, others)
+    others_total, capped = capped_count(session, others, ordered=ordered)
     return QueuePage(
         items=combined[:per_page],
         page=page,

@@ -33,9 +33,23 @@ def nav_counts(user: User, now: datetime | None = None) -> dict[str, int | str]:
     now = now or datetime.now(UTC)
     row = db.session.execute(
         sa.select(
-            _capped(sa.select(Lead.id).where(Lead.assignee_id.is_(None), OPEN)),
-            _capped(sa.select(Lead.id).where(Lead.assignee_id == user.id, OPEN)),
-            _capped(sa.select(Lead.id).where(Lead.assignee_id == user.id, Lead.next_follow_up_at <= now, OPEN)),
+            # Each ORDER BY follows its partial index, so PostgreSQL reads at most 100 entries in
+            # order instead of building a bitmap of the whole range before the LIMIT applies.
+            _capped(
+                sa.select(Lead.id)
+                .where(Lead.assignee_id.is_(None), OPEN)
+                .order_by(Lead.priority.desc(), Lead.created_at, Lead.id)
+            ),
+            _capped(
+                sa.select(Lead.id)
+                .where(Lead.assignee_id == user.id, OPEN)
+                .order_by(Lead.next_follow_up_at, Lead.created_at, Lead.id)
+            ),
+            _capped(
+                sa.select(Lead.id)
+                .where(Lead.assignee_id == user.id, Lead.next_follow_up_at <= now, OPEN)
+                .order_by(Lead.next_follow_up_at)
+            ),
             _capped(sa.select(Notification.id).where(Notification.user_id == user.id, Notification.read_at.is_(None))),
         )
     ).one()

@@ -32,8 +32,9 @@ def upgrade():
     # ASC puts NULLs last on PostgreSQL, exactly the view's "next_follow_up_at NULLS LAST".
     _partial('ix_leads_assignee_open', 'leads', ['assignee_id', 'next_follow_up_at', 'created_at', 'id'],
              f"assignee_id IS NOT NULL AND {OPEN}")
-    # Due view / nav "due" count: open leads by their next follow-up.
-    _partial('ix_leads_open_next_follow_up', 'leads', ['next_follow_up_at'],
+    # Due view: open leads by their next follow-up; assignee_id lets the "everyone else's" half
+    # be filtered inside the index.
+    _partial('ix_leads_open_next_follow_up', 'leads', ['next_follow_up_at', 'assignee_id'],
              f"next_follow_up_at IS NOT NULL AND {OPEN}")
     # "All" view filtered by status, newest first.
     op.create_index('ix_leads_status_created_at', 'leads', ['status', 'created_at'])
