@@ -251,7 +251,7 @@ def test_charts_are_offline_svg_images(client, auth, admin, world):
         assert body.lstrip().startswith("<?xml") and "<svg" in body
         assert "<script" not in body and "kozea.github.io" not in body and "cdn" not in body.lower()
         assert "script-src" not in resp.headers["Content-Security-Policy"]  # nothing may run in it
-    assert "New leads per day" in client.get(f"/reports/chart/leads-per-day.svg?{ARGS}").get_data(as_text=True)
+    assert "Day (desk time zone)" in client.get(f"/reports/chart/leads-per-day.svg?{ARGS}").get_data(as_text=True)
     assert client.get(f"/reports/chart/pie.svg?{ARGS}").status_code == 404
 
 

@@ -57,7 +57,6 @@ def leads_per_day_svg(per_day: list[tuple[date, int]]) -> bytes:
         **_config(
             width=900,
             height=320,
-            title="New leads per day",
             x_title="Day (desk time zone)",
             y_title="New leads",
             x_label_rotation=-35 if n > 14 else 0,
@@ -77,9 +76,8 @@ def leads_per_day_svg(per_day: list[tuple[date, int]]) -> bytes:
 def funnel_svg(stages: list[dict]) -> bytes:
     chart = pygal.HorizontalBar(
         **_config(
-            width=900,
-            height=300,
-            title="Funnel: leads created in the range",
+            width=520,
+            height=250,
             x_title="Leads",
             print_values=True,
             print_values_position="top",
