@@ -95,6 +95,7 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     ]:
         assert timeline.get_by_text(text).first.is_visible(), text
     assert page.locator(".lead-title .status").inner_text() == "Booked"
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky navigation bar at the top of the full-page shot
     screenshot("workspace-booked")
 
     db.session.expire_all()
