@@ -179,3 +179,24 @@ def test_search_clause_refuses_a_partial_phone_number():
 
 def test_the_queue_needs_a_login(client):
     assert client.get("/queue").status_code == 302
+
+
+@pytest.mark.parametrize(("mine_n", "others_n"), [(3, 4), (0, 5), (4, 0), (2, 2)])
+def test_due_pages_list_mine_first_without_gaps(db, specialist, mine_n, others_n):
+    colleague = UserFactory()
+    now = datetime.now(UTC)
+    mine, others = [], []
+    for i in range(mine_n + others_n):
+        lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist if i < mine_n else colleague, commit=False)
+        lead.next_follow_up_at = now - timedelta(minutes=100 - i)
+        (mine if i < mine_n else others).append(lead.id)
+    db.session.commit()
+    seen, page_no = [], 1
+    while True:
+        page = queue_page(db.session, "due", specialist, Filters(), page=page_no, per_page=2, now=now)
+        assert page.total == mine_n + others_n and page.mine_count == mine_n and not page.capped
+        seen += [lead.id for lead in page.items]
+        if not page.has_next:
+            break
+        page_no += 1
+    assert seen == mine + others

@@ -114,10 +114,18 @@ def patient_search_clause(q: str):
     if not parts:
         raise SearchError("Type a name, an email or a phone number.")
     first, last = sa.func.lower(Patient.first_name), sa.func.lower(Patient.last_name)
+    if len(parts) == 2:
+        # "Ana Garcia" / "Garcia Ana" (or two words of one last name): each branch is a range on the
+        # (last name, first name) index, so only the matching patients are read from the table.
+        a, b = parts
+        return sa.or_(
+            sa.and_(_prefix(last, b), _prefix(first, a)),
+            sa.and_(_prefix(last, a), _prefix(first, b)),
+            sa.and_(_prefix(last, a), _prefix(last, b)),
+        )
     clauses = [sa.or_(_prefix(first, p), _prefix(last, p)) for p in parts]
-    if len(parts) > 1:
-        # "Ana Garcia" / "Garcia Ana": one of the words is the last name. Saying so lets both
-        # databases start from the (selective) last-name index instead of every "Ana".
+    if len(parts) > 2:
+        # One of the words is the last name: start from the selective last-name index.
         clauses.insert(0, sa.or_(*(_prefix(last, p) for p in parts)))
     return sa.and_(*clauses)
 
@@ -218,7 +226,10 @@ def queue_page(
     stmt = view_select(view, user, f, now)
     rows = _fetch(session, stmt, offset, per_page + 1)
     result = QueuePage(items=rows[:per_page], page=page, per_page=per_page, has_next=len(rows) > per_page)
-    if view != "all" or f.q:
+    if not result.has_next:
+        # The last page: the total is known without counting (a search usually fits on one page).
+        result.total = offset + len(result.items)
+    elif view != "all" or f.q:
         result.total, result.capped = capped_count(session, stmt, ordered=not f.active())
     return result
 
@@ -229,21 +240,33 @@ def _due_page(session, user: User, f: Filters, page: int, per_page: int, now: da
     mine = due.where(Lead.assignee_id == user.id)
     others = due.where(sa.or_(Lead.assignee_id.is_(None), Lead.assignee_id != user.id))
     ordered = not f.active()
-    mine_total, _ = capped_count(session, mine, ordered=ordered)
     offset = (page - 1) * per_page
+    # Mine first: fetching one row more than the page tells whether the mine part is all here,
+    # and then its count is known without a COUNT query (a specialist has tens of leads).
+    mine_rows = _fetch(session, mine, offset, per_page + 1) if page == 1 else []
+    if page == 1 and len(mine_rows) <= per_page:
+        mine_total = len(mine_rows)
+    else:
+        mine_total, _ = capped_count(session, mine, ordered=ordered)
     items: list[Lead] = []
     if offset < mine_total:
-        items = _fetch(session, mine, offset, per_page)
+        items = mine_rows[:per_page] if page == 1 else _fetch(session, mine, offset, per_page)
         rest = _fetch(session, others, 0, per_page + 1 - len(items))
     else:
         rest = _fetch(session, others, offset - mine_total, per_page + 1)
     combined = items + rest
-    others_total, capped = capped_count(session, others, ordered=ordered)
+    others_shown = len(rest)
+    if offset >= mine_total and others_shown <= per_page:
+        others_total, capped = offset - mine_total + others_shown, False
+    elif offset < mine_total and others_shown <= per_page - len(items):
+        others_total, capped = others_shown, False
+    else:
+        others_total, capped = capped_count(session, others, ordered=ordered)
     return QueuePage(
         items=combined[:per_page],
         page=page,
         per_page=per_page,
-        has_next=len(combined) > per_page,
+        has_next=len(combined) > per_page or offset + len(items) < mine_total,
         total=mine_total + others_total,
         capped=capped,
         mine_count=mine_total,

@@ -52,7 +52,9 @@ def upgrade():
     _partial('ix_appointments_to_remind', 'appointments', ['starts_at'],
              "reminder_sent_at IS NULL AND status IN ('booked', 'confirmed')")
     # Name search: ranges on lower(name) on both databases.
-    op.create_index('ix_patients_lower_last_name', 'patients', [sa.text('lower(last_name)')])
+    # (last, first): a "First Last" search filters on both inside the index, so only the matching
+    # patients are read from the table; last-name prefixes alone use it too.
+    op.create_index('ix_patients_lower_last_name', 'patients', [sa.text('lower(last_name)'), sa.text('lower(first_name)')])
     op.create_index('ix_patients_lower_first_name', 'patients', [sa.text('lower(first_name)')])
     # Unread notifications badge.
     _partial('ix_notifications_unread', 'notifications', ['user_id'], "read_at IS NULL")
