@@ -277,6 +277,7 @@ def main() -> None:
         if args.only in (None, "sqlite"):
             url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
             results.append(run("sqlite", url, args.physicians, args.leads, args.seed))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress: a long run
         pg_base = os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL") or ""
         if args.only in (None, "postgresql") and pg_base.startswith(("postgres", "postgresql")):
             url = pg_url(pg_base)
