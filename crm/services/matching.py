@@ -10,11 +10,12 @@ inside it; those inside are ranked by great-circle distance, ties within 0.1 mil
 priority, then by fewest bookings in the last 7 days; the first 10 are kept. Telehealth: eligible
 physicians offering telehealth, ranked by priority, fewest bookings, distance; the first 10.
 Excluded: the physicians inside the final radius that failed a rule, nearest first, each with its
-reason (at most ``EXCLUDED_LIMIT``).
+reason: up to the farthest candidate of a full list, else the whole radius (at most ``EXCLUDED_LIMIT``).
 
 The indexed path never scans the directory: it reads physicians ring by ring around the patient
-with bounding-box queries on ``ix_physicians_lat_lon`` (registration, conditions and bookings come
-with each row as indexed correlated subqueries), and stops as soon as the answer cannot change.
+with bounding-box queries on a spatial index (SQLite R*Tree, PostgreSQL GiST, else the B-tree
+``ix_physicians_lat_lon``), resolves registration, conditions and bookings in bulk only for the
+physicians that can still change the answer, and stops as soon as nothing unread can.
 ``match_bruteforce`` computes the same answer from every physician; tests and ``bench/match.py``
 check that both agree. Decisions and measurements: docs/matching.md.
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -688,7 +688,3 @@ def comparable(result: dict) -> dict:
     """A match result without what legitimately differs between two runs (time, method)."""
     rules = {k: v for k, v in result["rules"].items() if k != "method"}
     return {**{k: v for k, v in result.items() if k not in ("matched_at", "rules")}, "rules": rules}
-
-
-def candidate_ids(result: dict | None) -> Iterable[int]:
-    return [int(c["physician_id"]) for c in (result or {}).get("candidates", [])]
