@@ -200,3 +200,16 @@ def test_due_pages_list_mine_first_without_gaps(db, specialist, mine_n, others_n
             break
         page_no += 1
     assert seen == mine + others
+
+
+def test_a_search_matching_too_many_patients_asks_for_more(client, auth, db, specialist):
+    from crm.services import leads_query
+
+    for i in range(4):
+        make_lead(db, last_name=f"Smith{i}", commit=False)
+    db.session.commit()
+    with pytest.raises(SearchError, match="More than 3 patients match 'smi'"):
+        leads_query.search_patient_ids(db.session, Filters(q="smi"), cap=3)
+    auth.as_user(specialist)
+    html = client.get("/queue?view=all&q=Smith2").get_data(as_text=True)
+    assert "Smith2" in html

@@ -35,6 +35,7 @@ OPEN_SQL = "leads.status IN ('new', 'attempting', 'contacted', 'booked')"
 OPEN = sa.text(OPEN_SQL)
 PER_PAGE = 25
 MAX_PAGE = 2_000
+SEARCH_CAP = 1_000  # patients a name search may match before we ask for more of the name
 
 
 class SearchError(ValueError):
@@ -87,7 +88,7 @@ class QueuePage:
 
 
 def _base() -> sa.Select:
-    return sa.select(Lead).options(joinedload(Lead.patient), joinedload(Lead.condition), joinedload(Lead.assignee))
+    return sa.select(Lead)
 
 
 def patient_search_clause(q: str):
@@ -115,13 +116,12 @@ def patient_search_clause(q: str):
         raise SearchError("Type a name, an email or a phone number.")
     first, last = sa.func.lower(Patient.first_name), sa.func.lower(Patient.last_name)
     if len(parts) == 2:
-        # "Ana Garcia" / "Garcia Ana" (or two words of one last name): each branch is a range on the
-        # (last name, first name) index, so only the matching patients are read from the table.
+        # "Ana Garcia" / "Garcia Ana": each branch is a range on the (last name, first name) index,
+        # so only the matching patients are read from the table.
         a, b = parts
         return sa.or_(
             sa.and_(_prefix(last, b), _prefix(first, a)),
             sa.and_(_prefix(last, a), _prefix(first, b)),
-            sa.and_(_prefix(last, a), _prefix(last, b)),
         )
     clauses = [sa.or_(_prefix(first, p), _prefix(last, p)) for p in parts]
     if len(parts) > 2:
@@ -140,7 +140,25 @@ def _day_start(day: date, tz: str) -> datetime:
     return datetime.combine(day, time(0, 0), tzinfo=zone(tz)).astimezone(UTC)
 
 
-def apply_filters(stmt: sa.Select, f: Filters, user: User) -> sa.Select:
+def search_patient_ids(session, f: Filters, cap: int = SEARCH_CAP) -> list[int]:
+    """The ids of the patients a search (with the state filter) matches, at most ``cap``.
+
+    Resolved first, as a list: the leads query then reads exactly those patients' leads through
+    ``ix_leads_patient_id``. As a subquery, a misestimated match count could send PostgreSQL
+    walking all leads newest-first looking for the few that match (seconds at a million).
+    """
+    where = [patient_search_clause(f.q)]
+    if f.state:
+        where.append(Patient.state == f.state)
+    ids = list(session.scalars(sa.select(Patient.id).where(*where).limit(cap + 1)))
+    if len(ids) > cap:
+        raise SearchError(
+            f"More than {cap:,} patients match {f.q!r}: type more of the name, or the full email or phone number."
+        )
+    return ids
+
+
+def apply_filters(stmt: sa.Select, f: Filters, user: User, patient_ids: list[int] | None = None) -> sa.Select:
     if f.status:
         stmt = stmt.where(Lead.status == LeadStatus(f.status).value)
     if f.condition_id:
@@ -161,19 +179,24 @@ def apply_filters(stmt: sa.Select, f: Filters, user: User) -> sa.Select:
         stmt = stmt.where(Lead.created_at >= _day_start(f.created_from, tz))
     if f.created_to:
         stmt = stmt.where(Lead.created_at < _day_start(f.created_to + timedelta(days=1), tz))
-    patient_where = []
-    if f.state:
-        patient_where.append(Patient.state == f.state)
-    if f.q:
-        patient_where.append(patient_search_clause(f.q))
-    if patient_where:
-        stmt = stmt.where(Lead.patient_id.in_(sa.select(Patient.id).where(*patient_where)))
+    if patient_ids is not None:  # a search, resolved by search_patient_ids (state included)
+        stmt = stmt.where(Lead.patient_id.in_(patient_ids))
+    elif f.q:
+        stmt = stmt.where(
+            Lead.patient_id.in_(
+                sa.select(Patient.id).where(
+                    patient_search_clause(f.q), *([Patient.state == f.state] if f.state else [])
+                )
+            )
+        )
+    elif f.state:
+        stmt = stmt.where(Lead.patient_id.in_(sa.select(Patient.id).where(Patient.state == f.state)))
     return stmt
 
 
-def view_select(view: str, user: User, f: Filters, now: datetime) -> sa.Select:
+def view_select(view: str, user: User, f: Filters, now: datetime, patient_ids: list[int] | None = None) -> sa.Select:
     """The rows of one view (mine-first ordering of ``due`` is done by ``queue_page``)."""
-    stmt = apply_filters(_base(), f, user)
+    stmt = apply_filters(_base(), f, user, patient_ids)
     if view == "unassigned":
         return stmt.where(Lead.assignee_id.is_(None), OPEN).order_by(
             Lead.priority.desc(), Lead.created_at.asc(), Lead.id.asc()
@@ -204,7 +227,19 @@ def capped_count(session, stmt: sa.Select, cap: int = COUNT_CAP, *, ordered: boo
 
 
 def _fetch(session, stmt: sa.Select, offset: int, limit: int) -> list[Lead]:
-    return list(session.scalars(stmt.offset(offset).limit(limit)).unique())
+    """One page of leads: the ids first (an index walk), then those rows with their patient,
+    condition and assignee. Joining first would make the database join every matching lead
+    (hundreds for a common surname) before sorting and cutting to the page."""
+    ids = list(session.scalars(stmt.with_only_columns(Lead.id).offset(offset).limit(limit)))
+    if not ids:
+        return []
+    rows = session.scalars(
+        sa.select(Lead)
+        .where(Lead.id.in_(ids))
+        .options(joinedload(Lead.patient), joinedload(Lead.condition), joinedload(Lead.assignee))
+    ).unique()
+    by_id = {lead.id: lead for lead in rows}
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def queue_page(
@@ -221,9 +256,10 @@ def queue_page(
     view = view if view in VIEWS else "unassigned"
     page = max(1, min(page, MAX_PAGE))
     offset = (page - 1) * per_page
+    ids = search_patient_ids(session, f) if f.q else None
     if view == "due":
-        return _due_page(session, user, f, page, per_page, now)
-    stmt = view_select(view, user, f, now)
+        return _due_page(session, user, f, page, per_page, now, ids)
+    stmt = view_select(view, user, f, now, ids)
     rows = _fetch(session, stmt, offset, per_page + 1)
     result = QueuePage(items=rows[:per_page], page=page, per_page=per_page, has_next=len(rows) > per_page)
     if not result.has_next:
@@ -234,9 +270,11 @@ def queue_page(
     return result
 
 
-def _due_page(session, user: User, f: Filters, page: int, per_page: int, now: datetime) -> QueuePage:
+def _due_page(
+    session, user: User, f: Filters, page: int, per_page: int, now: datetime, ids: list[int] | None
+) -> QueuePage:
     """Due and overdue follow-ups, mine first: two index-ordered queries stitched together."""
-    due = view_select("due", user, f, now)
+    due = view_select("due", user, f, now, ids)
     mine = due.where(Lead.assignee_id == user.id)
     others = due.where(sa.or_(Lead.assignee_id.is_(None), Lead.assignee_id != user.id))
     ordered = not f.active()
