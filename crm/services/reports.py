@@ -99,9 +99,11 @@ def _in_range(rng: ReportRange):
     return (Lead.created_at >= rng.utc_from, Lead.created_at < rng.utc_to)
 
 
-def _stage_expr():
+def _stage_expr(rng: ReportRange):
     """Furthest funnel stage a lead reached: 0 new, 1 contacted, 2 booked, 3 completed."""
-    has_appt = sa.exists().where(Appointment.lead_id == Lead.id)
+    # An appointment is created after its lead, so only appointments created since the range
+    # began can belong to the range's leads: a small set both databases hash once.
+    has_appt = Lead.id.in_(sa.select(Appointment.lead_id).where(Appointment.created_at >= rng.utc_from))
     return sa.case(
         (Lead.status == LeadStatus.COMPLETED, 3),
         (Lead.status == LeadStatus.BOOKED, 2),
@@ -153,6 +155,7 @@ class Funnel:
     open: int = 0
     lost: int = 0
     unassigned: int = 0
+    waiting: int = 0  # open, no contact attempt yet
     by_assignee: dict[int, list[int]] = field(default_factory=dict)  # user -> [assigned, contacted, booked]
 
     def rows(self) -> list[dict]:
@@ -175,15 +178,20 @@ class Funnel:
 
 def funnel(session, rng: ReportRange) -> Funnel:
     _no_jit(session)
-    stage = _stage_expr().label("stage")
+    stage = _stage_expr(rng).label("stage")
+    waiting = sa.case(
+        (sa.and_(Lead.first_contact_at.is_(None), Lead.status.in_([LeadStatus.NEW, LeadStatus.ATTEMPTING])), 1),
+        else_=0,
+    ).label("waiting")
     stmt = (
-        sa.select(Lead.assignee_id, Lead.status, stage, sa.func.count())
+        sa.select(Lead.assignee_id, Lead.status, stage, waiting, sa.func.count())
         .where(*_in_range(rng))
-        .group_by(Lead.assignee_id, Lead.status, stage)
+        .group_by(Lead.assignee_id, Lead.status, stage, waiting)
     )
     result = Funnel()
-    for assignee_id, status, reached, n in session.execute(stmt).all():
+    for assignee_id, status, reached, not_attempted, n in session.execute(stmt).all():
         result.stages["new"] += n
+        result.waiting += n if not_attempted else 0
         for k, name in enumerate(STAGES[1:], start=1):
             if reached >= k:
                 result.stages[name] += n
@@ -213,57 +221,89 @@ def _delta_column(session):
     return _seconds_between(session, Lead.first_contact_at, Lead.created_at)
 
 
-def speed_to_lead(session, rng: ReportRange) -> SpeedToLead:
-    """Lead created -> first contact attempt; nearest-rank median and p90."""
-    _no_jit(session)
-    d = (
-        sa.select(_delta_column(session).label("s"))
-        .where(*_in_range(rng), Lead.first_contact_at.is_not(None))
-        .subquery()
-    )
-    ranked = sa.select(
-        d.c.s,
-        sa.func.row_number().over(order_by=d.c.s).label("rn"),
-        sa.func.count().over().label("n"),
-    ).subquery()
-    rows = session.execute(
-        sa.select(ranked.c.n, ranked.c.rn, ranked.c.s).where(
-            sa.or_(ranked.c.rn == (ranked.c.n + 1) // 2, ranked.c.rn == (9 * ranked.c.n + 9) // 10)
-        )
-    ).all()
-    waiting = session.scalar(
-        sa.select(sa.func.count()).where(
-            *_in_range(rng), Lead.first_contact_at.is_(None), Lead.status.in_([LeadStatus.NEW, LeadStatus.ATTEMPTING])
-        )
-    )
-    if not rows:
-        return SpeedToLead(0, waiting or 0, None, None)
-    n = rows[0].n
-    by_rank = {r.rn: r.s for r in rows}
-    return SpeedToLead(n, waiting or 0, by_rank.get((n + 1) // 2), by_rank.get((9 * n + 9) // 10))
+def _first_contact_ranks(session, rng: ReportRange) -> tuple[int, dict[int, int], dict[int, int]]:
+    """(n, overall value by rank, median per assignee), nearest-rank on both databases.
 
-
-def median_first_contact_by_assignee(session, rng: ReportRange) -> dict[int, int]:
+    PostgreSQL: ``percentile_disc`` is exactly nearest rank (the first value whose position
+    reaches p·n) and, with GROUPING SETS, one scan without materialising row numbers.
+    SQLite: ``row_number()``/``count()`` windows keep the same ranks.
+    """
     _no_jit(session)
+    if session.get_bind().dialect.name == "postgresql":
+        return _first_contact_ranks_pg(session, rng)
     d = (
         sa.select(Lead.assignee_id.label("uid"), _delta_column(session).label("s"))
-        .where(*_in_range(rng), Lead.first_contact_at.is_not(None), Lead.assignee_id.is_not(None))
+        .where(*_in_range(rng), Lead.first_contact_at.is_not(None))
         .subquery()
     )
     ranked = sa.select(
         d.c.uid,
         d.c.s,
-        sa.func.row_number().over(partition_by=d.c.uid, order_by=d.c.s).label("rn"),
-        sa.func.count().over(partition_by=d.c.uid).label("n"),
+        sa.func.row_number().over(order_by=d.c.s).label("rn"),
+        sa.func.count().over().label("n"),
+        sa.func.row_number().over(partition_by=d.c.uid, order_by=d.c.s).label("urn"),
+        sa.func.count().over(partition_by=d.c.uid).label("un"),
     ).subquery()
-    rows = session.execute(sa.select(ranked.c.uid, ranked.c.s).where(ranked.c.rn == (ranked.c.n + 1) // 2)).all()
-    return {uid: s for uid, s in rows}
+    r = ranked.c
+    rows = session.execute(
+        sa.select(r.uid, r.s, r.rn, r.n, r.urn, r.un).where(
+            sa.or_(
+                r.rn == (r.n + 1) // 2,
+                r.rn == (9 * r.n + 9) // 10,
+                sa.and_(r.uid.is_not(None), r.urn == (r.un + 1) // 2),
+            )
+        )
+    ).all()
+    n = rows[0].n if rows else 0
+    overall = {row.rn: row.s for row in rows}
+    medians = {row.uid: row.s for row in rows if row.uid is not None and row.urn == (row.un + 1) // 2}
+    return n, overall, medians
 
 
-def specialists(session, rng: ReportRange, result: Funnel | None = None) -> list[SpecialistRow]:
+_PG_RANKS = sa.text(
+    """
+    SELECT GROUPING(assignee_id) AS overall, assignee_id, count(*) AS n,
+           percentile_disc(0.5) WITHIN GROUP (ORDER BY s) AS median,
+           percentile_disc(0.9) WITHIN GROUP (ORDER BY s) AS p90
+    FROM (
+        SELECT assignee_id, CAST(round(extract(epoch FROM first_contact_at - created_at)) AS INTEGER) AS s
+        FROM leads
+        WHERE created_at >= :start AND created_at < :end AND first_contact_at IS NOT NULL
+    ) AS d
+    GROUP BY GROUPING SETS ((), (assignee_id))
+    """
+)
+
+
+def _first_contact_ranks_pg(session, rng: ReportRange) -> tuple[int, dict[int, int], dict[int, int]]:
+    params = {"start": rng.utc_from.replace(tzinfo=None), "end": rng.utc_to.replace(tzinfo=None)}
+    n, overall, medians = 0, {}, {}
+    for row in session.execute(_PG_RANKS, params).all():
+        if row.overall:
+            n = row.n
+            overall = {(n + 1) // 2: row.median, (9 * n + 9) // 10: row.p90} if n else {}
+        elif row.assignee_id is not None:
+            medians[row.assignee_id] = row.median
+    return n, overall, medians
+
+
+def speed_to_lead(session, rng: ReportRange, result: Funnel | None = None, ranks=None) -> SpeedToLead:
+    """Lead created -> first contact attempt; nearest-rank median and p90."""
+    n, overall, _ = ranks or _first_contact_ranks(session, rng)
+    waiting = (result or funnel(session, rng)).waiting
+    if not n:
+        return SpeedToLead(0, waiting, None, None)
+    return SpeedToLead(n, waiting, overall.get((n + 1) // 2), overall.get((9 * n + 9) // 10))
+
+
+def median_first_contact_by_assignee(session, rng: ReportRange) -> dict[int, int]:
+    return _first_contact_ranks(session, rng)[2]
+
+
+def specialists(session, rng: ReportRange, result: Funnel | None = None, ranks=None) -> list[SpecialistRow]:
     """Active specialists plus anyone holding leads of the range, by current assignee."""
     result = result or funnel(session, rng)
-    medians = median_first_contact_by_assignee(session, rng)
+    medians = (ranks or _first_contact_ranks(session, rng))[2]
     ids = set(result.by_assignee)
     users = session.execute(
         sa.select(User.id, User.name).where(
@@ -283,48 +323,67 @@ def _breakdown(rows, label) -> list[dict]:
     return sorted(out, key=lambda r: (-r["leads"], r["label"]))
 
 
-def by_source(session, rng: ReportRange) -> list[dict]:
+_SOURCE_NAMES = {LeadSourceKind.FORM: "Request form", LeadSourceKind.MANUAL: "Entered by staff"}
+
+
+def breakdowns(session, rng: ReportRange) -> dict[str, list[dict]]:
+    """Leads by source, state and condition from one grouped scan (a few thousand groups at most)."""
     _no_jit(session)
     stmt = (
-        sa.select(Lead.source_kind, WebhookSource.name, sa.func.count())
-        .select_from(Lead)
-        .outerjoin(WebhookSource, WebhookSource.id == Lead.webhook_source_id)
-        .where(*_in_range(rng))
-        .group_by(Lead.source_kind, WebhookSource.name)
-    )
-    names = {LeadSourceKind.FORM: "Request form", LeadSourceKind.MANUAL: "Entered by staff"}
-
-    def label(key):
-        kind, source = key
-        if source:
-            return f"Webhook: {source}"
-        return names.get(kind, str(kind).replace("_", " ").capitalize())
-
-    return _breakdown([((k, s), n) for k, s, n in session.execute(stmt).all()], label)
-
-
-def by_state(session, rng: ReportRange) -> list[dict]:
-    _no_jit(session)
-    stmt = (
-        sa.select(Patient.state, sa.func.count())
+        sa.select(Lead.source_kind, Lead.webhook_source_id, Lead.condition_id, Patient.state, sa.func.count())
         .select_from(Lead)
         .join(Patient, Patient.id == Lead.patient_id)
         .where(*_in_range(rng))
-        .group_by(Patient.state)
+        .group_by(Lead.source_kind, Lead.webhook_source_id, Lead.condition_id, Patient.state)
     )
-    return _breakdown(session.execute(stmt).all(), lambda s: s or "Unknown")
+    sources: dict = {}
+    conditions: dict = {}
+    states: dict = {}
+    for kind, source_id, condition_id, state, n in session.execute(stmt).all():
+        key = (kind, source_id)
+        sources[key] = sources.get(key, 0) + n
+        conditions[condition_id] = conditions.get(condition_id, 0) + n
+        states[state] = states.get(state, 0) + n
+    source_names = dict(
+        session.execute(
+            sa.select(WebhookSource.id, WebhookSource.name).where(
+                WebhookSource.id.in_([sid for _, sid in sources if sid is not None])
+            )
+        ).all()
+    )
+    condition_names = dict(
+        session.execute(
+            sa.select(Condition.id, Condition.name).where(
+                Condition.id.in_([cid for cid in conditions if cid is not None])
+            )
+        ).all()
+    )
+
+    def source_label(key):
+        kind, source_id = key
+        if source_id is not None:
+            return f"Webhook: {source_names.get(source_id, f'#{source_id}')}"
+        return _SOURCE_NAMES.get(kind, str(kind).replace("_", " ").capitalize())
+
+    return {
+        "sources": _breakdown(list(sources.items()), source_label),
+        "states": _breakdown(list(states.items()), lambda st: st or "Unknown"),
+        "conditions": _breakdown(
+            list(conditions.items()), lambda cid: condition_names.get(cid, "Not specified") if cid else "Not specified"
+        ),
+    }
+
+
+def by_source(session, rng: ReportRange) -> list[dict]:
+    return breakdowns(session, rng)["sources"]
+
+
+def by_state(session, rng: ReportRange) -> list[dict]:
+    return breakdowns(session, rng)["states"]
 
 
 def by_condition(session, rng: ReportRange) -> list[dict]:
-    _no_jit(session)
-    counts = (
-        sa.select(Lead.condition_id.label("cid"), sa.func.count().label("n"))
-        .where(*_in_range(rng))
-        .group_by(Lead.condition_id)
-        .subquery()
-    )
-    stmt = sa.select(Condition.name, counts.c.n).select_from(counts).outerjoin(Condition, Condition.id == counts.c.cid)
-    return _breakdown(session.execute(stmt).all(), lambda name: name or "Not specified")
+    return breakdowns(session, rng)["conditions"]
 
 
 def utilisation(session, rng: ReportRange) -> list[dict]:
@@ -382,15 +441,17 @@ class Report:
 
 def build_report(session, rng: ReportRange) -> Report:
     f = funnel(session, rng)
+    ranks = _first_contact_ranks(session, rng)
+    parts = breakdowns(session, rng)
     return Report(
         range=rng,
         per_day=leads_per_day(session, rng),
         funnel=f,
-        speed=speed_to_lead(session, rng),
-        specialists=specialists(session, rng, f),
-        sources=by_source(session, rng),
-        states=by_state(session, rng),
-        conditions=by_condition(session, rng),
+        speed=speed_to_lead(session, rng, f, ranks),
+        specialists=specialists(session, rng, f, ranks),
+        sources=parts["sources"],
+        states=parts["states"],
+        conditions=parts["conditions"],
         utilisation=utilisation(session, rng),
     )
 
@@ -427,7 +488,7 @@ def table(session, rng: ReportRange, name: str) -> tuple[list[str], list[list]] 
         ]
         return ["specialist", "assigned", "contacted", "booked", "conversion_pct", "median_first_contact_minutes"], rows
     if name in ("sources", "states", "conditions"):
-        data = {"sources": by_source, "states": by_state, "conditions": by_condition}[name](session, rng)
+        data = breakdowns(session, rng)[name]
         return [name[:-1], "leads", "share_pct"], [[r["label"], r["leads"], _blank(r["share_pct"])] for r in data]
     if name == "utilisation":
         keys = ["physician_id", "physician", "state", "weekly_capacity", "capacity_in_range", "bookings"]
