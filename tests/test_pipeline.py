@@ -1,0 +1,98 @@
+"""Intake end to end: a signed delivery is stored, geocoded offline, checked against the state
+program, matched and auto-assigned before the webhook answers; a failing step never fails it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crm.models import Lead
+from crm.models.enums import GeocodeStatus, LeadStatus
+from crm.services.sources import sign_payload
+from tests.factories import (
+    ConditionFactory,
+    PhysicianFactory,
+    StateProgramFactory,
+    UserFactory,
+    WebhookSourceFactory,
+)
+
+SECRET = "whsec_" + "cGlwZWxpbmUtdGVzdC1zZWNyZXQta2V5LTMyLWJ5dGVz"
+PAYLOAD = {
+    "first_name": "Robin",
+    "last_name": "Hale",
+    "email": "robin.hale@example.com",
+    "phone": "(305) 555-0188",
+    "zip": "33101",
+    "condition": "dystonia",
+}
+
+
+@pytest.fixture
+def desk(db):
+    dystonia = ConditionFactory(name="Dystonia", slug="dystonia")
+    florida = StateProgramFactory(state="FL", name="Florida", telehealth_allowed=True)
+    florida.qualifying_conditions = [dystonia]
+    near = PhysicianFactory(last_name="Near", latitude=25.78, longitude=-80.20)
+    far = PhysicianFactory(last_name="Far", latitude=26.12, longitude=-80.14)  # Fort Lauderdale
+    unregistered = PhysicianFactory(last_name="Elsewhere", latitude=25.77, longitude=-80.19, registered_in=["GA"])
+    specialist = UserFactory(name="Sam Shift", on_shift=True, capacity=20)
+    WebhookSourceFactory(slug="site", name="Clinic site", secret=SECRET)
+    db.session.commit()
+    return {"near": near, "far": far, "unregistered": unregistered, "specialist": specialist}
+
+
+def deliver(app, payload=PAYLOAD, msg_id="msg_pipeline"):
+    signed = sign_payload(SECRET, json.dumps(payload), msg_id=msg_id)
+    headers = dict(signed.headers, **{"content-type": "application/json"})
+    return app.test_client().post("/webhooks/intake/site", data=signed.body, headers=headers)
+
+
+def test_a_delivery_is_geocoded_matched_and_assigned_before_the_answer(make_app, db, desk):
+    resp = deliver(make_app(AUTO_ASSIGN=True))
+    assert resp.status_code == 202, resp.get_json()
+    db.session.expire_all()
+    lead = db.session.get(Lead, resp.get_json()["lead_id"])
+
+    patient = lead.patient
+    assert patient.geocode_status == GeocodeStatus.OK
+    assert patient.state == "FL" and patient.timezone == "America/New_York"
+    assert patient.latitude == pytest.approx(25.77, abs=0.1)
+
+    # No date of birth on a webhook delivery: the age check is left open, nothing fails.
+    assert lead.eligibility["state"] == "FL" and lead.eligibility["eligible"] is not False
+    in_person = [c["physician_id"] for c in lead.match_result["candidates"] if c["mode"] == "in_person"]
+    assert in_person[:2] == [desk["near"].id, desk["far"].id]
+    excluded = {x["physician_id"]: x["reason"] for x in lead.match_result["excluded"]}
+    assert excluded[desk["unregistered"].id] == "no registration in FL"
+    assert lead.matched_at is not None
+
+    assert lead.assignee_id == desk["specialist"].id
+    assert lead.status == LeadStatus.NEW
+
+
+def test_the_specialist_sees_the_match_on_the_workspace(make_app, db, desk, auth):
+    resp = deliver(make_app(AUTO_ASSIGN=True))
+    lead_id = resp.get_json()["lead_id"]
+    auth.as_user(desk["specialist"])
+    page = auth.client.get(f"/leads/{lead_id}")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Near" in html and "Far" in html
+    assert "no registration in FL" in html
+
+
+def test_a_failing_matcher_never_fails_the_delivery(make_app, db, desk, monkeypatch):
+    from crm.services import enrichment
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("matcher down")
+
+    monkeypatch.setattr(enrichment, "match_lead", broken)
+    resp = deliver(make_app(AUTO_ASSIGN=True))
+    assert resp.status_code == 202
+    db.session.expire_all()
+    lead = db.session.get(Lead, resp.get_json()["lead_id"])
+    assert lead is not None and lead.match_result is None
+    assert lead.assignee_id == desk["specialist"].id  # routing still ran
