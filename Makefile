@@ -34,5 +34,15 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check crm tests bench config.py wsgi.py
 
+# Benchmarks (SPEC 11), each printing JSON. PostgreSQL runs when TEST_DATABASE_URL or DATABASE_URL points at one.
+# Full-size targets: make bench PHYSICIANS=100000 LEADS=1000000 (loading a million leads takes minutes).
+PHYSICIANS ?= 100000
+LEADS ?= 100000
+bench: install
+	$(PY) bench/intake.py
+	$(PY) bench/match.py --physicians $(PHYSICIANS) --leads 200
+	$(PY) bench/queue.py --leads $(LEADS)
+	$(PY) bench/reports.py --leads $(LEADS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/artifacts
