@@ -1,6 +1,8 @@
 """/reports render time with many leads (SPEC 11 style; target p95 < 300 ms at 1,000,000 leads).
 
-    .venv/bin/python bench/reports.py --leads 1000000 [--requests 40]
+    .venv/bin/python bench/reports.py --leads 1000000 [--requests 40] [--reuse]
+
+``--reuse`` skips steps 1-2 and measures the database an earlier run built.
 
 Database: TEST_DATABASE_URL / DATABASE_URL, default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test_reports`` (its public schema is
