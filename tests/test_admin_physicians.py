@@ -90,6 +90,17 @@ def test_create_geocodes_and_audits(client, auth, admin, db, fake_geocoder):
     assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "create_physician")).object_id == str(doc.id)
 
 
+def test_create_geocodes_with_the_real_offline_geocoder(client, auth, admin, db):
+    """No stand-in: the shipped ZIP dataset locates the new physician on save."""
+    auth.as_user(admin)
+    resp = client.post("/admin/physicians/new", data=form_data())
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    doc = db.session.scalar(sa.select(Physician))
+    assert doc.geocode_status == "ok" and doc.geocode_precision == "zip"
+    assert doc.latitude == pytest.approx(27.95, abs=0.1) and doc.longitude == pytest.approx(-82.46, abs=0.1)
+    assert doc.timezone == "America/New_York"
+
+
 def test_explicit_coordinates_skip_geocoding(client, auth, admin, db, fake_geocoder):
     auth.as_user(admin)
     resp = client.post("/admin/physicians/new", data=form_data(latitude="28.5383", longitude="-81.3792"))
