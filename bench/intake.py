@@ -37,6 +37,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, bench/ comes first on sys.path and bench/queue.py would shadow the standard
+# library's queue module (psycopg imports it): drop bench/ before anything imports it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
 SECRET = "whsec_" + "YmVuY2gtaW50YWtlLXNlY3JldC1rZXktMzItYnl0ZXMhIQ=="  # 32 bytes, bench only
