@@ -48,7 +48,6 @@ TIE_MILES = 0.1
 EXCLUDED_LIMIT = 25
 BOOKINGS_WINDOW = timedelta(days=7)
 EPS = 1e-9
-SQLITE_MMAP_BYTES = 256 * 1024 * 1024  # address space, not memory
 
 P = Physician.__table__
 R = Registration.__table__
@@ -321,11 +320,6 @@ def _execute(kind: str, params: dict, **variant) -> list[tuple]:
     elif "since" in params:
         params["since"] = params["since"].astimezone(UTC).replace(tzinfo=None)
     dbapi = conn.connection
-    if dialect == "sqlite" and not dbapi.info.get("crm_mmap"):
-        # Memory-mapped reads: a match touches a few dozen scattered pages, and mmap halves
-        # its time against read() calls (docs/matching.md). Once per connection.
-        dbapi.driver_connection.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
-        dbapi.info["crm_mmap"] = True
     cursor = dbapi.driver_connection.cursor()
     try:
         cursor.execute(_sql(kind, dialect, **variant), params)
