@@ -39,6 +39,8 @@ sys.path[:] = [p for p in sys.path if p not in ("", __file__.rsplit("/", 1)[0]) 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import fresh_schema, make_app  # noqa: E402
+
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test_queue"
 SPECIALISTS = 20
 PASSWORD = "bench-queue-password"
@@ -106,17 +108,8 @@ def rows(n: int, now: datetime, condition_ids: list[int], user_ids: list[int], s
         yield patient, lead
 
 
-def make_app(url: str):
-    from config import TestConfig
-    from crm import create_app
-
-    return create_app(TestConfig, SQLALCHEMY_DATABASE_URI=url, WTF_CSRF_ENABLED=False)
-
-
 def build(url: str, n: int, now: datetime) -> float:
     """Schema by migrations, then the bulk load; returns the load time in seconds."""
-    import sqlalchemy as sa
-    from flask_migrate import upgrade
 
     from crm.extensions import db
     from crm.models import Condition, User
@@ -125,10 +118,7 @@ def build(url: str, n: int, now: datetime) -> float:
 
     app = make_app(url)
     with app.app_context():
-        if db.engine.dialect.name == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"))
-        upgrade()
+        fresh_schema()
         pw = hash_password(PASSWORD)
         users = [
             User(email=f"spec{k}@example.com", name=f"Specialist {k}", role=Role.SPECIALIST, password_hash=pw)

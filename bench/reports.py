@@ -39,6 +39,8 @@ sys.path[:] = [p for p in sys.path if p not in ("", __file__.rsplit("/", 1)[0]) 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._common import fresh_schema, make_app  # noqa: E402
+
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test_reports"
 SPECIALISTS = 20
 CONDITIONS = 20
@@ -121,16 +123,7 @@ def rows(n: int, now: datetime, ids: dict, seed: int = 7):
         yield patient, lead, appt
 
 
-def make_app(url: str):
-    from config import TestConfig
-    from crm import create_app
-
-    return create_app(TestConfig, SQLALCHEMY_DATABASE_URI=url, WTF_CSRF_ENABLED=False)
-
-
 def build(url: str, n: int, now: datetime) -> float:
-    import sqlalchemy as sa
-    from flask_migrate import upgrade
 
     from crm.extensions import db
     from crm.models import Condition, Physician, User, WebhookSource
@@ -140,10 +133,7 @@ def build(url: str, n: int, now: datetime) -> float:
 
     app = make_app(url)
     with app.app_context():
-        if db.engine.dialect.name == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"))
-        upgrade()
+        fresh_schema()
         pw = hash_password(PASSWORD)
         admin = User(email="admin@example.com", name="Bench Admin", role=Role.ADMIN, password_hash=pw)
         users = [
