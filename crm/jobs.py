@@ -62,6 +62,12 @@ def geocode_retry(now: datetime) -> str:
     return f"geocode retry + re-match: {result}"
 
 
+def enrich_new(now: datetime) -> str:
+    from crm.services.pipeline import enrich_new_leads
+
+    return str(enrich_new_leads(now, limit=int(_cfg("ENRICH_BATCH", 200))))
+
+
 def auto_assignment(now: datetime) -> str:
     from crm.services.routing import auto_assign_sweep
 
@@ -129,9 +135,11 @@ class Job:
     seconds: int
     func: Callable[[datetime], str]
     description: str
+    quiet: bool = False  # runs often: a run that did nothing (empty summary) leaves no JobRun row
 
 
 JOBS: tuple[Job, ...] = (
+    Job("enrich_new", 5, enrich_new, "Geocode, check, match and route leads intake just stored", quiet=True),
     Job("geocode_retry", 120, geocode_retry, "Geocode retry with backoff, then re-match"),
     Job("auto_assign", 60, auto_assignment, "Auto-assign waiting leads (round robin)"),
     Job("sla_sweep", 60, sla_escalation, "Speed-to-lead SLA: flag and escalate to admins"),
@@ -147,13 +155,16 @@ JOBS_BY_ID = {job.id: job for job in JOBS}
 
 
 def run_job(job: Job, now: datetime | None = None) -> JobRun:
-    """Run one job in the current app context; its JobRun row records the outcome."""
+    """Run one job in the current app context; its JobRun row records the outcome (a quiet job's
+    idle run is returned unsaved)."""
     now = now or datetime.now(UTC)
     started = time.perf_counter()
-    run = JobRun(job_id=job.id, started_at=now, ok=True, summary="running")
-    db.session.add(run)
-    db.session.commit()
-    run_id = run.id
+    run_id = None
+    if not job.quiet:  # a row up front shows a long run as "running"
+        run = JobRun(job_id=job.id, started_at=now, ok=True, summary="running")
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
     try:
         summary, ok = job.func(now), True
         db.session.commit()
@@ -165,14 +176,19 @@ def run_job(job: Job, now: datetime | None = None) -> JobRun:
         db.session.rollback()
         summary, ok = f"failed: {type(exc).__name__}", False
         log.error("job %s failed: %s", job.id, type(exc).__name__)
-    run = db.session.get(JobRun, run_id)
+    if run_id is None:
+        run = JobRun(job_id=job.id, started_at=now)
+        if summary or not ok:
+            db.session.add(run)
+    else:
+        run = db.session.get(JobRun, run_id)
     run.finished_at = datetime.now(UTC)
     run.ok = ok
-    run.summary = summary[:1000]
+    run.summary = (summary or "nothing to do")[:1000]
     db.session.commit()
     elapsed = (time.perf_counter() - started) * 1000
-    if ok:
-        log.info("job %s: %s (%.0f ms)", job.id, summary, elapsed)
+    if ok and (summary or not job.quiet):
+        log.info("job %s: %s (%.0f ms)", job.id, run.summary, elapsed)
     return run
 
 

@@ -89,6 +89,10 @@ def _wipe(app) -> None:
 @pytest.fixture(autouse=True)
 def _clean_database(request):
     yield
+    from crm.services import intake, pipeline
+
+    pipeline._backoff.clear()  # lead ids start again at 1 in the next test's database
+    intake.forget_conditions()
     if "app" in request.fixturenames:
         app = request.getfixturevalue("app")
         _wipe(app)

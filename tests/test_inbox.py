@@ -210,7 +210,7 @@ def test_bad_secrets_are_refused(bad):
         sources.validate_secret(bad)
 
 
-# ---------------------------------------------------------------- after_intake (pipeline)
+# ---------------------------------------------------------------- enrich_new job (pipeline)
 
 
 @pytest.fixture
@@ -227,6 +227,7 @@ def fake_steps(monkeypatch):
         if behaviour["enrich"]:
             raise behaviour["enrich"]
         lead.priority = 5  # a change that must be committed
+        lead.matched_at = datetime.now(UTC)
 
     def auto_assign(lead):
         calls.append(("assign", lead.id))
@@ -241,26 +242,45 @@ def fake_steps(monkeypatch):
     return calls, behaviour
 
 
-def test_after_intake_enriches_then_assigns_and_commits(client, db, source, fake_steps):
+def test_intake_answers_before_enrichment_and_the_job_enriches_then_assigns(client, db, source, fake_steps):
+    from crm.jobs import JOBS_BY_ID, run_job
+
     calls, _ = fake_steps
     lead_id = deliver(client).get_json()["lead_id"]
+    assert calls == []  # nothing but storing happens inside the request
+    assert db.session.get(Lead, lead_id).matched_at is None
+
+    run = run_job(JOBS_BY_ID["enrich_new"])
     assert calls == [("enrich", lead_id), ("assign", lead_id)]
+    assert run.ok and run.summary.startswith("1 new lead(s) enriched")
     db.session.expire_all()
     assert db.session.get(Lead, lead_id).priority == 5
+    assert db.session.get(Lead, lead_id).matched_at is not None
+
+    idle = run_job(JOBS_BY_ID["enrich_new"])  # nothing left: no second call, no JobRun row
+    assert calls == [("enrich", lead_id), ("assign", lead_id)]
+    assert idle.id is None and idle.summary == "nothing to do"
 
 
-def test_after_intake_failures_are_isolated(client, db, source, fake_steps):
+def test_enrichment_failures_are_isolated_and_retried_with_backoff(client, db, source, fake_steps):
+    from crm.services.pipeline import RETRY_BASE, enrich_new_leads
+
     calls, behaviour = fake_steps
     behaviour["enrich"] = RuntimeError("geocoder down")
     behaviour["assign"] = RuntimeError("routing bug")
     resp = deliver(client)
-    assert resp.status_code == 202  # neither failure reaches the sender
-    assert [c[0] for c in calls] == ["enrich", "assign"]  # assignment still ran after enrichment failed
+    assert resp.status_code == 202  # the delivery never sees either failure
     assert db.session.get(InboxItem, resp.get_json()["inbox_id"]).status == InboxStatus.ACCEPTED
 
+    now = datetime.now(UTC)
+    first = enrich_new_leads(now)
+    assert (first.enriched, first.failed) == (0, 1)
+    assert [c[0] for c in calls] == ["enrich", "assign"]  # assignment still ran after enrichment failed
 
-def test_online_geocoder_leaves_enrichment_to_the_scheduler(make_app, db, source, fake_steps):
-    calls, _ = fake_steps
-    app = make_app(GEOCODER="nominatim")
-    lead_id = deliver(app.test_client()).get_json()["lead_id"]
-    assert calls == [("assign", lead_id)]
+    assert str(enrich_new_leads(now + RETRY_BASE / 2)) == ""  # backing off: not tried again yet
+    assert len(calls) == 2
+
+    behaviour["enrich"] = behaviour["assign"] = None
+    later = enrich_new_leads(now + RETRY_BASE * 2)
+    assert (later.enriched, later.failed) == (1, 0)
+    assert [c[0] for c in calls] == ["enrich", "assign", "enrich", "assign"]

@@ -311,14 +311,23 @@ def test_canary_patient_data_never_reaches_the_logs(client, db, conditions, capl
 
 def test_database_unreachable_keeps_the_form_filled_in(client, db, conditions, monkeypatch):
     from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
 
     from crm.services import intake
 
-    def down(**values):
+    real_submit = intake.submit_form
+
+    def down(self, *args, **kwargs):
         raise OperationalError("INSERT INTO inbox_items", {}, Exception("could not connect"))
 
-    monkeypatch.setattr(intake, "_store", down)
+    def submit_while_down(*args, **kwargs):  # neither the request nor its failure can be written
+        with monkeypatch.context() as m:
+            m.setattr(Session, "flush", down)
+            return real_submit(*args, **kwargs)
+
+    monkeypatch.setattr(intake, "submit_form", submit_while_down)
     resp = client.post("/conditions/dystonia", data=form_data())
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "could not save your request" in html
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 0
     assert 'value="Casey"' in html and "Please text after 6." in html

@@ -1,5 +1,6 @@
-"""Intake end to end: a signed delivery is stored, geocoded offline, checked against the state
-program, matched and auto-assigned before the webhook answers; a failing step never fails it."""
+"""Intake end to end: a signed delivery is stored and answered; the enrich_new job then geocodes it
+offline, checks it against the state program, matches and auto-assigns it; a failing step never
+fails the delivery."""
 
 from __future__ import annotations
 
@@ -49,11 +50,24 @@ def deliver(app, payload=PAYLOAD, msg_id="msg_pipeline"):
     return app.test_client().post("/webhooks/intake/site", data=signed.body, headers=headers)
 
 
-def test_a_delivery_is_geocoded_matched_and_assigned_before_the_answer(make_app, db, desk):
-    resp = deliver(make_app(AUTO_ASSIGN=True))
+def run_enrich_job(app):
+    from crm.jobs import JOBS_BY_ID, run_job
+
+    with app.app_context():
+        return run_job(JOBS_BY_ID["enrich_new"])
+
+
+def test_a_delivery_is_geocoded_matched_and_assigned_by_the_job_after_the_answer(make_app, db, desk):
+    app = make_app(AUTO_ASSIGN=True)
+    resp = deliver(app)
     assert resp.status_code == 202, resp.get_json()
-    db.session.expire_all()
     lead = db.session.get(Lead, resp.get_json()["lead_id"])
+    assert lead.matched_at is None and lead.assignee_id is None  # stored and answered, nothing more
+
+    run = run_enrich_job(app)
+    assert run.ok and run.summary.startswith("1 new lead(s) enriched"), run.summary
+    db.session.expire_all()
+    lead = db.session.get(Lead, lead.id)
 
     patient = lead.patient
     assert patient.geocode_status == GeocodeStatus.OK
@@ -73,8 +87,9 @@ def test_a_delivery_is_geocoded_matched_and_assigned_before_the_answer(make_app,
 
 
 def test_the_specialist_sees_the_match_on_the_workspace(make_app, db, desk, auth):
-    resp = deliver(make_app(AUTO_ASSIGN=True))
-    lead_id = resp.get_json()["lead_id"]
+    app = make_app(AUTO_ASSIGN=True)
+    lead_id = deliver(app).get_json()["lead_id"]
+    run_enrich_job(app)
     auth.as_user(desk["specialist"])
     page = auth.client.get(f"/leads/{lead_id}")
     assert page.status_code == 200
@@ -90,8 +105,11 @@ def test_a_failing_matcher_never_fails_the_delivery(make_app, db, desk, monkeypa
         raise RuntimeError("matcher down")
 
     monkeypatch.setattr(enrichment, "match_lead", broken)
-    resp = deliver(make_app(AUTO_ASSIGN=True))
+    app = make_app(AUTO_ASSIGN=True)
+    resp = deliver(app)
     assert resp.status_code == 202
+    run = run_enrich_job(app)
+    assert run.ok and "1 failed" in run.summary
     db.session.expire_all()
     lead = db.session.get(Lead, resp.get_json()["lead_id"])
     assert lead is not None and lead.match_result is None

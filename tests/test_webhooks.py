@@ -422,13 +422,14 @@ def test_concurrent_deliveries_from_one_new_patient_make_one_patient(app, db, so
 
 def test_database_unreachable_before_storing_is_503_with_retry_after(client, db, source, monkeypatch):
     from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
 
-    from crm.services import intake
-
-    def down(**values):
+    def down(self, *args, **kwargs):
         raise OperationalError("INSERT INTO inbox_items", {}, Exception("could not connect"))
 
-    monkeypatch.setattr(intake, "_store", down)
+    monkeypatch.setattr(Session, "flush", down)  # neither the delivery nor its failure can be written
     resp = deliver(client, PAYLOAD)
+    monkeypatch.undo()
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 0
     assert "retry" in resp.get_json()["error"]

@@ -31,12 +31,20 @@ def lock_contact(email: str | None, phone: str | None) -> None:
         )
 
 
+# Built once (every delivery runs it); "= NULL" matches nothing, so a missing email or phone just drops out.
+_SAME_CONTACT = (
+    sa.select(Patient)
+    .where(sa.or_(Patient.email == sa.bindparam("email"), Patient.phone == sa.bindparam("phone")))
+    .order_by(Patient.id)
+    .limit(20)
+)
+
+
 def find_patient(email: str | None, phone: str | None) -> Patient | None:
     """The patient with the same normalised email, else the same E.164 phone (oldest record wins)."""
-    conditions = [column == value for column, value in ((Patient.email, email), (Patient.phone, phone)) if value]
-    if not conditions:
+    if not (email or phone):
         return None
-    rows = db.session.scalars(sa.select(Patient).where(sa.or_(*conditions)).order_by(Patient.id).limit(20)).all()
+    rows = db.session.scalars(_SAME_CONTACT, {"email": email or None, "phone": phone or None}).all()
     by_email = [p for p in rows if email and p.email == email]
     return (by_email or rows or [None])[0]
 

@@ -1,7 +1,7 @@
 """Enrichment of a lead: locate the patient, check eligibility, match physicians; and the retry sweep.
 
-``enrich_lead`` runs right after intake (crm/services/pipeline.py) when the geocoder is offline;
-with an online geocoder the ``geocode_retry`` job does it. A failed geocode leaves the patient
+``enrich_lead`` runs for each new lead a few seconds after intake stored it (the ``enrich_new``
+job, crm/services/pipeline.py); a failed geocode is retried by the ``geocode_retry`` job. It leaves the patient
 ``pending`` with a backoff; the lead is matched anyway (a lead without a location still gets its
 telehealth list) and matched again once located. After the last attempt the patient is ``failed``
 and admins get a notification.

@@ -4,24 +4,25 @@ The two public doors (the request form and ``POST /webhooks/intake/<slug>``)
 both end here:
 
 1. **Store** — the raw body (and the headers, minus signature/authorization/
-   cookies) is committed as an ``InboxItem`` before anything else happens, so a
-   submission can never be lost once we answered it.
-2. **Process** — in a second transaction the payload is mapped, validated and
-   turned into a patient + lead (or folded into an open lead, SPEC 2.2). The
-   item claims its ``dedupe_key`` (``webhook:<source id>:<webhook-id>`` or
-   ``form:<idempotency token>``) in that same transaction: the column is unique,
-   so of two concurrent deliveries of one webhook-id exactly one commits a lead
-   and the other sees an IntegrityError and is answered "duplicate" with the
+   cookies) is inserted as an ``InboxItem`` before anything else happens.
+2. **Process** — in the same transaction the payload is mapped, validated and
+   turned into a patient + lead (or folded into an open lead, SPEC 2.2), then
+   one commit. The item claims its ``dedupe_key`` (``webhook:<source id>:<webhook-id>``
+   or ``form:<idempotency token>``) with the lead: the column is unique, so of
+   two concurrent deliveries of one webhook-id exactly one commits a lead and
+   the other sees an IntegrityError and is answered "duplicate" with the
    winner's lead id.
-3. **After the commit** — ``crm.services.pipeline.after_intake`` enriches and
-   routes the lead; a failure there never touches the delivery.
+3. **Afterwards** — the ``enrich_new`` scheduler job (crm/services/pipeline.py)
+   geocodes, matches and routes the lead; nothing of that runs in the request.
 
-A processing failure (database error, a bug) leaves the item ``failed`` with its
-error; ``retry_failed_items`` (a scheduler job) retries it with backoff and an
-admin can replay it from /admin/inbox.
+A processing failure (database error, a bug) rolls the transaction back and
+commits the raw item alone as ``failed`` with its error before we answer (if
+that cannot be written either, the route answers 503 and the sender retries);
+``retry_failed_items`` (a scheduler job) retries it with backoff and an admin
+can replay it from /admin/inbox. Rejections for source, size or signature are
+committed on their own.
 
-This module owns its transactions (store-first needs two commits); every other
-service function only flushes.
+This module owns its transactions; every other service function only flushes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,11 +41,10 @@ from urllib.parse import parse_qsl
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
 
 from crm.extensions import db
 from crm.intake.mapping import FIELDS, MappingError, apply_mapping, build_payload, validate_mapping  # noqa: F401
-from crm.models import Condition, InboxItem, Lead, LeadEvent, Patient, User, WebhookSource
+from crm.models import Condition, InboxItem, Lead, LeadEvent, Patient, User, WebhookSecret, WebhookSource
 from crm.models.base import utcnow
 from crm.models.enums import (
     ContactMethod,
@@ -268,16 +269,36 @@ def match_condition(text: str, conditions: list[Condition]) -> Condition | None:
     return best[1] if best else None
 
 
+CONDITIONS_TTL = 30.0  # seconds another worker may use a condition list from before an admin's edit
+_conditions_cache: tuple[float, list] | None = None
+_CONDITION_ROWS = sa.select(Condition.id, Condition.slug, Condition.name, Condition.synonyms).order_by(
+    Condition.published.desc(), Condition.id
+)
+
+
+def forget_conditions(*_args) -> None:
+    global _conditions_cache
+    _conditions_cache = None
+
+
+# An edit in this process is seen at once; other workers re-read within CONDITIONS_TTL.
+for _event in ("after_insert", "after_update", "after_delete"):
+    sa.event.listen(Condition, _event, forget_conditions)
+
+
+def _condition_rows() -> list:
+    global _conditions_cache
+    now = time.monotonic()
+    if _conditions_cache is None or now - _conditions_cache[0] > CONDITIONS_TTL:
+        _conditions_cache = (now, list(db.session.execute(_CONDITION_ROWS).all()))
+    return _conditions_cache[1]
+
+
 def resolve_condition(text: str):
     """The matching condition as a row with ``id, slug, name, synonyms`` (no ORM objects: this is hot)."""
     if not text:
         return None
-    rows = db.session.execute(
-        sa.select(Condition.id, Condition.slug, Condition.name, Condition.synonyms).order_by(
-            Condition.published.desc(), Condition.id
-        )
-    ).all()
-    return match_condition(text, list(rows))
+    return match_condition(text, _condition_rows())
 
 
 # --------------------------------------------------------------------------- payloads
@@ -423,9 +444,7 @@ def _receive_webhook(
     kept = safe_headers(headers)
     content_type = kept.get("content-type", "")[:120]
     webhook_id = (kept.get("webhook-id") or "")[:200] or None
-    source = db.session.scalar(
-        sa.select(WebhookSource).options(joinedload(WebhookSource.secrets)).where(WebhookSource.slug == slug[:80])
-    )
+    source = load_source(slug[:80])
     item_values = {
         "channel": InboxChannel.WEBHOOK,
         "source_id": source.id if source is not None else None,
@@ -446,11 +465,11 @@ def _receive_webhook(
     if reason:
         return _reject_now(item_values, 401, reason)
     if source.last_received_at is None or now - source.last_received_at >= timedelta(minutes=1):
-        source.last_received_at = now  # coarse, so busy sources do not contend on their row
-    # No look-up for an earlier delivery here: the item claims its dedupe key first thing in
-    # process(), and the unique index turns a repeat (even a concurrent one) into "duplicate".
-    item = _store(status=InboxStatus.RECEIVED, **item_values)
-    return process(item.id, now=now)
+        # coarse, so busy sources do not contend on their row
+        db.session.execute(_TOUCH_SOURCE, {"source_id": source.id, "at": now})
+    # No look-up for an earlier delivery here: the item claims its dedupe key with its lead, and
+    # the unique index turns a repeat (even a concurrent one) into "duplicate".
+    return _store_and_process(item_values, now, source=source)
 
 
 # --------------------------------------------------------------------------- form
@@ -490,8 +509,116 @@ def _submit_form(
         if original is not None:
             item = _store(status=InboxStatus.DUPLICATE, lead_id=original.lead_id, processed_at=now, **item_values)
             return Outcome("duplicate", inbox_id=item.id, lead_id=original.lead_id, http_status=200)
-    item = _store(status=InboxStatus.RECEIVED, **item_values)
-    return process(item.id, now=now)
+    return _store_and_process(item_values, now)
+
+
+# --------------------------------------------------------------------------- the hot path
+# Every delivery runs this. At a burst, SQLAlchemy's per-statement work (building statements,
+# the ORM unit of work) cost more than the database, so fresh deliveries use statements built
+# once here (their compiled form is cached) and plain rows instead of ORM objects.
+
+_sources = WebhookSource.__table__
+_secrets = WebhookSecret.__table__
+_items = InboxItem.__table__
+_SOURCE_WITH_SECRETS = (
+    sa.select(
+        _sources.c.id,
+        _sources.c.name,
+        _sources.c.active,
+        _sources.c.field_mapping,
+        _sources.c.last_received_at,
+        _secrets.c.id.label("secret_id"),
+        _secrets.c.secret,
+        _secrets.c.created_at.label("secret_created_at"),
+        _secrets.c.expires_at.label("secret_expires_at"),
+    )
+    .select_from(_sources.outerjoin(_secrets, _secrets.c.source_id == _sources.c.id))
+    .where(_sources.c.slug == sa.bindparam("slug"))
+)
+_TOUCH_SOURCE = (
+    sa.update(_sources).where(_sources.c.id == sa.bindparam("source_id")).values(last_received_at=sa.bindparam("at"))
+)
+_INSERT_ITEM = sa.insert(_items).returning(_items.c.id)
+_ITEM_OUTCOME = ("status", "error", "processed_at", "next_attempt_at", "lead_id", "dedupe_key")
+_UPDATE_ITEM = (
+    sa.update(_items)
+    .where(_items.c.id == sa.bindparam("item_id"))
+    .values({name: sa.bindparam(f"new_{name}") for name in _ITEM_OUTCOME})
+)
+_INSERT_PATIENT = sa.insert(Patient.__table__).returning(Patient.__table__.c.id)
+_INSERT_LEAD = sa.insert(Lead.__table__).returning(Lead.__table__.c.id)
+_INSERT_EVENT = sa.insert(LeadEvent.__table__)
+
+
+@dataclass(frozen=True)
+class SecretRow:
+    id: int
+    secret: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass
+class SourceRow:
+    """What intake needs of a webhook source (``sources.active_secrets`` reads ``secrets``)."""
+
+    id: int
+    name: str
+    slug: str
+    active: bool
+    field_mapping: dict
+    last_received_at: datetime | None
+    secrets: list[SecretRow]
+
+
+def load_source(slug: str) -> SourceRow | None:
+    rows = db.session.execute(_SOURCE_WITH_SECRETS, {"slug": slug}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    secrets = [SecretRow(r.secret_id, r.secret, r.secret_created_at, r.secret_expires_at) for r in rows if r.secret_id]
+    return SourceRow(
+        first.id, first.name, slug, first.active, first.field_mapping or {}, first.last_received_at, secrets
+    )
+
+
+@dataclass
+class FreshItem:
+    """A delivery being stored now: the InboxItem attributes processing reads and sets, written
+    with one INSERT before processing and one UPDATE with the outcome."""
+
+    channel: InboxChannel
+    source_slug: str
+    received_at: datetime
+    headers: dict
+    content_type: str
+    body: str
+    source_id: int | None = None
+    source: SourceRow | None = None
+    webhook_id: str | None = None
+    remote_ip: str | None = None
+    id: int | None = None
+    status: InboxStatus = InboxStatus.RECEIVED
+    error: str | None = None
+    attempts: int = 1
+    next_attempt_at: datetime | None = None
+    processed_at: datetime | None = None
+    lead_id: int | None = None
+    dedupe_key: str | None = None
+
+    def insert(self) -> None:
+        values = {
+            name: getattr(self, name)
+            for name in (
+                "channel", "source_id", "source_slug", "webhook_id", "received_at", "remote_ip",
+                "headers", "content_type", "body", "status", "attempts",
+            )
+        }  # fmt: skip
+        self.id = db.session.execute(_INSERT_ITEM, values).scalar_one()
+
+    def write_outcome(self) -> None:
+        params = {f"new_{name}": getattr(self, name) for name in _ITEM_OUTCOME}
+        db.session.execute(_UPDATE_ITEM, {"item_id": self.id, **params})
 
 
 # --------------------------------------------------------------------------- processing
@@ -536,18 +663,18 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     returning = patient is not None
     if patient is None:
         patient_id = db.session.execute(
-            sa.insert(Patient.__table__)
-            .values(
-                first_name=clean["first_name"],
-                last_name=clean["last_name"],
-                geocode_status=GeocodeStatus.PENDING,
-                geocode_next_at=now,
-                created_at=now,
-                updated_at=now,
-                **{"preferred_contact_method": ContactMethod.PHONE, **contact},
+            _INSERT_PATIENT,
+            {
+                "first_name": clean["first_name"],
+                "last_name": clean["last_name"],
+                "geocode_status": GeocodeStatus.PENDING,
+                "geocode_next_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "preferred_contact_method": ContactMethod.PHONE,
+                **contact,
                 **address,
-            )
-            .returning(Patient.__table__.c.id)
+            },
         ).scalar_one()
     else:
         patient_id = patient.id
@@ -569,36 +696,36 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             return "resubmitted", target.id
 
     lead_id = db.session.execute(
-        sa.insert(Lead.__table__)
-        .values(
-            patient_id=patient_id,
-            condition_id=condition.id if condition else None,
-            condition_text=clean["condition"][:200],
-            message=clean["message"],
-            preferred_mode=clean["preferred_mode"] or PreferredMode.EITHER,
-            source_kind=LeadSourceKind.FORM if item.channel == InboxChannel.FORM else LeadSourceKind.WEBHOOK,
-            webhook_source_id=item.source_id,
-            landing_page_url=clean["landing_page_url"],
-            utm_source=clean["utm_source"],
-            utm_medium=clean["utm_medium"],
-            utm_campaign=clean["utm_campaign"],
-            utm_term=clean["utm_term"],
-            utm_content=clean["utm_content"],
-            status=LeadStatus.NEW,
-            version=1,
-            created_at=now,
-            updated_at=now,
-            sla_due_at=_sla_due(now),
-        )
-        .returning(Lead.__table__.c.id)
+        _INSERT_LEAD,
+        {
+            "patient_id": patient_id,
+            "condition_id": condition.id if condition else None,
+            "condition_text": clean["condition"][:200],
+            "message": clean["message"],
+            "preferred_mode": clean["preferred_mode"] or PreferredMode.EITHER,
+            "source_kind": LeadSourceKind.FORM if item.channel == InboxChannel.FORM else LeadSourceKind.WEBHOOK,
+            "webhook_source_id": item.source_id,
+            "landing_page_url": clean["landing_page_url"],
+            "utm_source": clean["utm_source"],
+            "utm_medium": clean["utm_medium"],
+            "utm_campaign": clean["utm_campaign"],
+            "utm_term": clean["utm_term"],
+            "utm_content": clean["utm_content"],
+            "status": LeadStatus.NEW,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+            "sla_due_at": _sla_due(now),
+        },
     ).scalar_one()
     db.session.execute(
-        sa.insert(LeadEvent.__table__).values(
-            lead_id=lead_id,
-            kind=EventKind.CREATED,
-            data={**source_info, "returning_patient": returning, "condition": condition.slug if condition else None},
-            created_at=now,
-        )
+        _INSERT_EVENT,
+        {
+            "lead_id": lead_id,
+            "kind": EventKind.CREATED,
+            "data": {**source_info, "returning_patient": returning, "condition": condition.slug if condition else None},
+            "created_at": now,
+        },
     )
     return "accepted", lead_id
 
@@ -622,51 +749,112 @@ def _mark_failed(item_id: int, exc: BaseException, now: datetime) -> InboxItem |
     return item
 
 
-def process(item_id: int, *, now: datetime | None = None, run_pipeline: bool = True) -> Outcome:
-    """Turn a stored item into a lead (or a rejection, a duplicate, a fold). Commits; never raises."""
-    now = now or utcnow()
-    item = db.session.get(InboxItem, item_id)
-    key: str | None = None
+def _process_in_transaction(item: InboxItem | FreshItem, now: datetime) -> Outcome:
+    """Parse, validate and apply ``item`` inside the current transaction; the caller writes the
+    item's outcome (an ORM item by the commit's flush, a FreshItem by ``write_outcome``) and commits.
+
+    Raises when processing fails (the caller records the item ``failed``); an IntegrityError
+    means the dedupe key is taken (a duplicate) unless no other item holds it."""
     try:
-        try:
-            raw = raw_fields(item)
-        except PayloadError as exc:
-            item.status, item.error, item.processed_at = InboxStatus.REJECTED, f"[400] {exc}", now
-            db.session.commit()
-            return Outcome("rejected", inbox_id=item.id, http_status=400, error=str(exc))
-        except MappingError as exc:
-            raise RuntimeError(f"field mapping of source {item.source_slug!r} is unusable: {exc}") from exc
-        clean, errors = validate_fields(
-            raw,
-            require_consent=item.channel == InboxChannel.FORM,
-            require_email_and_phone=item.channel == InboxChannel.FORM,
-        )
-        if errors:
-            item.status, item.processed_at = InboxStatus.REJECTED, now
-            item.error = "[422] validation failed: " + json.dumps(errors, sort_keys=True)
-            item.next_attempt_at = None
-            db.session.commit()
-            return Outcome("rejected", inbox_id=item.id, http_status=422, fields=errors)
-        key = _dedupe_key(item)
+        raw = raw_fields(item)
+    except PayloadError as exc:
+        item.status, item.error, item.processed_at = InboxStatus.REJECTED, f"[400] {exc}", now
+        item.next_attempt_at = None
+        return Outcome("rejected", http_status=400, error=str(exc))
+    except MappingError as exc:
+        raise RuntimeError(f"field mapping of source {item.source_slug!r} is unusable: {exc}") from exc
+    clean, errors = validate_fields(
+        raw,
+        require_consent=item.channel == InboxChannel.FORM,
+        require_email_and_phone=item.channel == InboxChannel.FORM,
+    )
+    if errors:
+        item.status, item.processed_at = InboxStatus.REJECTED, now
+        item.error = "[422] validation failed: " + json.dumps(errors, sort_keys=True)
+        item.next_attempt_at = None
+        return Outcome("rejected", http_status=422, fields=errors)
+    if isinstance(item, InboxItem):
         # Writing first takes SQLite's write lock, so the patient look-up in _apply sees every
         # committed patient (PostgreSQL gets a per-contact advisory lock in dedupe.lock_contact).
+        # A FreshItem's INSERT already did.
         item.attempts = (item.attempts or 0) + 1
         db.session.flush()
-        result, lead_id = _apply(item, clean, now)
-        # The key is claimed in the same flush that writes the lead: a concurrent twin's UPDATE
-        # waits on (PostgreSQL) or fails against (SQLite) the unique index and rolls back.
-        # Reads above run before the first write, so SQLite's write lock is held only briefly.
-        item.dedupe_key = key
-        item.status = InboxStatus.ACCEPTED
-        item.lead_id = lead_id
-        item.error = None
-        item.next_attempt_at = None
-        item.processed_at = now
+    result, lead_id = _apply(item, clean, now)
+    # The key is claimed in the same flush that writes the lead: a concurrent twin's UPDATE
+    # waits on (PostgreSQL) or fails against (SQLite) the unique index and rolls back.
+    item.dedupe_key = _dedupe_key(item)
+    item.status = InboxStatus.ACCEPTED
+    item.lead_id = lead_id
+    item.error = None
+    item.next_attempt_at = None
+    item.processed_at = now
+    log.info("intake: inbox item %s -> lead %s (%s)", item.id, lead_id, result)
+    return Outcome(result, lead_id=lead_id, http_status=202 if result == "accepted" else 200)
+
+
+def _holder_of(key: str | None, item_id: int | None) -> InboxItem | None:
+    """The other item that owns dedupe ``key`` (after an IntegrityError on it), if any."""
+    original = db.session.scalar(sa.select(InboxItem).where(InboxItem.dedupe_key == key)) if key else None
+    return None if original is None or original.id == item_id else original
+
+
+def _store_and_process(item_values: dict, now: datetime, source: SourceRow | None = None) -> Outcome:
+    """A fresh delivery: its raw item and the patient + lead it makes commit in ONE transaction.
+
+    The raw item is inserted first, then processed; if processing fails, that transaction is
+    rolled back and the raw item is committed alone as ``failed`` (retried by the scheduler,
+    replayable by an admin) before we answer; if even that cannot be written the route answers
+    503 and the sender retries. So an answered delivery is always stored, and a burst costs one
+    commit per delivery (docs/intake.md, "Performance")."""
+    item = FreshItem(source=source, **item_values)
+    key = _dedupe_key(item)
+    try:
+        item.insert()
+        outcome = _process_in_transaction(item, now)
+        item.write_outcome()
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
-        original = db.session.scalar(sa.select(InboxItem).where(InboxItem.dedupe_key == key)) if key else None
-        if original is None or original.id == item_id:
+        original = _holder_of(key, None)
+        if original is None:
+            failed = _store_failed(item_values, exc, now)
+            return Outcome("failed", inbox_id=failed.id, http_status=202, error=failed.error)
+        dup = _store(status=InboxStatus.DUPLICATE, lead_id=original.lead_id, processed_at=now, **item_values)
+        return Outcome("duplicate", inbox_id=dup.id, lead_id=original.lead_id, http_status=200)
+    except Exception as exc:  # noqa: BLE001 - the raw item is kept as failed, to be retried
+        log.exception("intake: processing a new %s delivery failed", item_values.get("channel"))
+        db.session.rollback()
+        failed = _store_failed(item_values, exc, now)
+        return Outcome("failed", inbox_id=failed.id, http_status=202, error=failed.error)
+    outcome.inbox_id = item.id
+    return outcome
+
+
+def _store_failed(item_values: dict, exc: BaseException, now: datetime) -> InboxItem:
+    item = _store(
+        status=InboxStatus.FAILED,
+        error=f"{type(exc).__name__}: {str(exc)[:1000]}",
+        attempts=1,
+        next_attempt_at=now + _backoff(1),
+        **item_values,
+    )
+    log.warning("intake: inbox item %s failed (%s), retry at %s", item.id, type(exc).__name__, item.next_attempt_at)
+    return item
+
+
+def process(item_id: int, *, now: datetime | None = None) -> Outcome:
+    """Reprocess a stored item (retry job, admin replay) into a lead, a rejection, a duplicate or
+    a fold. Commits; never raises."""
+    now = now or utcnow()
+    item = db.session.get(InboxItem, item_id)
+    key = _dedupe_key(item)
+    try:
+        outcome = _process_in_transaction(item, now)
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        original = _holder_of(key, item_id)
+        if original is None:
             failed = _mark_failed(item_id, exc, now)
             return Outcome("failed", inbox_id=item_id, lead_id=None, http_status=202, error=failed and failed.error)
         item = db.session.get(InboxItem, item_id)
@@ -678,17 +866,8 @@ def process(item_id: int, *, now: datetime | None = None, run_pipeline: bool = T
         log.exception("intake: processing inbox item %s failed", item_id)
         failed = _mark_failed(item_id, exc, now)
         return Outcome("failed", inbox_id=item_id, http_status=202, error=failed.error if failed else str(exc))
-
-    log.info("intake: inbox item %s -> lead %s (%s)", item_id, lead_id, result)
-    if run_pipeline and result == "accepted":
-        from crm.services.pipeline import after_intake
-
-        try:
-            after_intake(lead_id)
-        except Exception:  # noqa: BLE001 - enrichment/routing never fails a delivery
-            log.exception("intake: after_intake for lead %s failed", lead_id)
-            db.session.rollback()
-    return Outcome(result, inbox_id=item_id, lead_id=lead_id, http_status=202 if result == "accepted" else 200)
+    outcome.inbox_id = item_id
+    return outcome
 
 
 # --------------------------------------------------------------------------- retries and replay
