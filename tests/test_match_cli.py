@@ -112,7 +112,7 @@ def test_rematch_button_posts_with_csrf_and_records_who(make_app, db, specialist
 
     assert client.post(f"/leads/{lead.id}/rematch").status_code == 400  # no token: refused
     page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
-    assert "No match yet" in page
+    assert "Not matched yet: new requests are located, checked and matched within a few seconds" in page
     form = re.search(rf'action="/leads/{lead.id}/rematch".*?value="([^"]+)"', page, re.S)
     resp = client.post(f"/leads/{lead.id}/rematch", data={"csrf_token": form.group(1)})
     assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/leads/{lead.id}#match")
