@@ -93,6 +93,7 @@ def _clean_database(request):
 
     pipeline._backoff.clear()  # lead ids start again at 1 in the next test's database
     intake.forget_conditions()
+    intake.forget_sources()
     if "app" in request.fixturenames:
         app = request.getfixturevalue("app")
         _wipe(app)

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm.intake import mapping_examples
-from crm.models import InboxItem, Lead, LeadEvent, Patient, WebhookSecret
+from crm.models import InboxItem, Lead, LeadEvent, Patient, WebhookSecret, WebhookSource
 from crm.models.enums import EventKind, GeocodeStatus, InboxStatus, LeadSourceKind, LeadStatus
 from crm.services.sources import generate_secret, sign_payload
 from tests.factories import ConditionFactory, WebhookSourceFactory
@@ -153,6 +153,20 @@ def test_unknown_or_inactive_source_is_404(client, db, source):
     assert resp.status_code == 404 and "error" in resp.get_json()
     assert [i.status for i in items(db)] == [InboxStatus.REJECTED, InboxStatus.REJECTED]
     assert count(db, Lead) == 0
+
+
+def test_a_source_deactivated_by_another_worker_is_refused_within_the_cache_ttl(client, db, source, monkeypatch):
+    import time
+
+    from crm.services import intake
+
+    assert deliver(client, PAYLOAD, msg_id="msg_a").status_code == 202  # the source is now cached
+    # Another worker's change: a plain UPDATE in the database, no ORM event in this process.
+    db.session.execute(sa.update(WebhookSource.__table__).values(active=False))
+    db.session.commit()
+    later = time.monotonic() + intake.SOURCES_TTL + 1
+    monkeypatch.setattr(intake.time, "monotonic", lambda: later)
+    assert deliver(client, PAYLOAD, msg_id="msg_b").status_code == 404
 
 
 @pytest.mark.parametrize("body", ["{not json", "[1, 2]", '"text"', "null"])

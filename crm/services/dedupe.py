@@ -19,16 +19,21 @@ FILLABLE = ("email", "phone", "street", "city", "state", "zip")
 CONTACT_LOCK_CLASS = 7301  # advisory-lock key space for patient contact details
 
 
+_LOCK_ONE = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:a))")
+# Locked in sorted order, so two deliveries that share an email or a phone cannot deadlock.
+_LOCK_TWO = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:a)), pg_advisory_xact_lock(:space, hashtext(:b))")
+
+
 def lock_contact(email: str | None, phone: str | None) -> None:
     """Serialise concurrent intake for one email or phone until the transaction ends, so two
     deliveries from a new patient cannot both create the patient (PostgreSQL; SQLite has one writer)."""
     if db.session.get_bind().dialect.name != "postgresql":
         return
-    for value in sorted(v for v in (email, phone) if v):
-        db.session.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:value))"),
-            {"space": CONTACT_LOCK_CLASS, "value": value},
-        )
+    values = sorted(v for v in (email, phone) if v)
+    if len(values) == 2:
+        db.session.execute(_LOCK_TWO, {"space": CONTACT_LOCK_CLASS, "a": values[0], "b": values[1]})
+    elif values:
+        db.session.execute(_LOCK_ONE, {"space": CONTACT_LOCK_CLASS, "a": values[0]})
 
 
 # Built once (every delivery runs it); "= NULL" matches nothing, so a missing email or phone just drops out.

@@ -467,6 +467,7 @@ def _receive_webhook(
     if source.last_received_at is None or now - source.last_received_at >= timedelta(minutes=1):
         # coarse, so busy sources do not contend on their row
         db.session.execute(_TOUCH_SOURCE, {"source_id": source.id, "at": now})
+        source.last_received_at = now  # the cached row too
     # No look-up for an earlier delivery here: the item claims its dedupe key with its lead, and
     # the unique index turns a repeat (even a concurrent one) into "duplicate".
     return _store_and_process(item_values, now, source=source)
@@ -571,15 +572,36 @@ class SourceRow:
     secrets: list[SecretRow]
 
 
+SOURCES_TTL = 5.0  # seconds another worker may take to see a source or secret change made elsewhere
+_source_cache: dict[str, tuple[float, SourceRow]] = {}
+
+
+def forget_sources(*_args) -> None:
+    _source_cache.clear()
+
+
+# A change in this process is seen at once; other workers re-read within SOURCES_TTL.
+for _model in (WebhookSource, WebhookSecret):
+    for _event in ("after_insert", "after_update", "after_delete"):
+        sa.event.listen(_model, _event, forget_sources)
+
+
 def load_source(slug: str) -> SourceRow | None:
+    """The source and its secrets, cached per process for a few seconds (unknown slugs are not)."""
+    now = time.monotonic()
+    hit = _source_cache.get(slug)
+    if hit is not None and now - hit[0] <= SOURCES_TTL:
+        return hit[1]
     rows = db.session.execute(_SOURCE_WITH_SECRETS, {"slug": slug}).all()
     if not rows:
         return None
     first = rows[0]
     secrets = [SecretRow(r.secret_id, r.secret, r.secret_created_at, r.secret_expires_at) for r in rows if r.secret_id]
-    return SourceRow(
+    source = SourceRow(
         first.id, first.name, slug, first.active, first.field_mapping or {}, first.last_received_at, secrets
     )
+    _source_cache[slug] = (now, source)
+    return source
 
 
 @dataclass
