@@ -112,3 +112,43 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     page.goto(f"{live_server.url}/queue?view=unassigned")
     assert page.locator("table.table-queue tbody tr").count() == 4
     screenshot("queue-unassigned")
+
+
+def test_correct_the_zip_after_a_call_and_see_the_new_match(live_server, page, db, specialist, screenshot):
+    from tests.factories import ConditionFactory, LeadFactory, PatientFactory, PhysicianFactory, StateProgramFactory
+
+    dystonia = ConditionFactory(name="Dystonia", slug="dystonia")
+    for state, name in (("FL", "Florida"), ("GA", "Georgia")):
+        StateProgramFactory(state=state, name=name).qualifying_conditions = [dystonia]
+    PhysicianFactory(first_name="Maria", last_name="Miami", latitude=25.78, longitude=-80.20, state="FL")
+    PhysicianFactory(first_name="Adam", last_name="Atlanta", latitude=33.75, longitude=-84.39, state="GA")
+    lead = LeadFactory(
+        condition=dystonia, assignee=specialist, patient=PatientFactory(first_name="Jo", last_name="Rivers")
+    )
+    db.session.commit()
+
+    page.goto(f"{live_server.url}/login")
+    page.get_by_label("Email").fill(specialist.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/queue**")
+    page.goto(f"{live_server.url}/leads/{lead.id}")
+    assert page.get_by_text("Not matched yet").is_visible()  # created by a factory, never enriched
+
+    page.keyboard.press("e")  # the Edit details shortcut
+    page.wait_for_url(f"{live_server.url}/leads/{lead.id}/details")
+    page.get_by_label("ZIP").fill("3030")  # a typo first: refused, nothing else lost
+    page.get_by_label("City").fill("Atlanta")
+    page.get_by_role("button", name="Save").click()
+    assert page.get_by_text("Enter a 5-digit ZIP code (or ZIP+4).").is_visible()
+    assert page.get_by_label("City").input_value() == "Atlanta"
+    page.get_by_label("ZIP").fill("30303")
+    page.get_by_label("State").select_option("GA")
+    screenshot("lead-details-form")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url(f"{live_server.url}/leads/{lead.id}")
+    assert page.get_by_text("The new address is located.").is_visible()
+    match = page.locator("#match")
+    assert match.get_by_text("Adam Atlanta").is_visible()
+    assert page.get_by_text("Details edited").is_visible()
+    screenshot("lead-details-saved")

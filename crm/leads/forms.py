@@ -12,11 +12,20 @@ from wtforms import (
     RadioField,
     SearchField,
     SelectField,
+    StringField,
     TextAreaField,
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
-from crm.models.enums import FollowUpKind, LeadSourceKind, LeadStatus, VisitMode
+from crm.models.enums import (
+    ContactMethod,
+    ContactTime,
+    FollowUpKind,
+    LeadSourceKind,
+    LeadStatus,
+    PreferredMode,
+    VisitMode,
+)
 from crm.services.workflow import CALL_OUTCOME_LABELS, LOST_REASON_LABELS
 
 DT_FORMAT = "%Y-%m-%dT%H:%M"
@@ -163,3 +172,80 @@ class RoutingSettingsForm(FlaskForm):
         ],
         default="default",
     )
+
+
+def _normalised(normalise, field, *, required: bool = False):
+    """Run a crm.services.contact normaliser on a field; its ValueError becomes the field error."""
+    value = (field.data or "").strip()
+    if not value:
+        if required:
+            raise ValidationError("Required.")
+        field.data = None
+        return
+    try:
+        field.data = normalise(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+class DetailsForm(VersionedForm):
+    """The patient's details and the lead's request, as the specialist corrects them."""
+
+    first_name = StringField("First name", validators=[DataRequired("Enter the first name."), Length(max=100)])
+    last_name = StringField("Last name", validators=[DataRequired("Enter the last name."), Length(max=100)])
+    phone = StringField("Phone", validators=[Length(max=40)])
+    email = StringField("Email", validators=[Length(max=254)])
+    date_of_birth = DateField("Date of birth", validators=[Optional()])
+    street = StringField("Street", validators=[Length(max=200)])
+    city = StringField("City", validators=[Length(max=100)])
+    state = SelectField("State", choices=[])
+    zip = StringField("ZIP", validators=[Length(max=10)])
+    preferred_contact_method = SelectField(
+        "Prefers", choices=[(m.value, m.value.replace("_", " ").capitalize()) for m in ContactMethod]
+    )
+    preferred_contact_time = SelectField("Best time", choices=[(t.value, t.value.capitalize()) for t in ContactTime])
+    language = StringField("Language", validators=[DataRequired("Enter a language code, e.g. en."), Length(max=8)])
+    condition_id = SelectField("Condition", coerce=_int_or_none, choices=[])
+    preferred_mode = SelectField(
+        "Visit", choices=[(m.value, m.value.replace("_", " ").capitalize()) for m in PreferredMode]
+    )
+
+    def validate_phone(self, field):
+        from crm.services.contact import normalise_phone
+
+        _normalised(normalise_phone, field)
+
+    def validate_email(self, field):
+        from crm.services.contact import normalise_email
+
+        _normalised(normalise_email, field)
+
+    def validate_zip(self, field):
+        from crm.services.contact import normalise_zip
+
+        _normalised(normalise_zip, field)
+        field.data = field.data or ""
+
+    def validate_language(self, field):
+        field.data = (field.data or "").strip().lower()
+        if not field.data.replace("-", "").isalpha():
+            raise ValidationError("Use a language code such as en or es.")
+
+    def values(self) -> dict:
+        """Normalised values for crm.services.patient_details.update_details."""
+        return {
+            "first_name": self.first_name.data.strip(),
+            "last_name": self.last_name.data.strip(),
+            "phone": self.phone.data or None,
+            "email": self.email.data or None,
+            "date_of_birth": self.date_of_birth.data,
+            "street": (self.street.data or "").strip(),
+            "city": (self.city.data or "").strip(),
+            "state": self.state.data or None,
+            "zip": self.zip.data or "",
+            "preferred_contact_method": ContactMethod(self.preferred_contact_method.data),
+            "preferred_contact_time": ContactTime(self.preferred_contact_time.data),
+            "language": self.language.data,
+            "condition_id": self.condition_id.data,
+            "preferred_mode": PreferredMode(self.preferred_mode.data),
+        }

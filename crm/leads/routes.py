@@ -573,4 +573,4 @@ def notifications_read_all():
     return redirect(url_for("leads.notifications"))
 
 
-from crm.leads import match_routes  # noqa: E402,F401  (adds POST /leads/<id>/rematch to bp)
+from crm.leads import details_routes, match_routes  # noqa: E402,F401  (add /leads/<id>/rematch and /details to bp)

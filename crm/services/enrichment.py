@@ -102,13 +102,13 @@ def rematch_lead(lead: Lead, actor: User | None, now: datetime | None = None) ->
     return match_and_store(lead, now, actor=actor, trigger="manual" if actor is not None else "command")
 
 
-def rematch_patient(patient: Patient, now: datetime, trigger: str) -> int:
+def rematch_patient(patient: Patient, now: datetime, trigger: str, actor: User | None = None) -> int:
     """Re-match every open lead of a patient (its location changed); returns how many."""
     leads = db.session.scalars(
         sa.select(Lead).where(Lead.patient_id == patient.id, Lead.status.in_([s.value for s in OPEN_STATUSES]))
     ).all()
     for lead in leads:
-        match_and_store(lead, now, trigger=trigger)
+        match_and_store(lead, now, trigger=trigger, actor=actor)
     return len(leads)
 
 

@@ -1,0 +1,85 @@
+"""The workspace's "Edit details" page: correct the patient's contact and address and the lead's
+request; a new address is located again and the match recomputed (crm/services/patient_details.py).
+
+Added to the leads blueprint (imported at the bottom of crm/leads/routes.py). Any signed-in staff
+member may edit, like every other workspace action; the save is audited and carries the lead's
+version, so an edit based on a stale page is refused with the usual conflict message.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from flask import current_app, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from sqlalchemy.orm.exc import StaleDataError
+
+from crm.extensions import db
+from crm.leads.forms import DetailsForm
+from crm.leads.routes import CONFLICT, _last_editor, _load, bp
+from crm.models import Condition
+from crm.services.contact import US_STATES, format_phone
+from crm.services.patient_details import DetailsError, update_details
+
+
+def _form(lead=None) -> DetailsForm:
+    form = DetailsForm()
+    form.state.choices = [("", "—")] + [(code, f"{code} · {name}") for code, name in sorted(US_STATES.items())]
+    conditions = db.session.execute(sa.select(Condition.id, Condition.name).order_by(Condition.name)).all()
+    form.condition_id.choices = [("", "Not specified")] + [(i, n) for i, n in conditions]
+    if lead is not None:
+        p = lead.patient
+        for name in ("first_name", "last_name", "email", "date_of_birth", "street", "city", "zip", "language"):
+            getattr(form, name).data = getattr(p, name)
+        form.phone.data = format_phone(p.phone)
+        form.state.data = p.state or ""
+        form.preferred_contact_method.data = p.preferred_contact_method.value
+        form.preferred_contact_time.data = p.preferred_contact_time.value
+        form.condition_id.data = lead.condition_id
+        form.preferred_mode.data = lead.preferred_mode.value
+        form.version.data = str(lead.version)
+    return form
+
+
+def _page(lead, form, status: int = 200):
+    return render_template("leads/details.html", lead=lead, p=lead.patient, form=form), status
+
+
+@bp.get("/leads/<int:lead_id>/details")
+@login_required
+def edit_details(lead_id: int):
+    lead = _load(lead_id)
+    return _page(lead, _form(lead))
+
+
+@bp.post("/leads/<int:lead_id>/details")
+@login_required
+def save_details(lead_id: int):
+    lead = _load(lead_id)
+    form = _form()
+    if not form.validate_on_submit():
+        return _page(lead, form, 422)
+    if form.version_int() != lead.version:
+        flash(CONFLICT.format(who=_last_editor(lead.id)), "warning")
+        return _page(lead, form, 409)
+    try:
+        result = update_details(
+            lead,
+            form.values(),
+            actor=current_user._get_current_object(),
+            now=datetime.now(UTC),
+            config=current_app.config,
+        )
+        db.session.commit()
+    except DetailsError as exc:
+        db.session.rollback()
+        for name, message in exc.errors.items():
+            getattr(form, name).errors = [*getattr(form, name).errors, message]
+        return _page(_load(lead_id), form, 422)
+    except StaleDataError:
+        db.session.rollback()
+        flash(CONFLICT.format(who=_last_editor(lead_id)), "warning")
+        return _page(_load(lead_id), form, 409)
+    flash(result.describe(), "success" if result.changed else "info")
+    return redirect(url_for("leads.detail", lead_id=lead_id))

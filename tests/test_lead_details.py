@@ -1,0 +1,228 @@
+"""The workspace's Edit details page: corrections are validated, audited, and a changed address or
+condition is located and matched again (SPEC 2.3, 2.4, 6)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from crm.models import AuditLog, Lead, LeadEvent, Patient
+from crm.models.enums import EventKind, GeocodeStatus
+from tests.factories import ConditionFactory, LeadFactory, PatientFactory, PhysicianFactory, StateProgramFactory
+
+
+@pytest.fixture
+def desk(db, specialist):
+    dystonia = ConditionFactory(name="Dystonia", slug="dystonia")
+    insomnia = ConditionFactory(name="Insomnia", slug="insomnia")
+    florida = StateProgramFactory(state="FL", name="Florida", physician_discretion=False)
+    florida.qualifying_conditions = [dystonia]
+    georgia = StateProgramFactory(state="GA", name="Georgia", telehealth_allowed=True)
+    georgia.qualifying_conditions = [dystonia, insomnia]
+    miami = PhysicianFactory(last_name="Miami", latitude=25.78, longitude=-80.20, state="FL")
+    atlanta = PhysicianFactory(last_name="Atlanta", latitude=33.75, longitude=-84.39, state="GA")
+    lead = LeadFactory(condition=dystonia, condition_text="dystonia")
+    db.session.commit()
+    from crm.services.enrichment import match_and_store
+
+    match_and_store(lead, lead.created_at)
+    db.session.commit()
+    return {"lead": lead, "dystonia": dystonia, "insomnia": insomnia, "miami": miami, "atlanta": atlanta}
+
+
+def form_for(lead: Lead, **changes) -> dict:
+    p = lead.patient
+    data = {
+        "version": str(lead.version),
+        "first_name": p.first_name,
+        "last_name": p.last_name,
+        "phone": p.phone or "",
+        "email": p.email or "",
+        "date_of_birth": "",
+        "street": p.street,
+        "city": p.city,
+        "state": p.state or "",
+        "zip": p.zip,
+        "preferred_contact_method": p.preferred_contact_method.value,
+        "preferred_contact_time": p.preferred_contact_time.value,
+        "language": p.language,
+        "condition_id": str(lead.condition_id or ""),
+        "preferred_mode": lead.preferred_mode.value,
+    }
+    data.update(changes)
+    return data
+
+
+def in_person(lead: Lead) -> list[int]:
+    return [c["physician_id"] for c in lead.match_result["candidates"] if c["mode"] == "in_person"]
+
+
+def test_the_page_is_prefilled_and_needs_a_sign_in(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    assert client.get(f"/leads/{lead.id}/details").status_code == 302  # to the sign-in page
+    auth.as_user(specialist)
+    html = client.get(f"/leads/{lead.id}/details").get_data(as_text=True)
+    assert lead.patient.last_name in html and 'value="33101"' in html
+    assert f'action="/leads/{lead.id}/details"' in html or 'method="post"' in html
+    assert f'href="/leads/{lead.id}/details"' in client.get(f"/leads/{lead.id}").get_data(as_text=True)
+
+
+def test_a_new_zip_is_located_offline_and_the_patient_is_matched_again(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    assert in_person(lead)[0] == desk["miami"].id
+    auth.as_user(specialist)
+    resp = client.post(
+        f"/leads/{lead.id}/details", data=form_for(lead, zip="30303", city="Atlanta", state="GA", street="")
+    )
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    db.session.expire_all()
+    lead = db.session.get(Lead, lead.id)
+    patient = lead.patient
+    assert patient.geocode_status == GeocodeStatus.OK and patient.state == "GA"
+    assert patient.latitude == pytest.approx(33.75, abs=0.1)
+    assert lead.eligibility["state"] == "GA"
+    assert in_person(lead)[0] == desk["atlanta"].id
+    assert lead.match_result["origin"]["latitude"] == pytest.approx(33.75, abs=0.1)
+
+    event = db.session.scalars(
+        sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id, LeadEvent.kind == EventKind.UPDATED)
+    ).one()
+    assert sorted(event.data["fields"]) == ["city", "state", "zip"] and event.actor_id == specialist.id
+    assert "30303" not in str(event.data)  # the timeline names fields, never values
+    audit = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "edit_details")).one()
+    assert audit.user_id == specialist.id and str(audit.object_id) == str(lead.id)
+
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "The new address is located." in page and "Re-matched 1 open lead(s)." in page
+    assert "Details edited" in page
+
+
+def test_a_new_condition_is_checked_and_matched_again(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    assert lead.eligibility["eligible"] is not False
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, condition_id=str(desk["insomnia"].id)))
+    assert resp.status_code == 302
+    db.session.expire_all()
+    lead = db.session.get(Lead, lead.id)
+    assert lead.condition_id == desk["insomnia"].id and lead.condition_text == ""
+    assert lead.eligibility["eligible"] is False  # insomnia does not qualify in Florida
+    matched = db.session.scalars(
+        sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id, LeadEvent.kind == EventKind.MATCHED)
+    ).all()
+    assert matched[-1].actor_id == specialist.id and matched[-1].data["trigger"] == "details edited"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"phone": "555"}, "phone", "valid phone number"),
+        ({"email": "not-an-email"}, "email", "@"),
+        ({"zip": "3310"}, "zip", "5-digit ZIP"),
+        ({"first_name": ""}, "first_name", "Enter the first name."),
+        ({"last_name": "x" * 101}, "last_name", "100"),
+        ({"language": "en1"}, "language", "language code"),
+        ({"date_of_birth": "2999-01-01"}, "date_of_birth", "in the future"),
+        ({"date_of_birth": "31/02/1980"}, "date_of_birth", "date"),
+        ({"phone": "", "email": ""}, "phone", "Keep a phone number or an email address"),
+        ({"preferred_mode": "teleport"}, "preferred_mode", "Not a valid choice"),
+    ],
+)
+def test_bad_input_is_refused_with_the_typed_values_kept(client, db, desk, auth, specialist, changes, field, message):
+    lead = desk["lead"]
+    before = (lead.patient.phone, lead.patient.email, lead.patient.zip, lead.patient.first_name, lead.version)
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, city="Typed City", **changes))
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 422
+    assert message in html and f'id="{field}-err"' in html
+    assert 'value="Typed City"' in html  # nothing the user typed is lost
+    db.session.expire_all()
+    p = db.session.get(Patient, lead.patient_id)
+    assert (p.phone, p.email, p.zip, p.first_name, db.session.get(Lead, lead.id).version) == before
+    audits = sa.select(sa.func.count()).select_from(AuditLog).where(AuditLog.action == "edit_details")
+    assert db.session.scalar(audits) == 0
+
+
+def test_a_contact_that_belongs_to_another_patient_is_refused(client, db, desk, auth, specialist):
+    other = LeadFactory(patient=PatientFactory(email="taken@example.com"))
+    db.session.commit()
+    lead = desk["lead"]
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, email="Taken@Example.com"))
+    assert resp.status_code == 422
+    assert f"already belongs to another patient (lead #{other.id})" in resp.get_data(as_text=True)
+
+
+def test_a_stale_version_is_a_conflict_and_saves_nothing(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, version=str(lead.version - 1), zip="30303"))
+    assert resp.status_code == 409 and "changed by" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Patient, lead.patient_id).zip == "33101"
+
+
+def test_nothing_changed_says_so(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead), follow_redirects=True)
+    assert "Nothing changed." in resp.get_data(as_text=True)
+    assert not db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.UPDATED)).all()
+
+
+def test_with_an_online_geocoder_the_request_never_waits_and_the_job_locates(make_app, db, desk, specialist):
+    """No network call inside the request: the stale match is cleared and enrich_new does the rest."""
+    from geopy.geocoders.base import Geocoder
+    from geopy.location import Location
+
+    from crm.jobs import JOBS_BY_ID, run_job
+    from crm.services import geocoding
+    from tests.conftest import AuthActions
+
+    queries = []
+
+    class FakeOnline(Geocoder):
+        def geocode(self, query, *, exactly_one=True, **kwargs):
+            queries.append(query)
+            return Location(str(query), (33.75, -84.39), {"address": {"state": "Georgia"}})
+
+        def reverse(self, query, *, exactly_one=True, **kwargs):
+            raise NotImplementedError
+
+    geocoding.register_geocoder("fakeonline", lambda config: FakeOnline())
+    try:
+        app = make_app(GEOCODER="fakeonline")
+        client = app.test_client()
+        AuthActions(client).as_user(specialist)
+        lead = desk["lead"]
+        resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, zip="30303", city="Atlanta", state="GA"))
+        assert resp.status_code == 302
+        assert queries == []  # the request did not call the service
+        db.session.expire_all()
+        lead = db.session.get(Lead, lead.id)
+        assert lead.matched_at is None and lead.match_result is None
+        assert lead.patient.geocode_status == GeocodeStatus.PENDING
+        page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+        assert "The new address is being located" in page and "Not matched yet" in page
+
+        with app.app_context():
+            run = run_job(JOBS_BY_ID["enrich_new"])
+        assert run.ok and run.summary.startswith("1 new lead(s) enriched"), run.summary
+        db.session.expire_all()
+        lead = db.session.get(Lead, lead.id)
+        assert queries and lead.patient.geocode_status == GeocodeStatus.OK
+        assert in_person(lead)[0] == desk["atlanta"].id
+    finally:
+        geocoding.GEOCODERS.pop("fakeonline", None)
+        geocoding._cached_geocoder.cache_clear()
+
+
+def test_the_condition_can_be_cleared_to_not_specified(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, condition_id=""))
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:1000]
+    db.session.expire_all()
+    lead = db.session.get(Lead, lead.id)
+    assert lead.condition_id is None and lead.eligibility is not None
