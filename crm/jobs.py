@@ -57,9 +57,12 @@ def _cfg(name: str, default):
 
 
 def geocode_retry(now: datetime) -> str:
-    fn = _optional("crm.services.enrichment", "retry_pending_geocodes")
-    result = fn(now, limit=int(_cfg("GEOCODE_RETRY_BATCH", 100)))
-    return f"geocode retry + re-match: {result}"
+    from crm.services.enrichment import retry_pending_geocodes, retry_pending_physicians
+
+    limit = int(_cfg("GEOCODE_RETRY_BATCH", 100))
+    patients = retry_pending_geocodes(now, limit=limit)
+    physicians = retry_pending_physicians(now, limit, current_app.config)
+    return f"geocode retry + re-match: {patients}; {physicians}"
 
 
 def enrich_new(now: datetime) -> str:

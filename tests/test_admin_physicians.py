@@ -24,7 +24,7 @@ def fake_geocoder(monkeypatch):
     calls = []
     fake = types.ModuleType("crm.services.geocoding")
 
-    def geocode_physician(p):
+    def geocode_physician(p, *args, **kwargs):
         calls.append(p.zip)
         p.latitude, p.longitude, p.geocode_precision, p.geocode_status = 27.95, -82.46, "zip", "ok"
         return True

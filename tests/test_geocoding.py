@@ -143,6 +143,13 @@ def test_geocode_physician(db):
     assert lost.geocode_precision == GeocodePrecision.STATE  # ...which matching does not use for distance
 
 
+def test_a_physician_not_found_offline_fails_at_once(db):
+    lost = PhysicianFactory(latitude=None, longitude=None, zip="00000", city="", state="")
+    assert geocode_physician(lost, OFFLINE, NOW) is False
+    assert lost.geocode_status == GeocodeStatus.FAILED and lost.geocode_next_at is None
+    assert lost.geocode_error and lost.geocode_attempts == 1
+
+
 # --------------------------------------------------------------------------- online (faked)
 
 
@@ -257,3 +264,61 @@ def test_enrich_lead_offline_inline(db):
     # Part of intake: the result is on the lead, the timeline is left to later changes.
     assert db.session.scalar(sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id)) is None
     assert lead.matched_at == NOW
+
+
+# --------------------------------------------------------------------------- physicians: retry with backoff
+
+
+def test_physician_outage_is_pending_then_retried_by_the_job_until_located(db, fake_online):
+    from crm.services.enrichment import retry_pending_physicians
+
+    doc = PhysicianFactory(latitude=None, longitude=None, street="", city="Miami", state="FL", zip="33101")
+    db.session.flush()
+    FakeOnline.fail = True
+    assert geocode_physician(doc, fake_online, NOW, fresh=True) is False
+    assert doc.geocode_status == GeocodeStatus.PENDING  # an outage is not "not found"
+    assert (doc.geocode_attempts, doc.geocode_next_at) == (1, NOW + timedelta(seconds=60))
+    assert "unavailable" in doc.geocode_error
+    db.session.commit()
+
+    assert retry_pending_physicians(NOW + timedelta(seconds=30), 10, fake_online).claimed == 0  # backing off
+    FakeOnline.fail = False
+    FakeOnline.answers["Miami, FL 33101, USA"] = (25.7617, -80.1918, {"addresstype": "postcode"})
+    summary = retry_pending_physicians(NOW + timedelta(seconds=61), 10, fake_online)
+    assert (summary.claimed, summary.located) == (1, 1), str(summary)
+    db.session.expire_all()
+    doc = db.session.get(type(doc), doc.id)
+    assert doc.geocode_status == GeocodeStatus.OK and doc.latitude == pytest.approx(25.7617)
+    assert doc.geocode_next_at is None and doc.geocode_error is None
+
+
+def test_physician_fails_after_the_last_attempt_and_admins_hear_once(db, fake_online):
+    from crm.services.enrichment import retry_pending_physicians
+
+    admin = UserFactory(role="admin")
+    idle = PhysicianFactory(latitude=None, longitude=None, geocode_status=GeocodeStatus.PENDING, active=False)
+    doc = PhysicianFactory(latitude=None, longitude=None, geocode_status=GeocodeStatus.PENDING, zip="33101")
+    db.session.commit()
+    FakeOnline.fail = True
+    at = NOW
+    for _ in range(3):  # GEOCODE_MAX_ATTEMPTS is 3 in fake_online
+        at += timedelta(hours=1)
+        retry_pending_physicians(at, 10, fake_online)
+    db.session.expire_all()
+    doc = db.session.get(type(doc), doc.id)
+    assert doc.geocode_status == GeocodeStatus.FAILED and doc.geocode_attempts == 3
+    assert db.session.get(type(idle), idle.id).geocode_attempts == 0  # inactive physicians are left alone
+    notes = db.session.scalars(sa.select(Notification).where(Notification.user_id == admin.id)).all()
+    assert len(notes) == 1 and doc.npi in notes[0].message and "not matched by distance" in notes[0].message
+    assert retry_pending_physicians(at + timedelta(days=1), 10, fake_online).claimed == 0  # given up
+
+
+def test_the_geocode_retry_job_covers_physicians(app, db):
+    from crm.jobs import JOBS_BY_ID, run_job
+
+    doc = PhysicianFactory(latitude=None, longitude=None, geocode_status=GeocodeStatus.PENDING, zip="85001", state="AZ")
+    db.session.commit()
+    run = run_job(JOBS_BY_ID["geocode_retry"])
+    assert run.ok and "1 physician(s) tried: 1 located" in run.summary, run.summary
+    db.session.expire_all()
+    assert db.session.get(type(doc), doc.id).timezone == "America/Phoenix"

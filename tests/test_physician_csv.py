@@ -188,7 +188,7 @@ def test_optional_coordinate_columns_may_be_left_out(db, monkeypatch):
     calls = []
     fake = types.ModuleType("crm.services.geocoding")
 
-    def geocode_physician(p):
+    def geocode_physician(p, *args, **kwargs):
         calls.append(p.npi)
         p.latitude, p.longitude, p.geocode_status = 25.77, -80.19, "ok"
         return True

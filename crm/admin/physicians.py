@@ -13,6 +13,7 @@ from crm.admin.forms import CsvCommitForm, CsvUploadForm, PhysicianFilterForm, P
 from crm.admin.routes import bp
 from crm.extensions import db
 from crm.models import Condition, Physician
+from crm.models.enums import GeocodeStatus
 from crm.services import audit, directory, physician_csv
 from crm.services.contact import format_phone
 
@@ -114,8 +115,16 @@ def _save(form: PhysicianForm, physician: Physician | None):
     note = ""
     if result.geocoded is True:
         note = f" Located at {p.latitude:.4f}, {p.longitude:.4f} ({p.geocode_precision})."
+    elif result.geocoded is False and p.geocode_status == GeocodeStatus.PENDING:
+        note = (
+            " The geocoder is unavailable right now; the address is tried again automatically. Until it is "
+            "located the physician is not matched by distance."
+        )
     elif result.geocoded is False:
-        note = " The address could not be geocoded yet: the physician is not matched by distance until it is."
+        note = (
+            " The address could not be located: fix it, or enter latitude and longitude. Until then the "
+            "physician is not matched by distance."
+        )
     flash(
         f"{'Added' if result.created else 'Saved'} {p.full_name}.{note}",
         "success" if result.geocoded is not False else "warning",

@@ -84,6 +84,10 @@ class Physician(Base):
     longitude: Mapped[float | None]
     geocode_precision: Mapped[GeocodePrecision | None] = mapped_column(StrEnumType(GeocodePrecision))
     geocode_status: Mapped[GeocodeStatus] = mapped_column(StrEnumType(GeocodeStatus), default=GeocodeStatus.PENDING)
+    # Retried with backoff by the geocode_retry job while pending (migration 0006).
+    geocode_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    geocode_next_at: Mapped[datetime | None] = mapped_column(index=True)
+    geocode_error: Mapped[str | None] = mapped_column(sa.String(300))
     timezone: Mapped[str | None] = mapped_column(sa.String(64))
     phone: Mapped[str] = mapped_column(sa.String(20), default="")
     email: Mapped[str] = mapped_column(sa.String(254), default="")

@@ -249,13 +249,13 @@ def _geocode(physician: Physician) -> bool:
         physician.geocode_status = GeocodeStatus.PENDING
         return False
     try:
-        ok = bool(geocode_physician(physician))
-    except Exception:  # noqa: BLE001 - a geocoder outage must not lose the admin's edit
+        # Pending after an outage (retried by the geocode_retry job), failed when not found.
+        return bool(geocode_physician(physician, fresh=True))
+    except Exception as exc:  # noqa: BLE001 - a geocoder bug must not lose the admin's edit
         log.exception("geocoding physician %s failed", physician.id)
-        ok = False
-    if not ok:
         physician.geocode_status = GeocodeStatus.FAILED
-    return ok
+        physician.geocode_error = f"{type(exc).__name__}"[:300]
+        return False
 
 
 def _timezone_for(lat: float, lon: float) -> str | None:

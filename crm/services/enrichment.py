@@ -23,7 +23,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crm.extensions import db
-from crm.models import Lead, Patient, User
+from crm.models import Lead, Patient, Physician, User
 from crm.models.enums import OPEN_STATUSES, EventKind, GeocodeStatus, Role
 from crm.services.geocoding import geocode_patient, get_geocoder, max_attempts
 from crm.services.matching import match_lead
@@ -233,6 +233,85 @@ def retry_pending_geocodes(
     summary = RetrySummary()
     for patient_id, seen_next_at in due_patients(now, limit):
         retry_patient(patient_id, seen_next_at, now, config, summary)
+    return summary
+
+
+@dataclass
+class PhysicianRetrySummary:
+    claimed: int = 0
+    located: int = 0
+    pending: int = 0
+    failed: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.claimed} physician(s) tried: {self.located} located, {self.pending} still pending, "
+            f"{self.failed} failed for good"
+        )
+
+
+def _claim_physician(physician_id: int, seen_next_at, now: datetime) -> bool:
+    """The same compare-and-set lease on ``geocode_next_at`` as for patients."""
+    t = Physician.__table__.c
+    same = t.geocode_next_at.is_(None) if seen_next_at is None else t.geocode_next_at == seen_next_at
+    claimed = db.session.execute(
+        sa.update(Physician.__table__)
+        .where(t.id == physician_id, t.geocode_status == GeocodeStatus.PENDING.value, same)
+        .values(geocode_next_at=now + CLAIM_LEASE)
+    ).rowcount
+    db.session.commit()
+    return claimed == 1
+
+
+def _notify_admins_physician_failed(physician: Physician, now: datetime) -> int:
+    from crm.services.sla import notify
+
+    admins = db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True))).all()
+    message = (
+        f"Physician {physician.full_name} (NPI {physician.npi}): the practice address could not be located "
+        f"after {physician.geocode_attempts} attempt(s) ({physician.geocode_error}). They are not matched by "
+        "distance until the address is fixed in Admin > Physicians."
+    )
+    return sum(
+        notify(admin, "geocode_failed", message, dedupe_key=f"geocode-physician:{physician.id}:{admin.id}", at=now)
+        for admin in admins
+    )
+
+
+def retry_pending_physicians(now: datetime, limit: int, config: Mapping) -> PhysicianRetrySummary:
+    """Active physicians left ``pending`` (a geocoder outage at save or import), due by their backoff:
+    claim, geocode, commit one by one; the last failed attempt notifies the admins."""
+    from crm.services.geocoding import geocode_physician
+
+    t = Physician.__table__.c
+    due = db.session.execute(
+        sa.select(t.id, t.geocode_next_at)
+        .where(
+            t.active.is_(True),
+            t.geocode_status == GeocodeStatus.PENDING.value,
+            sa.or_(t.geocode_next_at.is_(None), t.geocode_next_at <= now),
+        )
+        .order_by(t.geocode_next_at, t.id)
+        .limit(limit)
+    ).all()
+    summary = PhysicianRetrySummary()
+    for physician_id, seen_next_at in due:
+        if not _claim_physician(physician_id, seen_next_at, now):
+            continue
+        summary.claimed += 1
+        try:
+            physician = db.session.get(Physician, physician_id)
+            if geocode_physician(physician, config, now):
+                summary.located += 1
+            elif physician.geocode_status == GeocodeStatus.FAILED:
+                summary.failed += 1
+                _notify_admins_physician_failed(physician, now)
+            else:
+                summary.pending += 1
+            db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - the lease brings it back later
+            db.session.rollback()
+            log.warning("geocode retry: physician %s failed (%s)", physician_id, type(exc).__name__)
     return summary
 
 

@@ -430,22 +430,47 @@ def geocode_address(addr: Address, config: Mapping | None = None) -> GeocodeResu
 # --------------------------------------------------------------------------- physicians and patients
 
 
-def geocode_physician(physician: Physician, config: Mapping | None = None) -> bool:
-    """Locate a physician's practice address; True when located. Called on save by the directory."""
-    try:
-        result = geocode_address(Address.of(physician), config)
-    except GeocodeError as exc:
-        log.warning("geocoding physician %s failed: %s", physician.id, exc)
-        physician.geocode_status = GeocodeStatus.PENDING
-        return False
-    if result is None:
+def geocode_physician(
+    physician: Physician, config: Mapping | None = None, now: datetime | None = None, *, fresh: bool = False
+) -> bool:
+    """Locate a physician's practice address; True when located. ``fresh``: the address was just
+    saved, so earlier attempts no longer count. A geocoder outage leaves the physician ``pending``
+    with a backoff (the ``geocode_retry`` job tries again); not found, or the last attempt, ``failed``."""
+    now = now or datetime.now(UTC)
+    if fresh:
+        physician.geocode_attempts = 0
+    addr = Address.of(physician)
+    error, final_failure = None, False
+    if addr.empty:
+        error, final_failure = "no address to locate (no ZIP, city or state)", True
+    else:
+        geo = get_geocoder(config)
+        try:
+            result = geocode_address(addr, config)
+        except GeocodeError as exc:
+            log.warning("geocoding physician %s failed: %s", physician.id, exc)
+            result, error = None, f"geocoder unavailable ({exc})"
+        else:
+            if result is None:
+                error, final_failure = "address not found", geo.deterministic
+        if result is not None:
+            physician.latitude, physician.longitude = result.latitude, result.longitude
+            physician.geocode_precision = result.precision
+            physician.timezone = result.timezone or physician.timezone
+            physician.geocode_status = GeocodeStatus.OK
+            physician.geocode_attempts = (physician.geocode_attempts or 0) + 1
+            physician.geocode_next_at = None
+            physician.geocode_error = None
+            return True
+    physician.geocode_attempts = (physician.geocode_attempts or 0) + 1
+    physician.geocode_error = error[:300]
+    if final_failure or physician.geocode_attempts >= max_attempts(config):
         physician.geocode_status = GeocodeStatus.FAILED
-        return False
-    physician.latitude, physician.longitude = result.latitude, result.longitude
-    physician.geocode_precision = result.precision
-    physician.timezone = result.timezone or physician.timezone
-    physician.geocode_status = GeocodeStatus.OK
-    return True
+        physician.geocode_next_at = None
+    else:
+        physician.geocode_status = GeocodeStatus.PENDING
+        physician.geocode_next_at = now + retry_delay(physician.geocode_attempts, config)
+    return False
 
 
 def retry_delay(attempts: int, config: Mapping | None = None) -> timedelta:
