@@ -104,9 +104,15 @@ def _lock(session, wait_seconds: float | None) -> None:
                 session.execute(sa.text("SET LOCAL lock_timeout = 0"))
         else:
             # A write statement (matching no row) takes SQLite's one writer lock now, before the
-            # state is read; the connection's busy_timeout bounds the wait.
+            # state is read; busy_timeout bounds the wait.
             t = ReportRollupState.__table__
-            session.execute(sa.update(t).where(t.c.id == -1).values(refreshed_at=t.c.refreshed_at))
+            previous = session.execute(sa.text("PRAGMA busy_timeout")).scalar()
+            if wait_seconds is not None:
+                session.execute(sa.text(f"PRAGMA busy_timeout = {int(wait_seconds * 1000)}"))
+            try:
+                session.execute(sa.update(t).where(t.c.id == -1).values(refreshed_at=t.c.refreshed_at))
+            finally:
+                session.execute(sa.text(f"PRAGMA busy_timeout = {int(previous)}"))
     except sa.exc.OperationalError as exc:
         raise RefreshBusy("another report refresh is running") from exc
 
