@@ -128,6 +128,11 @@ def refresh_report_rollups(
     if not full and not needs_refresh(session, tz):
         return RefreshResult(False, 0, 0, 0, ran=False)
     _lock(session, wait_seconds)
+    if _dialect(session) == "postgresql":
+        # A day is ~10,000 leads at most: parallel workers cost more to start than they save,
+        # and each would hash the appointments again. JIT likewise (reports._no_jit).
+        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        reports._no_jit(session)
     zone = ZoneInfo(tz)
     st = ReportRollupState.__table__
     state_tz = session.execute(sa.select(st.c.timezone).where(st.c.id == STATE_ID)).scalar()
@@ -196,16 +201,7 @@ def _rebuild_lead_day(session, day: date, zone: ZoneInfo) -> None:
     start, end = _bounds(day, zone)
     in_day = (Lead.created_at >= start, Lead.created_at < end)
     d = sa.literal(day, sa.Date)
-    # Leads of the day with an appointment: probed through appointments.lead_id per lead of the
-    # day (the live query hashes the appointments created since the range began: the same set,
-    # as an appointment is always created after its lead).
-    booked = (
-        sa.select(Appointment.lead_id.label("lead_id"))
-        .join(Lead, Lead.id == Appointment.lead_id)
-        .where(*in_day)
-        .distinct()
-        .subquery("booked_leads")
-    )
+    booked = reports._booked_leads(ReportRange(day, day, zone.key))  # the live definition, for this day
     stage = reports._stage_expr(booked).label("stage")
     waiting = reports._waiting_expr().label("waiting")
     _insert(
