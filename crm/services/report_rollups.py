@@ -3,8 +3,9 @@
 The page reads ``report_daily_*`` (crm/models/reports.py) instead of scanning every lead of the
 range: a 30-day page sums a few thousand rollup rows. The rollups are exact, not approximate:
 
-* Each day's rows are the live queries of crm/services/reports.py (the same stage, "waiting" and
-  speed-to-lead bucket expressions) restricted to that local day, stored by ``_rebuild_*``.
+* Each day's rows are the live queries of crm/services/reports.py (the same booked-leads set,
+  stage, "waiting" and speed-to-lead bucket expressions) over that one local day, stored by
+  ``_rebuild_*`` with one ``INSERT ... SELECT ... GROUP BY`` per table.
 * Triggers (migration 0005) append to ``report_changes`` the time stamp of every lead, patient or
   appointment write that can move a number, in the writing transaction. ``refresh_report_rollups``
   takes those rows with one ``DELETE ... RETURNING`` and rebuilds the local days they fall on.
