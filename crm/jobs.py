@@ -132,6 +132,12 @@ def outbox(now: datetime) -> str:
     return f"outbox: {c['sent']} sent, {c['stored']} stored (no SMTP), {c['retry']} to retry, {c['failed']} failed"
 
 
+def report_rollups(now: datetime) -> str:
+    from crm.services.report_rollups import refresh_report_rollups
+
+    return str(refresh_report_rollups(db.session, now, _cfg("BUSINESS_TIMEZONE", "America/New_York")))
+
+
 @dataclass(frozen=True)
 class Job:
     id: str
@@ -153,6 +159,7 @@ JOBS: tuple[Job, ...] = (
     Job("appointment_reminders", 300, appointment_reminders, "Email patients 24 h before the visit"),
     Job("inbox_retry", 120, inbox_retry, "Retry failed intake items"),
     Job("outbox", 30, outbox, "Send queued emails"),
+    Job("report_rollups", 60, report_rollups, "Rebuild the /reports rollups of the days that changed"),
 )
 JOBS_BY_ID = {job.id: job for job in JOBS}
 

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from crm.models import Appointment, AuditLog
-from crm.models.enums import AppointmentStatus, LeadSourceKind, LeadStatus, LostReason, VisitMode
-from crm.services import reports
+from crm.extensions import db as _db
+from crm.models import Appointment, AuditLog, ReportChange, ReportRollupState, User
+from crm.models.enums import AppointmentStatus, GeocodeStatus, LeadSourceKind, LeadStatus, LostReason, VisitMode
+from crm.services import report_rollups, reports
 from crm.services.reports import ReportRange
 from tests.factories import (
     ConditionFactory,
@@ -327,3 +329,333 @@ def test_nav_shows_reports_to_admins_only(client, auth, specialist, admin):
     auth.logout()
     auth.as_user(admin)
     assert 'href="/reports"' in client.get("/queue").get_data(as_text=True)
+
+
+# --- speed-to-lead resolution ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "seconds, reported",
+    [
+        (0, 0),
+        (59, 0),
+        (61, 60),
+        (7199, 7140),  # 1 h 59 min: whole minutes below 2 h
+        (7200, 7200),
+        (8099, 7200),  # 2 h 14 min 59 s: quarter hours below 24 h
+        (8100, 8100),
+        (86399, 85500),
+        (86400, 86400),  # whole hours below 7 days
+        (90061, 90000),
+        (604799, 601200),
+        (604800, 604800),  # whole days beyond
+        (704800, 691200),
+    ],
+)
+def test_first_contact_buckets(seconds, reported):
+    assert reports.first_contact_bucket(seconds) == reported
+
+
+def test_speed_to_lead_is_reported_in_buckets_live_and_from_rollups(db):
+    """Nearest rank over the bucketed values: ranks 3 and 5 of 5 leads (hand-computed)."""
+    ann = UserFactory(name="Ann Able")
+    for k, seconds in enumerate([59, 8099, 90061, 7199, 704800]):
+        created = utc(10, 2, 12) + timedelta(minutes=k)
+        LeadFactory(created_at=created, assignee=ann, first_contact_at=created + timedelta(seconds=seconds))
+    db.session.commit()
+    # buckets: 0, 7200, 90000, 7140, 691200 -> sorted 0, 7140, 7200, 90000, 691200
+    live = reports.speed_to_lead(db.session, RANGE)
+    assert (live.contacted, live.median_seconds, live.p90_seconds) == (5, 7200, 691200)
+    assert reports.median_first_contact_by_assignee(db.session, RANGE) == {ann.id: 7200}
+    counts = rolled_up(db)
+    rolled = reports.speed_to_lead(db.session, RANGE, counts=counts)
+    assert (rolled.contacted, rolled.median_seconds, rolled.p90_seconds) == (5, 7200, 691200)
+    assert reports.median_first_contact_by_assignee(db.session, RANGE, counts) == {ann.id: 7200}
+
+
+# --- rollups ---------------------------------------------------------------------------------------
+
+
+def rolled_up(db, tz=TZ) -> report_rollups.RollupCounts:
+    report_rollups.refresh_report_rollups(db.session, datetime.now(UTC), tz)
+    db.session.commit()
+    return report_rollups.RollupCounts(db.session, tz)
+
+
+def rollup_rows(db) -> dict[str, list[tuple]]:
+    """Every rollup row (without ids), sorted: to compare two builds."""
+    out = {}
+    for model in report_rollups.LEAD_TABLES + report_rollups.BOOKING_TABLES:
+        t = model.__table__
+        cols = [c for c in t.c if c.name != "id"]
+        out[t.name] = sorted(db.session.execute(sa.select(*cols)).all(), key=repr)
+    return out
+
+
+def changes_waiting(db) -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(ReportChange))
+
+
+RANGES = [
+    RANGE,
+    ReportRange(date(2026, 10, 1), date(2026, 10, 1), TZ),
+    ReportRange(date(2026, 10, 5), date(2026, 10, 7), TZ),
+    ReportRange(date(2026, 9, 1), date(2026, 11, 30), TZ),  # lead 9 and 10 too
+    ReportRange(date(2026, 8, 1), date(2026, 8, 5), TZ),  # empty
+]
+
+
+def test_rollups_equal_the_live_queries_on_the_fixture(db, world):
+    assert db.session.get(ReportRollupState, 1) is None  # the migration leaves them unbuilt
+    counts = rolled_up(db)  # the first refresh builds every day
+    assert db.session.get(ReportRollupState, 1).timezone == TZ and changes_waiting(db) == 0
+    for rng in RANGES:
+        assert reports.build_report(db.session, rng, counts) == reports.build_report(db.session, rng), rng
+        for name in reports.TABLES:
+            assert reports.table(db.session, rng, name, counts) == reports.table(db.session, rng, name), (rng, name)
+    # and the hand-computed numbers, read from the rollups
+    f = reports.funnel(db.session, RANGE, counts)
+    assert f.stages == {"new": 8, "contacted": 5, "booked": 3, "completed": 1}
+    assert (f.open, f.lost, f.unassigned, f.waiting) == (5, 2, 1, 1)
+    s = reports.speed_to_lead(db.session, RANGE, counts=counts)
+    assert (s.contacted, s.waiting, s.median_seconds, s.p90_seconds) == (7, 1, 900, 3600)
+    assert reports.utilisation(db.session, RANGE, counts)[0]["bookings"] == 2
+    with pytest.raises(ValueError, match="rollups are by America/New_York days"):
+        counts.per_day(ReportRange(RANGE.start, RANGE.end, "UTC"))
+
+
+def test_refresh_is_idempotent_and_rebuilds_only_what_changed(db, world):
+    rolled_up(db)
+    built = rollup_rows(db)
+    again = report_rollups.refresh_report_rollups(db.session, datetime.now(UTC), TZ)
+    assert not again.ran and str(again) == "report rollups: up to date"
+    full = report_rollups.refresh_report_rollups(db.session, datetime.now(UTC), TZ, full=True)
+    db.session.commit()
+    assert full.full and rollup_rows(db) == built
+    # A column no report reads moves nothing; a reported one marks its lead's local day.
+    lead2 = world["leads"][2]
+    lead2.priority = 5
+    lead2.sla_due_at = utc(10, 2, 5)
+    db.session.commit()
+    assert changes_waiting(db) == 0
+    lead2.condition = None
+    db.session.commit()
+    assert changes_waiting(db) == 1
+    result = report_rollups.refresh_report_rollups(db.session, datetime.now(UTC), TZ)
+    db.session.commit()
+    assert (result.full, result.changes, result.lead_days, result.booking_days) == (False, 1, 1, 0)
+    assert "1 lead day(s)" in str(result)
+    assert changes_waiting(db) == 0
+
+
+def test_a_new_time_zone_rebuilds_everything(db, world):
+    rolled_up(db)
+    pacific = rolled_up(db, "America/Los_Angeles")
+    assert db.session.get(ReportRollupState, 1, populate_existing=True).timezone == "America/Los_Angeles"
+    rng = ReportRange(RANGE.start, RANGE.end, "America/Los_Angeles")
+    assert reports.build_report(db.session, rng, pacific) == reports.build_report(db.session, rng)
+    assert dict(reports.leads_per_day(db.session, rng, pacific))[date(2026, 10, 1)] == 2  # lead 9: 20:00 PDT
+
+
+def assert_page_equals_live(client, db, args=ARGS, rng=RANGE):
+    """Every table as the page serves it (CSV, from the rollups) equals the live queries now."""
+    assert client.get(f"/reports?{args}").status_code == 200
+    for name in reports.TABLES:
+        served = read_csv(client.get(f"/reports/export/{name}.csv?{args}"))
+        header, rows = reports.table(db.session, rng, name)
+        assert served == list(csv.reader(io.StringIO(reports.to_csv(header, rows)))), name
+
+
+def test_the_page_follows_every_change_without_a_manual_refresh(client, auth, admin, db, world):
+    from crm.services import booking, routing, workflow
+    from crm.services.geocoding import geocode_patient
+
+    auth.as_user(admin)
+    assert_page_equals_live(client, db)  # the first page builds the rollups
+    leads, doc = world["leads"], world["doc"]
+    assert "Unknown" not in client.get(f"/reports/export/states.csv?{ARGS}").get_data(as_text=True)
+
+    # a status change
+    workflow.change_status(leads[2], LeadStatus.CONTACTED, actor=admin, now=utc(10, 2, 9))
+    db.session.commit()
+    assert changes_waiting(db) > 0
+    assert_page_equals_live(client, db)
+    assert changes_waiting(db) == 0
+
+    # a new appointment (lead 3 becomes booked, Dana gets a booking on Oct 9)
+    appt = booking.book(
+        leads[3],
+        physician_id=doc.id,
+        starts_at=utc(10, 9, 15),
+        mode=VisitMode.IN_PERSON,
+        actor=admin,
+        now=utc(10, 8, 9),
+    )
+    db.session.commit()
+    assert_page_equals_live(client, db)
+    assert read_csv(client.get(f"/reports/export/utilisation.csv?{ARGS}"))[1][1:6:4] == ["Dana Weekly, MD", "3"]
+
+    # a cancelled one (lead 4's appointment: the lead goes back to contacted, still "booked" in the funnel)
+    lead4_appt = db.session.scalars(sa.select(Appointment).where(Appointment.lead_id == leads[4].id)).one()
+    booking.set_outcome(lead4_appt, "cancelled", actor=admin, now=utc(10, 6, 9))
+    db.session.commit()
+    assert_page_equals_live(client, db)
+    assert appt.id != lead4_appt.id
+
+    # an assignment change by a Core UPDATE (get next lead) and a reassignment by an admin
+    cy = db.session.scalars(sa.select(User).where(User.name == "Cy Idle")).one()
+    assert routing.claim_next(cy, now=utc(10, 9, 9)).id == leads[1].id
+    db.session.commit()
+    assert_page_equals_live(client, db)
+    routing.assign(leads[8], cy, actor=admin, now=utc(10, 9, 9))
+    db.session.commit()
+    assert_page_equals_live(client, db)
+
+    # a patient located by geocoding: state from the ZIP
+    pending = PatientFactory(state=None, zip="10001", city="", latitude=None, longitude=None)
+    pending.geocode_status = GeocodeStatus.PENDING
+    LeadFactory(patient=pending, created_at=utc(10, 9, 12))
+    db.session.commit()
+    assert_page_equals_live(client, db)
+    assert "Unknown" in client.get(f"/reports/export/states.csv?{ARGS}").get_data(as_text=True)
+    assert geocode_patient(pending, utc(10, 9, 13)).ok and pending.state == "NY"
+    db.session.commit()
+    assert_page_equals_live(client, db)
+    assert "Unknown" not in client.get(f"/reports/export/states.csv?{ARGS}").get_data(as_text=True)
+
+    # raw SQL (no ORM, no updated_at) is seen too
+    db.session.execute(sa.text("UPDATE leads SET condition_id = NULL WHERE id = :id"), {"id": leads[5].id})
+    db.session.commit()
+    assert_page_equals_live(client, db)
+
+    # a lead created today shows on the default page (and its chart) at once
+    LeadFactory(created_at=datetime.now(UTC) - timedelta(seconds=1))
+    db.session.commit()
+    today = reports.today_in(TZ)
+    default = reports.default_range(today, TZ)
+    assert_page_equals_live(client, db, args="", rng=default)
+    assert dict(reports.leads_per_day(db.session, default))[today] >= 1
+    svg = client.get("/reports/chart/leads-per-day.svg").get_data(as_text=True)
+    assert "<svg" in svg
+
+
+def test_dst_boundary_days(db):
+    """Fall back (Nov 1 2026, 25 hours) and spring forward (Mar 8 2026, 23 hours) in New York."""
+    doc = PhysicianFactory(last_name="Clock", weekly_capacity=7)
+    plan = [
+        (datetime(2026, 11, 1, 3, 59, tzinfo=UTC), date(2026, 10, 31)),  # 23:59 EDT
+        (datetime(2026, 11, 1, 4, 0, tzinfo=UTC), date(2026, 11, 1)),  # 00:00 EDT
+        (datetime(2026, 11, 1, 5, 30, tzinfo=UTC), date(2026, 11, 1)),  # 01:30 EDT, first time
+        (datetime(2026, 11, 1, 6, 30, tzinfo=UTC), date(2026, 11, 1)),  # 01:30 EST, second time
+        (datetime(2026, 11, 2, 4, 30, tzinfo=UTC), date(2026, 11, 1)),  # 23:30 EST
+        (datetime(2026, 11, 2, 5, 0, tzinfo=UTC), date(2026, 11, 2)),  # 00:00 EST
+        (datetime(2026, 3, 8, 4, 59, tzinfo=UTC), date(2026, 3, 7)),  # 23:59 EST
+        (datetime(2026, 3, 8, 5, 0, tzinfo=UTC), date(2026, 3, 8)),  # 00:00 EST
+        (datetime(2026, 3, 9, 3, 59, tzinfo=UTC), date(2026, 3, 8)),  # 23:59 EDT
+        (datetime(2026, 3, 9, 4, 0, tzinfo=UTC), date(2026, 3, 9)),  # 00:00 EDT
+    ]
+    for created, _day in plan:
+        lead = LeadFactory(created_at=created, first_contact_at=created + timedelta(minutes=5))
+        db.session.add(
+            Appointment(lead=lead, physician=doc, starts_at=created, mode=VisitMode.IN_PERSON, created_at=created)
+        )
+    db.session.commit()
+    counts = rolled_up(db)
+    for rng, expected in [
+        (
+            ReportRange(date(2026, 10, 31), date(2026, 11, 2), TZ),
+            {date(2026, 10, 31): 1, date(2026, 11, 1): 4, date(2026, 11, 2): 1},
+        ),
+        (
+            ReportRange(date(2026, 3, 7), date(2026, 3, 9), TZ),
+            {date(2026, 3, 7): 1, date(2026, 3, 8): 2, date(2026, 3, 9): 1},
+        ),
+    ]:
+        assert dict(reports.leads_per_day(db.session, rng)) == expected
+        assert dict(reports.leads_per_day(db.session, rng, counts)) == expected
+        assert reports.build_report(db.session, rng, counts) == reports.build_report(db.session, rng)
+    fall_back = ReportRange(date(2026, 11, 1), date(2026, 11, 1), TZ)
+    assert reports.utilisation(db.session, fall_back, counts)[0]["bookings"] == 4
+
+
+def test_concurrent_refreshes_count_once(app, db, world):
+    rolled_up(db)
+    for n in (1, 2, 7):
+        world["leads"][n].condition = None
+    db.session.commit()
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def refresh():
+        with app.app_context():
+            try:
+                barrier.wait(timeout=10)
+                results.append(report_rollups.refresh_report_rollups(_db.session, datetime.now(UTC), TZ))
+                _db.session.commit()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                _db.session.remove()
+
+    threads = [threading.Thread(target=refresh) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert sorted(r.changes for r in results) == [0, 3]  # one took the changes, the other found none
+    counts = report_rollups.RollupCounts(db.session, TZ)
+    assert reports.build_report(db.session, RANGE, counts) == reports.build_report(db.session, RANGE)
+    assert reports.by_condition(db.session, RANGE, counts)[0] == {
+        "label": "Not specified",
+        "leads": 4,
+        "share_pct": 50.0,
+    }
+
+
+def test_a_page_answers_from_the_live_tables_while_another_refresh_holds_the_lock(
+    client, auth, admin, db, world, monkeypatch
+):
+    from crm.reports import routes
+
+    auth.as_user(admin)
+    assert "75 %" not in client.get(f"/reports?{ARGS}").get_data(as_text=True)  # contacted: 5 of 8
+    world["leads"][1].status = LeadStatus.CONTACTED
+    db.session.commit()
+    monkeypatch.setattr(routes, "REFRESH_WAIT_SECONDS", 0.2)
+    holder = _db.engine.connect()
+    try:
+        holder.begin()
+        if holder.dialect.name == "postgresql":
+            holder.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": report_rollups.ADVISORY_KEY})
+        else:  # SQLite: the one writer lock
+            holder.execute(sa.text("UPDATE report_rollup_state SET id = id WHERE id = -1"))
+        resp = client.get(f"/reports?{ARGS}")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert resp.status_code == 200
+    assert "75 %" in resp.get_data(as_text=True)  # contacted 6 of 8: the live numbers, not the stale rollups
+    assert changes_waiting(db) > 0  # left for the next refresh
+    assert_page_equals_live(client, db)
+    assert changes_waiting(db) == 0
+
+
+def test_the_job_and_the_command_refresh(app, db, world):
+    from crm.jobs import JOBS_BY_ID, run_job
+
+    job = JOBS_BY_ID["report_rollups"]
+    assert job.seconds == 60
+    with app.test_request_context():
+        run = run_job(job)
+    assert run.ok and "full rebuild" in run.summary
+    counts = report_rollups.RollupCounts(db.session, TZ)
+    assert reports.build_report(db.session, RANGE, counts) == reports.build_report(db.session, RANGE)
+    with app.test_request_context():
+        assert run_job(job).summary == "report rollups: up to date"
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["crm", "reports", "refresh", "--all"])
+    assert result.exit_code == 0, result.output
+    assert "full rebuild, 7 lead day(s) and 4 booking day(s) rebuilt" in result.output
+    result = runner.invoke(args=["crm", "reports", "refresh"])
+    assert result.exit_code == 0 and "up to date" in result.output

@@ -10,7 +10,7 @@ crm_cli = AppGroup("crm", help="Appointment Desk commands.")
 def register_cli(app) -> None:
     from crm.cli import demo, users  # noqa: F401  (modules attach their commands to crm_cli)
 
-    for module in ("crm.cli.sources", "crm.cli.physicians", "crm.cli.matching", "crm.cli.scheduler"):
+    for module in ("crm.cli.sources", "crm.cli.physicians", "crm.cli.matching", "crm.cli.scheduler", "crm.cli.reports"):
         try:
             __import__(module)
         except ModuleNotFoundError as exc:

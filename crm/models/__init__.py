@@ -4,6 +4,16 @@ from crm.models.base import Base, utcnow
 from crm.models.directory import Condition, Physician, Registration, StateProgram
 from crm.models.intake import InboxItem, WebhookSecret, WebhookSource
 from crm.models.leads import Appointment, FollowUp, Lead, LeadEvent, Patient
+from crm.models.reports import (
+    ReportChange,
+    ReportDailyBookings,
+    ReportDailyConditions,
+    ReportDailyFirstContact,
+    ReportDailyLeads,
+    ReportDailySources,
+    ReportDailyStates,
+    ReportRollupState,
+)
 from crm.models.system import GeocodeCache, JobRun, Notification, OutboxEmail, Setting
 from crm.models.users import AuditLog, User
 
@@ -23,6 +33,14 @@ __all__ = [
     "Patient",
     "Physician",
     "Registration",
+    "ReportChange",
+    "ReportDailyBookings",
+    "ReportDailyConditions",
+    "ReportDailyFirstContact",
+    "ReportDailyLeads",
+    "ReportDailySources",
+    "ReportDailyStates",
+    "ReportRollupState",
     "Setting",
     "StateProgram",
     "User",

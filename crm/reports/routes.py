@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+
 from flask import Blueprint, Response, abort, current_app, render_template, request
 from flask_login import login_required
 
 from crm.extensions import db
 from crm.reports.forms import ReportRangeForm
 from crm.security import admin_required
-from crm.services import audit, charts, reports
+from crm.services import audit, charts, report_rollups, reports
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
+log = logging.getLogger(__name__)
+
+# How long a page waits for a refresh running elsewhere (normally milliseconds; the first build of
+# a big database takes minutes) before it answers from the live tables instead.
+REFRESH_WAIT_SECONDS = 5
 
 # The chart SVGs carry their own <style> (pygal) and no script; as images they cannot run
 # anything, but a CSP on the SVG response itself must still allow that inline style.
@@ -36,6 +44,23 @@ def _range_from_request() -> tuple[ReportRangeForm, reports.ReportRange, bool]:
     return form, form.report_range(today, tz), ok
 
 
+def _counts():
+    """Counts for this request: the rollups, brought up to date first (so they equal the live
+    tables now); the live tables themselves if another refresh holds the lock too long."""
+    tz = _desk_tz()
+    try:
+        done = report_rollups.refresh_report_rollups(
+            db.session, datetime.now(UTC), tz, wait_seconds=REFRESH_WAIT_SECONDS
+        )
+    except report_rollups.RefreshBusy:
+        db.session.rollback()
+        log.warning("report rollups busy: answering from the live tables")
+        return reports.LiveCounts(db.session)
+    if done.ran:
+        db.session.commit()  # release the refresh lock before reading
+    return report_rollups.RollupCounts(db.session, tz)
+
+
 def _range_args(rng: reports.ReportRange) -> dict:
     return {"from": rng.start.isoformat(), "to": rng.end.isoformat()}
 
@@ -43,7 +68,7 @@ def _range_args(rng: reports.ReportRange) -> dict:
 @bp.get("")
 def index():
     form, rng, ok = _range_from_request()
-    report = reports.build_report(db.session, rng)
+    report = reports.build_report(db.session, rng, _counts())
     args = _range_args(rng)
     if ok:  # show the range actually used
         form.date_from.data, form.date_to.data = rng.start, rng.end
@@ -59,9 +84,9 @@ def chart(name: str):
     if not ok:
         abort(400)
     if name == "leads-per-day":
-        svg = charts.leads_per_day_svg(reports.leads_per_day(db.session, rng))
+        svg = charts.leads_per_day_svg(reports.leads_per_day(db.session, rng, _counts()))
     elif name == "funnel":
-        svg = charts.funnel_svg(reports.funnel(db.session, rng).rows())
+        svg = charts.funnel_svg(reports.funnel(db.session, rng, _counts()).rows())
     else:
         abort(404)
     resp = Response(svg, mimetype="image/svg+xml")
@@ -77,7 +102,7 @@ def export(name: str):
     if not ok:
         problems = "; ".join(e for errs in form.errors.values() for e in errs)
         return Response(f"Bad date range: {problems}\n", status=400, mimetype="text/plain")
-    header, rows = reports.table(db.session, rng, name)
+    header, rows = reports.table(db.session, rng, name, _counts())
     audit.record(
         "export",
         "report",

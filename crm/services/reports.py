@@ -83,6 +83,33 @@ def _seconds_between(session, later, earlier):
     return sa.cast(sa.func.round(diff), sa.Integer)
 
 
+# Speed to lead is reported at the resolution a desk reads it, and bounded so the rollup can keep a
+# histogram: whole minutes below 2 h, quarter hours below 24 h, whole hours below 7 days, whole days
+# beyond. A value is its bucket's lower bound (59 s reads as 0 min, 2 h 14 min as 2 h). Bucketing is
+# monotonic, so the nearest-rank percentile of the buckets is the bucket of the exact percentile.
+FIRST_CONTACT_BANDS = ((2 * 3600, 60), (24 * 3600, 900), (7 * 86400, 3600))
+FIRST_CONTACT_BEYOND = 86400
+
+
+def first_contact_bucket(seconds: int) -> int:
+    """The reported value for a first contact ``seconds`` after creation (same as the SQL below)."""
+    for limit, step in FIRST_CONTACT_BANDS:
+        if seconds < limit:
+            return int(seconds / step) * step  # truncates toward zero, like integer division in SQL
+    return int(seconds / FIRST_CONTACT_BEYOND) * FIRST_CONTACT_BEYOND
+
+
+def _int(value: int):
+    return sa.literal_column(str(int(value)), sa.Integer)
+
+
+def first_contact_bucket_sql(seconds):
+    """``first_contact_bucket`` in SQL over an integer expression (integer division on both databases)."""
+    whens = [(seconds < _int(limit), (seconds // _int(step)) * _int(step)) for limit, step in FIRST_CONTACT_BANDS]
+    beyond = _int(FIRST_CONTACT_BEYOND)
+    return sa.case(*whens, else_=(seconds // beyond) * beyond)
+
+
 def _hour_bucket(session, column):
     if session.get_bind().dialect.name == "postgresql":
         return sa.func.date_trunc("hour", column)
@@ -128,21 +155,169 @@ def _pct(part: int, whole: int) -> float | None:
     return round(100.0 * part / whole, 1) if whole else None
 
 
+# --- where the counts come from ------------------------------------------------------------------
+
+
+class LiveCounts:
+    """The reference: every count read straight from leads, patients and appointments.
+
+    ``crm.services.report_rollups.RollupCounts`` answers the same five questions from the per-day
+    rollups (what the page reads); the report functions below take either as ``counts`` and use
+    this one when none is given. Tests check that both give the same report.
+    """
+
+    def __init__(self, session):
+        self.session = session
+
+    def per_day(self, rng: ReportRange) -> dict[date, int]:
+        """New leads per local day (days without leads may be missing)."""
+        session = self.session
+        _no_jit(session)
+        bucket = _hour_bucket(session, Lead.created_at).label("hour")
+        rows = session.execute(sa.select(bucket, sa.func.count()).where(*_in_range(rng)).group_by(bucket)).all()
+        counts: dict[date, int] = {}
+        zone = rng.zone
+        for hour, n in rows:
+            day = _as_utc_hour(hour).astimezone(zone).date()
+            counts[day] = counts.get(day, 0) + n
+        return counts
+
+    def funnel_groups(self, rng: ReportRange) -> list[tuple]:
+        """``(assignee_id, status, stage, waiting, n)`` groups of the leads of the range."""
+        _no_jit(self.session)
+        booked = _booked_leads(rng)
+        stage = _stage_expr(booked).label("stage")
+        waiting = _waiting_expr().label("waiting")
+        stmt = (
+            sa.select(Lead.assignee_id, Lead.status, stage, waiting, sa.func.count())
+            .select_from(Lead)
+            .outerjoin(booked, booked.c.lead_id == Lead.id)
+            .where(*_in_range(rng))
+            .group_by(Lead.assignee_id, Lead.status, stage, waiting)
+        )
+        return [tuple(row) for row in self.session.execute(stmt).all()]
+
+    def first_contact_ranks(self, rng: ReportRange) -> tuple[int, dict[int, int], dict[int, int]]:
+        """(n, overall value by rank, median per assignee), nearest-rank on both databases.
+
+        PostgreSQL: ``percentile_disc`` is exactly nearest rank (the first value whose position
+        reaches p·n) and, with GROUPING SETS, one scan without materialising row numbers.
+        SQLite: ``row_number()``/``count()`` windows keep the same ranks.
+        """
+        session = self.session
+        _no_jit(session)
+        d = (
+            sa.select(Lead.assignee_id.label("uid"), _bucket_column(session).label("s"))
+            .where(*_in_range(rng), Lead.first_contact_at.is_not(None))
+            .subquery("d")
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            return _first_contact_ranks_pg(session, d)
+        ranked = sa.select(
+            d.c.uid,
+            d.c.s,
+            sa.func.row_number().over(order_by=d.c.s).label("rn"),
+            sa.func.count().over().label("n"),
+            sa.func.row_number().over(partition_by=d.c.uid, order_by=d.c.s).label("urn"),
+            sa.func.count().over(partition_by=d.c.uid).label("un"),
+        ).subquery()
+        r = ranked.c
+        rows = session.execute(
+            sa.select(r.uid, r.s, r.rn, r.n, r.urn, r.un).where(
+                sa.or_(
+                    r.rn == (r.n + 1) // 2,
+                    r.rn == (9 * r.n + 9) // 10,
+                    sa.and_(r.uid.is_not(None), r.urn == (r.un + 1) // 2),
+                )
+            )
+        ).all()
+        n = rows[0].n if rows else 0
+        overall = {row.rn: row.s for row in rows}
+        medians = {row.uid: row.s for row in rows if row.uid is not None and row.urn == (row.un + 1) // 2}
+        return n, overall, medians
+
+    def breakdown_groups(self, rng: ReportRange) -> tuple[dict, dict, dict]:
+        """Leads by ``(source_kind, webhook_source_id)``, by condition id and by state, one grouped scan."""
+        _no_jit(self.session)
+        stmt = (
+            sa.select(Lead.source_kind, Lead.webhook_source_id, Lead.condition_id, Patient.state, sa.func.count())
+            .select_from(Lead)
+            .join(Patient, Patient.id == Lead.patient_id)
+            .where(*_in_range(rng))
+            .group_by(Lead.source_kind, Lead.webhook_source_id, Lead.condition_id, Patient.state)
+        )
+        sources: dict = {}
+        conditions: dict = {}
+        states: dict = {}
+        for kind, source_id, condition_id, state, n in self.session.execute(stmt).all():
+            key = (kind, source_id)
+            sources[key] = sources.get(key, 0) + n
+            conditions[condition_id] = conditions.get(condition_id, 0) + n
+            states[state] = states.get(state, 0) + n
+        return sources, conditions, states
+
+    def bookings(self, rng: ReportRange):
+        """Subquery ``(pid, n)``: appointments not cancelled starting in the range, per physician."""
+        _no_jit(self.session)
+        return (
+            sa.select(Appointment.physician_id.label("pid"), sa.func.count().label("n"))
+            .where(
+                Appointment.starts_at >= rng.utc_from,
+                Appointment.starts_at < rng.utc_to,
+                Appointment.status != AppointmentStatus.CANCELLED,
+            )
+            .group_by(Appointment.physician_id)
+            .subquery("counts")
+        )
+
+
+def _waiting_expr():
+    """True for an open lead nobody has tried to contact yet."""
+    return sa.case(
+        (sa.and_(Lead.first_contact_at.is_(None), Lead.status.in_([LeadStatus.NEW, LeadStatus.ATTEMPTING])), sa.true()),
+        else_=sa.false(),
+    )
+
+
+def _bucket_column(session):
+    """Speed to lead of a lead in reported buckets (``first_contact_bucket``)."""
+    return first_contact_bucket_sql(_seconds_between(session, Lead.first_contact_at, Lead.created_at))
+
+
+def _first_contact_ranks_pg(session, d) -> tuple[int, dict[int, int], dict[int, int]]:
+    stmt = (
+        sa.select(
+            sa.func.grouping(d.c.uid).label("overall"),
+            d.c.uid,
+            sa.func.count().label("n"),
+            sa.func.percentile_disc(0.5).within_group(d.c.s).label("median"),
+            sa.func.percentile_disc(0.9).within_group(d.c.s).label("p90"),
+        )
+        .select_from(d)
+        .group_by(sa.text("GROUPING SETS ((), (d.uid))"))
+    )
+    n, overall, medians = 0, {}, {}
+    for row in session.execute(stmt).all():
+        if row.overall:
+            n = row.n
+            overall = {(n + 1) // 2: row.median, (9 * n + 9) // 10: row.p90} if n else {}
+        elif row.uid is not None:
+            medians[row.uid] = row.median
+    return n, overall, medians
+
+
+def _counts(session, counts):
+    return counts if counts is not None else LiveCounts(session)
+
+
 # --- the reports ---------------------------------------------------------------------------------
 
 
-def leads_per_day(session, rng: ReportRange) -> list[tuple[date, int]]:
+def leads_per_day(session, rng: ReportRange, counts=None) -> list[tuple[date, int]]:
     """New leads per local day, every day of the range present (zero days too)."""
-    _no_jit(session)
-    bucket = _hour_bucket(session, Lead.created_at).label("hour")
-    rows = session.execute(sa.select(bucket, sa.func.count()).where(*_in_range(rng)).group_by(bucket)).all()
-    counts = {rng.start + timedelta(days=k): 0 for k in range(rng.days)}
-    zone = rng.zone
-    for hour, n in rows:
-        day = _as_utc_hour(hour).astimezone(zone).date()
-        if day in counts:
-            counts[day] += n
-    return sorted(counts.items())
+    per_day = _counts(session, counts).per_day(rng)
+    days = (rng.start + timedelta(days=k) for k in range(rng.days))
+    return [(day, per_day.get(day, 0)) for day in days]
 
 
 @dataclass
@@ -186,23 +361,9 @@ class Funnel:
         return out
 
 
-def funnel(session, rng: ReportRange) -> Funnel:
-    _no_jit(session)
-    booked = _booked_leads(rng)
-    stage = _stage_expr(booked).label("stage")
-    waiting = sa.case(
-        (sa.and_(Lead.first_contact_at.is_(None), Lead.status.in_([LeadStatus.NEW, LeadStatus.ATTEMPTING])), 1),
-        else_=0,
-    ).label("waiting")
-    stmt = (
-        sa.select(Lead.assignee_id, Lead.status, stage, waiting, sa.func.count())
-        .select_from(Lead)
-        .outerjoin(booked, booked.c.lead_id == Lead.id)
-        .where(*_in_range(rng))
-        .group_by(Lead.assignee_id, Lead.status, stage, waiting)
-    )
+def funnel(session, rng: ReportRange, counts=None) -> Funnel:
     result = Funnel()
-    for assignee_id, status, reached, not_attempted, n in session.execute(stmt).all():
+    for assignee_id, status, reached, not_attempted, n in _counts(session, counts).funnel_groups(rng):
         result.stages["new"] += n
         result.waiting += n if not_attempted else 0
         for k, name in enumerate(STAGES[1:], start=1):
@@ -230,93 +391,29 @@ class SpeedToLead:
     p90_seconds: int | None
 
 
-def _delta_column(session):
-    return _seconds_between(session, Lead.first_contact_at, Lead.created_at)
+def _first_contact_ranks(session, rng: ReportRange, counts=None) -> tuple[int, dict[int, int], dict[int, int]]:
+    return _counts(session, counts).first_contact_ranks(rng)
 
 
-def _first_contact_ranks(session, rng: ReportRange) -> tuple[int, dict[int, int], dict[int, int]]:
-    """(n, overall value by rank, median per assignee), nearest-rank on both databases.
-
-    PostgreSQL: ``percentile_disc`` is exactly nearest rank (the first value whose position
-    reaches p·n) and, with GROUPING SETS, one scan without materialising row numbers.
-    SQLite: ``row_number()``/``count()`` windows keep the same ranks.
-    """
-    _no_jit(session)
-    if session.get_bind().dialect.name == "postgresql":
-        return _first_contact_ranks_pg(session, rng)
-    d = (
-        sa.select(Lead.assignee_id.label("uid"), _delta_column(session).label("s"))
-        .where(*_in_range(rng), Lead.first_contact_at.is_not(None))
-        .subquery()
-    )
-    ranked = sa.select(
-        d.c.uid,
-        d.c.s,
-        sa.func.row_number().over(order_by=d.c.s).label("rn"),
-        sa.func.count().over().label("n"),
-        sa.func.row_number().over(partition_by=d.c.uid, order_by=d.c.s).label("urn"),
-        sa.func.count().over(partition_by=d.c.uid).label("un"),
-    ).subquery()
-    r = ranked.c
-    rows = session.execute(
-        sa.select(r.uid, r.s, r.rn, r.n, r.urn, r.un).where(
-            sa.or_(
-                r.rn == (r.n + 1) // 2,
-                r.rn == (9 * r.n + 9) // 10,
-                sa.and_(r.uid.is_not(None), r.urn == (r.un + 1) // 2),
-            )
-        )
-    ).all()
-    n = rows[0].n if rows else 0
-    overall = {row.rn: row.s for row in rows}
-    medians = {row.uid: row.s for row in rows if row.uid is not None and row.urn == (row.un + 1) // 2}
-    return n, overall, medians
-
-
-_PG_RANKS = sa.text(
-    """
-    SELECT GROUPING(assignee_id) AS overall, assignee_id, count(*) AS n,
-           percentile_disc(0.5) WITHIN GROUP (ORDER BY s) AS median,
-           percentile_disc(0.9) WITHIN GROUP (ORDER BY s) AS p90
-    FROM (
-        SELECT assignee_id, CAST(round(extract(epoch FROM first_contact_at - created_at)) AS INTEGER) AS s
-        FROM leads
-        WHERE created_at >= :start AND created_at < :end AND first_contact_at IS NOT NULL
-    ) AS d
-    GROUP BY GROUPING SETS ((), (assignee_id))
-    """
-)
-
-
-def _first_contact_ranks_pg(session, rng: ReportRange) -> tuple[int, dict[int, int], dict[int, int]]:
-    params = {"start": rng.utc_from.replace(tzinfo=None), "end": rng.utc_to.replace(tzinfo=None)}
-    n, overall, medians = 0, {}, {}
-    for row in session.execute(_PG_RANKS, params).all():
-        if row.overall:
-            n = row.n
-            overall = {(n + 1) // 2: row.median, (9 * n + 9) // 10: row.p90} if n else {}
-        elif row.assignee_id is not None:
-            medians[row.assignee_id] = row.median
-    return n, overall, medians
-
-
-def speed_to_lead(session, rng: ReportRange, result: Funnel | None = None, ranks=None) -> SpeedToLead:
-    """Lead created -> first contact attempt; nearest-rank median and p90."""
-    n, overall, _ = ranks or _first_contact_ranks(session, rng)
-    waiting = (result or funnel(session, rng)).waiting
+def speed_to_lead(session, rng: ReportRange, result: Funnel | None = None, ranks=None, counts=None) -> SpeedToLead:
+    """Lead created -> first contact attempt, in reported buckets; nearest-rank median and p90."""
+    n, overall, _ = ranks or _first_contact_ranks(session, rng, counts)
+    waiting = (result or funnel(session, rng, counts)).waiting
     if not n:
         return SpeedToLead(0, waiting, None, None)
     return SpeedToLead(n, waiting, overall.get((n + 1) // 2), overall.get((9 * n + 9) // 10))
 
 
-def median_first_contact_by_assignee(session, rng: ReportRange) -> dict[int, int]:
-    return _first_contact_ranks(session, rng)[2]
+def median_first_contact_by_assignee(session, rng: ReportRange, counts=None) -> dict[int, int]:
+    return _first_contact_ranks(session, rng, counts)[2]
 
 
-def specialists(session, rng: ReportRange, result: Funnel | None = None, ranks=None) -> list[SpecialistRow]:
+def specialists(
+    session, rng: ReportRange, result: Funnel | None = None, ranks=None, counts=None
+) -> list[SpecialistRow]:
     """Active specialists plus anyone holding leads of the range, by current assignee."""
-    result = result or funnel(session, rng)
-    medians = (ranks or _first_contact_ranks(session, rng))[2]
+    result = result or funnel(session, rng, counts)
+    medians = (ranks or _first_contact_ranks(session, rng, counts))[2]
     ids = set(result.by_assignee)
     users = session.execute(
         sa.select(User.id, User.name).where(
@@ -339,24 +436,9 @@ def _breakdown(rows, label) -> list[dict]:
 _SOURCE_NAMES = {LeadSourceKind.FORM: "Request form", LeadSourceKind.MANUAL: "Entered by staff"}
 
 
-def breakdowns(session, rng: ReportRange) -> dict[str, list[dict]]:
-    """Leads by source, state and condition from one grouped scan (a few thousand groups at most)."""
-    _no_jit(session)
-    stmt = (
-        sa.select(Lead.source_kind, Lead.webhook_source_id, Lead.condition_id, Patient.state, sa.func.count())
-        .select_from(Lead)
-        .join(Patient, Patient.id == Lead.patient_id)
-        .where(*_in_range(rng))
-        .group_by(Lead.source_kind, Lead.webhook_source_id, Lead.condition_id, Patient.state)
-    )
-    sources: dict = {}
-    conditions: dict = {}
-    states: dict = {}
-    for kind, source_id, condition_id, state, n in session.execute(stmt).all():
-        key = (kind, source_id)
-        sources[key] = sources.get(key, 0) + n
-        conditions[condition_id] = conditions.get(condition_id, 0) + n
-        states[state] = states.get(state, 0) + n
+def breakdowns(session, rng: ReportRange, counts=None) -> dict[str, list[dict]]:
+    """Leads by source, state and condition (a few thousand groups at most)."""
+    sources, conditions, states = _counts(session, counts).breakdown_groups(rng)
     source_names = dict(
         session.execute(
             sa.select(WebhookSource.id, WebhookSource.name).where(
@@ -387,31 +469,21 @@ def breakdowns(session, rng: ReportRange) -> dict[str, list[dict]]:
     }
 
 
-def by_source(session, rng: ReportRange) -> list[dict]:
-    return breakdowns(session, rng)["sources"]
+def by_source(session, rng: ReportRange, counts=None) -> list[dict]:
+    return breakdowns(session, rng, counts)["sources"]
 
 
-def by_state(session, rng: ReportRange) -> list[dict]:
-    return breakdowns(session, rng)["states"]
+def by_state(session, rng: ReportRange, counts=None) -> list[dict]:
+    return breakdowns(session, rng, counts)["states"]
 
 
-def by_condition(session, rng: ReportRange) -> list[dict]:
-    return breakdowns(session, rng)["conditions"]
+def by_condition(session, rng: ReportRange, counts=None) -> list[dict]:
+    return breakdowns(session, rng, counts)["conditions"]
 
 
-def utilisation(session, rng: ReportRange) -> list[dict]:
+def utilisation(session, rng: ReportRange, counts=None) -> list[dict]:
     """Appointments (not cancelled) starting in the range against each physician's weekly capacity."""
-    _no_jit(session)
-    counts = (
-        sa.select(Appointment.physician_id.label("pid"), sa.func.count().label("n"))
-        .where(
-            Appointment.starts_at >= rng.utc_from,
-            Appointment.starts_at < rng.utc_to,
-            Appointment.status != AppointmentStatus.CANCELLED,
-        )
-        .group_by(Appointment.physician_id)
-        .subquery()
-    )
+    booked = _counts(session, counts).bookings(rng)
     stmt = sa.select(
         Physician.id,
         Physician.first_name,
@@ -419,8 +491,8 @@ def utilisation(session, rng: ReportRange) -> list[dict]:
         Physician.credential,
         Physician.state,
         Physician.weekly_capacity,
-        counts.c.n,
-    ).join(counts, counts.c.pid == Physician.id)
+        booked.c.n,
+    ).join(booked, booked.c.pid == Physician.id)
     weeks = rng.days / 7
     rows = []
     for pid, first, last, cred, state, weekly, n in session.execute(stmt).all():
@@ -452,20 +524,21 @@ class Report:
     utilisation: list[dict]
 
 
-def build_report(session, rng: ReportRange) -> Report:
-    f = funnel(session, rng)
-    ranks = _first_contact_ranks(session, rng)
-    parts = breakdowns(session, rng)
+def build_report(session, rng: ReportRange, counts=None) -> Report:
+    counts = _counts(session, counts)
+    f = funnel(session, rng, counts)
+    ranks = _first_contact_ranks(session, rng, counts)
+    parts = breakdowns(session, rng, counts)
     return Report(
         range=rng,
-        per_day=leads_per_day(session, rng),
+        per_day=leads_per_day(session, rng, counts),
         funnel=f,
         speed=speed_to_lead(session, rng, f, ranks),
         specialists=specialists(session, rng, f, ranks),
         sources=parts["sources"],
         states=parts["states"],
         conditions=parts["conditions"],
-        utilisation=utilisation(session, rng),
+        utilisation=utilisation(session, rng, counts),
     )
 
 
@@ -480,16 +553,17 @@ def _blank(v):
     return "" if v is None else v
 
 
-def table(session, rng: ReportRange, name: str) -> tuple[list[str], list[list]] | None:
+def table(session, rng: ReportRange, name: str, counts=None) -> tuple[list[str], list[list]] | None:
     """(header, rows) of one exportable table, or None for an unknown name."""
+    counts = _counts(session, counts)
     if name == "daily":
-        return ["day", "new_leads"], [[d.isoformat(), n] for d, n in leads_per_day(session, rng)]
+        return ["day", "new_leads"], [[d.isoformat(), n] for d, n in leads_per_day(session, rng, counts)]
     if name == "funnel":
-        f = funnel(session, rng)
+        f = funnel(session, rng, counts)
         rows = [[r["stage"], r["leads"], _blank(r["from_previous_pct"]), _blank(r["from_new_pct"])] for r in f.rows()]
         return ["stage", "leads", "conversion_from_previous_pct", "conversion_from_new_pct"], rows
     if name == "speed":
-        s = speed_to_lead(session, rng)
+        s = speed_to_lead(session, rng, counts=counts)
         return (
             ["leads_attempted", "open_not_attempted", "median_minutes", "p90_minutes"],
             [[s.contacted, s.waiting, _minutes(s.median_seconds), _minutes(s.p90_seconds)]],
@@ -497,15 +571,15 @@ def table(session, rng: ReportRange, name: str) -> tuple[list[str], list[list]] 
     if name == "specialists":
         rows = [
             [r.name, r.assigned, r.contacted, r.booked, _blank(r.conversion), _minutes(r.median_first_contact_seconds)]
-            for r in specialists(session, rng)
+            for r in specialists(session, rng, counts=counts)
         ]
         return ["specialist", "assigned", "contacted", "booked", "conversion_pct", "median_first_contact_minutes"], rows
     if name in ("sources", "states", "conditions"):
-        data = breakdowns(session, rng)[name]
+        data = breakdowns(session, rng, counts)[name]
         return [name[:-1], "leads", "share_pct"], [[r["label"], r["leads"], _blank(r["share_pct"])] for r in data]
     if name == "utilisation":
         keys = ["physician_id", "physician", "state", "weekly_capacity", "capacity_in_range", "bookings"]
-        rows = [[r[k] for k in keys] + [_blank(r["utilisation_pct"])] for r in utilisation(session, rng)]
+        rows = [[r[k] for k in keys] + [_blank(r["utilisation_pct"])] for r in utilisation(session, rng, counts)]
         return keys + ["utilisation_pct"], rows
     return None
 
