@@ -52,7 +52,8 @@ def _database_url() -> str:
 class Config:
     SECRET_KEY = _secret_key()
     SQLALCHEMY_DATABASE_URI = _database_url()
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # hide_parameters: a database error's message never carries the values (patient data, SPEC 12).
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "hide_parameters": True}
 
     # Sessions (SPEC 12): Secure outside debug, HttpOnly, SameSite=Lax, 15 idle minutes.
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)

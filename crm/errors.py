@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 MESSAGES = {
@@ -54,6 +55,29 @@ def init_app(app) -> None:
         custom = err.description != type(err).description
         headers = {k: v for k, v in err.get_headers() if k == "Allow"}
         return error_response(err.code or 500, err.description if custom else None, headers)
+
+    @app.errorhandler(DataError)
+    def unstorable_value(err):
+        # A value the database refuses (e.g. a NUL character on PostgreSQL): the input's fault.
+        from crm.extensions import db
+
+        db.session.rollback()
+        app.logger.warning("refused a value the database cannot store on %s %s", request.method, request.path)
+        return error_response(400, "The request contains characters or values that cannot be stored.")
+
+    @app.before_request
+    def refuse_control_characters():
+        # NUL and other control characters in a form or query string are never typed by a person.
+        # Webhooks are left alone: their raw body is stored first and refused with a 422 by intake.
+        from crm.services.intake import CONTROL_RE
+
+        if request.path.startswith("/webhooks/"):
+            return None
+        for source in (request.args, request.form):
+            for values in source.listvalues():
+                if any(CONTROL_RE.search(v) for v in values if isinstance(v, str)):
+                    return error_response(400, "The form contains control characters; please type plain text.")
+        return None
 
     @app.errorhandler(Exception)
     def unhandled(err):

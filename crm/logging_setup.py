@@ -37,6 +37,9 @@ class PiiScrubFilter(logging.Filter):
         cleaned = scrub(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # Formatters print exc_text when it is set: the traceback is scrubbed once, here.
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
         return True
 
 

@@ -309,6 +309,37 @@ def test_canary_patient_data_never_reaches_the_logs(client, db, conditions, capl
         assert canary not in logged, canary
 
 
+def test_a_database_error_with_patient_values_logs_no_patient_data(client, db, conditions, caplog, capfd, monkeypatch):
+    """The failing statement carries the patient's name and contact details as parameters: neither
+    the log line nor its traceback nor the stored inbox error may repeat them (SPEC 12)."""
+    import sqlalchemy as sa
+
+    from crm.services import intake
+
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            monkeypatch.setattr(logger, "disabled", False)
+    caplog.set_level(logging.DEBUG)
+    broken = sa.text("INSERT INTO no_such_table (a, b, c, d) VALUES (:first_name, :last_name, :email, :phone)")
+    monkeypatch.setattr(intake, "_INSERT_PATIENT", broken)
+    data = form_data(first_name=CANARY_FIRST, last_name=CANARY_LAST, email=CANARY_EMAIL, phone="(305) 555-0199")
+    assert client.post("/conditions/dystonia", data=data).status_code == 302  # stored as failed, thanked
+    item = db.session.scalar(sa.select(InboxItem))
+    assert item.status == InboxStatus.FAILED and "no_such_table" in item.error
+    out, err = capfd.readouterr()
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records) + caplog.text + out + err
+    assert "Traceback" in logged  # the error was logged, with its traceback
+    for canary in (CANARY_FIRST, CANARY_LAST, CANARY_EMAIL, CANARY_PHONE_DIGITS, "+13055550199"):
+        assert canary not in logged, canary
+        assert canary not in item.error, canary
+
+
+def test_control_characters_in_a_form_are_refused_not_a_500(client, db, conditions):
+    resp = client.post("/conditions/dystonia", data=form_data(first_name="Ca\x00sey"))
+    assert resp.status_code == 400 and "control characters" in resp.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
+
+
 def test_database_unreachable_keeps_the_form_filled_in(client, db, conditions, monkeypatch):
     from sqlalchemy.exc import OperationalError
     from sqlalchemy.orm import Session

@@ -226,3 +226,12 @@ def test_the_condition_can_be_cleared_to_not_specified(client, db, desk, auth, s
     db.session.expire_all()
     lead = db.session.get(Lead, lead.id)
     assert lead.condition_id is None and lead.eligibility is not None
+
+
+def test_a_nul_character_is_refused_not_a_500(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, city="Mia\x00mi"))
+    assert resp.status_code == 400
+    db.session.expire_all()
+    assert db.session.get(Patient, lead.patient_id).city == "Miami"

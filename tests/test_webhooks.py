@@ -155,6 +155,14 @@ def test_unknown_or_inactive_source_is_404(client, db, source):
     assert count(db, Lead) == 0
 
 
+@pytest.mark.parametrize("value", ["Robin\u0000", "Ro\u0007bin", ["Robin", "\u0000"]])
+def test_control_characters_are_a_422_on_both_databases(client, db, source, value):
+    resp = deliver(client, dict(PAYLOAD, first_name=value))
+    assert resp.status_code == 422, resp.get_json()
+    assert "control characters" in resp.get_json()["fields"]["first_name"][0]
+    assert items(db)[0].status == InboxStatus.REJECTED and count(db, Lead) == 0
+
+
 def test_a_source_deactivated_by_another_worker_is_refused_within_the_cache_ttl(client, db, source, monkeypatch):
     import time
 

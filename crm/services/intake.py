@@ -104,6 +104,12 @@ class PayloadError(ValueError):
 # --------------------------------------------------------------------------- validation (pure)
 
 
+# NUL and other control characters (tab and line breaks are text): PostgreSQL cannot store NUL at
+# all, so refusing them here keeps both databases answering the same 422 instead of a stored
+# delivery that can never become a lead.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _text(value: Any) -> str:
     """A payload value as text; lists (multi-choice answers) are joined."""
     if value is None:
@@ -113,8 +119,10 @@ def _text(value: Any) -> str:
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-        return ", ".join(str(v) for v in value)
+        value = ", ".join(str(v) for v in value)
     if isinstance(value, str):
+        if CONTROL_RE.search(value):
+            raise ValueError("Contains control characters; send plain text.")
         return value.strip()
     raise ValueError("Expected a text value.")
 
