@@ -67,16 +67,17 @@ def init_app(app) -> None:
 
     @app.before_request
     def refuse_control_characters():
-        # NUL and other control characters in a form or query string are never typed by a person.
+        # NUL and other control characters in a submitted form are never typed by a person.
         # Webhooks are left alone: their raw body is stored first and refused with a 422 by intake.
         from crm.services.intake import CONTROL_RE
 
         if request.path.startswith("/webhooks/"):
             return None
-        for source in (request.args, request.form):
-            for values in source.listvalues():
-                if any(CONTROL_RE.search(v) for v in values if isinstance(v, str)):
-                    return error_response(400, "The form contains control characters; please type plain text.")
+        # (Query strings are left to their forms' own validation; a value the database then refuses
+        # is the DataError handler's 400.)
+        for values in request.form.listvalues():
+            if any(CONTROL_RE.search(v) for v in values if isinstance(v, str)):
+                return error_response(400, "The form contains control characters; please type plain text.")
         return None
 
     @app.errorhandler(Exception)

@@ -322,3 +322,56 @@ def test_the_geocode_retry_job_covers_physicians(app, db):
     assert run.ok and "1 physician(s) tried: 1 located" in run.summary, run.summary
     db.session.expire_all()
     assert db.session.get(type(doc), doc.id).timezone == "America/Phoenix"
+
+
+def test_enrichment_leaves_a_backing_off_or_leased_patient_to_the_retry_job(db):
+    """enrich_new and geocode_retry both locate pending patients: the lease on geocode_next_at
+    keeps them from sending one patient to the geocoder twice."""
+    waiting = LeadFactory(patient=pending_patient(zip="33101", geocode_next_at=NOW + timedelta(minutes=5)))
+    db.session.flush()
+    enrich_lead(waiting, NOW, OFFLINE)
+    assert waiting.patient.geocode_status == GeocodeStatus.PENDING  # not its turn yet
+    assert waiting.matched_at is not None  # matched anyway (telehealth list while it waits)
+
+    due = LeadFactory(patient=pending_patient(zip="33101"))
+    db.session.commit()
+    enrich_lead(due, NOW, OFFLINE)  # leases, then locates
+    assert due.patient.geocode_status == GeocodeStatus.OK
+    db.session.commit()
+
+
+def test_a_geocoder_answer_for_an_address_changed_meanwhile_is_thrown_away(db, fake_online):
+    """The retry job calls the service outside any lock; a specialist saves a new ZIP during that
+    call. The answer for the old ZIP must not land on the new address."""
+    patient = pending_patient(zip="33101", city="Miami", state="FL")
+    lead = LeadFactory(patient=patient)
+    db.session.commit()
+
+    def saved_meanwhile(query):
+        with db.engine.begin() as conn:  # another request, committed while the job waits
+            conn.execute(
+                sa.update(type(patient).__table__)
+                .where(type(patient).__table__.c.id == patient.id)
+                .values(zip="30303", city="Atlanta", state="GA", geocode_next_at=None)
+            )
+        return (25.7617, -80.1918, {"addresstype": "postcode"})
+
+    class Racing(Geocoder):
+        def geocode(self, query, *, exactly_one=True, **kwargs):
+            lat, lon, raw = saved_meanwhile(query)
+            return Location(str(query), (lat, lon), raw)
+
+        def reverse(self, query, *, exactly_one=True, **kwargs):
+            raise NotImplementedError
+
+    geocoding.register_geocoder("racing", lambda config: Racing())
+    try:
+        summary = retry_pending_geocodes(NOW, config=dict(fake_online, GEOCODER="racing"))
+    finally:
+        geocoding.GEOCODERS.pop("racing", None)
+        geocoding._cached_geocoder.cache_clear()
+    assert summary.errors == ["AddressChanged"] and summary.located == 0
+    db.session.expire_all()
+    p = db.session.get(type(patient), patient.id)
+    assert (p.zip, p.state, p.latitude, p.geocode_status) == ("30303", "GA", None, GeocodeStatus.PENDING)
+    assert db.session.get(type(lead), lead.id).matched_at is None  # nothing was matched to the old place

@@ -222,7 +222,7 @@ def fake_steps(monkeypatch):
     calls: list[tuple[str, int]] = []
     behaviour = {"enrich": None, "assign": None}
 
-    def enrich_lead(lead):
+    def enrich_lead(lead, now=None):
         calls.append(("enrich", lead.id))
         if behaviour["enrich"]:
             raise behaviour["enrich"]
@@ -242,7 +242,7 @@ def fake_steps(monkeypatch):
     return calls, behaviour
 
 
-def test_intake_answers_before_enrichment_and_the_job_enriches_then_assigns(client, db, source, fake_steps):
+def test_intake_answers_before_enrichment_and_the_job_routes_then_enriches(client, db, source, fake_steps):
     from crm.jobs import JOBS_BY_ID, run_job
 
     calls, _ = fake_steps
@@ -251,14 +251,14 @@ def test_intake_answers_before_enrichment_and_the_job_enriches_then_assigns(clie
     assert db.session.get(Lead, lead_id).matched_at is None
 
     run = run_job(JOBS_BY_ID["enrich_new"])
-    assert calls == [("enrich", lead_id), ("assign", lead_id)]
+    assert calls == [("assign", lead_id), ("enrich", lead_id)]  # routing never waits on a geocoder
     assert run.ok and run.summary.startswith("1 new lead(s) enriched")
     db.session.expire_all()
     assert db.session.get(Lead, lead_id).priority == 5
     assert db.session.get(Lead, lead_id).matched_at is not None
 
     idle = run_job(JOBS_BY_ID["enrich_new"])  # nothing left: no second call, no JobRun row
-    assert calls == [("enrich", lead_id), ("assign", lead_id)]
+    assert calls == [("assign", lead_id), ("enrich", lead_id)]
     assert idle.id is None and idle.summary == "nothing to do"
 
 
@@ -275,7 +275,7 @@ def test_enrichment_failures_are_isolated_and_retried_with_backoff(client, db, s
     now = datetime.now(UTC)
     first = enrich_new_leads(now)
     assert (first.enriched, first.failed) == (0, 1)
-    assert [c[0] for c in calls] == ["enrich", "assign"]  # assignment still ran after enrichment failed
+    assert [c[0] for c in calls] == ["assign", "enrich"]  # each step on its own: one failing stops neither
 
     assert str(enrich_new_leads(now + RETRY_BASE / 2)) == ""  # backing off: not tried again yet
     assert len(calls) == 2
@@ -283,4 +283,4 @@ def test_enrichment_failures_are_isolated_and_retried_with_backoff(client, db, s
     behaviour["enrich"] = behaviour["assign"] = None
     later = enrich_new_leads(now + RETRY_BASE * 2)
     assert (later.enriched, later.failed) == (1, 0)
-    assert [c[0] for c in calls] == ["enrich", "assign", "enrich", "assign"]
+    assert [c[0] for c in calls] == ["assign", "enrich", "assign", "enrich"]

@@ -34,6 +34,7 @@ def form_for(lead: Lead, **changes) -> dict:
     p = lead.patient
     data = {
         "version": str(lead.version),
+        "patient_stamp": p.updated_at.isoformat(),
         "first_name": p.first_name,
         "last_name": p.last_name,
         "phone": p.phone or "",
@@ -63,6 +64,8 @@ def test_the_page_is_prefilled_and_needs_a_sign_in(client, db, desk, auth, speci
     auth.as_user(specialist)
     html = client.get(f"/leads/{lead.id}/details").get_data(as_text=True)
     assert lead.patient.last_name in html and 'value="33101"' in html
+    viewed = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "view_lead")).all()
+    assert [v.detail.get("page") for v in viewed] == ["edit details"] and viewed[0].user_id == specialist.id
     assert f'action="/leads/{lead.id}/details"' in html or 'method="post"' in html
     assert f'href="/leads/{lead.id}/details"' in client.get(f"/leads/{lead.id}").get_data(as_text=True)
 
@@ -235,3 +238,29 @@ def test_a_nul_character_is_refused_not_a_500(client, db, desk, auth, specialist
     assert resp.status_code == 400
     db.session.expire_all()
     assert db.session.get(Patient, lead.patient_id).city == "Miami"
+
+
+def test_a_patient_changed_from_another_lead_meanwhile_is_a_conflict_then_saves(client, db, desk, auth, specialist):
+    from datetime import timedelta
+
+    lead = desk["lead"]
+    other = LeadFactory(patient=lead.patient, condition=desk["dystonia"])
+    db.session.commit()
+    auth.as_user(specialist)
+    opened = form_for(lead, phone="(305) 555-0111")
+    # Meanwhile someone saves the patient from the other lead.
+    lead.patient.city = "Miami Beach"
+    lead.patient.updated_at = lead.patient.updated_at + timedelta(seconds=5)
+    db.session.commit()
+    resp = client.post(f"/leads/{lead.id}/details", data=opened)
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 409 and "changed while you were editing" in html
+    assert 'value="+13055550111"' in html  # what was typed is still there (normalised)
+    db.session.expire_all()
+    assert db.session.get(Patient, lead.patient_id).phone != "+13055550111"
+    stamp = db.session.get(Patient, lead.patient_id).updated_at.isoformat()
+    again = client.post(f"/leads/{lead.id}/details", data=dict(opened, patient_stamp=stamp, city="Miami Beach"))
+    assert again.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Patient, lead.patient_id).phone == "+13055550111"
+    assert other.id != lead.id

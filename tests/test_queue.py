@@ -213,3 +213,11 @@ def test_a_search_matching_too_many_patients_asks_for_more(client, auth, db, spe
     auth.as_user(specialist)
     html = client.get("/queue?view=all&q=Smith2").get_data(as_text=True)
     assert "Smith2" in html
+
+
+@pytest.mark.parametrize("q", ["Ri%00vers", "ri%00@example.com"])
+def test_a_nul_character_in_a_search_is_never_a_500(client, auth, db, specialist, q):
+    make_lead(db, last_name="Rivers")
+    auth.as_user(specialist)
+    resp = client.get(f"/queue?view=all&q={q}")
+    assert resp.status_code in (200, 400)  # SQLite searches for it; PostgreSQL cannot store it: a 400

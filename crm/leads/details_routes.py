@@ -19,6 +19,7 @@ from crm.extensions import db
 from crm.leads.forms import DetailsForm
 from crm.leads.routes import CONFLICT, _last_editor, _load, bp
 from crm.models import Condition
+from crm.services import audit
 from crm.services.contact import US_STATES, format_phone
 from crm.services.patient_details import DetailsError, update_details
 
@@ -39,7 +40,12 @@ def _form(lead=None) -> DetailsForm:
         form.condition_id.data = lead.condition_id
         form.preferred_mode.data = lead.preferred_mode.value
         form.version.data = str(lead.version)
+        form.patient_stamp.data = patient_stamp(p)
     return form
+
+
+def patient_stamp(patient) -> str:
+    return patient.updated_at.isoformat() if patient.updated_at else ""
 
 
 def _page(lead, form, status: int = 200):
@@ -50,7 +56,11 @@ def _page(lead, form, status: int = 200):
 @login_required
 def edit_details(lead_id: int):
     lead = _load(lead_id)
-    return _page(lead, _form(lead))
+    page = _page(lead, _form(lead))
+    # The page shows the patient's details: audited like the workspace (after rendering).
+    audit.record("view_lead", "lead", lead.id, detail={"patient_id": lead.patient_id, "page": "edit details"})
+    db.session.commit()
+    return page
 
 
 @bp.post("/leads/<int:lead_id>/details")
@@ -62,6 +72,15 @@ def save_details(lead_id: int):
         return _page(lead, form, 422)
     if form.version_int() != lead.version:
         flash(CONFLICT.format(who=_last_editor(lead.id)), "warning")
+        return _page(lead, form, 409)
+    if form.patient_stamp.data != patient_stamp(lead.patient):
+        # Keep what was typed; the current stamp lets a second Save, after review, go through.
+        form.patient_stamp.data = patient_stamp(lead.patient)
+        flash(
+            "This patient's record was changed while you were editing (from another of their leads, or by "
+            "locating the address). Nothing was saved: check the fields and save again.",
+            "warning",
+        )
         return _page(lead, form, 409)
     try:
         result = update_details(

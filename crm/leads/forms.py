@@ -191,6 +191,10 @@ def _normalised(normalise, field, *, required: bool = False):
 class DetailsForm(VersionedForm):
     """The patient's details and the lead's request, as the specialist corrects them."""
 
+    # The patient row's updated_at when the page was opened: the patient may belong to several
+    # leads (or be located meanwhile), so the lead's version alone does not protect it.
+    patient_stamp = HiddenField()
+
     first_name = StringField("First name", validators=[DataRequired("Enter the first name."), Length(max=100)])
     last_name = StringField("Last name", validators=[DataRequired("Enter the last name."), Length(max=100)])
     phone = StringField("Phone", validators=[Length(max=40)])

@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from crm.extensions import db
 from crm.models import Lead, Patient, Physician, User
 from crm.models.enums import OPEN_STATUSES, EventKind, GeocodeStatus, Role
-from crm.services.geocoding import geocode_patient, get_geocoder, max_attempts
+from crm.services.geocoding import Address, ensure_address_unchanged, geocode_patient, get_geocoder, max_attempts
 from crm.services.matching import match_lead
 from crm.services.timeline import add_event
 
@@ -79,6 +79,25 @@ def _geocode_event(lead: Lead, patient: Patient, outcome, now: datetime) -> None
         )
 
 
+def _lease(patient: Patient, now: datetime) -> bool:
+    """Claim a due pending patient inside the current transaction (no commit): the geocode_retry
+    job's compare-and-set on ``geocode_next_at`` then finds it taken, so one patient is never sent
+    to the geocoder twice at once. False when it is backing off or someone else holds it."""
+    seen = patient.geocode_next_at
+    if seen is not None and seen > now:
+        return False
+    t = Patient.__table__.c
+    same = t.geocode_next_at.is_(None) if seen is None else t.geocode_next_at == seen
+    taken = db.session.execute(
+        sa.update(Patient.__table__)
+        .where(t.id == patient.id, t.geocode_status == GeocodeStatus.PENDING.value, same)
+        .values(geocode_next_at=now + CLAIM_LEASE)
+    ).rowcount
+    if taken == 1:
+        set_committed_value(patient, "geocode_next_at", now + CLAIM_LEASE)
+    return taken == 1
+
+
 def enrich_lead(lead: Lead, now: datetime | None = None, config: Mapping | None = None) -> dict:
     """Geocode the patient if needed, then eligibility and matching, stored on the lead. Flushes only.
 
@@ -88,8 +107,10 @@ def enrich_lead(lead: Lead, now: datetime | None = None, config: Mapping | None 
     """
     now = now or datetime.now(UTC)
     patient = lead.patient
-    if patient.geocode_status == GeocodeStatus.PENDING:
+    if patient.geocode_status == GeocodeStatus.PENDING and _lease(patient, now):
+        located = Address.of(patient)
         outcome = geocode_patient(patient, now, config)
+        ensure_address_unchanged(patient, located)
         if outcome.final and not outcome.ok:
             _geocode_event(lead, patient, outcome, now)
             _notify_admins_failed(lead, patient, now)
@@ -124,7 +145,13 @@ def _notify_admins_failed(lead: Lead | None, patient: Patient, now: datetime) ->
     sent = 0
     for admin in admins:
         sent += notify(
-            admin, "geocode_failed", message, lead=lead, dedupe_key=f"geocode:{patient.id}:{admin.id}", at=now
+            admin,
+            "geocode_failed",
+            message,
+            lead=lead,
+            # per failure, not per patient for ever: a fixed address that fails again is news again
+            dedupe_key=f"geocode:{patient.id}:{lead.id if lead else 0}:{now:%Y%m%d%H%M}:{admin.id}",
+            at=now,
         )
     return sent
 
@@ -176,7 +203,7 @@ def due_patients(now: datetime, limit: int, ignore_backoff: bool = False) -> lis
         for row in db.session.execute(
             sa.select(t.id, t.geocode_next_at)
             .where(_due(t, now, ignore_backoff))
-            .order_by(t.geocode_next_at, t.id)
+            .order_by(t.geocode_next_at.asc().nulls_first(), t.id)
             .limit(limit)
         )
     ]
@@ -189,7 +216,9 @@ def retry_patient(patient_id: int, seen_next_at, now: datetime, config: Mapping,
     summary.claimed += 1
     try:
         patient = db.session.get(Patient, patient_id)
+        located = Address.of(patient)
         outcome = geocode_patient(patient, now, config)
+        ensure_address_unchanged(patient, located)
         leads = db.session.scalars(
             sa.select(Lead)
             .where(Lead.patient_id == patient.id, Lead.status.in_([s.value for s in OPEN_STATUSES]))
@@ -272,10 +301,8 @@ def _notify_admins_physician_failed(physician: Physician, now: datetime) -> int:
         f"after {physician.geocode_attempts} attempt(s) ({physician.geocode_error}). They are not matched by "
         "distance until the address is fixed in Admin > Physicians."
     )
-    return sum(
-        notify(admin, "geocode_failed", message, dedupe_key=f"geocode-physician:{physician.id}:{admin.id}", at=now)
-        for admin in admins
-    )
+    key = f"geocode-physician:{physician.id}:{now:%Y%m%d%H%M}"  # per failure: a later one is news again
+    return sum(notify(admin, "geocode_failed", message, dedupe_key=f"{key}:{admin.id}", at=now) for admin in admins)
 
 
 def retry_pending_physicians(now: datetime, limit: int, config: Mapping) -> PhysicianRetrySummary:
@@ -291,7 +318,7 @@ def retry_pending_physicians(now: datetime, limit: int, config: Mapping) -> Phys
             t.geocode_status == GeocodeStatus.PENDING.value,
             sa.or_(t.geocode_next_at.is_(None), t.geocode_next_at <= now),
         )
-        .order_by(t.geocode_next_at, t.id)
+        .order_by(t.geocode_next_at.asc().nulls_first(), t.id)
         .limit(limit)
     ).all()
     summary = PhysicianRetrySummary()
@@ -301,7 +328,10 @@ def retry_pending_physicians(now: datetime, limit: int, config: Mapping) -> Phys
         summary.claimed += 1
         try:
             physician = db.session.get(Physician, physician_id)
-            if geocode_physician(physician, config, now):
+            located = Address.of(physician)
+            ok = geocode_physician(physician, config, now)
+            ensure_address_unchanged(physician, located)
+            if ok:
                 summary.located += 1
             elif physician.geocode_status == GeocodeStatus.FAILED:
                 summary.failed += 1

@@ -430,6 +430,30 @@ def geocode_address(addr: Address, config: Mapping | None = None) -> GeocodeResu
 # --------------------------------------------------------------------------- physicians and patients
 
 
+class AddressChanged(RuntimeError):
+    """Someone saved a different address while the geocoder was answering for the old one."""
+
+
+def ensure_address_unchanged(obj, located: Address) -> None:
+    """Flush a geocoder result, then check the row still holds the address that was located.
+
+    Jobs geocode outside any lock (an online service can take seconds); if a specialist or an admin
+    saved a new address meanwhile, writing coordinates for the old one would be wrong and silent.
+    After the flush this transaction holds the row (PostgreSQL row lock, SQLite's write lock), so
+    the check and the commit that follows see the same row. A state the geocoder itself just set
+    (patients take the state of their ZIP) is not a change.
+    """
+    db.session.flush()
+    table = type(obj).__table__
+    row = db.session.execute(
+        sa.select(table.c.street, table.c.city, table.c.state, table.c.zip).where(table.c.id == obj.id)
+    ).one()
+    now_there = Address.of(row)
+    same_place = (now_there.street, now_there.city, now_there.zip) == (located.street, located.city, located.zip)
+    if not same_place or now_there.state not in (located.state, (getattr(obj, "state", "") or "").upper()):
+        raise AddressChanged(f"{table.name} {obj.id}: the address changed while it was being located")
+
+
 def geocode_physician(
     physician: Physician, config: Mapping | None = None, now: datetime | None = None, *, fresh: bool = False
 ) -> bool:

@@ -289,9 +289,36 @@ def forget_conditions(*_args) -> None:
     _conditions_cache = None
 
 
+def _forget_on_commit(flag: str, forget):
+    """Clear at the flush and again when that transaction commits: a read by another thread in
+    between would otherwise cache the old rows for a whole TTL."""
+
+    def mark(_mapper, _connection, target) -> None:
+        forget()
+        session = sa.orm.object_session(target)
+        if session is not None:
+            session.info[flag] = forget
+
+    return mark
+
+
+@sa.event.listens_for(sa.orm.Session, "after_commit")
+def _forget_after_commit(session) -> None:
+    for flag in ("intake_forget_conditions", "intake_forget_sources"):
+        forget = session.info.pop(flag, None)
+        if forget is not None:
+            forget()
+
+
+@sa.event.listens_for(sa.orm.Session, "after_rollback")
+def _forget_nothing_after_rollback(session) -> None:
+    session.info.pop("intake_forget_conditions", None)
+    session.info.pop("intake_forget_sources", None)
+
+
 # An edit in this process is seen at once; other workers re-read within CONDITIONS_TTL.
 for _event in ("after_insert", "after_update", "after_delete"):
-    sa.event.listen(Condition, _event, forget_conditions)
+    sa.event.listen(Condition, _event, _forget_on_commit("intake_forget_conditions", forget_conditions))
 
 
 def _condition_rows() -> list:
@@ -591,7 +618,7 @@ def forget_sources(*_args) -> None:
 # A change in this process is seen at once; other workers re-read within SOURCES_TTL.
 for _model in (WebhookSource, WebhookSecret):
     for _event in ("after_insert", "after_update", "after_delete"):
-        sa.event.listen(_model, _event, forget_sources)
+        sa.event.listen(_model, _event, _forget_on_commit("intake_forget_sources", forget_sources))
 
 
 def load_source(slug: str) -> SourceRow | None:

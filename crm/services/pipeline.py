@@ -45,15 +45,18 @@ def _step(name: str, lead_id: int, fn) -> bool:
         return False
 
 
-def after_intake(lead_id: int) -> bool:
-    """Geocode if needed, check eligibility, match, then auto-assign. Never raises; False when
-    enrichment failed (auto-assignment still runs: an unmatched lead is still a lead to call)."""
+def enrich(lead_id: int, now: datetime | None = None) -> bool:
+    """Geocode if due (the patient leased first), check eligibility, match. Never raises."""
     from crm.services.enrichment import enrich_lead
+
+    return _step("enrichment", lead_id, lambda lead: enrich_lead(lead, now))
+
+
+def route(lead_id: int) -> bool:
+    """Auto-assign (when enabled and someone is on shift). Never raises."""
     from crm.services.routing import auto_assign
 
-    enriched = _step("enrichment", lead_id, enrich_lead)
-    _step("auto-assignment", lead_id, auto_assign)
-    return enriched
+    return _step("auto-assignment", lead_id, auto_assign)
 
 
 @dataclass
@@ -88,13 +91,19 @@ def enrich_new_leads(now: datetime | None = None, limit: int = 200) -> EnrichSum
     if len(ids) < fetch:  # every unmatched lead is in ids: forget those matched meanwhile
         for gone in set(_backoff) - set(ids):
             del _backoff[gone]
+    due = []
     for lead_id in ids:
         failures, not_before = _backoff.get(lead_id, (0, now))
-        if not_before > now:
-            continue
-        if summary.enriched + summary.failed >= limit:
+        if not_before <= now:
+            due.append((lead_id, failures))
+        if len(due) >= limit:
             break
-        if after_intake(lead_id):
+    # Routing first: with an online geocoder each enrichment may wait on the network (and on a
+    # rate limit), and nobody should wait for that to get a lead to call.
+    for lead_id, _failures in due:
+        route(lead_id)
+    for lead_id, failures in due:
+        if enrich(lead_id, now):
             _backoff.pop(lead_id, None)
             summary.enriched += 1
         else:
