@@ -31,14 +31,15 @@ def lock_contact(email: str | None, phone: str | None) -> None:
         return
     values = sorted(v for v in (email, phone) if v)
     if len(values) == 2:
-        db.session.execute(_LOCK_TWO, {"space": CONTACT_LOCK_CLASS, "a": values[0], "b": values[1]})
+        db.session.connection().execute(_LOCK_TWO, {"space": CONTACT_LOCK_CLASS, "a": values[0], "b": values[1]})
     elif values:
-        db.session.execute(_LOCK_ONE, {"space": CONTACT_LOCK_CLASS, "a": values[0]})
+        db.session.connection().execute(_LOCK_ONE, {"space": CONTACT_LOCK_CLASS, "a": values[0]})
 
 
 # Built once (every delivery runs it); "= NULL" matches nothing, so a missing email or phone just drops out.
+# Ids and emails only: most deliveries are new patients, and only a match needs the ORM object.
 _SAME_CONTACT = (
-    sa.select(Patient)
+    sa.select(Patient.id, Patient.email)
     .where(sa.or_(Patient.email == sa.bindparam("email"), Patient.phone == sa.bindparam("phone")))
     .order_by(Patient.id)
     .limit(20)
@@ -49,9 +50,10 @@ def find_patient(email: str | None, phone: str | None) -> Patient | None:
     """The patient with the same normalised email, else the same E.164 phone (oldest record wins)."""
     if not (email or phone):
         return None
-    rows = db.session.scalars(_SAME_CONTACT, {"email": email or None, "phone": phone or None}).all()
-    by_email = [p for p in rows if email and p.email == email]
-    return (by_email or rows or [None])[0]
+    rows = db.session.connection().execute(_SAME_CONTACT, {"email": email or None, "phone": phone or None}).all()
+    by_email = [r for r in rows if email and r.email == email]
+    first = (by_email or rows or [None])[0]
+    return db.session.get(Patient, first.id) if first is not None else None
 
 
 def fill_missing(patient: Patient, values: dict) -> list[str]:
