@@ -296,3 +296,37 @@ def test_indexed_matching_equals_brute_force(db, world, specs, located_patient, 
         check_both(db, lead)
     finally:
         db.session.rollback()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lat=st.floats(-70, 70),
+    planar=st.floats(0.001, 5),
+    bearing=st.floats(0, 2 * math.pi),
+    fraction=st.floats(0, 1),
+)
+def test_covered_miles_is_a_lower_bound(lat, planar, bearing, fraction):
+    """Every point within covered_miles(lat, D) of the origin lies at a planar (degree) distance
+    below D: what PostgreSQL's nearest-neighbour reads rely on to know they are complete."""
+    r = matching.covered_miles(lat, planar)
+    d = r * fraction / EARTH_RADIUS_MILES  # a point at a distance up to r, in any direction
+    p1 = math.radians(lat)
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(bearing))
+    dl = math.atan2(math.sin(bearing) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    assert math.hypot(math.degrees(p2) - lat, math.degrees(dl)) < planar
+    if abs(lat) + planar < 89:  # and it is not uselessly small: about D cos(lat)
+        assert r >= 0.95 * math.radians(planar) * math.cos(math.radians(abs(lat) + planar)) * EARTH_RADIUS_MILES
+
+
+def test_indexed_matching_equals_brute_force_in_small_rounds(db, world, monkeypatch):
+    """PostgreSQL reads nearest neighbours in rounds; with tiny rounds every match takes many of
+    them (the completeness bound, skipping rows already read, the telehealth fallback)."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the nearest-neighbour rounds are PostgreSQL's (SQLite walks R*Tree rings)")
+    monkeypatch.setattr(matching, "NEAR_K", 2)
+    monkeypatch.setattr(matching, "TELE_K", 1)
+    rounds = []
+    real = matching.match_knn
+    monkeypatch.setattr(matching, "match_knn", lambda ctx: rounds.append(real(ctx)) or rounds[-1])
+    test_indexed_matching_equals_brute_force(db=db, world=world)
+    assert rounds and max(o.queries for o in rounds) >= 3

@@ -239,6 +239,72 @@ LEFT JOIN (SELECT physician_id, count(*) AS n FROM appointments
 WHERE p.id = ANY(:ids)
 """
 _SQLITE_IDS = "WHERE p.id IN (SELECT value FROM json_each(:ids))"
+# PostgreSQL: one statement per round (``match_knn``). Two nearest-neighbour walks, both plain
+# GiST KNN scans (a box condition would make the planner, which guesses 0.1 % of rows for any box,
+# sort the whole box instead): the nearest active physicians (ix_physicians_location_gist), and the
+# nearest priority-1 telehealth physicians (the partial ix_physicians_telehealth_p1_gist) of whom
+# those registered in the state are kept; that walk stops after :walk rows, and its last row
+# comes back even when unregistered (``last``: how far the walk got). Every row comes with its
+# registration, conditions and recent bookings; and the state's latest registration expiry
+# (one probe of ix_registrations_state_expires_on) says whether anyone can be eligible at all.
+_KNN_DISTANCE = "point(p.longitude, p.latitude) <-> point(%(lon)s, %(lat)s)"
+_KNN_NEAR = f"""
+  (SELECT {_CHEAP}, p.npi, p.first_name, p.last_name, p.credential,
+          {_KNN_DISTANCE} AS planar, false AS tele, false AS last
+   FROM physicians p
+   WHERE p.active AND p.latitude IS NOT NULL AND p.longitude IS NOT NULL AND p.id <> ALL(%(seen)s)
+   ORDER BY {_KNN_DISTANCE} LIMIT {{k_near}})"""  # noqa: S608 - constants only
+_KNN_TELE = f"""
+  (SELECT w.id, w.latitude, w.longitude, w.accepting_new, w.offers_in_person, w.offers_telehealth, w.priority,
+          w.weekly_capacity, w.npi, w.first_name, w.last_name, w.credential, w.planar, true AS tele,
+          w.n = {{walk}} AS last
+   FROM (SELECT {_CHEAP}, p.npi, p.first_name, p.last_name, p.credential, {_KNN_DISTANCE} AS planar,
+                row_number() OVER (ORDER BY {_KNN_DISTANCE}) AS n
+         FROM physicians p
+         WHERE {TELE_P1.format(a="p")} AND p.latitude IS NOT NULL AND p.longitude IS NOT NULL
+           AND p.id <> ALL(%(seen)s)
+         ORDER BY {_KNN_DISTANCE} LIMIT {{walk}}) w
+   WHERE w.n = {{walk}}
+      OR (w.weekly_capacity > 0
+          AND (SELECT t.expires_on FROM registrations t WHERE t.physician_id = w.id AND t.state = %(state)s)
+              >= %(today)s
+          AND (%(condition_id)s::integer IS NULL
+               OR (SELECT count(*) = 0 OR count(*) FILTER (WHERE c.condition_id = %(condition_id)s) > 0
+                   FROM physician_conditions c WHERE c.physician_id = w.id))
+          AND (SELECT count(*) FROM appointments a
+               WHERE a.physician_id = w.id AND a.created_at >= %(since)s AND a.status <> 'cancelled') = 0)
+   ORDER BY w.planar LIMIT {{k_tele}})"""  # noqa: S608 - constants only
+# Details as correlated subqueries: index lookups per row, whatever the planner guesses.
+_KNN_PG = """
+SELECT k.id, k.latitude, k.longitude, k.accepting_new, k.offers_in_person, k.offers_telehealth, k.priority,
+       k.weekly_capacity, k.npi, k.first_name, k.last_name, k.credential,
+       (SELECT r.expires_on FROM registrations r WHERE r.physician_id = k.id AND r.state = %(state)s),
+       pc.n, pc.treats,
+       (SELECT count(*) FROM appointments a
+         WHERE a.physician_id = k.id AND a.created_at >= %(since)s AND a.status <> 'cancelled'),
+       k.planar, k.tele, k.last,
+       (SELECT max(s.expires_on) FROM registrations s WHERE s.state = %(state)s) >= %(today)s
+FROM ({branches}) k
+CROSS JOIN LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE c.condition_id = %(condition_id)s) AS treats
+                    FROM physician_conditions c WHERE c.physician_id = k.id) pc
+"""  # noqa: S608 - constants only
+
+
+def _knn_sql(k_near: int, k_tele: int) -> str:
+    """The round's statement, its row limits written in (a generic plan then knows how few rows
+    it handles, so it stays the nested-loop plan, and PostgreSQL can keep it prepared)."""
+    key = ("knn", k_near, k_tele)
+    sql = _STATEMENTS.get(key)
+    if sql is None:
+        branches = []
+        if k_near:
+            branches.append(_KNN_NEAR.format(k_near=int(k_near)))
+        if k_tele:
+            branches.append(_KNN_TELE.format(k_tele=int(k_tele), walk=int(TELE_WALK * k_tele)))
+        sql = _STATEMENTS[key] = _KNN_PG.format(branches="\n  UNION ALL".join(branches))
+    return sql
+
+
 _STATEMENTS: dict[tuple, str] = {}
 _SPATIAL: dict[str, str] = {}
 
@@ -322,7 +388,11 @@ def _execute(kind: str, params: dict, **variant) -> list[tuple]:
     dbapi = conn.connection
     cursor = dbapi.driver_connection.cursor()
     try:
-        cursor.execute(_sql(kind, dialect, **variant), params)
+        if dialect == "sqlite":
+            cursor.execute(_sql(kind, dialect, **variant), params)
+        else:  # a server-side prepared statement from the first run: planned once per connection
+            sql = _knn_sql(**variant) if kind == "knn" else _sql(kind, dialect, **variant)
+            cursor.execute(sql, params, prepare=True)
         return cursor.fetchall()
     finally:
         cursor.close()
@@ -513,6 +583,8 @@ def next_ring(r: float, found: int, target: int, last: float) -> float | None:
 
 
 def match_indexed(ctx: Context) -> Outcome:
+    if ctx.origin is not None and spatial_index() == "gist" and not wraps(*ctx.origin, LAST_TELEHEALTH_RING):
+        return match_knn(ctx)
     out = Outcome(radius=None, in_person=[], telehealth=[], excluded=[])
     tele: list[Doc] | None = None if ctx.telehealth else []
     seen: dict[int, Doc] = {}
@@ -569,6 +641,118 @@ def match_indexed(ctx: Context) -> Outcome:
     if tele is None:
         out.telehealth_scan = True
         tele = sorted((x for x in _telehealth_docs(ctx) if x.telehealth), key=telehealth_key)[:LIMIT]
+    out.telehealth = tele
+    return out
+
+
+# Nearest-neighbour rounds (PostgreSQL): rows of each kind expected inside the first round's reach
+# (40 nearest settle the in-person answer for ~97 % of leads at 100,000 physicians; 14 telehealth
+# contenders hold ten within reach), four times as many each further round, at most
+# MAX_ROUND_ROWS (a larger plan would cross PostgreSQL's default jit_above_cost and compile).
+NEAR_K, TELE_K, MAX_ROUND_ROWS = 40, 14, 1024
+TELE_WALK = 4  # the telehealth walk reads up to this many times its rows to find them
+
+
+def covered_miles(lat: float, planar_deg: float) -> float:
+    """A great-circle radius r such that every point within r of an origin at latitude ``lat``
+    lies at a planar distance below ``planar_deg`` (degrees of longitude and latitude, as
+    PostgreSQL's ``point <-> point`` measures), so a nearest-neighbour read that stopped at
+    ``planar_deg`` has read everything within r.
+
+    hav(a) = hav(dlat) + cos(lat) cos(lat') hav(dlon). For a point within r <= D of the origin,
+    cos(lat) cos(lat') >= c = cos(lat) cos(|lat| + D); and on dlat^2 + dlon^2 >= D^2 the sum
+    hav(dlat) + c hav(dlon) is smallest with dlat = 0 (hav(sqrt(t)) is concave in t, c <= 1), so
+    every point at planar distance >= D has hav(a) >= c hav(D) = hav(r). About D cos(lat).
+    Longitude differences are taken as stored, so callers must not use this across the
+    antimeridian (see ``_reach``)."""
+    d = math.radians(planar_deg)
+    phi = abs(math.radians(lat))
+    if phi + d >= math.pi / 2:
+        return 0.0
+    c = math.cos(phi) * math.cos(phi + d)
+    return 2 * math.asin(math.sqrt(c) * math.sin(d / 2)) * EARTH_RADIUS_MILES * (1 - 1e-9)
+
+
+def _reach(radius: float, lat: float, rows: int, asked: int, farthest: float | None) -> float:
+    """How far (great circle, at most ``radius``) a nearest-neighbour walk that returned ``rows``
+    of ``asked`` has read everything: all of it when the walk ran out of rows, else up to the
+    planar distance of the farthest row."""
+    if rows < asked:
+        return radius
+    return 0.0 if farthest is None else min(radius, covered_miles(lat, farthest))
+
+
+def wraps(lat: float, lon: float, miles: float) -> bool:
+    """Does the circle reach across the antimeridian or over a pole (where planar distances on
+    stored longitudes say nothing)? ``bounding_box`` gives up on longitude there."""
+    box = bounding_box(lat, lon, miles)
+    return box[2] <= -180.0 and box[3] >= 180.0
+
+
+def match_knn(ctx: Context) -> Outcome:
+    """PostgreSQL, patient located: rounds of one statement each (``_KNN_PG``). A round reads the
+    nearest active physicians and the nearest priority-1 telehealth physicians registered in the
+    state, everything resolved, by GiST KNN; the rules then run on what was read, as far as it is
+    known to be complete (``_reach``). A typical match is a single round; a further round asks
+    for four times as many rows of whichever list is still open, skipping those already read."""
+    out = Outcome(radius=None, in_person=[], telehealth=[], excluded=[])
+    lat, lon = ctx.origin
+    params = {
+        "lat": lat,
+        "lon": lon,
+        "state": ctx.state or "",
+        "today": ctx.today,
+        "since": ctx.since,
+        "condition_id": ctx.condition_id,
+    }
+    seen: dict[int, Doc] = {}
+    in_person = None
+    tele: list[Doc] | None = None if ctx.telehealth else []
+    possible, r_near, r_tele = True, 0.0, 0.0
+    # A walk's reach covers about cos(latitude) of the rows it read (the planar circle against the
+    # great-circle one): ask for enough that NEAR_K and TELE_K of them usually fall inside it.
+    stretch = 1 / max(0.2, math.cos(math.radians(lat)))
+    k_near, k_tele = 4 * math.ceil(NEAR_K * stretch / 4), 4 * math.ceil(TELE_K * stretch / 4)
+    while in_person is None or (tele is None and not out.telehealth_scan):
+        asked_near = k_near if in_person is None else 0
+        asked_tele = k_tele if tele is None and not out.telehealth_scan else 0
+        params["seen"] = list(seen)
+        rows = {False: 0, True: 0}
+        farthest: dict[bool, float] = {}
+        walked_to = None  # the tele walk's last row: it went that far and no farther
+        for row in _execute("knn", params, k_near=asked_near, k_tele=asked_tele):
+            doc = seen.get(row[0])
+            if doc is None:
+                doc = seen[row[0]] = Doc(row, ctx.origin)
+                doc.resolve(*row[8:16], ctx)
+            planar, is_tele = row[16], bool(row[17])
+            rows[is_tele] += 1
+            farthest[is_tele] = max(planar, farthest.get(is_tele, planar))
+            if row[18]:
+                walked_to = planar
+            possible = bool(row[19])  # does anyone hold an unexpired registration in the state?
+        out.queries += 1
+        if asked_near:
+            r_near = max(r_near, _reach(RADIUS_STEPS[-1], lat, rows[False], asked_near, farthest.get(False)))
+            within = sorted((x for x in seen.values() if x.d <= r_near), key=_by_distance)
+            in_person, _ = _settle_in_person(within, r_near, possible)
+        if asked_tele:
+            if rows[True] < asked_tele and walked_to is None:
+                r_tele = math.inf  # the walk ran out: every registered contender has been read
+            elif rows[True] < asked_tele:
+                r_tele = max(r_tele, min(LAST_TELEHEALTH_RING, covered_miles(lat, walked_to)))
+            else:
+                r_tele = max(r_tele, min(LAST_TELEHEALTH_RING, covered_miles(lat, farthest[True])))
+            # Each walk is complete up to its own reach: every contender within the larger one is known.
+            known = max(r_near, r_tele)
+            tele, _ = _settle_telehealth(sorted((x for x in seen.values() if x.d <= known), key=_by_distance))
+            # Fewer than ten such physicians within 500 miles: the list comes from the state scan.
+            out.telehealth_scan = tele is None and r_tele >= LAST_TELEHEALTH_RING
+        k_near, k_tele = min(4 * k_near, MAX_ROUND_ROWS), min(4 * k_tele, MAX_ROUND_ROWS)
+    out.radius, out.in_person, out.excluded = in_person
+    if out.telehealth_scan:
+        tele = sorted((x for x in _telehealth_docs(ctx) if x.telehealth), key=telehealth_key)[:LIMIT]
+        out.queries += 1
     out.telehealth = tele
     return out
 
