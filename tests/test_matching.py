@@ -220,6 +220,24 @@ def test_exclusions_stop_at_the_last_candidate_of_a_full_list(db, world):
     assert beyond.id not in reasons(result)
 
 
+def test_across_the_antimeridian(db, world):
+    """Western Aleutians: the nearest physicians sit on the other side of longitude 180, where
+    planar distances on stored longitudes mean nothing (PostgreSQL then walks boxes, not KNN)."""
+    StateProgramFactory(state="AK", name="Alaska", telehealth_allowed=True)
+    adak = (51.88, -176.66)
+    assert matching.wraps(*adak, matching.LAST_TELEHEALTH_RING) and not matching.wraps(*ORIGIN, 500)
+    lead = new_lead(world, state="AK", latitude=adak[0], longitude=adak[1])
+    near = PhysicianFactory(state="AK", latitude=52.0, longitude=-176.5, registered_in=["AK"])
+    west = [
+        PhysicianFactory(state="AK", latitude=lat, longitude=lon, registered_in=["AK"], offers_telehealth=True)
+        for lat, lon in ((51.95, 179.6), (51.5, 178.9))
+    ]
+    result = check_both(db, lead)
+    assert ids(result, "in_person") == [near.id, west[0].id, west[1].id]
+    assert result["rules"]["radius_miles"] == 250
+    assert 150 < result["candidates"][1]["distance_miles"] < 200
+
+
 def test_haversine_and_bounding_box():
     assert haversine_miles(*ORIGIN, *north(10)) == pytest.approx(10, rel=1e-9)
     nyc, la = (40.7128, -74.0060), (34.0522, -118.2437)

@@ -647,9 +647,10 @@ def match_indexed(ctx: Context) -> Outcome:
 
 # Nearest-neighbour rounds (PostgreSQL): rows of each kind expected inside the first round's reach
 # (40 nearest settle the in-person answer for ~97 % of leads at 100,000 physicians; 14 telehealth
-# contenders hold ten within reach), four times as many each further round, at most
-# MAX_ROUND_ROWS (a larger plan would cross PostgreSQL's default jit_above_cost and compile).
-NEAR_K, TELE_K, MAX_ROUND_ROWS = 40, 14, 1024
+# contenders hold ten within reach), four times as many each further round, at most 640 rows a
+# walk (the plan's estimated cost then stays far below PostgreSQL's default jit_above_cost, 100,000:
+# compiling would cost more than running it).
+NEAR_K, TELE_K, MAX_NEAR_ROWS = 40, 14, 640
 TELE_WALK = 4  # the telehealth walk reads up to this many times its rows to find them
 
 
@@ -748,7 +749,7 @@ def match_knn(ctx: Context) -> Outcome:
             tele, _ = _settle_telehealth(sorted((x for x in seen.values() if x.d <= known), key=_by_distance))
             # Fewer than ten such physicians within 500 miles: the list comes from the state scan.
             out.telehealth_scan = tele is None and r_tele >= LAST_TELEHEALTH_RING
-        k_near, k_tele = min(4 * k_near, MAX_ROUND_ROWS), min(4 * k_tele, MAX_ROUND_ROWS)
+        k_near, k_tele = min(4 * k_near, MAX_NEAR_ROWS), min(4 * k_tele, MAX_NEAR_ROWS // TELE_WALK)
     out.radius, out.in_person, out.excluded = in_person
     if out.telehealth_scan:
         tele = sorted((x for x in _telehealth_docs(ctx) if x.telehealth), key=telehealth_key)[:LIMIT]
