@@ -12,10 +12,12 @@ physicians offering telehealth, ranked by priority, fewest bookings, distance; t
 Excluded: the physicians inside the final radius that failed a rule, nearest first, each with its
 reason: up to the farthest candidate of a full list, else the whole radius (at most ``EXCLUDED_LIMIT``).
 
-The indexed path never scans the directory: it reads physicians ring by ring around the patient
-with bounding-box queries on a spatial index (SQLite R*Tree, PostgreSQL GiST, else the B-tree
-``ix_physicians_lat_lon``), resolves registration, conditions and bookings in bulk only for the
-physicians that can still change the answer, and stops as soon as nothing unread can.
+The indexed path never scans the directory. SQLite reads physicians ring by ring around the
+patient with bounding-box queries on a spatial index (R*Tree, else the B-tree
+``ix_physicians_lat_lon``) and resolves registration, conditions and bookings in bulk only for the
+physicians that can still change the answer. PostgreSQL reads the nearest physicians and the
+nearest telehealth contenders, everything resolved, with one GiST KNN statement per round
+(``match_knn``; usually one round). Both stop as soon as nothing unread can change the answer.
 ``match_bruteforce`` computes the same answer from every physician; tests and ``bench/match.py``
 check that both agree. Decisions and measurements: docs/matching.md.
 """
@@ -243,8 +245,9 @@ _SQLITE_IDS = "WHERE p.id IN (SELECT value FROM json_each(:ids))"
 # GiST KNN scans (a box condition would make the planner, which guesses 0.1 % of rows for any box,
 # sort the whole box instead): the nearest active physicians (ix_physicians_location_gist), and the
 # nearest priority-1 telehealth physicians (the partial ix_physicians_telehealth_p1_gist) of whom
-# those registered in the state are kept; that walk stops after :walk rows, and its last row
-# comes back even when unregistered (``last``: how far the walk got). Every row comes with its
+# only those who pass every rule with no booking are kept (nobody else can be among the first ten);
+# that walk stops after {walk} rows, and its last row comes back whatever it is (``last``: how far
+# the walk got). Every row comes with its
 # registration, conditions and recent bookings; and the state's latest registration expiry
 # (one probe of ix_registrations_state_expires_on) says whether anyone can be eligible at all.
 _KNN_DISTANCE = "point(p.longitude, p.latitude) <-> point(%(lon)s, %(lat)s)"
@@ -388,11 +391,9 @@ def _execute(kind: str, params: dict, **variant) -> list[tuple]:
     dbapi = conn.connection
     cursor = dbapi.driver_connection.cursor()
     try:
-        if dialect == "sqlite":
-            cursor.execute(_sql(kind, dialect, **variant), params)
-        else:  # a server-side prepared statement from the first run: planned once per connection
-            sql = _knn_sql(**variant) if kind == "knn" else _sql(kind, dialect, **variant)
-            cursor.execute(sql, params, prepare=True)
+        # psycopg prepares a statement on the server once it has run it prepare_threshold (5) times
+        # on a connection; PostgreSQL then keeps a generic plan: planned about once per connection.
+        cursor.execute(_knn_sql(**variant) if kind == "knn" else _sql(kind, dialect, **variant), params)
         return cursor.fetchall()
     finally:
         cursor.close()
@@ -692,8 +693,8 @@ def wraps(lat: float, lon: float, miles: float) -> bool:
 
 def match_knn(ctx: Context) -> Outcome:
     """PostgreSQL, patient located: rounds of one statement each (``_KNN_PG``). A round reads the
-    nearest active physicians and the nearest priority-1 telehealth physicians registered in the
-    state, everything resolved, by GiST KNN; the rules then run on what was read, as far as it is
+    nearest active physicians and the nearest priority-1 telehealth physicians who pass every rule
+    with no booking, everything resolved, by GiST KNN; the rules then run on what was read, as far as it is
     known to be complete (``_reach``). A typical match is a single round; a further round asks
     for four times as many rows of whichever list is still open, skipping those already read."""
     out = Outcome(radius=None, in_person=[], telehealth=[], excluded=[])
@@ -739,7 +740,7 @@ def match_knn(ctx: Context) -> Outcome:
             in_person, _ = _settle_in_person(within, r_near, possible)
         if asked_tele:
             if rows[True] < asked_tele and walked_to is None:
-                r_tele = math.inf  # the walk ran out: every registered contender has been read
+                r_tele = math.inf  # the walk ran out: every contender has been read
             elif rows[True] < asked_tele:
                 r_tele = max(r_tele, min(LAST_TELEHEALTH_RING, covered_miles(lat, walked_to)))
             else:
