@@ -345,6 +345,6 @@ def test_indexed_matching_equals_brute_force_in_small_rounds(db, world, monkeypa
     monkeypatch.setattr(matching, "TELE_K", 1)
     rounds = []
     real = matching.match_knn
-    monkeypatch.setattr(matching, "match_knn", lambda ctx: rounds.append(real(ctx)) or rounds[-1])
+    monkeypatch.setattr(matching, "match_knn", lambda *args: rounds.append(real(*args)) or rounds[-1])
     test_indexed_matching_equals_brute_force(db=db, world=world)
     assert rounds and max(o.queries for o in rounds) >= 3

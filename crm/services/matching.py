@@ -36,7 +36,7 @@ from crm.extensions import db
 from crm.models import Appointment, Lead, Physician, Registration
 from crm.models.directory import physician_conditions
 from crm.models.enums import AppointmentStatus, GeocodePrecision
-from crm.services.eligibility import condition_words, evaluate_lead
+from crm.services.eligibility import PROGRAM_ROWS_JSON_PG, condition_words, evaluate_lead, program_from_rows
 
 EARTH_RADIUS_MILES = 3958.7613
 RADIUS_STEPS = (25, 50, 100, 250)
@@ -249,7 +249,8 @@ _SQLITE_IDS = "WHERE p.id IN (SELECT value FROM json_each(:ids))"
 # that walk stops after {walk} rows, and its last row comes back whatever it is (``last``: how far
 # the walk got). Every row comes with its
 # registration, conditions and recent bookings; and the state's latest registration expiry
-# (one probe of ix_registrations_state_expires_on) says whether anyone can be eligible at all.
+# (one probe of ix_registrations_state_expires_on) says whether anyone can be eligible at all; the
+# first row also carries the state program (eligibility's rows as JSON), saving its own query.
 _KNN_DISTANCE = "point(p.longitude, p.latitude) <-> point(%(lon)s, %(lat)s)"
 _KNN_NEAR = f"""
   (SELECT {_CHEAP}, p.npi, p.first_name, p.last_name, p.credential,
@@ -286,7 +287,8 @@ SELECT k.id, k.latitude, k.longitude, k.accepting_new, k.offers_in_person, k.off
        (SELECT count(*) FROM appointments a
          WHERE a.physician_id = k.id AND a.created_at >= %(since)s AND a.status <> 'cancelled'),
        k.planar, k.tele, k.last,
-       (SELECT max(s.expires_on) FROM registrations s WHERE s.state = %(state)s) >= %(today)s
+       (SELECT max(s.expires_on) FROM registrations s WHERE s.state = %(state)s) >= %(today)s,
+       CASE WHEN row_number() OVER () = 1 THEN {program} END
 FROM ({branches}) k
 CROSS JOIN LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE c.condition_id = %(condition_id)s) AS treats
                     FROM physician_conditions c WHERE c.physician_id = k.id) pc
@@ -304,7 +306,8 @@ def _knn_sql(k_near: int, k_tele: int) -> str:
             branches.append(_KNN_NEAR.format(k_near=int(k_near)))
         if k_tele:
             branches.append(_KNN_TELE.format(k_tele=int(k_tele), walk=int(TELE_WALK * k_tele)))
-        sql = _STATEMENTS[key] = _KNN_PG.format(branches="\n  UNION ALL".join(branches))
+        sql = _KNN_PG.format(branches="\n  UNION ALL".join(branches), program=PROGRAM_ROWS_JSON_PG)
+        _STATEMENTS[key] = sql
     return sql
 
 
@@ -583,9 +586,9 @@ def next_ring(r: float, found: int, target: int, last: float) -> float | None:
     return min(last, r * factor)
 
 
-def match_indexed(ctx: Context) -> Outcome:
-    if ctx.origin is not None and spatial_index() == "gist" and not wraps(*ctx.origin, LAST_TELEHEALTH_RING):
-        return match_knn(ctx)
+def match_indexed(ctx: Context, first: FirstRound | None = None) -> Outcome:
+    if knn_applies(ctx.origin):
+        return match_knn(ctx, first)
     out = Outcome(radius=None, in_person=[], telehealth=[], excluded=[])
     tele: list[Doc] | None = None if ctx.telehealth else []
     seen: dict[int, Doc] = {}
@@ -646,12 +649,13 @@ def match_indexed(ctx: Context) -> Outcome:
     return out
 
 
-# Nearest-neighbour rounds (PostgreSQL): rows of each kind expected inside the first round's reach
-# (40 nearest settle the in-person answer for ~97 % of leads at 100,000 physicians; 14 telehealth
-# contenders hold ten within reach), four times as many each further round, at most 640 rows a
-# walk (the plan's estimated cost then stays far below PostgreSQL's default jit_above_cost, 100,000:
-# compiling would cost more than running it).
-NEAR_K, TELE_K, MAX_NEAR_ROWS = 40, 14, 640
+# Nearest-neighbour rounds (PostgreSQL): rows of each kind in the first round. A walk's reach
+# covers about cos(latitude) of the rows it read (the planar circle against the great-circle one);
+# 56 and 20 settle ~97 % of leads in one round at 100,000 physicians. Fixed, not scaled by
+# latitude: each row limit is its own statement text, prepared and planned per connection. A
+# further round asks four times as many, at most 640 a walk (the plan's estimated cost then stays
+# far below PostgreSQL's default jit_above_cost, 100,000: compiling costs more than running it).
+NEAR_K, TELE_K, MAX_NEAR_ROWS = 56, 20, 640
 TELE_WALK = 4  # the telehealth walk reads up to this many times its rows to find them
 
 
@@ -691,38 +695,78 @@ def wraps(lat: float, lon: float, miles: float) -> bool:
     return box[2] <= -180.0 and box[3] >= 180.0
 
 
-def match_knn(ctx: Context) -> Outcome:
+@dataclass
+class FirstRound:
+    """The first nearest-neighbour round, read together with the state program (``prefetch``)."""
+
+    rows: list[tuple]
+    program: object  # eligibility.ProgramFacts or None
+    k_near: int  # the row limits it was read with
+    k_tele: int
+
+
+def _knn_params(origin, state, condition_id, today: date, since: datetime) -> dict:
+    return {
+        "lat": origin[0],
+        "lon": origin[1],
+        "state": state or "",
+        "today": today,
+        "since": since,
+        "condition_id": condition_id,
+        "seen": [],
+    }
+
+
+def knn_applies(origin) -> bool:
+    """Does this patient's match run as nearest-neighbour rounds (PostgreSQL GiST, away from the
+    antimeridian)?"""
+    return origin is not None and spatial_index() == "gist" and not wraps(*origin, LAST_TELEHEALTH_RING)
+
+
+def prefetch(lead: Lead, now: datetime) -> FirstRound | None:
+    """PostgreSQL: the first round and the state program in one statement, before eligibility
+    (whose verdict the rules need) is known. None where matching does not run in rounds, or
+    when the round found nobody to carry the program."""
+    patient = lead.patient
+    origin = usable_origin(patient)
+    if not knn_applies(origin):
+        return None
+    state = (patient.state or "").upper() or None
+    params = _knn_params(origin, state, lead.condition_id, now.date(), now - BOOKINGS_WINDOW)
+    rows = _execute("knn", params, k_near=NEAR_K, k_tele=TELE_K)
+    if not rows:
+        return None
+    programs = [row[20] for row in rows if row[20] is not None]
+    program = program_from_rows(programs[0]) if programs else None
+    return FirstRound(rows=rows, program=program, k_near=NEAR_K, k_tele=TELE_K)
+
+
+def match_knn(ctx: Context, first: FirstRound | None = None) -> Outcome:
     """PostgreSQL, patient located: rounds of one statement each (``_KNN_PG``). A round reads the
     nearest active physicians and the nearest priority-1 telehealth physicians who pass every rule
     with no booking, everything resolved, by GiST KNN; the rules then run on what was read, as far as it is
     known to be complete (``_reach``). A typical match is a single round; a further round asks
     for four times as many rows of whichever list is still open, skipping those already read."""
     out = Outcome(radius=None, in_person=[], telehealth=[], excluded=[])
-    lat, lon = ctx.origin
-    params = {
-        "lat": lat,
-        "lon": lon,
-        "state": ctx.state or "",
-        "today": ctx.today,
-        "since": ctx.since,
-        "condition_id": ctx.condition_id,
-    }
+    lat = ctx.origin[0]
+    params = _knn_params(ctx.origin, ctx.state, ctx.condition_id, ctx.today, ctx.since)
     seen: dict[int, Doc] = {}
     in_person = None
     tele: list[Doc] | None = None if ctx.telehealth else []
     possible, r_near, r_tele = True, 0.0, 0.0
-    # A walk's reach covers about cos(latitude) of the rows it read (the planar circle against the
-    # great-circle one): ask for enough that NEAR_K and TELE_K of them usually fall inside it.
-    stretch = 1 / max(0.2, math.cos(math.radians(lat)))
-    k_near, k_tele = 4 * math.ceil(NEAR_K * stretch / 4), 4 * math.ceil(TELE_K * stretch / 4)
+    k_near, k_tele = NEAR_K, TELE_K
     while in_person is None or (tele is None and not out.telehealth_scan):
-        asked_near = k_near if in_person is None else 0
-        asked_tele = k_tele if tele is None and not out.telehealth_scan else 0
-        params["seen"] = list(seen)
+        if first is not None:  # read with the program, before the rules were known
+            asked_near, asked_tele, result, first = first.k_near, first.k_tele, first.rows, None
+        else:
+            asked_near = k_near if in_person is None else 0
+            asked_tele = k_tele if tele is None and not out.telehealth_scan else 0
+            params["seen"] = list(seen)
+            result = _execute("knn", params, k_near=asked_near, k_tele=asked_tele)
         rows = {False: 0, True: 0}
         farthest: dict[bool, float] = {}
         walked_to = None  # the tele walk's last row: it went that far and no farther
-        for row in _execute("knn", params, k_near=asked_near, k_tele=asked_tele):
+        for row in result:
             doc = seen.get(row[0])
             if doc is None:
                 doc = seen[row[0]] = Doc(row, ctx.origin)
@@ -738,7 +782,7 @@ def match_knn(ctx: Context) -> Outcome:
             r_near = max(r_near, _reach(RADIUS_STEPS[-1], lat, rows[False], asked_near, farthest.get(False)))
             within = sorted((x for x in seen.values() if x.d <= r_near), key=_by_distance)
             in_person, _ = _settle_in_person(within, r_near, possible)
-        if asked_tele:
+        if asked_tele and tele is None:
             if rows[True] < asked_tele and walked_to is None:
                 r_tele = math.inf  # the walk ran out: every contender has been read
             elif rows[True] < asked_tele:
@@ -858,9 +902,13 @@ def to_json(ctx: Context, outcome: Outcome, eligibility: dict, now: datetime, me
 def match_lead(lead: Lead, now: datetime | None = None, *, bruteforce: bool = False) -> dict:
     """Eligibility + matching for one lead, as the SPEC 6 JSON (not stored: see enrichment)."""
     now = now or datetime.now(UTC)
-    eligibility = evaluate_lead(lead, now.date())
+    first = None if bruteforce else prefetch(lead, now)
+    if first is not None:
+        eligibility = evaluate_lead(lead, now.date(), program=first.program)
+    else:
+        eligibility = evaluate_lead(lead, now.date())
     ctx = context_for(lead, eligibility, now)
-    outcome = match_bruteforce(ctx) if bruteforce else match_indexed(ctx)
+    outcome = match_bruteforce(ctx) if bruteforce else match_indexed(ctx, first)
     return to_json(ctx, outcome, eligibility, now, "bruteforce" if bruteforce else "index")
 
 
