@@ -220,6 +220,24 @@ def test_exclusions_stop_at_the_last_candidate_of_a_full_list(db, world):
     assert beyond.id not in reasons(result)
 
 
+def test_across_the_antimeridian(db, world):
+    """Western Aleutians: the nearest physicians sit on the other side of longitude 180, where
+    planar distances on stored longitudes mean nothing (PostgreSQL then walks boxes, not KNN)."""
+    StateProgramFactory(state="AK", name="Alaska", telehealth_allowed=True)
+    adak = (51.88, -176.66)
+    assert matching.wraps(*adak, matching.LAST_TELEHEALTH_RING) and not matching.wraps(*ORIGIN, 500)
+    lead = new_lead(world, state="AK", latitude=adak[0], longitude=adak[1])
+    near = PhysicianFactory(state="AK", latitude=52.0, longitude=-176.5, registered_in=["AK"])
+    west = [
+        PhysicianFactory(state="AK", latitude=lat, longitude=lon, registered_in=["AK"], offers_telehealth=True)
+        for lat, lon in ((51.95, 179.6), (51.5, 178.9))
+    ]
+    result = check_both(db, lead)
+    assert ids(result, "in_person") == [near.id, west[0].id, west[1].id]
+    assert result["rules"]["radius_miles"] == 250
+    assert 150 < result["candidates"][1]["distance_miles"] < 200
+
+
 def test_haversine_and_bounding_box():
     assert haversine_miles(*ORIGIN, *north(10)) == pytest.approx(10, rel=1e-9)
     nyc, la = (40.7128, -74.0060), (34.0522, -118.2437)
@@ -296,3 +314,37 @@ def test_indexed_matching_equals_brute_force(db, world, specs, located_patient, 
         check_both(db, lead)
     finally:
         db.session.rollback()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lat=st.floats(-70, 70),
+    planar=st.floats(0.001, 5),
+    bearing=st.floats(0, 2 * math.pi),
+    fraction=st.floats(0, 1),
+)
+def test_covered_miles_is_a_lower_bound(lat, planar, bearing, fraction):
+    """Every point within covered_miles(lat, D) of the origin lies at a planar (degree) distance
+    below D: what PostgreSQL's nearest-neighbour reads rely on to know they are complete."""
+    r = matching.covered_miles(lat, planar)
+    d = r * fraction / EARTH_RADIUS_MILES  # a point at a distance up to r, in any direction
+    p1 = math.radians(lat)
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(bearing))
+    dl = math.atan2(math.sin(bearing) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    assert math.hypot(math.degrees(p2) - lat, math.degrees(dl)) < planar
+    if abs(lat) + planar < 89:  # and it is not uselessly small: about D cos(lat)
+        assert r >= 0.95 * math.radians(planar) * math.cos(math.radians(abs(lat) + planar)) * EARTH_RADIUS_MILES
+
+
+def test_indexed_matching_equals_brute_force_in_small_rounds(db, world, monkeypatch):
+    """PostgreSQL reads nearest neighbours in rounds; with tiny rounds every match takes many of
+    them (the completeness bound, skipping rows already read, the telehealth fallback)."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the nearest-neighbour rounds are PostgreSQL's (SQLite walks R*Tree rings)")
+    monkeypatch.setattr(matching, "NEAR_K", 2)
+    monkeypatch.setattr(matching, "TELE_K", 1)
+    rounds = []
+    real = matching.match_knn
+    monkeypatch.setattr(matching, "match_knn", lambda *args: rounds.append(real(*args)) or rounds[-1])
+    test_indexed_matching_equals_brute_force(db=db, world=world)
+    assert rounds and max(o.queries for o in rounds) >= 3

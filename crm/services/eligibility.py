@@ -175,11 +175,20 @@ def program_facts(program) -> ProgramFacts:
     )
 
 
-_PROGRAM_SQL = (
-    "SELECT sp.state, sp.name, sp.program_type, sp.physician_discretion, sp.telehealth_allowed, "
-    "sp.minimum_age, sp.registry_url, sp.reviewed_on, c.slug FROM state_programs sp "
+_PROGRAM_COLUMNS = (
+    "sp.state, sp.name, sp.program_type, sp.physician_discretion, sp.telehealth_allowed, "
+    "sp.minimum_age, sp.registry_url, sp.reviewed_on, c.slug"
+)
+_PROGRAM_FROM = (
+    "FROM state_programs sp "
     "LEFT JOIN state_program_conditions spc ON spc.state_program_id = sp.id "
     "LEFT JOIN conditions c ON c.id = spc.condition_id WHERE sp.state = {param}"
+)
+_PROGRAM_SQL = f"SELECT {_PROGRAM_COLUMNS} {_PROGRAM_FROM}"  # noqa: S608 - constants only
+# The same rows as one JSON value (PostgreSQL, psycopg's named style), for a statement that brings
+# the program along with other things: matching's nearest-neighbour read (one round trip a lead).
+PROGRAM_ROWS_JSON_PG = (
+    f"(SELECT json_agg(json_build_array({_PROGRAM_COLUMNS})) {_PROGRAM_FROM.format(param='%(state)s')})"  # noqa: S608
 )
 
 
@@ -195,10 +204,15 @@ def load_program(state: str) -> ProgramFacts | None:
         rows = cursor.fetchall()
     finally:
         cursor.close()
+    return program_from_rows(rows)
+
+
+def program_from_rows(rows) -> ProgramFacts | None:
+    """Facts from the program query's rows (one per qualifying condition), as tuples or JSON arrays."""
     if not rows:
         return None
     st, name, program_type, discretion, telehealth, minimum_age, registry_url, reviewed_on, _slug = rows[0]
-    if isinstance(reviewed_on, str):  # SQLite hands dates back as text
+    if isinstance(reviewed_on, str):  # SQLite and JSON hand dates back as text
         reviewed_on = date.fromisoformat(reviewed_on)
     return ProgramFacts(
         state=st,
@@ -213,11 +227,16 @@ def load_program(state: str) -> ProgramFacts | None:
     )
 
 
-def evaluate_lead(lead, today: date) -> dict:
-    """Evaluate a Lead against its patient's state program."""
+LOOK_UP = object()  # evaluate_lead: no program given, load it
+
+
+def evaluate_lead(lead, today: date, program=LOOK_UP) -> dict:
+    """Evaluate a Lead against its patient's state program (loaded unless the caller read it
+    already: ``ProgramFacts`` or None for "no program")."""
     patient = lead.patient
     state = (patient.state or "").upper() or None
-    program = load_program(state) if state else None
+    if program is LOOK_UP:
+        program = load_program(state) if state else None
     condition = ConditionFacts(lead.condition.slug, lead.condition.name) if lead.condition is not None else None
     return evaluate(
         state=state,

@@ -12,10 +12,12 @@ physicians offering telehealth, ranked by priority, fewest bookings, distance; t
 Excluded: the physicians inside the final radius that failed a rule, nearest first, each with its
 reason: up to the farthest candidate of a full list, else the whole radius (at most ``EXCLUDED_LIMIT``).
 
-The indexed path never scans the directory: it reads physicians ring by ring around the patient
-with bounding-box queries on a spatial index (SQLite R*Tree, PostgreSQL GiST, else the B-tree
-``ix_physicians_lat_lon``), resolves registration, conditions and bookings in bulk only for the
-physicians that can still change the answer, and stops as soon as nothing unread can.
+The indexed path never scans the directory. SQLite reads physicians ring by ring around the
+patient with bounding-box queries on a spatial index (R*Tree, else the B-tree
+``ix_physicians_lat_lon``) and resolves registration, conditions and bookings in bulk only for the
+physicians that can still change the answer. PostgreSQL reads the nearest physicians and the
+nearest telehealth contenders, everything resolved, with one GiST KNN statement per round
+(``match_knn``; usually one round). Both stop as soon as nothing unread can change the answer.
 ``match_bruteforce`` computes the same answer from every physician; tests and ``bench/match.py``
 check that both agree. Decisions and measurements: docs/matching.md.
 """
@@ -34,7 +36,7 @@ from crm.extensions import db
 from crm.models import Appointment, Lead, Physician, Registration
 from crm.models.directory import physician_conditions
 from crm.models.enums import AppointmentStatus, GeocodePrecision
-from crm.services.eligibility import condition_words, evaluate_lead
+from crm.services.eligibility import PROGRAM_ROWS_JSON_PG, condition_words, evaluate_lead, program_from_rows
 
 EARTH_RADIUS_MILES = 3958.7613
 RADIUS_STEPS = (25, 50, 100, 250)
@@ -239,6 +241,76 @@ LEFT JOIN (SELECT physician_id, count(*) AS n FROM appointments
 WHERE p.id = ANY(:ids)
 """
 _SQLITE_IDS = "WHERE p.id IN (SELECT value FROM json_each(:ids))"
+# PostgreSQL: one statement per round (``match_knn``). Two nearest-neighbour walks, both plain
+# GiST KNN scans (a box condition would make the planner, which guesses 0.1 % of rows for any box,
+# sort the whole box instead): the nearest active physicians (ix_physicians_location_gist), and the
+# nearest priority-1 telehealth physicians (the partial ix_physicians_telehealth_p1_gist) of whom
+# only those who pass every rule with no booking are kept (nobody else can be among the first ten);
+# that walk stops after {walk} rows, and its last row comes back whatever it is (``last``: how far
+# the walk got). Every row comes with its
+# registration, conditions and recent bookings; and the state's latest registration expiry
+# (one probe of ix_registrations_state_expires_on) says whether anyone can be eligible at all; the
+# first row also carries the state program (eligibility's rows as JSON), saving its own query.
+_KNN_DISTANCE = "point(p.longitude, p.latitude) <-> point(%(lon)s, %(lat)s)"
+_KNN_NEAR = f"""
+  (SELECT {_CHEAP}, p.npi, p.first_name, p.last_name, p.credential,
+          {_KNN_DISTANCE} AS planar, false AS tele, false AS last
+   FROM physicians p
+   WHERE p.active AND p.latitude IS NOT NULL AND p.longitude IS NOT NULL AND p.id <> ALL(%(seen)s)
+   ORDER BY {_KNN_DISTANCE} LIMIT {{k_near}})"""  # noqa: S608 - constants only
+_KNN_TELE = f"""
+  (SELECT w.id, w.latitude, w.longitude, w.accepting_new, w.offers_in_person, w.offers_telehealth, w.priority,
+          w.weekly_capacity, w.npi, w.first_name, w.last_name, w.credential, w.planar, true AS tele,
+          w.n = {{walk}} AS last
+   FROM (SELECT {_CHEAP}, p.npi, p.first_name, p.last_name, p.credential, {_KNN_DISTANCE} AS planar,
+                row_number() OVER (ORDER BY {_KNN_DISTANCE}) AS n
+         FROM physicians p
+         WHERE {TELE_P1.format(a="p")} AND p.latitude IS NOT NULL AND p.longitude IS NOT NULL
+           AND p.id <> ALL(%(seen)s)
+         ORDER BY {_KNN_DISTANCE} LIMIT {{walk}}) w
+   WHERE w.n = {{walk}}
+      OR (w.weekly_capacity > 0
+          AND (SELECT t.expires_on FROM registrations t WHERE t.physician_id = w.id AND t.state = %(state)s)
+              >= %(today)s
+          AND (%(condition_id)s::integer IS NULL
+               OR (SELECT count(*) = 0 OR count(*) FILTER (WHERE c.condition_id = %(condition_id)s) > 0
+                   FROM physician_conditions c WHERE c.physician_id = w.id))
+          AND (SELECT count(*) FROM appointments a
+               WHERE a.physician_id = w.id AND a.created_at >= %(since)s AND a.status <> 'cancelled') = 0)
+   ORDER BY w.planar LIMIT {{k_tele}})"""  # noqa: S608 - constants only
+# Details as correlated subqueries: index lookups per row, whatever the planner guesses.
+_KNN_PG = """
+SELECT k.id, k.latitude, k.longitude, k.accepting_new, k.offers_in_person, k.offers_telehealth, k.priority,
+       k.weekly_capacity, k.npi, k.first_name, k.last_name, k.credential,
+       (SELECT r.expires_on FROM registrations r WHERE r.physician_id = k.id AND r.state = %(state)s),
+       pc.n, pc.treats,
+       (SELECT count(*) FROM appointments a
+         WHERE a.physician_id = k.id AND a.created_at >= %(since)s AND a.status <> 'cancelled'),
+       k.planar, k.tele, k.last,
+       (SELECT max(s.expires_on) FROM registrations s WHERE s.state = %(state)s) >= %(today)s,
+       CASE WHEN row_number() OVER () = 1 THEN {program} END
+FROM ({branches}) k
+CROSS JOIN LATERAL (SELECT count(*) AS n, count(*) FILTER (WHERE c.condition_id = %(condition_id)s) AS treats
+                    FROM physician_conditions c WHERE c.physician_id = k.id) pc
+"""  # noqa: S608 - constants only
+
+
+def _knn_sql(k_near: int, k_tele: int) -> str:
+    """The round's statement, its row limits written in (a generic plan then knows how few rows
+    it handles, so it stays the nested-loop plan, and PostgreSQL can keep it prepared)."""
+    key = ("knn", k_near, k_tele)
+    sql = _STATEMENTS.get(key)
+    if sql is None:
+        branches = []
+        if k_near:
+            branches.append(_KNN_NEAR.format(k_near=int(k_near)))
+        if k_tele:
+            branches.append(_KNN_TELE.format(k_tele=int(k_tele), walk=int(TELE_WALK * k_tele)))
+        sql = _KNN_PG.format(branches="\n  UNION ALL".join(branches), program=PROGRAM_ROWS_JSON_PG)
+        _STATEMENTS[key] = sql
+    return sql
+
+
 _STATEMENTS: dict[tuple, str] = {}
 _SPATIAL: dict[str, str] = {}
 
@@ -322,7 +394,9 @@ def _execute(kind: str, params: dict, **variant) -> list[tuple]:
     dbapi = conn.connection
     cursor = dbapi.driver_connection.cursor()
     try:
-        cursor.execute(_sql(kind, dialect, **variant), params)
+        # psycopg prepares a statement on the server once it has run it prepare_threshold (5) times
+        # on a connection; PostgreSQL then keeps a generic plan: planned about once per connection.
+        cursor.execute(_knn_sql(**variant) if kind == "knn" else _sql(kind, dialect, **variant), params)
         return cursor.fetchall()
     finally:
         cursor.close()
@@ -512,7 +586,9 @@ def next_ring(r: float, found: int, target: int, last: float) -> float | None:
     return min(last, r * factor)
 
 
-def match_indexed(ctx: Context) -> Outcome:
+def match_indexed(ctx: Context, first: FirstRound | None = None) -> Outcome:
+    if knn_applies(ctx.origin):
+        return match_knn(ctx, first)
     out = Outcome(radius=None, in_person=[], telehealth=[], excluded=[])
     tele: list[Doc] | None = None if ctx.telehealth else []
     seen: dict[int, Doc] = {}
@@ -569,6 +645,160 @@ def match_indexed(ctx: Context) -> Outcome:
     if tele is None:
         out.telehealth_scan = True
         tele = sorted((x for x in _telehealth_docs(ctx) if x.telehealth), key=telehealth_key)[:LIMIT]
+    out.telehealth = tele
+    return out
+
+
+# Nearest-neighbour rounds (PostgreSQL): rows of each kind in the first round. A walk's reach
+# covers about cos(latitude) of the rows it read (the planar circle against the great-circle one);
+# 56 and 20 settle ~97 % of leads in one round at 100,000 physicians. Fixed, not scaled by
+# latitude: each row limit is its own statement text, prepared and planned per connection. A
+# further round asks four times as many, at most 640 a walk (the plan's estimated cost then stays
+# far below PostgreSQL's default jit_above_cost, 100,000: compiling costs more than running it).
+NEAR_K, TELE_K, MAX_NEAR_ROWS = 56, 20, 640
+TELE_WALK = 4  # the telehealth walk reads up to this many times its rows to find them
+
+
+def covered_miles(lat: float, planar_deg: float) -> float:
+    """A great-circle radius r such that every point within r of an origin at latitude ``lat``
+    lies at a planar distance below ``planar_deg`` (degrees of longitude and latitude, as
+    PostgreSQL's ``point <-> point`` measures), so a nearest-neighbour read that stopped at
+    ``planar_deg`` has read everything within r.
+
+    hav(a) = hav(dlat) + cos(lat) cos(lat') hav(dlon). For a point within r <= D of the origin,
+    cos(lat) cos(lat') >= c = cos(lat) cos(|lat| + D); and on dlat^2 + dlon^2 >= D^2 the sum
+    hav(dlat) + c hav(dlon) is smallest with dlat = 0 (hav(sqrt(t)) is concave in t, c <= 1), so
+    every point at planar distance >= D has hav(a) >= c hav(D) = hav(r). About D cos(lat).
+    Longitude differences are taken as stored, so callers must not use this across the
+    antimeridian (see ``_reach``)."""
+    d = math.radians(planar_deg)
+    phi = abs(math.radians(lat))
+    if phi + d >= math.pi / 2:
+        return 0.0
+    c = math.cos(phi) * math.cos(phi + d)
+    return 2 * math.asin(math.sqrt(c) * math.sin(d / 2)) * EARTH_RADIUS_MILES * (1 - 1e-9)
+
+
+def _reach(radius: float, lat: float, rows: int, asked: int, farthest: float | None) -> float:
+    """How far (great circle, at most ``radius``) a nearest-neighbour walk that returned ``rows``
+    of ``asked`` has read everything: all of it when the walk ran out of rows, else up to the
+    planar distance of the farthest row."""
+    if rows < asked:
+        return radius
+    return 0.0 if farthest is None else min(radius, covered_miles(lat, farthest))
+
+
+def wraps(lat: float, lon: float, miles: float) -> bool:
+    """Does the circle reach across the antimeridian or over a pole (where planar distances on
+    stored longitudes say nothing)? ``bounding_box`` gives up on longitude there."""
+    box = bounding_box(lat, lon, miles)
+    return box[2] <= -180.0 and box[3] >= 180.0
+
+
+@dataclass
+class FirstRound:
+    """The first nearest-neighbour round, read together with the state program (``prefetch``)."""
+
+    rows: list[tuple]
+    program: object  # eligibility.ProgramFacts or None
+    k_near: int  # the row limits it was read with
+    k_tele: int
+
+
+def _knn_params(origin, state, condition_id, today: date, since: datetime) -> dict:
+    return {
+        "lat": origin[0],
+        "lon": origin[1],
+        "state": state or "",
+        "today": today,
+        "since": since,
+        "condition_id": condition_id,
+        "seen": [],
+    }
+
+
+def knn_applies(origin) -> bool:
+    """Does this patient's match run as nearest-neighbour rounds (PostgreSQL GiST, away from the
+    antimeridian)?"""
+    return origin is not None and spatial_index() == "gist" and not wraps(*origin, LAST_TELEHEALTH_RING)
+
+
+def prefetch(lead: Lead, now: datetime) -> FirstRound | None:
+    """PostgreSQL: the first round and the state program in one statement, before eligibility
+    (whose verdict the rules need) is known. None where matching does not run in rounds, or
+    when the round found nobody to carry the program."""
+    patient = lead.patient
+    origin = usable_origin(patient)
+    if not knn_applies(origin):
+        return None
+    state = (patient.state or "").upper() or None
+    params = _knn_params(origin, state, lead.condition_id, now.date(), now - BOOKINGS_WINDOW)
+    rows = _execute("knn", params, k_near=NEAR_K, k_tele=TELE_K)
+    if not rows:
+        return None
+    programs = [row[20] for row in rows if row[20] is not None]
+    program = program_from_rows(programs[0]) if programs else None
+    return FirstRound(rows=rows, program=program, k_near=NEAR_K, k_tele=TELE_K)
+
+
+def match_knn(ctx: Context, first: FirstRound | None = None) -> Outcome:
+    """PostgreSQL, patient located: rounds of one statement each (``_KNN_PG``). A round reads the
+    nearest active physicians and the nearest priority-1 telehealth physicians who pass every rule
+    with no booking, everything resolved, by GiST KNN; the rules then run on what was read, as far as it is
+    known to be complete (``_reach``). A typical match is a single round; a further round asks
+    for four times as many rows of whichever list is still open, skipping those already read."""
+    out = Outcome(radius=None, in_person=[], telehealth=[], excluded=[])
+    lat = ctx.origin[0]
+    params = _knn_params(ctx.origin, ctx.state, ctx.condition_id, ctx.today, ctx.since)
+    seen: dict[int, Doc] = {}
+    in_person = None
+    tele: list[Doc] | None = None if ctx.telehealth else []
+    possible, r_near, r_tele = True, 0.0, 0.0
+    k_near, k_tele = NEAR_K, TELE_K
+    while in_person is None or (tele is None and not out.telehealth_scan):
+        if first is not None:  # read with the program, before the rules were known
+            asked_near, asked_tele, result, first = first.k_near, first.k_tele, first.rows, None
+        else:
+            asked_near = k_near if in_person is None else 0
+            asked_tele = k_tele if tele is None and not out.telehealth_scan else 0
+            params["seen"] = list(seen)
+            result = _execute("knn", params, k_near=asked_near, k_tele=asked_tele)
+        rows = {False: 0, True: 0}
+        farthest: dict[bool, float] = {}
+        walked_to = None  # the tele walk's last row: it went that far and no farther
+        for row in result:
+            doc = seen.get(row[0])
+            if doc is None:
+                doc = seen[row[0]] = Doc(row, ctx.origin)
+                doc.resolve(*row[8:16], ctx)
+            planar, is_tele = row[16], bool(row[17])
+            rows[is_tele] += 1
+            farthest[is_tele] = max(planar, farthest.get(is_tele, planar))
+            if row[18]:
+                walked_to = planar
+            possible = bool(row[19])  # does anyone hold an unexpired registration in the state?
+        out.queries += 1
+        if asked_near:
+            r_near = max(r_near, _reach(RADIUS_STEPS[-1], lat, rows[False], asked_near, farthest.get(False)))
+            within = sorted((x for x in seen.values() if x.d <= r_near), key=_by_distance)
+            in_person, _ = _settle_in_person(within, r_near, possible)
+        if asked_tele and tele is None:
+            if rows[True] < asked_tele and walked_to is None:
+                r_tele = math.inf  # the walk ran out: every contender has been read
+            elif rows[True] < asked_tele:
+                r_tele = max(r_tele, min(LAST_TELEHEALTH_RING, covered_miles(lat, walked_to)))
+            else:
+                r_tele = max(r_tele, min(LAST_TELEHEALTH_RING, covered_miles(lat, farthest[True])))
+            # Each walk is complete up to its own reach: every contender within the larger one is known.
+            known = max(r_near, r_tele)
+            tele, _ = _settle_telehealth(sorted((x for x in seen.values() if x.d <= known), key=_by_distance))
+            # Fewer than ten such physicians within 500 miles: the list comes from the state scan.
+            out.telehealth_scan = tele is None and r_tele >= LAST_TELEHEALTH_RING
+        k_near, k_tele = min(4 * k_near, MAX_NEAR_ROWS), min(4 * k_tele, MAX_NEAR_ROWS // TELE_WALK)
+    out.radius, out.in_person, out.excluded = in_person
+    if out.telehealth_scan:
+        tele = sorted((x for x in _telehealth_docs(ctx) if x.telehealth), key=telehealth_key)[:LIMIT]
+        out.queries += 1
     out.telehealth = tele
     return out
 
@@ -672,9 +902,13 @@ def to_json(ctx: Context, outcome: Outcome, eligibility: dict, now: datetime, me
 def match_lead(lead: Lead, now: datetime | None = None, *, bruteforce: bool = False) -> dict:
     """Eligibility + matching for one lead, as the SPEC 6 JSON (not stored: see enrichment)."""
     now = now or datetime.now(UTC)
-    eligibility = evaluate_lead(lead, now.date())
+    first = None if bruteforce else prefetch(lead, now)
+    if first is not None:
+        eligibility = evaluate_lead(lead, now.date(), program=first.program)
+    else:
+        eligibility = evaluate_lead(lead, now.date())
     ctx = context_for(lead, eligibility, now)
-    outcome = match_bruteforce(ctx) if bruteforce else match_indexed(ctx)
+    outcome = match_bruteforce(ctx) if bruteforce else match_indexed(ctx, first)
     return to_json(ctx, outcome, eligibility, now, "bruteforce" if bruteforce else "index")
 
 
