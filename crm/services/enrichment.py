@@ -182,14 +182,14 @@ def _due(t, now: datetime, ignore_backoff: bool):
     return sa.and_(due, sa.or_(t.geocode_next_at.is_(None), t.geocode_next_at <= now))
 
 
-def _claim(patient_id: int, seen_next_at, now: datetime) -> bool:
-    """Compare-and-set on ``geocode_next_at``: only one worker gets a patient, and the lease
-    frees it again if that worker dies."""
-    t = Patient.__table__.c
+def _claim(model, row_id: int, seen_next_at, now: datetime) -> bool:
+    """Compare-and-set on ``geocode_next_at`` (patients, physicians): only one worker gets a row,
+    and the lease frees it again if that worker dies."""
+    t = model.__table__.c
     same = t.geocode_next_at.is_(None) if seen_next_at is None else t.geocode_next_at == seen_next_at
     claimed = db.session.execute(
-        sa.update(Patient.__table__)
-        .where(t.id == patient_id, t.geocode_status == GeocodeStatus.PENDING.value, same)
+        sa.update(model.__table__)
+        .where(t.id == row_id, t.geocode_status == GeocodeStatus.PENDING.value, same)
         .values(geocode_next_at=now + CLAIM_LEASE)
     ).rowcount
     db.session.commit()
@@ -211,7 +211,7 @@ def due_patients(now: datetime, limit: int, ignore_backoff: bool = False) -> lis
 
 def retry_patient(patient_id: int, seen_next_at, now: datetime, config: Mapping, summary: RetrySummary) -> None:
     """Claim one pending patient, geocode it, re-match its open leads, commit."""
-    if not _claim(patient_id, seen_next_at, now):
+    if not _claim(Patient, patient_id, seen_next_at, now):
         return
     summary.claimed += 1
     try:
@@ -279,19 +279,6 @@ class PhysicianRetrySummary:
         )
 
 
-def _claim_physician(physician_id: int, seen_next_at, now: datetime) -> bool:
-    """The same compare-and-set lease on ``geocode_next_at`` as for patients."""
-    t = Physician.__table__.c
-    same = t.geocode_next_at.is_(None) if seen_next_at is None else t.geocode_next_at == seen_next_at
-    claimed = db.session.execute(
-        sa.update(Physician.__table__)
-        .where(t.id == physician_id, t.geocode_status == GeocodeStatus.PENDING.value, same)
-        .values(geocode_next_at=now + CLAIM_LEASE)
-    ).rowcount
-    db.session.commit()
-    return claimed == 1
-
-
 def _notify_admins_physician_failed(physician: Physician, now: datetime) -> int:
     from crm.services.sla import notify
 
@@ -323,7 +310,7 @@ def retry_pending_physicians(now: datetime, limit: int, config: Mapping) -> Phys
     ).all()
     summary = PhysicianRetrySummary()
     for physician_id, seen_next_at in due:
-        if not _claim_physician(physician_id, seen_next_at, now):
+        if not _claim(Physician, physician_id, seen_next_at, now):
             continue
         summary.claimed += 1
         try:

@@ -460,40 +460,54 @@ def geocode_physician(
     """Locate a physician's practice address; True when located. ``fresh``: the address was just
     saved, so earlier attempts no longer count. A geocoder outage leaves the physician ``pending``
     with a backoff (the ``geocode_retry`` job tries again); not found, or the last attempt, ``failed``."""
-    now = now or datetime.now(UTC)
     if fresh:
         physician.geocode_attempts = 0
-    addr = Address.of(physician)
-    error, final_failure = None, False
+    result, error, final_failure = _attempt(physician, config)
+    if result is None:
+        _record_failure(physician, error, final_failure, now or datetime.now(UTC), config)
+        return False
+    _record_success(physician, result)
+    return True
+
+
+def _attempt(obj, config: Mapping | None) -> tuple[GeocodeResult | None, str | None, bool]:
+    """One geocoder call for ``obj``'s address: (result, error, whether the failure is final)."""
+    addr = Address.of(obj)
     if addr.empty:
-        error, final_failure = "no address to locate (no ZIP, city or state)", True
-    else:
-        geo = get_geocoder(config)
-        try:
-            result = geocode_address(addr, config)
-        except GeocodeError as exc:
-            log.warning("geocoding physician %s failed: %s", physician.id, exc)
-            result, error = None, f"geocoder unavailable ({exc})"
-        else:
-            if result is None:
-                error, final_failure = "address not found", geo.deterministic
-        if result is not None:
-            physician.latitude, physician.longitude = result.latitude, result.longitude
-            physician.geocode_precision = result.precision
-            physician.timezone = result.timezone or physician.timezone
-            physician.geocode_status = GeocodeStatus.OK
-            physician.geocode_attempts = (physician.geocode_attempts or 0) + 1
-            physician.geocode_next_at = None
-            physician.geocode_error = None
-            return True
-    physician.geocode_attempts = (physician.geocode_attempts or 0) + 1
-    physician.geocode_error = error[:300]
-    if final_failure or physician.geocode_attempts >= max_attempts(config):
-        physician.geocode_status = GeocodeStatus.FAILED
-        physician.geocode_next_at = None
-    else:
-        physician.geocode_status = GeocodeStatus.PENDING
-        physician.geocode_next_at = now + retry_delay(physician.geocode_attempts, config)
+        return None, "no address to locate (no ZIP, city or state)", True
+    geo = get_geocoder(config)
+    try:
+        result = geocode_address(addr, config)
+    except GeocodeError as exc:
+        # the class name only: a geocoder's message may echo the address back
+        log.warning("geocoding %s %s failed: %s", type(obj).__name__.lower(), obj.id, type(exc).__name__)
+        return None, f"geocoder unavailable ({exc})", False
+    if result is None:
+        return None, "address not found", geo.deterministic  # an online service may answer later
+    return result, None, False
+
+
+def _record_success(obj, result: GeocodeResult) -> None:
+    obj.latitude, obj.longitude = result.latitude, result.longitude
+    obj.geocode_precision = result.precision
+    obj.timezone = result.timezone or obj.timezone
+    obj.geocode_status = GeocodeStatus.OK
+    obj.geocode_attempts = (obj.geocode_attempts or 0) + 1
+    obj.geocode_next_at = None
+    obj.geocode_error = None
+
+
+def _record_failure(obj, error: str, final: bool, now: datetime, config: Mapping | None) -> bool:
+    """Count the attempt; ``failed`` when final or the last one, else ``pending`` with a backoff.
+    Returns whether it is failed for good."""
+    obj.geocode_attempts = (obj.geocode_attempts or 0) + 1
+    obj.geocode_error = error[:300]
+    if final or obj.geocode_attempts >= max_attempts(config):
+        obj.geocode_status = GeocodeStatus.FAILED
+        obj.geocode_next_at = None
+        return True
+    obj.geocode_status = GeocodeStatus.PENDING
+    obj.geocode_next_at = now + retry_delay(obj.geocode_attempts, config)
     return False
 
 
@@ -523,44 +537,16 @@ def geocode_patient(patient: Patient, now: datetime | None = None, config: Mappi
 
     Sets latitude, longitude, precision, state (from the ZIP when it has one) and time zone.
     """
-    now = now or datetime.now(UTC)
-    addr = Address.of(patient)
     before = (patient.latitude, patient.longitude, patient.state)
-    error: str | None = None
-    final_failure = False
-    if addr.empty:
-        error, final_failure = "no address to locate (no ZIP, city or state)", True
-    else:
-        geo = get_geocoder(config)
-        try:
-            result = geocode_address(addr, config)
-        except GeocodeError as exc:
-            result, error = None, f"geocoder unavailable ({exc})"
-        else:
-            if result is None:
-                error = "address not found"
-                final_failure = geo.deterministic
-        if result is not None:
-            patient.latitude, patient.longitude = result.latitude, result.longitude
-            patient.geocode_precision = result.precision
-            if result.state:
-                patient.state = result.state  # where the patient lives decides the state program
-            patient.timezone = result.timezone or patient.timezone
-            patient.geocode_status = GeocodeStatus.OK
-            patient.geocode_attempts = (patient.geocode_attempts or 0) + 1
-            patient.geocode_next_at = None
-            patient.geocode_error = None
-            changed = (patient.latitude, patient.longitude, patient.state) != before
-            return PatientGeocode(ok=True, final=True, changed=changed)
-    patient.geocode_attempts = (patient.geocode_attempts or 0) + 1
-    patient.geocode_error = error[:300]
-    if final_failure or patient.geocode_attempts >= max_attempts(config):
-        patient.geocode_status = GeocodeStatus.FAILED
-        patient.geocode_next_at = None
-        return PatientGeocode(ok=False, final=True, error=error)
-    patient.geocode_status = GeocodeStatus.PENDING
-    patient.geocode_next_at = now + retry_delay(patient.geocode_attempts, config)
-    return PatientGeocode(ok=False, final=False, error=error)
+    result, error, final_failure = _attempt(patient, config)
+    if result is None:
+        final = _record_failure(patient, error, final_failure, now or datetime.now(UTC), config)
+        return PatientGeocode(ok=False, final=final, error=error)
+    _record_success(patient, result)
+    if result.state:
+        patient.state = result.state  # where the patient lives decides the state program
+    changed = (patient.latitude, patient.longitude, patient.state) != before
+    return PatientGeocode(ok=True, final=True, changed=changed)
 
 
 def reset_patient_location(patient: Patient, now: datetime | None = None) -> None:
