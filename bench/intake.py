@@ -128,6 +128,7 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen:
         "warning",
         "--timeout",
         "60",
+        *os.environ.get("BENCH_GUNICORN_EXTRA", "").split(),
         "wsgi:app",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)

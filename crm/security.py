@@ -18,6 +18,8 @@ CSP = (
 )
 
 PUBLIC_ENDPOINT_PREFIXES = ("static", "bootstrap.static")
+# Machine endpoints never carry a login: no user is loaded and no session is touched for them.
+SESSIONLESS_ENDPOINTS = frozenset({"intake.webhook", "intake.healthz"})
 
 
 def is_safe_next(target: str | None) -> bool:
@@ -72,7 +74,9 @@ def init_app(app) -> None:
 
     @app.before_request
     def enforce_idle_timeout():
-        if request.endpoint in PUBLIC_ENDPOINT_PREFIXES or not current_user.is_authenticated:
+        if request.endpoint in PUBLIC_ENDPOINT_PREFIXES or request.endpoint in SESSIONLESS_ENDPOINTS:
+            return None
+        if not current_user.is_authenticated:
             return None
         now = datetime.now(UTC).timestamp()
         last = session.get("last_seen")
@@ -102,7 +106,10 @@ def init_app(app) -> None:
         headers["Cross-Origin-Opener-Policy"] = "same-origin"
         if not app.debug:
             headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
-        if current_user and getattr(current_user, "is_authenticated", False):
+        # The user as loaded by this request (pages with patient data all require a login, so they
+        # loaded it); reading current_user here would load one for public and machine requests too.
+        user = g.get("_login_user")
+        if user is not None and getattr(user, "is_authenticated", False):
             # Pages with patient data must not sit in shared caches or the back button.
             headers.setdefault("Cache-Control", "no-store")
         return response

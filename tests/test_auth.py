@@ -204,3 +204,19 @@ def test_shift_toggle(client, auth, specialist, db):
     client.post("/shift")
     db.session.refresh(specialist)
     assert not specialist.on_shift
+
+
+def test_signed_in_pages_are_not_cached_and_machine_endpoints_leave_the_session_alone(client, auth, specialist):
+    auth.as_user(specialist)
+    queue = client.get("/queue")
+    assert queue.status_code == 200
+    assert queue.headers["Cache-Control"] == "no-store"
+    with client.session_transaction() as sess:
+        seen = sess["last_seen"]
+    # /healthz (and the webhook) never load the user: a probe is not activity that keeps a
+    # session alive, and its answer holds no patient data.
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.headers.get("Cache-Control") != "no-store"
+    with client.session_transaction() as sess:
+        assert sess["last_seen"] == seen

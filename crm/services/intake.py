@@ -499,10 +499,6 @@ def _receive_webhook(
     reason = verify_signature(source, body or b"", headers, now)
     if reason:
         return _reject_now(item_values, 401, reason)
-    if source.last_received_at is None or now - source.last_received_at >= timedelta(minutes=1):
-        # coarse, so busy sources do not contend on their row
-        db.session.execute(_TOUCH_SOURCE, {"source_id": source.id, "at": now})
-        source.last_received_at = now  # the cached row too
     # No look-up for an earlier delivery here: the item claims its dedupe key with its lead, and
     # the unique index turns a repeat (even a concurrent one) into "duplicate".
     return _store_and_process(item_values, now, source=source)
@@ -699,7 +695,7 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     New rows are written with plain INSERTs (this is the hot path of every delivery);
     a returning patient is updated through the ORM.
     """
-    condition = resolve_condition(clean["condition"])
+    condition = clean["condition_row"]
     dedupe.lock_contact(clean["email"], clean["phone"])
     patient = dedupe.find_patient(clean["email"], clean["phone"])
     address = {k: clean[k] for k in ("email", "phone", "street", "city", "state", "zip") if clean.get(k)}
@@ -815,12 +811,18 @@ def _process_in_transaction(item: InboxItem | FreshItem, now: datetime) -> Outco
 
     Raises when processing fails (the caller records the item ``failed``); an IntegrityError
     means the dedupe key is taken (a duplicate) unless no other item holds it."""
+    clean, rejected = _check(item, now)
+    return rejected or _accept(item, clean, now)
+
+
+def _check(item: InboxItem | FreshItem, now: datetime) -> tuple[dict | None, Outcome | None]:
+    """Parse and validate ``item`` (no writes): its clean fields, or the rejection it was given."""
     try:
         raw = raw_fields(item)
     except PayloadError as exc:
         item.status, item.error, item.processed_at = InboxStatus.REJECTED, f"[400] {exc}", now
         item.next_attempt_at = None
-        return Outcome("rejected", http_status=400, error=str(exc))
+        return None, Outcome("rejected", http_status=400, error=str(exc))
     except MappingError as exc:
         raise RuntimeError(f"field mapping of source {item.source_slug!r} is unusable: {exc}") from exc
     clean, errors = validate_fields(
@@ -832,7 +834,13 @@ def _process_in_transaction(item: InboxItem | FreshItem, now: datetime) -> Outco
         item.status, item.processed_at = InboxStatus.REJECTED, now
         item.error = "[422] validation failed: " + json.dumps(errors, sort_keys=True)
         item.next_attempt_at = None
-        return Outcome("rejected", http_status=422, fields=errors)
+        return None, Outcome("rejected", http_status=422, fields=errors)
+    clean["condition_row"] = resolve_condition(clean["condition"])
+    return clean, None
+
+
+def _accept(item: InboxItem | FreshItem, clean: dict, now: datetime) -> Outcome:
+    """Write the patient + lead (or the fold) for a checked item and mark it accepted."""
     if isinstance(item, InboxItem):
         # Writing first takes SQLite's write lock, so the patient look-up in _apply sees every
         # committed patient (PostgreSQL gets a per-contact advisory lock in dedupe.lock_contact).
@@ -869,8 +877,17 @@ def _store_and_process(item_values: dict, now: datetime, source: SourceRow | Non
     item = FreshItem(source=source, **item_values)
     key = _dedupe_key(item)
     try:
+        # Parsing and validation need no database: done before the first write, so the write
+        # transaction (SQLite's single writer lock, PostgreSQL's row and advisory locks) is short.
+        clean, rejected = _check(item, now)
         item.insert()
-        outcome = _process_in_transaction(item, now)
+        if source is not None and (
+            source.last_received_at is None or now - source.last_received_at >= timedelta(minutes=1)
+        ):
+            # coarse, so busy sources do not contend on their row
+            db.session.connection().execute(_TOUCH_SOURCE, {"source_id": source.id, "at": now})
+            source.last_received_at = now  # the cached row too
+        outcome = rejected or _accept(item, clean, now)
         item.write_outcome()
         db.session.commit()
     except IntegrityError as exc:
