@@ -284,3 +284,18 @@ def test_enrichment_failures_are_isolated_and_retried_with_backoff(client, db, s
     later = enrich_new_leads(now + RETRY_BASE * 2)
     assert (later.enriched, later.failed) == (1, 0)
     assert [c[0] for c in calls] == ["assign", "enrich", "assign", "enrich"]
+
+
+def test_a_folded_resubmission_has_its_own_inbox_status(client, db, source, admin, auth):
+    first = deliver(client, msg_id="a").get_json()
+    folded = deliver(client, dict(PAYLOAD, message="Evenings are better."), msg_id="b").get_json()
+    assert folded == {"status": "resubmitted", "lead_id": first["lead_id"]}
+    auth.as_user(admin)
+    html = client.get("/admin/inbox?status=resubmitted").get_data(as_text=True)
+    rows = html.split("<tbody>")[1]
+    assert rows.count("badge status status-resubmitted") == 1 and "status-accepted" not in rows
+    assert 'href="/admin/inbox?status=resubmitted' in html
+    # Already processed: replaying it would change nothing, and says so.
+    item_id = db.session.scalar(sa.select(InboxItem.id).where(InboxItem.status == InboxStatus.RESUBMITTED))
+    resp = client.post(f"/admin/inbox/{item_id}/replay", follow_redirects=True)
+    assert "already processed" in resp.get_data(as_text=True)

@@ -112,6 +112,8 @@ def test_identical_resubmission_is_folded_into_the_open_lead(client, db, source)
     assert count(db, Lead) == 1
     kinds = db.session.scalars(sa.select(LeadEvent.kind).order_by(LeadEvent.id)).all()
     assert kinds == [EventKind.CREATED, EventKind.RESUBMITTED]
+    folded = items(db)[-1]
+    assert folded.status == InboxStatus.RESUBMITTED and folded.lead_id == first["lead_id"]
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,7 @@ def inbox_replay(item_id: int):
         return redirect(url_for("admin.inbox_item", item_id=item_id))
     messages = {
         InboxStatus.ACCEPTED: ("success", f"Replayed: lead #{item.lead_id}."),
+        InboxStatus.RESUBMITTED: ("info", f"Replayed: folded into the patient's open lead #{item.lead_id}."),
         InboxStatus.DUPLICATE: ("info", f"Replayed: it duplicates an earlier delivery (lead #{item.lead_id})."),
         InboxStatus.REJECTED: ("warning", "Replayed, but the submission is still refused; see the error below."),
         InboxStatus.FAILED: ("danger", "Replayed, but processing failed again; see the error below."),

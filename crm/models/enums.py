@@ -133,7 +133,8 @@ class AppointmentStatus(StrEnum):
 
 class InboxStatus(StrEnum):
     RECEIVED = "received"  # stored, not processed yet
-    ACCEPTED = "accepted"
+    ACCEPTED = "accepted"  # made a new lead
+    RESUBMITTED = "resubmitted"  # folded into the same patient's open lead (SPEC 2.2)
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
     FAILED = "failed"

@@ -851,7 +851,7 @@ def _accept(item: InboxItem | FreshItem, clean: dict, now: datetime) -> Outcome:
     # The key is claimed in the same flush that writes the lead: a concurrent twin's UPDATE
     # waits on (PostgreSQL) or fails against (SQLite) the unique index and rolls back.
     item.dedupe_key = _dedupe_key(item)
-    item.status = InboxStatus.ACCEPTED
+    item.status = InboxStatus.RESUBMITTED if result == "resubmitted" else InboxStatus.ACCEPTED
     item.lead_id = lead_id
     item.error = None
     item.next_attempt_at = None
@@ -999,7 +999,7 @@ def retry_failed_items(now: datetime, limit: int = 50) -> int:
 def replay(item: InboxItem, actor: User) -> InboxItem:
     """An admin reprocesses one item (failed, stuck or rejected for its content). Audited; commits."""
     if not can_replay(item):
-        if item.status in (InboxStatus.ACCEPTED, InboxStatus.DUPLICATE):
+        if item.status in (InboxStatus.ACCEPTED, InboxStatus.RESUBMITTED, InboxStatus.DUPLICATE):
             raise ValueError(
                 f"This item was already processed (lead #{item.lead_id}); replaying it would not change anything."
             )
