@@ -17,7 +17,9 @@ that is dropped and re-created) the script:
    JSON object per database: ``database, clients, seconds, intake_rps, trivial_rps, ratio, errors,
    posted, leads_created`` plus ``enriched, enrich_seconds, enrich_rps, unenriched``.
 
-Loopback only, bounded in time; nothing needs the internet. Target: ratio >= 0.4
+``BENCH_GUNICORN_EXTRA`` adds gunicorn options for an experiment (e.g. ``--worker-class gthread
+--threads 4``; docs/intake.md says what that gave). Loopback only, bounded in time; nothing needs
+the internet. Target: ratio >= 0.4
 and leads_created == posted.
 """
 

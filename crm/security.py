@@ -17,9 +17,9 @@ CSP = (
     "base-uri 'self'; form-action 'self'"
 )
 
-PUBLIC_ENDPOINT_PREFIXES = ("static", "bootstrap.static")
-# Machine endpoints never carry a login: no user is loaded and no session is touched for them.
-SESSIONLESS_ENDPOINTS = frozenset({"intake.webhook", "intake.healthz"})
+# Static files and machine endpoints never carry a login: no user is loaded and no session is
+# touched for them.
+SESSIONLESS_ENDPOINTS = frozenset({"static", "bootstrap.static", "intake.webhook", "intake.healthz"})
 
 
 def is_safe_next(target: str | None) -> bool:
@@ -74,9 +74,7 @@ def init_app(app) -> None:
 
     @app.before_request
     def enforce_idle_timeout():
-        if request.endpoint in PUBLIC_ENDPOINT_PREFIXES or request.endpoint in SESSIONLESS_ENDPOINTS:
-            return None
-        if not current_user.is_authenticated:
+        if request.endpoint in SESSIONLESS_ENDPOINTS or not current_user.is_authenticated:
             return None
         now = datetime.now(UTC).timestamp()
         last = session.get("last_seen")

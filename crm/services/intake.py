@@ -695,7 +695,7 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     New rows are written with plain INSERTs (this is the hot path of every delivery);
     a returning patient is updated through the ORM.
     """
-    condition = clean["condition_row"]
+    condition = resolve_condition(clean["condition"])
     dedupe.lock_contact(clean["email"], clean["phone"])
     patient = dedupe.find_patient(clean["email"], clean["phone"])
     address = {k: clean[k] for k in ("email", "phone", "street", "city", "state", "zip") if clean.get(k)}
@@ -835,7 +835,6 @@ def _check(item: InboxItem | FreshItem, now: datetime) -> tuple[dict | None, Out
         item.error = "[422] validation failed: " + json.dumps(errors, sort_keys=True)
         item.next_attempt_at = None
         return None, Outcome("rejected", http_status=422, fields=errors)
-    clean["condition_row"] = resolve_condition(clean["condition"])
     return clean, None
 
 
