@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import re
@@ -320,8 +322,18 @@ def test_a_database_error_with_patient_values_logs_no_patient_data(client, db, c
         if isinstance(logger, logging.Logger):
             monkeypatch.setattr(logger, "disabled", False)
     caplog.set_level(logging.DEBUG)
-    broken = sa.text("INSERT INTO no_such_table (a, b, c, d) VALUES (:first_name, :last_name, :email, :phone)")
-    monkeypatch.setattr(intake, "_INSERT_PATIENT", broken)
+    # The real statements (SQLite's INSERT, PostgreSQL's one-statement path), aimed at a missing table.
+    one_statement = ("_NEW_PATIENT_IN_ONE_STATEMENT",) if db.engine.dialect.name == "postgresql" else ()
+    for name in ("_INSERT_PATIENT", *one_statement):
+        real = getattr(intake, name)
+        compiled = real._compile(db.engine.dialect)
+        broken = copy.copy(real)
+        broken._by_dialect = {
+            db.engine.dialect.name: dataclasses.replace(
+                compiled, sql=compiled.sql.replace("INSERT INTO patients", "INSERT INTO no_such_table")
+            )
+        }
+        monkeypatch.setattr(intake, name, broken)
     data = form_data(first_name=CANARY_FIRST, last_name=CANARY_LAST, email=CANARY_EMAIL, phone="(305) 555-0199")
     assert client.post("/conditions/dystonia", data=data).status_code == 302  # stored as failed, thanked
     item = db.session.scalar(sa.select(InboxItem))

@@ -87,8 +87,17 @@ def test_accepted_returns_202_and_creates_patient_and_lead(client, db, source):
     assert lead.patient.email == "robin.hale@example.com" and lead.patient.phone == "+13055550188"
     assert lead.patient.consent_at is not None and "Clinic site" in lead.patient.consent_text
     assert [e.kind for e in lead.events] == [EventKind.CREATED]
+    assert lead.events[0].data == {
+        "channel": "webhook",
+        "inbox_id": body["inbox_id"],
+        "source": "site",
+        "returning_patient": False,
+        "condition": "dystonia",
+    }
+    assert lead.events[0].created_at == lead.created_at == lead.patient.created_at
     item = db.session.get(InboxItem, body["inbox_id"])
     assert item.status == InboxStatus.ACCEPTED and item.lead_id == lead.id
+    assert item.received_at == lead.created_at and item.processed_at == lead.created_at
     assert item.dedupe_key == f"webhook:{source.id}:msg_1"
     assert "webhook-signature" not in item.headers and item.headers["webhook-id"] == "msg_1"
     assert json.loads(item.body)["email"] == "robin.hale@example.com"

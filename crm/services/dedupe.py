@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from crm.extensions import db
 from crm.models import Lead, Patient
 from crm.models.enums import OPEN_STATUSES
+from crm.prepared import Prepared
 
 RESUBMISSION_WINDOW = timedelta(hours=24)
 
@@ -19,9 +20,11 @@ FILLABLE = ("email", "phone", "street", "city", "state", "zip")
 CONTACT_LOCK_CLASS = 7301  # advisory-lock key space for patient contact details
 
 
-_LOCK_ONE = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:a))")
+_LOCK_ONE = Prepared(sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:a))"))
 # Locked in sorted order, so two deliveries that share an email or a phone cannot deadlock.
-_LOCK_TWO = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:a)), pg_advisory_xact_lock(:space, hashtext(:b))")
+_LOCK_TWO = Prepared(
+    sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:a)), pg_advisory_xact_lock(:space, hashtext(:b))")
+)
 
 
 def lock_contact(email: str | None, phone: str | None) -> None:
@@ -31,14 +34,14 @@ def lock_contact(email: str | None, phone: str | None) -> None:
         return
     values = sorted(v for v in (email, phone) if v)
     if len(values) == 2:
-        db.session.connection().execute(_LOCK_TWO, {"space": CONTACT_LOCK_CLASS, "a": values[0], "b": values[1]})
+        _LOCK_TWO.execute(db.session.connection(), {"space": CONTACT_LOCK_CLASS, "a": values[0], "b": values[1]})
     elif values:
-        db.session.connection().execute(_LOCK_ONE, {"space": CONTACT_LOCK_CLASS, "a": values[0]})
+        _LOCK_ONE.execute(db.session.connection(), {"space": CONTACT_LOCK_CLASS, "a": values[0]})
 
 
 # Built once (every delivery runs it); "= NULL" matches nothing, so a missing email or phone just drops out.
 # Ids and emails only: most deliveries are new patients, and only a match needs the ORM object.
-_SAME_CONTACT = (
+_SAME_CONTACT = Prepared(
     sa.select(Patient.id, Patient.email)
     .where(sa.or_(Patient.email == sa.bindparam("email"), Patient.phone == sa.bindparam("phone")))
     .order_by(Patient.id)
@@ -50,10 +53,10 @@ def find_patient(email: str | None, phone: str | None) -> Patient | None:
     """The patient with the same normalised email, else the same E.164 phone (oldest record wins)."""
     if not (email or phone):
         return None
-    rows = db.session.connection().execute(_SAME_CONTACT, {"email": email or None, "phone": phone or None}).all()
-    by_email = [r for r in rows if email and r.email == email]
-    first = (by_email or rows or [None])[0]
-    return db.session.get(Patient, first.id) if first is not None else None
+    rows = _SAME_CONTACT.rows(db.session.connection(), {"email": email or None, "phone": phone or None})
+    by_email = [patient_id for patient_id, patient_email in rows if email and patient_email == email]
+    first = (by_email or [patient_id for patient_id, _ in rows] or [None])[0]
+    return db.session.get(Patient, first) if first is not None else None
 
 
 def fill_missing(patient: Patient, values: dict) -> list[str]:

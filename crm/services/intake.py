@@ -57,6 +57,7 @@ from crm.models.enums import (
     LeadStatus,
     PreferredMode,
 )
+from crm.prepared import Prepared, insert_parameters
 from crm.services import audit, dedupe
 from crm.services.contact import US_STATES, normalise_email, normalise_phone, normalise_state, normalise_zip
 from crm.services.timeline import add_event
@@ -546,8 +547,9 @@ def _submit_form(
 
 # --------------------------------------------------------------------------- the hot path
 # Every delivery runs this. At a burst, SQLAlchemy's per-statement work (building statements,
-# the ORM unit of work) cost more than the database, so fresh deliveries use statements built
-# once here (their compiled form is cached) and plain rows instead of ORM objects.
+# the ORM unit of work, the execution context) cost more than the database, so fresh deliveries
+# use statements compiled once and run on the DBAPI cursor (crm/prepared.py) and plain rows
+# instead of ORM objects.
 
 _sources = WebhookSource.__table__
 _secrets = WebhookSecret.__table__
@@ -567,19 +569,13 @@ _SOURCE_WITH_SECRETS = (
     .select_from(_sources.outerjoin(_secrets, _secrets.c.source_id == _sources.c.id))
     .where(_sources.c.slug == sa.bindparam("slug"))
 )
-_TOUCH_SOURCE = (
+_TOUCH_SOURCE = Prepared(
     sa.update(_sources).where(_sources.c.id == sa.bindparam("source_id")).values(last_received_at=sa.bindparam("at"))
 )
-_INSERT_ITEM = sa.insert(_items).returning(_items.c.id)
-_ITEM_OUTCOME = ("status", "error", "processed_at", "next_attempt_at", "lead_id", "dedupe_key")
-_UPDATE_ITEM = (
-    sa.update(_items)
-    .where(_items.c.id == sa.bindparam("item_id"))
-    .values({name: sa.bindparam(f"new_{name}") for name in _ITEM_OUTCOME})
-)
-_INSERT_PATIENT = sa.insert(Patient.__table__).returning(Patient.__table__.c.id)
-_INSERT_LEAD = sa.insert(Lead.__table__).returning(Lead.__table__.c.id)
-_INSERT_EVENT = sa.insert(LeadEvent.__table__)
+_INSERT_ITEM = Prepared.insert(_items)
+_INSERT_PATIENT = Prepared.insert(Patient.__table__)
+_INSERT_LEAD = Prepared.insert(Lead.__table__)
+_INSERT_EVENT = Prepared.insert(LeadEvent.__table__, returning=None)
 
 
 @dataclass(frozen=True)
@@ -638,7 +634,7 @@ def load_source(slug: str) -> SourceRow | None:
 @dataclass
 class FreshItem:
     """A delivery being stored now: the InboxItem attributes processing reads and sets, written
-    with one INSERT before processing and one UPDATE with the outcome."""
+    with one INSERT once its outcome is known (in the transaction that writes its lead)."""
 
     channel: InboxChannel
     source_slug: str
@@ -659,19 +655,96 @@ class FreshItem:
     lead_id: int | None = None
     dedupe_key: str | None = None
 
-    def insert(self) -> None:
-        values = {
-            name: getattr(self, name)
-            for name in (
-                "channel", "source_id", "source_slug", "webhook_id", "received_at", "remote_ip",
-                "headers", "content_type", "body", "status", "attempts",
-            )
-        }  # fmt: skip
-        self.id = db.session.connection().execute(_INSERT_ITEM, values).scalar_one()
+    COLUMNS = (
+        "channel", "source_id", "source_slug", "webhook_id", "received_at", "remote_ip",
+        "headers", "content_type", "body", "status", "attempts",
+        "error", "processed_at", "next_attempt_at", "lead_id", "dedupe_key",
+    )  # fmt: skip
 
-    def write_outcome(self) -> None:
-        params = {f"new_{name}": getattr(self, name) for name in _ITEM_OUTCOME}
-        db.session.connection().execute(_UPDATE_ITEM, {"item_id": self.id, **params})
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.COLUMNS}
+
+    def insert(self) -> None:
+        self.id = _INSERT_ITEM.scalar(db.session.connection(), self.values())
+
+
+def _begin_write() -> None:
+    """Start the transaction holding the database's write lock on SQLite (``BEGIN IMMEDIATE``,
+    waiting up to the busy timeout), so the patient look-up that follows sees every committed
+    patient and no other writer can slip in before our INSERTs. PostgreSQL serialises the same
+    contact with an advisory lock instead (``dedupe.lock_contact``)."""
+    connection = db.session.connection()
+    if connection.dialect.name == "sqlite":
+        raw = connection.connection.dbapi_connection
+        if not raw.in_transaction:
+            raw.execute("BEGIN IMMEDIATE")
+
+
+# What _apply writes for a new patient and a new lead (the one-statement path lists exactly these).
+_NEW_PATIENT_COLUMNS = (
+    "first_name", "last_name", "email", "phone", "street", "city", "state", "zip",
+    "geocode_status", "geocode_next_at", "created_at", "updated_at",
+    "preferred_contact_method", "preferred_contact_time", "consent_text", "consent_at", "consent_ip",
+)  # fmt: skip
+_NEW_LEAD_COLUMNS = (
+    "patient_id", "condition_id", "condition_text", "message", "preferred_mode", "source_kind",
+    "webhook_source_id", "landing_page_url", "utm_source", "utm_medium", "utm_campaign", "utm_term",
+    "utm_content", "status", "version", "created_at", "updated_at", "sla_due_at",
+)  # fmt: skip
+
+
+def _new_patient_in_one_statement() -> Prepared:
+    """PostgreSQL: a new patient, their lead, the inbox item and the lead's ``created`` event in
+    ONE statement (data-modifying CTEs), where the other path needs four INSERTs and round trips.
+    Parameters are the columns prefixed ``patient_``, ``lead_`` and ``item_`` (the keys linking
+    the rows are filled in by the statement), ``event_data`` (to which ``inbox_id`` is added),
+    ``event_kind`` and ``event_created_at``; it returns ``(lead id, item id)``."""
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    patients, leads, events = Patient.__table__, Lead.__table__, LeadEvent.__table__
+    # Only the columns _apply fills (the rest are NULL or their defaults): a statement over
+    # 4,096 characters would be parsed by psycopg on every call instead of once.
+    patient_binds, patient_defaults = insert_parameters(patients, "patient_", _NEW_PATIENT_COLUMNS)
+    lead_binds, lead_defaults = insert_parameters(leads, "lead_", _NEW_LEAD_COLUMNS)
+    item_binds, item_defaults = insert_parameters(_items, "item_", FreshItem.COLUMNS)
+    del lead_binds["patient_id"], item_binds["lead_id"]
+    new_patient = sa.insert(patients).values(patient_binds).returning(patients.c.id).cte("new_patient")
+    new_lead = (
+        sa.insert(leads)
+        .from_select(["patient_id", *lead_binds], sa.select(new_patient.c.id, *lead_binds.values()))
+        .returning(leads.c.id)
+        .cte("new_lead")
+    )
+    new_item = (
+        sa.insert(_items)
+        .from_select([*item_binds, "lead_id"], sa.select(*item_binds.values(), new_lead.c.id))
+        .returning(_items.c.id)
+        .cte("new_item")
+    )
+    event_data = sa.cast(
+        sa.cast(sa.bindparam("event_data", type_=sa.JSON), JSONB).op("||")(
+            sa.func.jsonb_build_object("inbox_id", new_item.c.id)
+        ),
+        events.c.data.type,
+    )
+    new_event = (
+        sa.insert(events)
+        .from_select(
+            ["lead_id", "kind", "data", "created_at"],
+            sa.select(
+                new_lead.c.id,
+                sa.bindparam("event_kind", type_=events.c.kind.type),
+                event_data,
+                sa.bindparam("event_created_at", type_=events.c.created_at.type),
+            ).select_from(new_lead.join(new_item, sa.true())),
+        )
+        .cte("new_event")
+    )
+    statement = sa.select(new_lead.c.id, new_item.c.id).add_cte(new_event)
+    return Prepared(statement, {**patient_defaults, **lead_defaults, **item_defaults})
+
+
+_NEW_PATIENT_IN_ONE_STATEMENT = _new_patient_in_one_statement()
 
 
 # --------------------------------------------------------------------------- processing
@@ -711,27 +784,23 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
         contact["preferred_contact_time"] = clean["preferred_contact_time"]
     if clean["consent"] is not False:
         contact.update(consent_text=consent_text, consent_at=item.received_at or now, consent_ip=item.remote_ip)
-    source_info = {"channel": str(item.channel), "inbox_id": item.id, "source": item.source_slug}
 
     returning = patient is not None
-    # Core on the session's connection (same transaction): the ORM's per-statement layer is
-    # measurable on this path and these rows need no objects.
+    # Plain statements on the session's connection (same transaction): the ORM's per-statement
+    # layer is measurable on this path and these rows need no objects.
     conn = db.session.connection()
     if patient is None:
-        patient_id = conn.execute(
-            _INSERT_PATIENT,
-            {
-                "first_name": clean["first_name"],
-                "last_name": clean["last_name"],
-                "geocode_status": GeocodeStatus.PENDING,
-                "geocode_next_at": now,
-                "created_at": now,
-                "updated_at": now,
-                "preferred_contact_method": ContactMethod.PHONE,
-                **contact,
-                **address,
-            },
-        ).scalar_one()
+        new_patient = {
+            "first_name": clean["first_name"],
+            "last_name": clean["last_name"],
+            "geocode_status": GeocodeStatus.PENDING,
+            "geocode_next_at": now,
+            "created_at": now,
+            "updated_at": now,
+            "preferred_contact_method": ContactMethod.PHONE,
+            **contact,
+            **address,
+        }
     else:
         patient_id = patient.id
         filled = dedupe.fill_missing(patient, address)
@@ -742,7 +811,8 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             setattr(patient, name, value)
         target = dedupe.open_resubmission_target(patient, condition.id if condition else None, clean["condition"], now)
         if target is not None:
-            data = dict(source_info)
+            _settle(item, "resubmitted", target.id, now)
+            data = _source_info(item)
             if clean["message"] and clean["message"] != target.message:
                 data["message"] = clean["message"]
             if clean["preferred_mode"] and clean["preferred_mode"] != target.preferred_mode:
@@ -751,39 +821,60 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             target.last_activity_at = now
             return "resubmitted", target.id
 
-    lead_id = conn.execute(
-        _INSERT_LEAD,
-        {
-            "patient_id": patient_id,
-            "condition_id": condition.id if condition else None,
-            "condition_text": clean["condition"][:200],
-            "message": clean["message"],
-            "preferred_mode": clean["preferred_mode"] or PreferredMode.EITHER,
-            "source_kind": LeadSourceKind.FORM if item.channel == InboxChannel.FORM else LeadSourceKind.WEBHOOK,
-            "webhook_source_id": item.source_id,
-            "landing_page_url": clean["landing_page_url"],
-            "utm_source": clean["utm_source"],
-            "utm_medium": clean["utm_medium"],
-            "utm_campaign": clean["utm_campaign"],
-            "utm_term": clean["utm_term"],
-            "utm_content": clean["utm_content"],
-            "status": LeadStatus.NEW,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
-            "sla_due_at": _sla_due(now),
-        },
-    ).scalar_one()
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "lead_id": lead_id,
-            "kind": EventKind.CREATED,
-            "data": {**source_info, "returning_patient": returning, "condition": condition.slug if condition else None},
-            "created_at": now,
-        },
-    )
+    new_lead = {
+        "condition_id": condition.id if condition else None,
+        "condition_text": clean["condition"][:200],
+        "message": clean["message"],
+        "preferred_mode": clean["preferred_mode"] or PreferredMode.EITHER,
+        "source_kind": LeadSourceKind.FORM if item.channel == InboxChannel.FORM else LeadSourceKind.WEBHOOK,
+        "webhook_source_id": item.source_id,
+        "landing_page_url": clean["landing_page_url"],
+        "utm_source": clean["utm_source"],
+        "utm_medium": clean["utm_medium"],
+        "utm_campaign": clean["utm_campaign"],
+        "utm_term": clean["utm_term"],
+        "utm_content": clean["utm_content"],
+        "status": LeadStatus.NEW,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        "sla_due_at": _sla_due(now),
+    }
+    event = {"kind": EventKind.CREATED, "created_at": now}
+    event_data = {"returning_patient": returning, "condition": condition.slug if condition else None}
+    if patient is None and isinstance(item, FreshItem) and conn.dialect.name == "postgresql":
+        _settle(item, "accepted", None, now, write=False)
+        values = {f"patient_{k}": v for k, v in new_patient.items()}
+        values.update({f"lead_{k}": v for k, v in new_lead.items()})
+        values.update({f"item_{k}": v for k, v in item.values().items() if k != "lead_id"})
+        values.update({f"event_{k}": v for k, v in event.items()}, event_data={**_source_info(item), **event_data})
+        ((item.lead_id, item.id),) = _NEW_PATIENT_IN_ONE_STATEMENT.rows(conn, values)
+        return "accepted", item.lead_id
+    if patient is None:
+        patient_id = _INSERT_PATIENT.scalar(conn, new_patient)
+    lead_id = _INSERT_LEAD.scalar(conn, {"patient_id": patient_id, **new_lead})
+    _settle(item, "accepted", lead_id, now)
+    _INSERT_EVENT.execute(conn, {"lead_id": lead_id, **event, "data": {**_source_info(item), **event_data}})
     return "accepted", lead_id
+
+
+def _source_info(item: InboxItem | FreshItem) -> dict:
+    return {"channel": str(item.channel), "inbox_id": item.id, "source": item.source_slug}
+
+
+def _settle(item: InboxItem | FreshItem, result: str, lead_id: int | None, now: datetime, write: bool = True) -> None:
+    """Record the item's outcome. The item claims its dedupe key here, in the transaction that
+    writes the lead: a concurrent twin waits on (PostgreSQL) or fails against (SQLite) the
+    unique index and rolls back. A fresh item is written now (its id goes into the lead's
+    event) unless the caller writes it; a stored one is updated when the session flushes."""
+    item.dedupe_key = _dedupe_key(item)
+    item.status = InboxStatus.RESUBMITTED if result == "resubmitted" else InboxStatus.ACCEPTED
+    item.lead_id = lead_id
+    item.error = None
+    item.next_attempt_at = None
+    item.processed_at = now
+    if isinstance(item, FreshItem) and write:
+        item.insert()
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -841,20 +932,10 @@ def _check(item: InboxItem | FreshItem, now: datetime) -> tuple[dict | None, Out
 def _accept(item: InboxItem | FreshItem, clean: dict, now: datetime) -> Outcome:
     """Write the patient + lead (or the fold) for a checked item and mark it accepted."""
     if isinstance(item, InboxItem):
-        # Writing first takes SQLite's write lock, so the patient look-up in _apply sees every
-        # committed patient (PostgreSQL gets a per-contact advisory lock in dedupe.lock_contact).
-        # A FreshItem's INSERT already did.
         item.attempts = (item.attempts or 0) + 1
         db.session.flush()
+    _begin_write()
     result, lead_id = _apply(item, clean, now)
-    # The key is claimed in the same flush that writes the lead: a concurrent twin's UPDATE
-    # waits on (PostgreSQL) or fails against (SQLite) the unique index and rolls back.
-    item.dedupe_key = _dedupe_key(item)
-    item.status = InboxStatus.RESUBMITTED if result == "resubmitted" else InboxStatus.ACCEPTED
-    item.lead_id = lead_id
-    item.error = None
-    item.next_attempt_at = None
-    item.processed_at = now
     log.info("intake: inbox item %s -> lead %s (%s)", item.id, lead_id, result)
     return Outcome(result, lead_id=lead_id, http_status=202 if result == "accepted" else 200)
 
@@ -879,15 +960,18 @@ def _store_and_process(item_values: dict, now: datetime, source: SourceRow | Non
         # Parsing and validation need no database: done before the first write, so the write
         # transaction (SQLite's single writer lock, PostgreSQL's row and advisory locks) is short.
         clean, rejected = _check(item, now)
-        item.insert()
+        _begin_write()
         if source is not None and (
             source.last_received_at is None or now - source.last_received_at >= timedelta(minutes=1)
         ):
             # coarse, so busy sources do not contend on their row
-            db.session.connection().execute(_TOUCH_SOURCE, {"source_id": source.id, "at": now})
+            _TOUCH_SOURCE.execute(db.session.connection(), {"source_id": source.id, "at": now})
             source.last_received_at = now  # the cached row too
-        outcome = rejected or _accept(item, clean, now)
-        item.write_outcome()
+        if rejected is None:
+            outcome = _accept(item, clean, now)
+        else:
+            item.insert()
+            outcome = rejected
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()

@@ -1,0 +1,177 @@
+"""Statements SQLAlchemy compiles once and a hot path runs straight on the DBAPI cursor.
+
+Intake stores every delivery with a handful of one-row statements, and SQLAlchemy's
+per-statement layer (execution context, parameter processing, result wrapping) cost more
+there than SQLite's own work (docs/intake.md, "Performance"). A ``Prepared`` statement keeps
+what matters of SQLAlchemy: the SQL for the connection's dialect, each parameter's bind
+processor (our UTC datetimes, JSON, StrEnum values), the Python-side column defaults of an
+INSERT and SQLAlchemy's exception classes. It runs on the session's connection, inside the
+session's transaction, so the session still commits or rolls back everything together.
+
+Use it only where a statement runs on every request and profiling says it matters; everywhere
+else the ORM or Core is clearer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]  # parameters as the SQL names them, in the order a positional driver wants them
+    keys: tuple[str, ...]  # the same, as the caller's values name them
+    fallbacks: tuple[Callable[[], Any], ...]  # the value when the caller gives none
+    known: frozenset[str]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+
+
+class Prepared:
+    """A Core statement with named ``bindparam``s, compiled once per dialect.
+
+    ``defaults`` maps a parameter that may be left out to a callable giving its value
+    (``Prepared.insert`` fills it from the table's Python-side column defaults)."""
+
+    def __init__(self, statement: sa.Executable, defaults: Mapping[str, Callable[[], Any]] | None = None):
+        self.statement = statement
+        self.defaults = dict(defaults or {})
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    @classmethod
+    def insert(cls, table: sa.Table, returning: str | None = "id") -> Prepared:
+        """``INSERT`` of every column, each taken from the values given, else its Python-side
+        default, else NULL; an autoincrement key and columns with only a server default are
+        left to the database."""
+        binds, defaults = insert_parameters(table)
+        statement = sa.insert(table).values(binds)
+        if returning is not None:
+            statement = statement.returning(table.c[returning])
+        return cls(statement, defaults)
+
+    def _compile(self, dialect: sa.Dialect) -> _Compiled:
+        compiled = self._by_dialect.get(dialect.name)
+        if compiled is None:
+            sql = self.statement.compile(dialect=dialect)
+            names = tuple(sql.positiontup) if dialect.positional else tuple(sql.binds)
+            binds = [sql.binds[name] for name in names]
+            processors = tuple(b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds)
+            fallbacks = tuple(self.defaults.get(b.key) or _fallback(b) for b in binds)
+            keys = tuple(b.key for b in binds)
+            compiled = _Compiled(sql.string, names, keys, fallbacks, frozenset(keys), processors, dialect.positional)
+            self._by_dialect[dialect.name] = compiled
+        return compiled
+
+    def cursor(self, connection: sa.Connection, values: Mapping[str, Any]):
+        """Run the statement with ``values``; returns the open DBAPI cursor (the caller fetches)."""
+        compiled = self._compile(connection.dialect)
+        unknown = values.keys() - compiled.known
+        if unknown:  # a value the statement has no place for would otherwise be dropped silently
+            raise KeyError(f"the statement has no parameter {', '.join(sorted(unknown))}")
+        args = []
+        for key, fallback, process in zip(compiled.keys, compiled.fallbacks, compiled.processors, strict=True):
+            value = values[key] if key in values else fallback()
+            args.append(process(value) if process is not None and value is not None else value)
+        parameters = tuple(args) if compiled.positional else dict(zip(compiled.names, args, strict=True))
+        raw = connection.connection
+        cursor = raw.cursor()
+        try:
+            cursor.execute(compiled.sql, parameters)
+        except connection.dialect.loaded_dbapi.Error as exc:
+            cursor.close()
+            invalidated = connection.dialect.is_disconnect(exc, raw.dbapi_connection, cursor)
+            if invalidated:
+                connection.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                compiled.sql,
+                None,
+                exc,
+                connection.dialect.loaded_dbapi.Error,
+                hide_parameters=True,
+                connection_invalidated=invalidated,
+                dialect=connection.dialect,
+            ) from exc
+        return cursor
+
+    def scalar(self, connection: sa.Connection, values: Mapping[str, Any]) -> Any:
+        """The first column of the first row (e.g. ``RETURNING id``), or None."""
+        cursor = self.cursor(connection, values)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else row[0]
+
+    def rows(self, connection: sa.Connection, values: Mapping[str, Any]) -> Sequence[tuple]:
+        """Every row, as the driver's plain tuples (no result type processing)."""
+        cursor = self.cursor(connection, values)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def execute(self, connection: sa.Connection, values: Mapping[str, Any]) -> None:
+        self.cursor(connection, values).close()
+
+
+def insert_parameters(
+    table: sa.Table, prefix: str = "", given: Collection[str] | None = None
+) -> tuple[dict[str, sa.BindParameter], dict[str, Callable[[], Any]]]:
+    """For every column an INSERT writes: a bind parameter named ``prefix`` + the column's key,
+    typed as the column (by column key), and the value it takes when not given (by parameter
+    name): the column's Python-side default, else NULL. An autoincrement key and columns with
+    only a server default are left to the database. With ``given`` (the column keys the caller
+    will pass), columns without a Python-side default that are not given are left out too
+    (NULL), which keeps a long statement short."""
+    binds: dict[str, sa.BindParameter] = {}
+    defaults: dict[str, Callable[[], Any]] = {}
+    for column in table.columns:
+        if column.primary_key and column.autoincrement is not False:
+            continue
+        left_to_database = column.server_default is not None or given is not None
+        if column.default is None and left_to_database and (given is None or column.key not in given):
+            continue
+        name = prefix + column.key
+        binds[column.key] = sa.bindparam(name, type_=column.type)
+        default = column.default
+        if default is None:
+            defaults[name] = _none
+        elif default.is_scalar:
+            defaults[name] = _constant(default.arg)
+        elif default.is_callable:
+            defaults[name] = _called(default.arg)
+        else:
+            raise ValueError(f"{table.name}.{column.key}: only scalar and callable defaults are supported")
+    return binds, defaults
+
+
+def _fallback(bind: sa.BindParameter) -> Callable[[], Any]:
+    """A literal bound by the statement itself (``.limit(20)``) keeps its value; a named
+    parameter without one must be given."""
+    if bind.callable is not None:
+        return bind.callable
+    if not bind.required:
+        return _constant(bind.value)
+
+    def missing() -> Any:
+        raise KeyError(f"no value for parameter {bind.key!r}")
+
+    return missing
+
+
+def _none() -> None:
+    return None
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _called(function: Callable[[Any], Any]) -> Callable[[], Any]:
+    # SQLAlchemy wraps a no-argument default to take the execution context, which we have not.
+    return lambda: function(None)

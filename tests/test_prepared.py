@@ -1,0 +1,81 @@
+"""crm.prepared: statements compiled once and run on the DBAPI cursor keep SQLAlchemy's meaning
+(bind processors, Python-side defaults, exception classes, the session's transaction)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from crm.models import InboxItem, WebhookSource
+from crm.models.enums import InboxChannel, InboxStatus
+from crm.prepared import Prepared
+
+INSERT_SOURCE = Prepared.insert(WebhookSource.__table__)
+INSERT_ITEM = Prepared.insert(InboxItem.__table__)
+SOURCES_NAMED = Prepared(
+    sa.select(WebhookSource.id, WebhookSource.slug)
+    .where(WebhookSource.name == sa.bindparam("name"))
+    .order_by(WebhookSource.id)
+    .limit(2)
+)
+
+
+def test_an_insert_fills_python_defaults_and_converts_values(db):
+    at = datetime(2026, 11, 30, 12, 30, tzinfo=UTC)
+    source_id = INSERT_SOURCE.scalar(db.session.connection(), {"name": "Clinic", "slug": "clinic"})
+    item_id = INSERT_ITEM.scalar(
+        db.session.connection(),
+        {
+            "channel": InboxChannel.WEBHOOK,
+            "source_id": source_id,
+            "received_at": at,
+            "headers": {"content-type": "application/json"},
+            "status": InboxStatus.ACCEPTED,
+        },
+    )
+    db.session.commit()
+
+    source = db.session.get(WebhookSource, source_id)
+    assert source.active is True and source.field_mapping == {} and source.created_at.tzinfo is UTC
+    item = db.session.get(InboxItem, item_id)
+    assert item.received_at == at  # aware in, naive UTC stored, aware out
+    assert item.status is InboxStatus.ACCEPTED and item.channel is InboxChannel.WEBHOOK
+    assert item.headers == {"content-type": "application/json"}
+    assert item.body == "" and item.attempts == 0 and item.lead_id is None
+
+
+def test_a_select_keeps_its_literal_limit_and_returns_plain_rows(db):
+    for n in range(3):
+        INSERT_SOURCE.execute(db.session.connection(), {"name": "Same", "slug": f"same-{n}"})
+    rows = SOURCES_NAMED.rows(db.session.connection(), {"name": "Same"})
+    assert [slug for _, slug in rows] == ["same-0", "same-1"]
+    assert SOURCES_NAMED.rows(db.session.connection(), {"name": "Nobody"}) == []
+
+
+def test_a_missing_parameter_without_a_default_is_an_error(db):
+    with pytest.raises(KeyError, match="name"):
+        SOURCES_NAMED.rows(db.session.connection(), {})
+
+
+def test_a_value_the_statement_has_no_place_for_is_an_error_not_dropped(db):
+    with pytest.raises(KeyError, match="colour"):
+        INSERT_SOURCE.execute(db.session.connection(), {"name": "Clinic", "slug": "clinic", "colour": "red"})
+
+
+def test_a_driver_error_is_sqlalchemys_and_hides_the_values(db):
+    INSERT_SOURCE.execute(db.session.connection(), {"name": "First", "slug": "taken-slug"})
+    db.session.commit()
+    with pytest.raises(IntegrityError) as caught:
+        INSERT_SOURCE.execute(db.session.connection(), {"name": "Secret Patient Name", "slug": "taken-slug"})
+    assert "Secret Patient Name" not in str(caught.value)
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookSource)) == 1
+
+
+def test_it_runs_in_the_sessions_transaction(db):
+    INSERT_SOURCE.execute(db.session.connection(), {"name": "Rolled back", "slug": "rolled-back"})
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookSource)) == 0
