@@ -30,6 +30,7 @@ class _Compiled:
     known: frozenset[str]
     processors: tuple[Callable[[Any], Any] | None, ...]
     positional: bool
+    cursor_class: Callable[[Any], Any] | None  # None: the connection's own cursor()
 
 
 class Prepared:
@@ -57,13 +58,25 @@ class Prepared:
     def _compile(self, dialect: sa.Dialect) -> _Compiled:
         compiled = self._by_dialect.get(dialect.name)
         if compiled is None:
-            sql = self.statement.compile(dialect=dialect)
-            names = tuple(sql.positiontup) if dialect.positional else tuple(sql.binds)
+            target, cursor_class = dialect, None
+            if dialect.driver == "psycopg":
+                # PostgreSQL's own $1 placeholders and psycopg's RawCursor: psycopg then sends the
+                # SQL as it is, where it would re-parse "%(name)s" on every call of a statement over
+                # 4,096 bytes or 50 parameters (it caches only smaller ones).
+                from psycopg import RawCursor
+
+                target = type(dialect)(paramstyle="numeric_dollar")
+                target.server_version_info = dialect.server_version_info
+                cursor_class = RawCursor
+            sql = self.statement.compile(dialect=target)
+            names = tuple(sql.positiontup) if target.positional else tuple(sql.binds)
             binds = [sql.binds[name] for name in names]
             processors = tuple(b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds)
             fallbacks = tuple(self.defaults.get(b.key) or _fallback(b) for b in binds)
             keys = tuple(b.key for b in binds)
-            compiled = _Compiled(sql.string, names, keys, fallbacks, frozenset(keys), processors, dialect.positional)
+            compiled = _Compiled(
+                sql.string, names, keys, fallbacks, frozenset(keys), processors, target.positional, cursor_class
+            )
             self._by_dialect[dialect.name] = compiled
         return compiled
 
@@ -79,7 +92,7 @@ class Prepared:
             args.append(process(value) if process is not None and value is not None else value)
         parameters = tuple(args) if compiled.positional else dict(zip(compiled.names, args, strict=True))
         raw = connection.connection
-        cursor = raw.cursor()
+        cursor = raw.cursor() if compiled.cursor_class is None else compiled.cursor_class(raw.dbapi_connection)
         try:
             cursor.execute(compiled.sql, parameters)
         except connection.dialect.loaded_dbapi.Error as exc:
