@@ -3,15 +3,16 @@
 The two public doors (the request form and ``POST /webhooks/intake/<slug>``)
 both end here:
 
-1. **Store** — the raw body (and the headers, minus signature/authorization/
-   cookies) is inserted as an ``InboxItem`` before anything else happens.
-2. **Process** — in the same transaction the payload is mapped, validated and
-   turned into a patient + lead (or folded into an open lead, SPEC 2.2), then
-   one commit. The item claims its ``dedupe_key`` (``webhook:<source id>:<webhook-id>``
-   or ``form:<idempotency token>``) with the lead: the column is unique, so of
-   two concurrent deliveries of one webhook-id exactly one commits a lead and
-   the other sees an IntegrityError and is answered "duplicate" with the
-   winner's lead id.
+1. **Check** — the payload is parsed, mapped and validated; no database work yet.
+2. **Store and process, in one transaction** — the write lock (SQLite) or a
+   per-contact advisory lock (PostgreSQL), the patient look-up, then the new
+   patient + lead (or the fold into an open lead, SPEC 2.2) and the raw
+   ``InboxItem`` (body and headers, minus signature/authorization/cookies) with
+   its outcome; one commit. The item claims its ``dedupe_key``
+   (``webhook:<source id>:<webhook-id>`` or ``form:<idempotency token>``) with
+   the lead: the column is unique, so of two concurrent deliveries of one
+   webhook-id exactly one commits a lead and the other sees an IntegrityError
+   and is answered "duplicate" with the winner's lead id.
 3. **Afterwards** — the ``enrich_new`` scheduler job (crm/services/pipeline.py)
    geocodes, matches and routes the lead; nothing of that runs in the request.
 
@@ -949,11 +950,10 @@ def _holder_of(key: str | None, item_id: int | None) -> InboxItem | None:
 def _store_and_process(item_values: dict, now: datetime, source: SourceRow | None = None) -> Outcome:
     """A fresh delivery: its raw item and the patient + lead it makes commit in ONE transaction.
 
-    The raw item is inserted first, then processed; if processing fails, that transaction is
-    rolled back and the raw item is committed alone as ``failed`` (retried by the scheduler,
-    replayable by an admin) before we answer; if even that cannot be written the route answers
-    503 and the sender retries. So an answered delivery is always stored, and a burst costs one
-    commit per delivery (docs/intake.md, "Performance")."""
+    If processing fails, that transaction is rolled back and the raw item is committed alone as
+    ``failed`` (retried by the scheduler, replayable by an admin) before we answer; if even that
+    cannot be written the route answers 503 and the sender retries. So an answered delivery is
+    always stored, and a burst costs one commit per delivery (docs/intake.md, "Performance")."""
     item = FreshItem(source=source, **item_values)
     key = _dedupe_key(item)
     try:
