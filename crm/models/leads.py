@@ -62,7 +62,9 @@ class Patient(Base):
 
     leads: Mapped[list[Lead]] = relationship(back_populates="patient", order_by="Lead.created_at.desc()")
 
-    __table_args__ = (sa.Index("ix_patients_last_name_first_name", "last_name", "first_name"),)
+    # Name searches use lower(last_name), lower(first_name): indexes ix_patients_lower_last_name
+    # and ix_patients_lower_first_name (migration 0002); a plain (last_name, first_name) index
+    # served no query and cost every new patient (dropped in 0008).
 
     @property
     def full_name(self) -> str:
@@ -73,7 +75,7 @@ class Lead(Base):
     __tablename__ = "leads"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"), index=True)
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"))  # ix_leads_patient_condition
     condition_id: Mapped[int | None] = mapped_column(sa.ForeignKey("conditions.id"), index=True)
     condition_text: Mapped[str] = mapped_column(sa.String(200), default="")  # what the patient typed
     message: Mapped[str] = mapped_column(sa.Text, default="")
@@ -103,7 +105,7 @@ class Lead(Base):
     priority: Mapped[int] = mapped_column(default=0)  # higher is more urgent
     closed_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # ix_leads_report starts with it
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     patient: Mapped[Patient] = relationship(back_populates="leads")

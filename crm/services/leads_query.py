@@ -144,7 +144,7 @@ def search_patient_ids(session, f: Filters, cap: int = SEARCH_CAP) -> list[int]:
     """The ids of the patients a search (with the state filter) matches, at most ``cap``.
 
     Resolved first, as a list: the leads query then reads exactly those patients' leads through
-    ``ix_leads_patient_id``. As a subquery, a misestimated match count could send PostgreSQL
+    ``ix_leads_patient_condition`` (patient_id first). As a subquery, a misestimated match count could send PostgreSQL
     walking all leads newest-first looking for the few that match (seconds at a million).
     """
     where = [patient_search_clause(f.q)]
