@@ -14,6 +14,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 
 from crm.models.base import Base
+from crm.sqlite_wal import checkpoint_in_background
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
@@ -26,7 +27,8 @@ bootstrap = Bootstrap5()
 
 @sa_event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
-    """SQLite under several workers/threads: WAL (readers never block the writer) and a busy timeout."""
+    """SQLite under several workers/threads: WAL (readers never block the writer), a busy timeout,
+    and checkpoints in a background thread (crm/sqlite_wal.py)."""
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -36,3 +38,4 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
         # scattered pages per lead and mmap halves its time against read() calls (docs/matching.md).
         cursor.execute("PRAGMA mmap_size=268435456")
         cursor.close()
+        checkpoint_in_background(dbapi_connection)
