@@ -675,10 +675,11 @@ def _begin_write() -> None:
     patient and no other writer can slip in before our INSERTs. PostgreSQL serialises the same
     contact with an advisory lock instead (``dedupe.lock_contact``)."""
     connection = db.session.connection()
-    if connection.dialect.name == "sqlite":
-        raw = connection.connection.dbapi_connection
-        if not raw.in_transaction:
-            raw.execute("BEGIN IMMEDIATE")
+    if connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:
+        _BEGIN_IMMEDIATE.execute(connection, {})  # a timeout raises SQLAlchemy's OperationalError
+
+
+_BEGIN_IMMEDIATE = Prepared(sa.text("BEGIN IMMEDIATE"))
 
 
 # What _apply writes for a new patient and a new lead (the one-statement path lists exactly these).
