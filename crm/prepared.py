@@ -92,11 +92,13 @@ class Prepared:
             args.append(process(value) if process is not None and value is not None else value)
         parameters = tuple(args) if compiled.positional else dict(zip(compiled.names, args, strict=True))
         raw = connection.connection
-        cursor = raw.cursor() if compiled.cursor_class is None else compiled.cursor_class(raw.dbapi_connection)
+        cursor = None
         try:
+            cursor = raw.cursor() if compiled.cursor_class is None else compiled.cursor_class(raw.dbapi_connection)
             cursor.execute(compiled.sql, parameters)
         except connection.dialect.loaded_dbapi.Error as exc:
-            cursor.close()
+            if cursor is not None:
+                cursor.close()
             invalidated = connection.dialect.is_disconnect(exc, raw.dbapi_connection, cursor)
             if invalidated:
                 connection.invalidate(exc)

@@ -48,10 +48,11 @@ def checkpoint_in_background(connection: sqlite3.Connection) -> None:
         if _running.get(path) == pid:  # a thread started before a fork belongs to the parent
             return
         _running[path] = pid
-    threading.Thread(target=_checkpoint_forever, args=(path, pid), name="sqlite-wal-checkpoint", daemon=True).start()
+    watched = (path, pid, _inode(path))  # the file this connection opened, not whatever later takes its name
+    threading.Thread(target=_checkpoint_forever, args=watched, name="sqlite-wal-checkpoint", daemon=True).start()
 
 
-def _checkpoint_forever(path: str, pid: int) -> None:
+def _checkpoint_forever(path: str, pid: int, inode: int | None) -> None:
     try:  # mode=rw: never create a database that has gone
         uri = f"file:{quote(path)}?mode=rw"
         connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -60,7 +61,8 @@ def _checkpoint_forever(path: str, pid: int) -> None:
         log.warning("sqlite: no background checkpoints for %s (%s); COMMITs will checkpoint", path, exc)
         _forget(path, pid)
         return
-    while os.path.exists(path):  # until the database is removed (a test's temporary file)
+    # Until the database is removed (a test's temporary file) or replaced by another file.
+    while inode is not None and _inode(path) == inode:
         time.sleep(INTERVAL)
         try:
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -69,6 +71,13 @@ def _checkpoint_forever(path: str, pid: int) -> None:
             time.sleep(5)
     connection.close()
     _forget(path, pid)
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def _forget(path: str, pid: int) -> None:

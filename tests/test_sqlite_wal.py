@@ -66,7 +66,7 @@ def test_the_thread_stops_when_its_database_is_removed(tmp_path):
     connection.close()
     sqlite_wal._running[str(path)] = os.getpid()
     path.unlink()
-    sqlite_wal._checkpoint_forever(str(path), os.getpid())  # returns: nothing left to checkpoint
+    sqlite_wal._checkpoint_forever(str(path), os.getpid(), 1)  # returns: nothing left to checkpoint
     assert str(path) not in sqlite_wal._running
 
 
@@ -75,3 +75,20 @@ def test_in_memory_databases_have_no_file_and_no_thread():
     assert sqlite_wal.database_file(connection) is None
     sqlite_wal.checkpoint_in_background(connection)
     assert connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # SQLite's own default
+
+
+def test_the_thread_stops_when_its_database_is_replaced(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_wal, "INTERVAL", 0.01)
+    path = tmp_path / "replaced.sqlite3"
+    first = sqlite3.connect(path)
+    first.execute("PRAGMA journal_mode=WAL")
+    first.close()
+    sqlite_wal._running[str(path)] = os.getpid()
+    watched = (str(path), os.getpid(), os.stat(path).st_ino)
+    worker = threading.Thread(target=sqlite_wal._checkpoint_forever, args=watched, daemon=True)
+    worker.start()
+    replacement = tmp_path / "new.sqlite3"
+    sqlite3.connect(replacement).close()
+    os.replace(replacement, path)
+    worker.join(10)
+    assert not worker.is_alive() and str(path) not in sqlite_wal._running

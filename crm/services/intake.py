@@ -899,8 +899,8 @@ def _mark_failed(item_id: int, exc: BaseException, now: datetime) -> InboxItem |
 
 
 def _process_in_transaction(item: InboxItem | FreshItem, now: datetime) -> Outcome:
-    """Parse, validate and apply ``item`` inside the current transaction; the caller writes the
-    item's outcome (an ORM item by the commit's flush, a FreshItem by ``write_outcome``) and commits.
+    """Parse, validate and apply ``item`` inside the current transaction; the caller commits (a
+    stored item's outcome is written by the commit's flush; a FreshItem writes itself in ``_settle``).
 
     Raises when processing fails (the caller records the item ``failed``); an IntegrityError
     means the dedupe key is taken (a duplicate) unless no other item holds it."""
