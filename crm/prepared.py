@@ -60,9 +60,9 @@ class Prepared:
         if compiled is None:
             target, cursor_class = dialect, None
             if dialect.driver == "psycopg":
-                # PostgreSQL's own $1 placeholders and psycopg's RawCursor: psycopg then sends the
-                # SQL as it is, where it would re-parse "%(name)s" on every call of a statement over
-                # 4,096 bytes or 50 parameters (it caches only smaller ones).
+                # PostgreSQL's own $1 parameter markers and psycopg's RawCursor: psycopg then sends
+                # the SQL as it is, where it would re-parse "%(name)s" on every call of a statement
+                # over 4,096 bytes or 50 parameters (it caches only smaller ones).
                 from psycopg import RawCursor
 
                 target = type(dialect)(paramstyle="numeric_dollar")

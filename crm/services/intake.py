@@ -845,19 +845,27 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     event = {"kind": EventKind.CREATED, "created_at": now}
     event_data = {"returning_patient": returning, "condition": condition.slug if condition else None}
     if patient is None and isinstance(item, FreshItem) and conn.dialect.name == "postgresql":
-        _settle(item, "accepted", None, now, write=False)
-        values = {f"patient_{k}": v for k, v in new_patient.items()}
-        values.update({f"lead_{k}": v for k, v in new_lead.items()})
-        values.update({f"item_{k}": v for k, v in item.values().items() if k != "lead_id"})
-        values.update({f"event_{k}": v for k, v in event.items()}, event_data={**_source_info(item), **event_data})
-        ((item.lead_id, item.id),) = _NEW_PATIENT_IN_ONE_STATEMENT.rows(conn, values)
-        return "accepted", item.lead_id
+        return "accepted", _create_in_one_statement(conn, item, new_patient, new_lead, event, event_data, now)
     if patient is None:
         patient_id = _INSERT_PATIENT.scalar(conn, new_patient)
     lead_id = _INSERT_LEAD.scalar(conn, {"patient_id": patient_id, **new_lead})
     _settle(item, "accepted", lead_id, now)
     _INSERT_EVENT.execute(conn, {"lead_id": lead_id, **event, "data": {**_source_info(item), **event_data}})
     return "accepted", lead_id
+
+
+def _create_in_one_statement(
+    conn: sa.Connection, item: FreshItem, patient: dict, lead: dict, event: dict, event_data: dict, now: datetime
+) -> int:
+    """PostgreSQL: the new patient, lead, fresh item and ``created`` event in one round trip
+    (``_NEW_PATIENT_IN_ONE_STATEMENT``); returns the lead id."""
+    _settle(item, "accepted", None, now, write=False)  # the statement writes the item
+    values = {f"patient_{k}": v for k, v in patient.items()}
+    values.update({f"lead_{k}": v for k, v in lead.items()})
+    values.update({f"item_{k}": v for k, v in item.values().items() if k != "lead_id"})
+    values.update({f"event_{k}": v for k, v in event.items()}, event_data={**_source_info(item), **event_data})
+    ((item.lead_id, item.id),) = _NEW_PATIENT_IN_ONE_STATEMENT.rows(conn, values)
+    return item.lead_id
 
 
 def _source_info(item: InboxItem | FreshItem) -> dict:
