@@ -13,6 +13,7 @@ from flask_wtf import CSRFProtect
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 
+from crm import sqlite_lock
 from crm.models.base import Base
 from crm.sqlite_wal import checkpoint_in_background
 
@@ -32,10 +33,13 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={sqlite_lock.BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # Memory-mapped reads (256 MiB of address space, not memory): matching touches a few dozen
         # scattered pages per lead and mmap halves its time against read() calls (docs/matching.md).
         cursor.execute("PRAGMA mmap_size=268435456")
+        # Statement journals (an INSERT whose trigger writes another table needs one) in memory:
+        # on disk each was a file created and deleted in /var/tmp inside the write transaction.
+        cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
         checkpoint_in_background(dbapi_connection)

@@ -62,6 +62,7 @@ from crm.prepared import Prepared, insert_parameters
 from crm.services import audit, dedupe
 from crm.services.contact import US_STATES, normalise_email, normalise_phone, normalise_state, normalise_zip
 from crm.services.timeline import add_event
+from crm.sqlite_lock import try_begin_immediate
 
 log = logging.getLogger(__name__)
 
@@ -671,11 +672,15 @@ class FreshItem:
 
 def _begin_write() -> None:
     """Start the transaction holding the database's write lock on SQLite (``BEGIN IMMEDIATE``,
-    waiting up to the busy timeout), so the patient look-up that follows sees every committed
-    patient and no other writer can slip in before our INSERTs. PostgreSQL serialises the same
-    contact with an advisory lock instead (``dedupe.lock_contact``)."""
+    retried every 50 µs at first, then waiting up to the busy timeout: crm/sqlite_lock.py), so
+    the patient look-up that follows sees every committed patient and no other writer can slip
+    in before our INSERTs. PostgreSQL serialises the same contact with an advisory lock instead
+    (``dedupe.lock_contact``)."""
     connection = db.session.connection()
-    if connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:
+    if connection.dialect.name != "sqlite":
+        return
+    dbapi_connection = connection.connection.dbapi_connection
+    if not dbapi_connection.in_transaction and not try_begin_immediate(dbapi_connection):
         _BEGIN_IMMEDIATE.execute(connection, {})  # a timeout raises SQLAlchemy's OperationalError
 
 
