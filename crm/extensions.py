@@ -38,8 +38,5 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
         # Memory-mapped reads (256 MiB of address space, not memory): matching touches a few dozen
         # scattered pages per lead and mmap halves its time against read() calls (docs/matching.md).
         cursor.execute("PRAGMA mmap_size=268435456")
-        # Statement journals (an INSERT whose trigger writes another table needs one) in memory:
-        # on disk each was a file created and deleted in /var/tmp inside the write transaction.
-        cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
         checkpoint_in_background(dbapi_connection)

@@ -19,7 +19,7 @@ import sqlite3
 import time
 
 BUSY_TIMEOUT_MS = 5000  # every SQLite connection's wait for a lock (crm/extensions.py)
-RETRY_EVERY = 0.00005  # 50 µs: tries every 200 µs left the lock idle a fifth of the time
+RETRY_EVERY = 0.00005  # 50 µs: every 200 µs gave a fifth less intake throughput, 20 µs or none no more
 RETRY_FOR = 0.020
 
 
