@@ -2,15 +2,15 @@
 
 SQLite lets one connection write at a time. A connection that finds the write lock taken waits
 in SQLite's busy handler, which sleeps 1, 2, 5, 10 ms ... between tries, however soon the lock is
-released. An intake delivery holds the lock for about a millisecond, and under a burst with two
-worker processes the lock is taken nearly all the time, so those sleeps, not the work, set the
-pace: the sleeping worker misses hand-overs while the other one is between requests, and a
-quarter of the CPU stood idle (docs/intake.md, "Third round").
+released. An intake delivery holds the lock for well under a millisecond, and under a burst with
+two worker processes the sleeps, not the work, set the pace: the sleeping worker misses
+hand-overs while the other one is between requests, and a quarter of the CPU stood idle
+(docs/intake.md, "Third round").
 
-``try_begin_immediate`` turns the busy handler off and tries ``BEGIN IMMEDIATE`` every
-``RETRY_EVERY`` seconds for up to ``RETRY_FOR``; a failed try costs about 2 µs. If the lock is
-still taken after that (a long transaction elsewhere, where spinning would only burn CPU), it
-gives up and the caller waits the ordinary way, in SQLite's busy handler, up to the busy timeout.
+``try_begin_immediate`` turns the busy handler off and tries ``BEGIN IMMEDIATE`` again after
+each ``RETRY_EVERY`` for up to ``RETRY_FOR``; a failed try costs about 2 µs. If the lock is still
+taken after that (a long transaction elsewhere, where spinning would only burn CPU), it gives up
+and the caller waits the ordinary way, in SQLite's busy handler, up to the busy timeout.
 """
 
 from __future__ import annotations
@@ -19,26 +19,30 @@ import sqlite3
 import time
 
 BUSY_TIMEOUT_MS = 5000  # every SQLite connection's wait for a lock (crm/extensions.py)
-RETRY_EVERY = 0.00005  # 50 µs: every 200 µs gave a fifth less intake throughput, 20 µs or none no more
+# Asked of time.sleep; Linux's timer slack makes it 100-150 µs. Asking 200 µs gave a fifth less
+# intake throughput, 20 µs or no sleep no more (docs/intake.md).
+RETRY_EVERY = 0.00005
 RETRY_FOR = 0.020
 
 
 def try_begin_immediate(connection: sqlite3.Connection) -> bool:
     """Start a write transaction holding the write lock, trying again quickly while another
     connection holds it. True when the transaction has begun; False when the lock stayed taken
-    for ``RETRY_FOR`` or the try failed for another reason; the caller then issues its own
-    ``BEGIN IMMEDIATE`` with the busy timeout in force, which waits or raises as usual."""
-    connection.execute("PRAGMA busy_timeout=0")
+    for ``RETRY_FOR`` or a try failed for another reason; the caller then issues its own
+    ``BEGIN IMMEDIATE`` with the connection's busy timeout in force, which waits, or raises the
+    other error, as usual."""
+    busy_timeout = connection.execute("PRAGMA busy_timeout").fetchone()[0]
     try:
+        connection.execute("PRAGMA busy_timeout=0")
         give_up_at = time.monotonic() + RETRY_FOR
         while True:
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 return True
-            except sqlite3.OperationalError as exc:
-                busy = (exc.sqlite_errorcode & 0xFF) == sqlite3.SQLITE_BUSY  # BUSY or BUSY_RECOVERY ...
+            except sqlite3.Error as exc:
+                busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY  # or BUSY_SNAPSHOT ...
                 if not busy or time.monotonic() >= give_up_at:
                     return False
             time.sleep(RETRY_EVERY)
     finally:
-        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout)}")

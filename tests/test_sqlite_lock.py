@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
+import types
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +14,7 @@ import sqlalchemy as sa
 from crm import sqlite_lock
 from crm.models import InboxItem, Lead
 from crm.models.enums import InboxStatus
+from crm.services import intake
 from tests.test_webhooks import PAYLOAD, deliver, source  # noqa: F401  (source is a fixture)
 
 
@@ -56,42 +59,64 @@ def _hold_write_lock(path: str, hold: float | threading.Event) -> tuple[threadin
     return holder, taken
 
 
-def test_a_free_lock_is_taken_at_once_and_the_busy_timeout_restored(database):
+@pytest.fixture
+def sleeps(monkeypatch):
+    """Counts the retries' sleeps (they still sleep)."""
+    counted: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        counted.append(seconds)
+        time.sleep(seconds)
+
+    monkeypatch.setattr(sqlite_lock, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=sleep))
+    return counted
+
+
+def test_a_free_lock_is_taken_at_once_and_the_busy_timeout_restored(database, sleeps):
     connection = _connect(database)
+    connection.execute("PRAGMA busy_timeout=1234")
     assert sqlite_lock.try_begin_immediate(connection) is True
     assert connection.in_transaction
-    assert _busy_timeout(connection) == sqlite_lock.BUSY_TIMEOUT_MS
+    assert sleeps == []
+    assert _busy_timeout(connection) == 1234  # the connection's own, whatever it was
     connection.execute("INSERT INTO t VALUES (2)")
     connection.commit()
 
 
-def test_a_lock_released_within_the_retry_window_is_taken_by_retrying(database, monkeypatch):
+def test_a_lock_released_within_the_retry_window_is_taken_by_retrying(database, monkeypatch, sleeps):
     monkeypatch.setattr(sqlite_lock, "RETRY_FOR", 5.0)  # however slow the machine, well within it
     holder, _ = _hold_write_lock(database, 0.05)
     connection = _connect(database)
     assert sqlite_lock.try_begin_immediate(connection) is True
+    assert sleeps and set(sleeps) == {sqlite_lock.RETRY_EVERY}  # it waited by retrying, briefly
     holder.join(5)
+    assert _busy_timeout(connection) == sqlite_lock.BUSY_TIMEOUT_MS
     connection.execute("INSERT INTO t VALUES (2)")  # ours is the writer now
     connection.commit()
-    assert connection.execute("SELECT count(*) FROM t").fetchone()[0] == 1
 
 
-def test_a_lock_held_longer_is_left_to_the_busy_handler(database, monkeypatch):
+def test_a_lock_held_longer_is_left_to_the_busy_handler(database, monkeypatch, sleeps):
     monkeypatch.setattr(sqlite_lock, "RETRY_FOR", 0.01)
-    holder, _ = _hold_write_lock(database, 0.3)
+    release = threading.Event()
+    holder, _ = _hold_write_lock(database, release)
     connection = _connect(database)
-    assert sqlite_lock.try_begin_immediate(connection) is False
-    assert not connection.in_transaction
-    assert _busy_timeout(connection) == sqlite_lock.BUSY_TIMEOUT_MS  # restored for the caller's wait
+    try:
+        assert sqlite_lock.try_begin_immediate(connection) is False
+        assert sleeps  # it retried before giving up
+        assert not connection.in_transaction
+        assert _busy_timeout(connection) == sqlite_lock.BUSY_TIMEOUT_MS  # restored for the caller's wait
+    finally:
+        release.set()
     connection.execute("BEGIN IMMEDIATE")  # the ordinary way: waits in SQLite for the holder
     holder.join(5)
     connection.rollback()
 
 
-def test_another_error_is_not_retried(database):
+def test_another_error_is_not_retried(database, sleeps):
     connection = _connect(database)
     connection.execute("BEGIN")  # "cannot start a transaction within a transaction"
     assert sqlite_lock.try_begin_immediate(connection) is False
+    assert sleeps == []
     assert _busy_timeout(connection) == sqlite_lock.BUSY_TIMEOUT_MS
     connection.rollback()
 
@@ -106,10 +131,45 @@ def sqlite_file(db):
     return db.engine.url.database
 
 
-def test_a_delivery_waits_out_a_longer_write_in_the_busy_handler(client, db, source, sqlite_file):  # noqa: F811
-    holder, _ = _hold_write_lock(sqlite_file, 0.2)  # ten times the quick-retry window
+@pytest.fixture
+def tries(monkeypatch):
+    """What intake's quick retries answered, delivery by delivery."""
+    answers: list[bool] = []
+
+    def spy(connection):
+        answers.append(sqlite_lock.try_begin_immediate(connection))
+        return answers[-1]
+
+    monkeypatch.setattr(intake, "try_begin_immediate", spy)
+    return answers
+
+
+def test_a_delivery_takes_the_write_lock_by_quick_retries(client, db, source, sqlite_file, tries):  # noqa: F811
+    resp = deliver(client, PAYLOAD, msg_id="quick")
+    assert resp.status_code == 202, resp.get_json()
+    assert tries == [True]
+
+
+def test_a_delivery_waits_out_a_longer_write_in_the_busy_handler(
+    client,
+    db,
+    source,  # noqa: F811
+    sqlite_file,
+    monkeypatch,
+):
+    release = threading.Event()
+    holder, _ = _hold_write_lock(sqlite_file, release)
+    tries: list[bool] = []
+
+    def retries_then_release(connection):
+        tries.append(sqlite_lock.try_begin_immediate(connection))
+        threading.Timer(0.1, release.set).start()  # the holder finishes while we wait in SQLite
+        return tries[-1]
+
+    monkeypatch.setattr(intake, "try_begin_immediate", retries_then_release)
     resp = deliver(client, PAYLOAD, msg_id="while-locked")
     holder.join(5)
+    assert tries == [False]  # gave up retrying; SQLite's busy handler waited for the holder
     assert resp.status_code == 202, resp.get_json()
     lead_id = resp.get_json()["lead_id"]
     assert db.session.get(Lead, lead_id) is not None
