@@ -107,6 +107,14 @@ def db(app):
         _db.session.remove()
 
 
+@pytest.fixture
+def sqlite_path(db):
+    """The test database's file, for tests of SQLite's own behaviour (skipped on PostgreSQL)."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only")
+    return db.engine.url.database
+
+
 class AuthActions:
     def __init__(self, client):
         self.client = client

@@ -125,13 +125,6 @@ def test_another_error_is_not_retried(database, sleeps):
 
 
 @pytest.fixture
-def sqlite_file(db):
-    if db.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite only")
-    return db.engine.url.database
-
-
-@pytest.fixture
 def tries(monkeypatch):
     """What intake's quick retries answered, delivery by delivery."""
     answers: list[bool] = []
@@ -144,7 +137,7 @@ def tries(monkeypatch):
     return answers
 
 
-def test_a_delivery_takes_the_write_lock_by_quick_retries(client, db, source, sqlite_file, tries):  # noqa: F811
+def test_a_delivery_takes_the_write_lock_by_quick_retries(client, db, source, sqlite_path, tries):  # noqa: F811
     resp = deliver(client, PAYLOAD, msg_id="quick")
     assert resp.status_code == 202, resp.get_json()
     assert tries == [True]
@@ -154,11 +147,11 @@ def test_a_delivery_waits_out_a_longer_write_in_the_busy_handler(
     client,
     db,
     source,  # noqa: F811
-    sqlite_file,
+    sqlite_path,
     monkeypatch,
 ):
     release = threading.Event()
-    holder, _ = _hold_write_lock(sqlite_file, release)
+    holder, _ = _hold_write_lock(sqlite_path, release)
     tries: list[bool] = []
 
     def retries_then_release(connection):
@@ -191,11 +184,11 @@ def test_a_lock_held_past_the_busy_timeout_is_a_503_and_the_retry_is_accepted(
     client,
     db,
     source,  # noqa: F811
-    sqlite_file,
+    sqlite_path,
     short_busy_timeout,
 ):
     release = threading.Event()
-    holder, _ = _hold_write_lock(sqlite_file, release)
+    holder, _ = _hold_write_lock(sqlite_path, release)
     try:
         resp = deliver(client, PAYLOAD, msg_id="locked-out")
     finally:

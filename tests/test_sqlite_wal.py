@@ -7,7 +7,6 @@ import sqlite3
 import threading
 import time
 
-import pytest
 import sqlalchemy as sa
 
 from crm import sqlite_wal
@@ -34,13 +33,6 @@ def _rows_in_the_database_file(path: str) -> int | None:
         return None
     finally:
         connection.close()
-
-
-@pytest.fixture
-def sqlite_path(db):
-    if db.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite only")
-    return db.engine.url.database
 
 
 def test_app_connections_leave_checkpoints_to_the_thread(db, sqlite_path):
