@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 BUSY_TIMEOUT_MS = 5000  # every SQLite connection's wait for a lock (crm/extensions.py)
 # Asked of time.sleep; Linux's timer slack makes it 100-150 µs. Asking 200 µs gave a fifth less
@@ -25,15 +27,28 @@ RETRY_EVERY = 0.00005
 RETRY_FOR = 0.020
 
 
+@contextmanager
+def busy_timeout(connection: sqlite3.Connection, milliseconds: int | None) -> Iterator[None]:
+    """Run the block with the connection's busy timeout at ``milliseconds`` (None: as it is),
+    then give the connection back the timeout it had."""
+    if milliseconds is None:
+        yield
+        return
+    previous = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+    try:
+        connection.execute(f"PRAGMA busy_timeout={int(milliseconds)}")
+        yield
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={int(previous)}")
+
+
 def try_begin_immediate(connection: sqlite3.Connection) -> bool:
     """Start a write transaction holding the write lock, trying again quickly while another
     connection holds it. True when the transaction has begun; False when the lock stayed taken
     for ``RETRY_FOR`` or a try failed for another reason; the caller then issues its own
     ``BEGIN IMMEDIATE`` with the connection's busy timeout in force, which waits, or raises the
     other error, as usual."""
-    busy_timeout = connection.execute("PRAGMA busy_timeout").fetchone()[0]
-    try:
-        connection.execute("PRAGMA busy_timeout=0")
+    with busy_timeout(connection, 0):
         give_up_at = time.monotonic() + RETRY_FOR
         while True:
             try:
@@ -44,5 +59,3 @@ def try_begin_immediate(connection: sqlite3.Connection) -> bool:
                 if not busy or time.monotonic() >= give_up_at:
                     return False
             time.sleep(RETRY_EVERY)
-    finally:
-        connection.execute(f"PRAGMA busy_timeout={int(busy_timeout)}")

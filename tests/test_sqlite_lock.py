@@ -170,14 +170,19 @@ def test_a_delivery_waits_out_a_longer_write_in_the_busy_handler(
 
 
 @pytest.fixture
-def short_busy_timeout(db, monkeypatch):
-    """Every connection waits 150 ms for a lock instead of 5 s (fresh connections, then fresh again)."""
-    monkeypatch.setattr(sqlite_lock, "BUSY_TIMEOUT_MS", 150)
+def short_busy_timeout(db):
+    """Every connection waits 150 ms for a lock instead of 5 s (fresh connections, then fresh
+    again with the real timeout: no connection made meanwhile may outlive the test)."""
+    real = sqlite_lock.BUSY_TIMEOUT_MS
+    sqlite_lock.BUSY_TIMEOUT_MS = 150
     db.session.remove()
     db.engine.dispose()
-    yield
-    db.session.remove()
-    db.engine.dispose()
+    try:
+        yield
+    finally:
+        sqlite_lock.BUSY_TIMEOUT_MS = real
+        db.session.remove()
+        db.engine.dispose()
 
 
 def test_a_lock_held_past_the_busy_timeout_is_a_503_and_the_retry_is_accepted(
@@ -201,3 +206,21 @@ def test_a_lock_held_past_the_busy_timeout_is_a_503_and_the_retry_is_accepted(
     retry = deliver(client, PAYLOAD, msg_id="locked-out")
     assert retry.status_code == 202, retry.get_json()
     assert json.loads(retry.get_data())["lead_id"] is not None
+
+
+def test_a_report_refresh_gives_up_after_its_own_wait_and_restores_the_busy_timeout(db, sqlite_path):
+    from datetime import UTC, datetime
+
+    from crm.services import report_rollups
+
+    release = threading.Event()
+    holder, _ = _hold_write_lock(sqlite_path, release)
+    try:
+        with pytest.raises(report_rollups.RefreshBusy):
+            report_rollups.refresh_report_rollups(db.session, datetime.now(UTC), "UTC", wait_seconds=0.1)
+        dbapi_connection = db.session.connection().connection.dbapi_connection
+        assert _busy_timeout(dbapi_connection) == sqlite_lock.BUSY_TIMEOUT_MS
+    finally:
+        release.set()
+        holder.join(5)
+        db.session.rollback()

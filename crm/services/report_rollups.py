@@ -48,6 +48,7 @@ from crm.models import (
 from crm.models.enums import AppointmentStatus
 from crm.services import reports
 from crm.services.reports import ReportRange
+from crm.sqlite_lock import busy_timeout
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,9 @@ def _lock(session, wait_seconds: float | None) -> None:
             # A write statement (matching no row) takes SQLite's one writer lock now, before the
             # state is read; busy_timeout bounds the wait.
             t = ReportRollupState.__table__
-            previous = session.execute(sa.text("PRAGMA busy_timeout")).scalar()
-            if wait_seconds is not None:
-                session.execute(sa.text(f"PRAGMA busy_timeout = {int(wait_seconds * 1000)}"))
-            try:
+            dbapi_connection = session.connection().connection.dbapi_connection
+            with busy_timeout(dbapi_connection, None if wait_seconds is None else int(wait_seconds * 1000)):
                 session.execute(sa.update(t).where(t.c.id == -1).values(refreshed_at=t.c.refreshed_at))
-            finally:
-                session.execute(sa.text(f"PRAGMA busy_timeout = {int(previous)}"))
     except sa.exc.OperationalError as exc:
         raise RefreshBusy("another report refresh is running") from exc
 
