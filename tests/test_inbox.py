@@ -145,6 +145,14 @@ def test_inbox_list_filters_and_paginates(client, db, source, admin, auth):
     assert html.count("badge status status-duplicate") == 1 and "status-accepted" not in html.split("<tbody>")[1]
     html = client.get("/admin/inbox?source=site").get_data(as_text=True)
     assert "Page 1 of" not in html and html.split("<tbody>")[1].count("<tr>") == 3
+    # The tab badges count what each tab would list under the same filter, not the whole inbox.
+    tabs = html.split("inbox-tabs")[1].split("</ul>")[0]
+    assert '>All <span class="badge text-bg-light">3</span>' in tabs
+    assert '>Rejected <span class="badge text-bg-light">1</span>' in tabs
+    html = client.get("/admin/inbox").get_data(as_text=True)
+    assert '>Rejected <span class="badge text-bg-light">56</span>' in html.split("inbox-tabs")[1].split("</ul>")[0]
+    html = client.get("/admin/inbox?channel=form").get_data(as_text=True)
+    assert '>All <span class="badge text-bg-light">0</span>' in html.split("inbox-tabs")[1].split("</ul>")[0]
     assert client.get("/admin/inbox?status=bogus").status_code == 200
 
 

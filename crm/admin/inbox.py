@@ -16,15 +16,31 @@ from crm.services import audit
 from crm.services import intake as intake_service
 
 
+def _source_and_channel(source: str | None, channel: str | None) -> list:
+    conditions = []
+    if source:
+        conditions.append(InboxItem.source_slug == source)
+    if channel:
+        conditions.append(InboxItem.channel == InboxChannel(channel))
+    return conditions
+
+
 def inbox_select(status: str | None = None, source: str | None = None, channel: str | None = None) -> sa.Select:
-    stmt = sa.select(InboxItem).order_by(InboxItem.id.desc())
+    stmt = sa.select(InboxItem).where(*_source_and_channel(source, channel)).order_by(InboxItem.id.desc())
     if status:
         stmt = stmt.where(InboxItem.status == InboxStatus(status))
-    if source:
-        stmt = stmt.where(InboxItem.source_slug == source)
-    if channel:
-        stmt = stmt.where(InboxItem.channel == InboxChannel(channel))
     return stmt
+
+
+def status_counts(source: str | None = None, channel: str | None = None) -> dict[str, int]:
+    """Items per status under the same source/channel filter as the list, so each tab's badge
+    is the number of rows that tab shows."""
+    stmt = (
+        sa.select(InboxItem.status, sa.func.count())
+        .where(*_source_and_channel(source, channel))
+        .group_by(InboxItem.status)
+    )
+    return {str(status): n for status, n in db.session.execute(stmt).all()}
 
 
 @bp.get("/inbox")
@@ -35,13 +51,12 @@ def inbox():
     channel = channel if channel in {c.value for c in InboxChannel} else None
     source = (request.args.get("source") or "").strip()[:80] or None
     page = db.paginate(inbox_select(status, source, channel), per_page=50, error_out=False)
-    counts = dict(db.session.execute(sa.select(InboxItem.status, sa.func.count()).group_by(InboxItem.status)).all())
     slugs = ["form"] + list(db.session.scalars(sa.select(WebhookSource.slug).order_by(WebhookSource.slug)))
     args = {k: v for k, v in {"status": status, "source": source, "channel": channel}.items() if v}
     return render_template(
         "admin/inbox.html",
         page=page,
-        counts={str(k): v for k, v in counts.items()},
+        counts=status_counts(source, channel),
         statuses=list(InboxStatus),
         channels=list(InboxChannel),
         slugs=slugs,
