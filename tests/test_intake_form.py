@@ -374,3 +374,24 @@ def test_database_unreachable_keeps_the_form_filled_in(client, db, conditions, m
     assert resp.status_code == 200 and "could not save your request" in html
     assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 0
     assert 'value="Casey"' in html and "Please text after 6." in html
+
+
+# ---------------------------------------------------------------- the patient's own words
+
+
+def test_words_typed_beside_a_listed_condition_are_kept_on_the_lead(client, db, conditions):
+    resp = client.post("/conditions/dystonia", data=form_data(condition_text="also neck pain since 2019"))
+    assert resp.status_code == 302
+    lead = db.session.scalar(sa.select(Lead))
+    assert lead.condition.slug == "dystonia" and lead.condition_text == "also neck pain since 2019"
+    item = db.session.scalar(sa.select(InboxItem))
+    assert json.loads(item.body)["condition_details"] == "also neck pain since 2019"
+
+
+@pytest.mark.parametrize("condition", ["other", "dystonia"])
+def test_a_too_long_description_is_flagged_under_the_box_it_was_typed_in(client, db, conditions, condition):
+    html = client.post("/request", data=form_data(condition=condition, condition_text="x" * 201)).get_data(as_text=True)
+    box = html.split('id="condition_text"')[1].split("<fieldset")[0]
+    assert "Use at most 200 characters." in box
+    assert "Use at most 200" not in html.split('id="condition"')[1].split('id="condition_text"')[0]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0

@@ -56,6 +56,7 @@ class RequestForm(FlaskForm):
     def intake_fields(self, condition_name: str | None) -> dict:
         """The submission in intake's field names (the consent text shown is stored with it)."""
         other = (self.condition_text.data or "").strip()
+        listed = bool(condition_name) and self.condition.data not in ("", OTHER)
         return {
             "first_name": self.first_name.data or "",
             "last_name": self.last_name.data or "",
@@ -64,7 +65,9 @@ class RequestForm(FlaskForm):
             "zip": self.zip.data or "",
             "street": self.street.data or "",
             "city": self.city.data or "",
-            "condition": other if (self.condition.data in ("", OTHER) or not condition_name) else condition_name,
+            "condition": condition_name if listed else other,
+            # Words typed beside a listed condition are the patient's description of it: kept.
+            "condition_details": other if listed else "",
             "message": self.message.data or "",
             "preferred_mode": self.preferred_mode.data or "either",
             "preferred_contact_method": self.preferred_contact_method.data or "phone",

@@ -30,6 +30,7 @@ FIELDS: dict[str, str] = {
     "city": "City (optional)",
     "state": "State, two-letter code or name (optional)",
     "condition": "Condition: a name, slug or the patient's own words (mapped through synonyms)",
+    "condition_details": "The patient's own words beside a listed condition (optional, at most 200 characters)",
     "message": "Free-text message (at most 2,000 characters)",
     "preferred_contact_method": "phone, text or email",
     "preferred_contact_time": "any, morning, afternoon or evening",

@@ -107,8 +107,9 @@ def _handle_post(form: RequestForm, conditions: list[Condition]):
     if not chosen and not fields["condition"]:
         errors.setdefault("condition", []).append("Choose a condition, or describe it in your own words.")
     if errors:
+        typed = bool((form.condition_text.data or "").strip())
         for name, messages in errors.items():
-            target = getattr(form, name, None) or form.condition
+            target = _error_field(form, name, typed_condition=typed and chosen is None)
             target.errors = list(target.errors or []) + messages
         return None
     try:
@@ -124,6 +125,14 @@ def _handle_post(form: RequestForm, conditions: list[Condition]):
         )
         return None
     return redirect(url_for("intake.thank_you"))
+
+
+def _error_field(form: RequestForm, name: str, *, typed_condition: bool):
+    """The form field an intake error belongs under: errors about the typed condition go under
+    the text box the patient typed it in, not under the list."""
+    if name == "condition_details" or (name == "condition" and typed_condition):
+        return form.condition_text
+    return getattr(form, name, None) or form.condition
 
 
 def _headers() -> dict[str, str]:

@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 DROPPED_HEADERS = {"webhook-signature", "authorization", "cookie", "proxy-authorization", "x-api-key", "set-cookie"}
 MAX_NAME = 100
 MAX_MESSAGE = 2000
-MAX_TEXT = {"street": 200, "city": 100, "condition": 200, "consent_text": 2000}
+MAX_TEXT = {"street": 200, "city": 100, "condition": 200, "condition_details": 200, "consent_text": 2000}
 TRACKING = {"landing_page_url": 500, "utm_source": 100, "utm_medium": 100, "utm_campaign": 100, "utm_term": 100}
 TRACKING["utm_content"] = 100
 RETRY_BASE = timedelta(minutes=1)
@@ -830,7 +830,8 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
 
     new_lead = {
         "condition_id": condition.id if condition else None,
-        "condition_text": clean["condition"][:200],
+        # The patient's own words when they gave some beside a listed condition, else what matched.
+        "condition_text": (clean.get("condition_details") or clean["condition"])[:200],
         "message": clean["message"],
         "preferred_mode": clean["preferred_mode"] or PreferredMode.EITHER,
         "source_kind": LeadSourceKind.FORM if item.channel == InboxChannel.FORM else LeadSourceKind.WEBHOOK,
