@@ -25,6 +25,11 @@ def wants_json() -> bool:
     return request.path.startswith(("/webhooks/", "/api/")) or request.accept_mimetypes.best == "application/json"
 
 
+# Public forms that clean pasted control characters themselves (crm/intake/forms.py) instead of
+# refusing the whole request: a patient cannot see them in what they pasted.
+PLAIN_TEXT_FORMS = frozenset({"intake.condition_page", "intake.request_form"})
+
+
 def error_response(code: int, message: str | None = None, headers: dict | None = None):
     message = message or MESSAGES.get(code, "Error")
     if wants_json():
@@ -71,7 +76,7 @@ def init_app(app) -> None:
         # Webhooks are left alone: their raw body is stored first and refused with a 422 by intake.
         from crm.services.intake import CONTROL_RE
 
-        if request.path.startswith("/webhooks/"):
+        if request.path.startswith("/webhooks/") or request.endpoint in PLAIN_TEXT_FORMS:
             return None
         # (Query strings are left to their forms' own validation; a value the database then refuses
         # is the DataError handler's 400.)

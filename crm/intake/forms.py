@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, RadioField, SelectField, StringField, TelField, TextAreaField
 from wtforms.validators import Optional
@@ -17,6 +19,18 @@ CONTACT_TIMES = [("any", "Any time"), ("morning", "Morning"), ("afternoon", "Aft
 VISIT_MODES = [("either", "Either is fine"), ("in_person", "In person"), ("telehealth", "Telehealth (video)")]
 OTHER = "other"
 TRACKING_FIELDS = ("landing_page_url", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+# Text pasted from documents can carry page and line-tab characters (and, rarely, other
+# invisible control characters): a patient cannot see or remove them, so the form turns the
+# breaks into line breaks and drops the rest rather than refusing the request.
+_PASTED_BREAKS = re.compile(r"[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_INVISIBLE_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1b\x1f\x7f]")
+
+
+def plain_text(value: str | None, *, multiline: bool = False) -> str:
+    text = _INVISIBLE_CONTROLS.sub("", value or "")
+    return _PASTED_BREAKS.sub("\n" if multiline else " ", text)
 
 
 class RequestForm(FlaskForm):
@@ -52,6 +66,12 @@ class RequestForm(FlaskForm):
             + [(c.slug, c.name) for c in conditions]
             + [(OTHER, "Something else / not sure")]
         )
+
+    def process(self, formdata=None, obj=None, data=None, extra_filters=None, **kwargs):
+        super().process(formdata, obj, data, extra_filters, **kwargs)
+        for f in self:
+            if isinstance(f.data, str):
+                f.data = plain_text(f.data, multiline=f.name == "message")
 
     def intake_fields(self, condition_name: str | None) -> dict:
         """The submission in intake's field names (the consent text shown is stored with it)."""

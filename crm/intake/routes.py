@@ -18,6 +18,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm.extensions import csrf, db, limiter
@@ -154,9 +155,6 @@ def _too_many(err):
 
 def _form_rate_limited(limit):
     """Too many submissions from this IP: show the form again, typed values kept, with a clear message."""
-    everything = _published()
-    form = RequestForm()
-    form.set_conditions(everything)
     retry = max(int(limit.reset_at - time.time()), 1)
     minutes = max(round(retry / 60), 1)
     plural = "s" if minutes != 1 else ""
@@ -164,6 +162,31 @@ def _form_rate_limited(limit):
         "We received several requests from your connection just now. "
         f"Please wait about {minutes} minute{plural} and send it again."
     )
+    return _form_again(message, 429, {"Retry-After": str(retry)})
+
+
+@bp.errorhandler(CSRFError)
+def _form_expired(err):
+    """The form's security token is missing or stale (the page was open for hours, the browser
+    dropped its cookies): show the form again with everything typed and a fresh token, rather
+    than an error page that loses the patient's request."""
+    if request.endpoint not in ("intake.condition_page", "intake.request_form"):
+        from crm.errors import error_response
+
+        return error_response(400, "Your form expired or was sent from elsewhere. Please reload the page.")
+    message = (
+        "This page was open for a while, so for your security we need you to press Book Appointment "
+        "once more. Everything you typed is still here. (If you see this again, please allow cookies "
+        "for this site.)"
+    )
+    return _form_again(message, 400)
+
+
+def _form_again(message: str, status: int, headers: dict[str, str] | None = None):
+    """The request form as posted (every typed value kept) with ``message`` above it."""
+    everything = _published()
+    form = RequestForm()
+    form.set_conditions(everything)
     slug = (request.view_args or {}).get("slug")
     condition = next((c for c in everything if c.slug == slug), None)
     if condition is not None:
@@ -177,7 +200,7 @@ def _form_rate_limited(limit):
         )
     else:
         html = render_template("public/request.html", form=form, consent_text=CONSENT_TEXT, notice=message)
-    return make_response(html, 429, {"Retry-After": str(retry)})
+    return make_response(html, status, headers or {})
 
 
 @bp.route("/conditions/<slug>", methods=["GET", "POST"])

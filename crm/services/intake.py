@@ -124,6 +124,9 @@ def _text(value: Any) -> str:
     if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
         value = ", ".join(str(v) for v in value)
     if isinstance(value, str):
+        # Browsers send a textarea's line breaks as CRLF but count them as one character
+        # against maxlength: count them the same way, or a message the browser allowed is refused.
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
         if CONTROL_RE.search(value):
             raise ValueError("Contains control characters; send plain text.")
         return value.strip()
