@@ -466,3 +466,44 @@ def test_database_unreachable_before_storing_is_503_with_retry_after(client, db,
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
     assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 0
     assert "retry" in resp.get_json()["error"]
+
+
+def test_a_source_that_maps_consent_needs_a_yes_in_every_delivery(client, db, source):
+    # An unticked checkbox is left out of a form post: no value is no consent, not an implied yes.
+    source.field_mapping = {"consent": "agree"}
+    db.session.commit()
+    resp = deliver(client, PAYLOAD, msg_id="no-consent")
+    assert resp.status_code == 422 and "consent" in resp.get_json()["fields"]
+    assert count(db, Patient) == 0
+    resp = deliver(client, dict(PAYLOAD, agree="I agree to be contacted"), msg_id="consented")
+    assert resp.status_code == 202
+
+
+def test_gravity_forms_without_the_consent_box_ticked_is_refused(client, db, source):
+    source.field_mapping = mapping_examples.GRAVITY_FORMS
+    db.session.commit()
+    unticked = {k: v for k, v in mapping_examples.GRAVITY_FORMS_EXAMPLE.items() if k != "7.1"}
+    resp = deliver(client, urlencode(unticked), content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 422 and "consent" in resp.get_json()["fields"]
+
+
+def test_an_implied_consent_does_not_replace_one_given_on_our_form(client, db, source):
+    from crm.intake.forms import CONSENT_TEXT
+
+    given_at = datetime(2026, 11, 1, 15, 0, tzinfo=UTC)
+    patient = Patient(
+        first_name="Robin", last_name="Hale", email="robin.hale@example.com", zip="33101",
+        consent_text=CONSENT_TEXT, consent_at=given_at, consent_ip="203.0.113.7",
+    )  # fmt: skip
+    db.session.add(patient)
+    db.session.commit()
+    assert deliver(client, PAYLOAD).status_code == 202  # no consent wording: implied by the sender
+    db.session.expire_all()
+    patient = db.session.get(Patient, patient.id)
+    assert patient.consent_text == CONSENT_TEXT and patient.consent_ip == "203.0.113.7"
+    assert patient.consent_at.replace(tzinfo=UTC) == given_at
+    # A delivery that carries its consent wording is the newer record and replaces it.
+    worded = dict(PAYLOAD, condition="other thing", consent=True, consent_text="Yes, call me (partner form v2)")
+    assert deliver(client, worded, msg_id="msg_2").status_code == 202
+    db.session.expire_all()
+    assert db.session.get(Patient, patient.id).consent_text == "Yes, call me (partner form v2)"

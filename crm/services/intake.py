@@ -792,8 +792,9 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
         contact["preferred_contact_method"] = clean["preferred_contact_method"]
     if clean["preferred_contact_time"]:
         contact["preferred_contact_time"] = clean["preferred_contact_time"]
+    consent: dict[str, Any] = {}
     if clean["consent"] is not False:
-        contact.update(consent_text=consent_text, consent_at=item.received_at or now, consent_ip=item.remote_ip)
+        consent = {"consent_text": consent_text, "consent_at": item.received_at or now, "consent_ip": item.remote_ip}
 
     returning = patient is not None
     # Plain statements on the session's connection (same transaction): the ORM's per-statement
@@ -809,6 +810,7 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             "updated_at": now,
             "preferred_contact_method": ContactMethod.PHONE,
             **contact,
+            **consent,
             **address,
         }
     else:
@@ -817,6 +819,11 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
         if {"zip", "street", "city", "state"} & set(filled):
             patient.geocode_status = GeocodeStatus.PENDING
             patient.geocode_next_at = now
+        # A consent recorded with its wording (our form's text, or a sender's consent_text) is
+        # evidence: a later delivery that only implies consent does not replace it.
+        wording_known = item.channel == InboxChannel.FORM or bool(clean["consent_text"])
+        if patient.consent_at is None or wording_known:
+            contact.update(consent)
         for name, value in contact.items():
             setattr(patient, name, value)
         target = dedupe.open_resubmission_target(patient, condition.id if condition else None, clean["condition"], now)
@@ -937,7 +944,7 @@ def _check(item: InboxItem | FreshItem, now: datetime) -> tuple[dict | None, Out
         raise RuntimeError(f"field mapping of source {item.source_slug!r} is unusable: {exc}") from exc
     clean, errors = validate_fields(
         raw,
-        require_consent=item.channel == InboxChannel.FORM,
+        require_consent=item.channel == InboxChannel.FORM or _maps_consent(item),
         require_email_and_phone=item.channel == InboxChannel.FORM,
     )
     if errors:
@@ -946,6 +953,13 @@ def _check(item: InboxItem | FreshItem, now: datetime) -> tuple[dict | None, Out
         item.next_attempt_at = None
         return None, Outcome("rejected", http_status=422, fields=errors)
     return clean, None
+
+
+def _maps_consent(item: InboxItem | FreshItem) -> bool:
+    """The source's mapping names a consent field: the sending form asks for consent, so a
+    delivery without a yes (an unticked checkbox is simply left out of the body) has none."""
+    source = item.source
+    return source is not None and "consent" in (source.field_mapping or {})
 
 
 def _accept(item: InboxItem | FreshItem, clean: dict, now: datetime) -> Outcome:
