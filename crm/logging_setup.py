@@ -10,6 +10,24 @@ EMAIL_RE = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-
 PHONE_RE = re.compile(r"(?<![\w.+])(\+\d{10,15}|\(?\d{3}\)?[\s.-]?\d{3}[\s.-]?\d{4})(?![\w.])")
 
 
+# Query strings in access logs (the dev server's, gunicorn's): a search box or a filter can hold
+# a patient's name or a phone number in a form no pattern recognises ("Zelda+Quixote",
+# "%2B13055550199"), so every value is masked except those of parameters known to hold none.
+QUERY_VALUE_RE = re.compile(r"([?&])([^=&\s\"'#?]+)=([^&\s\"'#]+)")
+SAFE_QUERY_KEYS = frozenset(
+    {
+        "page", "per_page", "view", "status", "sort", "order", "source", "channel", "show", "active",
+        "state", "condition", "assignee", "mode", "range", "start", "end", "days", "tab", "kind",
+        "action", "specialty", "radius", "utm_source", "utm_medium", "utm_campaign",
+    }
+)  # fmt: skip
+
+
+def _mask_query_value(match: re.Match) -> str:
+    sep, key, value = match.groups()
+    return match.group(0) if key in SAFE_QUERY_KEYS else f"{sep}{key}=***"
+
+
 def mask_email(value: str | None) -> str:
     if not value:
         return ""
@@ -25,6 +43,7 @@ def mask_phone(value: str | None) -> str:
 
 
 def scrub(text: str) -> str:
+    text = QUERY_VALUE_RE.sub(_mask_query_value, text)
     text = EMAIL_RE.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
     return PHONE_RE.sub(lambda m: mask_phone(m.group(1)), text)
 
