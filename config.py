@@ -70,6 +70,10 @@ class Config:
 
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
+    # Flask-Limiter would put Retry-After on every response (a 202 included), and a sender that
+    # honours it would hold back its next delivery: Retry-After stays on 429 and 503, which set it
+    # themselves, and the limiter's figure goes in a header of its own.
+    RATELIMIT_HEADER_RETRY_AFTER = "X-RateLimit-Retry-After"
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "30 per minute")
     LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)

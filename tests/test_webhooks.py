@@ -239,6 +239,22 @@ def test_rate_limit_is_429_with_retry_after(make_app, db, source):
     assert "error" in resp.get_json()
 
 
+def test_only_429_and_503_tell_the_sender_to_retry_after(make_app, db, source):
+    app = make_app(RATELIMIT_ENABLED=True, WEBHOOK_RATE_LIMIT="5 per minute")
+    resp = deliver(app.test_client(), PAYLOAD)
+    assert resp.status_code == 202 and "Retry-After" not in resp.headers
+    assert resp.headers["X-RateLimit-Remaining"] == "4"
+
+
+def test_made_up_source_slugs_share_one_allowance_per_ip(make_app, db, source):
+    app = make_app(RATELIMIT_ENABLED=True, WEBHOOK_RATE_LIMIT="3 per minute")
+    client = app.test_client()
+    codes = [deliver(client, PAYLOAD, slug=f"random-{i}", msg_id=f"r{i}").status_code for i in range(5)]
+    assert codes == [404, 404, 404, 429, 429]
+    assert count(db, InboxItem) == 3  # the refused ones are not stored
+    assert deliver(client, PAYLOAD).status_code == 202  # a real source keeps its own allowance
+
+
 def test_csrf_is_not_required(make_app, db, source):
     app = make_app(WTF_CSRF_ENABLED=True)
     assert deliver(app.test_client(), PAYLOAD).status_code == 202

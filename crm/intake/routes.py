@@ -39,8 +39,14 @@ def _webhook_limit() -> str:
 
 
 def _webhook_key() -> str:
-    """Per source and client IP: one busy integration does not throttle another."""
-    return f"{(request.view_args or {}).get('slug', '')}:{request.remote_addr}"
+    """Per source and client IP: one busy integration does not throttle another. Slugs that
+    name no active source share one allowance per IP, or made-up slugs would each get their own
+    (and every one of those deliveries is stored)."""
+    slug = (request.view_args or {}).get("slug", "")
+    source = intake.load_source(slug[:80])
+    if source is None or not source.active:
+        slug = "(no source)"
+    return f"{slug}:{request.remote_addr}"
 
 
 def _published() -> list[Condition]:
