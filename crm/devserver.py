@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -24,12 +25,23 @@ def main() -> None:
     crm_group = app.cli.commands.get("crm")
     if crm_group is not None and "scheduler" in getattr(crm_group, "commands", {}):
         scheduler = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "crm", "scheduler"])
+    # SIGTERM (kill, systemd, docker stop) stops the scheduler too, as Ctrl-C does; otherwise it
+    # would run on alone, holding the scheduler lock against the next start.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         app.run(host=args.host, port=args.port, use_reloader=False, threaded=True)
     finally:
         if scheduler is not None:
             scheduler.terminate()
-            scheduler.wait(timeout=10)
+            try:
+                scheduler.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                scheduler.kill()
+                scheduler.wait()
+
+
+def _exit_on_sigterm(_signum, _frame) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

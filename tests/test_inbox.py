@@ -200,6 +200,16 @@ def test_sources_add_and_rotate_cli(app, db):
     assert [s.secret for s in sources.active_secrets(src, datetime.now(UTC) + timedelta(hours=25))] == [new_secret]
     assert runner.invoke(args=["crm", "sources", "rotate", "nope"]).exit_code == 1
 
+    # A day later the first secret has expired; rotating again reports when the one it retires
+    # (the second) stops working, not the long-gone first one.
+    old.expires_at = datetime.now(UTC) - timedelta(hours=1)
+    db.session.commit()
+    result = runner.invoke(args=["crm", "sources", "rotate", "partner-site"])
+    assert result.exit_code == 0, result.output
+    db.session.expire_all()
+    second = next(s for s in sources.get_source("partner-site").secrets if s.secret == new_secret)
+    assert f"stays valid until {second.expires_at:%Y-%m-%d %H:%M} UTC" in result.output
+
 
 def test_sign_test_delivery_round_trips_through_the_webhook(client, db, source):
     from crm.intake.mapping_examples import TYPEFORM

@@ -53,7 +53,10 @@ def rotate(slug: str) -> None:
         _fail(str(exc))
     audit.record("rotate_secret", "webhook_source", source.id, detail={"via": "cli"})
     db.session.commit()
-    ends = min((s.expires_at for s in source.secrets if s.expires_at), default=None)
+    # The secrets still live besides the new one: the one just retired expires last (secrets of
+    # earlier rotations may still be live, expiring sooner, or long expired).
+    retired = [s for s in source_service.active_secrets(source, utcnow()) if s.secret != secret_value]
+    ends = max((s.expires_at for s in retired if s.expires_at), default=None)
     click.echo(f"secret: {secret_value}")
     if ends:
         click.echo(f"The previous secret stays valid until {ends:%Y-%m-%d %H:%M} UTC.")

@@ -1,0 +1,82 @@
+"""``make run``'s server process: stopping it stops the scheduler it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.split(")")[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
+def test_sigterm_stops_the_server_and_its_scheduler(tmp_path):
+    env = dict(
+        os.environ,
+        APP_CONFIG="config.DevelopmentConfig",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'dev.sqlite3'}",
+        RUN_SCHEDULER_IN_PROCESS="false",
+        LOG_LEVEL="WARNING",
+    )
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "crm.devserver", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    scheduler: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the dev server did not come up"
+                time.sleep(0.2)
+        scheduler += _children(server.pid)
+        assert len(scheduler) == 1
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        assert not _alive(scheduler[0]), "the scheduler outlived the server"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for pid in scheduler:  # never leave one running, whatever the outcome
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
