@@ -166,6 +166,19 @@ def test_inbox_item_view_shows_body_and_headers_and_is_audited(client, db, sourc
     assert client.get("/admin/inbox/999999").status_code == 404
 
 
+def test_a_form_encoded_body_is_shown_decoded_field_by_field(client, db, source, admin, auth):
+    from urllib.parse import urlencode
+
+    body = urlencode({"first_name": "Lee", "last_name": "Park", "email": "lee.park@example.com", "zip": "33101"})
+    signed = sign_payload(SECRET, body, msg_id="form-1")
+    headers = dict(signed.headers, **{"content-type": "application/x-www-form-urlencoded"})
+    item_id = client.post("/webhooks/intake/site", data=signed.body, headers=headers).get_json()["inbox_id"]
+    auth.as_user(admin)
+    html = client.get(f"/admin/inbox/{item_id}").get_data(as_text=True)
+    assert "(form fields, decoded)" in html
+    assert "&#34;email&#34;: &#34;lee.park@example.com&#34;" in html and "lee.park%40example.com" not in html
+
+
 def test_specialists_cannot_open_the_inbox(client, db, source, specialist, auth):
     auth.as_user(specialist)
     assert client.get("/admin/inbox").status_code == 403

@@ -67,11 +67,20 @@ def inbox():
     )
 
 
-def _pretty(item: InboxItem) -> str:
+def _pretty(item: InboxItem) -> tuple[str, str | None]:
+    """The body to show, and how it was decoded (None: as received). JSON is indented; a
+    form-encoded body is decoded into its fields (it is one long escaped line as received)."""
+    body = item.body or ""
+    if "x-www-form-urlencoded" in (item.content_type or ""):
+        try:
+            fields = intake_service.parse_body(body.encode("utf-8"), item.content_type)
+        except intake_service.PayloadError:
+            return body, None
+        return json.dumps(fields, indent=2, ensure_ascii=False), "form fields, decoded"
     try:
-        return json.dumps(json.loads(item.body), indent=2, sort_keys=False, ensure_ascii=False)
+        return json.dumps(json.loads(body), indent=2, sort_keys=False, ensure_ascii=False), None
     except (ValueError, TypeError):
-        return item.body or ""
+        return body, None
 
 
 @bp.get("/inbox/<int:item_id>")
@@ -80,8 +89,13 @@ def inbox_item(item_id: int):
     # The raw body is patient data: who looked at it is recorded.
     audit.record("view_inbox_item", "inbox_item", item.id, detail={"lead_id": item.lead_id})
     db.session.commit()
+    body, decoded_as = _pretty(item)
     return render_template(
-        "admin/inbox_item.html", item=item, body=_pretty(item), can_replay=intake_service.can_replay(item)
+        "admin/inbox_item.html",
+        item=item,
+        body=body,
+        decoded_as=decoded_as,
+        can_replay=intake_service.can_replay(item),
     )
 
 
