@@ -11,6 +11,13 @@
     }
   });
 
+  // A form that comes back with errors or a notice puts the keyboard focus on that message.
+  // After "load": the browser's scroll to the form's #fragment would otherwise take it back.
+  window.addEventListener("load", function () {
+    var message = document.querySelector("[data-focus-on-load]");
+    if (message) { message.focus(); }
+  });
+
   // Auto-submit filter selects marked with data-autosubmit.
   document.addEventListener("change", function (event) {
     if (event.target.matches("[data-autosubmit]")) {

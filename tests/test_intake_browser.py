@@ -47,19 +47,24 @@ def test_patient_requests_on_the_dystonia_page_and_a_specialist_finds_the_lead(s
     screenshot("intake-condition-page")
 
     # first a mistake: the form comes back with the error and everything typed kept
-    page.get_by_label("First name", exact=True).fill("Jordan")
-    page.get_by_label("Last name", exact=True).fill("Whitfield")
-    page.get_by_label("Email", exact=True).fill("jordan.whitfield@example.com")
-    page.get_by_label("Phone", exact=True).fill("(305) 555-0164")
-    page.get_by_label("ZIP code", exact=True).fill("331")
+    page.get_by_role("textbox", name="First name", exact=True).fill("Jordan")
+    page.get_by_role("textbox", name="Last name", exact=True).fill("Whitfield")
+    page.get_by_role("textbox", name="Email", exact=True).fill("jordan.whitfield@example.com")
+    page.get_by_role("textbox", name="Phone", exact=True).fill("(305) 555-0164")
+    page.get_by_role("textbox", name="ZIP code", exact=True).fill("331")
     page.get_by_label("Telehealth (video)").check()
     page.get_by_role("button", name="Book Appointment").click()
     page.wait_for_selector(".invalid-feedback")
-    assert page.get_by_label("Email", exact=True).input_value() == "jordan.whitfield@example.com"
+    # the keyboard focus lands on the summary of what went wrong, which links to each field
+    page.wait_for_load_state("load")
+    assert page.evaluate("document.activeElement.matches('.alert[data-focus-on-load]')")
+    page.locator(".form-error-list a", has_text="ZIP code").click()
+    assert page.evaluate("document.activeElement.id") == "zip"
+    assert page.get_by_role("textbox", name="Email", exact=True).input_value() == "jordan.whitfield@example.com"
     assert page.get_by_label("Telehealth (video)").is_checked()
     screenshot("intake-form-errors")
 
-    page.get_by_label("ZIP code", exact=True).fill("33101")
+    page.get_by_role("textbox", name="ZIP code", exact=True).fill("33101")
     page.locator("#consent").check()
     page.get_by_role("button", name="Book Appointment").click()
     page.wait_for_url(f"{base}/thank-you**")

@@ -222,6 +222,19 @@ def test_bad_input_reshows_the_form_with_the_error_and_every_typed_value(
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Patient)) == 0
 
 
+def test_errors_are_summarised_and_tied_to_their_fields_for_assistive_technology(client, db, conditions):
+    html = client.post("/conditions/dystonia", data=form_data(zip="3310", consent="")).get_data(as_text=True)
+    summary = html.split("data-focus-on-load")[1].split("</div>")[0]
+    assert '<a href="#zip">ZIP code</a>' in summary and '<a href="#consent">Agreement to be contacted</a>' in summary
+    consent = re.search(r"<input[^>]*id=\"consent\"[^>]*>", html).group(0)
+    assert 'aria-invalid="true"' in consent and 'aria-describedby="consent-err"' in consent
+    zip_input = re.search(r"<input[^>]*id=\"zip\"[^>]*>", html).group(0)
+    assert 'aria-required="true"' in zip_input and 'aria-describedby="zip-err"' in zip_input
+    street = re.search(r"<input[^>]*id=\"street\"[^>]*>", html).group(0)
+    assert 'aria-describedby="street-help"' in street and "aria-required" not in street
+    assert html.count('id="zip-err"') == 1
+
+
 def test_csrf_is_required(make_app, db, conditions):
     app = make_app(WTF_CSRF_ENABLED=True)
     client = app.test_client()
