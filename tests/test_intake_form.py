@@ -72,6 +72,25 @@ def test_condition_list_is_searchable_and_only_published(client, conditions):
     assert "could not find" in html and "/request" in html
 
 
+def test_condition_search_matches_word_starts_best_first_and_suggests_close_spellings(client, db):
+    ConditionFactory(name="Multiple sclerosis", slug="multiple-sclerosis", synonyms=["ms"], summary="Nerve damage.")
+    ConditionFactory(name="Chronic pain", slug="chronic-pain", synonyms=["back pain"], summary="Ongoing symptoms.")
+    ConditionFactory(name="Migraine", slug="migraine", synonyms=["headaches"], summary="Severe headaches.")
+    ConditionFactory(name="Painful neuropathy", slug="neuropathy", summary="Nerve pain.")
+    ConditionFactory(name="Cancer", slug="cancer", summary="Pain and nausea from cancer or its treatment.")
+    db.session.commit()
+
+    def found(q: str) -> list[str]:
+        html = client.get("/conditions", query_string={"q": q}).get_data(as_text=True)
+        return re.findall(r'class="condition-card[^"]*"[^>]*>\s*<[^>]*>([^<]+)<', html)
+
+    assert found("ms") == ["Multiple sclerosis"]  # not every summary that says "symptoms"
+    # the name first, then a name that starts the same, then the summaries
+    assert found("pain,") == ["Chronic pain", "Painful neuropathy", "Cancer"]
+    html = client.get("/conditions?q=migrane").get_data(as_text=True)
+    assert 'it sounds like <a href="/conditions/migraine">Migraine</a>' in html
+
+
 def test_condition_page_renders_safe_markdown_and_preselects_the_condition(client, conditions):
     resp = client.get("/conditions/dystonia?utm_source=ads&utm_campaign=fall")
     html = resp.get_data(as_text=True)

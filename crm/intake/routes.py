@@ -56,14 +56,34 @@ def _published() -> list[Condition]:
 
 
 def _search(conditions: list[Condition], q: str) -> list[Condition]:
-    words = q.lower().split()
+    """Conditions whose words start with every word typed ("ms" finds MS, not "symptoms"),
+    best first: the name or a synonym exactly, then matches in the name, then in the names and
+    synonyms, then anywhere in the summary."""
+    words = intake.words_of(q)
     if not words:
         return conditions
+    wanted = " ".join(words)
+    ranked = []
+    for c in conditions:
+        names = [c.name, c.slug.replace("-", " "), *(c.synonyms or [])]
+        if wanted in {" ".join(intake.words_of(n)) for n in names}:
+            rank = 0
+        else:
+            rank = next(
+                (
+                    i
+                    for i, text in enumerate([c.name, " ".join(names), " ".join([*names, c.summary or ""])], start=1)
+                    if _all_prefixes(words, intake.words_of(text))
+                ),
+                None,
+            )
+        if rank is not None:
+            ranked.append((rank, c.name.lower(), c))
+    return [c for *_, c in sorted(ranked, key=lambda r: r[:2])]
 
-    def haystack(c: Condition) -> str:
-        return " ".join([c.name, c.slug, c.summary or "", *(c.synonyms or [])]).lower()
 
-    return [c for c in conditions if all(w in haystack(c) for w in words)]
+def _all_prefixes(words: list[str], text_words: list[str]) -> bool:
+    return all(any(t.startswith(w) for t in text_words) for w in words)
 
 
 @bp.get("/healthz")
@@ -78,7 +98,7 @@ def conditions():
     found = _search(everything, q)
     suggestion = None
     if q and not found:
-        suggestion = intake.match_condition(q, everything)
+        suggestion = intake.match_condition(q, everything) or intake.close_condition(q, everything)
     return render_template(
         "public/conditions.html", conditions=found, q=q, total=len(everything), suggestion=suggestion
     )

@@ -28,6 +28,7 @@ This module owns its transactions; every other service function only flushes.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
@@ -260,8 +261,13 @@ def validate_fields(
 _WORD_RE = re.compile(r"[a-z0-9]+")
 
 
+def words_of(text: str | None) -> list[str]:
+    """Lower-cased words, punctuation dropped ("Crohn's, pain" -> crohn, s, pain)."""
+    return _WORD_RE.findall((text or "").lower())
+
+
 def _norm(text: str) -> str:
-    return " ".join(_WORD_RE.findall((text or "").lower()))
+    return " ".join(words_of(text))
 
 
 def match_condition(text: str, conditions: list[Condition]) -> Condition | None:
@@ -281,6 +287,20 @@ def match_condition(text: str, conditions: list[Condition]) -> Condition | None:
             if key and f" {key} " in padded and (best is None or len(key) > best[0]):
                 best = (len(key), c)
     return best[1] if best else None
+
+
+def close_condition(text: str, conditions: list) -> Condition | None:
+    """A condition whose name or synonym is spelled close to ``text`` ("migrane" -> Migraine),
+    for a "did you mean" link; None when nothing is close enough."""
+    wanted = _norm(text)
+    if len(wanted) < 4:  # short words are close to too many things
+        return None
+    by_name: dict[str, Condition] = {}
+    for c in conditions:
+        for n in [c.name, *(c.synonyms or [])]:
+            by_name.setdefault(_norm(n), c)
+    close = difflib.get_close_matches(wanted, list(by_name), n=1, cutoff=0.8)
+    return by_name[close[0]] if close else None
 
 
 CONDITIONS_TTL = 30.0  # seconds another worker may use a condition list from before an admin's edit
