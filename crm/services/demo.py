@@ -210,9 +210,13 @@ def _demo_leads(rng, count, zips, conditions, doctors, specialists, source, now)
         st = rng.choice(PATIENT_EXTRA_STATES) if rng.random() < 0.08 else rng.choice(DEMO_STATES)
         z = rng.choice(zips[st])
         first, last = rng.choice(FIRST), rng.choice(LAST)
-        # New leads are recent (the queue's SLA clock); closed ones older.
-        if status == LeadStatus.NEW:
-            created = now - timedelta(minutes=rng.randint(3, 60 * 30))
+        # New leads are recent, inside the 15-minute speed-to-lead target, except a few left
+        # waiting for hours (so the SLA alerts have something to show, not one per lead); the
+        # others are older.
+        if status == LeadStatus.NEW and i % 5:
+            created = now - timedelta(minutes=rng.randint(2, 12))
+        elif status == LeadStatus.NEW:
+            created = now - timedelta(minutes=rng.randint(60, 60 * 30))
         else:
             created = now - timedelta(days=rng.randint(1, 29), minutes=rng.randint(0, 600))
         patient = Patient(
@@ -284,6 +288,7 @@ def _advance(rng, lead, target, specialists, doctors, created, now):
         return
     t += timedelta(minutes=rng.randint(1, 30))
     lead.attempts += 1
+    lead.first_contact_at = t  # the first call attempt meets the speed-to-lead target, as in the app
     _event(lead, owner, EventKind.CALL_ATTEMPT, {"outcome": CallOutcome.NO_ANSWER.value}, t)
     _transition(lead, owner, LeadStatus.ATTEMPTING, t)
     if target == LeadStatus.ATTEMPTING:
@@ -298,7 +303,6 @@ def _advance(rng, lead, target, specialists, doctors, created, now):
         return
     t += timedelta(hours=rng.randint(1, 20))
     lead.attempts += 1
-    lead.first_contact_at = t
     _event(lead, owner, EventKind.CALL_ATTEMPT, {"outcome": CallOutcome.REACHED.value}, t)
     _transition(lead, owner, LeadStatus.CONTACTED, t)
     _event(lead, owner, EventKind.NOTE, {"text": "Spoke with the patient; looking for a physician nearby."}, t)
