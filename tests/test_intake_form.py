@@ -122,6 +122,12 @@ def test_thank_you_says_what_happens_next(client):
     assert "What happens next" in html or "what happens next" in html
 
 
+def test_pages_name_our_own_icon(client, conditions):
+    html = client.get("/conditions").get_data(as_text=True)
+    assert 'rel="icon" href="/static/favicon.svg"' in html
+    assert client.get("/static/favicon.svg").status_code == 200
+
+
 def test_healthz(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
 
