@@ -484,6 +484,21 @@ def test_database_unreachable_before_storing_is_503_with_retry_after(client, db,
     assert "retry" in resp.get_json()["error"]
 
 
+def test_database_unreachable_is_503_also_with_the_rate_limit_on(make_app, db, source, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from crm.services import intake
+
+    def down(*args, **kwargs):
+        raise OperationalError("SELECT webhook_sources", {}, Exception("could not connect"))
+
+    client = make_app(RATELIMIT_ENABLED=True).test_client()
+    intake.forget_sources()  # the rate limit's key looks the source up first
+    monkeypatch.setattr(intake, "load_source", down)
+    resp = deliver(client, PAYLOAD)
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
+
+
 def test_a_source_that_maps_consent_needs_a_yes_in_every_delivery(client, db, source):
     # An unticked checkbox is left out of a form post: no value is no consent, not an implied yes.
     source.field_mapping = {"consent": "agree"}
