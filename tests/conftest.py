@@ -59,7 +59,10 @@ def app(database_url):
 @pytest.fixture
 def make_app(database_url):
     """Another app on the same database with config overrides (e.g. rate limits on)."""
+    from crm.extensions import limiter
+
     made = []
+    limits_on = limiter.enabled
 
     def factory(**overrides):
         made.append(build_app(database_url, **overrides))
@@ -70,6 +73,11 @@ def make_app(database_url):
         with a.app_context():
             _db.session.remove()
             _db.engine.dispose()
+    # The limiter is one object for every app: an app made with limits on would leave them on
+    # (and its counts) for the tests that follow.
+    if any(a.config.get("RATELIMIT_ENABLED") for a in made):
+        limiter.reset()
+    limiter.enabled = limits_on
 
 
 def _wipe(app) -> None:

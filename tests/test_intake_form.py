@@ -85,6 +85,8 @@ def test_condition_search_matches_word_starts_best_first_and_suggests_close_spel
         return re.findall(r'class="condition-card[^"]*"[^>]*>\s*<[^>]*>([^<]+)<', html)
 
     assert found("ms") == ["Multiple sclerosis"]  # not every summary that says "symptoms"
+    assert found("—") == []  # only a symbol: nothing found, not everything
+    assert "could not find" in client.get("/conditions?q=%E2%80%94").get_data(as_text=True)
     # the name first, then a name that starts the same, then the summaries
     assert found("pain,") == ["Chronic pain", "Painful neuropathy", "Cancer"]
     html = client.get("/conditions?q=migrane").get_data(as_text=True)
@@ -258,6 +260,10 @@ def test_errors_are_summarised_and_tied_to_their_fields_for_assistive_technology
     street = re.search(r"<input[^>]*id=\"street\"[^>]*>", html).group(0)
     assert 'aria-describedby="street-help"' in street and "aria-required" not in street
     assert html.count('id="zip-err"') == 1
+    # the visit-mode radios are one group: the summary's link lands on it and its error is tied to it
+    html = client.post("/request", data=form_data(preferred_mode="teleport")).get_data(as_text=True)
+    assert '<a href="#preferred_mode">' in html
+    assert re.search(r'<fieldset[^>]*id="preferred_mode"[^>]*aria-describedby="preferred_mode-err"', html)
 
 
 def test_csrf_is_required(make_app, db, conditions):
@@ -276,11 +282,17 @@ def test_an_expired_form_comes_back_with_everything_typed_and_a_fresh_token(make
     """The session cookie is gone (tab restored after hours, cookies cleared): no error page."""
     app = make_app(WTF_CSRF_ENABLED=True)
     client = app.test_client()
-    resp = client.post("/conditions/dystonia", data=form_data(csrf_token="stale-token-from-a-lost-session"))
+    resp = client.post(
+        "/conditions/dystonia",
+        data=form_data(csrf_token="stale-token-from-a-lost-session"),
+        headers={"Sec-Fetch-Site": "same-origin"},
+    )
     html = resp.get_data(as_text=True)
     assert resp.status_code == 400
-    assert "press Book Appointment once more" in html and "Everything you typed is still here" in html
+    assert "tick the agreement box again" in html and "Everything else you typed is still here" in html
     assert 'value="Casey"' in html and "Please text after 6." in html and 'value="0123456789abcdef' in html
+    consent = re.search(r"<input[^>]*id=\"consent\"[^>]*>", html).group(0)
+    assert "checked" not in consent  # consent is the patient's own tick, never carried over
     fresh = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
     assert fresh != "stale-token-from-a-lost-session"
     assert client.post("/conditions/dystonia", data=form_data(csrf_token=fresh)).status_code == 302
@@ -290,6 +302,17 @@ def test_an_expired_form_comes_back_with_everything_typed_and_a_fresh_token(make
     assert other.status_code == 400 and 'value="Robin"' in other.get_data(as_text=True)
 
 
+def test_a_cross_site_post_is_not_echoed_back_filled_in(make_app, db, conditions):
+    client = make_app(WTF_CSRF_ENABLED=True).test_client()
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://broker.example.net"}):
+        resp = client.post("/conditions/dystonia", data=form_data(), headers=headers)
+        html = resp.get_data(as_text=True)
+        assert resp.status_code == 400 and "please fill in the form on this page" in html
+        assert "Casey" not in html and "Please text after 6." not in html and "0123456789abcdef" not in html
+        assert "checked" not in re.search(r"<input[^>]*id=\"consent\"[^>]*>", html).group(0)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 0
+
+
 def test_error_pages_send_patients_to_the_conditions_not_the_staff_sign_in(client, conditions):
     html = client.get("/conditions/no-such-thing").get_data(as_text=True)
     assert 'href="/conditions"' in html and "/login" not in html.split("<main")[-1]
@@ -297,7 +320,7 @@ def test_error_pages_send_patients_to_the_conditions_not_the_staff_sign_in(clien
 
 def test_a_message_with_line_breaks_counts_them_as_the_browser_does(client, db, conditions):
     # Browsers send each line break as CRLF but count it as one character against maxlength.
-    message = "x" * 1700 + "\r\n" * 300  # 2,000 characters as typed, 2,300 as sent
+    message = "ab\r\n" * 600 + "end"  # 1,803 characters as typed, 2,403 as sent
     assert len(message.replace("\r\n", "\n")) <= 2000 < len(message)
     assert client.post("/request", data=form_data(message=message)).status_code == 302
     assert "\r" not in db.session.scalar(sa.select(Lead)).message
@@ -464,6 +487,18 @@ def test_words_typed_beside_a_listed_condition_are_kept_on_the_lead(client, db, 
     assert lead.condition.slug == "dystonia" and lead.condition_text == "also neck pain since 2019"
     item = db.session.scalar(sa.select(InboxItem))
     assert json.loads(item.body)["condition_details"] == "also neck pain since 2019"
+
+
+def test_new_words_in_a_folded_resubmission_reach_the_lead_timeline(client, db, conditions, specialist, auth):
+    client.post("/conditions/dystonia", data=form_data(condition_text="neck"))
+    again = form_data(idempotency_token="e" * 32, condition_text="now also tremor in both hands")
+    assert client.post("/conditions/dystonia", data=again).status_code == 302
+    lead = db.session.scalar(sa.select(Lead))
+    folded = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.RESUBMITTED)).one()
+    assert folded.lead_id == lead.id and folded.data["condition_details"] == "now also tremor in both hands"
+    auth.as_user(specialist)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "In the patient's words: “now also tremor in both hands”" in page
 
 
 @pytest.mark.parametrize("condition", ["other", "dystonia"])

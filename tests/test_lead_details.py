@@ -109,6 +109,12 @@ def test_a_new_condition_is_checked_and_matched_again(client, db, desk, auth, sp
     db.session.expire_all()
     lead = db.session.get(Lead, lead.id)
     assert lead.condition_id == desk["insomnia"].id and lead.condition_text == ""
+    # what the patient had typed described the old condition: kept in the edit's event and shown
+    edited = db.session.scalars(
+        sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id, LeadEvent.kind == EventKind.UPDATED)
+    ).one()
+    assert edited.data["condition_text_was"] == "dystonia"
+    assert "The patient had written: “dystonia”" in client.get(f"/leads/{lead.id}").get_data(as_text=True)
     assert lead.eligibility["eligible"] is False  # insomnia does not qualify in Florida
     matched = db.session.scalars(
         sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id, LeadEvent.kind == EventKind.MATCHED)

@@ -499,6 +499,19 @@ def test_database_unreachable_is_503_also_with_the_rate_limit_on(make_app, db, s
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
 
 
+def test_condition_details_beside_an_unmatched_condition_keep_both_and_still_fold(client, db, source):
+    payload = dict(PAYLOAD, condition="fibromyalgia flare-ups", condition_details="worse at night")
+    first = deliver(client, payload, msg_id="d1")
+    assert first.status_code == 202
+    lead = db.session.get(Lead, first.get_json()["lead_id"])
+    assert lead.condition_id is None and lead.condition_text == "fibromyalgia flare-ups"
+    assert lead.events[0].data["condition_details"] == "worse at night"
+    again = deliver(client, dict(payload, condition_details="and in the mornings"), msg_id="d2")
+    assert again.status_code == 200 and again.get_json() == {"status": "resubmitted", "lead_id": lead.id}
+    folded = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.RESUBMITTED)).one()
+    assert folded.data["condition_details"] == "and in the mornings"
+
+
 def test_a_source_that_maps_consent_needs_a_yes_in_every_delivery(client, db, source):
     # An unticked checkbox is left out of a form post: no value is no consent, not an implied yes.
     source.field_mapping = {"consent": "agree"}

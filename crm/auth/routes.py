@@ -43,7 +43,8 @@ def login():
             audit.record("login_failed", "user", None, detail={"reason": "throttled"})
             db.session.commit()
             flash(lock_message, "danger")
-            return render_template("auth/login.html", form=form), 429
+            retry = max(int(cfg["LOGIN_LOCKOUT"].total_seconds()), 1)
+            return render_template("auth/login.html", form=form), 429, {"Retry-After": str(retry)}
         result = accounts.sign_in(
             form.email.data, form.password.data, max_failures=cfg["LOGIN_MAX_FAILURES"], lockout=cfg["LOGIN_LOCKOUT"]
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import (
@@ -42,9 +43,9 @@ def _webhook_key() -> str:
     """Per source and client IP: one busy integration does not throttle another. Slugs that
     name no active source share one allowance per IP, or made-up slugs would each get their own
     (and every one of those deliveries is stored)."""
-    slug = (request.view_args or {}).get("slug", "")
+    slug = (request.view_args or {}).get("slug", "")[:80]  # as the view looks it up
     try:
-        source = intake.load_source(slug[:80])
+        source = intake.load_source(slug)
     except SQLAlchemyError:
         # The database is down: key by the slug as given and let the view answer 503.
         db.session.rollback()
@@ -65,8 +66,8 @@ def _search(conditions: list[Condition], q: str) -> list[Condition]:
     best first: the name or a synonym exactly, then matches in the name, then in the names and
     synonyms, then anywhere in the summary."""
     words = intake.words_of(q)
-    if not words:
-        return conditions
+    if not words:  # nothing typed lists everything; only punctuation or symbols finds nothing
+        return [] if q.strip() else conditions
     wanted = " ".join(words)
     ranked = []
     for c in conditions:
@@ -205,19 +206,45 @@ def _form_expired(err):
         from crm.errors import error_response
 
         return error_response(400, "Your form expired or was sent from elsewhere. Please reload the page.")
+    if not _posted_from_our_site():
+        # A post from another site (what CSRF protection is for) is not echoed back filled in.
+        message = "For your security, please fill in the form on this page to request an appointment."
+        return _form_again(message, 400, keep_values=False)
     message = (
-        "This page was open for a while, so for your security we need you to press Book Appointment "
-        "once more. Everything you typed is still here. (If you see this again, please allow cookies "
-        "for this site.)"
+        "This page was open for a while, so for your security please tick the agreement box again "
+        "and press Book Appointment once more. Everything else you typed is still here. (If you see "
+        "this again, please allow cookies for this site.)"
     )
-    return _form_again(message, 400)
+    return _form_again(message, 400, keep_consent=False)
 
 
-def _form_again(message: str, status: int, headers: dict[str, str] | None = None):
-    """The request form as posted (every typed value kept) with ``message`` above it."""
+def _posted_from_our_site() -> bool:
+    """Browsers say where a form post came from (Sec-Fetch-Site, else Origin); one that says
+    nothing (an old browser) is taken as ours, so its typed values are not lost."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    return not origin or urlsplit(origin).netloc == request.host
+
+
+def _form_again(
+    message: str,
+    status: int,
+    headers: dict[str, str] | None = None,
+    *,
+    keep_values: bool = True,
+    keep_consent: bool = True,
+):
+    """The request form as posted (every typed value kept unless told otherwise) with ``message``
+    above it. Consent is never carried over a security refusal: it must be the patient's own tick."""
     everything = _published()
-    form = RequestForm()
+    form = RequestForm() if keep_values else RequestForm(formdata=None)
     form.set_conditions(everything)
+    if not keep_values:
+        form.idempotency_token.data = uuid.uuid4().hex
+    if not keep_consent:
+        form.consent.data = False
     slug = (request.view_args or {}).get("slug")
     condition = next((c for c in everything if c.slug == slug), None)
     if condition is not None:

@@ -799,6 +799,11 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     a returning patient is updated through the ORM.
     """
     condition = resolve_condition(clean["condition"])
+    # The patient's own words beside a listed condition become the lead's condition text; when
+    # the condition matched nothing, the text stays what was sent as the condition (the 24-hour
+    # fold compares it) and the words go in the lead's first event.
+    details = clean.get("condition_details") or ""
+    condition_text = (details if condition is not None and details else clean["condition"])[:200]
     dedupe.lock_contact(clean["email"], clean["phone"])
     patient = dedupe.find_patient(clean["email"], clean["phone"])
     address = {k: clean[k] for k in ("email", "phone", "street", "city", "state", "zip") if clean.get(k)}
@@ -852,6 +857,8 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             data = _source_info(item)
             if clean["message"] and clean["message"] != target.message:
                 data["message"] = clean["message"]
+            if details and details != target.condition_text:
+                data["condition_details"] = details
             if clean["preferred_mode"] and clean["preferred_mode"] != target.preferred_mode:
                 data["preferred_mode"] = str(clean["preferred_mode"])
             add_event(target, EventKind.RESUBMITTED, data, at=now)
@@ -860,8 +867,7 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
 
     new_lead = {
         "condition_id": condition.id if condition else None,
-        # The patient's own words when they gave some beside a listed condition, else what matched.
-        "condition_text": (clean.get("condition_details") or clean["condition"])[:200],
+        "condition_text": condition_text,
         "message": clean["message"],
         "preferred_mode": clean["preferred_mode"] or PreferredMode.EITHER,
         "source_kind": LeadSourceKind.FORM if item.channel == InboxChannel.FORM else LeadSourceKind.WEBHOOK,
@@ -880,6 +886,8 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     }
     event = {"kind": EventKind.CREATED, "created_at": now}
     event_data = {"returning_patient": returning, "condition": condition.slug if condition else None}
+    if details and details != condition_text:
+        event_data["condition_details"] = details
     if patient is None and isinstance(item, FreshItem) and conn.dialect.name == "postgresql":
         return "accepted", _create_in_one_statement(conn, item, new_patient, new_lead, event, event_data, now)
     if patient is None:

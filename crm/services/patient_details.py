@@ -130,14 +130,17 @@ def update_details(
         setattr(patient, name, values[name])
     for name in lead_changed:
         setattr(lead, name, values[name])
+    event = {"fields": result.changed}
     if "condition_id" in lead_changed:
         # The relationship too: eligibility and matching read lead.condition, not the column.
         lead.condition = db.session.get(Condition, values["condition_id"]) if values["condition_id"] else None
-        lead.condition_text = ""  # the typed text described the old condition
+        if lead.condition_text:  # the typed text described the old condition: kept in the event
+            event["condition_text_was"] = lead.condition_text
+        lead.condition_text = ""
     if "date_of_birth" in patient_changed and values["date_of_birth"] is not None:
         patient.age_confirmed = True
     lead.last_activity_at = now
-    add_event(lead, EventKind.UPDATED, {"fields": result.changed}, actor=actor, at=now)
+    add_event(lead, EventKind.UPDATED, event, actor=actor, at=now)
     audit.record(
         "edit_details", "lead", lead.id, user=actor, detail={"patient_id": patient.id, "fields": result.changed}
     )
