@@ -25,7 +25,10 @@ def _free_port() -> int:
 def _children(pid: int) -> list[int]:
     children = []
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a request thread that ended meanwhile
+            continue
     return children
 
 
