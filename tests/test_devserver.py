@@ -35,10 +35,10 @@ def _children(pid: int) -> list[int]:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.split(")")[1].split()[0] != "Z"
+    return stat.split(")")[1].split()[0] != "Z"  # a zombie has exited
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
