@@ -305,11 +305,15 @@ def test_an_expired_form_comes_back_with_everything_typed_and_a_fresh_token(make
 def test_a_cross_site_post_is_not_echoed_back_filled_in(make_app, db, conditions):
     client = make_app(WTF_CSRF_ENABLED=True).test_client()
     for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://broker.example.net"}):
-        resp = client.post("/conditions/dystonia", data=form_data(), headers=headers)
+        resp = client.post("/conditions/dystonia", data=form_data(condition="chronic-pain"), headers=headers)
         html = resp.get_data(as_text=True)
         assert resp.status_code == 400 and "please fill in the form on this page" in html
         assert "Casey" not in html and "Please text after 6." not in html and "0123456789abcdef" not in html
         assert "checked" not in re.search(r"<input[^>]*id=\"consent\"[^>]*>", html).group(0)
+        assert re.search(r'<option selected value="dystonia">|<option value="dystonia" selected>', html)
+    # a sibling site of ours (e.g. the directory's subdomain) is ours: the typing comes back
+    resp = client.post("/conditions/dystonia", data=form_data(), headers={"Sec-Fetch-Site": "same-site"})
+    assert 'value="Casey"' in resp.get_data(as_text=True)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 0
 
 

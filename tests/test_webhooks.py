@@ -499,17 +499,31 @@ def test_database_unreachable_is_503_also_with_the_rate_limit_on(make_app, db, s
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
 
 
-def test_condition_details_beside_an_unmatched_condition_keep_both_and_still_fold(client, db, source):
-    payload = dict(PAYLOAD, condition="fibromyalgia flare-ups", condition_details="worse at night")
+def test_condition_details_beside_an_unmatched_condition_stay_on_the_lead_and_fold_only_when_the_same(
+    client, db, source
+):
+    payload = dict(PAYLOAD, condition="Other", condition_details="fibromyalgia")
     first = deliver(client, payload, msg_id="d1")
     assert first.status_code == 202
     lead = db.session.get(Lead, first.get_json()["lead_id"])
-    assert lead.condition_id is None and lead.condition_text == "fibromyalgia flare-ups"
-    assert lead.events[0].data["condition_details"] == "worse at night"
-    again = deliver(client, dict(payload, condition_details="and in the mornings"), msg_id="d2")
+    assert lead.condition_id is None and lead.condition_text == "Other — fibromyalgia"
+    again = deliver(client, payload, msg_id="d2")  # the same request again: folded
     assert again.status_code == 200 and again.get_json() == {"status": "resubmitted", "lead_id": lead.id}
     folded = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.RESUBMITTED)).one()
-    assert folded.data["condition_details"] == "and in the mornings"
+    assert "condition_details" not in folded.data  # nothing new to record
+    other = deliver(client, dict(payload, condition_details="PTSD nightmares"), msg_id="d3")
+    assert other.status_code == 202 and other.get_json()["lead_id"] != lead.id  # another condition
+    only_words = deliver(client, dict(PAYLOAD, condition="", condition_details="back pain"), msg_id="d4")
+    assert db.session.get(Lead, only_words.get_json()["lead_id"]).condition_text == "back pain"
+
+
+def test_a_long_slug_variant_shares_its_sources_rate_limit(make_app, db, source):
+    src = db.session.get(WebhookSource, source.id)
+    src.slug = "s" * 80
+    db.session.commit()
+    client = make_app(RATELIMIT_ENABLED=True, WEBHOOK_RATE_LIMIT="2 per minute").test_client()
+    codes = [deliver(client, PAYLOAD, slug="s" * 80 + tail, msg_id=f"v{tail}").status_code for tail in ("", "x", "y")]
+    assert codes == [202, 200, 429]  # the view reads the first 80 characters: so does the limit
 
 
 def test_a_source_that_maps_consent_needs_a_yes_in_every_delivery(client, db, source):

@@ -222,8 +222,8 @@ def _posted_from_our_site() -> bool:
     """Browsers say where a form post came from (Sec-Fetch-Site, else Origin); one that says
     nothing (an old browser) is taken as ours, so its typed values are not lost."""
     site = request.headers.get("Sec-Fetch-Site")
-    if site is not None:
-        return site in ("same-origin", "none")
+    if site is not None:  # same-site: a sibling subdomain, e.g. the directory in front of us
+        return site in ("same-origin", "same-site", "none")
     origin = request.headers.get("Origin")
     return not origin or urlsplit(origin).netloc == request.host
 
@@ -241,11 +241,12 @@ def _form_again(
     everything = _published()
     form = RequestForm() if keep_values else RequestForm(formdata=None)
     form.set_conditions(everything)
+    slug = (request.view_args or {}).get("slug")
     if not keep_values:
         form.idempotency_token.data = uuid.uuid4().hex
+        form.condition.data = slug if any(c.slug == slug for c in everything) else ""
     if not keep_consent:
         form.consent.data = False
-    slug = (request.view_args or {}).get("slug")
     condition = next((c for c in everything if c.slug == slug), None)
     if condition is not None:
         html = render_template(

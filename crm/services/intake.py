@@ -799,11 +799,15 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     a returning patient is updated through the ORM.
     """
     condition = resolve_condition(clean["condition"])
-    # The patient's own words beside a listed condition become the lead's condition text; when
-    # the condition matched nothing, the text stays what was sent as the condition (the 24-hour
-    # fold compares it) and the words go in the lead's first event.
+    # The patient's own words beside a listed condition become the lead's condition text. When
+    # the condition matched nothing, the text is what was sent and the words together ("Other —
+    # fibromyalgia"): the 24-hour fold compares that text, so the same words fold and other
+    # words (another condition) do not.
     details = clean.get("condition_details") or ""
-    condition_text = (details if condition is not None and details else clean["condition"])[:200]
+    if condition is not None:
+        condition_text = (details or clean["condition"])[:200]
+    else:
+        condition_text = " — ".join(t for t in (clean["condition"], details) if t)[:200]
     dedupe.lock_contact(clean["email"], clean["phone"])
     patient = dedupe.find_patient(clean["email"], clean["phone"])
     address = {k: clean[k] for k in ("email", "phone", "street", "city", "state", "zip") if clean.get(k)}
@@ -851,14 +855,14 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             contact.update(consent)
         for name, value in contact.items():
             setattr(patient, name, value)
-        target = dedupe.open_resubmission_target(patient, condition.id if condition else None, clean["condition"], now)
+        target = dedupe.open_resubmission_target(patient, condition.id if condition else None, condition_text, now)
         if target is not None:
             _settle(item, "resubmitted", target.id, now)
             data = _source_info(item)
             if clean["message"] and clean["message"] != target.message:
                 data["message"] = clean["message"]
-            if details and details != target.condition_text:
-                data["condition_details"] = details
+            if details and details not in (target.condition_text or ""):
+                data["condition_details"] = details  # new words about the same listed condition
             if clean["preferred_mode"] and clean["preferred_mode"] != target.preferred_mode:
                 data["preferred_mode"] = str(clean["preferred_mode"])
             add_event(target, EventKind.RESUBMITTED, data, at=now)
@@ -886,8 +890,6 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     }
     event = {"kind": EventKind.CREATED, "created_at": now}
     event_data = {"returning_patient": returning, "condition": condition.slug if condition else None}
-    if details and details != condition_text:
-        event_data["condition_details"] = details
     if patient is None and isinstance(item, FreshItem) and conn.dialect.name == "postgresql":
         return "accepted", _create_in_one_statement(conn, item, new_patient, new_lead, event, event_data, now)
     if patient is None:

@@ -131,11 +131,15 @@ def update_details(
     for name in lead_changed:
         setattr(lead, name, values[name])
     event = {"fields": result.changed}
+    old_condition = lead.condition
     if "condition_id" in lead_changed:
         # The relationship too: eligibility and matching read lead.condition, not the column.
         lead.condition = db.session.get(Condition, values["condition_id"]) if values["condition_id"] else None
-        if lead.condition_text:  # the typed text described the old condition: kept in the event
-            event["condition_text_was"] = lead.condition_text
+        # Words the patient typed (not just the old condition's name) described the old condition:
+        # kept in the event rather than erased.
+        typed = (lead.condition_text or "").strip()
+        if typed and (old_condition is None or typed.lower() != old_condition.name.lower()):
+            event["condition_text_was"] = typed
         lead.condition_text = ""
     if "date_of_birth" in patient_changed and values["date_of_birth"] is not None:
         patient.age_confirmed = True
