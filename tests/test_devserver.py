@@ -78,8 +78,13 @@ def test_sigterm_stops_the_server_and_its_scheduler(tmp_path):
         assert not _alive(scheduler[0]), "the scheduler outlived the server"
     finally:
         if server.poll() is None:
-            server.kill()
-            server.wait()
+            scheduler += [pid for pid in _children(server.pid) if pid not in scheduler]
+            server.terminate()  # SIGTERM: the server stops its scheduler itself
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
         for pid in scheduler:  # never leave one running, whatever the outcome
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
