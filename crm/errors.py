@@ -25,9 +25,11 @@ def wants_json() -> bool:
     return request.path.startswith(("/webhooks/", "/api/")) or request.accept_mimetypes.best == "application/json"
 
 
-# Public forms that clean pasted control characters themselves (crm/intake/forms.py) instead of
-# refusing the whole request: a patient cannot see them in what they pasted.
-PLAIN_TEXT_FORMS = frozenset({"intake.condition_page", "intake.request_form"})
+# The public request form's two pages: they clean pasted control characters themselves
+# (crm/intake/forms.py) instead of refusing the whole request, since a patient cannot see them in
+# what they pasted, and re-show the form when its security token has expired (crm/intake/routes.py).
+PUBLIC_FORM_ENDPOINTS = frozenset({"intake.condition_page", "intake.request_form"})
+CSRF_MESSAGE = "Your form expired or was sent from elsewhere. Please reload the page and try again."
 
 
 def error_response(code: int, message: str | None = None, headers: dict | None = None):
@@ -44,9 +46,7 @@ def error_response(code: int, message: str | None = None, headers: dict | None =
 def init_app(app) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(err):
-        return error_response(
-            400, "Your form expired or was sent from elsewhere. Please reload the page and try again."
-        )
+        return error_response(400, CSRF_MESSAGE)
 
     @app.errorhandler(429)
     def rate_limited(err):
@@ -76,7 +76,7 @@ def init_app(app) -> None:
         # Webhooks are left alone: their raw body is stored first and refused with a 422 by intake.
         from crm.services.intake import CONTROL_RE
 
-        if request.path.startswith("/webhooks/") or request.endpoint in PLAIN_TEXT_FORMS:
+        if request.path.startswith("/webhooks/") or request.endpoint in PUBLIC_FORM_ENDPOINTS:
             return None
         # (Query strings are left to their forms' own validation; a value the database then refuses
         # is the DataError handler's 400.)

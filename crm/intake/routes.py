@@ -22,6 +22,7 @@ from flask import (
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import SQLAlchemyError
 
+from crm.errors import CSRF_MESSAGE, PUBLIC_FORM_ENDPOINTS, error_response
 from crm.extensions import csrf, db, limiter
 from crm.intake.forms import CONSENT_TEXT, OTHER, TRACKING_FIELDS, RequestForm
 from crm.models import Condition
@@ -68,28 +69,21 @@ def _search(conditions: list[Condition], q: str) -> list[Condition]:
     words = intake.words_of(q)
     if not words:  # nothing typed lists everything; only punctuation or symbols finds nothing
         return [] if q.strip() else conditions
-    wanted = " ".join(words)
-    ranked = []
-    for c in conditions:
-        names = [c.name, c.slug.replace("-", " "), *(c.synonyms or [])]
-        if wanted in {" ".join(intake.words_of(n)) for n in names}:
-            rank = 0
-        else:
-            rank = next(
-                (
-                    i
-                    for i, text in enumerate([c.name, " ".join(names), " ".join([*names, c.summary or ""])], start=1)
-                    if _all_prefixes(words, intake.words_of(text))
-                ),
-                None,
-            )
-        if rank is not None:
-            ranked.append((rank, c.name.lower(), c))
+    ranked = [(rank, c.name.lower(), c) for c in conditions if (rank := _rank(c, words)) is not None]
     return [c for *_, c in sorted(ranked, key=lambda r: r[:2])]
 
 
-def _all_prefixes(words: list[str], text_words: list[str]) -> bool:
-    return all(any(t.startswith(w) for t in text_words) for w in words)
+def _rank(c: Condition, words: list[str]) -> int | None:
+    """0: the words are the name or a synonym; 1: they start words of the name; 2: of the names
+    and synonyms; 3: of those or the summary; None: no match."""
+    names = [c.name, c.slug.replace("-", " "), *(c.synonyms or [])]
+    if " ".join(words) in {" ".join(intake.words_of(n)) for n in names}:
+        return 0
+    for rank, text in enumerate((c.name, " ".join(names), " ".join([*names, c.summary or ""])), start=1):
+        text_words = intake.words_of(text)
+        if all(any(t.startswith(w) for t in text_words) for w in words):
+            return rank
+    return None
 
 
 @bp.get("/healthz")
@@ -178,8 +172,6 @@ def _too_many(err):
     """The form's breach handler builds its own page (typed values kept); the webhook gets the JSON 429."""
     if getattr(err, "response", None) is not None:
         return err.response
-    from crm.errors import error_response
-
     limit = getattr(err, "limit", None)
     retry_after = str(max(int(limit.limit.get_expiry()), 1)) if limit is not None else "60"
     return error_response(429, None, {"Retry-After": retry_after})
@@ -202,10 +194,8 @@ def _form_expired(err):
     """The form's security token is missing or stale (the page was open for hours, the browser
     dropped its cookies): show the form again with everything typed and a fresh token, rather
     than an error page that loses the patient's request."""
-    if request.endpoint not in ("intake.condition_page", "intake.request_form"):
-        from crm.errors import error_response
-
-        return error_response(400, "Your form expired or was sent from elsewhere. Please reload the page.")
+    if request.endpoint not in PUBLIC_FORM_ENDPOINTS:
+        return error_response(400, CSRF_MESSAGE)
     if not _posted_from_our_site():
         # A post from another site (what CSRF protection is for) is not echoed back filled in.
         message = "For your security, please fill in the form on this page to request an appointment."
@@ -242,12 +232,12 @@ def _form_again(
     form = RequestForm() if keep_values else RequestForm(formdata=None)
     form.set_conditions(everything)
     slug = (request.view_args or {}).get("slug")
+    condition = next((c for c in everything if c.slug == slug), None)
     if not keep_values:
         form.idempotency_token.data = uuid.uuid4().hex
-        form.condition.data = slug if any(c.slug == slug for c in everything) else ""
+        form.condition.data = condition.slug if condition else ""
     if not keep_consent:
         form.consent.data = False
-    condition = next((c for c in everything if c.slug == slug), None)
     if condition is not None:
         html = render_template(
             "public/condition.html",

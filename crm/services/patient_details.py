@@ -126,12 +126,12 @@ def update_details(
     result.changed = patient_changed + lead_changed
     if not result.changed:
         return result
+    old_condition = lead.condition  # before the new condition_id is set
     for name in patient_changed:
         setattr(patient, name, values[name])
     for name in lead_changed:
         setattr(lead, name, values[name])
     event = {"fields": result.changed}
-    old_condition = lead.condition
     if "condition_id" in lead_changed:
         # The relationship too: eligibility and matching read lead.condition, not the column.
         lead.condition = db.session.get(Condition, values["condition_id"]) if values["condition_id"] else None
