@@ -79,6 +79,10 @@ class Config:
     LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
     LOGIN_LOCKOUT = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
     INTAKE_RATE_LIMIT = os.environ.get("INTAKE_RATE_LIMIT", "10 per minute")
+    # PostgreSQL: a new patient's delivery in one call to a per-connection temporary function
+    # (docs/intake.md, "Fifth round"). Off behind a transaction-pooling PgBouncer, where the next
+    # transaction may reach a server connection that has not got the function.
+    INTAKE_ONE_CALL = env_bool("INTAKE_ONE_CALL", True)
     WEBHOOK_RATE_LIMIT = os.environ.get("WEBHOOK_RATE_LIMIT", "600 per minute")
 
     GEOCODER = os.environ.get("GEOCODER", "offline")

@@ -20,6 +20,7 @@ def create_app(config: object | str | None = None, **overrides) -> Flask:
 
     from crm.extensions import bootstrap, csrf, db, limiter, login_manager, mail, migrate
 
+    _add_intake_engine(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)
     csrf.init_app(app)
@@ -58,3 +59,18 @@ def create_app(config: object | str | None = None, **overrides) -> Flask:
 
     register_cli(app)
     return app
+
+
+INTAKE_BIND = "intake"
+
+
+def _add_intake_engine(app: Flask) -> None:
+    """PostgreSQL with INTAKE_ONE_CALL: a second engine (``db.engines["intake"]``) for intake's
+    one-call path, like the main one but without the pool's ping on checkout. That ping was a
+    round trip of its own on every delivery; the one call does not need it, because a failed
+    call falls back to the ordinary path on a pinged connection (crm/services/intake.py)."""
+    uri = str(app.config.get("SQLALCHEMY_DATABASE_URI") or "")
+    if not (app.config.get("INTAKE_ONE_CALL") and uri.startswith("postgresql")):
+        return
+    options = {**app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}), "url": uri, "pool_pre_ping": False}
+    app.config["SQLALCHEMY_BINDS"] = {INTAKE_BIND: options, **(app.config.get("SQLALCHEMY_BINDS") or {})}

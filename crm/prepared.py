@@ -14,6 +14,7 @@ else the ORM or Core is clearer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ class _Compiled:
     processors: tuple[Callable[[Any], Any] | None, ...]
     positional: bool
     cursor_class: Callable[[Any], Any] | None  # None: the connection's own cursor()
+    sql_types: tuple[str | None, ...]  # each parameter's SQL type as the dialect spells it (None: untyped)
 
 
 class Prepared:
@@ -74,44 +76,40 @@ class Prepared:
             processors = tuple(b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds)
             fallbacks = tuple(self.defaults.get(b.key) or _fallback(b) for b in binds)
             keys = tuple(b.key for b in binds)
+            sql_types = tuple(None if b.type._isnull else b.type.compile(dialect=dialect) for b in binds)
             compiled = _Compiled(
-                sql.string, names, keys, fallbacks, frozenset(keys), processors, target.positional, cursor_class
+                sql.string,
+                names,
+                keys,
+                fallbacks,
+                frozenset(keys),
+                processors,
+                target.positional,
+                cursor_class,
+                sql_types,
             )
             self._by_dialect[dialect.name] = compiled
         return compiled
 
-    def cursor(self, connection: sa.Connection, values: Mapping[str, Any]):
-        """Run the statement with ``values``; returns the open DBAPI cursor (the caller fetches)."""
-        compiled = self._compile(connection.dialect)
-        unknown = values.keys() - compiled.known
+    def arguments(self, dialect: sa.Dialect, values: Mapping[str, Any], extra: frozenset[str] = frozenset()) -> list:
+        """The statement's parameters from ``values`` (defaults for those left out), processed
+        for the driver, in the compiled statement's order; keys in ``extra`` may be present too."""
+        compiled = self._compile(dialect)
+        unknown = values.keys() - compiled.known - extra
         if unknown:  # a value the statement has no place for would otherwise be dropped silently
             raise KeyError(f"the statement has no parameter {', '.join(sorted(unknown))}")
         args = []
         for key, fallback, process in zip(compiled.keys, compiled.fallbacks, compiled.processors, strict=True):
             value = values[key] if key in values else fallback()
             args.append(process(value) if process is not None and value is not None else value)
+        return args
+
+    def cursor(self, connection: sa.Connection, values: Mapping[str, Any]):
+        """Run the statement with ``values``; returns the open DBAPI cursor (the caller fetches)."""
+        compiled = self._compile(connection.dialect)
+        args = self.arguments(connection.dialect, values)
         parameters = tuple(args) if compiled.positional else dict(zip(compiled.names, args, strict=True))
-        raw = connection.connection
-        cursor = None
-        try:
-            cursor = raw.cursor() if compiled.cursor_class is None else compiled.cursor_class(raw.dbapi_connection)
-            cursor.execute(compiled.sql, parameters)
-        except connection.dialect.loaded_dbapi.Error as exc:
-            if cursor is not None:
-                cursor.close()
-            invalidated = connection.dialect.is_disconnect(exc, raw.dbapi_connection, cursor)
-            if invalidated:
-                connection.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(
-                compiled.sql,
-                None,
-                exc,
-                connection.dialect.loaded_dbapi.Error,
-                hide_parameters=True,
-                connection_invalidated=invalidated,
-                dialect=connection.dialect,
-            ) from exc
-        return cursor
+        return run_on_cursor(connection, compiled.sql, parameters, compiled.cursor_class)
 
     def scalar(self, connection: sa.Connection, values: Mapping[str, Any]) -> Any:
         """The first column of the first row (e.g. ``RETURNING id``), or None."""
@@ -124,14 +122,111 @@ class Prepared:
 
     def rows(self, connection: sa.Connection, values: Mapping[str, Any]) -> Sequence[tuple]:
         """Every row, as the driver's plain tuples (no result type processing)."""
-        cursor = self.cursor(connection, values)
-        try:
-            return cursor.fetchall()
-        finally:
-            cursor.close()
+        return fetch_all(self.cursor(connection, values))
 
     def execute(self, connection: sa.Connection, values: Mapping[str, Any]) -> None:
         self.cursor(connection, values).close()
+
+
+class TempFunction:
+    """PostgreSQL: a ``Prepared`` query run inside a PL/pgSQL function after a few statements of
+    its own (``preamble``), so that all of them cost ONE round trip, and, called in autocommit,
+    one implicit transaction with no ``BEGIN`` and ``COMMIT`` round trips of its own.
+
+    Each statement of a VOLATILE function takes a fresh snapshot, so a look-up made after an
+    advisory lock in the preamble sees every row committed by the lock's previous holder.
+
+    The function lives in the connection's own temporary schema: each pooled connection
+    creates it from the current models on first use (no migration to keep in step with the
+    models; nothing left behind when the connection closes). The parameters are the query's
+    followed by ``extra`` (name -> SQL type), which the preamble writes as ``{name}``."""
+
+    def __init__(self, name: str, query: Prepared, returns: str, extra: Mapping[str, str], preamble: str):
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise ValueError(f"not a plain SQL name: {name!r}")
+        self.name = name
+        self.query = query
+        self.returns = returns
+        self.extra = dict(extra)
+        self.preamble = preamble
+        self._by_dialect: dict[str, tuple[str, str]] = {}
+
+    def _compile(self, dialect: sa.Dialect) -> tuple[str, str]:
+        """(CREATE FUNCTION statement, call) for the dialect."""
+        known = self._by_dialect.get(dialect.name)
+        if known is None:
+            if dialect.name != "postgresql":
+                raise RuntimeError(f"{self.name}: PostgreSQL only")
+            compiled = self.query._compile(dialect)
+            if None in compiled.sql_types:
+                raise TypeError(f"{self.name}: every parameter of the query needs a type")
+            types = [*compiled.sql_types, *self.extra.values()]
+            first_extra = len(compiled.sql_types) + 1
+            preamble = self.preamble.format(**{name: f"${first_extra + i}" for i, name in enumerate(self.extra)})
+            create = (
+                f"CREATE OR REPLACE FUNCTION pg_temp.{self.name}({', '.join(types)}) "
+                f"RETURNS TABLE ({self.returns}) LANGUAGE plpgsql VOLATILE AS $crm$\n"
+                f"BEGIN\n{preamble}\nRETURN QUERY {compiled.sql};\nEND\n$crm$"
+            )
+            # Every argument cast to its declared type: psycopg sends ints as int8 and text as
+            # "unknown", and a function is only found by its exact argument types.
+            arguments = ", ".join(f"${i}::{sql_type}" for i, sql_type in enumerate(types, start=1))
+            # our own identifier (checked in __init__) and type names: no value is written into the SQL
+            known = (create, f"SELECT * FROM pg_temp.{self.name}({arguments})")  # noqa: S608
+            self._by_dialect[dialect.name] = known
+        return known
+
+    def rows(self, connection: sa.Connection, values: Mapping[str, Any]) -> Sequence[tuple]:
+        """Call the function with ``values`` (the query's parameters and the extra ones); creates
+        it first if this connection has not yet. Every row, as the driver's plain tuples."""
+        create, call = self._compile(connection.dialect)
+        args = self.query.arguments(connection.dialect, values, frozenset(self.extra))
+        args.extend(values[name] for name in self.extra)
+        cursor_class = self.query._compile(connection.dialect).cursor_class
+        info = connection.connection.info  # lives as long as the database connection itself
+        key = ("temp function", self.name)
+        try:
+            if info.get(key) != create:
+                run_on_cursor(connection, create, (), cursor_class).close()
+                # Made for good only outside a transaction (a rollback would take it away again).
+                info[key] = create if connection.connection.dbapi_connection.autocommit else None
+            return fetch_all(run_on_cursor(connection, call, tuple(args), cursor_class))
+        except Exception:
+            info.pop(key, None)  # e.g. dropped by DISCARD ALL: made again on the next call
+            raise
+
+
+def fetch_all(cursor) -> Sequence[tuple]:
+    try:
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def run_on_cursor(connection: sa.Connection, sql: str, parameters: Any, cursor_class: Callable[[Any], Any] | None):
+    """Execute ``sql`` on a new DBAPI cursor of ``connection``; a driver error is raised as
+    SQLAlchemy's (a lost connection is invalidated, as SQLAlchemy itself would)."""
+    raw = connection.connection
+    cursor = None
+    try:
+        cursor = raw.cursor() if cursor_class is None else cursor_class(raw.dbapi_connection)
+        cursor.execute(sql, parameters)
+    except connection.dialect.loaded_dbapi.Error as exc:
+        if cursor is not None:
+            cursor.close()
+        invalidated = connection.dialect.is_disconnect(exc, raw.dbapi_connection, cursor)
+        if invalidated:
+            connection.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            sql,
+            None,
+            exc,
+            connection.dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=invalidated,
+            dialect=connection.dialect,
+        ) from exc
+    return cursor
 
 
 def insert_parameters(

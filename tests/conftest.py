@@ -72,7 +72,8 @@ def make_app(database_url):
     for a in made:
         with a.app_context():
             _db.session.remove()
-            _db.engine.dispose()
+            for engine in _db.engines.values():  # the main one and PostgreSQL's "intake" one
+                engine.dispose()
     # The limiter is one object for every app: an app made with limits on would leave them on
     # (and its counts) for the tests that follow.
     if any(a.config.get("RATELIMIT_ENABLED") for a in made):
@@ -137,6 +138,21 @@ class AuthActions:
         resp = self.login(user.email, password)
         assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
         return user
+
+
+@pytest.fixture
+def one_call_fails(monkeypatch):
+    """PostgreSQL's one-call path for a new patient (crm/services/intake.py) fails with a
+    database error, so the delivery takes the ordinary path: a test that breaks that path then
+    sees its failure on both databases. Does nothing on SQLite, which has no such path."""
+    from sqlalchemy.exc import OperationalError
+
+    from crm.services import intake
+
+    def broken(*args, **kwargs):
+        raise OperationalError("SELECT * FROM pg_temp.crm_intake_new_patient(...)", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(intake._NEW_PATIENT_IN_ONE_CALL, "rows", broken)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def deliver(client, payload=PAYLOAD, msg_id="msg_1"):
 
 
 @pytest.fixture
-def broken_db(monkeypatch):
+def broken_db(monkeypatch, one_call_fails):
     """Processing raises a database error until ``fixed()`` is called."""
     state = {"broken": True}
     real = intake._apply

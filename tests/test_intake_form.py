@@ -355,7 +355,9 @@ def test_form_rate_limit_per_ip(make_app, db, conditions):
 # ---------------------------------------------------------------- failures never lose a submission
 
 
-def test_processing_failure_still_thanks_the_patient_and_keeps_the_item(client, db, conditions, monkeypatch):
+def test_processing_failure_still_thanks_the_patient_and_keeps_the_item(
+    client, db, conditions, monkeypatch, one_call_fails
+):
     from sqlalchemy.exc import OperationalError
 
     def broken(*args, **kwargs):
@@ -438,10 +440,16 @@ def test_a_database_error_with_patient_values_logs_no_patient_data(client, db, c
             )
         }
         monkeypatch.setattr(intake, name, broken)
+        if name == "_NEW_PATIENT_IN_ONE_STATEMENT":  # and the one-call function made from it
+            one_call = copy.copy(intake._NEW_PATIENT_IN_ONE_CALL)
+            one_call.query, one_call._by_dialect = broken, {}
+            monkeypatch.setattr(intake, "_NEW_PATIENT_IN_ONE_CALL", one_call)
     data = form_data(first_name=CANARY_FIRST, last_name=CANARY_LAST, email=CANARY_EMAIL, phone="(305) 555-0199")
     assert client.post("/conditions/dystonia", data=data).status_code == 302  # stored as failed, thanked
     item = db.session.scalar(sa.select(InboxItem))
     assert item.status == InboxStatus.FAILED and "no_such_table" in item.error
+    if one_statement:  # the one call failed first, and said so without the values
+        assert any("one-call path failed" in r.getMessage() for r in caplog.records)
     out, err = capfd.readouterr()
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records) + caplog.text + out + err
     assert "Traceback" in logged  # the error was logged, with its traceback

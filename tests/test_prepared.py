@@ -79,3 +79,59 @@ def test_it_runs_in_the_sessions_transaction(db):
     INSERT_SOURCE.execute(db.session.connection(), {"name": "Rolled back", "slug": "rolled-back"})
     db.session.rollback()
     assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookSource)) == 0
+
+
+# ---------------------------------------------------------------- TempFunction (PostgreSQL)
+
+
+def _source_unless_named(function_name: str):
+    """A source, unless one is named ``taken`` already (each test its own function name: pooled
+    connections keep their temporary functions from test to test)."""
+    from crm.prepared import TempFunction
+
+    return TempFunction(
+        function_name,
+        INSERT_SOURCE,
+        returns="new_id integer",
+        extra={"taken": "text"},
+        preamble="IF EXISTS (SELECT FROM webhook_sources WHERE name = {taken}) THEN RETURN; END IF;",
+    )
+
+
+@pytest.fixture
+def pg(db):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("TempFunction is PostgreSQL's")
+    return db
+
+
+def test_a_temp_function_runs_its_preamble_then_the_query_in_one_call(pg):
+    function = _source_unless_named("test_one_call")
+    with pg.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        ((new_id,),) = function.rows(conn, {"name": "Clinic", "slug": "clinic", "taken": "Clinic"})
+        assert function.rows(conn, {"name": "Clinic", "slug": "clinic-2", "taken": "Clinic"}) == []
+        assert conn.connection.info[("temp function", function.name)]  # made once for this connection
+    assert pg.session.scalars(sa.select(WebhookSource.slug)).all() == ["clinic"]
+    assert pg.session.get(WebhookSource, new_id).active is True  # the Python-side default was applied
+
+
+def test_a_temp_function_made_inside_a_transaction_is_made_again_next_time(pg):
+    """A rollback takes the function away again, so it is only remembered when made in autocommit."""
+    function = _source_unless_named("test_made_in_a_transaction")
+    with pg.engine.connect() as conn:
+        transaction = conn.begin()
+        function.rows(conn, {"name": "A", "slug": "a", "taken": "nobody"})
+        transaction.rollback()
+        assert conn.connection.info[("temp function", function.name)] is None
+        with conn.begin():
+            assert function.rows(conn, {"name": "B", "slug": "b", "taken": "nobody"})  # made again, not "missing"
+    assert pg.session.scalars(sa.select(WebhookSource.slug)).all() == ["b"]
+
+
+def test_a_temp_function_needs_typed_parameters(pg):
+    from crm.prepared import TempFunction
+
+    untyped = TempFunction("untyped", Prepared(sa.text("SELECT :x")), returns="x text", extra={}, preamble="")
+    with pg.engine.connect() as conn, pytest.raises(TypeError, match="needs a type"):
+        untyped.rows(conn, {"x": "1"})

@@ -565,3 +565,158 @@ def test_an_implied_consent_does_not_replace_one_given_on_our_form(client, db, s
     assert deliver(client, worded, msg_id="msg_2").status_code == 202
     db.session.expire_all()
     assert db.session.get(Patient, patient.id).consent_text == "Yes, call me (partner form v2)"
+
+
+# ---------------------------------------------------------------- PostgreSQL's one-call path
+
+
+@pytest.fixture
+def one_call(db, monkeypatch):
+    """PostgreSQL only: counts the one-call path's calls and the rows they returned."""
+    from crm import INTAKE_BIND
+    from crm.services import intake
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the one-call path is PostgreSQL's")
+    db.engines[INTAKE_BIND].dispose()  # a pool that starts empty: the first delivery opens its one connection
+    seen = {"calls": 0, "created": 0}
+    real = intake._NEW_PATIENT_IN_ONE_CALL.rows
+
+    def rows(*args, **kwargs):
+        seen["calls"] += 1
+        result = real(*args, **kwargs)
+        seen["created"] += len(result)
+        return result
+
+    monkeypatch.setattr(intake._NEW_PATIENT_IN_ONE_CALL, "rows", rows)
+    return seen
+
+
+def intake_backend_pids(db) -> list[int]:
+    return db.session.scalars(
+        sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend'"
+        )
+    ).all()
+
+
+def test_a_new_patient_is_written_by_one_call(client, db, source, one_call):
+    resp = deliver(client, PAYLOAD)
+    assert resp.status_code == 202 and one_call == {"calls": 1, "created": 1}
+    body = resp.get_json()
+    item, lead = db.session.get(InboxItem, body["inbox_id"]), db.session.get(Lead, body["lead_id"])
+    assert item.status == InboxStatus.ACCEPTED and item.lead_id == lead.id
+    assert item.dedupe_key == f"webhook:{source.id}:msg_1" and item.processed_at is not None
+    assert lead.patient.email == "robin.hale@example.com" and lead.patient.phone == "+13055550188"
+    assert lead.status == LeadStatus.NEW and lead.condition.slug == "dystonia"
+    (event,) = lead.events
+    assert event.kind == EventKind.CREATED and event.data["inbox_id"] == item.id
+    assert event.data["returning_patient"] is False
+    assert db.session.get(WebhookSource, source.id).last_received_at is not None  # touched on the way
+
+
+def test_a_known_contact_takes_the_ordinary_path(client, db, source, one_call):
+    first = deliver(client, PAYLOAD).get_json()
+    again = deliver(client, dict(PAYLOAD, email="other@example.com"), msg_id="msg_2")  # same phone
+    assert again.status_code == 200 and again.get_json() == {"status": "resubmitted", "lead_id": first["lead_id"]}
+    assert one_call == {"calls": 2, "created": 1}  # the second call found the patient and wrote nothing
+    assert count(db, Patient) == 1 and count(db, Lead) == 1 and count(db, InboxItem) == 2
+
+
+def test_a_failing_one_call_falls_back_to_the_ordinary_path(client, db, source, one_call_fails, caplog):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the one-call path is PostgreSQL's")
+    resp = deliver(client, PAYLOAD)
+    assert resp.status_code == 202 and resp.get_json()["lead_id"] is not None
+    assert count(db, Lead) == 1 and items(db)[0].status == InboxStatus.ACCEPTED
+    assert "one-call path failed (OperationalError); taking the ordinary path" in caplog.text
+
+
+def test_a_reply_lost_after_the_commit_makes_no_second_lead(client, db, source, monkeypatch):
+    """The call committed but its answer never came back (the connection dropped): the ordinary
+    path finds the patient and the item's webhook-id already written."""
+    from sqlalchemy.exc import OperationalError
+
+    from crm.services import intake
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the one-call path is PostgreSQL's")
+    real = intake._NEW_PATIENT_IN_ONE_CALL.rows
+
+    def committed_then_lost(*args, **kwargs):
+        real(*args, **kwargs)
+        raise OperationalError("SELECT * FROM pg_temp.crm_intake_new_patient(...)", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(intake._NEW_PATIENT_IN_ONE_CALL, "rows", committed_then_lost)
+    resp = deliver(client, PAYLOAD)
+    lead_id = db.session.scalar(sa.select(Lead.id))
+    assert resp.status_code == 200 and resp.get_json() == {"status": "duplicate", "lead_id": lead_id}
+    assert count(db, Patient) == 1 and count(db, Lead) == 1
+    assert [i.status for i in items(db)] == [InboxStatus.ACCEPTED, InboxStatus.DUPLICATE]
+
+
+def test_a_dropped_connection_costs_no_delivery(client, db, source, one_call):
+    """The intake engine does not ping its connections: one that died (a database restart)
+    fails its call, the delivery takes the ordinary path, and the pool opens a new one."""
+    assert deliver(client, PAYLOAD).status_code == 202
+    pids = intake_backend_pids(db)
+    db.session.execute(sa.text("SELECT pg_terminate_backend(pid) FROM unnest(:pids) AS pid"), {"pids": pids})
+    db.session.commit()
+    second = deliver(client, dict(PAYLOAD, email="sam@example.com", phone="(305) 555-0101"), msg_id="msg_2")
+    assert second.status_code == 202 and second.get_json()["lead_id"] is not None
+    third = deliver(client, dict(PAYLOAD, email="kim@example.com", phone="(305) 555-0102"), msg_id="msg_3")
+    assert third.status_code == 202
+    assert one_call == {"calls": 3, "created": 2}  # the second's call failed, the third's worked again
+    assert count(db, Lead) == 3
+
+
+def test_a_dropped_connection_empties_the_pool(app, client, db, source, one_call, caplog):
+    """After a restart every idle connection is dead: one failed call starts a fresh pool."""
+    from crm import INTAKE_BIND
+
+    engine = db.engines[INTAKE_BIND]
+    idle = [engine.connect() for _ in range(3)]
+    for conn in idle:
+        conn.exec_driver_sql("SELECT 1")
+        conn.close()
+    assert engine.pool.checkedin() == 3
+    pids = intake_backend_pids(db)
+    db.session.execute(sa.text("SELECT pg_terminate_backend(pid) FROM unnest(:pids) AS pid"), {"pids": pids})
+    db.session.commit()
+    assert deliver(client, PAYLOAD).status_code == 202  # its call failed: the ordinary path
+    for n in range(2, 5):
+        other = dict(PAYLOAD, email=f"p{n}@example.com", phone=f"(305) 555-010{n}")
+        assert deliver(client, other, msg_id=f"msg_{n}").status_code == 202
+    assert count(db, Lead) == 4 and one_call["created"] == 3
+    assert caplog.text.count("one-call path failed") == 1  # not once per dead connection
+
+
+def test_a_connection_that_lost_the_function_makes_it_again(app, client, db, source, one_call):
+    from crm import INTAKE_BIND
+
+    assert deliver(client, PAYLOAD).status_code == 202
+    with db.engines[INTAKE_BIND].connect() as conn:  # the pool's one connection, as a pooler resets it
+        conn.exec_driver_sql("DISCARD TEMP")
+        conn.commit()
+    second = deliver(client, dict(PAYLOAD, email="sam@example.com", phone="(305) 555-0101"), msg_id="msg_2")
+    third = deliver(client, dict(PAYLOAD, email="kim@example.com", phone="(305) 555-0102"), msg_id="msg_3")
+    assert (second.status_code, third.status_code) == (202, 202)
+    assert one_call == {"calls": 3, "created": 2}
+    assert count(db, Lead) == 3
+
+
+def test_the_one_call_path_can_be_turned_off(make_app, db, source, one_call):
+    from crm import INTAKE_BIND
+
+    app = make_app(INTAKE_ONE_CALL=False)
+    with app.app_context():
+        assert INTAKE_BIND not in db.engines
+    assert deliver(app.test_client(), PAYLOAD).status_code == 202
+    assert one_call == {"calls": 0, "created": 0} and count(db, Lead) == 1
+
+
+def test_sqlite_has_no_intake_engine(app, db):
+    from crm import INTAKE_BIND
+
+    assert (INTAKE_BIND in db.engines) == (db.engine.dialect.name == "postgresql")

@@ -28,6 +28,7 @@ This module owns its transactions; every other service function only flushes.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import logging
@@ -44,6 +45,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
+from crm import INTAKE_BIND
 from crm.extensions import db
 from crm.intake.mapping import FIELDS, MappingError, apply_mapping, build_payload, validate_mapping  # noqa: F401
 from crm.models import Condition, InboxItem, Lead, LeadEvent, Patient, User, WebhookSecret, WebhookSource
@@ -59,7 +61,7 @@ from crm.models.enums import (
     LeadStatus,
     PreferredMode,
 )
-from crm.prepared import Prepared, insert_parameters
+from crm.prepared import Prepared, TempFunction, insert_parameters
 from crm.services import audit, dedupe
 from crm.services.contact import US_STATES, normalise_email, normalise_phone, normalise_state, normalise_zip
 from crm.services.timeline import add_event
@@ -798,53 +800,20 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     New rows are written with plain INSERTs (this is the hot path of every delivery);
     a returning patient is updated through the ORM.
     """
-    condition = resolve_condition(clean["condition"])
-    # The patient's own words beside a listed condition become the lead's condition text. When
-    # the condition matched nothing, the text is what was sent and the words together ("Other —
-    # fibromyalgia"): the 24-hour fold compares that text, so the same words fold and other
-    # words (another condition) do not.
-    details = clean.get("condition_details") or ""
-    if condition is not None:
-        condition_text = (details or clean["condition"])[:200]
-    else:
-        condition_text = " — ".join(t for t in (clean["condition"], details) if t)[:200]
+    wish = _wish_of(item, clean, now)
     dedupe.lock_contact(clean["email"], clean["phone"])
     patient = dedupe.find_patient(clean["email"], clean["phone"])
-    address = {k: clean[k] for k in ("email", "phone", "street", "city", "state", "zip") if clean.get(k)}
-    if item.channel == InboxChannel.FORM:
-        consent_text = clean["consent_text"] or None
-    else:
-        source_name = item.source.name if item.source is not None else item.source_slug
-        consent_text = clean["consent_text"] or WEBHOOK_CONSENT.format(source=source_name)
-    contact: dict[str, Any] = {}
-    if clean["preferred_contact_method"]:
-        contact["preferred_contact_method"] = clean["preferred_contact_method"]
-    if clean["preferred_contact_time"]:
-        contact["preferred_contact_time"] = clean["preferred_contact_time"]
-    consent: dict[str, Any] = {}
-    if clean["consent"] is not False:
-        consent = {"consent_text": consent_text, "consent_at": item.received_at or now, "consent_ip": item.remote_ip}
-
+    condition, condition_text, details = wish.condition, wish.condition_text, wish.details
+    contact, consent = dict(wish.contact), wish.consent
     returning = patient is not None
     # Plain statements on the session's connection (same transaction): the ORM's per-statement
     # layer is measurable on this path and these rows need no objects.
     conn = db.session.connection()
     if patient is None:
-        new_patient = {
-            "first_name": clean["first_name"],
-            "last_name": clean["last_name"],
-            "geocode_status": GeocodeStatus.PENDING,
-            "geocode_next_at": now,
-            "created_at": now,
-            "updated_at": now,
-            "preferred_contact_method": ContactMethod.PHONE,
-            **contact,
-            **consent,
-            **address,
-        }
+        new_patient = _new_patient_row(clean, wish, now)
     else:
         patient_id = patient.id
-        filled = dedupe.fill_missing(patient, address)
+        filled = dedupe.fill_missing(patient, wish.address)
         if {"zip", "street", "city", "state"} & set(filled):
             patient.geocode_status = GeocodeStatus.PENDING
             patient.geocode_next_at = now
@@ -869,9 +838,77 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             target.last_activity_at = now
             return "resubmitted", target.id
 
-    new_lead = {
-        "condition_id": condition.id if condition else None,
-        "condition_text": condition_text,
+    new_lead = _new_lead_row(item, clean, wish, now)
+    event, event_data = _created_event(wish, returning, now)
+    if patient is None and isinstance(item, FreshItem) and conn.dialect.name == "postgresql":
+        return "accepted", _create_in_one_statement(conn, item, new_patient, new_lead, event, event_data, now)
+    if patient is None:
+        patient_id = _INSERT_PATIENT.scalar(conn, new_patient)
+    lead_id = _INSERT_LEAD.scalar(conn, {"patient_id": patient_id, **new_lead})
+    _settle(item, "accepted", lead_id, now)
+    _INSERT_EVENT.execute(conn, {"lead_id": lead_id, **event, "data": {**_source_info(item), **event_data}})
+    return "accepted", lead_id
+
+
+@dataclass
+class _Wish:
+    """What a validated submission asks for, as the rows it writes need it."""
+
+    condition: Any  # the matched condition's row, or None
+    condition_text: str
+    details: str  # the patient's own words beside a listed condition
+    address: dict[str, Any]
+    contact: dict[str, Any]
+    consent: dict[str, Any]
+
+
+def _wish_of(item: InboxItem | FreshItem, clean: dict, now: datetime) -> _Wish:
+    condition = resolve_condition(clean["condition"])
+    # The patient's own words beside a listed condition become the lead's condition text. When
+    # the condition matched nothing, the text is what was sent and the words together ("Other —
+    # fibromyalgia"): the 24-hour fold compares that text, so the same words fold and other
+    # words (another condition) do not.
+    details = clean.get("condition_details") or ""
+    if condition is not None:
+        condition_text = (details or clean["condition"])[:200]
+    else:
+        condition_text = " — ".join(t for t in (clean["condition"], details) if t)[:200]
+    address = {k: clean[k] for k in ("email", "phone", "street", "city", "state", "zip") if clean.get(k)}
+    if item.channel == InboxChannel.FORM:
+        consent_text = clean["consent_text"] or None
+    else:
+        source_name = item.source.name if item.source is not None else item.source_slug
+        consent_text = clean["consent_text"] or WEBHOOK_CONSENT.format(source=source_name)
+    contact: dict[str, Any] = {}
+    if clean["preferred_contact_method"]:
+        contact["preferred_contact_method"] = clean["preferred_contact_method"]
+    if clean["preferred_contact_time"]:
+        contact["preferred_contact_time"] = clean["preferred_contact_time"]
+    consent: dict[str, Any] = {}
+    if clean["consent"] is not False:
+        consent = {"consent_text": consent_text, "consent_at": item.received_at or now, "consent_ip": item.remote_ip}
+    return _Wish(condition, condition_text, details, address, contact, consent)
+
+
+def _new_patient_row(clean: dict, wish: _Wish, now: datetime) -> dict[str, Any]:
+    return {
+        "first_name": clean["first_name"],
+        "last_name": clean["last_name"],
+        "geocode_status": GeocodeStatus.PENDING,
+        "geocode_next_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "preferred_contact_method": ContactMethod.PHONE,
+        **wish.contact,
+        **wish.consent,
+        **wish.address,
+    }
+
+
+def _new_lead_row(item: InboxItem | FreshItem, clean: dict, wish: _Wish, now: datetime) -> dict[str, Any]:
+    return {
+        "condition_id": wish.condition.id if wish.condition else None,
+        "condition_text": wish.condition_text,
         "message": clean["message"],
         "preferred_mode": clean["preferred_mode"] or PreferredMode.EITHER,
         "source_kind": LeadSourceKind.FORM if item.channel == InboxChannel.FORM else LeadSourceKind.WEBHOOK,
@@ -888,16 +925,11 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
         "updated_at": now,
         "sla_due_at": _sla_due(now),
     }
+
+
+def _created_event(wish: _Wish, returning: bool, now: datetime) -> tuple[dict, dict]:
     event = {"kind": EventKind.CREATED, "created_at": now}
-    event_data = {"returning_patient": returning, "condition": condition.slug if condition else None}
-    if patient is None and isinstance(item, FreshItem) and conn.dialect.name == "postgresql":
-        return "accepted", _create_in_one_statement(conn, item, new_patient, new_lead, event, event_data, now)
-    if patient is None:
-        patient_id = _INSERT_PATIENT.scalar(conn, new_patient)
-    lead_id = _INSERT_LEAD.scalar(conn, {"patient_id": patient_id, **new_lead})
-    _settle(item, "accepted", lead_id, now)
-    _INSERT_EVENT.execute(conn, {"lead_id": lead_id, **event, "data": {**_source_info(item), **event_data}})
-    return "accepted", lead_id
+    return event, {"returning_patient": returning, "condition": wish.condition.slug if wish.condition else None}
 
 
 def _create_in_one_statement(
@@ -906,12 +938,75 @@ def _create_in_one_statement(
     """PostgreSQL: the new patient, lead, fresh item and ``created`` event in one round trip
     (``_NEW_PATIENT_IN_ONE_STATEMENT``); returns the lead id."""
     _settle(item, "accepted", None, now, write=False)  # the statement writes the item
+    values = _one_statement_values(item, patient, lead, event, event_data)
+    ((item.lead_id, item.id),) = _NEW_PATIENT_IN_ONE_STATEMENT.rows(conn, values)
+    return item.lead_id
+
+
+def _one_statement_values(item: FreshItem, patient: dict, lead: dict, event: dict, event_data: dict) -> dict:
     values = {f"patient_{k}": v for k, v in patient.items()}
     values.update({f"lead_{k}": v for k, v in lead.items()})
     values.update({f"item_{k}": v for k, v in item.values().items() if k != "lead_id"})
     values.update({f"event_{k}": v for k, v in event.items()}, event_data={**_source_info(item), **event_data})
-    ((item.lead_id, item.id),) = _NEW_PATIENT_IN_ONE_STATEMENT.rows(conn, values)
-    return item.lead_id
+    return values
+
+
+# The one statement above, after the contact's advisory lock and the look-up for a patient with
+# the same email or phone (dedupe.lock_contact and dedupe.find_patient, written out again here),
+# in one function: a new patient's delivery is then one round trip.
+_NEW_PATIENT_IN_ONE_CALL = TempFunction(
+    "crm_intake_new_patient",
+    _NEW_PATIENT_IN_ONE_STATEMENT,
+    returns="new_lead_id integer, new_item_id integer",
+    extra={"lock_a": "text", "lock_b": "text", "email": "text", "phone": "text"},
+    preamble=f"""
+IF {{lock_a}} IS NOT NULL THEN PERFORM pg_advisory_xact_lock({dedupe.CONTACT_LOCK_CLASS}, hashtext({{lock_a}})); END IF;
+IF {{lock_b}} IS NOT NULL THEN PERFORM pg_advisory_xact_lock({dedupe.CONTACT_LOCK_CLASS}, hashtext({{lock_b}})); END IF;
+IF EXISTS (SELECT FROM patients WHERE email = {{email}} OR phone = {{phone}}) THEN RETURN; END IF;""",
+)
+
+
+def _create_new_patient_in_one_call(item: FreshItem, clean: dict, now: datetime) -> int | None:
+    """PostgreSQL, a fresh delivery: lock the contact, look for the patient and, when there is
+    none, write patient, lead, item and event, all in one call and one implicit transaction
+    (autocommit, on the ``intake`` engine: no ping). Returns the lead id, or None when the
+    contact belongs to a patient we know (nothing written: the caller takes the ordinary path).
+
+    An IntegrityError (the item's dedupe key is taken) is raised as the ordinary path would.
+    Any other failure is logged and answered with None too, so the ordinary path, on a pinged
+    connection, stores the delivery or records it as failed; if a lost connection hid a
+    commit, that path finds the patient and the item's dedupe key already written."""
+    wish = _wish_of(item, clean, now)
+    event, event_data = _created_event(wish, False, now)
+    settled = dataclasses.replace(item)
+    _settle(settled, "accepted", None, now, write=False)  # the call writes the item
+    values = _one_statement_values(
+        settled, _new_patient_row(clean, wish, now), _new_lead_row(item, clean, wish, now), event, event_data
+    )
+    lock_a, lock_b = (sorted(v for v in (clean["email"], clean["phone"]) if v) + [None, None])[:2]
+    values.update(lock_a=lock_a, lock_b=lock_b, email=clean["email"] or None, phone=clean["phone"] or None)
+    try:
+        with db.engines[INTAKE_BIND].connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if _touch_due(item.source, now):  # true whatever becomes of the delivery
+                _TOUCH_SOURCE.execute(conn, {"source_id": item.source.id, "at": now})
+                item.source.last_received_at = now  # the cached row too
+            rows = _NEW_PATIENT_IN_ONE_CALL.rows(conn, values)
+    except IntegrityError:
+        raise
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("intake: the one-call path failed (%s); taking the ordinary path", type(exc).__name__)
+        if getattr(exc, "connection_invalidated", False):
+            # Lost: after a database restart the pool's other connections are gone too, and
+            # without a ping each would cost a delivery its one call. Start a fresh pool.
+            db.engines[INTAKE_BIND].dispose()
+        return None
+    if not rows:
+        return None
+    ((lead_id, item_id),) = rows
+    _settle(item, "accepted", lead_id, now, write=False)
+    item.id = item_id
+    return lead_id
 
 
 def _source_info(item: InboxItem | FreshItem) -> dict:
@@ -1022,11 +1117,13 @@ def _store_and_process(item_values: dict, now: datetime, source: SourceRow | Non
         # Parsing and validation need no database: done before the first write, so the write
         # transaction (SQLite's single writer lock, PostgreSQL's row and advisory locks) is short.
         clean, rejected = _check(item, now)
+        if rejected is None and _one_call_allowed():
+            lead_id = _create_new_patient_in_one_call(item, clean, now)
+            if lead_id is not None:
+                log.info("intake: inbox item %s -> lead %s (accepted)", item.id, lead_id)
+                return Outcome("accepted", inbox_id=item.id, lead_id=lead_id, http_status=202)
         _begin_write()
-        if source is not None and (
-            source.last_received_at is None or now - source.last_received_at >= timedelta(minutes=1)
-        ):
-            # coarse, so busy sources do not contend on their row
+        if _touch_due(source, now):
             _TOUCH_SOURCE.execute(db.session.connection(), {"source_id": source.id, "at": now})
             source.last_received_at = now  # the cached row too
         if rejected is None:
@@ -1050,6 +1147,19 @@ def _store_and_process(item_values: dict, now: datetime, source: SourceRow | Non
         return Outcome("failed", inbox_id=failed.id, http_status=202, error=failed.error)
     outcome.inbox_id = item.id
     return outcome
+
+
+def _touch_due(source: SourceRow | None, now: datetime) -> bool:
+    """A source's "last received" is written at most once a minute, so busy sources do not
+    contend on their row."""
+    return source is not None and (
+        source.last_received_at is None or now - source.last_received_at >= timedelta(minutes=1)
+    )
+
+
+def _one_call_allowed() -> bool:
+    """PostgreSQL with INTAKE_ONE_CALL on (crm._add_intake_engine made its engine)."""
+    return INTAKE_BIND in db.engines
 
 
 def _store_failed(item_values: dict, exc: BaseException, now: datetime) -> InboxItem:
