@@ -70,7 +70,8 @@ def _add_intake_engine(app: Flask) -> None:
     round trip of its own on every delivery; the one call does not need it, because a failed
     call falls back to the ordinary path on a pinged connection (crm/services/intake.py)."""
     uri = str(app.config.get("SQLALCHEMY_DATABASE_URI") or "")
-    if not (app.config.get("INTAKE_ONE_CALL") and uri.startswith("postgresql")):
-        return
+    if not (app.config.get("INTAKE_ONE_CALL") and uri.startswith("postgresql+psycopg:")):
+        return  # SQLite, or a driver other than psycopg 3 (crm.prepared.TempFunction needs it)
     options = {**app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}), "url": uri, "pool_pre_ping": False}
+    options.setdefault("pool_recycle", 1800)  # unpinged: do not keep a connection a firewall may have cut
     app.config["SQLALCHEMY_BINDS"] = {INTAKE_BIND: options, **(app.config.get("SQLALCHEMY_BINDS") or {})}

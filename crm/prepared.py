@@ -14,6 +14,7 @@ else the ORM or Core is clearer.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -155,24 +156,27 @@ class TempFunction:
         """(CREATE FUNCTION statement, call) for the dialect."""
         known = self._by_dialect.get(dialect.name)
         if known is None:
-            if dialect.name != "postgresql":
-                raise RuntimeError(f"{self.name}: PostgreSQL only")
+            if dialect.driver != "psycopg":  # $n parameters and RawCursor: psycopg 3's
+                raise RuntimeError(f"{self.name}: PostgreSQL with psycopg 3 only")
             compiled = self.query._compile(dialect)
             if None in compiled.sql_types:
                 raise TypeError(f"{self.name}: every parameter of the query needs a type")
-            types = [*compiled.sql_types, *self.extra.values()]
+            # Without lengths: a cast to varchar(n) cuts a longer value where the INSERT would
+            # refuse it (as SQLAlchemy's own casts do; a parameter's length means nothing anyway).
+            types = [_LENGTH.sub("", t) for t in (*compiled.sql_types, *self.extra.values())]
             first_extra = len(compiled.sql_types) + 1
             preamble = self.preamble.format(**{name: f"${first_extra + i}" for i, name in enumerate(self.extra)})
-            create = (
-                f"CREATE OR REPLACE FUNCTION pg_temp.{self.name}({', '.join(types)}) "
-                f"RETURNS TABLE ({self.returns}) LANGUAGE plpgsql VOLATILE AS $crm$\n"
-                f"BEGIN\n{preamble}\nRETURN QUERY {compiled.sql};\nEND\n$crm$"
-            )
+            body = f"RETURNS TABLE ({self.returns}) LANGUAGE plpgsql VOLATILE AS $crm$\nBEGIN\n{preamble}\n"
+            body += f"RETURN QUERY {compiled.sql};\nEND\n$crm$"
+            # The body's digest in the name: a connection (a pooler's, during a deploy) holding an
+            # older body under the same argument types can never run it for the new one.
+            name = f"{self.name}_{hashlib.sha256(body.encode()).hexdigest()[:12]}"
+            create = f"CREATE OR REPLACE FUNCTION pg_temp.{name}({', '.join(types)}) {body}"
             # Every argument cast to its declared type: psycopg sends ints as int8 and text as
             # "unknown", and a function is only found by its exact argument types.
             arguments = ", ".join(f"${i}::{sql_type}" for i, sql_type in enumerate(types, start=1))
             # our own identifier (checked in __init__) and type names: no value is written into the SQL
-            known = (create, f"SELECT * FROM pg_temp.{self.name}({arguments})")  # noqa: S608
+            known = (create, f"SELECT * FROM pg_temp.{name}({arguments})")  # noqa: S608
             self._by_dialect[dialect.name] = known
         return known
 
@@ -191,9 +195,14 @@ class TempFunction:
                 # Made for good only outside a transaction (a rollback would take it away again).
                 info[key] = create if connection.connection.dbapi_connection.autocommit else None
             return fetch_all(run_on_cursor(connection, call, tuple(args), cursor_class))
-        except Exception:
-            info.pop(key, None)  # e.g. dropped by DISCARD ALL: made again on the next call
+        except sa.exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == UNDEFINED_FUNCTION:
+                info.pop(key, None)  # e.g. dropped by DISCARD ALL: made again on the next call
             raise
+
+
+UNDEFINED_FUNCTION = "42883"
+_LENGTH = re.compile(r"\(\s*\d+\s*(,\s*\d+\s*)?\)")
 
 
 def fetch_all(cursor) -> Sequence[tuple]:

@@ -105,13 +105,22 @@ def pg(db):
     return db
 
 
-def test_a_temp_function_runs_its_preamble_then_the_query_in_one_call(pg):
+def test_a_temp_function_runs_its_preamble_then_the_query_in_one_call(pg, monkeypatch):
+    from crm import prepared
+
+    statements = []
+    real = prepared.run_on_cursor
+    monkeypatch.setattr(prepared, "run_on_cursor", lambda conn, sql, *a: statements.append(sql) or real(conn, sql, *a))
     function = _source_unless_named("test_one_call")
     with pg.engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         ((new_id,),) = function.rows(conn, {"name": "Clinic", "slug": "clinic", "taken": "Clinic"})
         assert function.rows(conn, {"name": "Clinic", "slug": "clinic-2", "taken": "Clinic"}) == []
-        assert conn.connection.info[("temp function", function.name)]  # made once for this connection
+        assert [sql.split("(")[0] for sql in statements] == [
+            "CREATE OR REPLACE FUNCTION pg_temp.test_one_call_" + statements[0].split("_call_")[1][:12],
+            "SELECT * FROM pg_temp.test_one_call_" + statements[0].split("_call_")[1][:12],
+            "SELECT * FROM pg_temp.test_one_call_" + statements[0].split("_call_")[1][:12],
+        ]  # made once for this connection, called twice
     assert pg.session.scalars(sa.select(WebhookSource.slug)).all() == ["clinic"]
     assert pg.session.get(WebhookSource, new_id).active is True  # the Python-side default was applied
 
@@ -135,3 +144,14 @@ def test_a_temp_function_needs_typed_parameters(pg):
     untyped = TempFunction("untyped", Prepared(sa.text("SELECT :x")), returns="x text", extra={}, preamble="")
     with pg.engine.connect() as conn, pytest.raises(TypeError, match="needs a type"):
         untyped.rows(conn, {"x": "1"})
+
+
+def test_a_temp_function_refuses_a_value_too_long_instead_of_cutting_it(pg):
+    """Its arguments are cast without lengths: the INSERT refuses the value, as it would alone."""
+    from sqlalchemy.exc import DataError
+
+    function = _source_unless_named("test_too_long")
+    with pg.engine.connect() as conn, pytest.raises(DataError):
+        function.rows(
+            conn.execution_options(isolation_level="AUTOCOMMIT"), {"name": "N" * 121, "slug": "n", "taken": "x"}
+        )

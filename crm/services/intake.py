@@ -995,7 +995,8 @@ def _create_new_patient_in_one_call(item: FreshItem, clean: dict, now: datetime)
     except IntegrityError:
         raise
     except sa.exc.SQLAlchemyError as exc:
-        log.warning("intake: the one-call path failed (%s); taking the ordinary path", type(exc).__name__)
+        state = getattr(getattr(exc, "orig", None), "sqlstate", None)  # a code: no values in it
+        log.warning("intake: the one-call path failed (%s %s); taking the ordinary path", type(exc).__name__, state)
         if getattr(exc, "connection_invalidated", False):
             # Lost: after a database restart the pool's other connections are gone too, and
             # without a ping each would cost a delivery its one call. Start a fresh pool.
