@@ -74,4 +74,5 @@ def _add_intake_engine(app: Flask) -> None:
         return  # SQLite, or a driver other than psycopg 3 (crm.prepared.TempFunction needs it)
     options = {**app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}), "url": uri, "pool_pre_ping": False}
     options.setdefault("pool_recycle", 1800)  # unpinged: do not keep a connection a firewall may have cut
+    options["isolation_level"] = "AUTOCOMMIT"  # its calls are their own transactions
     app.config["SQLALCHEMY_BINDS"] = {INTAKE_BIND: options, **(app.config.get("SQLALCHEMY_BINDS") or {})}

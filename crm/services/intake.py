@@ -986,8 +986,7 @@ def _create_new_patient_in_one_call(item: FreshItem, clean: dict, now: datetime)
     lock_a, lock_b = (sorted(v for v in (clean["email"], clean["phone"]) if v) + [None, None])[:2]
     values.update(lock_a=lock_a, lock_b=lock_b, email=clean["email"] or None, phone=clean["phone"] or None)
     try:
-        with db.engines[INTAKE_BIND].connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        with db.engines[INTAKE_BIND].connect() as conn:  # autocommit (crm._add_intake_engine)
             if _touch_due(item.source, now):  # true whatever becomes of the delivery
                 _TOUCH_SOURCE.execute(conn, {"source_id": item.source.id, "at": now})
                 item.source.last_received_at = now  # the cached row too
