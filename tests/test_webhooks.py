@@ -747,3 +747,27 @@ def test_sqlite_has_no_intake_engine(app, db):
     from crm import INTAKE_BIND
 
     assert (INTAKE_BIND in db.engines) == (db.engine.dialect.name == "postgresql")
+
+
+def test_the_contact_look_up_uses_the_indexes_before_any_statistics(db, one_call):
+    """The function keeps its plans, made when the patients table may be new and not yet
+    analyzed: that plan must still probe the indexes (one EXISTS with OR was a sequential scan,
+    slower with every patient)."""
+    from crm.services import intake
+
+    # A table like patients (its two single-column indexes) that has never been analyzed; it hides
+    # the real one in this transaction (pg_temp is searched first).
+    db.session.execute(
+        sa.text("CREATE TEMP TABLE patients (id serial PRIMARY KEY, email varchar(254), phone varchar(20))")
+    )
+    db.session.execute(sa.text("CREATE INDEX ON patients (email); CREATE INDEX ON patients (phone)"))
+    db.session.execute(
+        sa.text("INSERT INTO patients (email) SELECT 'p' || g || '@example.com' FROM generate_series(1, 20000) AS g")
+    )
+    db.session.execute(sa.text("SET LOCAL plan_cache_mode = force_generic_plan"))
+    look_up = "SELECT " + intake.KNOWN_CONTACT.format(email="$1", phone="$2")
+    db.session.execute(sa.text(f"PREPARE known_contact(text, text) AS {look_up}"))
+    plan = "\n".join(db.session.scalars(sa.text("EXPLAIN EXECUTE known_contact('a@example.com', NULL)")))
+    db.session.execute(sa.text("DEALLOCATE known_contact"))
+    db.session.rollback()
+    assert "Seq Scan" not in plan and plan.count("Index") >= 2, plan

@@ -953,7 +953,14 @@ def _one_statement_values(item: FreshItem, patient: dict, lead: dict, event: dic
 
 # The one statement above, after the contact's advisory lock and the look-up for a patient with
 # the same email or phone (dedupe.lock_contact and dedupe.find_patient, written out again here),
-# in one function: a new patient's delivery is then one round trip.
+# in one function: a new patient's delivery is then one round trip. Two EXISTS, not one with OR:
+# the function keeps its plans for the connection's life, and for "email = $1 OR phone = $2" on a
+# table not yet analyzed (a new install, a fresh benchmark) that plan is a sequential scan, a
+# little slower with every patient (1.6 ms a call at 20,000); each single-column EXISTS is an
+# index probe whatever the statistics say.
+KNOWN_CONTACT = (
+    "EXISTS (SELECT FROM patients WHERE email = {email}) OR EXISTS (SELECT FROM patients WHERE phone = {phone})"
+)
 _NEW_PATIENT_IN_ONE_CALL = TempFunction(
     "crm_intake_new_patient",
     _NEW_PATIENT_IN_ONE_STATEMENT,
@@ -962,7 +969,7 @@ _NEW_PATIENT_IN_ONE_CALL = TempFunction(
     preamble=f"""
 IF {{lock_a}} IS NOT NULL THEN PERFORM pg_advisory_xact_lock({dedupe.CONTACT_LOCK_CLASS}, hashtext({{lock_a}})); END IF;
 IF {{lock_b}} IS NOT NULL THEN PERFORM pg_advisory_xact_lock({dedupe.CONTACT_LOCK_CLASS}, hashtext({{lock_b}})); END IF;
-IF EXISTS (SELECT FROM patients WHERE email = {{email}} OR phone = {{phone}}) THEN RETURN; END IF;""",
+IF {KNOWN_CONTACT} THEN RETURN; END IF;""",
 )
 
 
