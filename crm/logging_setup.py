@@ -48,17 +48,47 @@ def scrub(text: str) -> str:
     return PHONE_RE.sub(lambda m: mask_phone(m.group(1)), text)
 
 
+DETAIL_WITHHELD = "(detail withheld: it may hold patient data)"
+
+
+def database_details(exc: BaseException | None) -> list[str]:
+    """The DETAIL texts of PostgreSQL errors in ``exc`` and its causes: "Failing row contains
+    (...)" and "Key (email)=(...)" quote the row's values, patient data included."""
+    details: list[str] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        detail = getattr(getattr(getattr(exc, "orig", exc), "diag", None), "message_detail", None)
+        if detail:
+            details.append(detail)
+        exc = exc.__cause__ or exc.__context__
+    return details
+
+
+def withhold_details(text: str, exc: BaseException | None) -> str:
+    for detail in database_details(exc):
+        text = text.replace(detail, DETAIL_WITHHELD)
+    return text
+
+
+def error_text(exc: BaseException, limit: int = 1000) -> str:
+    """An exception as stored for admins to read (e.g. a failed inbox item): its class and
+    message, without a database error's quoted values."""
+    return f"{type(exc).__name__}: {withhold_details(str(exc), exc)[:limit]}"
+
+
 class PiiScrubFilter(logging.Filter):
     """Last line of defence: masks anything shaped like an email or phone number."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
         message = record.getMessage()
-        cleaned = scrub(message)
+        cleaned = scrub(withhold_details(message, exc))
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             # Formatters print exc_text when it is set: the traceback is scrubbed once, here.
-            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = scrub(withhold_details(logging.Formatter().formatException(record.exc_info), exc))
         return True
 
 

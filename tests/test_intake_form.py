@@ -458,6 +458,33 @@ def test_a_database_error_with_patient_values_logs_no_patient_data(client, db, c
         assert canary not in item.error, canary
 
 
+def test_a_constraint_error_quoting_the_row_keeps_patient_data_out(client, db, conditions, caplog, monkeypatch):
+    """PostgreSQL's DETAIL for a NOT NULL violation quotes the whole row ("Failing row contains
+    (...)"): neither the stored error nor the logged traceback may repeat it (SPEC 12)."""
+    from crm.services import intake
+
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            monkeypatch.setattr(logger, "disabled", False)
+    caplog.set_level(logging.DEBUG)
+    real = intake._new_patient_row
+    monkeypatch.setattr(intake, "_new_patient_row", lambda *a: {k: v for k, v in real(*a).items() if k != "first_name"})
+    data = form_data(first_name=CANARY_FIRST, last_name=CANARY_LAST, email=CANARY_EMAIL, phone="(305) 555-0199")
+    assert client.post("/conditions/dystonia", data=data).status_code == 302  # stored as failed, thanked
+    item = db.session.scalar(sa.select(InboxItem))
+    assert item.status == InboxStatus.FAILED and "first_name" in item.error
+    assert intake.process(item.id).status == "failed"  # and again by the retry job's path
+    db.session.expire_all()
+    item = db.session.get(InboxItem, item.id)
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "failed (IntegrityError)" in logged
+    if db.engine.dialect.name == "postgresql":
+        assert "detail withheld" in item.error
+    for canary in (CANARY_FIRST, CANARY_LAST, CANARY_EMAIL, "+13055550199", "Please text after 6."):
+        assert canary not in item.error, canary
+        assert canary not in logged, canary
+
+
 def test_a_nul_in_a_form_is_dropped_not_a_500(client, db, conditions):
     # PostgreSQL cannot store NUL; the public form drops it (staff forms refuse it: test_lead_details).
     resp = client.post("/conditions/dystonia", data=form_data(first_name="Ca\x00sey"))

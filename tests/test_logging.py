@@ -34,3 +34,28 @@ def test_every_log_record_is_scrubbed(app, caplog):
     assert "canary@example.com" not in caplog.text
     assert "3055550199" not in caplog.text
     assert "c***@example.com" in caplog.text
+
+
+def test_a_database_error_quoting_the_row_is_logged_without_it(app, db, caplog):
+    """PostgreSQL's DETAIL quotes a failing row's values: a logged traceback and the stored
+    error text withhold it (SQLite's messages name the column only)."""
+    import sqlalchemy as sa
+    from sqlalchemy.exc import IntegrityError
+
+    from crm.logging_setup import error_text
+    from crm.models import Patient
+
+    canary = "Vex" + "marten"  # built here, so the traceback's source line does not show it
+    try:
+        db.session.execute(sa.insert(Patient).values(first_name=None, last_name=canary, email="q@example.org"))
+    except IntegrityError as exc:
+        caught = exc
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("crm.anything").exception("could not store %s", "it")
+    db.session.rollback()
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
+    assert "Traceback" in logged and "first_name" in logged and canary not in logged
+    assert "first_name" in error_text(caught) and canary not in error_text(caught)
+    if db.engine.dialect.name == "postgresql":
+        assert canary in str(caught)  # what would have been written without the withholding
+        assert "detail withheld" in logged and "detail withheld" in error_text(caught)

@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from crm import INTAKE_BIND
 from crm.extensions import db
 from crm.intake.mapping import FIELDS, MappingError, apply_mapping, build_payload, validate_mapping  # noqa: F401
+from crm.logging_setup import error_text
 from crm.models import Condition, InboxItem, Lead, LeadEvent, Patient, User, WebhookSecret, WebhookSource
 from crm.models.base import utcnow
 from crm.models.enums import (
@@ -1045,7 +1046,7 @@ def _mark_failed(item_id: int, exc: BaseException, now: datetime) -> InboxItem |
     if item is None:
         return None
     item.status = InboxStatus.FAILED
-    item.error = f"{type(exc).__name__}: {str(exc)[:1000]}"
+    item.error = error_text(exc)
     item.attempts = (item.attempts or 0) + 1
     item.next_attempt_at = now + _backoff(item.attempts)
     item.dedupe_key = None
@@ -1172,7 +1173,7 @@ def _one_call_allowed() -> bool:
 def _store_failed(item_values: dict, exc: BaseException, now: datetime) -> InboxItem:
     item = _store(
         status=InboxStatus.FAILED,
-        error=f"{type(exc).__name__}: {str(exc)[:1000]}",
+        error=error_text(exc),
         attempts=1,
         next_attempt_at=now + _backoff(1),
         **item_values,
@@ -1204,7 +1205,7 @@ def process(item_id: int, *, now: datetime | None = None) -> Outcome:
     except Exception as exc:  # noqa: BLE001 - any failure leaves the raw item failed, to be retried
         log.exception("intake: processing inbox item %s failed", item_id)
         failed = _mark_failed(item_id, exc, now)
-        return Outcome("failed", inbox_id=item_id, http_status=202, error=failed.error if failed else str(exc))
+        return Outcome("failed", inbox_id=item_id, http_status=202, error=failed.error if failed else error_text(exc))
     outcome.inbox_id = item_id
     return outcome
 
