@@ -150,10 +150,10 @@ class TempFunction:
         self.returns = returns
         self.extra = dict(extra)
         self.preamble = preamble
-        self._by_dialect: dict[str, tuple[str, str]] = {}
+        self._by_dialect: dict[str, tuple[str, str, Callable[[Any], Any] | None]] = {}
 
-    def _compile(self, dialect: sa.Dialect) -> tuple[str, str]:
-        """(CREATE FUNCTION statement, call) for the dialect."""
+    def _compile(self, dialect: sa.Dialect) -> tuple[str, str, Callable[[Any], Any] | None]:
+        """(CREATE FUNCTION statement, call, cursor class) for the dialect."""
         known = self._by_dialect.get(dialect.name)
         if known is None:
             if dialect.driver != "psycopg":  # $n parameters and RawCursor: psycopg 3's
@@ -176,17 +176,16 @@ class TempFunction:
             # "unknown", and a function is only found by its exact argument types.
             arguments = ", ".join(f"${i}::{sql_type}" for i, sql_type in enumerate(types, start=1))
             # our own identifier (checked in __init__) and type names: no value is written into the SQL
-            known = (create, f"SELECT * FROM pg_temp.{name}({arguments})")  # noqa: S608
+            known = (create, f"SELECT * FROM pg_temp.{name}({arguments})", compiled.cursor_class)  # noqa: S608
             self._by_dialect[dialect.name] = known
         return known
 
     def rows(self, connection: sa.Connection, values: Mapping[str, Any]) -> Sequence[tuple]:
         """Call the function with ``values`` (the query's parameters and the extra ones); creates
         it first if this connection has not yet. Every row, as the driver's plain tuples."""
-        create, call = self._compile(connection.dialect)
+        create, call, cursor_class = self._compile(connection.dialect)
         args = self.query.arguments(connection.dialect, values, frozenset(self.extra))
         args.extend(values[name] for name in self.extra)
-        cursor_class = self.query._compile(connection.dialect).cursor_class
         info = connection.connection.info  # lives as long as the database connection itself
         key = ("temp function", self.name)
         try:

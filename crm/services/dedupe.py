@@ -27,12 +27,18 @@ _LOCK_TWO = Prepared(
 )
 
 
+def contact_lock_keys(email: str | None, phone: str | None) -> list[str]:
+    """What a delivery locks (with CONTACT_LOCK_CLASS), in sorted order, so two deliveries that
+    share an email or a phone cannot deadlock."""
+    return sorted(v for v in (email, phone) if v)
+
+
 def lock_contact(email: str | None, phone: str | None) -> None:
     """Serialise concurrent intake for one email or phone until the transaction ends, so two
     deliveries from a new patient cannot both create the patient (PostgreSQL; SQLite has one writer)."""
     if db.session.get_bind().dialect.name != "postgresql":
         return
-    values = sorted(v for v in (email, phone) if v)
+    values = contact_lock_keys(email, phone)
     if len(values) == 2:
         _LOCK_TWO.execute(db.session.connection(), {"space": CONTACT_LOCK_CLASS, "a": values[0], "b": values[1]})
     elif values:

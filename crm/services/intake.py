@@ -991,7 +991,7 @@ def _create_new_patient_in_one_call(item: FreshItem, clean: dict, now: datetime)
     values = _one_statement_values(
         settled, _new_patient_row(clean, wish, now), _new_lead_row(item, clean, wish, now), event, event_data
     )
-    lock_a, lock_b = (sorted(v for v in (clean["email"], clean["phone"]) if v) + [None, None])[:2]
+    lock_a, lock_b = (dedupe.contact_lock_keys(clean["email"], clean["phone"]) + [None, None])[:2]
     values.update(lock_a=lock_a, lock_b=lock_b, email=clean["email"] or None, phone=clean["phone"] or None)
     try:
         with db.engines[INTAKE_BIND].connect() as conn:  # autocommit (crm._add_intake_engine)
