@@ -15,7 +15,12 @@ that is dropped and re-created) the script:
 4. stops gunicorn, counts the leads, then runs the ``enrich_new`` job in-process until every
    stored lead is enriched and routed (intake defers that work to the scheduler), and prints one
    JSON object per database: ``database, clients, seconds, intake_rps, trivial_rps, ratio, errors,
-   posted, leads_created`` plus ``enriched, enrich_seconds, enrich_rps, unenriched``.
+   posted, leads_created`` plus ``enriched, enrich_seconds, enrich_rps, unenriched`` and
+   ``cpu_ms_per_request``: for each phase, the CPU (user + system, from ``/proc``) that the
+   gunicorn processes, the PostgreSQL backends serving the bench database (``null`` on SQLite,
+   whose work is in the workers) and the load generator spent per answered request. The load
+   generator and the server share the machine's cores, so when they are saturated the ratio is
+   about the trivial phase's total over the intake phase's (docs/intake.md, "Performance").
 
 ``BENCH_GUNICORN_EXTRA`` adds gunicorn options for an experiment (e.g. ``--worker-class gthread
 --threads 4``; docs/intake.md says what that gave). Loopback only, bounded in time; nothing needs
@@ -109,6 +114,79 @@ def count_leads(url: str) -> int:
         n = conn.execute(sa.text("SELECT count(*) FROM leads")).scalar_one()
     engine.dispose()
     return int(n)
+
+
+def process_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) each process has used so far (Linux ``/proc``); processes that
+    are gone or unreadable are left out."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except OSError:
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return used
+
+
+def server_pids(master: int) -> list[int]:
+    """The gunicorn master and its workers."""
+    pids = [master]
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == master:
+            pids.append(int(entry.parent.name))
+    return pids
+
+
+def database_pids(url: str) -> list[int] | None:
+    """PostgreSQL backends connected to the bench database; None for SQLite, or when the server
+    is on another host (its processes are not ours to read)."""
+    if not url.startswith("postgresql"):
+        return None
+    import psycopg
+
+    parts = urlsplit(url)
+    if parts.hostname not in (None, "", "localhost", "127.0.0.1", "::1"):
+        return None
+    admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (parts.path.lstrip("/"),))
+        return [pid for (pid,) in rows]
+
+
+class CpuMeter:
+    """CPU the server's and the database's processes spend during one phase."""
+
+    def __init__(self, server: subprocess.Popen, url: str):
+        self.server, self.url = server, url
+        self.before = self._read()
+
+    def _read(self) -> tuple[dict[int, float], dict[int, float] | None]:
+        backends = database_pids(self.url)
+        return process_cpu(server_pids(self.server.pid)), None if backends is None else process_cpu(backends)
+
+    def spent(self) -> tuple[float | None, float | None]:
+        """(server seconds, database seconds) since the meter started; None where unknown: no
+        /proc here, or SQLite (its work is in the workers), or a database on another host."""
+        (server_now, database_now), (server_then, database_then) = self._read(), self.before
+        server = sum(now - server_then.get(pid, 0.0) for pid, now in server_now.items()) if server_now else None
+        database = None
+        if database_now is not None and database_then is not None:
+            database = sum(now - database_then.get(pid, 0.0) for pid, now in database_now.items())
+        return server, database
+
+
+def cpu_per_request(server: float | None, database: float | None, client: float | None, requests: int) -> dict:
+    def ms(seconds: float | None) -> float | None:
+        return round(seconds * 1000 / requests, 3) if seconds is not None and requests else None
+
+    return {"server": ms(server), "database": ms(database), "client": ms(client)}
 
 
 def start_server(url: str, port: int, workers: int) -> subprocess.Popen:
@@ -231,12 +309,14 @@ def _load(base: str, kind: str, clients: int, seconds: float, result_queue) -> N
             totals["leads"] += leads
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), os.times()
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + 60)
     totals["elapsed"] = time.monotonic() - started
+    cpu_after = os.times()
+    totals["cpu"] = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     result_queue.put(totals)
 
 
@@ -284,8 +364,12 @@ def bench(name: str, url: str, clients: int, seconds: float, workers: int, enric
     server = start_server(url, port, workers)
     base = f"http://127.0.0.1:{port}"
     try:
+        meter = CpuMeter(server, url)
         trivial = load(base, "trivial", clients, seconds)
+        trivial_cpu = cpu_per_request(*meter.spent(), trivial["cpu"], trivial["ok"] + trivial["errors"])
+        meter = CpuMeter(server, url)
         intake = load(base, "intake", clients, seconds)
+        intake_cpu = cpu_per_request(*meter.spent(), intake["cpu"], intake["ok"] + intake["errors"])
     finally:
         stop_server(server)
     trivial_rps = trivial["ok"] / trivial["elapsed"]
@@ -301,6 +385,7 @@ def bench(name: str, url: str, clients: int, seconds: float, workers: int, enric
         "posted": intake["ok"],
         "leads_created": count_leads(url),
         **(drain_enrichment(url) if enrich else {}),
+        "cpu_ms_per_request": {"trivial": trivial_cpu, "intake": intake_cpu},
     }
 
 
