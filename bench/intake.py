@@ -22,6 +22,10 @@ that is dropped and re-created) the script:
    generator and the server share the machine's cores, so when they are saturated the ratio is
    about the trivial phase's total over the intake phase's (docs/intake.md, "Performance").
 
+The rate limiter is off, as a throughput test needs (one source and one IP far above any per-source
+limit); ``--rate-limit`` turns it on with a limit no delivery reaches, to measure what it costs
+(docs/intake.md says what that gave).
+
 ``BENCH_GUNICORN_EXTRA`` adds gunicorn options for an experiment (e.g. ``--worker-class gthread
 --threads 4``; docs/intake.md says what that gave). Loopback only, bounded in time; nothing needs
 the internet. Target: ratio >= 0.4
@@ -189,12 +193,13 @@ def cpu_per_request(server: float | None, database: float | None, client: float 
     return {"server": ms(server), "database": ms(database), "client": ms(client)}
 
 
-def start_server(url: str, port: int, workers: int) -> subprocess.Popen:
+def start_server(url: str, port: int, workers: int, rate_limit: bool = False) -> subprocess.Popen:
     env = dict(
         os.environ,
         DATABASE_URL=url,
         SECRET_KEY="bench-secret-key",
-        RATELIMIT_ENABLED="false",
+        RATELIMIT_ENABLED="true" if rate_limit else "false",
+        WEBHOOK_RATE_LIMIT="1000000000 per minute",  # counted, never reached
         LOG_LEVEL="WARNING",
         GEOCODER="offline",
         RUN_SCHEDULER_IN_PROCESS="false",
@@ -358,10 +363,12 @@ def drain_enrichment(url: str) -> dict:
     }
 
 
-def bench(name: str, url: str, clients: int, seconds: float, workers: int, enrich: bool = True) -> dict:
+def bench(
+    name: str, url: str, clients: int, seconds: float, workers: int, enrich: bool = True, rate_limit: bool = False
+) -> dict:
     prepare(url)
     port = free_port()
-    server = start_server(url, port, workers)
+    server = start_server(url, port, workers, rate_limit)
     base = f"http://127.0.0.1:{port}"
     try:
         meter = CpuMeter(server, url)
@@ -386,6 +393,7 @@ def bench(name: str, url: str, clients: int, seconds: float, workers: int, enric
         "leads_created": count_leads(url),
         **(drain_enrichment(url) if enrich else {}),
         "cpu_ms_per_request": {"trivial": trivial_cpu, "intake": intake_cpu},
+        "rate_limit": rate_limit,
     }
 
 
@@ -395,6 +403,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", choices=["sqlite", "postgresql"], default=None)
+    parser.add_argument(
+        "--rate-limit", action="store_true", help="rate limiter on, with a limit no delivery reaches (its cost)"
+    )
     parser.add_argument(
         "--no-enrich", action="store_true", help="skip enriching the stored leads afterwards (quicker experiments)"
     )
@@ -410,7 +421,15 @@ def main() -> None:
             recreate_pg(url)
             targets.append(("postgresql", url))
         for name, url in targets:
-            result = bench(name, url, args.clients, args.seconds, args.workers, enrich=not args.no_enrich)
+            result = bench(
+                name,
+                url,
+                args.clients,
+                args.seconds,
+                args.workers,
+                enrich=not args.no_enrich,
+                rate_limit=args.rate_limit,
+            )
             print(json.dumps(result), flush=True)
 
 
