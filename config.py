@@ -27,6 +27,14 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def rate_limit_storage_options(uri: str) -> dict:
+    """Options for Flask-Limiter's store. A Redis that stops answering gets half a second, not a
+    worker held until the kernel gives up on the connection (redis-py waits forever by default)."""
+    if uri.startswith(("redis://", "rediss://", "redis+unix://")):
+        return {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    return {}
+
+
 def _secret_key() -> str:
     """SECRET_KEY from the environment; for local use, a random key kept in instance/."""
     if os.environ.get("SECRET_KEY"):
@@ -69,6 +77,10 @@ class Config:
     WEBHOOK_MAX_BYTES = 64 * 1024
 
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    RATELIMIT_STORAGE_OPTIONS = rate_limit_storage_options(RATELIMIT_STORAGE_URI)
+    # A shared store (Redis) that is down must not turn deliveries away: each worker then counts
+    # in memory, and Flask-Limiter tries the store again at growing intervals.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_HEADERS_ENABLED = True
     # Flask-Limiter would put Retry-After on every response (a 202 included), and a sender that
     # honours it would hold back its next delivery: Retry-After stays on 429 and 503, which set it

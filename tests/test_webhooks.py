@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import threading
 import types
@@ -13,6 +14,8 @@ from urllib.parse import urlencode
 import pytest
 import sqlalchemy as sa
 
+from config import rate_limit_storage_options
+from crm.extensions import limiter
 from crm.intake import mapping_examples
 from crm.models import InboxItem, Lead, LeadEvent, Patient, WebhookSecret, WebhookSource
 from crm.models.enums import EventKind, GeocodeStatus, InboxStatus, LeadSourceKind, LeadStatus
@@ -237,6 +240,49 @@ def test_rate_limit_is_429_with_retry_after(make_app, db, source):
     resp = deliver(client, PAYLOAD, msg_id="m9")
     assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
     assert "error" in resp.get_json()
+
+
+def test_a_rate_limit_store_that_is_down_does_not_turn_deliveries_away(make_app, db, source):
+    unreachable = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every call fails at once
+    app = make_app(
+        RATELIMIT_ENABLED=True,
+        WEBHOOK_RATE_LIMIT="2 per minute",
+        RATELIMIT_STORAGE_URI=unreachable,
+        RATELIMIT_STORAGE_OPTIONS=rate_limit_storage_options(unreachable),
+    )
+    client = app.test_client()
+    codes = [deliver(client, PAYLOAD, msg_id=f"down{i}").status_code for i in range(3)]
+    assert codes == [202, 200, 429]  # stored, and still limited: counted in the worker's memory
+    assert count(db, Lead) == 1 and count(db, InboxItem) == 2
+
+
+def test_a_redis_store_gets_a_short_timeout():
+    assert rate_limit_storage_options("redis://cache.internal:6379/0") == {
+        "socket_timeout": 0.5,
+        "socket_connect_timeout": 0.5,
+    }
+    assert rate_limit_storage_options("memory://") == {}
+
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")
+
+
+@pytest.mark.skipif(not TEST_REDIS_URL, reason="TEST_REDIS_URL not set (.ci/run sets it when Redis answers)")
+def test_with_redis_every_worker_counts_against_one_limit(make_app, db, source):
+    def worker():  # an app with its own store object, as each gunicorn worker has
+        return make_app(
+            RATELIMIT_ENABLED=True,
+            WEBHOOK_RATE_LIMIT="2 per minute",
+            RATELIMIT_STORAGE_URI=TEST_REDIS_URL,
+            RATELIMIT_STORAGE_OPTIONS=rate_limit_storage_options(TEST_REDIS_URL),
+        ).test_client()
+
+    first = worker()
+    limiter.reset()  # a clean count in the test database
+    assert [deliver(first, PAYLOAD, msg_id=f"w1-{i}").status_code for i in range(2)] == [202, 200]
+    resp = deliver(worker(), PAYLOAD, msg_id="w2")
+    assert resp.status_code == 429  # in memory, the second worker would have started from zero
+    assert int(resp.headers["Retry-After"]) > 0
 
 
 def test_only_429_and_503_tell_the_sender_to_retry_after(make_app, db, source):
