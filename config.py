@@ -28,11 +28,13 @@ def env_int(name: str, default: int) -> int:
 
 
 def rate_limit_storage_options(uri: str) -> dict:
-    """Options for Flask-Limiter's store. A Redis that stops answering gets half a second, not a
-    worker held until the kernel gives up on the connection (redis-py waits forever by default)."""
+    """Options for Flask-Limiter's store. Its failures surface as ``limits.errors.StorageError``
+    whatever the store (our own calls to it catch that one type). A Redis that stops answering
+    gets half a second, not a worker held until the kernel gives up on the connection (redis-py
+    waits forever by default)."""
     if uri.startswith(("redis://", "rediss://", "redis+unix://")):
-        return {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-    return {}
+        return {"wrap_exceptions": True, "socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    return {"wrap_exceptions": True}
 
 
 def _secret_key() -> str:

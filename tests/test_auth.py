@@ -221,3 +221,30 @@ def test_signed_in_pages_are_not_cached_and_machine_endpoints_leave_the_session_
     assert health.headers.get("Cache-Control") != "no-store"
     with client.session_transaction() as sess:
         assert sess["last_seen"] == seen
+
+
+def test_sign_in_goes_on_when_the_rate_limit_store_fails_mid_request(make_app, db, specialist, monkeypatch):
+    from limits.errors import StorageError
+
+    from crm.extensions import limiter
+
+    app = make_app(RATELIMIT_ENABLED=True)
+    strategy = type(limiter.limiter)
+
+    def failing_for_the_email_throttle(original):
+        def call(self, item, *identifiers, **kwargs):
+            if "login-email" in identifiers:  # the per-IP limit before it was counted fine
+                raise StorageError(ConnectionError("store went away"))
+            return original(self, item, *identifiers, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(strategy, "test", failing_for_the_email_throttle(strategy.test))
+    monkeypatch.setattr(strategy, "hit", failing_for_the_email_throttle(strategy.hit))
+    client = app.test_client()
+    wrong = client.post("/login", data={"email": specialist.email, "password": "wrong password!"})
+    assert wrong.status_code == 200 and b"Invalid email or password." in wrong.data
+    db.session.refresh(specialist)
+    assert specialist.failed_logins == 1  # the account lockout still counted it
+    right = client.post("/login", data={"email": specialist.email, "password": PASSWORD})
+    assert right.status_code == 302

@@ -256,12 +256,13 @@ def test_a_rate_limit_store_that_is_down_does_not_turn_deliveries_away(make_app,
     assert count(db, Lead) == 1 and count(db, InboxItem) == 2
 
 
-def test_a_redis_store_gets_a_short_timeout():
+def test_a_redis_store_gets_a_short_timeout_and_every_store_one_error_type():
     assert rate_limit_storage_options("redis://cache.internal:6379/0") == {
+        "wrap_exceptions": True,
         "socket_timeout": 0.5,
         "socket_connect_timeout": 0.5,
     }
-    assert rate_limit_storage_options("memory://") == {}
+    assert rate_limit_storage_options("memory://") == {"wrap_exceptions": True}
 
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL")

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from limits import parse
+from limits.errors import StorageError
 
 from crm.auth.forms import LoginForm, PostForm
 from crm.extensions import db, limiter
@@ -10,6 +13,7 @@ from crm.security import is_safe_next
 from crm.services import accounts, audit
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "Invalid email or password."
 LOCKED = "Too many failed sign-in attempts. This account is locked for {minutes} minutes; try again later."
@@ -28,6 +32,24 @@ def _email_throttle():
     return parse(f"{cfg['LOGIN_MAX_FAILURES']} per {minutes} minutes")
 
 
+# The per-email throttle talks to the limiter's store directly, outside Flask-Limiter's own
+# fallback. Should the store fail in the middle of a request, the attempt goes on: the account
+# lockout (in the database) still counts it.
+def _email_allowed(throttle, email_key: str) -> bool:
+    try:
+        return limiter.limiter.test(throttle, "login-email", email_key)
+    except StorageError:
+        log.warning("login: the rate limit store failed; the per-email throttle is skipped once")
+        return True
+
+
+def _count_email_failure(throttle, email_key: str) -> None:
+    try:
+        limiter.limiter.hit(throttle, "login-email", email_key)
+    except StorageError:
+        log.warning("login: the rate limit store failed; a failed sign-in went uncounted by the throttle")
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"])
 def login():
@@ -39,7 +61,7 @@ def login():
     if form.validate_on_submit():
         email_key = accounts.normalise_email(form.email.data)
         throttle = _email_throttle()
-        if throttle is not None and not limiter.limiter.test(throttle, "login-email", email_key):
+        if throttle is not None and not _email_allowed(throttle, email_key):
             audit.record("login_failed", "user", None, detail={"reason": "throttled"})
             db.session.commit()
             flash(lock_message, "danger")
@@ -50,7 +72,7 @@ def login():
         )
         if result.user is None:
             if throttle is not None:
-                limiter.limiter.hit(throttle, "login-email", email_key)
+                _count_email_failure(throttle, email_key)
             db.session.commit()
             flash(lock_message if result.locked else BAD_CREDENTIALS, "danger")
             return render_template("auth/login.html", form=form), 200
