@@ -18,13 +18,16 @@ that is dropped and re-created) the script:
    posted, leads_created`` plus ``enriched, enrich_seconds, enrich_rps, unenriched`` and
    ``cpu_ms_per_request``: for each phase, the CPU (user + system, from ``/proc``) that the
    gunicorn processes, the PostgreSQL backends serving the bench database (``null`` on SQLite,
-   whose work is in the workers) and the load generator spent per answered request. The load
-   generator and the server share the machine's cores, so when they are saturated the ratio is
-   about the trivial phase's total over the intake phase's (docs/intake.md, "Performance").
+   whose work is in the workers) and the load generator spent per request. Lower bounds:
+   PostgreSQL's own background processes (WAL writer, checkpointer) and any process that exits
+   during a phase are not counted. The load generator and the server share the machine's cores,
+   so the ratio follows the trivial phase's total over the intake phase's (docs/intake.md,
+   "Performance").
 
 The rate limiter is off, as a throughput test needs (one source and one IP far above any per-source
-limit); ``--rate-limit`` turns it on with a limit no delivery reaches, to measure what it costs
-(docs/intake.md says what that gave).
+limit); ``--rate-limit`` turns it on with a limit no delivery reaches, to measure what it costs,
+with the store RATELIMIT_STORAGE_URI names (memory by default); ``rate_limit`` in the result
+says which (docs/intake.md says what that gave).
 
 ``BENCH_GUNICORN_EXTRA`` adds gunicorn options for an experiment (e.g. ``--worker-class gthread
 --threads 4``; docs/intake.md says what that gave). Loopback only, bounded in time; nothing needs
@@ -120,17 +123,20 @@ def count_leads(url: str) -> int:
     return int(n)
 
 
-def process_cpu(pids: list[int]) -> dict[int, float]:
+def process_cpu(pids: list[int], command: str | None = None) -> dict[int, float]:
     """CPU seconds (user + system) each process has used so far (Linux ``/proc``); processes that
-    are gone or unreadable are left out."""
+    are gone or unreadable, or (with ``command``) run another program, are left out."""
     ticks = os.sysconf("SC_CLK_TCK")
     used = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+                head, _, tail = f.read().rpartition(")")  # the command name may hold spaces
         except OSError:
             continue
+        if command is not None and not head.partition("(")[2].startswith(command):
+            continue  # e.g. a server in a container reports pids of its own namespace
+        fields = tail.split()
         used[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return used
 
@@ -173,7 +179,8 @@ class CpuMeter:
 
     def _read(self) -> tuple[dict[int, float], dict[int, float] | None]:
         backends = database_pids(self.url)
-        return process_cpu(server_pids(self.server.pid)), None if backends is None else process_cpu(backends)
+        server = process_cpu(server_pids(self.server.pid))
+        return server, None if backends is None else process_cpu(backends, command="postgres")
 
     def spent(self) -> tuple[float | None, float | None]:
         """(server seconds, database seconds) since the meter started; None where unknown: no
@@ -193,12 +200,19 @@ def cpu_per_request(server: float | None, database: float | None, client: float 
     return {"server": ms(server), "database": ms(database), "client": ms(client)}
 
 
+def rate_limit_store() -> str:
+    """The limiter's store under ``--rate-limit``: RATELIMIT_STORAGE_URI (from the environment or
+    .env) if set, else the default, memory."""
+    return os.environ.get("RATELIMIT_STORAGE_URI") or "memory://"
+
+
 def start_server(url: str, port: int, workers: int, rate_limit: bool = False) -> subprocess.Popen:
     env = dict(
         os.environ,
         DATABASE_URL=url,
         SECRET_KEY="bench-secret-key",
         RATELIMIT_ENABLED="true" if rate_limit else "false",
+        RATELIMIT_STORAGE_URI=rate_limit_store(),
         WEBHOOK_RATE_LIMIT="1000000000 per minute",  # counted, never reached
         LOG_LEVEL="WARNING",
         GEOCODER="offline",
@@ -393,7 +407,7 @@ def bench(
         "leads_created": count_leads(url),
         **(drain_enrichment(url) if enrich else {}),
         "cpu_ms_per_request": {"trivial": trivial_cpu, "intake": intake_cpu},
-        "rate_limit": rate_limit,
+        "rate_limit": urlsplit(rate_limit_store()).scheme if rate_limit else False,  # the store, e.g. "memory"
     }
 
 
