@@ -15,16 +15,47 @@ INSTANCE_DIR = BASE_DIR / "instance"
 load_dotenv(BASE_DIR / ".env")
 
 
+class ConfigError(ValueError):
+    """A setting the app cannot run with; the message names the variable."""
+
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+
 def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
+    """A yes/no variable. A value that is neither (a typo such as "ture") stops the start: read as
+    false it could silently turn a protection off (SESSION_COOKIE_SECURE)."""
+    value = (os.environ.get(name) or "").strip().lower()
+    if not value:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    if value in TRUE_WORDS | FALSE_WORDS:
+        return value in TRUE_WORDS
+    raise ConfigError(f"{name}={os.environ[name]!r}: expected true or false (also 1/0, yes/no, on/off)")
 
 
 def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+    value = (os.environ.get(name) or "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={os.environ[name]!r}: expected a whole number") from None
+
+
+def env_proxies(name: str) -> int:
+    """How many reverse proxies stand in front of the app (each adds one X-Forwarded-For hop);
+    "true" means one."""
+    value = (os.environ.get(name) or "").strip().lower()
+    if value in TRUE_WORDS - {"1"}:
+        return 1
+    if value in FALSE_WORDS - {"0"}:
+        return 0
+    count = env_int(name, 0)
+    if count < 0:
+        raise ConfigError(f"{name}={os.environ[name]!r}: expected the number of proxies (or true)")
+    return count
 
 
 def rate_limit_storage_options(uri: str) -> dict:
@@ -124,9 +155,11 @@ class Config:
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "")  # links in reminder emails sent by the scheduler
 
     MAIL_SERVER = os.environ.get("MAIL_SERVER", "")
-    MAIL_PORT = env_int("MAIL_PORT", 587)
-    MAIL_USE_TLS = env_bool("MAIL_USE_TLS", True)
+    # SSL from the first byte (port 465) or STARTTLS on a plain connection (587): never both,
+    # which Flask-Mail would try (STARTTLS inside SSL) and every email would fail.
     MAIL_USE_SSL = env_bool("MAIL_USE_SSL", False)
+    MAIL_USE_TLS = env_bool("MAIL_USE_TLS", not MAIL_USE_SSL)
+    MAIL_PORT = env_int("MAIL_PORT", 465 if MAIL_USE_SSL else 587)
     MAIL_USERNAME = os.environ.get("MAIL_USERNAME")
     MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "Appointment Desk <desk@example.com>")
@@ -135,6 +168,10 @@ class Config:
     BOOTSTRAP_SERVE_LOCAL = True
     BOOTSTRAP_BOOTSWATCH_THEME = None
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    # Behind a reverse proxy: client IPs (rate limits, consent IPs, the audit log) and https come
+    # from its X-Forwarded-For / X-Forwarded-Proto. Never set it without one: anybody could then
+    # choose the IP we record.
+    TRUST_PROXY = env_proxies("TRUST_PROXY")
 
 
 class DevelopmentConfig(Config):

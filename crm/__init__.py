@@ -11,8 +11,12 @@ def create_app(config: object | str | None = None, **overrides) -> Flask:
     app = Flask(__name__, template_folder="../templates", static_folder="../static", instance_relative_config=False)
     app.config.from_object(config or "config.Config")
     app.config.update(overrides)
-    if app.config.get("TRUST_PROXY"):
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1)
+    from crm.config_check import check_config
+
+    check_config(app.config)
+    proxies = int(app.config.get("TRUST_PROXY") or 0)
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
 
     from crm import logging_setup
 

@@ -54,10 +54,11 @@ def deliver(
     content_type="application/json",
     signature=None,
     drop=(),
+    extra_headers=None,
 ):
     body = payload if isinstance(payload, str | bytes) else json.dumps(payload)
     signed = sign_payload(secret, body, msg_id=msg_id, at=at)
-    headers = dict(signed.headers, **{"content-type": content_type})
+    headers = dict(signed.headers, **{"content-type": content_type}, **(extra_headers or {}))
     if signature is not None:
         headers["webhook-signature"] = signature
     for name in drop:
@@ -240,6 +241,20 @@ def test_rate_limit_is_429_with_retry_after(make_app, db, source):
     resp = deliver(client, PAYLOAD, msg_id="m9")
     assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
     assert "error" in resp.get_json()
+
+
+def test_behind_a_proxy_the_client_ip_comes_from_x_forwarded_for(make_app, db, source):
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    deliver(make_app().test_client(), PAYLOAD, msg_id="direct", extra_headers=forwarded)
+    proxied = make_app(TRUST_PROXY=1, RATELIMIT_ENABLED=True, WEBHOOK_RATE_LIMIT="1 per minute").test_client()
+    assert deliver(proxied, PAYLOAD, msg_id="via-proxy", extra_headers=forwarded).status_code == 200
+    # ... and the rate limit counts that client, not the proxy every client shares
+    other_client = {"X-Forwarded-For": "198.51.100.7"}
+    assert deliver(proxied, PAYLOAD, msg_id="another", extra_headers=other_client).status_code == 200
+    assert deliver(proxied, PAYLOAD, msg_id="again", extra_headers=forwarded).status_code == 429
+    assert [item.remote_ip for item in items(db)] == ["127.0.0.1", "203.0.113.9", "198.51.100.7"]
+    lead = db.session.scalars(sa.select(Lead)).one()
+    assert lead.patient.consent_ip == "127.0.0.1"  # consent was given on the first, direct delivery
 
 
 def test_a_rate_limit_store_that_is_down_does_not_turn_deliveries_away(make_app, db, source):

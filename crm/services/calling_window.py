@@ -95,6 +95,17 @@ def zone(name: str | None, fallback: str = "America/New_York") -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
+def zone_exists(name: str | None) -> bool:
+    """True for a time zone name ``zone`` can use as it is (an empty one means the default)."""
+    if not name:
+        return True
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 def _local_at(day: date, t: time, tz: ZoneInfo) -> datetime:
     """The aware instant for wall time ``t`` on ``day`` in ``tz``.
 

@@ -1,0 +1,94 @@
+"""Settings from the environment, and the check that stops a start with a bad one (README,
+"Configuration")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, env_bool, env_int, env_proxies
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def settings_in_a_fresh_process(env: dict[str, str], *names: str) -> list[str]:
+    """``Config`` reads the environment once, at import: read it in a process of its own."""
+    code = f"import config\nfor name in {names!r}: print(repr(getattr(config.Config, name)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_trust_proxy_is_read_from_the_environment():
+    assert settings_in_a_fresh_process({"TRUST_PROXY": "true"}, "TRUST_PROXY") == ["1"]
+    assert settings_in_a_fresh_process({"TRUST_PROXY": "2"}, "TRUST_PROXY") == ["2"]
+    assert settings_in_a_fresh_process({"TRUST_PROXY": ""}, "TRUST_PROXY") == ["0"]
+
+
+def test_mail_over_ssl_does_not_also_try_starttls():
+    names = ("MAIL_USE_SSL", "MAIL_USE_TLS", "MAIL_PORT")
+    assert settings_in_a_fresh_process({"MAIL_USE_SSL": "true"}, *names) == ["True", "False", "465"]
+    assert settings_in_a_fresh_process({"MAIL_USE_SSL": ""}, *names) == ["False", "True", "587"]
+    assert settings_in_a_fresh_process({"MAIL_USE_SSL": "yes", "MAIL_PORT": "2465"}, *names)[2] == "2465"
+
+
+def test_a_typo_in_a_yes_no_setting_stops_the_start(monkeypatch):
+    monkeypatch.setenv("CRM_TEST_FLAG", "ture")
+    with pytest.raises(ConfigError, match="CRM_TEST_FLAG='ture'"):
+        env_bool("CRM_TEST_FLAG", True)
+    for value, expected in (("On", True), ("0", False), ("no", False), ("", True)):
+        monkeypatch.setenv("CRM_TEST_FLAG", value)
+        assert env_bool("CRM_TEST_FLAG", True) is expected
+
+
+def test_numbers_and_proxy_counts_name_the_variable(monkeypatch):
+    monkeypatch.setenv("CRM_TEST_NUMBER", "15m")
+    with pytest.raises(ConfigError, match="CRM_TEST_NUMBER='15m': expected a whole number"):
+        env_int("CRM_TEST_NUMBER", 15)
+    for value, expected in (("yes", 1), ("off", 0), ("3", 3)):
+        monkeypatch.setenv("CRM_TEST_PROXIES", value)
+        assert env_proxies("CRM_TEST_PROXIES") == expected
+    monkeypatch.setenv("CRM_TEST_PROXIES", "-1")
+    with pytest.raises(ConfigError, match="CRM_TEST_PROXIES"):
+        env_proxies("CRM_TEST_PROXIES")
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"BUSINESS_HOURS": "garbage"}, "BUSINESS_HOURS='garbage'"),
+        ({"BUSINESS_HOURS": "8:00-20:00"}, "BUSINESS_HOURS"),
+        ({"BUSINESS_DAYS": "weekdays"}, "BUSINESS_DAYS='weekdays'"),
+        ({"CALLING_WINDOW": "9am-8pm"}, "CALLING_WINDOW='9am-8pm'"),
+        ({"CALLING_DAYS": "xyz"}, "CALLING_DAYS='xyz'"),
+        ({"BUSINESS_TIMEZONE": "Mars/Base"}, "BUSINESS_TIMEZONE='Mars/Base'"),
+        ({"LOGIN_RATE_LIMIT": "garbage"}, "LOGIN_RATE_LIMIT='garbage'"),
+        ({"WEBHOOK_RATE_LIMIT": "600 per fortnight"}, "WEBHOOK_RATE_LIMIT"),
+        ({"GEOCODER": "nominatim", "GEOCODER_OPTIONS": "not-json"}, "GEOCODER_OPTIONS must be a JSON object"),
+        ({"GEOCODER": "no-such-service"}, "no-such-service"),
+        ({"GEOCODER": "nominatim", "GEOCODER_MIN_DELAY": "1s"}, "GEOCODER_MIN_DELAY"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL='verbose'"),
+        ({"MAIL_USE_SSL": True, "MAIL_USE_TLS": True}, "MAIL_USE_SSL and MAIL_USE_TLS"),
+    ],
+)
+def test_a_bad_setting_stops_the_start_and_names_the_variable(make_app, settings, named):
+    with pytest.raises(ConfigError, match="Configuration error") as refused:
+        make_app(**settings)
+    assert named in str(refused.value)
+
+
+def test_every_problem_is_listed_at_once(make_app):
+    with pytest.raises(ConfigError) as refused:
+        make_app(BUSINESS_TIMEZONE="Mars/Base", LOG_LEVEL="loud")
+    assert "BUSINESS_TIMEZONE" in str(refused.value) and "LOG_LEVEL" in str(refused.value)
+
+
+def test_empty_windows_and_time_zone_mean_the_defaults(make_app):
+    app = make_app(BUSINESS_HOURS="", BUSINESS_DAYS="", CALLING_WINDOW="", BUSINESS_TIMEZONE="")
+    assert app.test_client().get("/healthz").status_code == 200
