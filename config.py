@@ -9,14 +9,12 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+from crm import ConfigError  # noqa: F401  (raised here, and by crm.config_check)
+
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = BASE_DIR / "instance"
 
 load_dotenv(BASE_DIR / ".env")
-
-
-class ConfigError(ValueError):
-    """A setting the app cannot run with; the message names the variable."""
 
 
 TRUE_WORDS = {"1", "true", "yes", "on"}

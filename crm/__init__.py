@@ -6,6 +6,11 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 
+class ConfigError(ValueError):
+    """A setting the app cannot run with; the message names the variable (config.py,
+    crm/config_check.py)."""
+
+
 def create_app(config: object | str | None = None, **overrides) -> Flask:
     """Build the app. Starts no scheduler and runs no migrations (see README)."""
     app = Flask(__name__, template_folder="../templates", static_folder="../static", instance_relative_config=False)

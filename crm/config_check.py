@@ -9,7 +9,7 @@ from typing import Any
 
 from limits import parse_many
 
-from config import ConfigError
+from crm import ConfigError
 from crm.services.calling_window import DEFAULT_DAYS, DEFAULT_WINDOW, make_window, zone_exists
 from crm.services.geocoding import get_geocoder
 

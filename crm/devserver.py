@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from crm import create_app
+from crm import ConfigError, create_app
 
 
 def main() -> None:
@@ -20,7 +20,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
-    app = create_app(os.environ.get("APP_CONFIG", "config.DevelopmentConfig"))
+    try:
+        app = create_app(os.environ.get("APP_CONFIG", "config.DevelopmentConfig"))
+    except ConfigError as exc:
+        sys.exit(str(exc))
     scheduler = None
     crm_group = app.cli.commands.get("crm")
     if crm_group is not None and "scheduler" in getattr(crm_group, "commands", {}):
