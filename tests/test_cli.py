@@ -88,3 +88,66 @@ def test_the_demo_shows_a_few_missed_speed_to_lead_targets_not_one_per_lead(app,
         assert breached <= 3, cfg
     contacted = sa.select(sa.func.count()).select_from(Lead).where(Lead.first_contact_at.is_not(None))
     assert db.session.scalar(contacted) >= 30
+
+
+def test_the_demo_reports_progress_step_by_step(app, db):
+    from crm.services.demo import demo_steps, load_demo
+
+    steps: list[int] = []
+    load_demo(steps.append, physicians=7, leads=5)
+    db.session.rollback()
+    assert sum(steps) == demo_steps(7, 5) == 17 and set(steps) == {1}
+
+
+def test_demo_refuses_counts_below_zero(app, db):
+    result = app.test_cli_runner().invoke(args=["crm", "demo", "--physicians", "-5"])
+    assert result.exit_code == 2 and "-5 is not in the range" in result.output
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 0
+
+
+def test_commands_on_a_database_not_migrated_yet_say_what_to_do(tmp_path):
+    from config import TestConfig
+    from crm import create_app
+
+    app = create_app(TestConfig, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    result = app.test_cli_runner().invoke(args=["crm", "sources", "list"])
+    assert result.exit_code == 1
+    assert "run `flask --app wsgi db upgrade` first" in result.output and "Traceback" not in result.output
+
+
+def test_a_database_that_cannot_be_opened_is_named_not_traced(tmp_path):
+    from config import TestConfig
+    from crm import create_app
+
+    app = create_app(TestConfig, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite3'}")
+    result = app.test_cli_runner().invoke(args=["crm", "seed"])
+    assert result.exit_code == 1 and "cannot open the database DATABASE_URL names" in result.output
+
+
+def test_a_bad_setting_ends_the_command_with_its_message_only(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "AUTO_ASSIGN": "maybe", "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "crm", "sources", "list"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "AUTO_ASSIGN='maybe': expected true or false" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_sources_add_prints_the_whole_address_and_list_says_when_there_are_none(make_app, db):
+    public = make_app(PUBLIC_BASE_URL="https://desk.example.org/")
+    runner = public.test_cli_runner()
+    with public.app_context():  # pytest-flask keeps the session app's context pushed
+        empty = runner.invoke(args=["crm", "sources", "list"])
+        added = runner.invoke(args=["crm", "sources", "add", "Partner site"])
+    assert empty.exit_code == 0 and "No webhook sources yet" in empty.output
+    assert "url: https://desk.example.org/webhooks/intake/partner-site" in added.output

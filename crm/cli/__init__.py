@@ -2,9 +2,43 @@
 
 from __future__ import annotations
 
+import click
 from flask.cli import AppGroup
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-crm_cli = AppGroup("crm", help="Appointment Desk commands.")
+NOT_MIGRATED = "the database has no tables yet (or not all of them): run `flask --app wsgi db upgrade` first"
+UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE
+
+
+class CrmGroup(AppGroup):
+    """Commands whose database is not there, or not migrated yet, end in one line saying what to
+    do, not in a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, ProgrammingError) as exc:
+            message = database_problem(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from exc
+
+
+def database_problem(exc: OperationalError | ProgrammingError) -> str | None:
+    """What to tell the operator about a database error a command hit, or None for one that is
+    not about the database's reach or schema (a bug: its traceback is the useful answer)."""
+    text = str(exc.orig).strip()
+    if "no such table" in text or getattr(exc.orig, "sqlstate", None) == UNDEFINED_TABLE:
+        return NOT_MIGRATED
+    if isinstance(exc, OperationalError) and (
+        "unable to open database file" in text or "connection" in text.lower() or "could not" in text.lower()
+    ):
+        first_line = text.splitlines()[0] if text else type(exc.orig).__name__
+        return f"cannot open the database DATABASE_URL names: {first_line}"
+    return None
+
+
+crm_cli = CrmGroup("crm", help="Appointment Desk commands.")
 
 
 def register_cli(app) -> None:

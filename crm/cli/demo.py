@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from crm.cli import crm_cli
 from crm.extensions import db
 from crm.seed.reference import load_reference_data
-from crm.services.demo import demo_logins, load_demo
+from crm.services.demo import demo_logins, demo_steps, load_demo
 
 
 @crm_cli.command("seed")
@@ -21,12 +23,13 @@ def seed() -> None:
 
 
 @crm_cli.command("demo")
-@click.option("--physicians", default=300, show_default=True)
-@click.option("--leads", default=60, show_default=True)
+@click.option("--physicians", default=300, show_default=True, type=click.IntRange(min=1))
+@click.option("--leads", default=60, show_default=True, type=click.IntRange(min=0))
 def demo(physicians: int, leads: int) -> None:
     """Load demo users, physicians, a webhook source and leads (once; safe to run again)."""
-    with click.progressbar(length=2, label="Loading demo data") as bar:
-        report = load_demo(lambda _msg: bar.update(1), physicians=physicians, leads=leads)
+    steps = demo_steps(physicians, leads)
+    with click.progressbar(length=steps, label="Loading demo data", file=sys.stderr) as bar:
+        report = load_demo(bar.update, physicians=physicians, leads=leads)
         db.session.commit()
     if report.get("skipped"):
         click.echo("Demo data already loaded; nothing to do.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 
 from crm.cli import crm_cli
@@ -37,7 +38,8 @@ def add_source(name: str, secret: str | None, slug: str | None) -> None:
     db.session.commit()
     click.echo(f"slug: {source.slug}")
     click.echo(f"secret: {secret_value}")
-    click.echo(f"url: /webhooks/intake/{source.slug}")
+    base = (current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
+    click.echo(f"url: {base}/webhooks/intake/{source.slug}")  # the whole address once PUBLIC_BASE_URL is set
 
 
 @sources_cli.command("rotate")
@@ -68,7 +70,10 @@ def list_sources() -> None:
     from crm.models import WebhookSource
 
     now = utcnow()
-    for source in db.session.scalars(db.select(WebhookSource).order_by(WebhookSource.slug)):
+    every = db.session.scalars(db.select(WebhookSource).order_by(WebhookSource.slug)).all()
+    if not every:
+        click.echo("No webhook sources yet: flask crm sources add NAME")
+    for source in every:
         live = len(source_service.active_secrets(source, now))
         last = f"{source.last_received_at:%Y-%m-%d %H:%M}" if source.last_received_at else "never"
         state = "active" if source.active else "inactive"

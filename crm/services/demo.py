@@ -88,8 +88,16 @@ def _npi(rng: random.Random, used: set[str]) -> str:
             return npi
 
 
-def load_demo(progress: Callable[[str], None] | None = None, *, physicians: int = 300, leads: int = 60) -> dict:
-    """Create demo users, physicians, a webhook source and leads unless the demo admin exists."""
+def demo_steps(physicians: int, leads: int) -> int:
+    """How many steps ``load_demo`` reports: one per physician, and two per lead (made, then
+    enriched)."""
+    return physicians + 2 * leads
+
+
+def load_demo(progress: Callable[[int], None] | None = None, *, physicians: int = 300, leads: int = 60) -> dict:
+    """Create demo users, physicians, a webhook source and leads unless the demo admin exists.
+    ``progress(n)`` is told of every ``n`` steps done (``demo_steps`` in all)."""
+    advance = progress or (lambda _n: None)
     report = load_reference_data()
     if db.session.scalar(sa.select(User.id).where(User.email == DEMO_USERS[0][0])):
         report["skipped"] = True
@@ -104,9 +112,7 @@ def load_demo(progress: Callable[[str], None] | None = None, *, physicians: int 
     conditions = list(db.session.scalars(sa.select(Condition).order_by(Condition.slug)))
     zips = _zips_by_state(DEMO_STATES + PATIENT_EXTRA_STATES)
 
-    doctors = _demo_physicians(rng, physicians, zips, conditions, now)
-    if progress:
-        progress(f"{len(doctors)} physicians")
+    doctors = _demo_physicians(rng, physicians, zips, conditions, now, advance)
     source = WebhookSource(
         name="Website form (WordPress)",
         slug=DEMO_SOURCE_SLUG,
@@ -124,18 +130,17 @@ def load_demo(progress: Callable[[str], None] | None = None, *, physicians: int 
     source.secrets.append(WebhookSecret(secret=DEMO_SOURCE_SECRET))
     db.session.add(source)
     db.session.flush()
-    created = _demo_leads(rng, leads, zips, conditions, doctors, specialists, source, now)
+    created = _demo_leads(rng, leads, zips, conditions, doctors, specialists, source, now, advance)
     from crm.services.enrichment import enrich_lead  # eligibility + match list on every demo lead
 
     for lead in db.session.scalars(sa.select(Lead).order_by(Lead.id)):
         enrich_lead(lead, now)
-    if progress:
-        progress(f"{created} leads")
+        advance(1)
     report.update({"users": len(users), "physicians": len(doctors), "leads": created, "skipped": False})
     return report
 
 
-def _demo_physicians(rng, count, zips, conditions, now) -> list[Physician]:
+def _demo_physicians(rng, count, zips, conditions, now, advance) -> list[Physician]:
     used: set[str] = set()
     doctors = []
     today = now.date()
@@ -189,6 +194,7 @@ def _demo_physicians(rng, count, zips, conditions, now) -> list[Physician]:
             )
         db.session.add(doc)
         doctors.append(doc)
+        advance(1)
     db.session.flush()
     return doctors
 
@@ -203,7 +209,7 @@ STATUS_PLAN = (
 )
 
 
-def _demo_leads(rng, count, zips, conditions, doctors, specialists, source, now) -> int:
+def _demo_leads(rng, count, zips, conditions, doctors, specialists, source, now, advance) -> int:
     published = [c for c in conditions if c.published] or conditions
     for i in range(count):
         status = STATUS_PLAN[i % len(STATUS_PLAN)]
@@ -260,6 +266,7 @@ def _demo_leads(rng, count, zips, conditions, doctors, specialists, source, now)
         _event(lead, None, EventKind.CREATED, {"channel": lead.source_kind.value}, created)
         if status != LeadStatus.NEW or rng.random() < 0.4:
             _advance(rng, lead, status, specialists, doctors, created, now)
+        advance(1)
     db.session.flush()
     return count
 
