@@ -151,3 +151,22 @@ def test_sources_add_prints_the_whole_address_and_list_says_when_there_are_none(
         added = runner.invoke(args=["crm", "sources", "add", "Partner site"])
     assert empty.exit_code == 0 and "No webhook sources yet" in empty.output
     assert "url: https://desk.example.org/webhooks/intake/partner-site" in added.output
+
+
+def test_only_errors_of_reach_and_schema_are_turned_into_advice():
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from crm.cli import NOT_MIGRATED, database_problem
+
+    def wrapped(orig):
+        return OperationalError("SELECT 1", {}, orig)
+
+    assert database_problem(wrapped(sqlite3.OperationalError("no such table: conditions"))) == NOT_MIGRATED
+    assert database_problem(wrapped(sqlite3.OperationalError("unable to open database file"))).startswith(
+        "cannot open the database"
+    )
+    # A statement's own failure is not about reaching the database: its traceback stays.
+    assert database_problem(wrapped(sqlite3.OperationalError("database is locked"))) is None
+    assert database_problem(wrapped(Exception("could not serialize access due to concurrent update"))) is None

@@ -30,11 +30,13 @@ def database_problem(exc: OperationalError | ProgrammingError) -> str | None:
     text = str(exc.orig).strip()
     if "no such table" in text or getattr(exc.orig, "sqlstate", None) == UNDEFINED_TABLE:
         return NOT_MIGRATED
+    # SQLite's file cannot be opened; psycopg could not connect (no server, no such database or
+    # role: raised before any statement, so with no SQLSTATE, unlike a deadlock or a
+    # serialization failure, which are errors of a statement).
     if isinstance(exc, OperationalError) and (
-        "unable to open database file" in text or "connection" in text.lower() or "could not" in text.lower()
+        text.startswith("unable to open database file") or text.startswith("connection failed")
     ):
-        first_line = text.splitlines()[0] if text else type(exc.orig).__name__
-        return f"cannot open the database DATABASE_URL names: {first_line}"
+        return f"cannot open the database DATABASE_URL names: {text.splitlines()[0]}"
     return None
 
 
