@@ -10,8 +10,9 @@ from typing import Any
 from limits import parse_many
 
 from crm import ConfigError
-from crm.services.calling_window import DEFAULT_DAYS, DEFAULT_WINDOW, make_window, zone_exists
+from crm.services.calling_window import make_window, window_from_config, zone_exists
 from crm.services.geocoding import get_geocoder
+from crm.services.sla import SlaConfig
 
 
 def check_config(config: Mapping[str, Any]) -> None:
@@ -21,16 +22,21 @@ def check_config(config: Mapping[str, Any]) -> None:
         raise ConfigError("Configuration error:\n  " + "\n  ".join(problems))
 
 
-def _window(hours_key: str, days_key: str, hours_default: str, days_default: str) -> Callable[[Mapping], str | None]:
-    def check(config: Mapping) -> str | None:
-        hours, days = config.get(hours_key), config.get(days_key)
-        try:
-            make_window(hours or hours_default, days or days_default)  # empty: the default, as in use
-        except ValueError as exc:
-            return f"{hours_key}={hours!r} / {days_key}={days!r}: {exc}"
-        return None
+def _business_hours(config: Mapping) -> str | None:
+    sla = SlaConfig.from_config(config)  # with its defaults for empty values, as the SLA clock reads them
+    try:
+        make_window(sla.hours, sla.days)
+    except ValueError as exc:
+        return f"BUSINESS_HOURS={config.get('BUSINESS_HOURS')!r} / BUSINESS_DAYS={config.get('BUSINESS_DAYS')!r}: {exc}"
+    return None
 
-    return check
+
+def _calling_window(config: Mapping) -> str | None:
+    try:
+        window_from_config(config)
+    except ValueError as exc:
+        return f"CALLING_WINDOW={config.get('CALLING_WINDOW')!r} / CALLING_DAYS={config.get('CALLING_DAYS')!r}: {exc}"
+    return None
 
 
 def _timezone(config: Mapping) -> str | None:
@@ -41,13 +47,13 @@ def _timezone(config: Mapping) -> str | None:
 
 
 def _rate_limits(config: Mapping) -> str | None:
+    bad = []
     for key in ("LOGIN_RATE_LIMIT", "INTAKE_RATE_LIMIT", "WEBHOOK_RATE_LIMIT"):
-        value = config.get(key)
         try:
-            parse_many(str(value))
+            parse_many(str(config.get(key)))
         except ValueError:
-            return f"{key}={value!r}: expected a rate such as '10 per minute' or '600/hour'"
-    return None
+            bad.append(f"{key}={config.get(key)!r}")
+    return f"{', '.join(bad)}: expected a rate such as '10 per minute' or '600/hour'" if bad else None
 
 
 def _geocoder(config: Mapping) -> str | None:
@@ -72,8 +78,8 @@ def _mail(config: Mapping) -> str | None:
 
 
 CHECKS: tuple[Callable[[Mapping], str | None], ...] = (
-    _window("BUSINESS_HOURS", "BUSINESS_DAYS", "08:00-20:00", "mon,tue,wed,thu,fri"),
-    _window("CALLING_WINDOW", "CALLING_DAYS", DEFAULT_WINDOW, DEFAULT_DAYS),
+    _business_hours,
+    _calling_window,
     _timezone,
     _rate_limits,
     _geocoder,
