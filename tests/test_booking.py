@@ -117,6 +117,32 @@ def test_double_booking_a_physician_is_refused(db, specialist):
         )
 
 
+def test_booking_keeps_to_the_mode_the_match_list_gives(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)  # listed for in person only (e.g. no telehealth in FL)
+    doc.offers_telehealth = True
+    with pytest.raises(BookingError, match="on this lead's match list for in person only"):
+        booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="telehealth", actor=specialist, now=WED)
+    lead.match_result = None  # never matched: nothing to book from
+    with pytest.raises(BookingError, match="not been matched yet"):
+        booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    assert lead.status == S.CONTACTED and lead.appointments == []
+
+
+def test_closing_a_booked_lead_cancels_its_appointment_and_its_reminder(db, specialist):
+    from crm.services.workflow import change_status
+
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    change_status(lead, S.LOST, actor=specialist, reason="not_interested", now=WED)
+    db.session.commit()
+    assert appt.status == AppointmentStatus.CANCELLED and appt.outcome_at == WED
+    assert booking.send_appointment_reminders(LATER - timedelta(hours=20)) == 0  # no reminder to a patient who said no
+    updates = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.APPOINTMENT_UPDATED))
+    assert {"appointment_id": appt.id, "from": "booked", "to": "cancelled", "note": "lead closed as lost"} in [
+        event.data for event in updates
+    ]
+
+
 def test_outcomes(db, specialist):
     lead, (doc,) = matched_lead(db, assignee=specialist)
     appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)

@@ -482,7 +482,10 @@ def test_the_page_follows_every_change_without_a_manual_refresh(client, auth, ad
     assert_page_equals_live(client, db)
     assert changes_waiting(db) == 0
 
-    # a new appointment (lead 3 becomes booked, Dana gets a booking on Oct 9)
+    # a new appointment (lead 3 becomes booked, Dana gets a booking on Oct 9), from its match list
+    from tests.test_queue_helpers import match_result
+
+    leads[3].match_result = match_result(doc)
     appt = booking.book(
         leads[3],
         physician_id=doc.id,

@@ -18,7 +18,8 @@ S = LeadStatus
 def test_every_allowed_transition_is_applied_and_recorded(db, admin, frm, to):
     lead = make_lead(db, status=frm)
     reason = LostReason.NOT_INTERESTED if to == S.LOST else None
-    change_status(lead, to, actor=admin, reason=reason, note="because", now=WED)
+    by_appointment = TRANSITIONS[(frm, to)].by_appointment  # booking's own moves
+    change_status(lead, to, actor=admin, reason=reason, note="because", now=WED, by_appointment=by_appointment)
     db.session.commit()
     assert lead.status == to
     event = db.session.scalar(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.STATUS_CHANGED))
@@ -117,3 +118,37 @@ def test_admin_reopens_a_lost_lead(client, auth, db, admin):
     assert resp.status_code == 302
     db.session.expire_all()
     assert lead.status == S.ATTEMPTING
+
+
+@pytest.mark.parametrize(("frm", "to"), [(S.CONTACTED, S.BOOKED), (S.BOOKED, S.COMPLETED), (S.BOOKED, S.CONTACTED)])
+def test_booked_and_completed_follow_the_appointment_not_a_hand(db, admin, frm, to):
+    lead = make_lead(db, status=frm)
+    with pytest.raises(TransitionError, match="when an appointment is booked"):
+        change_status(lead, to, actor=admin, now=WED)
+    assert to not in [t for t, _ in workflow.allowed_targets(lead, admin)]
+
+
+def test_the_status_form_cannot_book_or_complete(client, auth, db, admin):
+    auth.as_user(admin)
+    lead = make_lead(db, status=S.CONTACTED)
+    resp = form_post(client, f"/leads/{lead.id}/status", lead, to="booked", lost_reason="")
+    assert resp.status_code == 422 and "when an appointment is booked" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert lead.status == S.CONTACTED
+
+
+def test_an_admin_reopen_is_not_closed_again_by_the_unreachable_sweep(db, admin):
+    from datetime import timedelta
+
+    from crm.services.sla import unreachable_sweep
+
+    lead = make_lead(db, status=S.ATTEMPTING)
+    lead.attempts, lead.first_contact_at = 6, WED - timedelta(days=11)
+    db.session.commit()
+    assert unreachable_sweep(WED, attempts=6, days=10) == 1 and lead.status == S.LOST
+    change_status(lead, S.ATTEMPTING, actor=admin, now=WED)
+    db.session.commit()
+    assert unreachable_sweep(WED + timedelta(minutes=15), attempts=6, days=10) == 0
+    assert lead.status == S.ATTEMPTING and lead.attempts == 0
+    reopened = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.STATUS_CHANGED)).all()[-1]
+    assert reopened.data["attempts_before"] == 6

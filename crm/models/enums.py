@@ -131,6 +131,10 @@ class AppointmentStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+# An appointment still to happen (the others have their outcome).
+LIVE_APPOINTMENT = (AppointmentStatus.BOOKED, AppointmentStatus.CONFIRMED)
+
+
 class InboxStatus(StrEnum):
     RECEIVED = "received"  # stored, not processed yet
     ACCEPTED = "accepted"  # made a new lead

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from crm.models.base import Base, utcnow
 from crm.models.directory import Condition, Physician
 from crm.models.enums import (
+    LIVE_APPOINTMENT,
     AppointmentStatus,
     ContactMethod,
     ContactTime,
@@ -132,8 +133,12 @@ class Lead(Base):
 
     @property
     def booked_appointment(self) -> Appointment | None:
-        live = [a for a in self.appointments if a.status in (AppointmentStatus.BOOKED, AppointmentStatus.CONFIRMED)]
+        live = self.live_appointments
         return live[-1] if live else None
+
+    @property
+    def live_appointments(self) -> list[Appointment]:
+        return [a for a in self.appointments if a.status in LIVE_APPOINTMENT]
 
 
 class LeadEvent(Base):

@@ -16,14 +16,14 @@ from icalendar import Calendar, Event, vText
 
 from crm.extensions import db
 from crm.models import Appointment, Lead, Physician, User
-from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, VisitMode
+from crm.models.enums import LIVE_APPOINTMENT, AppointmentStatus, EventKind, LeadStatus, VisitMode
 from crm.services.calling_window import zone
 from crm.services.mailer import queue_email
 from crm.services.timeline import add_event
 from crm.services.workflow import change_status
 
 PRODID = "-//Appointment Desk//Booking//EN"
-LIVE = (AppointmentStatus.BOOKED, AppointmentStatus.CONFIRMED)
+LIVE = LIVE_APPOINTMENT
 
 
 class BookingError(ValueError):
@@ -71,13 +71,20 @@ def book(
         raise BookingError(f"There is no physician #{physician_id}.")
     if not physician.active or not physician.accepting_new:
         raise BookingError(f"{physician.full_name} is not accepting new patients.")
+    if lead.match_result is None:
+        raise BookingError("This lead has not been matched yet: run the match, then book from its list.")
     candidates = match_candidates(lead)
-    if candidates and physician_id not in {int(c["physician_id"]) for c in candidates}:
+    listed = {(int(c["physician_id"]), c.get("mode")) for c in candidates}
+    if physician_id not in {pid for pid, _ in listed}:
         raise BookingError(f"{physician.full_name} is not on this lead's match list; re-run the match or pick from it.")
     if mode == VisitMode.IN_PERSON and not physician.offers_in_person:
         raise BookingError(f"{physician.full_name} does not see patients in person.")
     if mode == VisitMode.TELEHEALTH and not physician.offers_telehealth:
         raise BookingError(f"{physician.full_name} does not offer telehealth.")
+    if (physician_id, mode.value) not in listed and (physician_id, None) not in listed:  # None: stored before modes
+        # SPEC 6: telehealth only where the patient's state allows it; in person only within reach.
+        fits = " and ".join(sorted(m.replace("_", " ") for pid, m in listed if pid == physician_id))
+        raise BookingError(f"{physician.full_name} is on this lead's match list for {fits} only; book that instead.")
     clash = db.session.scalar(
         sa.select(Appointment.id).where(
             Appointment.physician_id == physician.id,
@@ -109,7 +116,7 @@ def book(
     db.session.add(appt)
     lead.appointments.append(appt)
     db.session.flush()
-    change_status(lead, LeadStatus.BOOKED, actor=actor, reason=f"appointment #{appt.id}", now=now)
+    change_status(lead, LeadStatus.BOOKED, actor=actor, reason=f"appointment #{appt.id}", now=now, by_appointment=True)
     add_event(
         lead,
         EventKind.APPOINTMENT_BOOKED,
@@ -221,10 +228,12 @@ def set_outcome(
     add_event(lead, EventKind.APPOINTMENT_UPDATED, data, actor=actor, at=now)
     if lead.status == LeadStatus.BOOKED and lead.booked_appointment is None:
         if status == AppointmentStatus.COMPLETED:
-            change_status(lead, LeadStatus.COMPLETED, actor=actor, reason="appointment completed", now=now)
+            change_status(
+                lead, LeadStatus.COMPLETED, actor=actor, reason="appointment completed", now=now, by_appointment=True
+            )
         else:
             label = "appointment cancelled" if status == AppointmentStatus.CANCELLED else "patient did not show"
-            change_status(lead, LeadStatus.CONTACTED, actor=actor, reason=label, now=now)
+            change_status(lead, LeadStatus.CONTACTED, actor=actor, reason=label, now=now, by_appointment=True)
     return appt
 
 

@@ -5,6 +5,11 @@ status with a reason; ``booked -> contacted`` when the appointment is cancelled
 (or the patient did not show); ``lost -> new|attempting|contacted`` is an admin's
 "reopen". Everything else is refused with a message saying why. Every change is a
 ``status_changed`` LeadEvent.
+
+Booked, completed and back-to-contacted follow the appointment (``by_appointment``): booking
+one makes the lead booked, recording its outcome completes it or sends it back to contacted.
+Nobody sets them by hand, so a booked lead always has its appointment. Closing a booked lead
+as lost cancels the appointment it had (no reminder goes to a patient who said no).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from crm.models import FollowUp, Lead, User
-from crm.models.enums import EventKind, LeadStatus, LostReason
+from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, LostReason
 from crm.services.timeline import add_event
 
 S = LeadStatus
@@ -24,6 +29,7 @@ class Rule:
     label: str  # the button/option text
     admin_only: bool = False
     needs_reason: bool = False  # lost needs a LostReason
+    by_appointment: bool = False  # made by booking and appointment outcomes (crm/services/booking.py)
 
 
 TRANSITIONS: dict[tuple[LeadStatus, LeadStatus], Rule] = {
@@ -31,10 +37,10 @@ TRANSITIONS: dict[tuple[LeadStatus, LeadStatus], Rule] = {
     (S.NEW, S.LOST): Rule("Close as lost", needs_reason=True),
     (S.ATTEMPTING, S.CONTACTED): Rule("Contacted"),
     (S.ATTEMPTING, S.LOST): Rule("Close as lost", needs_reason=True),
-    (S.CONTACTED, S.BOOKED): Rule("Booked"),
+    (S.CONTACTED, S.BOOKED): Rule("Booked", by_appointment=True),
     (S.CONTACTED, S.LOST): Rule("Close as lost", needs_reason=True),
-    (S.BOOKED, S.COMPLETED): Rule("Completed"),
-    (S.BOOKED, S.CONTACTED): Rule("Back to contacted (appointment cancelled)"),
+    (S.BOOKED, S.COMPLETED): Rule("Completed", by_appointment=True),
+    (S.BOOKED, S.CONTACTED): Rule("Back to contacted (appointment cancelled)", by_appointment=True),
     (S.BOOKED, S.LOST): Rule("Close as lost", needs_reason=True),
     (S.LOST, S.NEW): Rule("Reopen as new", admin_only=True),
     (S.LOST, S.ATTEMPTING): Rule("Reopen as attempting", admin_only=True),
@@ -65,14 +71,26 @@ def allowed_targets(lead: Lead, actor: User | None) -> list[tuple[LeadStatus, Ru
     return [
         (to, rule)
         for (frm, to), rule in TRANSITIONS.items()
-        if frm == lead.status and (is_admin or not rule.admin_only)
+        if frm == lead.status and (is_admin or not rule.admin_only) and not rule.by_appointment
     ]
 
 
+BY_APPOINTMENT = (
+    "A lead becomes booked when an appointment is booked for it, and completed (or contacted again) "
+    "when the appointment's outcome is recorded: use Book or the appointment's outcome on the lead's page."
+)
+
+
 def check_transition(
-    current: LeadStatus, to: LeadStatus, *, is_admin: bool, reason: LostReason | str | None = None
+    current: LeadStatus,
+    to: LeadStatus,
+    *,
+    is_admin: bool,
+    reason: LostReason | str | None = None,
+    by_appointment: bool = False,
 ) -> Rule:
-    """The Rule for ``current -> to`` or TransitionError explaining the refusal (pure)."""
+    """The Rule for ``current -> to`` or TransitionError explaining the refusal (pure).
+    ``by_appointment``: the change comes from booking or an appointment's outcome."""
     if current == to:
         raise TransitionError(f"The lead is already {to.value}.")
     rule = TRANSITIONS.get((current, to))
@@ -83,10 +101,12 @@ def check_transition(
             raise TransitionError(
                 f"A lost lead can only be reopened (as new, attempting or contacted), not moved to {to.value}."
             )
-        allowed = ", ".join(t.value for (f, t) in TRANSITIONS if f == current)
+        allowed = ", ".join(t.value for (f, t), r in TRANSITIONS.items() if f == current and not r.by_appointment)
         raise TransitionError(
             f"A {current.value} lead cannot move to {to.value}. From {current.value} it can go to: {allowed}."
         )
+    if rule.by_appointment and not by_appointment:
+        raise TransitionError(BY_APPOINTMENT)
     if rule.admin_only and not is_admin:
         raise TransitionError("Only an admin can reopen a lost lead.")
     if rule.needs_reason:
@@ -104,8 +124,10 @@ def change_status(
     reason: LostReason | str | None = None,
     note: str | None = None,
     now: datetime | None = None,
+    by_appointment: bool = False,
 ) -> Lead:
     """Move ``lead`` to ``to`` through the transition table; ``actor`` None is the system.
+    ``by_appointment`` is for crm/services/booking.py only (see the module's docstring).
 
     ``reason`` is the LostReason for ``lost`` and an optional free-text reason
     otherwise. Writes a ``status_changed`` event and flushes; the caller commits.
@@ -116,7 +138,13 @@ def change_status(
     except ValueError as exc:
         raise TransitionError(f"Unknown status {to!r}.") from exc
     is_admin = actor is None or actor.is_admin
-    check_transition(lead.status, target, is_admin=is_admin, reason=reason if target == S.LOST else "ok")
+    check_transition(
+        lead.status,
+        target,
+        is_admin=is_admin,
+        reason=reason if target == S.LOST else "ok",
+        by_appointment=by_appointment,
+    )
     previous = lead.status
     data: dict = {"from": previous.value, "to": target.value}
     if reason:
@@ -133,10 +161,25 @@ def change_status(
     elif previous == S.LOST:  # reopened
         lead.lost_reason = None
         lead.closed_at = None
+        # The unreachable sweep counts the attempts made since: without this it would close the
+        # lead again on its next run (the timeline and this event keep the earlier count).
+        data["attempts_before"] = lead.attempts or 0
+        lead.attempts = 0
     if target in CLOSED:
         _close_open_follow_ups(lead, now, f"lead {target.value}")
+    if target == S.LOST:
+        _cancel_live_appointments(lead, actor, now)
     add_event(lead, EventKind.STATUS_CHANGED, data, actor=actor, at=now)
     return lead
+
+
+def _cancel_live_appointments(lead: Lead, actor: User | None, now: datetime) -> None:
+    for appt in lead.live_appointments:
+        previous = appt.status
+        appt.status = AppointmentStatus.CANCELLED
+        appt.outcome_at = now
+        data = {"appointment_id": appt.id, "from": previous.value, "to": appt.status.value}
+        add_event(lead, EventKind.APPOINTMENT_UPDATED, {**data, "note": "lead closed as lost"}, actor=actor, at=now)
 
 
 def _close_open_follow_ups(lead: Lead, now: datetime, outcome: str) -> None:
