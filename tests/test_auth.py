@@ -248,3 +248,19 @@ def test_sign_in_goes_on_when_the_rate_limit_store_fails_mid_request(make_app, d
     assert specialist.failed_logins == 1  # the account lockout still counted it
     right = client.post("/login", data={"email": specialist.email, "password": PASSWORD})
     assert right.status_code == 302
+
+
+def test_a_real_account_and_an_unknown_email_answer_alike_attempt_by_attempt(make_app, db, specialist):
+    app = make_app(RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="100 per minute")
+    client = app.test_client()
+
+    def answers(email):
+        seen = []
+        for _ in range(app.config["LOGIN_MAX_FAILURES"] + 2):
+            resp = client.post("/login", data={"email": email, "password": "wrong password!"})
+            seen.append((resp.status_code, b"locked" in resp.data, b"Invalid email or password." in resp.data))
+        return seen
+
+    real, unknown = answers(specialist.email), answers("nobody-here@example.com")
+    assert real == unknown  # SPEC 12: lockout without revealing whether an email exists
+    assert real[app.config["LOGIN_MAX_FAILURES"] - 1] == (200, True, False)  # locked on the last allowed failure

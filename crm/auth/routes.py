@@ -71,10 +71,14 @@ def login():
             form.email.data, form.password.data, max_failures=cfg["LOGIN_MAX_FAILURES"], lockout=cfg["LOGIN_LOCKOUT"]
         )
         if result.user is None:
+            used_up = False
             if throttle is not None:
                 _count_email_failure(throttle, email_key)
+                # The failure that uses up the email's allowance says "locked" whether or not an
+                # account exists: a real one is locked on that same failure (LOGIN_MAX_FAILURES).
+                used_up = not _email_allowed(throttle, email_key)
             db.session.commit()
-            flash(lock_message if result.locked else BAD_CREDENTIALS, "danger")
+            flash(lock_message if result.locked or used_up else BAD_CREDENTIALS, "danger")
             return render_template("auth/login.html", form=form), 200
         session.clear()  # drop anything from before sign-in (fixation)
         login_user(result.user)

@@ -79,6 +79,7 @@ def sign_in(email: str, password: str, *, max_failures: int, lockout: timedelta)
         audit.record("login_failed", "user", None, detail={"reason": "bad_credentials"})
         return SignInResult(None)
     if user.locked_until and user.locked_until > now:
+        verify_password(_DUMMY_HASH, password)  # as slow as any other answer: no tell by timing
         audit.record("login_failed", "user", user.id, user=user, detail={"reason": "locked"})
         return SignInResult(None, locked=True)
     if not user.active or not verify_password(user.password_hash, password):
