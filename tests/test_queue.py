@@ -221,3 +221,19 @@ def test_a_nul_character_in_a_search_is_never_a_500(client, auth, db, specialist
     auth.as_user(specialist)
     resp = client.get(f"/queue?view=all&q={q}")
     assert resp.status_code in (200, 400)  # SQLite searches for it; PostgreSQL cannot store it: a 400
+
+
+def test_every_queue_page_is_audited_with_the_leads_it_showed(client, auth, db, specialist):
+    from crm.admin.audit import audit_select
+
+    shown = [make_lead(db) for _ in range(3)]
+    auth.as_user(specialist)
+    assert client.get("/queue?view=unassigned").status_code == 200
+    row = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "view_queue")).one()
+    assert row.user_id == specialist.id and row.detail["results"] == 3
+    assert all(f",{lead.id}," in row.detail["leads"] for lead in shown)
+    # "Who saw this patient?": the audit trail's filter by lead finds the page that listed it ...
+    found = db.session.scalars(audit_select(object_type="lead", object_id=str(shown[0].id))).all()
+    assert row in found
+    # ... and not for a lead it did not show (no prefix matches: lead 1 is not lead 11)
+    assert row not in db.session.scalars(audit_select(object_id=str(max(lead.id for lead in shown) * 10 + 1))).all()

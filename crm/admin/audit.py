@@ -14,6 +14,7 @@ from crm.admin.forms import AuditFilterForm
 from crm.admin.routes import bp
 from crm.extensions import db
 from crm.models import AuditLog, User
+from crm.services.audit import mentions_lead
 
 
 def _day_start(day: date, tz: str) -> datetime:
@@ -45,7 +46,10 @@ def audit_select(
     if object_type:
         stmt = stmt.where(AuditLog.object_type == object_type)
     if object_id:
-        stmt = stmt.where(AuditLog.object_id == object_id)
+        same_object = AuditLog.object_id == object_id
+        if object_type in (None, "lead") and object_id.isdigit():
+            same_object = sa.or_(same_object, mentions_lead(int(object_id)))  # queue pages that listed it
+        stmt = stmt.where(same_object)
     if date_from:
         stmt = stmt.where(AuditLog.at >= _day_start(date_from, tz))
     if date_to:

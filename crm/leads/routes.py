@@ -100,10 +100,12 @@ def queue():
         now=now,
         filters_active=f.active() and not (f.q and len([v for v in f.__dict__.values() if v]) == 1),
     )
-    if f.q:
-        # Audited after rendering: the commit would expire the rows the template reads.
-        audit.record("search_leads", "lead", None, detail={"view": view, "results": len(page.items)})
-        db.session.commit()
+    # Every list of patients is a view of patient data (SPEC 12): which leads this page showed.
+    # Audited after rendering: the commit would expire the rows the template reads.
+    shown = audit.lead_list(lead.id for lead in page.items)
+    detail = {"view": view, "page": page.page, "results": len(page.items), "leads": shown}
+    audit.record("search_leads" if f.q else "view_queue", "lead", None, detail=detail)
+    db.session.commit()
     return html
 
 

@@ -35,3 +35,16 @@ def record(
     db.session.add(entry)
     db.session.flush()
     return entry
+
+
+def lead_list(lead_ids) -> str:
+    """The leads a list page showed, as ",12,15,19," in an audit row's detail, so that the audit
+    trail's filter by lead finds the page with ``mentions_lead`` (SPEC 12: who saw which patient)."""
+    return "," + ",".join(str(i) for i in lead_ids) + ","
+
+
+def mentions_lead(lead_id: int):
+    """SQL condition: an audit row of a list page that showed ``lead_id`` (see ``lead_list``)."""
+    import sqlalchemy as sa
+
+    return sa.and_(AuditLog.object_type == "lead", sa.cast(AuditLog.detail, sa.Text).like(f"%,{int(lead_id)},%"))
