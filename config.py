@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,10 +73,21 @@ def _secret_key() -> str:
         return os.environ["SECRET_KEY"]
     INSTANCE_DIR.mkdir(exist_ok=True)
     key_file = INSTANCE_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_hex(32))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+    try:
+        # Created at most once (O_EXCL): gunicorn workers starting together all read the same key,
+        # where each writing its own would leave every worker refusing the others' sessions.
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    for _ in range(50):  # another process may have created it and not written it yet
+        key = key_file.read_text().strip()
+        if key:
+            return key
+        time.sleep(0.01)
+    raise ConfigError(f"{key_file} is empty: delete it, or set SECRET_KEY")
 
 
 def _database_url() -> str:

@@ -92,3 +92,26 @@ def test_every_problem_is_listed_at_once(make_app):
 def test_empty_windows_and_time_zone_mean_the_defaults(make_app):
     app = make_app(BUSINESS_HOURS="", BUSINESS_DAYS="", CALLING_WINDOW="", BUSINESS_TIMEZONE="")
     assert app.test_client().get("/healthz").status_code == 200
+
+
+def test_the_local_secret_key_is_made_once_and_shared(monkeypatch, tmp_path):
+    import config
+
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setattr(config, "INSTANCE_DIR", tmp_path)
+    first = config._secret_key()
+    assert len(first) == 64 and config._secret_key() == first  # a second worker reads the same key
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "secret_key").write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        config._secret_key()
+
+
+def test_the_demo_is_refused_outside_development_unless_forced(make_app, db):
+    production_like = make_app(TESTING=False, DEBUG=False)
+    runner = production_like.test_cli_runner()
+    with production_like.app_context():  # pytest-flask keeps the session app's context pushed
+        refused = runner.invoke(args=["crm", "demo", "--physicians", "2", "--leads", "1"])
+        forced = runner.invoke(args=["crm", "demo", "--physicians", "2", "--leads", "1", "--force"])
+    assert refused.exit_code == 1 and "the demo's logins and webhook secret are public" in refused.output
+    assert forced.exit_code == 0 and "Demo data: 4 users, 2 physicians, 1 leads." in forced.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from flask import current_app
 
 from crm.cli import crm_cli
 from crm.extensions import db
@@ -25,8 +26,15 @@ def seed() -> None:
 @crm_cli.command("demo")
 @click.option("--physicians", default=300, show_default=True, type=click.IntRange(min=1))
 @click.option("--leads", default=60, show_default=True, type=click.IntRange(min=0))
-def demo(physicians: int, leads: int) -> None:
+@click.option("--force", is_flag=True, help="Load it outside a development or test configuration too.")
+def demo(physicians: int, leads: int, force: bool) -> None:
     """Load demo users, physicians, a webhook source and leads (once; safe to run again)."""
+    if not (current_app.debug or current_app.testing or force):
+        # Its logins and webhook secret are published in the README: not for a real desk.
+        raise click.ClickException(
+            "the demo's logins and webhook secret are public; this is not a development configuration "
+            "(APP_CONFIG=config.DevelopmentConfig). Add --force to load it anyway."
+        )
     steps = demo_steps(physicians, leads)
     with click.progressbar(length=steps, label="Loading demo data", file=sys.stderr) as bar:
         report = load_demo(bar.update, physicians=physicians, leads=leads)
