@@ -186,12 +186,14 @@ class Config:
 
 class DevelopmentConfig(Config):
     DEBUG = True
+    DEMO_DATA_ALLOWED = True  # flask crm demo (its logins are public)
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
     RUN_SCHEDULER_IN_PROCESS = env_bool("RUN_SCHEDULER_IN_PROCESS", True)
 
 
 class TestConfig(Config):
     TESTING = True
+    DEMO_DATA_ALLOWED = True
     SECRET_KEY = "test-secret-key"
     SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL_EFFECTIVE", "sqlite://")
     SESSION_COOKIE_SECURE = False

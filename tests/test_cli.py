@@ -170,3 +170,35 @@ def test_only_errors_of_reach_and_schema_are_turned_into_advice():
     # A statement's own failure is not about reaching the database: its traceback stays.
     assert database_problem(wrapped(sqlite3.OperationalError("database is locked"))) is None
     assert database_problem(wrapped(Exception("could not serialize access due to concurrent update"))) is None
+
+
+def test_make_runs_demo_step_loads_under_the_development_configuration(tmp_path):
+    """As the Makefile runs it: the flask command (which sets app.debug from FLASK_DEBUG, not from
+    the configuration) with APP_CONFIG=config.DevelopmentConfig."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "APP_CONFIG": "config.DevelopmentConfig",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'dev.sqlite3'}",
+        "SCHEDULER_LOCK_FILE": str(tmp_path / "scheduler.lock"),
+    }
+    env.pop("FLASK_DEBUG", None)
+
+    def flask(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert flask("db", "upgrade").returncode == 0
+    demo = flask("crm", "demo", "--physicians", "2", "--leads", "1")
+    assert demo.returncode == 0, demo.stderr
+    assert "Demo data: 4 users, 2 physicians, 1 leads." in demo.stdout

@@ -108,7 +108,7 @@ def test_the_local_secret_key_is_made_once_and_shared(monkeypatch, tmp_path):
 
 
 def test_the_demo_is_refused_outside_development_unless_forced(make_app, db):
-    production_like = make_app(TESTING=False, DEBUG=False)
+    production_like = make_app(DEMO_DATA_ALLOWED=False)  # as config.Config
     runner = production_like.test_cli_runner()
     with production_like.app_context():  # pytest-flask keeps the session app's context pushed
         refused = runner.invoke(args=["crm", "demo", "--physicians", "2", "--leads", "1"])

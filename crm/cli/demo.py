@@ -29,7 +29,8 @@ def seed() -> None:
 @click.option("--force", is_flag=True, help="Load it outside a development or test configuration too.")
 def demo(physicians: int, leads: int, force: bool) -> None:
     """Load demo users, physicians, a webhook source and leads (once; safe to run again)."""
-    if not (current_app.debug or current_app.testing or force):
+    # Not app.debug: the flask command sets that from FLASK_DEBUG, whatever the configuration says.
+    if not (current_app.config.get("DEMO_DATA_ALLOWED") or force):
         # Its logins and webhook secret are published in the README: not for a real desk.
         raise click.ClickException(
             "the demo's logins and webhook secret are public; this is not a development configuration "
