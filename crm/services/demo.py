@@ -140,6 +140,12 @@ def load_demo(progress: Callable[[int], None] | None = None, *, physicians: int 
     return report
 
 
+def _office_hours(when: datetime, salt: int) -> datetime:
+    """The same day between 15:00 and 20:30 UTC (mid-morning to mid-afternoon across the US), so
+    demo visits are not at night whenever the demo happens to be loaded."""
+    return when.replace(hour=15 + salt % 6, minute=30 * (salt % 2), second=0, microsecond=0)
+
+
 def _demo_physicians(rng, count, zips, conditions, now, advance) -> list[Physician]:
     used: set[str] = set()
     doctors = []
@@ -326,11 +332,16 @@ def _advance(rng, lead, target, specialists, doctors, created, now):
         starts = min(starts, now - timedelta(hours=2))
     else:
         starts = now + timedelta(days=rng.randint(1, 10), hours=rng.randint(0, 6))
+    starts = _office_hours(starts, lead.id)
+    if target == LeadStatus.COMPLETED and starts > now - timedelta(hours=2):
+        starts -= timedelta(days=1)
     mode = VisitMode.TELEHEALTH if doctor.offers_telehealth and rng.random() < 0.5 else VisitMode.IN_PERSON
     appt = Appointment(lead=lead, physician=doctor, starts_at=starts, mode=mode, created_by_id=owner.id, created_at=t)
     db.session.add(appt)
     db.session.flush()
-    _event(lead, owner, EventKind.APPOINTMENT_BOOKED, {"appointment_id": appt.id, "physician_id": doctor.id}, t)
+    booked = {"appointment_id": appt.id, "physician_id": doctor.id, "physician": doctor.full_name}
+    booked.update(starts_at=appt.starts_at.isoformat(), mode=mode.value)  # as booking.book writes it
+    _event(lead, owner, EventKind.APPOINTMENT_BOOKED, booked, t)
     _transition(lead, owner, LeadStatus.BOOKED, t)
     if target == LeadStatus.COMPLETED:
         appt.status, appt.outcome_at = AppointmentStatus.COMPLETED, starts + timedelta(hours=1)
