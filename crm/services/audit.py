@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from flask import has_request_context, request
 from flask_login import current_user
 
@@ -45,6 +46,4 @@ def lead_list(lead_ids) -> str:
 
 def mentions_lead(lead_id: int):
     """SQL condition: an audit row of a list page that showed ``lead_id`` (see ``lead_list``)."""
-    import sqlalchemy as sa
-
     return sa.and_(AuditLog.object_type == "lead", sa.cast(AuditLog.detail, sa.Text).like(f"%,{int(lead_id)},%"))

@@ -23,7 +23,6 @@ from crm.services.timeline import add_event
 from crm.services.workflow import change_status
 
 PRODID = "-//Appointment Desk//Booking//EN"
-LIVE = LIVE_APPOINTMENT
 
 
 class BookingError(ValueError):
@@ -88,7 +87,7 @@ def book(
     clash = db.session.scalar(
         sa.select(Appointment.id).where(
             Appointment.physician_id == physician.id,
-            Appointment.status.in_([s.value for s in LIVE]),
+            Appointment.status.in_([s.value for s in LIVE_APPOINTMENT]),
             Appointment.starts_at > starts_at - timedelta(minutes=duration_minutes),
             Appointment.starts_at < starts_at + timedelta(minutes=duration_minutes),
         )
@@ -207,25 +206,31 @@ OUTCOMES = {
 }
 
 
+def record_outcome(
+    appt: Appointment, status: AppointmentStatus, *, actor: User | None, note: str, now: datetime
+) -> None:
+    """The appointment's outcome and its timeline entry; the lead's status is the caller's."""
+    data = {"appointment_id": appt.id, "from": appt.status.value, "to": status.value}
+    if note.strip():
+        data["note"] = note.strip()[:500]
+    appt.status = status
+    appt.outcome_at = now
+    add_event(appt.lead, EventKind.APPOINTMENT_UPDATED, data, actor=actor, at=now)
+
+
 def set_outcome(
     appt: Appointment, outcome: str, *, actor: User, note: str = "", now: datetime | None = None
 ) -> Appointment:
     now = now or datetime.now(UTC)
     if outcome not in OUTCOMES:
         raise BookingError("Choose completed, no-show or cancelled.")
-    if appt.status not in LIVE:
+    if appt.status not in LIVE_APPOINTMENT:
         raise BookingError(f"This appointment is already {appt.status.value.replace('_', ' ')}.")
     status = OUTCOMES[outcome]
     if status in (AppointmentStatus.COMPLETED, AppointmentStatus.NO_SHOW) and appt.starts_at > now:
         raise BookingError("The appointment has not happened yet; only cancelling is possible now.")
     lead = appt.lead
-    previous = appt.status
-    appt.status = status
-    appt.outcome_at = now
-    data = {"appointment_id": appt.id, "from": previous.value, "to": status.value}
-    if note.strip():
-        data["note"] = note.strip()[:500]
-    add_event(lead, EventKind.APPOINTMENT_UPDATED, data, actor=actor, at=now)
+    record_outcome(appt, status, actor=actor, note=note, now=now)
     if lead.status == LeadStatus.BOOKED and lead.booked_appointment is None:
         if status == AppointmentStatus.COMPLETED:
             change_status(
@@ -243,7 +248,7 @@ def send_appointment_reminders(now: datetime, hours: int = 24, limit: int = 200)
     ids = db.session.scalars(
         sa.select(Appointment.id)
         .where(
-            Appointment.status.in_([s.value for s in LIVE]),
+            Appointment.status.in_([s.value for s in LIVE_APPOINTMENT]),
             Appointment.reminder_sent_at.is_(None),
             Appointment.starts_at > now,
             Appointment.starts_at <= now + timedelta(hours=hours),

@@ -174,12 +174,10 @@ def change_status(
 
 
 def _cancel_live_appointments(lead: Lead, actor: User | None, now: datetime) -> None:
+    from crm.services.booking import record_outcome  # booking builds on this module
+
     for appt in lead.live_appointments:
-        previous = appt.status
-        appt.status = AppointmentStatus.CANCELLED
-        appt.outcome_at = now
-        data = {"appointment_id": appt.id, "from": previous.value, "to": appt.status.value}
-        add_event(lead, EventKind.APPOINTMENT_UPDATED, {**data, "note": "lead closed as lost"}, actor=actor, at=now)
+        record_outcome(appt, AppointmentStatus.CANCELLED, actor=actor, note="lead closed as lost", now=now)
 
 
 def _close_open_follow_ups(lead: Lead, now: datetime, outcome: str) -> None:
