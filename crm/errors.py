@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import jsonify, make_response, render_template, request
+from flask import flash, jsonify, make_response, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
@@ -46,6 +46,17 @@ def error_response(code: int, message: str | None = None, headers: dict | None =
 def init_app(app) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(err):
+        from flask_login import current_user
+
+        from crm.security import idle_sign_out_message, referrer_path
+
+        signed_out = not current_user.is_authenticated
+        public = (request.endpoint or "").startswith("intake.") or request.endpoint == "auth.login"
+        if signed_out and not public and not wants_json():
+            # The session (and its form token) ended while the page was open: say so, and come
+            # back to that page after signing in, instead of a dead-end error page.
+            flash(idle_sign_out_message(app) + " What you had just sent was not saved.", "info")
+            return redirect(url_for("auth.login", next=referrer_path()))
         return error_response(400, CSRF_MESSAGE)
 
     @app.errorhandler(429)

@@ -31,6 +31,24 @@ def is_safe_next(target: str | None) -> bool:
     return test.scheme in ("http", "https") and test.netloc == ref.netloc and target.startswith("/")
 
 
+def referrer_path() -> str | None:
+    """The page this request came from, as a path on this site (None if another site or none):
+    where to go back to after a form post that could not be handled."""
+    ref = request.referrer
+    if not ref:
+        return None
+    parts = urlsplit(ref)
+    if parts.netloc != urlsplit(request.host_url).netloc:
+        return None
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    return target if is_safe_next(target) else None
+
+
+def idle_sign_out_message(app) -> str:
+    minutes = max(round(app.config["IDLE_TIMEOUT"].total_seconds() / 60), 1)
+    return f"You were signed out after {minutes} minute{'s' if minutes != 1 else ''} without activity."
+
+
 def role_required(*roles):
     def decorator(view):
         @wraps(view)
@@ -60,6 +78,22 @@ def init_app(app) -> None:
     login_manager.login_message_category = "info"
     login_manager.session_protection = "basic"
 
+    @login_manager.unauthorized_handler
+    def sign_in_first():
+        from crm.errors import wants_json
+
+        if wants_json():
+            abort(401)
+        if request.method == "GET":
+            flash(login_manager.login_message, login_manager.login_message_category)
+            back = request.full_path.rstrip("?")
+        else:
+            # A form posted once the session had ended: back to the page it was sent from, not
+            # to the post's own address (which has no page to show).
+            flash(idle_sign_out_message(app) + " What you had just sent was not saved.", "info")
+            back = referrer_path()
+        return redirect(url_for("auth.login", next=back))
+
     @login_manager.user_loader
     def load_user(token: str):
         # The session carries a rotating token, not the user id: logout,
@@ -85,10 +119,12 @@ def init_app(app) -> None:
             db.session.commit()
             logout_user()
             session.clear()
-            flash("You were signed out after 15 minutes without activity.", "info")
-            if request.path.startswith(("/api/", "/webhooks/")):
+            if request.path.startswith(("/api/", "/webhooks/")) or request.endpoint == "auth.keepalive":
                 abort(401)
-            return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+            # A form posted after the limit is not saved: sign in again lands back on its page.
+            back = request.full_path if request.method == "GET" else referrer_path()
+            flash(idle_sign_out_message(app) + (" What you had just sent was not saved." if request.method == "POST" else ""), "info")
+            return redirect(url_for("auth.login", next=back))
         session["last_seen"] = now
         session.permanent = True
         return None

@@ -44,4 +44,95 @@
     event.preventDefault();
     if (el.matches("input, textarea, select")) { el.focus(); } else { el.click(); }
   });
+  // Automatic sign-out (SPEC 12) as a specialist sees it. The server signs a session out after
+  // IDLE_TIMEOUT without a request; typing a long note or reading a lead makes none, so activity
+  // in the page is reported (at most every minute or so) and counts. A minute before the limit a
+  // banner offers to stay signed in; at the limit the page is left for the sign-in page, so
+  // patient details do not stay on an unattended screen. Open tabs share the last report
+  // through localStorage (a timestamp only).
+  var body = document.body;
+  var idleMs = parseInt(body.getAttribute("data-idle-seconds") || "0", 10) * 1000;
+  var keepaliveUrl = body.getAttribute("data-keepalive-url");
+  if (idleMs > 0 && keepaliveUrl) {
+    var SHARED_KEY = "desk-last-server-contact";
+    var reportEvery = Math.min(60000, idleMs / 3);
+    var warnAhead = Math.min(60000, idleMs / 4);
+    var lastActivity = 0;
+    var reporting = false;
+    var banner = null;
+    var leaving = false;
+    var pageContact = 0;
+
+    var lastContact = function () {
+      var shared = parseInt(window.localStorage.getItem(SHARED_KEY) || "0", 10);
+      return Math.max(shared, pageContact);
+    };
+    var noteContact = function (when) {
+      pageContact = Math.max(pageContact, when);
+      try { window.localStorage.setItem(SHARED_KEY, String(lastContact())); } catch (e) { /* storage off: this tab only */ }
+    };
+    noteContact(Date.now());  // this page's own request
+
+    var leave = function () {
+      // A plain GET of this page: the server signs the session out and sends the sign-in page,
+      // which brings the user back here afterwards.
+      if (leaving) { return; }
+      leaving = true;
+      window.location.assign(window.location.pathname + window.location.search);
+    };
+
+    var report = function () {
+      if (reporting) { return; }
+      reporting = true;
+      var started = Date.now();
+      fetch(keepaliveUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        redirect: "manual",
+        headers: { "X-CSRFToken": body.getAttribute("data-csrf-token"), "Accept": "application/json" }
+      }).then(function (resp) {
+        if (resp.status === 204) { noteContact(started); hideBanner(); } else { leave(); }
+      }).catch(function () {
+        // Offline for a moment: the next activity tries again.
+      }).then(function () { reporting = false; });
+    };
+
+    var hideBanner = function () {
+      if (banner) { banner.remove(); banner = null; }
+    };
+    var showBanner = function (seconds) {
+      if (!banner) {
+        banner = document.createElement("div");
+        banner.className = "alert alert-warning idle-warning shadow";
+        banner.setAttribute("role", "alertdialog");
+        banner.setAttribute("aria-live", "assertive");
+        var text = document.createElement("span");
+        var button = document.createElement("button");
+        button.type = "button";
+        button.className = "btn btn-sm btn-warning ms-2";
+        button.textContent = "Stay signed in";
+        button.addEventListener("click", report);
+        banner.appendChild(text);
+        banner.appendChild(button);
+        document.body.appendChild(banner);
+        button.focus();
+      }
+      banner.firstChild.textContent = "You will be signed out in " + seconds + " s for inactivity.";
+    };
+
+    var activity = function () {
+      lastActivity = Date.now();
+      if (lastActivity - lastContact() >= reportEvery) { report(); }
+    };
+    ["keydown", "input", "pointerdown", "wheel", "touchstart"].forEach(function (name) {
+      document.addEventListener(name, activity, { passive: true, capture: true });
+    });
+
+    window.setInterval(function () {
+      var contact = lastContact();
+      if (lastActivity > contact && Date.now() - contact >= reportEvery) { report(); return; }
+      var left = idleMs - (Date.now() - contact);
+      if (left <= 0) { leave(); } else if (left <= warnAhead) { showBanner(Math.ceil(left / 1000)); } else { hideBanner(); }
+    }, 1000);
+  }
 })();

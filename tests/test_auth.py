@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 import time_machine
 
@@ -130,6 +131,76 @@ def test_activity_keeps_the_session_alive(client, auth, specialist):
     for minutes in (10, 20, 30):
         with time_machine.travel(start + timedelta(minutes=minutes)):
             assert client.get("/queue").status_code == 200
+
+
+def test_page_activity_reported_by_keepalive_keeps_the_session(client, auth, specialist):
+    """Typing in a page makes no request; app.js reports it to /session/keepalive, which counts."""
+    auth.as_user(specialist)
+    page = client.get("/queue")
+    assert b'data-keepalive-url="/session/keepalive"' in page.data and b'data-idle-seconds="900"' in page.data
+    start = datetime.now(UTC)
+    for minutes in (10, 20):
+        with time_machine.travel(start + timedelta(minutes=minutes)):
+            assert client.post("/session/keepalive").status_code == 204
+    with time_machine.travel(start + timedelta(minutes=30)):
+        assert client.get("/queue").status_code == 200
+    with time_machine.travel(start + timedelta(minutes=46)):
+        resp = client.post("/session/keepalive")  # too late: signed out, and told so without a redirect
+    assert resp.status_code == 401
+    assert client.get("/queue").status_code == 302
+
+
+def test_keepalive_needs_a_signed_in_user(client):
+    resp = client.post("/session/keepalive")
+    assert resp.status_code == 401
+    assert b"data-keepalive-url" not in client.get("/login").data
+
+
+@pytest.mark.parametrize("cookie_outlives_idle_limit", [False, True])
+def test_form_posted_after_the_idle_limit_comes_back_to_its_page(
+    client, auth, specialist, db, app, monkeypatch, cookie_outlives_idle_limit
+):
+    """Either the browser dropped the cookie (the default: it lasts as long as the idle limit) or
+    it still sends it and the server signs the session out; both come back to the page."""
+    from tests.test_queue_helpers import make_lead
+
+    if cookie_outlives_idle_limit:
+        monkeypatch.setitem(app.config, "PERMANENT_SESSION_LIFETIME", timedelta(hours=1))
+    lead = make_lead(db, assignee=specialist)
+    auth.as_user(specialist)
+    client.get(f"/leads/{lead.id}")
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=16)):
+        resp = client.post(
+            f"/leads/{lead.id}/notes", data={"text": "called back"}, headers={"Referer": f"http://localhost/leads/{lead.id}"}
+        )
+        assert resp.status_code == 302
+        assert resp.headers["Location"].endswith(f"/login?next=/leads/{lead.id}")
+        login_page = client.get(resp.headers["Location"]).get_data(as_text=True)
+        assert "signed out after 15 minutes without activity" in login_page and "was not saved" in login_page
+        signed_in = client.post(
+            "/login", data={"email": specialist.email, "password": PASSWORD, "next": f"/leads/{lead.id}"}
+        )
+        assert signed_in.headers["Location"].endswith(f"/leads/{lead.id}")
+
+
+def test_expired_session_form_post_goes_to_sign_in_not_a_dead_end(make_app, db, specialist):
+    """The browser dropped the session cookie with the idle limit, so the form's token fails:
+    a staff page sends the user to sign in (and back), not to a 400 page; the sign-in page and
+    the public form keep their own handling."""
+    from tests.test_queue_helpers import make_lead
+
+    lead = make_lead(db)
+    app = make_app(WTF_CSRF_ENABLED=True, IDLE_TIMEOUT=timedelta(minutes=30))
+    client = app.test_client()
+    resp = client.post(
+        f"/leads/{lead.id}/notes", data={"text": "x"}, headers={"Referer": f"http://localhost/leads/{lead.id}?tab=2"}
+    )
+    assert resp.status_code == 302
+    assert resp.headers["Location"].endswith(f"/login?next=/leads/{lead.id}?tab%3D2")
+    assert "signed out after 30 minutes without activity" in client.get("/login").get_data(as_text=True)
+    evil = client.post(f"/leads/{lead.id}/notes", data={"text": "x"}, headers={"Referer": "https://evil.example.com/x"})
+    assert evil.status_code == 302 and evil.headers["Location"].endswith("/login")
+    assert client.post("/login", data={"email": specialist.email, "password": PASSWORD}).status_code == 400
 
 
 def test_safe_next_redirects_only(client, specialist):

@@ -36,3 +36,42 @@ def test_ten_wrong_passwords_show_the_lockout_message(live_server, page, special
     assert page.get_by_text("Too many failed sign-in attempts").is_visible()
     assert "/login" in page.url
     screenshot("login-locked")
+
+
+def test_typing_keeps_the_session_and_an_idle_page_signs_itself_out(
+    live_server, page, app, db, specialist, monkeypatch, screenshot
+):
+    """SPEC 12's automatic sign-out as a specialist meets it (idle limit shortened to 8 s): typing
+    a note for longer than the limit is activity and the note is saved; left alone, the page
+    warns, then goes to the sign-in page, which leads back to the lead."""
+    from datetime import timedelta
+
+    from tests.test_queue_helpers import make_lead
+
+    monkeypatch.setitem(app.config, "IDLE_TIMEOUT", timedelta(seconds=8))
+    monkeypatch.setitem(app.config, "PERMANENT_SESSION_LIFETIME", timedelta(seconds=8))
+    lead = make_lead(db, assignee=specialist, first_name="Nora")
+    page.goto(f"{live_server.url}/login?next=/leads/{lead.id}")
+    page.get_by_label("Email").fill(specialist.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/leads/{lead.id}")
+
+    note = page.get_by_placeholder("Add a note for the team…")
+    note.click()
+    for word in "patient asked us to call after her shift ends".split():  # ~12 s of typing
+        note.press_sequentially(word + " ")
+        page.wait_for_timeout(1200)
+    page.get_by_role("button", name="Add note").click()
+    page.wait_for_url(f"{live_server.url}/leads/{lead.id}**")
+    assert page.get_by_text("patient asked us to call after her shift ends").first.is_visible()
+
+    page.get_by_text("You will be signed out in").wait_for()  # a warning first
+    screenshot("idle-warning")
+    page.wait_for_url(lambda url: "/login" in url, timeout=15_000)
+    assert page.get_by_text("signed out after 1 minute without activity").is_visible()
+    assert page.get_by_text("Nora").count() == 0  # the patient is no longer on screen
+    page.get_by_label("Email").fill(specialist.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/leads/{lead.id}")

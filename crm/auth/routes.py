@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from limits import parse
 from limits.errors import StorageError
@@ -117,3 +117,13 @@ def toggle_shift():
         flash("Shift started: new leads can be assigned to you." if user.on_shift else "Shift ended.", "info")
     back = request.form.get("next") or request.referrer
     return redirect(back if is_safe_next(back) else url_for("leads.queue"))
+
+
+@bp.post("/session/keepalive")
+def keepalive():
+    """Typing and clicking inside a page are activity the server does not see: static/app.js
+    reports them here (at most about once a minute), so a specialist writing a long note is not
+    signed out as idle. Reaching this view is what refreshes the session (crm/security.py)."""
+    if not current_user.is_authenticated:
+        abort(401)
+    return "", 204
