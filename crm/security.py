@@ -123,7 +123,11 @@ def init_app(app) -> None:
                 abort(401)
             # A form posted after the limit is not saved: sign in again lands back on its page.
             back = request.full_path if request.method == "GET" else referrer_path()
-            flash(idle_sign_out_message(app) + (" What you had just sent was not saved." if request.method == "POST" else ""), "info")
+            flash(
+                idle_sign_out_message(app)
+                + (" What you had just sent was not saved." if request.method == "POST" else ""),
+                "info",
+            )
             return redirect(url_for("auth.login", next=back))
         session["last_seen"] = now
         session.permanent = True

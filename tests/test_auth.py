@@ -171,7 +171,9 @@ def test_form_posted_after_the_idle_limit_comes_back_to_its_page(
     client.get(f"/leads/{lead.id}")
     with time_machine.travel(datetime.now(UTC) + timedelta(minutes=16)):
         resp = client.post(
-            f"/leads/{lead.id}/notes", data={"text": "called back"}, headers={"Referer": f"http://localhost/leads/{lead.id}"}
+            f"/leads/{lead.id}/notes",
+            data={"text": "called back"},
+            headers={"Referer": f"http://localhost/leads/{lead.id}"},
         )
         assert resp.status_code == 302
         assert resp.headers["Location"].endswith(f"/login?next=/leads/{lead.id}")
