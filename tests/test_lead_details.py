@@ -185,6 +185,28 @@ def test_a_stale_version_is_a_conflict_and_saves_nothing(client, db, desk, auth,
     assert db.session.get(Patient, lead.patient_id).zip == "33101"
 
 
+def test_after_a_conflict_the_reviewed_form_saves(client, db, desk, auth, specialist):
+    """The conflict page carries the current version: Save again, after a review, goes through
+    (it used to carry the stale one back, so every later Save was refused too)."""
+    import re
+
+    lead = desk["lead"]
+    auth.as_user(specialist)
+    opened = form_for(lead, city="Coral Gables")
+    client.post(f"/leads/{lead.id}/notes", data={"text": "called", "version": str(lead.version)})  # meanwhile
+    first = client.post(f"/leads/{lead.id}/details", data=opened)
+    html = first.get_data(as_text=True)
+    assert first.status_code == 409
+    version = re.search(r'name="version" type="hidden" value="(\d+)"|type="hidden" name="version" value="(\d+)"', html)
+    current = next(v for v in version.groups() if v)
+    db.session.expire_all()
+    assert current == str(db.session.get(type(lead), lead.id).version)
+    again = client.post(f"/leads/{lead.id}/details", data=dict(opened, version=current))
+    assert again.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Patient, lead.patient_id).city == "Coral Gables"
+
+
 def test_nothing_changed_says_so(client, db, desk, auth, specialist):
     lead = desk["lead"]
     auth.as_user(specialist)

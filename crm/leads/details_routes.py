@@ -63,6 +63,14 @@ def edit_details(lead_id: int):
     return page
 
 
+def _conflict_page(lead, form):
+    """What was typed stays, stamped with the record as it is now: after a review, a second Save
+    goes through (the old stamps would refuse every later Save)."""
+    form.version.data = str(lead.version)
+    form.patient_stamp.data = patient_stamp(lead.patient)
+    return _page(lead, form, 409)
+
+
 @bp.post("/leads/<int:lead_id>/details")
 @login_required
 def save_details(lead_id: int):
@@ -72,7 +80,7 @@ def save_details(lead_id: int):
         return _page(lead, form, 422)
     if form.version_int() != lead.version:
         flash(CONFLICT.format(who=_last_editor(lead.id)), "warning")
-        return _page(lead, form, 409)
+        return _conflict_page(lead, form)
     if form.patient_stamp.data != patient_stamp(lead.patient):
         # Keep what was typed; the current stamp lets a second Save, after review, go through.
         form.patient_stamp.data = patient_stamp(lead.patient)
@@ -99,6 +107,6 @@ def save_details(lead_id: int):
     except StaleDataError:
         db.session.rollback()
         flash(CONFLICT.format(who=_last_editor(lead_id)), "warning")
-        return _page(_load(lead_id), form, 409)
+        return _conflict_page(_load(lead_id), form)
     flash(result.describe(), "success" if result.changed else "info")
     return redirect(url_for("leads.detail", lead_id=lead_id))
