@@ -81,6 +81,16 @@ def init_app(app) -> None:
         app.logger.warning("refused a value the database cannot store on %s %s", request.method, request.path)
         return error_response(400, "The request contains characters or values that cannot be stored.")
 
+    @app.errorhandler(OverflowError)
+    def out_of_range(err):
+        # A number or date too large for Python's dates or SQLite's integers (a crafted request;
+        # the forms bound what people type): the input's fault, not a 500.
+        from crm.extensions import db
+
+        db.session.rollback()
+        app.logger.warning("refused an out-of-range value on %s %s", request.method, request.path)
+        return error_response(400, "A number or date in the request is out of range.")
+
     @app.before_request
     def refuse_control_characters():
         # NUL and other control characters in a submitted form are never typed by a person.

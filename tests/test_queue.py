@@ -138,6 +138,8 @@ def test_bad_filter_input_gives_field_errors_not_500(client, auth, db, specialis
         "page=-4": "",
         "page=999999999": "",
         "q=" + "x" * 300: "Field cannot be longer than 100 characters.",
+        "created_to=9999-12-31": "Enter a date between 2000 and 2100.",
+        "created_from=0001-01-01": "Enter a date between 2000 and 2100.",
     }
     for query, message in cases.items():
         resp = client.get("/queue?view=all&" + query)

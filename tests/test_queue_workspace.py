@@ -115,6 +115,8 @@ def test_note_and_call_routes(client, auth, db, specialist):
         ("status", {"to": "exploded"}, "Unknown status"),
         ("status", {"to": "booked"}, "A new lead cannot move to booked."),
         ("assign", {"user_id": "99999"}, "That user does not exist."),
+        ("follow-ups", {"due": "9999-12-31T23:59", "kind": "call"}, "Enter a date between 2000 and 2100."),
+        ("appointments", {"starts": "9999-12-31T23:00", "mode": "in_person"}, "Enter a date between 2000 and 2100."),
         ("notes", {"text": "ok", "version": ""}, "The form is missing the lead&#39;s version; reload the page."),
     ],
 )
@@ -124,6 +126,13 @@ def test_bad_workspace_input_gives_field_errors(client, auth, db, specialist, pa
     resp = form_post(client, f"/leads/{lead.id}/{path}", lead, **data)
     assert resp.status_code == 422, resp.status_code
     assert message in resp.get_data(as_text=True)
+
+
+def test_an_id_too_large_for_the_database_is_a_400_not_a_500(client, auth, db, specialist):
+    lead = make_lead(db)
+    auth.as_user(specialist)
+    resp = form_post(client, f"/leads/{lead.id}/assign", lead, user_id="9" * 25)
+    assert resp.status_code in (400, 422)
 
 
 def test_non_numeric_version_is_a_conflict_not_a_500(client, auth, db, specialist):

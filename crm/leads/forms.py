@@ -31,6 +31,21 @@ from crm.services.workflow import CALL_OUTCOME_LABELS, LOST_REASON_LABELS
 DT_FORMAT = "%Y-%m-%dT%H:%M"
 
 
+class InYears:
+    """A typed date (or date and time) within ``first``..``last``: a year such as 9999 is a typo,
+    and one day past it is beyond what dates can hold."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last = first, last
+
+    def __call__(self, form, field):
+        if field.data is not None and not self.first <= field.data.year <= self.last:
+            raise ValidationError(f"Enter a date between {self.first} and {self.last}.")
+
+
+PLAUSIBLE = InYears(2000, 2100)
+
+
 class QueueFilterForm(FlaskForm):
     class Meta:
         csrf = False  # GET filters
@@ -41,8 +56,8 @@ class QueueFilterForm(FlaskForm):
     condition = SelectField("Condition", validators=[Optional()], choices=[])
     source = SelectField("Source", validators=[Optional()], choices=[])
     assignee = SelectField("Assignee", validators=[Optional()], choices=[])
-    created_from = DateField("Created from", validators=[Optional()])
-    created_to = DateField("Created to", validators=[Optional()])
+    created_from = DateField("Created from", validators=[Optional(), PLAUSIBLE])
+    created_to = DateField("Created to", validators=[Optional(), PLAUSIBLE])
 
     def validate_created_to(self, field):
         if field.data and self.created_from.data and field.data < self.created_from.data:
@@ -91,7 +106,7 @@ TZ_BASIS = [("patient", "Patient's time"), ("mine", "My time")]
 
 
 class FollowUpForm(VersionedForm):
-    due = DateTimeLocalField("Due", format=DT_FORMAT, validators=[InputRequired("Pick the date and time.")])
+    due = DateTimeLocalField("Due", format=DT_FORMAT, validators=[InputRequired("Pick the date and time."), PLAUSIBLE])
     tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
     kind = SelectField("Kind", choices=[(k.value, k.value.capitalize()) for k in FollowUpKind], default="call")
     note = TextAreaField("Note", validators=[Optional(), Length(max=500)])
@@ -134,7 +149,9 @@ def _int_or_none(value):
 
 class BookingForm(VersionedForm):
     physician_id = SelectField("Physician", coerce=_int_or_none, choices=[], validate_choice=False)
-    starts = DateTimeLocalField("Starts", format=DT_FORMAT, validators=[InputRequired("Pick the appointment time.")])
+    starts = DateTimeLocalField(
+        "Starts", format=DT_FORMAT, validators=[InputRequired("Pick the appointment time."), PLAUSIBLE]
+    )
     tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
     mode = SelectField(
         "Visit", choices=[(VisitMode.IN_PERSON.value, "In person"), (VisitMode.TELEHEALTH.value, "Telehealth")]
@@ -199,7 +216,7 @@ class DetailsForm(VersionedForm):
     last_name = StringField("Last name", validators=[DataRequired("Enter the last name."), Length(max=100)])
     phone = StringField("Phone", validators=[Length(max=40)])
     email = StringField("Email", validators=[Length(max=254)])
-    date_of_birth = DateField("Date of birth", validators=[Optional()])
+    date_of_birth = DateField("Date of birth", validators=[Optional(), InYears(1900, 2100)])
     street = StringField("Street", validators=[Length(max=200)])
     city = StringField("City", validators=[Length(max=100)])
     state = SelectField("State", choices=[])
