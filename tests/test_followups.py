@@ -172,3 +172,5 @@ def test_reminder_badge_and_notifications_page(client, auth, db, specialist):
     resp = client.post(f"/notifications/{note.id}/read", data={"open": "1"})
     assert resp.headers["Location"].endswith(f"/leads/{lead.id}")
     assert client.post("/notifications/99999/read").status_code == 404
+    past_the_end = client.get("/notifications?show=all&page=9").get_data(as_text=True)
+    assert f"lead #{lead.id}" in past_the_end and "No notifications yet" not in past_the_end

@@ -161,6 +161,23 @@ def test_pagination_is_bounded_and_counted(client, auth, db, specialist):
     assert len(page.items) == 10 and page.has_next and page.total == 30 and not page.capped
 
 
+@pytest.mark.parametrize("view", ["unassigned", "all", "due", "mine"])
+def test_a_page_past_the_end_shows_the_last_page(client, auth, db, specialist, view):
+    now = datetime.now(UTC)
+    for i in range(30):
+        lead = make_lead(db, created_at=now - timedelta(minutes=100 - i), commit=False)
+        if view in ("due", "mine"):
+            lead.assignee_id = specialist.id
+            lead.next_follow_up_at = now - timedelta(minutes=i + 1)
+    db.session.commit()
+    auth.as_user(specialist)
+    html = client.get(f"/queue?view={view}&page=40").get_data(as_text=True)
+    assert "Page 2 of 2" in html and "Page 40" not in html
+    assert "26–30 of 30" in html
+    page = queue_page(db.session, view, specialist, Filters(), page=7, per_page=10)
+    assert page.page == 3 and len(page.items) == 10
+
+
 def test_counts_are_capped(db, specialist):
     from crm.services.leads_query import capped_count, view_select
 

@@ -255,8 +255,22 @@ def queue_page(
     now = now or datetime.now(UTC)
     view = view if view in VIEWS else "unassigned"
     page = max(1, min(page, MAX_PAGE))
-    offset = (page - 1) * per_page
     ids = search_patient_ids(session, f) if f.q else None
+    result = _page_of(session, view, user, f, page, per_page, now, ids)
+    if page > 1 and not result.items:
+        # Past the end (the list shrank while someone was on a later page, or a typed page
+        # number): the last page, not "page 40 of 39" with nothing on it.
+        total, _ = capped_count(session, view_select(view, user, f, now, ids))
+        last = max(1, -(-total // per_page))
+        if last < page:
+            result = _page_of(session, view, user, f, last, per_page, now, ids)
+    return result
+
+
+def _page_of(
+    session, view: str, user: User, f: Filters, page: int, per_page: int, now: datetime, ids: list[int] | None
+) -> QueuePage:
+    offset = (page - 1) * per_page
     if view == "due":
         return _due_page(session, user, f, page, per_page, now, ids)
     stmt = view_select(view, user, f, now, ids)
