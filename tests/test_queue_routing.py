@@ -42,6 +42,17 @@ def test_get_next_with_an_empty_pool(client, auth, specialist):
     assert resp.status_code == 404 and resp.json == {"error": "No unassigned lead is waiting."}
 
 
+def test_get_next_points_to_booked_leads_left_without_an_owner(client, auth, db, specialist):
+    """Unassigned lists a booked lead whose owner left; Get next does not hand it out, and says
+    so instead of "nothing is waiting"."""
+    booked = make_lead(db, status=S.BOOKED)
+    auth.as_user(specialist)
+    resp = client.post("/queue/next")
+    assert resp.headers["Location"].endswith("/queue?view=unassigned")
+    html = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "1 booked lead has no owner" in html and f"/leads/{booked.id}" in html
+
+
 def _claim_in_threads(app, user_ids: list[int]) -> list[int | None]:
     barrier = threading.Barrier(len(user_ids))
     results: list[int | None] = [None] * len(user_ids)

@@ -117,6 +117,16 @@ def get_next():
         db.session.rollback()
         if wants_json():
             return jsonify({"error": "No unassigned lead is waiting."}), 404
+        # Booked leads are not handed out as "next" (their call is done), but one without an
+        # owner still needs someone to record its visit: say so rather than "nothing waiting".
+        booked = routing.unowned_booked_count()
+        if booked:
+            flash(
+                f"No lead is waiting to be called. {booked} booked lead{'s have' if booked != 1 else ' has'} "
+                "no owner: take one from Unassigned to record how the visit went.",
+                "info",
+            )
+            return redirect(url_for("leads.queue", view="unassigned"))
         flash("No unassigned lead is waiting. Nice work.", "info")
         return redirect(url_for("leads.queue", view="mine"))
     db.session.commit()

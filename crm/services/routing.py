@@ -76,6 +76,16 @@ def claim_next(user: User, *, now: datetime | None = None) -> Lead | None:
     return lead
 
 
+def unowned_booked_count() -> int:
+    """Booked leads in Unassigned (their owner was deactivated or let them go): ``claim_next``
+    skips them, so the queue says how many wait for someone to take them by hand."""
+    return db.session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Lead)
+        .where(Lead.assignee_id.is_(None), Lead.status == LeadStatus.BOOKED.value)
+    )
+
+
 def open_counts(user_ids: list[int]) -> dict[int, int]:
     if not user_ids:
         return {}
