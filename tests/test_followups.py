@@ -156,6 +156,23 @@ def test_reminders_notify_and_email_the_owner_once(app, db, specialist):
     assert due.reminded_at is not None and later.reminded_at is None
 
 
+def test_a_follow_up_without_an_owner_is_reminded_once_someone_takes_the_lead(app, db, specialist, admin):
+    from crm.services import routing
+
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    fu = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED - timedelta(hours=1))
+    routing.unassign(lead, actor=admin)  # back to the pool: the follow-up has no owner now
+    db.session.commit()
+    with app.test_request_context():
+        assert send_reminders(WED + timedelta(minutes=1)) == {"reminded": 0, "emailed": 0}
+        assert fu.reminded_at is None
+        routing.assign(lead, specialist, actor=specialist)
+        db.session.commit()
+        assert send_reminders(WED + timedelta(minutes=2)) == {"reminded": 1, "emailed": 1}
+    note = db.session.scalar(sa.select(Notification))
+    assert note.user_id == specialist.id and note.kind == "follow_up_due"
+
+
 def test_reminder_badge_and_notifications_page(client, auth, db, specialist):
     lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
     followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)

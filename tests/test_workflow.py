@@ -152,3 +152,22 @@ def test_an_admin_reopen_is_not_closed_again_by_the_unreachable_sweep(db, admin)
     assert lead.status == S.ATTEMPTING and lead.attempts == 0
     reopened = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.STATUS_CHANGED)).all()[-1]
     assert reopened.data["attempts_before"] == 6
+
+
+def test_after_a_reopen_the_unreachable_days_count_from_the_reopening(db, admin):
+    """Six quick attempts the day after a reopen are not "six over ten days": the lead's first
+    contact (weeks before) does not start the window again."""
+    from datetime import timedelta
+
+    from crm.services.sla import unreachable_sweep
+
+    lead = make_lead(db, status=S.LOST)
+    lead.lost_reason, lead.first_contact_at = "unreachable", WED - timedelta(days=30)
+    db.session.commit()
+    change_status(lead, S.ATTEMPTING, actor=admin, now=WED)
+    lead.attempts = 6  # six calls logged the next day
+    db.session.commit()
+    assert unreachable_sweep(WED + timedelta(days=1), attempts=6, days=10) == 0
+    assert lead.status == S.ATTEMPTING
+    assert unreachable_sweep(WED + timedelta(days=10, minutes=1), attempts=6, days=10) == 1
+    assert lead.status == S.LOST

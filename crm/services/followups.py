@@ -154,9 +154,19 @@ def send_reminders(now: datetime, limit: int = 200) -> dict[str, int]:
     from crm.services.mailer import queue_email
     from crm.services.sla import notify
 
+    # Only follow-ups someone can be reminded of: one whose lead has no active owner yet is
+    # reminded when someone takes the lead (its follow-ups move to them), not marked done now.
+    owner_id = sa.func.coalesce(FollowUp.owner_id, Lead.assignee_id)
     rows = db.session.scalars(
         sa.select(FollowUp.id)
-        .where(FollowUp.done_at.is_(None), FollowUp.reminded_at.is_(None), FollowUp.due_at <= now)
+        .join(Lead, Lead.id == FollowUp.lead_id)
+        .join(User, User.id == owner_id)
+        .where(
+            FollowUp.done_at.is_(None),
+            FollowUp.reminded_at.is_(None),
+            FollowUp.due_at <= now,
+            User.active.is_(True),
+        )
         .order_by(FollowUp.due_at)
         .limit(limit)
     ).all()

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, time, timedelta
 import sqlalchemy as sa
 
 from crm.extensions import db
-from crm.models import Lead, Notification, User
+from crm.models import Lead, LeadEvent, Notification, User
 from crm.models.enums import EventKind, LeadStatus, LostReason, Role
 from crm.services.calling_window import _local_at, make_window, zone
 from crm.services.timeline import add_event
@@ -201,6 +201,16 @@ def stale_sweep(now: datetime, hours: int, limit: int = 500) -> int:
     return returned
 
 
+def _reopened_at(lead_id: int) -> datetime | None:
+    """When an admin last reopened the lead (its attempts restart from zero then)."""
+    events = db.session.scalars(
+        sa.select(LeadEvent)
+        .where(LeadEvent.lead_id == lead_id, LeadEvent.kind == EventKind.STATUS_CHANGED)
+        .order_by(LeadEvent.created_at.desc(), LeadEvent.id.desc())
+    )
+    return next((e.created_at for e in events if (e.data or {}).get("from") == LeadStatus.LOST.value), None)
+
+
 def unreachable_sweep(now: datetime, attempts: int, days: int, limit: int = 500) -> int:
     """Close ``lost/unreachable`` the leads still attempting after N attempts over D days."""
     from crm.services.workflow import TransitionError, change_status
@@ -216,6 +226,9 @@ def unreachable_sweep(now: datetime, attempts: int, days: int, limit: int = 500)
     closed = 0
     for lead_id in ids:
         lead = db.session.get(Lead, lead_id)
+        reopened = _reopened_at(lead_id)
+        if reopened is not None and reopened > cutoff:
+            continue  # its attempts count from the reopening: D days have not passed since
         claimed = db.session.execute(
             sa.update(Lead.__table__)
             .where(t.id == lead_id, t.status == LeadStatus.ATTEMPTING.value, t.version == lead.version)
