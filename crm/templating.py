@@ -51,8 +51,15 @@ def age(value: datetime | None, now: datetime | None = None) -> str:
     return f"{days}d {hours}h" if hours else f"{days}d"
 
 
+# Words a stored value spells in lower case that people write otherwise.
+_WORDS = {"cbd": "CBD", "sms": "SMS", "npi": "NPI", "utm": "UTM", "ip": "IP", "url": "URL"}
+
+
 def humanize(value: str | None) -> str:
-    return (value or "").replace("_", " ").capitalize()
+    """``cbd_only`` → "CBD only", ``follow_up_due`` → "Follow-up due"."""
+    text = (value or "").replace("_", " ").replace("follow up", "follow-up")
+    text = " ".join(_WORDS.get(word, word) for word in text.split(" "))
+    return text[:1].upper() + text[1:]
 
 
 def init_app(app) -> None:

@@ -72,6 +72,14 @@ def test_condition_list_is_searchable_and_only_published(client, conditions):
     assert "could not find" in html and "/request" in html
 
 
+def test_condition_list_is_alphabetical_whatever_the_case(client, db):
+    for name in ("PTSD", "Parkinson's disease", "anxiety"):
+        ConditionFactory(name=name, published=True)
+    db.session.commit()
+    html = client.get("/conditions").get_data(as_text=True)
+    assert html.index("anxiety") < html.index("Parkinson&#39;s disease") < html.index("PTSD")
+
+
 def test_condition_search_matches_word_starts_best_first_and_suggests_close_spellings(client, db):
     ConditionFactory(name="Multiple sclerosis", slug="multiple-sclerosis", synonyms=["ms"], summary="Nerve damage.")
     ConditionFactory(name="Chronic pain", slug="chronic-pain", synonyms=["back pain"], summary="Ongoing symptoms.")

@@ -256,3 +256,35 @@ def test_every_queue_page_is_audited_with_the_leads_it_showed(client, auth, db, 
     assert row in found
     # ... and not for a lead it did not show (no prefix matches: lead 1 is not lead 11)
     assert row not in db.session.scalars(audit_select(object_id=str(max(lead.id for lead in shown) * 10 + 1))).all()
+
+
+def test_the_navigation_marks_the_page_you_are_on(client, auth, db, specialist):
+    import re
+
+    lead = make_lead(db, assignee=specialist)
+    auth.as_user(specialist)
+
+    def active(path):
+        html = client.get(path).get_data(as_text=True)
+        html = html[html.index('aria-label="Main"') : html.index("</nav>")]  # the main navigation only
+        return [
+            re.sub(r"<[^>]+>|\s+", " ", m).split()[0]
+            for m in re.findall(r'class="nav-link active"[^>]*>(.*?)</a>', html, re.S)
+        ]
+
+    assert active("/queue") == ["Queue"]
+    assert active("/queue?view=all") == ["Queue"]
+    assert active("/queue?view=mine") == ["Mine"]
+    assert active("/queue?view=due") == ["Due"]
+    assert active(f"/leads/{lead.id}") == ["Queue"]
+    assert active("/notifications") == []
+
+
+def test_labels_spell_words_as_people_do():
+    from crm.templating import humanize
+
+    assert humanize("cbd_only") == "CBD only"
+    assert humanize("sms") == "SMS"
+    assert humanize("follow_up_due") == "Follow-up due"
+    assert humanize("in_person") == "In person"
+    assert humanize(None) == ""

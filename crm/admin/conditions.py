@@ -16,7 +16,7 @@ from crm.services.markdown import render_markdown
 
 @bp.get("/conditions")
 def conditions():
-    rows = db.session.scalars(sa.select(Condition).order_by(Condition.name)).all()
+    rows = db.session.scalars(sa.select(Condition).order_by(sa.func.lower(Condition.name))).all()
     doctors = dict(
         db.session.execute(
             sa.select(physician_conditions.c.condition_id, sa.func.count())

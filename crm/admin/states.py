@@ -29,7 +29,7 @@ def state_edit(code: str):
     program = _program(code)
     form = StateProgramForm(obj=program)
     form.qualifying_conditions.choices = [
-        (c.id, c.name) for c in db.session.scalars(sa.select(Condition).order_by(Condition.name))
+        (c.id, c.name) for c in db.session.scalars(sa.select(Condition).order_by(sa.func.lower(Condition.name)))
     ]
     if not form.is_submitted():
         form.program_type.data = str(program.program_type)

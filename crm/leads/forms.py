@@ -27,6 +27,7 @@ from crm.models.enums import (
     VisitMode,
 )
 from crm.services.workflow import CALL_OUTCOME_LABELS, LOST_REASON_LABELS
+from crm.templating import humanize
 
 DT_FORMAT = "%Y-%m-%dT%H:%M"
 
@@ -108,7 +109,7 @@ TZ_BASIS = [("patient", "Patient's time"), ("mine", "My time")]
 class FollowUpForm(VersionedForm):
     due = DateTimeLocalField("Due", format=DT_FORMAT, validators=[InputRequired("Pick the date and time."), PLAUSIBLE])
     tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
-    kind = SelectField("Kind", choices=[(k.value, k.value.capitalize()) for k in FollowUpKind], default="call")
+    kind = SelectField("Kind", choices=[(k.value, humanize(k.value)) for k in FollowUpKind], default="call")
     note = TextAreaField("Note", validators=[Optional(), Length(max=500)])
 
 
