@@ -81,9 +81,9 @@ def test_navigation_counts(client, auth, db, specialist, three):
     db.session.commit()
     auth.as_user(specialist)
     html = client.get("/queue").get_data(as_text=True)
-    assert 'title="Unassigned open leads">2<' in html
-    assert 'Mine <span class="badge rounded-pill text-bg-secondary">1<' in html
-    assert 'Due <span class="badge rounded-pill text-bg-warning">1<' in html
+    assert 'title="Unassigned open leads waiting for someone">2<' in html
+    assert 'Mine <span class="badge rounded-pill text-bg-secondary" title="Open leads assigned to you">1<' in html
+    assert 'Due <span class="badge rounded-pill text-bg-warning" title="Your follow-ups due now or overdue">1<' in html
 
 
 def test_filters(client, auth, db, specialist):

@@ -58,7 +58,9 @@ def _webhook_key() -> str:
 
 def _published() -> list[Condition]:
     return list(
-        db.session.scalars(sa.select(Condition).where(Condition.published.is_(True)).order_by(sa.func.lower(Condition.name))).all()
+        db.session.scalars(
+            sa.select(Condition).where(Condition.published.is_(True)).order_by(sa.func.lower(Condition.name))
+        ).all()
     )
 
 

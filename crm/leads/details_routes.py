@@ -27,7 +27,9 @@ from crm.services.patient_details import DetailsError, update_details
 def _form(lead=None) -> DetailsForm:
     form = DetailsForm()
     form.state.choices = [("", "—")] + [(code, f"{code} · {name}") for code, name in sorted(US_STATES.items())]
-    conditions = db.session.execute(sa.select(Condition.id, Condition.name).order_by(sa.func.lower(Condition.name))).all()
+    conditions = db.session.execute(
+        sa.select(Condition.id, Condition.name).order_by(sa.func.lower(Condition.name))
+    ).all()
     form.condition_id.choices = [("", "Not specified")] + [(i, n) for i, n in conditions]
     if lead is not None:
         p = lead.patient

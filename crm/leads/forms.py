@@ -217,7 +217,7 @@ class DetailsForm(VersionedForm):
     last_name = StringField("Last name", validators=[DataRequired("Enter the last name."), Length(max=100)])
     phone = StringField("Phone", validators=[Length(max=40)])
     email = StringField("Email", validators=[Length(max=254)])
-    date_of_birth = DateField("Date of birth", validators=[Optional(), InYears(1900, 2100)])
+    date_of_birth = DateField("Date of birth", validators=[Optional(), InYears(1900, 9999)])
     street = StringField("Street", validators=[Length(max=200)])
     city = StringField("City", validators=[Length(max=100)])
     state = SelectField("State", choices=[])
