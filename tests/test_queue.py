@@ -288,3 +288,32 @@ def test_labels_spell_words_as_people_do():
     assert humanize("follow_up_due") == "Follow-up due"
     assert humanize("in_person") == "In person"
     assert humanize(None) == ""
+
+
+def test_mine_puts_what_needs_doing_first(client, auth, db, specialist):
+    """Overdue follow-ups, then leads with no next step (a new lead past its first-contact target
+    among them), then upcoming follow-ups, and booked leads with nothing planned last."""
+    now = datetime.now(UTC)
+
+    def lead(status, follow_up_in=None, age_hours=1):
+        made = make_lead(
+            db, status=status, assignee=specialist, created_at=now - timedelta(hours=age_hours), commit=False
+        )
+        made.next_follow_up_at = None if follow_up_in is None else now + follow_up_in
+        return made
+
+    booked = lead(LeadStatus.BOOKED, age_hours=50)
+    upcoming = lead(LeadStatus.CONTACTED, timedelta(days=2), age_hours=40)
+    waiting_new = lead(LeadStatus.NEW, age_hours=11)
+    no_step = lead(LeadStatus.CONTACTED, age_hours=3)
+    overdue = lead(LeadStatus.ATTEMPTING, -timedelta(minutes=30), age_hours=2)
+    db.session.commit()
+    expected = [overdue.id, waiting_new.id, no_step.id, upcoming.id, booked.id]
+    auth.as_user(specialist)
+    html = client.get("/queue?view=mine").get_data(as_text=True)
+    assert [html.index(f'href="/leads/{i}"') for i in expected] == sorted(
+        html.index(f'href="/leads/{i}"') for i in expected
+    )
+    pages = [queue_page(db.session, "mine", specialist, Filters(), page=n, per_page=2, now=now) for n in (1, 2, 3)]
+    assert [[x.id for x in p.items] for p in pages] == [expected[:2], expected[2:4], expected[4:]]
+    assert [p.has_next for p in pages] == [True, True, False] and pages[0].total == 5

@@ -210,6 +210,47 @@ def view_select(view: str, user: User, f: Filters, now: datetime, patient_ids: l
     return stmt.order_by(Lead.created_at.desc(), Lead.id.desc())
 
 
+def mine_segments(user: User, f: Filters, now: datetime, ids: list[int] | None = None) -> list[sa.Select]:
+    """Mine, most pressing first, as index-ordered parts of ``view_select("mine")``: follow-ups
+    due or overdue; leads with no next step (new ones waiting for their first call, the oldest
+    first); upcoming follow-ups; booked leads with nothing planned (their visit is the next step)."""
+    mine = view_select("mine", user, f, now, ids)
+    no_step = Lead.next_follow_up_at.is_(None)
+    booked = Lead.status == LeadStatus.BOOKED.value
+    return [
+        mine.where(Lead.next_follow_up_at <= now),
+        mine.where(no_step, Lead.status != LeadStatus.BOOKED.value),
+        mine.where(Lead.next_follow_up_at > now),
+        mine.where(no_step, booked),
+    ]
+
+
+def _segmented_page(session, segments: list[sa.Select], page: int, per_page: int, *, ordered: bool) -> QueuePage:
+    """One page across ``segments`` shown one after the other (each capped-counted, then only
+    the parts the page falls in are fetched)."""
+    offset = (page - 1) * per_page
+    counts = [capped_count(session, seg, ordered=ordered) for seg in segments]
+    items: list[Lead] = []
+    skip = offset
+    for seg, (n, _) in zip(segments, counts, strict=True):
+        if len(items) >= per_page:
+            break
+        if skip >= n:
+            skip -= n
+            continue
+        items += _fetch(session, seg, skip, per_page - len(items))
+        skip = 0
+    total = sum(n for n, _ in counts)
+    return QueuePage(
+        items=items,
+        page=page,
+        per_page=per_page,
+        has_next=offset + len(items) < total,
+        total=total,
+        capped=any(c for _, c in counts),
+    )
+
+
 def capped_count(session, stmt: sa.Select, cap: int = COUNT_CAP, *, ordered: bool = False) -> tuple[int, bool]:
     """``count(*)`` over at most ``cap + 1`` rows of ``stmt``.
 
@@ -273,6 +314,8 @@ def _page_of(
     offset = (page - 1) * per_page
     if view == "due":
         return _due_page(session, user, f, page, per_page, now, ids)
+    if view == "mine":
+        return _segmented_page(session, mine_segments(user, f, now, ids), page, per_page, ordered=not f.active())
     stmt = view_select(view, user, f, now, ids)
     rows = _fetch(session, stmt, offset, per_page + 1)
     result = QueuePage(items=rows[:per_page], page=page, per_page=per_page, has_next=len(rows) > per_page)
