@@ -18,6 +18,12 @@
     if (message) { message.focus(); }
   });
 
+  // Success messages step aside after a while (they stay pinned in view on staff pages);
+  // warnings and errors wait to be closed.
+  window.setTimeout(function () {
+    document.querySelectorAll(".staff .flash-stack .alert-success").forEach(function (alert) { alert.remove(); });
+  }, 8000);
+
   // Auto-submit filter selects marked with data-autosubmit.
   document.addEventListener("change", function (event) {
     if (event.target.matches("[data-autosubmit]")) {

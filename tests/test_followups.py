@@ -173,6 +173,35 @@ def test_a_follow_up_without_an_owner_is_reminded_once_someone_takes_the_lead(ap
     assert note.user_id == specialist.id and note.kind == "follow_up_due"
 
 
+def test_a_call_that_closes_the_due_follow_up_asks_for_the_next_step_and_clears_its_alert(
+    app, client, auth, db, specialist
+):
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    fu = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED - timedelta(hours=1))
+    db.session.commit()
+    with app.test_request_context():
+        send_reminders(WED + timedelta(minutes=1))
+    db.session.commit()
+    with time_machine.travel(WED + timedelta(minutes=5)):
+        auth.as_user(specialist)
+        resp = form_post(client, f"/leads/{lead.id}/calls", lead, outcome="no_answer")
+        assert resp.headers["Location"].endswith(f"/leads/{lead.id}#follow-ups")
+        html = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "No next step is planned: schedule the next follow-up." in html
+    db.session.expire_all()
+    assert db.session.get(FollowUp, fu.id).done_at is not None
+    assert db.session.scalar(sa.select(Notification)).read_at is not None  # its alert is dealt with
+    # With the next call already planned, the call just lands on the timeline.
+    followups.schedule(
+        db.session.get(type(lead), lead.id), due_at=WED + timedelta(days=1), kind="call", actor=specialist, now=WED
+    )
+    db.session.commit()
+    with time_machine.travel(WED + timedelta(minutes=10)):
+        auth.as_user(specialist)
+        again = form_post(client, f"/leads/{lead.id}/calls", db.session.get(type(lead), lead.id), outcome="voicemail")
+    assert again.headers["Location"].endswith("#timeline")
+
+
 def test_reminder_badge_and_notifications_page(client, auth, db, specialist):
     lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
     followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)

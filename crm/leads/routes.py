@@ -332,7 +332,7 @@ def _done(lead: Lead, message: str, anchor: str = ""):
     return redirect(url_for("leads.detail", lead_id=lead.id) + (f"#{anchor}" if anchor else ""))
 
 
-def _action(lead_id: int, form_cls, form_name: str, apply, success: str, anchor: str = ""):
+def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor=""):
     """The shape of every workspace POST: validate, check version, apply, commit."""
     lead = _load(lead_id)
     form = form_cls()
@@ -370,7 +370,7 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success: str, anchor:
             form.due.raw_data = [form.due.data.strftime(lead_forms.DT_FORMAT)]  # rendered from raw_data
             form.due.errors = [str(exc) + " The suggested time is filled in: press Schedule to use it."]
         return _invalid(lead, form_name, form, str(exc))
-    return _done(lead, success(lead) if callable(success) else success, anchor)
+    return _done(lead, success(lead) if callable(success) else success, anchor(lead) if callable(anchor) else anchor)
 
 
 def _typed_time(lead: Lead, value: datetime, basis: str) -> datetime:
@@ -401,12 +401,22 @@ def log_call(lead_id: int):
         lead_forms.CallForm,
         "call_form",
         lambda lead, form: workflow.log_call(lead, form.outcome.data, actor=me, note=form.note.data or ""),
-        lambda lead: (
-            f"Call logged ({workflow.CALL_OUTCOME_LABELS[request.form['outcome']].lower()}); "
-            f"the lead is {lead.status.value}."
-        ),
-        "timeline",
+        _call_logged,
+        lambda lead: "follow-ups" if _needs_next_step(lead) else "timeline",
     )
+
+
+def _needs_next_step(lead: Lead) -> bool:
+    return lead.is_open and lead.status != LeadStatus.BOOKED and not any(f.done_at is None for f in lead.follow_ups)
+
+
+def _call_logged(lead: Lead) -> str:
+    outcome = workflow.CALL_OUTCOME_LABELS[request.form["outcome"]].lower()
+    message = f"Call logged ({outcome}); the lead is {lead.status.value}."
+    if _needs_next_step(lead):
+        # The call closed the follow-up that was due: without a new one the lead drops out of Due.
+        message += " No next step is planned: schedule the next follow-up."
+    return message
 
 
 @bp.post("/leads/<int:lead_id>/follow-ups")

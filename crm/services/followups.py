@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from flask import current_app, url_for
 
 from crm.extensions import db
-from crm.models import FollowUp, Lead, Patient, User
+from crm.models import FollowUp, Lead, Notification, Patient, User
 from crm.models.enums import EventKind, FollowUpKind
 from crm.services.calling_window import Window, is_allowed, next_allowed, window_from_config, zone
 from crm.services.timeline import add_event
@@ -126,6 +126,12 @@ def complete(fu: FollowUp, *, actor: User, outcome: str = "done", now: datetime 
         raise FollowUpError("This follow-up is already done.")
     fu.done_at = now
     fu.outcome = (outcome or "done").strip()[:200]
+    # Its "follow-up due" alert has been dealt with: it should not wait unread in Alerts.
+    db.session.execute(
+        sa.update(Notification)
+        .where(Notification.dedupe_key == f"follow_up:{fu.id}", Notification.read_at.is_(None))
+        .values(read_at=now)
+    )
     lead = fu.lead
     refresh_next_follow_up(lead)
     lead.last_activity_at = now
