@@ -161,3 +161,13 @@ def test_status_form_preselects_nothing(client, auth, db, specialist):
     assert resp.status_code == 422 and "Choose the new status." in resp.get_data(as_text=True)
     db.session.expire_all()
     assert lead.status == S.BOOKED
+
+
+def test_a_closed_lead_page_shows_no_calling_window(client, auth, db, specialist):
+    open_lead = make_lead(db, assignee=specialist)
+    lost = make_lead(db, status=LeadStatus.LOST, assignee=specialist)
+    lost.lost_reason = "not_interested"
+    db.session.commit()
+    auth.as_user(specialist)
+    assert "the calling window (" in client.get(f"/leads/{open_lead.id}").get_data(as_text=True)
+    assert "calling window (" not in client.get(f"/leads/{lost.id}").get_data(as_text=True)
