@@ -26,6 +26,10 @@ mail = Mail()
 bootstrap = Bootstrap5()
 
 
+def _unicode_lower(value):
+    return value.lower() if isinstance(value, str) else value
+
+
 @sa_event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
     """SQLite under several workers/threads: WAL (readers never block the writer), a busy timeout,
@@ -39,4 +43,8 @@ def _sqlite_pragmas(dbapi_connection, connection_record) -> None:
         # scattered pages per lead and mmap halves its time against read() calls (docs/matching.md).
         cursor.execute("PRAGMA mmap_size=268435456")
         cursor.close()
+        # SQLite's own lower() folds ASCII only, so "Élodie Ñúñez" could not be found by name
+        # while PostgreSQL finds her: every connection gets Python's (migration 0009 rebuilds
+        # the name indexes with it).
+        dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
         checkpoint_in_background(dbapi_connection)

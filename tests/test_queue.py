@@ -317,3 +317,13 @@ def test_mine_puts_what_needs_doing_first(client, auth, db, specialist):
     pages = [queue_page(db.session, "mine", specialist, Filters(), page=n, per_page=2, now=now) for n in (1, 2, 3)]
     assert [[x.id for x in p.items] for p in pages] == [expected[:2], expected[2:4], expected[4:]]
     assert [p.has_next for p in pages] == [True, True, False] and pages[0].total == 5
+
+
+@pytest.mark.parametrize("q", ["ñúñez", "Ñúñez", "ÑÚÑEZ", "élodie ñúñez", "Ñúñez, Élodie", "ÉLO"])
+def test_names_with_accented_capitals_are_found_whatever_the_case(client, auth, db, specialist, q):
+    """SQLite's own lower() folds ASCII only; the app's connections use a Unicode-aware one."""
+    lead = make_lead(db, first_name="Élodie", last_name="Ñúñez")
+    make_lead(db, first_name="Elodie", last_name="Nunez")  # not the same letters
+    auth.as_user(specialist)
+    page = queue_page(db.session, "all", specialist, Filters(q=q))
+    assert [x.id for x in page.items] == [lead.id]
