@@ -172,6 +172,15 @@ def test_submission_creates_patient_lead_and_inbox_item(client, db, conditions):
     assert "csrf_token" not in json.loads(item.body)
 
 
+def test_the_patient_picks_the_language_we_should_speak(client, db, conditions):
+    page = client.get("/conditions/dystonia").get_data(as_text=True)
+    assert "Language we should speak" in page and "Español (Spanish)" in page
+    assert client.post("/conditions/dystonia", data=form_data(language="es")).status_code == 302
+    assert db.session.scalar(sa.select(Patient)).language == "es"
+    bad = client.post("/conditions/dystonia", data=form_data(language="xx-not", idempotency_token="e" * 32))
+    assert bad.status_code == 200 and "Not a valid choice" in bad.get_data(as_text=True)
+
+
 def test_double_submit_with_the_same_token_makes_one_lead(client, db, conditions):
     for _ in range(3):
         assert client.post("/conditions/dystonia", data=form_data()).status_code == 302

@@ -86,6 +86,22 @@ def test_a_delivery_is_geocoded_matched_and_assigned_by_the_job_after_the_answer
     assert lead.status == LeadStatus.NEW
 
 
+def test_the_patients_language_from_the_delivery_steers_auto_assignment(make_app, db, desk):
+    """SPEC 7: round robin prefers a specialist who speaks the patient's language; the language
+    comes in with the request ("Español" is mapped to es)."""
+    speaker = UserFactory(name="Bea Bilingual", on_shift=True, capacity=20, languages=["en", "es"])
+    db.session.commit()
+    app = make_app(AUTO_ASSIGN=True)
+    resp = deliver(app, dict(PAYLOAD, language="Español"))
+    assert resp.status_code == 202, resp.get_json()
+    assert run_enrich_job(app).ok
+    db.session.expire_all()
+    lead = db.session.get(Lead, resp.get_json()["lead_id"])
+    assert lead.patient.language == "es" and lead.assignee_id == speaker.id
+    bad = deliver(app, dict(PAYLOAD, language="Klingon", email="k@example.com", phone=""), msg_id="msg_klingon")
+    assert bad.status_code == 422 and "language" in bad.get_json()["fields"]
+
+
 def test_the_specialist_sees_the_match_on_the_workspace(make_app, db, desk, auth):
     app = make_app(AUTO_ASSIGN=True)
     lead_id = deliver(app).get_json()["lead_id"]

@@ -17,6 +17,20 @@ CONSENT_TEXT = (
 CONTACT_METHODS = [("phone", "Phone call"), ("text", "Text message"), ("email", "Email")]
 CONTACT_TIMES = [("any", "Any time"), ("morning", "Morning"), ("afternoon", "Afternoon"), ("evening", "Evening")]
 VISIT_MODES = [("either", "Either is fine"), ("in_person", "In person"), ("telehealth", "Telehealth (video)")]
+# Each in its own language, so a patient finds theirs; routing prefers a specialist who speaks it.
+LANGUAGES = [
+    ("en", "English"),
+    ("es", "Español (Spanish)"),
+    ("zh", "中文 (Chinese)"),
+    ("vi", "Tiếng Việt (Vietnamese)"),
+    ("tl", "Tagalog"),
+    ("ko", "한국어 (Korean)"),
+    ("ru", "Русский (Russian)"),
+    ("ar", "العربية (Arabic)"),
+    ("ht", "Kreyòl ayisyen (Haitian Creole)"),
+    ("fr", "Français (French)"),
+    ("pt", "Português (Portuguese)"),
+]
 OTHER = "other"
 TRACKING_FIELDS = ("landing_page_url", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 
@@ -48,6 +62,7 @@ class RequestForm(FlaskForm):
     preferred_mode = RadioField("How would you like to see the physician?", choices=VISIT_MODES, default="either")
     preferred_contact_method = SelectField("Best way to reach you", choices=CONTACT_METHODS, default="phone")
     preferred_contact_time = SelectField("Best time to reach you", choices=CONTACT_TIMES, default="any")
+    language = SelectField("Language we should speak", choices=LANGUAGES, default="en")
     message = TextAreaField("Anything we should know? (optional)", render_kw={"rows": 3, "maxlength": 2000})
     consent = BooleanField("I agree to be contacted", validators=[Optional()])
     # Honeypot: hidden from people by CSS; bots fill it in.
@@ -92,6 +107,7 @@ class RequestForm(FlaskForm):
             "preferred_mode": self.preferred_mode.data or "either",
             "preferred_contact_method": self.preferred_contact_method.data or "phone",
             "preferred_contact_time": self.preferred_contact_time.data or "any",
+            "language": self.language.data or "en",
             "consent": bool(self.consent.data),
             "consent_text": CONSENT_TEXT if self.consent.data else "",
             **{name: getattr(self, name).data or "" for name in TRACKING_FIELDS},

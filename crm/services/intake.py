@@ -93,6 +93,16 @@ CONTACT_TIME_WORDS = {
     "any": ContactTime.ANY, "anytime": ContactTime.ANY, "any time": ContactTime.ANY, "": ContactTime.ANY,
     "morning": ContactTime.MORNING, "afternoon": ContactTime.AFTERNOON, "evening": ContactTime.EVENING,
 }  # fmt: skip
+# Names a form or a patient may write for the languages a US intake desk meets most; anything
+# else is taken as an ISO 639 code (2-3 letters), as specialists' languages are (routing matches them).
+LANGUAGE_WORDS = {
+    "english": "en", "inglés": "en", "ingles": "en", "spanish": "es", "español": "es", "espanol": "es",
+    "castellano": "es", "chinese": "zh", "mandarin": "zh", "cantonese": "zh", "vietnamese": "vi",
+    "tagalog": "tl", "filipino": "tl", "korean": "ko", "russian": "ru", "arabic": "ar", "french": "fr",
+    "haitian creole": "ht", "creole": "ht", "portuguese": "pt", "português": "pt", "german": "de",
+    "italian": "it", "polish": "pl", "hindi": "hi", "japanese": "ja", "hmong": "hmn",
+}  # fmt: skip
+LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}$")
 MODE_WORDS = {
     "either": PreferredMode.EITHER, "any": PreferredMode.EITHER, "both": PreferredMode.EITHER,
     "no preference": PreferredMode.EITHER, "": PreferredMode.EITHER,
@@ -247,6 +257,11 @@ def validate_fields(
         except ValueError as exc:
             clean[name] = None
             err(name, str(exc))
+
+    language = texts["language"].lower()
+    clean["language"] = LANGUAGE_WORDS.get(language) or (language if LANGUAGE_CODE_RE.match(language) else None)
+    if language and clean["language"] is None:
+        err("language", "Use a language code such as en or es, or its name, e.g. Spanish.")
 
     consent = parse_consent(raw.get("consent"))
     clean["consent"] = consent
@@ -717,7 +732,7 @@ _BEGIN_IMMEDIATE = Prepared(sa.text("BEGIN IMMEDIATE"))
 _NEW_PATIENT_COLUMNS = (
     "first_name", "last_name", "email", "phone", "street", "city", "state", "zip",
     "geocode_status", "geocode_next_at", "created_at", "updated_at",
-    "preferred_contact_method", "preferred_contact_time", "consent_text", "consent_at", "consent_ip",
+    "preferred_contact_method", "preferred_contact_time", "consent_text", "consent_at", "consent_ip", "language",
 )  # fmt: skip
 _NEW_LEAD_COLUMNS = (
     "patient_id", "condition_id", "condition_text", "message", "preferred_mode", "source_kind",
@@ -885,6 +900,8 @@ def _wish_of(item: InboxItem | FreshItem, clean: dict, now: datetime) -> _Wish:
         contact["preferred_contact_method"] = clean["preferred_contact_method"]
     if clean["preferred_contact_time"]:
         contact["preferred_contact_time"] = clean["preferred_contact_time"]
+    if clean.get("language"):  # routing prefers a specialist who speaks it
+        contact["language"] = clean["language"]
     consent: dict[str, Any] = {}
     if clean["consent"] is not False:
         consent = {"consent_text": consent_text, "consent_at": item.received_at or now, "consent_ip": item.remote_ip}
@@ -900,6 +917,7 @@ def _new_patient_row(clean: dict, wish: _Wish, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
         "preferred_contact_method": ContactMethod.PHONE,
+        "language": "en",
         **wish.contact,
         **wish.consent,
         **wish.address,
