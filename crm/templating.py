@@ -51,6 +51,14 @@ def age(value: datetime | None, now: datetime | None = None) -> str:
     return f"{days}d {hours}h" if hours else f"{days}d"
 
 
+def post_form() -> PostForm:
+    """A form for its CSRF token only (nav buttons, POST-only buttons in pages).
+
+    It never reads the request body: on the error page for a too-large upload (413) reading it
+    again would raise inside the error handler and turn the page into a 500."""
+    return PostForm(formdata=None)
+
+
 # Words a stored value spells in lower case that people write otherwise.
 _WORDS = {"cbd": "CBD", "sms": "SMS", "npi": "NPI", "utm": "UTM", "ip": "IP", "url": "URL"}
 
@@ -71,7 +79,7 @@ def init_app(app) -> None:
 
     @app.context_processor
     def inject_globals():
-        values = {"post_form": PostForm, "now_utc": datetime.now(UTC), "view_functions": app.view_functions}
+        values = {"post_form": post_form, "now_utc": datetime.now(UTC), "view_functions": app.view_functions}
         if current_user and getattr(current_user, "is_authenticated", False) and not request.path.startswith("/static"):
             from crm.services.queue_counts import nav_counts
 

@@ -331,6 +331,29 @@ def test_upload_errors_are_shown_not_500(client, auth, admin, db):
     assert resp.status_code == 200 and "Choose a CSV file" in resp.get_data(as_text=True)
 
 
+def test_upload_over_the_size_limit_gets_the_413_page(make_app, admin, db):
+    """As in production (no TESTING, exceptions not propagated, CSRF on): the error page's nav
+    must not read the too-large body again, which made the 413 a 500."""
+    import re
+
+    app = make_app(TESTING=False, PROPAGATE_EXCEPTIONS=False, WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', client.get("/login").get_data(as_text=True))
+    signed_in = client.post(
+        "/login", data={"email": admin.email, "password": "correct horse battery", "csrf_token": token.group(1)}
+    )
+    assert signed_in.status_code == 302
+    big = b"npi\n" + b"1" * app.config["MAX_CONTENT_LENGTH"]
+    resp = client.post(
+        "/admin/physicians/import",
+        data={"file": (io.BytesIO(big), "doctors.csv"), "csrf_token": token.group(1)},
+        content_type="multipart/form-data",
+    )
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 413 and "The request is too large." in body
+    assert "Sign out" in body  # the signed-in page, nav included
+
+
 def test_export_download_is_audited_and_reimports_unchanged(client, auth, admin, db):
     from crm.services import physician_csv
 
