@@ -147,6 +147,7 @@ def test_address_change_geocodes_again(client, auth, admin, db, fake_geocoder):
         ("phone", "555", "phone number"),
         ("latitude", "28.1", "both latitude and longitude"),
         ("registrations-0-expires_on", "", "expiry date"),
+        ("website", "https://example.com/" + "a" * 290, "longer than 300 characters"),
     ],
 )
 def test_validation_errors_keep_input(client, auth, admin, db, field, value, message):
@@ -329,6 +330,34 @@ def test_upload_errors_are_shown_not_500(client, auth, admin, db):
     assert "Upload a .csv file" in resp.get_data(as_text=True)
     resp = client.post("/admin/physicians/import", data={})
     assert resp.status_code == 200 and "Choose a CSV file" in resp.get_data(as_text=True)
+
+
+def test_commit_imports_the_good_lines_of_a_file_with_unstorable_values(client, auth, admin, db, app, tmp_path):
+    """A NUL byte or an over-long website is a line error in the preview and at commit; the
+    other lines go in (on PostgreSQL they used to fail the whole commit with a 400)."""
+    app.config["UPLOAD_FOLDER"] = str(tmp_path)
+    try:
+        auth.as_user(admin)
+        data = to_csv(
+            [
+                row(npi=valid_npi(940), last_name="Nul", street="1 Bay\x00St"),
+                row(npi=valid_npi(941), last_name="Longsite", website="https://example.com/" + "a" * 300),
+                row(npi=valid_npi(942), last_name="Fine"),
+            ]
+        )
+        preview = client.post(
+            "/admin/physicians/import",
+            data={"file": (io.BytesIO(data), "doctors.csv")},
+            content_type="multipart/form-data",
+        ).get_data(as_text=True)
+        assert "street: contains a control character" in preview and "longer than 300 characters" in preview
+        token = next(iter(tmp_path.iterdir())).name.split("-", 2)[2].removesuffix(".csv")
+        done = client.post("/admin/physicians/import/commit", data={"token": token})
+        assert done.status_code == 200
+        assert "1 created, 0 updated, 0 unchanged, 2 line(s) with errors" in done.get_data(as_text=True)
+        assert list(db.session.scalars(sa.select(Physician.last_name))) == ["Fine"]
+    finally:
+        app.config.pop("UPLOAD_FOLDER", None)
 
 
 def test_upload_over_the_size_limit_gets_the_413_page(make_app, admin, db):

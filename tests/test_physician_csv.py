@@ -112,6 +112,10 @@ BAD_ROWS = [
     ("bad capacity", {"weekly_capacity": "many"}, "whole number"),
     ("missing name", {"first_name": ""}, "first_name: is required"),
     ("bad website", {"website": "example"}, "https://"),
+    # Values PostgreSQL refuses at write time (the column's length, a NUL byte): refused per line.
+    ("website too long", {"website": "https://example.com/" + "a" * 290}, "longer than 300 characters"),
+    ("NUL byte", {"city": "Mia\x00mi"}, "city: contains a control character"),
+    ("control character", {"practice_name": "Bay\x07front"}, "practice_name: contains a control character"),
 ]
 
 
@@ -298,3 +302,42 @@ def test_write_time_failure_affects_only_its_line(db):
     assert set(db.session.scalars(sa.select(Physician.last_name))) == {"First", "GotThereFirst", "Third"}
     summary = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "import_physicians"))
     assert summary.detail["counts"][ERROR] == 1 and summary.detail["planned"][ERROR] == 0
+
+
+def test_a_database_refusal_fails_only_its_line(db, monkeypatch):
+    """Whatever the database refuses at write time (not only a duplicate NPI) is that line's error."""
+    from sqlalchemy.exc import DataError
+
+    from crm.services import directory
+
+    real_save = directory.save_physician
+
+    def save(data, *args, **kwargs):
+        result = real_save(data, *args, **kwargs)  # flushed inside the line's savepoint
+        if data.last_name == "Refused":
+            raise DataError("INSERT INTO physicians ...", {}, Exception("value too long for type character varying"))
+        return result
+
+    monkeypatch.setattr(directory, "save_physician", save)
+    data = to_csv(
+        [
+            row(npi=valid_npi(920), last_name="First"),
+            row(npi=valid_npi(921), last_name="Refused"),
+            row(npi=valid_npi(922), last_name="Third"),
+        ]
+    )
+    report = physician_csv.import_csv(data)
+    db.session.commit()
+    assert {line.line: line.action for line in report.lines} == {2: CREATE, 3: ERROR, 4: CREATE}
+    assert report.lines[1].message == "Not saved: value too long for type character varying"
+    assert set(db.session.scalars(sa.select(Physician.last_name))) == {"First", "Third"}
+
+
+def test_cli_import_reports_a_nul_byte_as_its_line(app, db, tmp_path):
+    path = tmp_path / "nul.csv"
+    path.write_bytes(to_csv([row(npi=valid_npi(930), city="Mia\x00mi"), row(npi=valid_npi(931), last_name="Fine")]))
+    result = app.test_cli_runner().invoke(args=["crm", "physicians", "import", str(path)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a report, not a traceback
+    assert "line 2" in result.stderr and "control character" in result.stderr
+    assert "1 created" in result.stdout
+    assert list(db.session.scalars(sa.select(Physician.last_name))) == ["Fine"]

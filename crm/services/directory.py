@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 EXPIRY_WARNING_DAYS = 30
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
 ADDRESS_FIELDS = ("street", "city", "state", "zip")
+WEBSITE_MAX_LENGTH = Physician.__table__.c.website.type.length
 
 
 # --- cleaning single values (raise ValueError with a message a person can act on) ---------------
@@ -61,6 +62,9 @@ def clean_optional_email(value: str) -> str:
 
 def clean_website(value: str) -> str:
     value = (value or "").strip()
+    # The column's limit: PostgreSQL refuses a longer value at write time (SQLite would keep it).
+    if len(value) > WEBSITE_MAX_LENGTH:
+        raise ValueError(f"Website is longer than {WEBSITE_MAX_LENGTH} characters.")
     if value and not re.match(r"^https?://[^\s/]+\.[^\s]+$", value, re.IGNORECASE):
         raise ValueError(f"Website must be a full address starting with https:// (got {value!r}).")
     return value

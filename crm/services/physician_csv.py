@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
@@ -34,6 +34,7 @@ from crm.models import Condition, Physician
 from crm.services import directory
 from crm.services.contact import normalise_state, normalise_zip
 from crm.services.directory import PhysicianData
+from crm.services.intake import CONTROL_RE
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,13 @@ def parse_registrations(value: str) -> list[directory.RegistrationData]:
 
 def validate_row(row: dict[str, str], known_slugs: set[str]) -> tuple[PhysicianData | None, list[str]]:
     """Validate one CSV record; returns the values or every problem found on the line."""
+    # Control characters (a NUL byte, say) are never meant, and PostgreSQL refuses NUL at write
+    # time: the line is refused here, naming the cells, as the preview must say what the import does.
+    unreadable = [name for name in COLUMNS if CONTROL_RE.search(row.get(name) or "")]
+    if unreadable:
+        return None, [
+            f"{name}: contains a control character (such as a NUL byte); use plain text." for name in unreadable
+        ]
     errors: list[str] = []
     values: dict = {}
 
@@ -287,7 +295,7 @@ def plan_import(data: bytes) -> ImportReport:
             continue
         if not any(f.strip() for f in fields):
             continue  # blank line
-        raw_npi = fields[0].strip() if fields else ""
+        raw_npi = CONTROL_RE.sub("", fields[0].strip()) if fields else ""
         if len(fields) != len(header):
             result = LineResult(
                 line_no, raw_npi, "", ERROR, [f"Has {len(fields)} field(s); the header has {len(header)}."]
@@ -296,8 +304,9 @@ def plan_import(data: bytes) -> ImportReport:
             continue
         row = dict(zip(header, fields, strict=True))
         name = f"{row.get('first_name', '').strip()} {row.get('last_name', '').strip()}".strip()
+        name = CONTROL_RE.sub("", name)  # shown in the report; the line itself is refused below
         values, errors = validate_row(row, known_slugs)
-        npi = values.npi if values else row.get("npi", "").strip()
+        npi = values.npi if values else CONTROL_RE.sub("", row.get("npi", "").strip())
         if values and npi in first_line_of:
             errors = [f"Duplicate NPI {npi}: already on line {first_line_of[npi]} of this file."]
             values = None
@@ -352,7 +361,9 @@ def apply_import(
                     result.physician.id,
                     detail={"via": "csv", "line": line.line, "fields": result.changes},
                 )
-        except (IntegrityError, ValueError) as exc:
+        # Any refusal by the database (a duplicate NPI inserted meanwhile, a value it cannot store
+        # that validation missed) fails this line alone: the savepoint is rolled back.
+        except (DBAPIError, ValueError) as exc:
             log.warning("physician CSV line %s not saved: %s", line.line, exc)
             reason = str(getattr(exc, "orig", exc)).splitlines()[0]
             line.action, line.errors = ERROR, [f"Not saved: {reason}"]
