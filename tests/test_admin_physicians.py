@@ -148,6 +148,7 @@ def test_address_change_geocodes_again(client, auth, admin, db, fake_geocoder):
         ("latitude", "28.1", "both latitude and longitude"),
         ("registrations-0-expires_on", "", "expiry date"),
         ("website", "https://example.com/" + "a" * 290, "longer than 300 characters"),
+        ("registrations-0-number", "FL-1;2", "cannot contain &#39;;&#39;"),
     ],
 )
 def test_validation_errors_keep_input(client, auth, admin, db, field, value, message):

@@ -224,6 +224,20 @@ def test_export_then_import_reports_no_changes(db):
     ]
 
 
+def test_registration_numbers_survive_export_and_import(db):
+    """';' separates registrations in the CSV, so a number may not contain it; ':' is fine."""
+    from crm.services import directory
+
+    with pytest.raises(ValueError, match="cannot contain ';'"):
+        directory.clean_registration("FL", "FL-1;2", NEXT_YEAR)
+    doc = PhysicianFactory(registered_in=["FL", "GA"])
+    doc.registrations[0].number = "FL:1/2"
+    db.session.commit()
+    text, _ = physician_csv.export_csv()
+    report = physician_csv.plan_import(text.encode("utf-8"))
+    assert report.counts[UNCHANGED] == 1, [line.errors + line.changes for line in report.lines]
+
+
 def test_registrations_are_replaced_and_renewal_resets_warning(db):
     from datetime import UTC, datetime
 

@@ -102,7 +102,9 @@ class PhysicianFilterForm(FlaskForm):
 
 class RegistrationRowForm(Form):
     state = SelectField("State", choices=[("", "—")] + STATE_CHOICES, validators=[Optional()])
-    number = StringField("Number", validators=[Optional(), Length(max=60)])
+    number = StringField(
+        "Number", validators=[Optional(), Length(max=60), cleaned_by(directory.check_registration_number)]
+    )
     expires_on = DateField("Expires on", validators=[Optional()])
     remove = BooleanField("Remove")
 

@@ -131,6 +131,17 @@ class RegistrationData:
     expires_on: date
 
 
+def check_registration_number(number: str) -> None:
+    """Refuse a number the CSV's registrations column (``STATE:NUMBER:YYYY-MM-DD;...``) could not carry.
+
+    ':' is fine: the number is everything between the first and the last ':'."""
+    if ";" in (number or ""):
+        raise ValueError(
+            "A registration number cannot contain ';' (the CSV export separates registrations with it): "
+            "use '-' or '/' instead."
+        )
+
+
 def clean_registration(state: str, number: str, expires_on: str | date) -> RegistrationData:
     st = normalise_state(state)
     number = (number or "").strip()
@@ -138,6 +149,7 @@ def clean_registration(state: str, number: str, expires_on: str | date) -> Regis
         raise ValueError(f"Registration for {st} needs a number.")
     if len(number) > 60:
         raise ValueError(f"Registration number for {st} is longer than 60 characters.")
+    check_registration_number(number)
     if isinstance(expires_on, date):
         when = expires_on
     else:
