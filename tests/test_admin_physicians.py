@@ -302,6 +302,18 @@ def test_upload_preview_then_commit(client, auth, admin, db, app, tmp_path):
         app.config.pop("UPLOAD_FOLDER", None)
 
 
+def test_preview_says_a_moved_physician_is_geocoded_again(client, auth, admin, db, fake_geocoder):
+    PhysicianFactory(npi=valid_npi(900))  # at 25.7617, -80.1918 (Miami)
+    db.session.commit()
+    auth.as_user(admin)
+    data = to_csv([row(zip="33602", city="Tampa", latitude="25.761700", longitude="-80.191800")])
+    body = client.post(
+        "/admin/physicians/import", data={"file": (io.BytesIO(data), "doctors.csv")}, content_type="multipart/form-data"
+    ).get_data(as_text=True)
+    assert "new address geocoded (the file&#39;s latitude/longitude are the old address&#39;s)" in body
+    assert fake_geocoder == []  # a preview geocodes nothing
+
+
 def test_upload_of_another_admin_cannot_be_committed(client, auth, admin, db, app, tmp_path):
     from crm.services import physician_csv
 

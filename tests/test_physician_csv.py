@@ -238,6 +238,38 @@ def test_registration_numbers_survive_export_and_import(db):
     assert report.counts[UNCHANGED] == 1, [line.errors + line.changes for line in report.lines]
 
 
+def test_changed_address_with_the_exported_coordinates_is_geocoded_again(db):
+    """Export, move a physician to another state and ZIP, import: the exported coordinates are the
+    old address's, so the new address is geocoded (the preview says so); coordinates changed in the
+    file as well are used as given."""
+    moved = PhysicianFactory(npi=valid_npi(900))  # Miami, 33101
+    typed = PhysicianFactory(npi=valid_npi(901))
+    db.session.commit()
+    text, _ = physician_csv.export_csv()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for r in rows:
+        r.update(state="GA", city="Atlanta", zip="30303", registrations=f"GA:GA-1:{NEXT_YEAR}")
+    rows[1].update(latitude="33.700000", longitude="-84.400000")
+    data = to_csv(rows)
+
+    plan = physician_csv.plan_import(data)
+    first, second = plan.lines
+    assert first.action == UPDATE and {"state", "zip", "city"} <= set(first.changes)
+    assert first.geocode.startswith("new address geocoded") and second.geocode == ""
+    physician_csv.apply_import(physician_csv.plan_import(data))
+    db.session.commit()
+    db.session.refresh(moved)
+    db.session.refresh(typed)
+    assert moved.latitude == pytest.approx(33.75, abs=0.1) and moved.longitude == pytest.approx(-84.39, abs=0.1)
+    assert moved.geocode_status == "ok" and moved.geocode_precision == "zip"
+    assert (typed.latitude, typed.longitude) == (pytest.approx(33.7), pytest.approx(-84.4))
+    assert typed.geocode_precision == "rooftop"
+    # Exported again and imported unchanged: nothing is geocoded.
+    text, _ = physician_csv.export_csv()
+    again = physician_csv.plan_import(text.encode("utf-8"))
+    assert again.counts[UNCHANGED] == 2 and not any(line.geocode for line in again.lines)
+
+
 def test_registrations_are_replaced_and_renewal_resets_warning(db):
     from datetime import UTC, datetime
 

@@ -33,6 +33,7 @@ def import_physicians(file, dry_run: bool, verbose: bool) -> None:
     if verbose:
         for line in report.changes:
             what = "new physician" if line.action == "create" else ", ".join(line.changes)
+            what += f"; {line.geocode}" if line.geocode else ""
             click.echo(f"line {line.line}: {line.action} {line.npi} {line.name} ({what})")
     for line in report.errors:
         click.echo(f"line {line.line}: {line.message}", err=True)

@@ -253,6 +253,27 @@ class SaveResult:
     geocoded: bool | None  # None: not attempted (coordinates given or address unchanged)
 
 
+def geocode_needed(
+    p: Physician | None, data: PhysicianData, changes: list[str], *, coordinates_are_authoritative: bool = True
+) -> bool:
+    """Whether saving ``data`` (with ``changes``, from ``changed_fields``) geocodes the address.
+
+    Coordinates that differ from the stored ones (or any, for a new physician) are used as
+    given. Coordinates equal to the stored ones with a changed address are the old address's (an
+    export edited, the edit form's shown values): the new address is geocoded. Without
+    coordinates, a new physician, a changed address or one not located yet is geocoded; with
+    ``coordinates_are_authoritative=False`` (the edit form) empty coordinates always mean "geocode".
+    """
+    created = p is None
+    address_changed = created or any(name in changes for name in ADDRESS_FIELDS)
+    coords_given = data.latitude is not None and data.longitude is not None
+    coords_new = coords_given and (created or "coordinates" in changes)
+    if coords_given:
+        return address_changed and not coords_new
+    has_coords = p is not None and p.latitude is not None and p.longitude is not None
+    return address_changed or not has_coords or not coordinates_are_authoritative
+
+
 def _geocode(physician: Physician) -> bool:
     """Geocode through the geocoding service; never lets a geocoder problem stop a save."""
     try:
@@ -291,21 +312,17 @@ def save_physician(
 ) -> SaveResult:
     """Create or update one physician with its conditions and registrations.
 
-    Coordinates: when ``data`` carries latitude and longitude they are used as given
-    (no geocoding). Without them, the address is geocoded for a new physician, for a
-    changed address, or when the physician has no coordinates yet. With
-    ``coordinates_are_authoritative=False`` (the edit form, which shows the stored
-    coordinates) unchanged coordinates plus a changed address mean "geocode again", and
-    empty coordinates always mean "geocode".
+    Coordinates: see ``geocode_needed`` (new coordinates are used as given; the stored ones
+    with a changed address, or none, mean the address is geocoded).
     """
     created = physician is None
     changes = changed_fields(physician, data)
+    geocode = geocode_needed(physician, data, changes, coordinates_are_authoritative=coordinates_are_authoritative)
     if created:
         physician = Physician(npi=data.npi)
         db.session.add(physician)
     address_changed = created or any(name in changes for name in ADDRESS_FIELDS)
-    coords_given = data.latitude is not None and data.longitude is not None
-    coords_new = coords_given and (created or "coordinates" in changes)
+    coords_new = data.latitude is not None and data.longitude is not None and (created or "coordinates" in changes)
 
     for name in SCALAR_FIELDS:
         setattr(physician, name, getattr(data, name))
@@ -325,17 +342,15 @@ def save_physician(
         _sync_registrations(physician, data.registrations)
 
     geocoded: bool | None = None
-    has_coords = physician.latitude is not None and physician.longitude is not None
-    if coords_given and (coords_new or coordinates_are_authoritative or not address_changed):
-        if coords_new:
-            physician.latitude, physician.longitude = data.latitude, data.longitude
-            physician.geocode_precision = GeocodePrecision.ROOFTOP
-            physician.geocode_status = GeocodeStatus.OK
-            physician.timezone = _timezone_for(data.latitude, data.longitude) or physician.timezone
-    elif coords_given or address_changed or not has_coords or not coordinates_are_authoritative:
+    if geocode:
         if address_changed:  # old coordinates belong to the old address
             physician.latitude = physician.longitude = physician.geocode_precision = None
         geocoded = _geocode(physician)
+    elif coords_new:
+        physician.latitude, physician.longitude = data.latitude, data.longitude
+        physician.geocode_precision = GeocodePrecision.ROOFTOP
+        physician.geocode_status = GeocodeStatus.OK
+        physician.timezone = _timezone_for(data.latitude, data.longitude) or physician.timezone
     db.session.flush()
     return SaveResult(physician, created, changes, geocoded)
 

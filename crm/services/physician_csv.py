@@ -64,6 +64,7 @@ class LineResult:
     changes: list[str] = field(default_factory=list)
     data: PhysicianData | None = None
     physician_id: int | None = None
+    geocode: str = ""  # why the address is geocoded on import (shown in the preview), or ""
 
     @property
     def message(self) -> str:
@@ -326,6 +327,13 @@ def plan_import(data: bytes) -> ImportReport:
                 result.physician_id = current.id
                 result.changes = directory.changed_fields(current, values)
                 result.action = UPDATE if result.changes else UNCHANGED
+            if result.action != UNCHANGED and directory.geocode_needed(current, values, result.changes):
+                stale = current is not None and values.latitude is not None
+                result.geocode = (
+                    "new address geocoded (the file's latitude/longitude are the old address's)"
+                    if stale
+                    else "address geocoded"
+                )
         report.lines.append(result)
     return report
 
