@@ -455,6 +455,25 @@ def test_warn_expiring_registrations_once_per_admin(db):
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == 4
 
 
+def test_expiry_warning_waits_for_an_active_admin(db):
+    """With no active admin nobody is told, so the registration stays unwarned for the first one."""
+    now = datetime.now(UTC)
+    UserFactory(role="admin", active=False)
+    soon = PhysicianFactory()
+    soon.registrations[0].expires_on = now.date() + timedelta(days=12)
+    db.session.commit()
+    assert directory.warn_expiring_registrations(now) == 0
+    db.session.commit()
+    assert soon.registrations[0].expiry_warned_at is None
+    admin = UserFactory(role="admin")
+    db.session.commit()
+    assert directory.warn_expiring_registrations(now + timedelta(hours=1)) == 1
+    db.session.commit()
+    note = db.session.scalar(sa.select(Notification))
+    assert note.user_id == admin.id and soon.npi in note.message
+    assert soon.registrations[0].expiry_warned_at is not None
+
+
 def test_directory_for_specialists(client, auth, specialist, db):
     cond = ConditionFactory(name="Glaucoma")
     doc = PhysicianFactory(last_name="Visible", offers_telehealth=True, registered_in=["FL", "GA"])

@@ -535,6 +535,10 @@ def warn_expiring_registrations(now: datetime) -> int:
     if not regs:
         return 0
     admins = list(db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True))))
+    if not admins:
+        # Nobody to tell: marking them warned would keep the admin created later from ever hearing.
+        log.warning("registration expiry warnings: %d registration(s) expiring, no active admin to notify", len(regs))
+        return 0
     keys = {
         (reg.id, admin.id): f"reg-expiry:{reg.id}:{reg.expires_on.isoformat()}:{admin.id}"
         for reg in regs
