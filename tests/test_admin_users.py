@@ -108,6 +108,41 @@ def test_deactivation_ends_live_session_and_reactivation(app, client, auth, admi
     assert {"deactivate_user", "reactivate_user"} <= actions
 
 
+def test_deactivation_returns_open_leads_to_the_pool(client, auth, admin, specialist, db):
+    """Someone who cannot sign in keeps no leads: open ones (booked too, and those with a
+    follow-up ahead, which the stale sweep leaves alone) go back to the pool with their follow-ups."""
+    from datetime import UTC, datetime, timedelta
+
+    from crm.models import FollowUp, Lead, LeadEvent
+    from crm.models.enums import EventKind, LeadStatus
+    from tests.test_queue_helpers import make_lead
+
+    waiting = make_lead(db, status=LeadStatus.ATTEMPTING, assignee=specialist, commit=False)
+    booked = make_lead(db, status=LeadStatus.BOOKED, assignee=specialist, commit=False)
+    closed = make_lead(db, status=LeadStatus.LOST, assignee=specialist, commit=False)
+    db.session.flush()
+    call = FollowUp(lead_id=waiting.id, owner_id=specialist.id, due_at=datetime.now(UTC) + timedelta(days=2))
+    db.session.add(call)
+    db.session.commit()
+    auth.as_user(admin)
+    resp = client.post(f"/admin/users/{specialist.id}/deactivate", follow_redirects=True)
+    assert "Their 2 open leads went back to the unassigned pool" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    owners = {lead.id: lead.assignee_id for lead in db.session.scalars(sa.select(Lead))}
+    assert owners == {waiting.id: None, booked.id: None, closed.id: specialist.id}  # a closed lead keeps its history
+    assert db.session.get(FollowUp, call.id).owner_id is None
+    events = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.UNASSIGNED)).all()
+    assert {e.lead_id for e in events} == {waiting.id, booked.id}
+    assert all(e.actor_id == admin.id and "deactivated" in e.data["reason"] for e in events)
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "deactivate_user"))
+    assert entry.detail == {"leads_returned": 2}
+    # Someone without open leads: the message says so.
+    idle = UserFactory(name="Idle Ivy")
+    db.session.commit()
+    resp = client.post(f"/admin/users/{idle.id}/deactivate", follow_redirects=True)
+    assert "Idle Ivy is deactivated and signed out everywhere. They had no open leads." in resp.get_data(as_text=True)
+
+
 def test_reset_password_ends_sessions(app, client, auth, admin, specialist, db):
     from datetime import UTC, datetime, timedelta
 

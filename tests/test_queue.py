@@ -115,6 +115,22 @@ def test_filters(client, auth, db, specialist):
     assert shown("created_to=2026-01-09") == set()
 
 
+def test_assignee_filter_lists_inactive_users_who_still_hold_open_leads(client, auth, db, admin):
+    """Leads left with someone deactivated (before leads went back to the pool on deactivation)
+    can be listed, so an admin can reassign them; inactive users with nothing open are not offered."""
+    gone = UserFactory(name="Gone Gina", active=False)
+    UserFactory(name="Long Gone", active=False)
+    held = make_lead(db, status=S.ATTEMPTING, assignee=gone, commit=False)
+    make_lead(db, status=S.LOST, assignee=UserFactory(name="Closed Carl", active=False), commit=False)
+    db.session.commit()
+    auth.as_user(admin)
+    resp = client.get(f"/queue?view=all&assignee={gone.id}")
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "Not a valid choice" not in html
+    assert ids_on(html, [held]) == [held.id]
+    assert "Gone Gina (inactive)" in html and "Long Gone" not in html and "Closed Carl" not in html
+
+
 def test_search_by_name_email_and_phone(client, auth, db, specialist):
     garcia = make_lead(db, first_name="Maria", last_name="Garcia", email="maria.g@example.com", phone="+13055550142")
     other = make_lead(db, first_name="John", last_name="Smith", email="john@example.com", phone="+13055550199")

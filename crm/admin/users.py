@@ -103,7 +103,9 @@ def user_edit(user_id: int):
     )
 
 
-def _act(user_id: int, fn, done: str):
+def _act(user_id: int, fn, done):
+    """Run ``fn(user)`` and commit; flash ``done`` (a format string, or a function of the user and
+    what ``fn`` returned) unless ``fn`` returned False (nothing to do)."""
     user = _user(user_id)
     try:
         changed = fn(user)
@@ -113,7 +115,7 @@ def _act(user_id: int, fn, done: str):
     else:
         db.session.commit()
         if changed is not False:
-            flash(done.format(name=user.name), "success")
+            flash(done(user, changed) if callable(done) else done.format(name=user.name), "success")
     if user.id == current_user.id and not (user.active and user.is_admin):
         return redirect(url_for("leads.queue"))  # you changed your own access
     return redirect(url_for("admin.user_edit", user_id=user.id))
@@ -130,13 +132,23 @@ def user_role(user_id: int):
     )
 
 
+def _deactivated(user: User, returned: int) -> str:
+    if not returned:
+        return f"{user.name} is deactivated and signed out everywhere. They had no open leads."
+    leads = "open lead" if returned == 1 else "open leads"
+    return (
+        f"{user.name} is deactivated and signed out everywhere. Their {returned} {leads} went back to the "
+        "unassigned pool, with their follow-ups."
+    )
+
+
 @bp.post("/users/<int:user_id>/deactivate")
 def user_deactivate(user_id: int):
-    return _act(
-        user_id,
-        lambda u: users_admin.deactivate(u, by=_me()),
-        "{name} is deactivated and signed out everywhere. Their leads stay assigned: reassign them from the queue.",
-    )
+    def deactivate(user: User):
+        returned = users_admin.deactivate(user, by=_me())
+        return False if returned is None else returned  # None: inactive already, nothing to say
+
+    return _act(user_id, deactivate, _deactivated)
 
 
 @bp.post("/users/<int:user_id>/reactivate")

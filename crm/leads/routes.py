@@ -53,8 +53,14 @@ def _filter_form() -> lead_forms.QueueFilterForm:
     form.condition.choices = [("", "Any condition")] + [(str(i), n) for i, n in conditions]
     sources = db.session.scalars(sa.select(WebhookSource).order_by(WebhookSource.name)).all()
     form.source.choices = lead_forms.source_choices(sources)
-    people = db.session.execute(sa.select(User.id, User.name).where(User.active.is_(True)).order_by(User.name)).all()
-    form.assignee.choices = [("", "Anyone"), ("me", "Me"), ("none", "Unassigned")] + [(str(i), n) for i, n in people]
+    # Inactive users still holding open leads are listed too, so those leads can be found and reassigned.
+    holds_open = sa.exists().where(Lead.assignee_id == User.id, Lead.status.in_(routing.OPEN))
+    people = db.session.execute(
+        sa.select(User.id, User.name, User.active).where(sa.or_(User.active.is_(True), holds_open)).order_by(User.name)
+    ).all()
+    form.assignee.choices = [("", "Anyone"), ("me", "Me"), ("none", "Unassigned")] + [
+        (str(i), n if active else f"{n} (inactive)") for i, n, active in people
+    ]
     return form
 
 

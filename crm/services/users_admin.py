@@ -7,14 +7,16 @@ and audit; the request commits.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, available_timezones
 
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
-from crm.models import User
-from crm.models.enums import Role
-from crm.services import accounts, audit
+from crm.models import Lead, User
+from crm.models.enums import OPEN_STATUSES, Role
+from crm.services import accounts, audit, routing
 from crm.services.directory import clean_languages
 
 
@@ -46,15 +48,39 @@ def change_role(user: User, role: Role | str, *, by: User | None = None) -> bool
     return True
 
 
-def deactivate(user: User, *, by: User | None = None) -> bool:
-    """Deactivate and end every live session of the user (their session token rotates)."""
+def deactivate(user: User, *, by: User | None = None) -> int | None:
+    """Deactivate, end every live session of the user (their session token rotates) and give
+    their open leads back to the pool.
+
+    Returns how many leads went back to the pool; None when the user was inactive already.
+    """
     if not user.active:
-        return False
+        return None
     if _is_last_admin(user):
         raise UserAdminError(f"{user.name} is the last active admin and cannot be deactivated.")
     accounts.deactivate(user)
-    audit.record("deactivate_user", "user", user.id, user=by)
-    return True
+    # Without an admin (a script), the leads' events name the user as giving them back.
+    returned = _return_open_leads(user, actor=by or user)
+    audit.record("deactivate_user", "user", user.id, user=by, detail={"leads_returned": returned})
+    return returned
+
+
+def _return_open_leads(user: User, *, actor: User) -> int:
+    """Unassign every open lead of ``user`` (booked ones too), with its event and follow-ups.
+
+    Someone who cannot sign in must not hold leads: the stale sweep leaves leads with a future
+    follow-up and booked leads alone, so they would wait for nobody."""
+    leads = db.session.scalars(
+        sa.select(Lead)
+        .where(Lead.assignee_id == user.id, Lead.status.in_([s.value for s in OPEN_STATUSES]))
+        .options(selectinload(Lead.follow_ups))
+        .order_by(Lead.id)
+    ).all()
+    now = datetime.now(UTC)
+    for lead in leads:
+        routing.unassign(lead, actor=actor, now=now, reason=f"{user.name} was deactivated")
+    db.session.flush()
+    return len(leads)
 
 
 def reactivate(user: User, *, by: User | None = None) -> bool:
