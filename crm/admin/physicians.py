@@ -48,7 +48,7 @@ def physicians():
 
 
 def _condition_choices() -> list[tuple[str, str]]:
-    return [(c.slug, c.name) for c in db.session.scalars(sa.select(Condition).order_by(Condition.name))]
+    return [(c.slug, c.name) for c in db.session.scalars(sa.select(Condition).order_by(sa.func.lower(Condition.name)))]
 
 
 def _form_data(p: Physician) -> dict:

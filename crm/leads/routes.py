@@ -49,7 +49,9 @@ def _filter_form() -> lead_forms.QueueFilterForm:
     form = lead_forms.QueueFilterForm(request.args)
     form.status.choices = lead_forms.status_choices()
     form.state.choices = [("", "Any state")] + [(s, s) for s in sorted(US_STATES)]
-    conditions = db.session.execute(sa.select(Condition.id, Condition.name).order_by(Condition.name)).all()
+    conditions = db.session.execute(
+        sa.select(Condition.id, Condition.name).order_by(sa.func.lower(Condition.name))
+    ).all()
     form.condition.choices = [("", "Any condition")] + [(str(i), n) for i, n in conditions]
     sources = db.session.scalars(sa.select(WebhookSource).order_by(WebhookSource.name)).all()
     form.source.choices = lead_forms.source_choices(sources)
