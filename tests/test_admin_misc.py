@@ -207,6 +207,29 @@ def test_create_source_shows_secret_once_and_rotate(client, auth, admin, db):
     assert all(secret not in str(e.detail) and new_secret not in str(e.detail) for e in entries)
 
 
+def test_an_admin_ends_a_retired_secret_before_its_24_hours(client, auth, admin, db):
+    from crm.models import WebhookSource
+    from crm.services.sources import active_secrets, rotate_secret
+    from tests.factories import WebhookSourceFactory
+
+    source = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    old = active_secrets(source)[0]
+    rotate_secret(source)
+    db.session.commit()
+    current = active_secrets(source)[0]
+    auth.as_user(admin)
+    page = client.get(f"/admin/sources/{source.id}").get_data(as_text=True)
+    assert page.count("End now") == 1  # only beside the retired secret
+    refused = client.post(f"/admin/sources/{source.id}/secrets/{current.id}/end", follow_redirects=True)
+    assert "That is the current secret" in refused.get_data(as_text=True)
+    done = client.post(f"/admin/sources/{source.id}/secrets/{old.id}/end", follow_redirects=True)
+    assert f"whsec_…{old.secret[-4:]} no longer signs deliveries" in done.get_data(as_text=True)
+    db.session.expire_all()
+    assert [s.id for s in active_secrets(db.session.get(WebhookSource, source.id))] == [current.id]
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "end_secret")) is not None
+
+
 def test_source_mapping_validation_and_activation(client, auth, admin, db):
     from crm.models import WebhookSource
     from tests.factories import WebhookSourceFactory

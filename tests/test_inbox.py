@@ -330,3 +330,20 @@ def test_a_folded_resubmission_has_its_own_inbox_status(client, db, source, admi
     item_id = db.session.scalar(sa.select(InboxItem.id).where(InboxItem.status == InboxStatus.RESUBMITTED))
     resp = client.post(f"/admin/inbox/{item_id}/replay", follow_redirects=True)
     assert "already processed" in resp.get_data(as_text=True)
+
+
+def test_at_most_two_secrets_live_and_a_leaked_one_ends_at_once(app, db):
+    """SPEC 3: two secrets may be active during rotation, not three after two quick rotations;
+    `rotate --end-old-now` is for a secret that leaked."""
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["crm", "sources", "add", "Leaky"]).output.split("secret: ")[1].split()[0]
+    second = runner.invoke(args=["crm", "sources", "rotate", "leaky"]).output.split("secret: ")[1].split()[0]
+    third = runner.invoke(args=["crm", "sources", "rotate", "leaky"]).output.split("secret: ")[1].split()[0]
+    db.session.expire_all()
+    assert [s.secret for s in sources.active_secrets(sources.get_source("leaky"))] == [third, second]
+    assert first not in {s.secret for s in sources.active_secrets(sources.get_source("leaky"))}
+    result = runner.invoke(args=["crm", "sources", "rotate", "leaky", "--end-old-now"])
+    assert result.exit_code == 0 and "previous secret no longer signs deliveries" in result.output
+    fourth = result.output.split("secret: ")[1].split()[0]
+    db.session.expire_all()
+    assert [s.secret for s in sources.active_secrets(sources.get_source("leaky"))] == [fourth]

@@ -133,6 +133,21 @@ def source_rotate(source_id: int):
     )
 
 
+@bp.post("/sources/<int:source_id>/secrets/<int:secret_id>/end")
+def source_end_secret(source_id: int, secret_id: int):
+    source = _source(source_id)
+    try:
+        ended = source_service.end_secret_now(source, secret_id)
+    except source_service.SourceError as exc:
+        db.session.rollback()
+        flash(str(exc), "danger")
+        return redirect(url_for("admin.source_detail", source_id=source.id))
+    audit.record("end_secret", "webhook_source", source.id, detail={"secret_id": ended.id})
+    db.session.commit()
+    flash(f"The old secret whsec_…{ended.secret[-4:]} no longer signs deliveries.", "success")
+    return redirect(url_for("admin.source_detail", source_id=source.id))
+
+
 @bp.post("/sources/<int:source_id>/mapping")
 def source_mapping(source_id: int):
     source = _source(source_id)

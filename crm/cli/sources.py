@@ -44,16 +44,20 @@ def add_source(name: str, secret: str | None, slug: str | None) -> None:
 
 @sources_cli.command("rotate")
 @click.argument("slug")
-def rotate(slug: str) -> None:
+@click.option("--end-old-now", is_flag=True, help="Refuse the old secret at once (it leaked) instead of after 24 h.")
+def rotate(slug: str, end_old_now: bool) -> None:
     """Add a new secret; the old one keeps working for 24 hours. Prints the new secret."""
+    from datetime import timedelta
+
     source = source_service.get_source(slug)
     if source is None:
         _fail(f"no webhook source with slug {slug!r}")
     try:
-        secret_value = source_service.rotate_secret(source)
+        grace = timedelta(0) if end_old_now else source_service.ROTATION_GRACE
+        secret_value = source_service.rotate_secret(source, grace=grace)
     except source_service.SourceError as exc:
         _fail(str(exc))
-    audit.record("rotate_secret", "webhook_source", source.id, detail={"via": "cli"})
+    audit.record("rotate_secret", "webhook_source", source.id, detail={"via": "cli", "old_ended": end_old_now})
     db.session.commit()
     # The secrets still live besides the new one: the one just retired expires last (secrets of
     # earlier rotations may still be live, expiring sooner, or long expired).
@@ -62,6 +66,8 @@ def rotate(slug: str) -> None:
     click.echo(f"secret: {secret_value}")
     if ends:
         click.echo(f"The previous secret stays valid until {ends:%Y-%m-%d %H:%M} UTC.")
+    else:
+        click.echo("The previous secret no longer signs deliveries.")
 
 
 @sources_cli.command("list")

@@ -128,19 +128,38 @@ def rotate_secret(
     grace: timedelta = ROTATION_GRACE,
     now: datetime | None = None,
 ) -> str:
-    """Add a new secret; the ones live now keep working for ``grace`` (24 h), then expire."""
+    """Add a new secret; the one current until now keeps working for ``grace`` (24 h, none with
+    ``grace=timedelta(0)``, for a leaked secret), then expires. At most two are ever live (SPEC 3):
+    secrets of an earlier rotation still in their grace period end now."""
     now = now or utcnow()
     new_secret = validate_secret(secret) if secret else generate_secret()
     if any(s.secret == new_secret for s in source.secrets):
         raise SourceError("That secret was already used by this source; use a new one.")
     ends = now + grace
-    for old in active_secrets(source, now):
-        if old.expires_at is None or old.expires_at > ends:
+    for n, old in enumerate(active_secrets(source, now)):
+        if n > 0:
+            old.expires_at = now
+        elif old.expires_at is None or old.expires_at > ends:
             old.expires_at = ends
     # A microsecond later than the old ones, so "newest first" is never a tie.
     source.secrets.append(WebhookSecret(secret=new_secret, created_at=now + timedelta(microseconds=1)))
     db.session.flush()
     return new_secret
+
+
+def end_secret_now(source: WebhookSource, secret_id: int, *, now: datetime | None = None) -> WebhookSecret:
+    """Stop accepting a retired secret before its grace period ends (the sender has switched, or
+    the old secret leaked). The current secret cannot be ended: rotate first."""
+    now = now or utcnow()
+    live = active_secrets(source, now)
+    found = next((s for s in live if s.id == secret_id), None)
+    if found is None:
+        raise SourceError("That secret has already expired.")
+    if found is live[0]:
+        raise SourceError("That is the current secret: rotate first, then end the old one.")
+    found.expires_at = now
+    db.session.flush()
+    return found
 
 
 @dataclass
