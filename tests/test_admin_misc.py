@@ -123,6 +123,35 @@ def test_condition_slug_rules(client, auth, admin, db):
     assert bad.status_code == 200 and "lower-case letters" in bad.get_data(as_text=True)
 
 
+def test_a_renamed_condition_keeps_its_old_address_and_old_payloads_map(client, auth, admin, db):
+    """Changing a slug used to 404 the old page (the directory's links) and stop old webhook
+    payloads and CSV exports from naming the condition."""
+    from crm.services.intake import match_condition
+    from crm.services.physician_csv import condition_slugs
+
+    cond = ConditionFactory(slug="dystonia", name="Dystonia", published=True)
+    db.session.commit()
+    auth.as_user(admin)
+    form = {"name": "Cervical dystonia", "summary": "", "body": "", "published": "y", "action": "save"}
+    assert (
+        client.post(f"/admin/conditions/{cond.id}/edit", data=dict(form, slug="cervical-dystonia")).status_code == 302
+    )
+    old_page = client.get("/conditions/dystonia?utm_source=directory")
+    assert old_page.status_code == 301
+    assert old_page.headers["Location"].endswith("/conditions/cervical-dystonia?utm_source=directory")
+    assert client.get("/conditions/never-was").status_code == 404
+    db.session.expire_all()
+    cond = db.session.get(Condition, cond.id)
+    assert cond.former_slugs == ["dystonia"]
+    assert match_condition("dystonia", [cond]) is cond
+    assert condition_slugs() == {"dystonia": "cervical-dystonia", "cervical-dystonia": "cervical-dystonia"}
+    # Renamed back: the slug is current again, not a former one.
+    assert client.post(f"/admin/conditions/{cond.id}/edit", data=dict(form, slug="dystonia")).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Condition, cond.id).former_slugs == ["cervical-dystonia"]
+    assert client.get("/conditions/dystonia").status_code == 200
+
+
 def test_audit_log_filters_and_is_append_only(app, client, auth, admin, specialist, db):
     old = audit.record("view_lead", "lead", 7, user=specialist)
     old.at = datetime.now(UTC) - timedelta(days=10)

@@ -258,7 +258,10 @@ def _form_again(
 @limiter.shared_limit(_intake_limit, scope="intake-form", methods=["POST"], on_breach=_form_rate_limited)
 def condition_page(slug: str):
     everything = _published()
-    condition = next((c for c in everything if c.slug == slug), None) or abort(404)
+    condition = next((c for c in everything if c.slug == slug), None)
+    if condition is None:
+        renamed = next((c for c in everything if slug in (c.former_slugs or [])), None) or abort(404)
+        return redirect(url_for("intake.condition_page", slug=renamed.slug, **request.args), 301)
     form = _new_form(everything, condition.slug)
     if request.method == "POST":
         done = _handle_post(form, everything)

@@ -32,6 +32,8 @@ class Condition(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(120))
     slug: Mapped[str] = mapped_column(sa.String(80), unique=True)
+    # Slugs it had before a rename: their pages redirect here and payloads naming them still map.
+    former_slugs: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     synonyms: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     summary: Mapped[str] = mapped_column(sa.String(400), default="")
     body: Mapped[str] = mapped_column(sa.Text, default="")  # Markdown, rendered sanitised

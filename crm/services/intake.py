@@ -294,7 +294,12 @@ def match_condition(text: str, conditions: list[Condition]) -> Condition | None:
     if not wanted:
         return None
     for c in conditions:
-        names = [c.slug.replace("-", " "), c.name, *(c.synonyms or [])]
+        names = [
+            c.slug.replace("-", " "),
+            c.name,
+            *(c.synonyms or []),
+            *(s.replace("-", " ") for s in c.former_slugs or []),
+        ]
         if wanted in {_norm(n) for n in names}:
             return c
     best: tuple[int, Condition] | None = None
@@ -323,9 +328,9 @@ def close_condition(text: str, conditions: list) -> Condition | None:
 
 CONDITIONS_TTL = 30.0  # seconds another worker may use a condition list from before an admin's edit
 _conditions_cache: tuple[float, list] | None = None
-_CONDITION_ROWS = sa.select(Condition.id, Condition.slug, Condition.name, Condition.synonyms).order_by(
-    Condition.published.desc(), Condition.id
-)
+_CONDITION_ROWS = sa.select(
+    Condition.id, Condition.slug, Condition.name, Condition.synonyms, Condition.former_slugs
+).order_by(Condition.published.desc(), Condition.id)
 
 
 def forget_conditions(*_args) -> None:

@@ -192,7 +192,17 @@ def parse_registrations(value: str) -> list[directory.RegistrationData]:
     return sorted(regs)
 
 
-def validate_row(row: dict[str, str], known_slugs: set[str]) -> tuple[PhysicianData | None, list[str]]:
+def condition_slugs() -> dict[str, str]:
+    """Every slug a CSV may name, former ones included, to the condition's current slug."""
+    slugs: dict[str, str] = {}
+    for c in db.session.scalars(sa.select(Condition)):
+        slugs.update({old: c.slug for old in c.former_slugs or []})
+    for c in db.session.scalars(sa.select(Condition)):
+        slugs[c.slug] = c.slug  # a current slug wins over another condition's former one
+    return slugs
+
+
+def validate_row(row: dict[str, str], known_slugs: set[str] | dict[str, str]) -> tuple[PhysicianData | None, list[str]]:
     """Validate one CSV record; returns the values or every problem found on the line."""
     # Control characters (a NUL byte, say) are never meant, and PostgreSQL refuses NUL at write
     # time: the line is refused here, naming the cells, as the preview must say what the import does.
@@ -256,7 +266,9 @@ def validate_row(row: dict[str, str], known_slugs: set[str]) -> tuple[PhysicianD
     unknown = [s for s in slugs if s not in known_slugs]
     if unknown:
         errors.append(f"conditions: unknown condition slug(s): {', '.join(unknown)}.")
-    values["conditions"] = sorted(set(slugs))
+    # A mapping also knows renamed conditions' former slugs (an export from before the rename).
+    current = known_slugs if isinstance(known_slugs, dict) else {s: s for s in known_slugs}
+    values["conditions"] = sorted({current.get(s, s) for s in slugs})
 
     if errors:
         return None, errors
@@ -287,7 +299,7 @@ def plan_import(data: bytes) -> ImportReport:
     except CSVFileError as exc:
         report.file_error = str(exc)
         return report
-    known_slugs = set(db.session.scalars(sa.select(Condition.slug)))
+    known_slugs = condition_slugs()
     parsed: list[tuple[LineResult, PhysicianData | None]] = []
     first_line_of: dict[str, int] = {}
     for line_no, fields in records:
