@@ -50,8 +50,9 @@ def test_create_user(client, auth, admin, db):
 
     dup = client.post("/admin/users/new", data=data)
     assert dup.status_code == 200 and "already exists" in dup.get_data(as_text=True)
-    bad_tz = client.post("/admin/users/new", data=dict(data, email="b@example.com", timezone="Mars/Base"))
-    assert "Unknown time zone" in bad_tz.get_data(as_text=True)
+    for zone_name in ("Mars/Base", "localtime", "posixrules", "posix/Europe/Paris", "Factory"):
+        bad_tz = client.post("/admin/users/new", data=dict(data, email="b@example.com", timezone=zone_name))
+        assert "Unknown time zone" in bad_tz.get_data(as_text=True), zone_name
     short = client.post("/admin/users/new", data=dict(data, email="c@example.com", password="short"))
     assert short.status_code == 200 and "at least 10" in short.get_data(as_text=True)
 
@@ -190,3 +191,42 @@ def test_profile_shift_capacity_languages(client, auth, admin, specialist, db):
     body = bad.get_data(as_text=True)
     assert bad.status_code == 200 and "Language codes" in body
     assert client.get("/admin/users/999").status_code == 404
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, db):
+    """The last-admin check locks the admins' rows (PostgreSQL): of two crossing demotions one
+    waits for the other, then sees it would leave no admin and is refused."""
+    import threading
+
+    from crm.services.users_admin import UserAdminError, change_role
+
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("row locks are the PostgreSQL path; SQLite has one writer at a time")
+    ann = UserFactory(role="admin", email="ann@example.com")
+    bob = UserFactory(role="admin", email="bob@example.com")
+    db.session.commit()
+    pairs = [(ann.id, bob.id), (bob.id, ann.id)]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def demote(actor_id: int, target_id: int) -> None:
+        with app.app_context():
+            barrier.wait(timeout=30)
+            try:
+                change_role(db.session.get(User, target_id), "specialist", by=db.session.get(User, actor_id))
+                db.session.commit()
+                outcomes.append("demoted")
+            except UserAdminError:
+                db.session.rollback()
+                outcomes.append("refused")
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=demote, args=pair) for pair in pairs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == ["demoted", "refused"]
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.role == "admin")) == 1

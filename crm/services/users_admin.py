@@ -32,7 +32,14 @@ def active_admin_count(exclude: User | None = None) -> int:
 
 
 def _is_last_admin(user: User) -> bool:
-    return user.role == Role.ADMIN and user.active and active_admin_count(exclude=user) == 0
+    if user.role != Role.ADMIN or not user.active:
+        return False
+    # The active admins' rows are locked (PostgreSQL) until the change commits: two admins
+    # demoting or deactivating each other at once cannot both pass the check and leave none.
+    admins = db.session.scalars(
+        sa.select(User.id).where(User.role == Role.ADMIN, User.active.is_(True)).with_for_update()
+    ).all()
+    return not [i for i in admins if i != user.id]
 
 
 def change_role(user: User, role: Role | str, *, by: User | None = None) -> bool:
@@ -105,7 +112,13 @@ def reset_password(user: User, password: str, *, by: User | None = None) -> None
 
 def clean_timezone(value: str) -> str:
     value = (value or "").strip()
-    if value not in available_timezones():
+    # Only zone names people mean ("America/Chicago", "UTC"), not the tz database's file
+    # aliases such as "localtime" or "posixrules" (the server's own setting, whatever it is).
+    if (
+        value not in available_timezones()
+        or ("/" not in value and value != "UTC")
+        or value.startswith(("posix/", "right/"))
+    ):
         raise UserAdminError(f"Unknown time zone {value!r}: use a name like America/New_York.")
     ZoneInfo(value)
     return value
