@@ -171,3 +171,15 @@ def test_after_a_reopen_the_unreachable_days_count_from_the_reopening(db, admin)
     assert lead.status == S.ATTEMPTING
     assert unreachable_sweep(WED + timedelta(days=10, minutes=1), attempts=6, days=10) == 1
     assert lead.status == S.LOST
+
+
+def test_moving_a_new_lead_on_by_hand_is_its_first_contact(db, specialist):
+    """Without a logged call the SLA clock used to stop while first_contact_at stayed empty, so
+    speed-to-lead counted the lead as never contacted."""
+    from datetime import timedelta
+
+    lead = make_lead(db, status=S.NEW, assignee=specialist)
+    change_status(lead, S.ATTEMPTING, actor=specialist, now=WED)
+    assert lead.first_contact_at == WED
+    change_status(lead, S.CONTACTED, actor=specialist, now=WED + timedelta(hours=1))
+    assert lead.first_contact_at == WED  # the first one stays

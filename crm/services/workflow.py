@@ -153,6 +153,10 @@ def change_status(
         data["note"] = note.strip()[:2000]
     lead.status = target
     lead.last_activity_at = now
+    if target in (S.ATTEMPTING, S.CONTACTED) and lead.first_contact_at is None:
+        # Reached or tried some other way (an email, a text) without a logged call: the first
+        # contact is now, for the SLA clock and speed-to-lead alike.
+        lead.first_contact_at = now
     if target == S.LOST:
         lead.lost_reason = LostReason(str(reason))
         lead.closed_at = now
