@@ -343,3 +343,13 @@ def test_names_with_accented_capitals_are_found_whatever_the_case(client, auth, 
     auth.as_user(specialist)
     page = queue_page(db.session, "all", specialist, Filters(q=q))
     assert [x.id for x in page.items] == [lead.id]
+
+
+def test_the_shift_toggle_is_for_specialists_only(client, auth, db, specialist, admin):
+    """Auto-assignment deals leads to on-shift specialists; an admin's toggle would promise
+    leads that never come."""
+    auth.as_user(specialist)
+    assert "Off shift — start" in client.get("/queue").get_data(as_text=True)
+    auth.logout()
+    auth.as_user(admin)
+    assert "Off shift — start" not in client.get("/queue").get_data(as_text=True)
