@@ -159,6 +159,16 @@ def test_multiline_quoted_field_keeps_line_numbers(db):
     assert report.lines[1].action == ERROR
 
 
+def test_an_unclosed_quote_is_reported_with_the_lines_it_swallowed(db):
+    good = to_csv([row()]).decode()
+    broken = good.splitlines()[1].replace("Bayfront Clinic", '"Bayfront Clinic')  # the quote never closes
+    data = (good + broken + "\n" + to_csv([row(npi=valid_npi(903))]).decode().splitlines()[1] + "\n").encode()
+    report = physician_csv.plan_import(data)
+    assert [line.action for line in report.lines] == [CREATE, ERROR]
+    message = report.lines[1].message
+    assert report.lines[1].line == 3 and "quote opened on line 3 is not closed" in message and "lines 3-4" in message
+
+
 def test_missing_column_is_a_file_error(db):
     columns = [c for c in COLUMNS if c != "zip"]
     report = physician_csv.plan_import(to_csv([row()], columns=columns))

@@ -160,7 +160,18 @@ def read_rows(text: str) -> tuple[list[str], Iterable[tuple[int, list[str]]]]:
                 yield start, exc
                 start = reader.line_num + 1
                 continue
-            yield start, fields
+            if len(fields) != len(header) and reader.line_num > start and any("\n" in f for f in fields):
+                # A quote left open swallows the lines after it into one record: say where, or
+                # the report shows one odd field count and those lines are never mentioned.
+                yield (
+                    start,
+                    csv.Error(
+                        f"a quote opened on line {start} is not closed, so lines {start}-{reader.line_num} were read "
+                        'as one record (close the quote, or write a quote inside a cell as two: "")'
+                    ),
+                )
+            else:
+                yield start, fields
             start = reader.line_num + 1
 
     return header, records()
