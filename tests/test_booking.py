@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -9,11 +11,12 @@ import sqlalchemy as sa
 import time_machine
 from icalendar import Calendar
 
-from crm.models import Appointment, LeadEvent, OutboxEmail
+from crm.extensions import db as _db
+from crm.models import Appointment, Lead, LeadEvent, OutboxEmail, User
 from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, OutboxStatus
 from crm.services import booking, mailer
 from crm.services.booking import BookingError
-from tests.factories import PhysicianFactory
+from tests.factories import ConditionFactory, PhysicianFactory
 from tests.test_queue_helpers import WED, form_post, matched_lead
 
 S = LeadStatus
@@ -128,6 +131,78 @@ def test_booking_keeps_to_the_mode_the_match_list_gives(db, specialist):
     assert lead.status == S.CONTACTED and lead.appointments == []
 
 
+def test_a_match_list_gone_stale_is_checked_again_at_booking(db, specialist):
+    """Since the match, the physician's registration expired, or their week filled up, or they
+    stopped treating the condition: the stored list still offers them, booking refuses."""
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    other, _ = matched_lead(db, assignee=specialist)
+    other.match_result = lead.match_result
+
+    def refused(message):
+        db.session.flush()  # the change is saved, as an admin's edit would be
+        with pytest.raises(BookingError, match=message) as err:
+            booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+        assert "press Re-match" in str(err.value)
+        assert lead.appointments == []
+
+    (registration,) = doc.registrations
+    registration.expires_on = WED.date() - timedelta(days=1)
+    refused("registration expired 2026-11-17")
+    registration.state = "GA"
+    refused("no registration in FL")
+    registration.state, registration.expires_on = "FL", WED.date()  # valid through its expiry day
+    lead.condition = ConditionFactory(name="Dystonia", slug="dystonia")
+    doc.conditions = [ConditionFactory(name="Glaucoma", slug="glaucoma")]
+    refused("does not treat dystonia")
+    doc.conditions = []
+    doc.weekly_capacity = 1
+    booking.book(
+        other, physician_id=doc.id, starts_at=LATER + timedelta(hours=2), mode="in_person", actor=specialist, now=WED
+    )
+    refused("at weekly capacity")
+    doc.weekly_capacity = 2
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+
+
+def test_two_bookings_of_the_last_free_slot_do_not_both_succeed(app, db, specialist):
+    """Specialist A has booked the physician's last slot of the week and not committed yet when
+    specialist B books the same physician for another lead: B waits for A's lock, then counts A's
+    booking and is refused."""
+    lead_a, (doc,) = matched_lead(db, assignee=specialist)
+    doc.weekly_capacity = 1
+    lead_b, _ = matched_lead(db, assignee=specialist)
+    lead_b.match_result = lead_a.match_result
+    db.session.commit()
+    ids = {"lead": lead_b.id, "user": specialist.id, "doc": doc.id}
+    outcome: list = []
+
+    def specialist_b():
+        with app.app_context():
+            try:
+                lead = _db.session.get(Lead, ids["lead"])
+                actor = _db.session.get(User, ids["user"])
+                starts = LATER + timedelta(days=1)
+                booking.book(lead, physician_id=ids["doc"], starts_at=starts, mode="in_person", actor=actor, now=WED)
+                _db.session.commit()
+                outcome.append("booked")
+            except BookingError as exc:
+                _db.session.rollback()
+                outcome.append(str(exc))
+            finally:
+                _db.session.remove()
+
+    booking.book(lead_a, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.flush()
+    other = threading.Thread(target=specialist_b)
+    other.start()
+    time.sleep(0.5)  # B gets as far as it can while A still holds its transaction open
+    db.session.commit()
+    other.join(timeout=30)
+    assert len(outcome) == 1 and "at weekly capacity" in outcome[0]
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 1
+
+
 def test_closing_a_booked_lead_cancels_its_appointment_and_its_reminder(db, specialist):
     from crm.services.workflow import change_status
 
@@ -197,6 +272,21 @@ def test_booking_route_and_outcome_route(client, auth, db, specialist):
     assert resp.status_code == 302
     db.session.expire_all()
     assert lead.status == S.CONTACTED and appt.status == AppointmentStatus.CANCELLED
+
+
+@time_machine.travel(WED, tick=False)
+def test_the_workspace_says_why_a_stale_list_cannot_be_booked(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    doc.registrations[0].expires_on = WED.date() - timedelta(days=30)
+    db.session.commit()
+    data = {"physician_id": str(doc.id), "starts": "2026-11-20T09:00", "tz_basis": "patient", "mode": "in_person"}
+    resp = form_post(client, f"/leads/{lead.id}/appointments", lead, duration="30", **data)
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    assert "can no longer be booked for this lead: registration expired 2026-10-19." in page
+    assert "press Re-match for a current one" in page and ">Re-match</button>" in page
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 0
 
 
 @time_machine.travel(WED, tick=False)

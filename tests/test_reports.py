@@ -28,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm.extensions import db as _db
-from crm.models import Appointment, AuditLog, ReportChange, ReportRollupState, User
+from crm.models import Appointment, AuditLog, Registration, ReportChange, ReportRollupState, User
 from crm.models.enums import AppointmentStatus, GeocodeStatus, LeadSourceKind, LeadStatus, LostReason, VisitMode
 from crm.services import report_rollups, reports
 from crm.services.reports import ReportRange
@@ -486,6 +486,7 @@ def test_the_page_follows_every_change_without_a_manual_refresh(client, auth, ad
     from tests.test_queue_helpers import match_result
 
     leads[3].match_result = match_result(doc)
+    doc.registrations.append(Registration(state="NY", number="NY-1", expires_on=date(2027, 10, 1)))  # lead 3 is in NY
     appt = booking.book(
         leads[3],
         physician_id=doc.id,

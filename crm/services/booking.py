@@ -1,6 +1,7 @@
 """Booking: the appointment, its confirmation (email + iCalendar invite), its outcome.
 
-The physician comes from the lead's match list when there is one. Booking moves
+The physician comes from the lead's match list, and is checked again against the matching
+rules when booked (the list may be out of date), under a lock on the physician. Booking moves
 the lead to ``booked`` through the transition table (a lead not yet marked
 contacted is moved through ``attempting``/``contacted`` first, each step an
 event). An outcome of ``completed`` completes the lead; ``cancelled`` and
@@ -19,8 +20,10 @@ from crm.models import Appointment, Lead, Physician, User
 from crm.models.enums import LIVE_APPOINTMENT, AppointmentStatus, EventKind, LeadStatus, VisitMode
 from crm.services.calling_window import zone
 from crm.services.mailer import queue_email
+from crm.services.matching import booking_refusal
 from crm.services.timeline import add_event
 from crm.services.workflow import change_status
+from crm.sqlite_lock import try_begin_immediate
 
 PRODID = "-//Appointment Desk//Booking//EN"
 
@@ -65,7 +68,7 @@ def book(
         raise BookingError("Book within the next year.")
     if not 5 <= duration_minutes <= 240:
         raise BookingError("The visit length must be between 5 and 240 minutes.")
-    physician = db.session.get(Physician, physician_id)
+    physician = _lock_physician(physician_id)
     if physician is None:
         raise BookingError(f"There is no physician #{physician_id}.")
     if not physician.active or not physician.accepting_new:
@@ -84,6 +87,13 @@ def book(
         # SPEC 6: telehealth only where the patient's state allows it; in person only within reach.
         fits = " and ".join(sorted(m.replace("_", " ") for pid, m in listed if pid == physician_id))
         raise BookingError(f"{physician.full_name} is on this lead's match list for {fits} only; book that instead.")
+    # The list is a snapshot: since the match a registration may have expired or the week filled up.
+    refusal = booking_refusal(lead, physician, mode.value, now)
+    if refusal is not None:
+        raise BookingError(
+            f"{physician.full_name} can no longer be booked for this lead: {refusal}. "
+            "The match list is out of date: press Re-match for a current one."
+        )
     clash = db.session.scalar(
         sa.select(Appointment.id).where(
             Appointment.physician_id == physician.id,
@@ -131,6 +141,21 @@ def book(
     )
     send_confirmation(appt, actor=actor, now=now)
     return appt
+
+
+def _lock_physician(physician_id: int) -> Physician | None:
+    """The physician, read afresh under a lock held until the commit, so that two bookings of
+    their last free slot of the week (or of one time) cannot both find it free: SELECT ... FOR
+    UPDATE on PostgreSQL. On SQLite a SELECT before the transaction's first write runs outside
+    any transaction and would not see a booking being written: take the database's write lock
+    first (BEGIN IMMEDIATE, as intake does), which serialises bookings."""
+    connection = db.session.connection()
+    if connection.dialect.name != "sqlite":
+        return db.session.get(Physician, physician_id, with_for_update=True, populate_existing=True)
+    dbapi_connection = connection.connection.dbapi_connection
+    if not dbapi_connection.in_transaction and not try_begin_immediate(dbapi_connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits up to the busy timeout
+    return db.session.get(Physician, physician_id, populate_existing=True)
 
 
 def _location(physician: Physician, mode: VisitMode) -> str:

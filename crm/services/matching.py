@@ -912,6 +912,37 @@ def match_lead(lead: Lead, now: datetime | None = None, *, bruteforce: bool = Fa
     return to_json(ctx, outcome, eligibility, now, "bruteforce" if bruteforce else "index")
 
 
+def booking_refusal(lead: Lead, physician: Physician, mode: str, now: datetime) -> str | None:
+    """Why ``physician`` cannot be booked for ``lead`` in ``mode`` now, in the words of the match
+    list's exclusions; None when they can. A stored match is a snapshot: since it was made a
+    registration may have expired or the week filled up. The rules of a match (``classify``) for
+    this one physician, read with the same details query; distance is not checked again (the
+    list placed them within reach, and a practice does not move between match and booking)."""
+    eligibility = evaluate_lead(lead, now.date())
+    ctx = context_for(lead, eligibility, now)
+    cheap = (
+        physician.id,
+        physician.latitude,
+        physician.longitude,
+        physician.accepting_new,
+        physician.offers_in_person,
+        physician.offers_telehealth,
+        physician.priority,
+        physician.weekly_capacity,
+    )
+    doc = Doc(cheap, ctx.origin)
+    _resolve(ctx, [doc])
+    if doc.reason is not None:
+        return doc.reason
+    if mode == "telehealth" and not doc.telehealth:
+        if not doc.offers_telehealth:
+            return "does not offer telehealth"
+        return f"{ctx.state} does not allow telehealth certification"
+    if mode == "in_person" and not doc.in_person:
+        return "does not see patients in person"
+    return None
+
+
 def comparable(result: dict) -> dict:
     """A match result without what legitimately differs between two runs (time, method)."""
     rules = {k: v for k, v in result["rules"].items() if k != "method"}
