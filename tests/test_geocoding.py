@@ -14,7 +14,7 @@ from geopy.location import Location
 from crm.models import GeocodeCache, LeadEvent, Notification
 from crm.models.enums import GeocodePrecision, GeocodeStatus
 from crm.services import geocoding
-from crm.services.enrichment import enrich_lead, retry_pending_geocodes
+from crm.services.enrichment import enrich_lead, match_and_store, retry_pending_geocodes
 from crm.services.geocoding import Address, GeocodeError, geocode_address, geocode_patient, geocode_physician
 from tests.factories import (
     ConditionFactory,
@@ -230,6 +230,63 @@ def test_failure_pending_backoff_then_failed_after_last_attempt(db, fake_online)
     kinds = [e.kind for e in db.session.scalars(sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id))]
     assert "geocode_failed" in kinds and kinds.count("matched") == 2
     assert retry_pending_geocodes(NOW + timedelta(days=1), config=fake_online).claimed == 0
+
+
+def test_a_zip_only_lead_gets_its_state_and_telehealth_list_while_the_geocoder_is_down(db, fake_online):
+    """A form lead has a ZIP and no state. The online geocoder is down at intake, on every retry
+    and when it gives up: the ZIP table still gives the state (and time zone), so eligibility is
+    checked and the telehealth list is there all along, without pretending to have coordinates."""
+    fl = StateProgramFactory(state="FL", telehealth_allowed=True)
+    condition = ConditionFactory(name="Dystonia", slug="dystonia")
+    fl.qualifying_conditions = [condition]
+    tele = PhysicianFactory(offers_telehealth=True)
+    lead = LeadFactory(patient=pending_patient(zip="33101", city=""), condition=condition)
+    patient = lead.patient
+    db.session.commit()
+    FakeOnline.fail = True
+
+    def telehealth_list():
+        db.session.refresh(lead)
+        assert lead.eligibility["state"] == "FL" and lead.eligibility["eligible"] is True
+        return [c["physician_id"] for c in lead.match_result["candidates"] if c["mode"] == "telehealth"]
+
+    enrich_lead(lead, NOW, fake_online)  # intake's enrichment
+    db.session.commit()
+    assert (patient.state, patient.timezone) == ("FL", "America/New_York")
+    assert patient.geocode_status == GeocodeStatus.PENDING
+    assert (patient.latitude, patient.longitude, patient.geocode_precision) == (None, None, None)
+    assert telehealth_list() == [tele.id]
+    assert lead.match_result["origin"]["latitude"] is None
+
+    for minutes in (2, 60):  # every retry fails too; the last one gives up
+        retry_pending_geocodes(NOW + timedelta(minutes=minutes), config=fake_online)
+    db.session.refresh(patient)
+    assert patient.geocode_status == GeocodeStatus.FAILED and patient.geocode_attempts == 3
+    assert patient.state == "FL" and patient.latitude is None
+    assert telehealth_list() == [tele.id]
+
+
+def test_a_lead_matched_before_its_state_was_known_is_matched_again_once_it_is(db, fake_online):
+    StateProgramFactory(state="FL", telehealth_allowed=True)
+    tele = PhysicianFactory(offers_telehealth=True)
+    lead = LeadFactory(patient=pending_patient(zip="33101"))
+    db.session.flush()
+    match_and_store(lead, NOW - timedelta(minutes=1))  # matched while nothing was known
+    assert lead.match_result["candidates"] == []
+    db.session.commit()
+    FakeOnline.fail = True
+    summary = retry_pending_geocodes(NOW, config=fake_online)
+    assert (summary.pending, summary.rematched) == (1, 1)
+    db.session.refresh(lead)
+    assert [c["physician_id"] for c in lead.match_result["candidates"]] == [tele.id]
+    assert retry_pending_geocodes(NOW + timedelta(minutes=2), config=fake_online).rematched == 0  # nothing new
+
+
+def test_a_typed_state_is_kept_and_an_unknown_zip_gives_none(db):
+    typed = PatientFactory(zip="33101", state="GA", timezone=None)
+    unknown = PatientFactory(zip="00000", state=None, timezone=None)
+    assert not geocoding.state_from_zip(typed) and typed.state == "GA"
+    assert not geocoding.state_from_zip(unknown) and unknown.state is None
 
 
 def test_retry_locates_and_rematches(db, fake_online):

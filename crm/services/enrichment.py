@@ -237,8 +237,8 @@ def retry_patient(patient_id: int, seen_next_at, now: datetime, config: Mapping,
         trigger = "geocoded" if outcome.ok else "geocode_failed" if outcome.final else "telehealth_only"
         for lead in leads:
             # Located or given up: match again. Still pending: match once, so the lead has its
-            # telehealth list while it waits.
-            if outcome.ok or outcome.final or lead.matched_at is None:
+            # telehealth list while it waits, and again when the ZIP gave it its state.
+            if outcome.ok or outcome.final or outcome.changed or lead.matched_at is None:
                 match_and_store(lead, now, trigger=trigger)
                 summary.rematched += 1
         db.session.commit()

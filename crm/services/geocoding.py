@@ -535,18 +535,35 @@ class PatientGeocode:
 def geocode_patient(patient: Patient, now: datetime | None = None, config: Mapping | None = None) -> PatientGeocode:
     """Locate a patient; on failure schedule a retry with backoff, and give up after the last attempt.
 
-    Sets latitude, longitude, precision, state (from the ZIP when it has one) and time zone.
+    Sets latitude, longitude, precision, state (from the ZIP when it has one) and time zone. A
+    failure still gives a patient without a state the state and time zone of their ZIP.
     """
     before = (patient.latitude, patient.longitude, patient.state)
     result, error, final_failure = _attempt(patient, config)
     if result is None:
         final = _record_failure(patient, error, final_failure, now or datetime.now(UTC), config)
-        return PatientGeocode(ok=False, final=final, error=error)
+        state_from_zip(patient)
+        return PatientGeocode(ok=False, final=final, error=error, changed=patient.state != before[2])
     _record_success(patient, result)
     if result.state:
         patient.state = result.state  # where the patient lives decides the state program
     changed = (patient.latitude, patient.longitude, patient.state) != before
     return PatientGeocode(ok=True, final=True, changed=changed)
+
+
+def state_from_zip(patient: Patient) -> bool:
+    """A patient without a state (a form asks only for the ZIP) takes their ZIP's state and time
+    zone from the offline table, so eligibility and the telehealth list need not wait for an
+    online geocoder that is down, or gave up. Coordinates stay empty: the patient is not located
+    yet, and a later answer replaces both. True when a state was set."""
+    if patient.state or not patient.zip:
+        return False
+    found = zip_location(patient.zip)
+    if found is None:
+        return False
+    patient.state = found.state
+    patient.timezone = patient.timezone or found.timezone
+    return True
 
 
 def reset_patient_location(patient: Patient, now: datetime | None = None) -> None:
