@@ -164,6 +164,14 @@ def test_a_match_list_gone_stale_is_checked_again_at_booking(db, specialist):
     booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
 
 
+def test_a_registration_is_valid_through_its_expiry_day_in_the_patients_time(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    doc.registrations[0].expires_on = WED.date()
+    db.session.flush()
+    evening = WED + timedelta(hours=11)  # 20:00 in Miami, already Thursday in UTC
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=evening)
+
+
 def test_two_bookings_of_the_last_free_slot_do_not_both_succeed(app, db, specialist):
     """Specialist A has booked the physician's last slot of the week and not committed yet when
     specialist B books the same physician for another lead: B waits for A's lock, then counts A's

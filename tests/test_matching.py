@@ -7,10 +7,11 @@ import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+import time_machine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crm.models import Appointment, Registration
+from crm.models import Appointment, Patient, Registration
 from crm.models.enums import AppointmentStatus, GeocodeStatus, VisitMode
 from crm.services import matching
 from crm.services.matching import EARTH_RADIUS_MILES, comparable, haversine_miles, match_lead
@@ -62,11 +63,11 @@ def book(lead, physician, n=1, at=NOW - timedelta(days=1), status=AppointmentSta
         lead.appointments[-1].created_at = at
 
 
-def check_both(db, lead):
+def check_both(db, lead, now=NOW):
     """The indexed result, after checking the brute-force scan agrees with it."""
     db.session.flush()
-    indexed = match_lead(lead, NOW)
-    assert comparable(indexed) == comparable(match_lead(lead, NOW, bruteforce=True))
+    indexed = match_lead(lead, now)
+    assert comparable(indexed) == comparable(match_lead(lead, now, bruteforce=True))
     return indexed
 
 
@@ -236,6 +237,48 @@ def test_across_the_antimeridian(db, world):
     assert ids(result, "in_person") == [near.id, west[0].id, west[1].id]
     assert result["rules"]["radius_miles"] == 250
     assert 150 < result["candidates"][1]["distance_miles"] < 200
+
+
+EVENING = datetime(2026, 11, 26, 1, 0, tzinfo=UTC)  # 20:00 on 25 November in Miami
+
+
+def registered_until(miles: float, expires_on: date):
+    physician = doc(miles, registered_in=[])
+    physician.registrations.append(Registration(state="FL", number="FL-7", expires_on=expires_on))
+    return physician
+
+
+@time_machine.travel(EVENING, tick=False)
+def test_expiry_and_age_go_by_the_patients_own_date(db, world):
+    """At 20:00 in Miami it is already the 26th in UTC: a registration valid through the 25th
+    still counts, and a patient whose 18th birthday is the 26th is still 17."""
+    lead = new_lead(world, date_of_birth=date(2008, 11, 26), age_confirmed=False)
+    through_today = registered_until(1, date(2026, 11, 25))
+    lapsed = registered_until(2, date(2026, 11, 24))
+    result = check_both(db, lead, EVENING)
+    assert ids(result, "in_person") == [through_today.id]
+    assert reasons(result) == {lapsed.id: "registration expired 2026-11-24"}
+    age = next(c for c in result["eligibility"]["checks"] if c["rule"] == "age")
+    assert age["status"] == "fail" and "the patient is 17" in age["text"]
+
+    next_morning = EVENING + timedelta(hours=13)  # 09:00 on the 26th in Miami
+    result = check_both(db, lead, next_morning)
+    assert through_today.id not in ids(result, "in_person")
+    assert reasons(result)[through_today.id] == "registration expired 2026-11-25"
+    assert next(c for c in result["eligibility"]["checks"] if c["rule"] == "age")["status"] == "pass"
+
+
+@time_machine.travel(EVENING, tick=False)
+def test_the_patients_date_comes_from_their_zone_then_zip_then_state_then_the_business_zone(app):
+    late_in_hawaii = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)  # 23:00 on the 25th in Honolulu, 04:00 on the 26th in NY
+    with app.app_context():
+        for patient, day in [
+            (Patient(timezone="Pacific/Honolulu", zip="33101", state="FL"), 25),  # the geocoded zone first
+            (Patient(zip="96813", state="HI"), 25),
+            (Patient(state="HI"), 25),
+            (Patient(), 26),  # nothing known: BUSINESS_TIMEZONE (New York)
+        ]:
+            assert matching.patient_today(patient, late_in_hawaii) == date(2026, 11, day)
 
 
 def test_haversine_and_bounding_box():

@@ -131,6 +131,13 @@ def zip_location(zip_code: str) -> GeocodeResult | None:
     return GeocodeResult(lat, lon, GeocodePrecision.ZIP, z["state"], z.get("timezone") or None)
 
 
+@lru_cache(maxsize=64)
+def state_timezone(state: str | None) -> str | None:
+    """The time zone of most of the state's ZIPs (for a patient known only by state), or None."""
+    rows = _zip_index()[2].get((state or "").upper())
+    return _centroid(rows)[2] if rows else None
+
+
 def _parse(query: str | Mapping) -> Address:
     if isinstance(query, Mapping):
         return Address(

@@ -36,7 +36,10 @@ from crm.extensions import db
 from crm.models import Appointment, Lead, Physician, Registration
 from crm.models.directory import physician_conditions
 from crm.models.enums import AppointmentStatus, GeocodePrecision
+from crm.services.calling_window import zone
 from crm.services.eligibility import PROGRAM_ROWS_JSON_PG, condition_words, evaluate_lead, program_from_rows
+from crm.services.followups import patient_timezone
+from crm.services.geocoding import state_timezone
 
 EARTH_RADIUS_MILES = 3958.7613
 RADIUS_STEPS = (25, 50, 100, 250)
@@ -88,7 +91,7 @@ class Context:
     condition_id: int | None
     condition_name: str | None
     telehealth: bool  # the state allows telehealth certification
-    today: date
+    today: date  # the patient's own date (patient_today): registrations and age
     since: datetime  # bookings window start
 
 
@@ -723,7 +726,7 @@ def knn_applies(origin) -> bool:
     return origin is not None and spatial_index() == "gist" and not wraps(*origin, LAST_TELEHEALTH_RING)
 
 
-def prefetch(lead: Lead, now: datetime) -> FirstRound | None:
+def prefetch(lead: Lead, now: datetime, today: date) -> FirstRound | None:
     """PostgreSQL: the first round and the state program in one statement, before eligibility
     (whose verdict the rules need) is known. None where matching does not run in rounds, or
     when the round found nobody to carry the program."""
@@ -732,7 +735,7 @@ def prefetch(lead: Lead, now: datetime) -> FirstRound | None:
     if not knn_applies(origin):
         return None
     state = (patient.state or "").upper() or None
-    params = _knn_params(origin, state, lead.condition_id, now.date(), now - BOOKINGS_WINDOW)
+    params = _knn_params(origin, state, lead.condition_id, today, now - BOOKINGS_WINDOW)
     rows = _execute("knn", params, k_near=NEAR_K, k_tele=TELE_K)
     if not rows:
         return None
@@ -832,7 +835,18 @@ def usable_origin(patient) -> tuple[float, float] | None:
     return float(patient.latitude), float(patient.longitude)
 
 
-def context_for(lead: Lead, eligibility: dict, now: datetime) -> Context:
+def patient_today(patient, now: datetime) -> date:
+    """The patient's own date at ``now``: a registration is valid through its expiry day and an
+    age changes on the birthday where the patient lives, not at midnight UTC (19:00 in New York).
+    The zone the lead page uses (geocoded, else the ZIP's), else the state's, else the business
+    zone."""
+    tz, known = patient_timezone(patient)
+    if not known and patient.state:
+        tz = state_timezone(patient.state) or tz
+    return now.astimezone(zone(tz)).date()
+
+
+def context_for(lead: Lead, eligibility: dict, now: datetime, today: date) -> Context:
     patient = lead.patient
     return Context(
         lead_id=lead.id,
@@ -842,7 +856,7 @@ def context_for(lead: Lead, eligibility: dict, now: datetime) -> Context:
         condition_id=lead.condition_id,
         condition_name=lead.condition.name if lead.condition is not None else None,
         telehealth=bool(eligibility.get("telehealth_allowed")),
-        today=now.date(),
+        today=today,
         since=now - BOOKINGS_WINDOW,
     )
 
@@ -902,12 +916,13 @@ def to_json(ctx: Context, outcome: Outcome, eligibility: dict, now: datetime, me
 def match_lead(lead: Lead, now: datetime | None = None, *, bruteforce: bool = False) -> dict:
     """Eligibility + matching for one lead, as the SPEC 6 JSON (not stored: see enrichment)."""
     now = now or datetime.now(UTC)
-    first = None if bruteforce else prefetch(lead, now)
+    today = patient_today(lead.patient, now)
+    first = None if bruteforce else prefetch(lead, now, today)
     if first is not None:
-        eligibility = evaluate_lead(lead, now.date(), program=first.program)
+        eligibility = evaluate_lead(lead, today, program=first.program)
     else:
-        eligibility = evaluate_lead(lead, now.date())
-    ctx = context_for(lead, eligibility, now)
+        eligibility = evaluate_lead(lead, today)
+    ctx = context_for(lead, eligibility, now, today)
     outcome = match_bruteforce(ctx) if bruteforce else match_indexed(ctx, first)
     return to_json(ctx, outcome, eligibility, now, "bruteforce" if bruteforce else "index")
 
@@ -918,8 +933,8 @@ def booking_refusal(lead: Lead, physician: Physician, mode: str, now: datetime) 
     registration may have expired or the week filled up. The rules of a match (``classify``) for
     this one physician, read with the same details query; distance is not checked again (the
     list placed them within reach, and a practice does not move between match and booking)."""
-    eligibility = evaluate_lead(lead, now.date())
-    ctx = context_for(lead, eligibility, now)
+    today = patient_today(lead.patient, now)
+    ctx = context_for(lead, evaluate_lead(lead, today), now, today)
     cheap = (
         physician.id,
         physician.latitude,
