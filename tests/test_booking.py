@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ import time_machine
 from icalendar import Calendar
 
 from crm.extensions import db as _db
-from crm.models import Appointment, Lead, LeadEvent, OutboxEmail, User
+from crm.models import Appointment, Lead, LeadEvent, OutboxEmail, Registration, User
 from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, OutboxStatus
 from crm.services import booking, mailer
 from crm.services.booking import BookingError
@@ -40,6 +40,24 @@ def test_book_moves_the_lead_to_booked_and_queues_the_invite(db, specialist):
     assert event.decoded("dtstart") == LATER and event.decoded("dtend") == LATER + timedelta(minutes=30)
     assert str(event["uid"]) == f"appointment-{appt.id}@appointment-desk"
     assert "Miami" in str(event["location"])
+
+
+def test_emails_give_the_time_in_the_zone_the_lead_page_uses(db, specialist):
+    """A Honolulu patient not geocoded yet (no stored zone): the page reads and shows times in the
+    ZIP's zone, so the confirmation and the reminder must say 10:00 AM HST, not 03:00 PM EST."""
+    hawaii = {"zip": "96813", "city": "Honolulu", "state": "HI", "timezone": None, "latitude": None, "longitude": None}
+    lead, (doc,) = matched_lead(db, assignee=specialist, **hawaii)
+    doc.registrations.append(Registration(state="HI", number="HI-1", expires_on=WED.date() + timedelta(days=365)))
+    starts = datetime(2026, 11, 20, 20, 0, tzinfo=UTC)  # 10:00 in Honolulu
+    booking.book(lead, physician_id=doc.id, starts_at=starts, mode="in_person", actor=specialist, now=WED)
+    assert booking.send_appointment_reminders(starts - timedelta(hours=20)) == 1
+    confirmation, reminder = db.session.scalars(sa.select(OutboxEmail).order_by(OutboxEmail.id)).all()
+    assert "Friday, November 20, 2026 at 10:00 AM HST" in confirmation.body_text
+    assert reminder.subject == "Reminder: your appointment Fri Nov 20 at 10:00 AM"
+    assert "on Friday, November 20 at 10:00 AM HST" in reminder.body_text
+    for email in (confirmation, reminder):
+        (event,) = Calendar.from_ical(email.ics).walk("VEVENT")
+        assert event.decoded("dtstart") == starts  # an absolute (UTC) time: every calendar shows it right
 
 
 def test_outbox_stores_without_smtp_and_attaches_the_invite_with_smtp(app, db, specialist, monkeypatch):

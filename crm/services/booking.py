@@ -11,6 +11,7 @@ event). An outcome of ``completed`` completes the lead; ``cancelled`` and
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from icalendar import Calendar, Event, vText
@@ -19,6 +20,7 @@ from crm.extensions import db
 from crm.models import Appointment, Lead, Physician, User
 from crm.models.enums import LIVE_APPOINTMENT, AppointmentStatus, EventKind, LeadStatus, VisitMode
 from crm.services.calling_window import zone
+from crm.services.followups import patient_timezone
 from crm.services.mailer import queue_email
 from crm.services.matching import booking_refusal
 from crm.services.timeline import add_event
@@ -191,14 +193,19 @@ def build_ics(appt: Appointment, *, now: datetime | None = None) -> str:
     return cal.to_ical().decode("utf-8")
 
 
+def patient_zone(patient) -> ZoneInfo:
+    """The zone the lead page shows the patient's times in (and reads a typed time in): an email
+    must name the hour the specialist booked, also before the patient is geocoded."""
+    return zone(patient_timezone(patient)[0])
+
+
 def send_confirmation(appt: Appointment, *, actor: User | None, now: datetime) -> bool:
     """Queue the confirmation email with the .ics; False when the patient has no email."""
     lead, patient, physician = appt.lead, appt.lead.patient, appt.physician
     if not patient.email:
         add_event(lead, EventKind.NOTE, {"text": "No confirmation email: the patient has no email address."}, at=now)
         return False
-    tz = zone(patient.timezone)
-    when = appt.starts_at.astimezone(tz)
+    when = appt.starts_at.astimezone(patient_zone(patient))
     body = (
         f"Hello {patient.first_name},\n\n"
         f"Your appointment is booked:\n\n"
@@ -294,7 +301,7 @@ def send_appointment_reminders(now: datetime, hours: int = 24, limit: int = 200)
         patient = appt.lead.patient
         if not patient.email:
             continue
-        when = appt.starts_at.astimezone(zone(patient.timezone))
+        when = appt.starts_at.astimezone(patient_zone(patient))
         email = queue_email(
             patient.email,
             f"Reminder: your appointment {when:%a %b %d at %I:%M %p}",
