@@ -271,6 +271,19 @@ def test_appointment_reminders_once(app, db, specialist):
     assert kinds == ["appointment_confirmation", "appointment_reminder"]
 
 
+def test_a_visit_booked_at_short_notice_gets_no_reminder_right_after_its_confirmation(app, db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    soon = LATER - timedelta(hours=30)  # booked 18 h ahead: inside the 24 h reminder window
+    booking.book(
+        lead, physician_id=doc.id, starts_at=soon, mode="in_person", actor=specialist, now=soon - timedelta(hours=18)
+    )
+    db.session.commit()
+    assert booking.send_appointment_reminders(soon - timedelta(hours=17, minutes=55)) == 0
+    assert booking.send_appointment_reminders(soon - timedelta(hours=2)) == 0  # and not later either
+    kinds = db.session.scalars(sa.select(OutboxEmail.kind).order_by(OutboxEmail.id)).all()
+    assert kinds == ["appointment_confirmation"]
+
+
 @time_machine.travel(WED, tick=False)
 def test_booking_route_and_outcome_route(client, auth, db, specialist):
     auth.as_user(specialist)

@@ -301,6 +301,11 @@ def send_appointment_reminders(now: datetime, hours: int = 24, limit: int = 200)
         patient = appt.lead.patient
         if not patient.email:
             continue
+        confirmed = appt.confirmation_sent_at
+        if confirmed is not None and confirmed >= appt.starts_at - timedelta(hours=hours):
+            # Booked at short notice: the confirmation went out inside the reminder's window,
+            # so a "reminder" minutes later would only repeat it (the claim above marks it done).
+            continue
         when = appt.starts_at.astimezone(patient_zone(patient))
         email = queue_email(
             patient.email,
