@@ -112,7 +112,9 @@ class Config:
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_NAME = "appointment_desk"
     IDLE_TIMEOUT = timedelta(minutes=env_int("IDLE_TIMEOUT_MINUTES", 15))
-    PERMANENT_SESSION_LIFETIME = IDLE_TIMEOUT
+    # The server ends an idle session (crm/security.py); the cookie outlives that by a few
+    # minutes only so the next request can say why the user was signed out.
+    PERMANENT_SESSION_LIFETIME = IDLE_TIMEOUT + timedelta(minutes=5)
     REMEMBER_COOKIE_DURATION = timedelta(seconds=0)
 
     WTF_CSRF_TIME_LIMIT = None  # the session's idle limit already bounds it

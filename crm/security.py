@@ -41,7 +41,31 @@ def referrer_path() -> str | None:
     if parts.netloc != urlsplit(request.host_url).netloc:
         return None
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    return target if is_safe_next(target) else None
+    return target if is_safe_next(target) and _has_page(parts.path) else None
+
+
+def _has_page(path: str) -> bool:
+    """A path a GET can open (a page re-shown after a failed post sits at the post's address,
+    e.g. /leads/5/calls, which only takes POST)."""
+    from flask import current_app
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.routing import RequestRedirect
+
+    try:
+        current_app.url_map.bind(request.host).match(path, method="GET")
+    except RequestRedirect:
+        return True
+    except HTTPException:
+        return False
+    return True
+
+
+def return_url() -> str:
+    """Where this page comes back to after an automatic sign-out (static/app.js): itself when it
+    was opened with a GET, else the page its form was sent from, else the queue."""
+    if request.method == "GET":
+        return request.full_path.rstrip("?")
+    return referrer_path() or url_for("leads.queue")
 
 
 def idle_sign_out_message(app) -> str:

@@ -9,6 +9,7 @@ from flask import request
 from flask_login import current_user
 
 from crm.auth.forms import PostForm
+from crm.security import return_url
 from crm.services.contact import format_phone
 
 
@@ -76,6 +77,7 @@ def init_app(app) -> None:
     app.jinja_env.filters["humanize"] = humanize
     app.jinja_env.filters["to_zone"] = to_zone
     app.jinja_env.filters["phone"] = format_phone
+    app.jinja_env.globals["return_url"] = return_url
 
     @app.context_processor
     def inject_globals():

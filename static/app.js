@@ -70,7 +70,8 @@
     var pageContact = 0;
 
     var lastContact = function () {
-      var shared = parseInt(window.localStorage.getItem(SHARED_KEY) || "0", 10);
+      var shared = 0;
+      try { shared = parseInt(window.localStorage.getItem(SHARED_KEY) || "0", 10) || 0; } catch (e) { /* storage off */ }
       return Math.max(shared, pageContact);
     };
     var noteContact = function (when) {
@@ -80,15 +81,17 @@
     noteContact(Date.now());  // this page's own request
 
     var leave = function () {
-      // A plain GET of this page: the server signs the session out and sends the sign-in page,
-      // which brings the user back here afterwards.
+      // A plain GET of this page (or, for a page re-shown after a failed post, of the page the
+      // form was on): the server signs the session out and sends the sign-in page, which
+      // brings the user back there afterwards.
       if (leaving) { return; }
       leaving = true;
-      window.location.assign(window.location.pathname + window.location.search);
+      window.location.assign(body.getAttribute("data-return-url") || "/");
     };
 
+    var retryAfter = 0;
     var report = function () {
-      if (reporting) { return; }
+      if (reporting || Date.now() < retryAfter) { return; }
       reporting = true;
       var started = Date.now();
       fetch(keepaliveUrl, {
@@ -97,9 +100,16 @@
         redirect: "manual",
         headers: { "X-CSRFToken": body.getAttribute("data-csrf-token"), "Accept": "application/json" }
       }).then(function (resp) {
-        if (resp.status === 204) { noteContact(started); hideBanner(); } else { leave(); }
+        if (resp.status === 204) {
+          noteContact(started);
+          hideBanner();
+        } else if (resp.status === 401 || resp.type === "opaqueredirect") {
+          leave();  // the session is over: nothing typed here could be saved any more
+        } else {
+          retryAfter = Date.now() + 15000;  // a deploy or a hiccup: keep the page, try again soon
+        }
       }).catch(function () {
-        // Offline for a moment: the next activity tries again.
+        retryAfter = Date.now() + 15000;  // offline for a moment
       }).then(function () { reporting = false; });
     };
 

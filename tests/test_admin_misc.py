@@ -139,6 +139,10 @@ def test_a_renamed_condition_keeps_its_old_address_and_old_payloads_map(client, 
     old_page = client.get("/conditions/dystonia?utm_source=directory")
     assert old_page.status_code == 301
     assert old_page.headers["Location"].endswith("/conditions/cervical-dystonia?utm_source=directory")
+    odd = client.get("/conditions/dystonia?slug=x&_external=1")  # query keys are not url_for's arguments
+    assert odd.status_code == 301 and odd.headers["Location"].endswith("/cervical-dystonia?slug=x&_external=1")
+    # A form left open on the old page is posted on to the new one, body and all (not turned into a GET).
+    assert client.post("/conditions/dystonia", data={"first_name": "Al"}).status_code == 308
     assert client.get("/conditions/never-was").status_code == 404
     db.session.expire_all()
     cond = db.session.get(Condition, cond.id)
@@ -150,6 +154,15 @@ def test_a_renamed_condition_keeps_its_old_address_and_old_payloads_map(client, 
     db.session.expire_all()
     assert db.session.get(Condition, cond.id).former_slugs == ["cervical-dystonia"]
     assert client.get("/conditions/dystonia").status_code == 200
+    # A new condition taking a slug another one had before: the slug is the new one's alone.
+    db.session.get(Condition, cond.id).former_slugs = ["spasms"]
+    db.session.commit()
+    new = dict(form, name="Spasms", slug="spasms")
+    assert client.post("/admin/conditions/new", data=new).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Condition, cond.id).former_slugs == []
+    spasms = db.session.scalar(sa.select(Condition).where(Condition.slug == "spasms"))
+    assert match_condition("spasms", [db.session.get(Condition, cond.id), spasms]) is spasms
 
 
 def test_audit_log_filters_and_is_append_only(app, client, auth, admin, specialist, db):

@@ -205,6 +205,45 @@ def test_expired_session_form_post_goes_to_sign_in_not_a_dead_end(make_app, db, 
     assert client.post("/login", data={"email": specialist.email, "password": PASSWORD}).status_code == 400
 
 
+def test_keepalive_needs_the_pages_csrf_token(make_app, db, specialist):
+    import re
+
+    app = make_app(WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    login = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', login).group(1)
+    client.post("/login", data={"email": specialist.email, "password": PASSWORD, "csrf_token": token})
+    page = client.get("/queue").get_data(as_text=True)
+    page_token = re.search(r'data-csrf-token="([^"]+)"', page).group(1)
+    assert client.post("/session/keepalive").status_code == 400  # another site cannot keep it alive
+    assert client.post("/session/keepalive", headers={"X-CSRFToken": page_token}).status_code == 204
+
+
+def test_the_way_back_after_sign_out_is_a_page_not_a_post_address(client, auth, db, specialist):
+    """A lead page re-shown after a refused form sits at the form's address (POST only): its
+    way back is the lead page the form was sent from."""
+    import re
+
+    from tests.test_queue_helpers import make_lead
+
+    lead = make_lead(db, assignee=specialist)
+    auth.as_user(specialist)
+    assert f'data-return-url="/leads/{lead.id}"' in client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    refused = client.post(
+        f"/leads/{lead.id}/calls",
+        data={"version": str(lead.version)},
+        headers={"Referer": f"http://localhost/leads/{lead.id}"},
+    )
+    assert refused.status_code == 422
+    assert re.search(rf'data-return-url="/leads/{lead.id}"', refused.get_data(as_text=True))
+    from_a_post_address = client.post(
+        f"/leads/{lead.id}/calls",
+        data={"version": str(lead.version)},
+        headers={"Referer": f"http://localhost/leads/{lead.id}/calls"},
+    )
+    assert 'data-return-url="/queue"' in from_a_post_address.get_data(as_text=True)
+
+
 def test_safe_next_redirects_only(client, specialist):
     ok = client.post("/login", data={"email": specialist.email, "password": PASSWORD, "next": "/queue?view=mine"})
     assert ok.headers["Location"].endswith("/queue?view=mine")

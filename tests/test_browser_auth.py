@@ -49,7 +49,7 @@ def test_typing_keeps_the_session_and_an_idle_page_signs_itself_out(
     from tests.test_queue_helpers import make_lead
 
     monkeypatch.setitem(app.config, "IDLE_TIMEOUT", timedelta(seconds=8))
-    monkeypatch.setitem(app.config, "PERMANENT_SESSION_LIFETIME", timedelta(seconds=8))
+    monkeypatch.setitem(app.config, "PERMANENT_SESSION_LIFETIME", timedelta(seconds=60))  # outlives it, as by default
     lead = make_lead(db, assignee=specialist, first_name="Nora")
     page.goto(f"{live_server.url}/login?next=/leads/{lead.id}")
     page.get_by_label("Email").fill(specialist.email)

@@ -98,8 +98,12 @@ def test_the_patients_language_from_the_delivery_steers_auto_assignment(make_app
     db.session.expire_all()
     lead = db.session.get(Lead, resp.get_json()["lead_id"])
     assert lead.patient.language == "es" and lead.assignee_id == speaker.id
-    bad = deliver(app, dict(PAYLOAD, language="Klingon", email="k@example.com", phone=""), msg_id="msg_klingon")
-    assert bad.status_code == 422 and "language" in bad.get_json()["fields"]
+    # A language we cannot read is a preference lost, not a request refused.
+    for n, sent in enumerate(["Klingon", "es-MX", "Spanish (Mexico)", "spa"]):
+        resp = deliver(app, dict(PAYLOAD, language=sent, email=f"l{n}@example.com", phone=""), msg_id=f"msg_l{n}")
+        assert resp.status_code == 202, (sent, resp.get_json())
+        patient = db.session.get(Lead, resp.get_json()["lead_id"]).patient
+        assert patient.language == ("en" if sent == "Klingon" else "es"), sent
 
 
 def test_the_specialist_sees_the_match_on_the_workspace(make_app, db, desk, auth):

@@ -353,3 +353,21 @@ def test_the_shift_toggle_is_for_specialists_only(client, auth, db, specialist, 
     auth.logout()
     auth.as_user(admin)
     assert "Off shift — start" not in client.get("/queue").get_data(as_text=True)
+
+
+def test_mine_pages_reach_every_lead_of_a_part_longer_than_the_count_cap(db, specialist, monkeypatch):
+    from crm.services import leads_query
+
+    monkeypatch.setattr(leads_query, "COUNT_CAP", 3)
+    monkeypatch.setattr(leads_query.capped_count, "__defaults__", (3,))  # as if 500 were 3
+    now = datetime.now(UTC)
+    made = [
+        make_lead(db, assignee=specialist, created_at=now - timedelta(hours=20 - i), commit=False) for i in range(8)
+    ]
+    db.session.commit()
+    seen = []
+    for n in range(1, 5):
+        page = queue_page(db.session, "mine", specialist, Filters(), page=n, per_page=2, now=now)
+        seen += [x.id for x in page.items]
+        assert page.has_next == (n < 4) or page.capped
+    assert seen == [lead.id for lead in made]

@@ -35,7 +35,7 @@ FIELDS: dict[str, str] = {
     "preferred_contact_method": "phone, text or email",
     "preferred_contact_time": "any, morning, afternoon or evening",
     "preferred_mode": "in_person, telehealth or either",
-    "language": "Language the patient prefers: a code (en, es) or a name (English, Spanish, Español)",
+    "language": "Preferred language: a code (en, es, es-MX) or a name (Spanish, Español); unknown ones are ignored",
     "consent": "Consent to be contacted (true/false, yes/no, 1/0)",
     "consent_text": "The consent wording the patient agreed to",
     "landing_page_url": "Page the form was on",

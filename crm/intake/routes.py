@@ -261,7 +261,12 @@ def condition_page(slug: str):
     condition = next((c for c in everything if c.slug == slug), None)
     if condition is None:
         renamed = next((c for c in everything if slug in (c.former_slugs or [])), None) or abort(404)
-        return redirect(url_for("intake.condition_page", slug=renamed.slug, **request.args), 301)
+        target = url_for("intake.condition_page", slug=renamed.slug)
+        if request.query_string:
+            target += "?" + request.query_string.decode("latin-1")
+        # 308 for a form posted from a page opened before the rename: the browser posts it again
+        # to the new address (a 301 would turn it into a GET and drop the patient's request).
+        return redirect(target, 308 if request.method == "POST" else 301)
     form = _new_form(everything, condition.slug)
     if request.method == "POST":
         done = _handle_post(form, everything)

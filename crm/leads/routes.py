@@ -574,7 +574,7 @@ def notifications():
         stmt = stmt.where(Notification.read_at.is_(None))
     page = db.paginate(stmt.order_by(Notification.id.desc()), per_page=50, error_out=False)
     if page.page > max(page.pages, 1):  # past the end (alerts were read meanwhile): the last page
-        page = db.paginate(stmt.order_by(Notification.id.desc()), page=max(page.pages, 1), per_page=50)
+        page = db.paginate(stmt.order_by(Notification.id.desc()), page=max(page.pages, 1), per_page=50, error_out=False)
     return render_template("leads/notifications.html", page=page, show=show)
 
 

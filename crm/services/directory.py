@@ -616,12 +616,12 @@ def save_condition(condition: Condition | None, values: dict) -> tuple[Condition
         condition = Condition(slug=slug, name=values["name"])
         db.session.add(condition)
     elif condition.slug != slug:
-        # The old address keeps working (a redirect) and old payloads still map; the new slug is
-        # nobody's former one any more, or two conditions would claim it.
+        # The old address keeps working (a redirect) and old payloads still map.
         condition.former_slugs = [s for s in [*(condition.former_slugs or []), condition.slug] if s != slug]
-        for other in db.session.scalars(sa.select(Condition).where(Condition.id != condition.id)):
-            if slug in (other.former_slugs or []):
-                other.former_slugs = [s for s in other.former_slugs if s != slug]
+    # A slug in use now is nobody's former one any more, or two conditions would claim it.
+    for other in db.session.scalars(sa.select(Condition).where(Condition.id != (condition.id or -1))):
+        if slug in (other.former_slugs or []):
+            other.former_slugs = [s for s in other.former_slugs if s != slug]
     changes = [name for name in CONDITION_FIELDS if created or getattr(condition, name) != values[name]]
     for name in changes:
         setattr(condition, name, values[name])

@@ -103,6 +103,29 @@ LANGUAGE_WORDS = {
     "italian": "it", "polish": "pl", "hindi": "hi", "japanese": "ja", "hmong": "hmn",
 }  # fmt: skip
 LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}$")
+# ISO 639-2 codes some tools send, for the languages above.
+LANGUAGE_CODES3 = {
+    "eng": "en", "spa": "es", "zho": "zh", "chi": "zh", "vie": "vi", "tgl": "tl", "fil": "tl", "kor": "ko",
+    "rus": "ru", "ara": "ar", "fra": "fr", "fre": "fr", "hat": "ht", "por": "pt", "deu": "de", "ger": "de",
+    "ita": "it", "pol": "pl", "hin": "hi", "jpn": "ja",
+}  # fmt: skip
+
+
+def language_code(value: str) -> str | None:
+    """ "es", "es-MX", "es_MX", "Spanish (Mexico)", "Español", "spa" -> "es"; None when unknown.
+
+    A routing preference, not a required answer: an unknown value leaves the patient at the
+    default rather than refusing the request (the raw body keeps what was sent)."""
+    text = value.strip().lower()
+    if not text:
+        return None
+    if text in LANGUAGE_WORDS:
+        return LANGUAGE_WORDS[text]
+    first = re.split(r"[-_ (,;/]", text, maxsplit=1)[0]
+    code = LANGUAGE_WORDS.get(first) or LANGUAGE_CODES3.get(first) or first
+    return code if LANGUAGE_CODE_RE.match(code) and (len(code) == 2 or code in ("hmn",)) else None
+
+
 MODE_WORDS = {
     "either": PreferredMode.EITHER, "any": PreferredMode.EITHER, "both": PreferredMode.EITHER,
     "no preference": PreferredMode.EITHER, "": PreferredMode.EITHER,
@@ -258,10 +281,7 @@ def validate_fields(
             clean[name] = None
             err(name, str(exc))
 
-    language = texts["language"].lower()
-    clean["language"] = LANGUAGE_WORDS.get(language) or (language if LANGUAGE_CODE_RE.match(language) else None)
-    if language and clean["language"] is None:
-        err("language", "Use a language code such as en or es, or its name, e.g. Spanish.")
+    clean["language"] = language_code(texts["language"])
 
     consent = parse_consent(raw.get("consent"))
     clean["consent"] = consent
@@ -294,13 +314,11 @@ def match_condition(text: str, conditions: list[Condition]) -> Condition | None:
     if not wanted:
         return None
     for c in conditions:
-        names = [
-            c.slug.replace("-", " "),
-            c.name,
-            *(c.synonyms or []),
-            *(s.replace("-", " ") for s in c.former_slugs or []),
-        ]
+        names = [c.slug.replace("-", " "), c.name, *(c.synonyms or [])]
         if wanted in {_norm(n) for n in names}:
+            return c
+    for c in conditions:  # a renamed condition's old slug, only after every current name
+        if wanted in {_norm(s.replace("-", " ")) for s in c.former_slugs or []}:
             return c
     best: tuple[int, Condition] | None = None
     padded = f" {wanted} "

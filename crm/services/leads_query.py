@@ -229,7 +229,10 @@ def _segmented_page(session, segments: list[sa.Select], page: int, per_page: int
     """One page across ``segments`` shown one after the other (each capped-counted, then only
     the parts the page falls in are fetched)."""
     offset = (page - 1) * per_page
-    counts = [capped_count(session, seg, ordered=ordered) for seg in segments]
+    # Each part is counted far enough to place this page (a part of thousands would otherwise
+    # stop at COUNT_CAP and hide its later rows); totals past COUNT_CAP still show as "500+".
+    cap = max(COUNT_CAP, offset + per_page + 1)
+    counts = [capped_count(session, seg, cap, ordered=ordered) for seg in segments]
     items: list[Lead] = []
     skip = offset
     for seg, (n, _) in zip(segments, counts, strict=True):
@@ -241,13 +244,14 @@ def _segmented_page(session, segments: list[sa.Select], page: int, per_page: int
         items += _fetch(session, seg, skip, per_page - len(items))
         skip = 0
     total = sum(n for n, _ in counts)
+    capped = any(c for _, c in counts) or total > COUNT_CAP
     return QueuePage(
         items=items,
         page=page,
         per_page=per_page,
-        has_next=offset + len(items) < total,
-        total=total,
-        capped=any(c for _, c in counts),
+        has_next=offset + len(items) < total or any(c for _, c in counts),
+        total=min(total, COUNT_CAP) if capped else total,
+        capped=capped,
     )
 
 
