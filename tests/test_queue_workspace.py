@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from crm.models import AuditLog, LeadEvent
 from crm.models.enums import EventKind, LeadStatus
 from tests.factories import UserFactory
-from tests.test_queue_helpers import form_post, make_lead
+from tests.test_queue_helpers import form_post, make_lead, matched_lead
 
 S = LeadStatus
 
@@ -29,9 +29,14 @@ def test_workspace_shows_patient_local_time_window_and_shortcuts(client, auth, d
     html = client.get(f"/leads/{lead.id}").get_data(as_text=True)
     assert 'data-local-clock data-tz="Pacific/Honolulu"' in html and "HST" in html
     assert "calling window" in html
-    for key in ("c", "t", "f", "b", "s", "q", "n"):
+    for key in ("c", "t", "f", "s", "q", "n"):
         assert f'data-shortcut="{key}"' in html
     assert "<script>" not in html  # CSP: no inline scripts
+    # Not matched yet: nobody to book, and the page says so instead of asking for a physician id.
+    assert "Nobody to book yet" in html and 'name="physician_id"' not in html
+    matched, _ = matched_lead(db, assignee=specialist)
+    booking = client.get(f"/leads/{matched.id}").get_data(as_text=True)
+    assert 'data-shortcut="b"' in booking and "Nobody to book" not in booking
 
 
 def test_the_second_save_gets_a_conflict_message(client, auth, db, specialist):
