@@ -55,7 +55,7 @@ def init_app(app) -> None:
         if signed_out and not public and not wants_json():
             # The session (and its form token) ended while the page was open: say so, and come
             # back to that page after signing in, instead of a dead-end error page.
-            flash(idle_sign_out_message(app) + " What you had just sent was not saved.", "info")
+            flash(idle_sign_out_message(app), "info")
             return redirect(url_for("auth.login", next=referrer_path()))
         return error_response(400, CSRF_MESSAGE)
 

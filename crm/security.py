@@ -69,8 +69,10 @@ def return_url() -> str:
 
 
 def idle_sign_out_message(app) -> str:
+    """Why the user is on the sign-in page; a form sent with the request was not saved."""
     minutes = max(round(app.config["IDLE_TIMEOUT"].total_seconds() / 60), 1)
-    return f"You were signed out after {minutes} minute{'s' if minutes != 1 else ''} without activity."
+    message = f"You were signed out after {minutes} minute{'s' if minutes != 1 else ''} without activity."
+    return message if request.method == "GET" else message + " What you had just sent was not saved."
 
 
 def role_required(*roles):
@@ -110,13 +112,9 @@ def init_app(app) -> None:
             abort(401)
         if request.method == "GET":
             flash(login_manager.login_message, login_manager.login_message_category)
-            back = request.full_path.rstrip("?")
-        else:
-            # A form posted once the session had ended: back to the page it was sent from, not
-            # to the post's own address (which has no page to show).
-            flash(idle_sign_out_message(app) + " What you had just sent was not saved.", "info")
-            back = referrer_path()
-        return redirect(url_for("auth.login", next=back))
+        else:  # a form posted once the session had ended
+            flash(idle_sign_out_message(app), "info")
+        return redirect(url_for("auth.login", next=return_url()))
 
     @login_manager.user_loader
     def load_user(token: str):
@@ -145,14 +143,9 @@ def init_app(app) -> None:
             session.clear()
             if request.path.startswith(("/api/", "/webhooks/")) or request.endpoint == "auth.keepalive":
                 abort(401)
-            # A form posted after the limit is not saved: sign in again lands back on its page.
-            back = request.full_path if request.method == "GET" else referrer_path()
-            flash(
-                idle_sign_out_message(app)
-                + (" What you had just sent was not saved." if request.method == "POST" else ""),
-                "info",
-            )
-            return redirect(url_for("auth.login", next=back))
+            # Sign in again lands back on the page (for a post: the page it was sent from).
+            flash(idle_sign_out_message(app), "info")
+            return redirect(url_for("auth.login", next=return_url()))
         session["last_seen"] = now
         session.permanent = True
         return None

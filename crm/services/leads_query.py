@@ -219,7 +219,7 @@ def mine_segments(user: User, f: Filters, now: datetime, ids: list[int] | None =
     booked = Lead.status == LeadStatus.BOOKED.value
     return [
         mine.where(Lead.next_follow_up_at <= now),
-        mine.where(no_step, Lead.status != LeadStatus.BOOKED.value),
+        mine.where(no_step, ~booked),
         mine.where(Lead.next_follow_up_at > now),
         mine.where(no_step, booked),
     ]
