@@ -181,6 +181,28 @@ def test_the_patient_picks_the_language_we_should_speak(client, db, conditions):
     assert bad.status_code == 200 and "Not a valid choice" in bad.get_data(as_text=True)
 
 
+def test_a_returning_patients_answers_on_file_survive_the_forms_untouched_defaults(client, db, conditions):
+    # First request in Spanish, by text, in the evening; the second sends the form as it starts.
+    first = form_data(language="es", preferred_contact_method="text", preferred_contact_time="evening")
+    assert client.post("/conditions/dystonia", data=first).status_code == 302
+    again = form_data(
+        idempotency_token="a" * 32, language="en", preferred_contact_method="phone", preferred_contact_time="any"
+    )
+    assert client.post("/conditions/dystonia", data=again).status_code == 302
+    patient = db.session.scalar(sa.select(Patient))
+    assert (patient.language, patient.preferred_contact_method, patient.preferred_contact_time) == (
+        "es",
+        "text",
+        "evening",
+    )
+    # An answer the patient changed is still taken.
+    changed = form_data(idempotency_token="b" * 32, language="vi", preferred_contact_method="email")
+    assert client.post("/conditions/dystonia", data=changed).status_code == 302
+    db.session.expire_all()
+    patient = db.session.scalar(sa.select(Patient))
+    assert (patient.language, patient.preferred_contact_method) == ("vi", "email")
+
+
 def test_double_submit_with_the_same_token_makes_one_lead(client, db, conditions):
     for _ in range(3):
         assert client.post("/conditions/dystonia", data=form_data()).status_code == 302

@@ -8,6 +8,8 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, RadioField, SelectField, StringField, TelField, TextAreaField
 from wtforms.validators import Optional
 
+from crm.services.intake import FORM_CONTACT_DEFAULTS
+
 CONSENT_TEXT = (
     "I agree that a patient support specialist may contact me by phone, text message or email about "
     "this request and to help me book an appointment with a certified physician. Message and data "
@@ -60,9 +62,13 @@ class RequestForm(FlaskForm):
         "Or describe it in your own words", render_kw={"maxlength": 200, "placeholder": "e.g. muscle spasms"}
     )
     preferred_mode = RadioField("How would you like to see the physician?", choices=VISIT_MODES, default="either")
-    preferred_contact_method = SelectField("Best way to reach you", choices=CONTACT_METHODS, default="phone")
-    preferred_contact_time = SelectField("Best time to reach you", choices=CONTACT_TIMES, default="any")
-    language = SelectField("Language we should speak", choices=LANGUAGES, default="en")
+    preferred_contact_method = SelectField(
+        "Best way to reach you", choices=CONTACT_METHODS, default=FORM_CONTACT_DEFAULTS["preferred_contact_method"]
+    )
+    preferred_contact_time = SelectField(
+        "Best time to reach you", choices=CONTACT_TIMES, default=FORM_CONTACT_DEFAULTS["preferred_contact_time"]
+    )
+    language = SelectField("Language we should speak", choices=LANGUAGES, default=FORM_CONTACT_DEFAULTS["language"])
     message = TextAreaField("Anything we should know? (optional)", render_kw={"rows": 3, "maxlength": 2000})
     consent = BooleanField("I agree to be contacted", validators=[Optional()])
     # Honeypot: hidden from people by CSS; bots fill it in.

@@ -102,6 +102,8 @@ LANGUAGE_WORDS = {
     "haitian creole": "ht", "creole": "ht", "portuguese": "pt", "português": "pt", "german": "de",
     "italian": "it", "polish": "pl", "hindi": "hi", "japanese": "ja", "hmong": "hmn",
 }  # fmt: skip
+# The public form's preselected answers (crm/intake/forms.py starts on them).
+FORM_CONTACT_DEFAULTS = {"language": "en", "preferred_contact_method": "phone", "preferred_contact_time": "any"}
 LANGUAGE_CODE_RE = re.compile(r"^[a-z]{2,3}$")
 # ISO 639-2 codes some tools send, for the languages above.
 LANGUAGE_CODES3 = {
@@ -861,6 +863,12 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
         wording_known = item.channel == InboxChannel.FORM or bool(clean["consent_text"])
         if patient.consent_at is None or wording_known:
             contact.update(consent)
+        if item.channel == InboxChannel.FORM:
+            # The form starts on these answers, so one sent unchanged says nothing new: it must
+            # not replace what the patient or a specialist put on file before (Spanish, say).
+            for name, default in FORM_CONTACT_DEFAULTS.items():
+                if contact.get(name) == default:
+                    del contact[name]
         for name, value in contact.items():
             setattr(patient, name, value)
         target = dedupe.open_resubmission_target(patient, condition.id if condition else None, condition_text, now)
