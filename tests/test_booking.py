@@ -168,7 +168,7 @@ def test_a_match_list_gone_stale_is_checked_again_at_booking(db, specialist):
     refused("registration expired 2026-11-17")
     registration.state = "GA"
     refused("no registration in FL")
-    registration.state, registration.expires_on = "FL", WED.date()  # valid through its expiry day
+    registration.state, registration.expires_on = "FL", LATER.date()  # valid through the visit's day
     lead.condition = ConditionFactory(name="Dystonia", slug="dystonia")
     doc.conditions = [ConditionFactory(name="Glaucoma", slug="glaucoma")]
     refused("does not treat dystonia")
@@ -187,7 +187,23 @@ def test_a_registration_is_valid_through_its_expiry_day_in_the_patients_time(db,
     doc.registrations[0].expires_on = WED.date()
     db.session.flush()
     evening = WED + timedelta(hours=11)  # 20:00 in Miami, already Thursday in UTC
-    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=evening)
+    late_visit = evening + timedelta(hours=3)  # 23:00 in Miami, still Wednesday there
+    booking.book(lead, physician_id=doc.id, starts_at=late_visit, mode="in_person", actor=specialist, now=evening)
+
+
+def test_a_visit_after_the_registration_expires_is_refused(db, specialist):
+    """The match is made today, but the physician certifies on the visit's day: a registration
+    that has lapsed by then makes the visit useless to the patient."""
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    doc.registrations[0].expires_on = LATER.date() - timedelta(days=1)
+    db.session.flush()
+    with pytest.raises(BookingError, match="FL registration expires on 2026-11-19, before this visit"):
+        booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    assert lead.appointments == [] and lead.status != LeadStatus.BOOKED
+    # On the expiry day itself, in the patient's time, the registration still holds.
+    last_day = LATER - timedelta(days=1)
+    booking.book(lead, physician_id=doc.id, starts_at=last_day, mode="in_person", actor=specialist, now=WED)
+    assert lead.status == LeadStatus.BOOKED
 
 
 def test_two_bookings_of_the_last_free_slot_do_not_both_succeed(app, db, specialist):

@@ -141,6 +141,30 @@ def test_search_by_name_email_and_phone(client, auth, db, specialist):
     assert db.session.scalar(sa.select(sa.func.count()).where(AuditLog.action == "search_leads")) == 6
 
 
+def test_search_finds_names_that_have_spaces_of_their_own(client, auth, db, specialist):
+    cruz = make_lead(db, first_name="Ana Sofía", last_name="De La Cruz")
+    mary = make_lead(db, first_name="Mary Ann", last_name="O'Neil")
+    other = make_lead(db, first_name="Ana", last_name="Delgado")
+    leads = [cruz, mary, other]
+    auth.as_user(specialist)
+    expected = {
+        "de la cruz": [cruz.id],
+        "Ana De La Cruz": [cruz.id],
+        "ana sofía de la": [cruz.id],
+        "De La Cruz, Ana": [cruz.id],
+        "de la cruz ana sofia": [],  # an accent is part of the name
+        "Mary Ann": [mary.id],
+        "mary ann o'neil": [mary.id],
+        "O'Neil Mary Ann": [mary.id],
+        "ana de": [cruz.id, other.id],
+        "ana del": [other.id],
+        "garcia ana": [],
+    }
+    for q, ids in expected.items():
+        html = client.get("/queue", query_string={"view": "all", "q": q}).get_data(as_text=True)
+        assert sorted(ids_on(html, leads)) == sorted(ids), q
+
+
 def test_bad_filter_input_gives_field_errors_not_500(client, auth, db, specialist, three):
     auth.as_user(specialist)
     cases = {

@@ -10,7 +10,7 @@ event). An outcome of ``completed`` completes the lead; ``cancelled`` and
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -95,6 +95,14 @@ def book(
         raise BookingError(
             f"{physician.full_name} can no longer be booked for this lead: {refusal}. "
             "The match list is out of date: press Re-match for a current one."
+        )
+    # Certifying is legal only under a current registration: on the visit's day, not just today.
+    expires_on = registration_expiry(physician, lead.patient.state)
+    visit_day = starts_at.astimezone(patient_zone(lead.patient)).date()
+    if expires_on is not None and visit_day > expires_on:
+        raise BookingError(
+            f"{physician.full_name}'s {lead.patient.state.upper()} registration expires on "
+            f"{expires_on.isoformat()}, before this visit: book on or before that day, or another physician."
         )
     clash = db.session.scalar(
         sa.select(Appointment.id).where(
@@ -191,6 +199,12 @@ def build_ics(appt: Appointment, *, now: datetime | None = None) -> str:
     ev.add("sequence", 0)
     cal.add_component(ev)
     return cal.to_ical().decode("utf-8")
+
+
+def registration_expiry(physician: Physician, state: str | None) -> date | None:
+    """When ``physician``'s registration in ``state`` expires (None: no such registration)."""
+    state = (state or "").upper()
+    return next((r.expires_on for r in physician.registrations if r.state == state), None)
 
 
 def patient_zone(patient) -> ZoneInfo:

@@ -35,6 +35,7 @@ OPEN_SQL = "leads.status IN ('new', 'attempting', 'contacted', 'booked')"
 OPEN = sa.text(OPEN_SQL)
 PER_PAGE = 25
 MAX_PAGE = 2_000
+MAX_NAME_WORDS = 6  # words of a name search used (a name longer than that is still found by its start)
 SEARCH_CAP = 1_000  # patients a name search may match before we ask for more of the name
 
 
@@ -111,23 +112,19 @@ def patient_search_clause(q: str):
             else:
                 raise SearchError("Type the full phone number (10 digits) to search by phone.") from None
         return Patient.phone == phone
-    parts = [p for p in re.split(r"[\s,]+", q.lower()) if p][:3]
-    if not parts:
+    words = [w for w in re.split(r"[\s,]+", q.lower()) if w][:MAX_NAME_WORDS]
+    if not words:
         raise SearchError("Type a name, an email or a phone number.")
     first, last = sa.func.lower(Patient.first_name), sa.func.lower(Patient.last_name)
-    if len(parts) == 2:
-        # "Ana Garcia" / "Garcia Ana": each branch is a range on the (last name, first name) index,
-        # so only the matching patients are read from the table.
-        a, b = parts
-        return sa.or_(
-            sa.and_(_prefix(last, b), _prefix(first, a)),
-            sa.and_(_prefix(last, a), _prefix(first, b)),
-        )
-    clauses = [sa.or_(_prefix(first, p), _prefix(last, p)) for p in parts]
-    if len(parts) > 2:
-        # One of the words is the last name: start from the selective last-name index.
-        clauses.insert(0, sa.or_(*(_prefix(last, p) for p in parts)))
-    return sa.and_(*clauses)
+    # Names have spaces of their own ("Mary Ann", "De La Cruz"): the words are one name (first or
+    # last) or split once into first + last, in either order ("Ana De La Cruz", "Garcia, Ana").
+    # Every branch is a range on a name index, so only matching patients are read.
+    whole = " ".join(words)
+    branches = [_prefix(last, whole), _prefix(first, whole)]
+    for k in range(1, len(words)):
+        a, b = " ".join(words[:k]), " ".join(words[k:])
+        branches += [sa.and_(_prefix(last, b), _prefix(first, a)), sa.and_(_prefix(last, a), _prefix(first, b))]
+    return sa.or_(*branches)
 
 
 def _prefix(expr, prefix: str):
