@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from crm.models import AuditLog, Notification, Physician, Registration
 from crm.services import directory
 from tests.factories import ConditionFactory, PhysicianFactory, UserFactory, valid_npi
+from tests.test_geocoding import fake_online  # noqa: F401 - a fixture used below
 from tests.test_physician_csv import row, to_csv
 
 TODAY = date.today()
@@ -506,3 +507,52 @@ def test_directory_detail_has_edit_link_for_admins(client, auth, admin, db):
 
 def test_directory_requires_login(client):
     assert client.get("/physicians").status_code == 302
+
+
+def test_with_an_online_geocoder_the_web_import_leaves_addresses_to_the_retry_job(
+    client,
+    auth,
+    admin,
+    db,
+    app,
+    tmp_path,
+    fake_online,  # noqa: F811 - the fixture imported above
+):
+    """An online service answers about once a second: a file of new addresses located line by line
+    would outlast the request. The import saves them pending and the geocode_retry job locates them."""
+    from crm import jobs
+    from crm.models.enums import GeocodeStatus
+    from tests.test_geocoding import FakeOnline
+
+    saved = {k: app.config.get(k) for k in (*fake_online, "UPLOAD_FOLDER")}
+    app.config.update(fake_online, UPLOAD_FOLDER=str(tmp_path))
+    try:
+        auth.as_user(admin)
+        data = to_csv(
+            [
+                row(latitude="", longitude=""),
+                row(npi=valid_npi(901), last_name="Newman", street="200 Bay St", latitude="", longitude=""),
+            ]
+        )
+        preview = client.post(
+            "/admin/physicians/import",
+            data={"file": (io.BytesIO(data), "doctors.csv")},
+            content_type="multipart/form-data",
+        ).get_data(as_text=True)
+        assert "address geocoded in the background, within minutes" in preview
+        assert "2 addresses will be located in the background" in preview
+        token = next(iter(tmp_path.iterdir())).name.split("-", 2)[2].removesuffix(".csv")
+        done = client.post("/admin/physicians/import/commit", data={"token": token}).get_data(as_text=True)
+        assert "2 created" in done and "2 addresses are located in the background" in done
+        assert FakeOnline.queries == []  # nothing asked in the request
+        doctors = list(db.session.scalars(sa.select(Physician)))
+        assert {d.geocode_status for d in doctors} == {GeocodeStatus.PENDING}
+
+        FakeOnline.answers = type("Any", (dict,), {"get": lambda self, q, default=None: (25.77, -80.19, {})})()
+        with app.test_request_context():
+            jobs.geocode_retry(datetime.now(UTC))
+        db.session.expire_all()
+        assert len(FakeOnline.queries) == 2
+        assert {d.geocode_status for d in db.session.scalars(sa.select(Physician))} == {GeocodeStatus.OK}
+    finally:
+        app.config.update(saved)

@@ -16,6 +16,7 @@ from crm.models import Condition, Physician
 from crm.models.enums import GeocodeStatus
 from crm.services import audit, directory, physician_csv
 from crm.services.contact import format_phone
+from crm.services.geocoding import get_geocoder
 
 
 def _filters_from_request() -> tuple[PhysicianFilterForm, directory.PhysicianFilters, dict]:
@@ -210,7 +211,7 @@ def physicians_import():
     form = CsvUploadForm()
     if form.validate_on_submit():
         data = form.file.data.read()
-        report = physician_csv.plan_import(data)
+        report = physician_csv.plan_import(data, geocode_later=_geocode_later())
         token = None
         if not report.file_error:
             token = physician_csv.store_upload(_upload_folder(), current_user.id, data)
@@ -226,6 +227,12 @@ def physicians_import():
     return render_template("admin/physicians/import.html", form=form, report=None, columns=physician_csv.COLUMNS)
 
 
+def _geocode_later() -> bool:
+    """An online geocoder answers about once a second: a file of new addresses would outlast the
+    request, so the geocode_retry job locates them. The offline one is instant: done in line."""
+    return not get_geocoder(current_app.config).deterministic
+
+
 @bp.post("/physicians/import/commit")
 def physicians_import_commit():
     form = CsvCommitForm()
@@ -234,7 +241,8 @@ def physicians_import_commit():
     if data is None:
         flash("That upload was already imported or has expired. Upload the file again.", "warning")
         return redirect(url_for("admin.physicians_import"))
-    report = physician_csv.import_csv(data)  # validated again: the directory may have changed
+    # Validated again: the directory may have changed since the preview.
+    report = physician_csv.import_csv(data, geocode_later=_geocode_later())
     db.session.commit()
     physician_csv.discard_upload(_upload_folder(), current_user.id, token)
     flash(report.summary(), "success" if report.ok else "warning")

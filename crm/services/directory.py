@@ -309,11 +309,13 @@ def save_physician(
     *,
     conditions_by_slug: dict[str, Condition] | None = None,
     coordinates_are_authoritative: bool = True,
+    geocode_later: bool = False,
 ) -> SaveResult:
     """Create or update one physician with its conditions and registrations.
 
     Coordinates: see ``geocode_needed`` (new coordinates are used as given; the stored ones
-    with a changed address, or none, mean the address is geocoded).
+    with a changed address, or none, mean the address is geocoded). ``geocode_later``: leave
+    the address ``pending`` for the ``geocode_retry`` job instead of calling the geocoder now.
     """
     created = physician is None
     changes = changed_fields(physician, data)
@@ -345,7 +347,12 @@ def save_physician(
     if geocode:
         if address_changed:  # old coordinates belong to the old address
             physician.latitude = physician.longitude = physician.geocode_precision = None
-        geocoded = _geocode(physician)
+        if geocode_later:
+            physician.geocode_status = GeocodeStatus.PENDING
+            physician.geocode_attempts, physician.geocode_error = 0, None
+            physician.geocode_next_at = datetime.now(UTC)
+        else:
+            geocoded = _geocode(physician)
     elif coords_new:
         physician.latitude, physician.longitude = data.latitude, data.longitude
         physician.geocode_precision = GeocodePrecision.ROOFTOP

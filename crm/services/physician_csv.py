@@ -76,6 +76,7 @@ class ImportReport:
     lines: list[LineResult] = field(default_factory=list)
     file_error: str | None = None
     applied: bool = False
+    geocode_later: bool = False  # addresses left to the geocode_retry job (an online geocoder)
 
     def count(self, action: str) -> int:
         return sum(1 for line in self.lines if line.action == action)
@@ -83,6 +84,13 @@ class ImportReport:
     @property
     def counts(self) -> dict[str, int]:
         return {a: self.count(a) for a in (CREATE, UPDATE, UNCHANGED, ERROR)}
+
+    @property
+    def background_geocodes(self) -> int:
+        """Addresses this import leaves to the geocode_retry job."""
+        if not self.geocode_later:
+            return 0
+        return sum(1 for line in self.lines if line.geocode and line.action in (CREATE, UPDATE))
 
     @property
     def errors(self) -> list[LineResult]:
@@ -105,6 +113,9 @@ class ImportReport:
         else:
             head = f"Dry run: {c[CREATE]} would be created, {c[UPDATE]} updated, {c[UNCHANGED]} unchanged"
         tail = f", {c[ERROR]} line(s) with errors" if c[ERROR] else ", no errors"
+        if self.background_geocodes:
+            verb = "are" if self.applied else "would be"
+            tail += f"; {self.background_geocodes} address(es) {verb} located in the background"
         return f"{head}{tail} ({len(self.lines)} line(s) read)."
 
 
@@ -302,9 +313,12 @@ def _load_existing(npis: list[str]) -> dict[str, Physician]:
     return found
 
 
-def plan_import(data: bytes) -> ImportReport:
-    """Validate every line and say what it would do. Reads the database, writes nothing."""
-    report = ImportReport()
+def plan_import(data: bytes, *, geocode_later: bool = False) -> ImportReport:
+    """Validate every line and say what it would do. Reads the database, writes nothing.
+
+    ``geocode_later``: addresses are left to the ``geocode_retry`` job rather than geocoded line
+    by line (a web request cannot wait for an online geocoder's one call a second)."""
+    report = ImportReport(geocode_later=geocode_later)
     try:
         header, records = read_rows(decode(data))
     except CSVFileError as exc:
@@ -357,6 +371,8 @@ def plan_import(data: bytes) -> ImportReport:
                     if stale
                     else "address geocoded"
                 )
+                if geocode_later:
+                    result.geocode += " in the background, within minutes"
         report.lines.append(result)
     return report
 
@@ -383,7 +399,10 @@ def apply_import(
         try:
             with db.session.begin_nested():
                 result = directory.save_physician(
-                    line.data, existing.get(line.npi), conditions_by_slug=conditions_by_slug
+                    line.data,
+                    existing.get(line.npi),
+                    conditions_by_slug=conditions_by_slug,
+                    geocode_later=report.geocode_later,
                 )
                 line.physician_id = result.physician.id
                 audit.record(
@@ -407,9 +426,14 @@ def apply_import(
 
 
 def import_csv(
-    data: bytes, *, dry_run: bool = False, progress: Callable[[int], None] | None = None, detail: dict | None = None
+    data: bytes,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+    detail: dict | None = None,
+    geocode_later: bool = False,
 ) -> ImportReport:
-    report = plan_import(data)
+    report = plan_import(data, geocode_later=geocode_later)
     return report if dry_run else apply_import(report, progress, detail=detail)
 
 
