@@ -118,3 +118,7 @@ def configure(app) -> None:
             h.addFilter(PiiScrubFilter())
     app.logger.setLevel(level)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # APScheduler says "Running job" and "executed successfully" for every run (enrich_new: every
+    # 5 s). run_job logs each run that did something, and every failure, itself; misfires
+    # ("was missed by") are warnings and still show.
+    logging.getLogger("apscheduler.executors").setLevel(max(level, logging.WARNING))

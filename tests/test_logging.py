@@ -59,3 +59,23 @@ def test_a_database_error_quoting_the_row_is_logged_without_it(app, db, caplog):
     if db.engine.dialect.name == "postgresql":
         assert canary in str(caught)  # what would have been written without the withholding
         assert "detail withheld" in logged and "detail withheld" in error_text(caught)
+
+
+def test_the_scheduler_does_not_log_every_run_of_every_job(app, caplog):
+    """enrich_new runs every 5 s: APScheduler's own "Running job" / "executed successfully" lines
+    would bury the log. Our run_job logs runs that did something; a misfire warning still shows."""
+    import logging
+    import threading
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    ran = threading.Event()
+    scheduler = BackgroundScheduler()
+    scheduler.add_job(ran.set, id="tick")
+    with caplog.at_level(logging.INFO):  # the root logger at INFO, as `make run` and production log
+        scheduler.start()
+        assert ran.wait(5)
+        scheduler.shutdown(wait=True)
+    executor_lines = [r for r in caplog.records if r.name.startswith("apscheduler.executors")]
+    assert executor_lines == []
+    assert logging.getLogger("apscheduler.executors").isEnabledFor(logging.WARNING)
