@@ -100,3 +100,18 @@ def test_configuration_is_parsed_and_bad_values_are_refused():
 
 def test_unknown_zone_falls_back_instead_of_failing():
     assert is_allowed(utc(2026, 7, 15, 14, 0), "Mars/Olympus_Mons", W) is True  # read as New York
+
+
+def test_closed_until_and_its_short_label():
+    from crm.services.calling_window import closed_until, short_opening
+
+    ny = "America/New_York"
+    assert closed_until(utc(2026, 7, 15, 15, 0), ny, W) is None  # 11:00 EDT: open
+    early = utc(2026, 7, 15, 11, 29)  # 07:29 EDT Wednesday
+    opens = closed_until(early, ny, W)
+    assert opens == utc(2026, 7, 15, 13, 0) and short_opening(opens, early, ny) == "9 AM"
+    late_saturday = utc(2026, 7, 19, 1, 0)  # 21:00 EDT Saturday: Sunday is closed
+    opens = closed_until(late_saturday, ny, W)
+    assert short_opening(opens, late_saturday, ny) == "Mon 9 AM"
+    half_past = make_window("09:30-20:00")
+    assert short_opening(closed_until(early, ny, half_past), early, ny) == "9:30 AM"

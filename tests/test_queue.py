@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+import time_machine
 
 from crm.models import AuditLog
 from crm.models.enums import LeadSourceKind, LeadStatus
@@ -395,3 +397,24 @@ def test_mine_pages_reach_every_lead_of_a_part_longer_than_the_count_cap(db, spe
         seen += [x.id for x in page.items]
         assert page.has_next == (n < 4) or page.capped
     assert seen == [lead.id for lead in made]
+
+
+def row_html(html: str, lead_id: int) -> str:
+    """The queue row of one lead."""
+    return next(row for row in re.findall(r"<tr.*?</tr>", html, re.S) if f"#{lead_id}</span>" in row)
+
+
+def test_the_queue_shows_who_cannot_be_called_yet_and_from_when(client, auth, db, specialist):
+    early = datetime(2026, 11, 18, 12, 30, tzinfo=UTC)  # 07:30 in New York, 04:30 in Los Angeles
+    with time_machine.travel(early, tick=False):
+        east = make_lead(db, first_name="Early", last_name="East", timezone="America/New_York")
+        west = make_lead(db, first_name="Earlier", last_name="West", timezone="America/Los_Angeles")
+        auth.as_user(specialist)
+        html = client.get("/queue?view=unassigned").get_data(as_text=True)
+    rows = {lead.id: row_html(html, lead.id) for lead in (east, west)}
+    assert "07:30 AM EST" in rows[east.id] and "calls 9 AM" in rows[east.id]
+    assert "04:30 AM PST" in rows[west.id] and "calls 9 AM" in rows[west.id]
+    with time_machine.travel(datetime(2026, 11, 18, 15, 0, tzinfo=UTC), tick=False):  # 10:00 / 07:00
+        auth.as_user(specialist)
+        html = client.get("/queue?view=unassigned").get_data(as_text=True)
+    assert "calls" not in row_html(html, east.id) and "calls 9 AM" in row_html(html, west.id)

@@ -22,7 +22,16 @@ from crm.leads import forms as lead_forms
 from crm.models import Appointment, Condition, FollowUp, Lead, LeadEvent, Notification, Physician, User, WebhookSource
 from crm.models.enums import LeadStatus
 from crm.services import audit, booking, followups, routing, workflow
-from crm.services.calling_window import is_allowed, local_now, next_allowed, parse_local, window_from_config, zone
+from crm.services.calling_window import (
+    closed_until,
+    is_allowed,
+    local_now,
+    next_allowed,
+    parse_local,
+    short_opening,
+    window_from_config,
+    zone,
+)
 from crm.services.contact import US_STATES
 from crm.services.leads_query import VIEWS, Filters, SearchError, queue_page
 from crm.services.sla import SlaConfig, sla_state
@@ -96,6 +105,9 @@ def queue():
         f = Filters()
     cfg = SlaConfig.from_config(current_app.config)
     sla = {lead.id: sla_state(lead, now, cfg) for lead in page.items}
+    window = window_from_config(current_app.config)
+    # Whom a call may reach now: a patient outside the calling window shows when it opens.
+    closed = {lead.id: closed_until(now, lead.patient.timezone, window) for lead in page.items if lead.patient.timezone}
     args = {k: v for k, v in request.args.items(multi=False) if k != "page" and v}
     args["view"] = view
     html = render_template(
@@ -105,6 +117,9 @@ def queue():
         form=form,
         args=args,
         sla=sla,
+        closed=closed,
+        window=window,
+        short_opening=short_opening,
         now=now,
         filters_active=f.active() and not (f.q and len([v for v in f.__dict__.values() if v]) == 1),
     )

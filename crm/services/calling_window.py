@@ -144,6 +144,19 @@ def next_allowed(when: datetime, tz_name: str | None, window: Window) -> datetim
     raise AssertionError("a window with at least one day always opens within a week")
 
 
+def closed_until(now: datetime, tz_name: str | None, window: Window) -> datetime | None:
+    """None while the patient may be called; otherwise when the window next opens (aware UTC)."""
+    opens = next_allowed(now, tz_name, window)
+    return None if opens <= now else opens
+
+
+def short_opening(opens: datetime, now: datetime, tz_name: str | None) -> str:
+    """When a closed window opens, as short as a queue cell needs: "9 AM", "9:30 AM", "Mon 9 AM"."""
+    local, today = opens.astimezone(zone(tz_name)), now.astimezone(zone(tz_name)).date()
+    hour = f"{local:%I}".lstrip("0") + (f":{local:%M}" if local.minute else "") + f" {local:%p}"
+    return hour if local.date() == today else f"{local:%a} {hour}"
+
+
 def local_now(now: datetime, tz_name: str | None) -> datetime:
     return now.astimezone(zone(tz_name))
 
