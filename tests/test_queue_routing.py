@@ -217,3 +217,18 @@ def test_admin_routing_page_turns_auto_assignment_off_and_on(client, auth, db, a
     auth.logout()
     auth.as_user(specialist)
     assert client.get("/admin/routing").status_code == 403
+
+
+def test_the_jobs_table_does_not_call_a_quiet_job_that_found_nothing_to_do_never_run(client, auth, db, admin):
+    from crm import jobs
+
+    auth.as_user(admin)
+    page = client.get("/admin/routing").get_data(as_text=True)
+    enrich_row = next(row for row in page.split("<tr>") if "enrich_new" in row)
+    assert "no work yet" in enrich_row and "never" not in enrich_row
+    assert "Runs that find nothing to do are not listed." in enrich_row
+    outbox_row = next(row for row in page.split("<tr>") if ">outbox<" in row)
+    assert "never" in outbox_row and "not listed" not in outbox_row
+    jobs.run_job(jobs.JOBS_BY_ID["outbox"])  # an ordinary job records every run
+    page = client.get("/admin/routing").get_data(as_text=True)
+    assert "never" not in next(row for row in page.split("<tr>") if ">outbox<" in row)
