@@ -69,9 +69,19 @@ def test_demo_is_idempotent_and_looks_alive(app, db):
     assert states >= 10
     statuses = set(db.session.scalars(sa.select(Lead.status).distinct()))
     assert statuses == set(LeadStatus)
+    # The inbox has the deliveries the leads came from, a resent one and a rejected one.
+    from crm.models import InboxItem
+    from crm.models.enums import InboxStatus
+
+    accepted = db.session.scalars(sa.select(InboxItem.lead_id).where(InboxItem.status == InboxStatus.ACCEPTED))
+    assert sorted(accepted) == sorted(db.session.scalars(sa.select(Lead.id)))
+    inbox = {
+        s: n for s, n in db.session.execute(sa.select(InboxItem.status, sa.func.count()).group_by(InboxItem.status))
+    }
+    assert inbox == {InboxStatus.ACCEPTED: 60, InboxStatus.DUPLICATE: 1, InboxStatus.REJECTED: 1}
     second = runner.invoke(args=["crm", "demo"])
     assert second.exit_code == 0 and "already loaded" in second.output
-    assert count(Lead) == 60 and count(User) == 4
+    assert count(Lead) == 60 and count(User) == 4 and count(InboxItem) == 62
 
 
 def test_the_demo_shows_a_few_missed_speed_to_lead_targets_not_one_per_lead(app, db):

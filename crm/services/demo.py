@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from crm.models import (
     Appointment,
     Condition,
     FollowUp,
+    InboxItem,
     Lead,
     LeadEvent,
     Patient,
@@ -32,6 +34,8 @@ from crm.models.enums import (
     EventKind,
     GeocodePrecision,
     GeocodeStatus,
+    InboxChannel,
+    InboxStatus,
     LeadSourceKind,
     LeadStatus,
     LostReason,
@@ -217,6 +221,7 @@ STATUS_PLAN = (
 
 def _demo_leads(rng, count, zips, conditions, doctors, specialists, source, now, advance) -> int:
     published = [c for c in conditions if c.published] or conditions
+    delivered = []
     for i in range(count):
         status = STATUS_PLAN[i % len(STATUS_PLAN)]
         st = rng.choice(PATIENT_EXTRA_STATES) if rng.random() < 0.08 else rng.choice(DEMO_STATES)
@@ -270,11 +275,120 @@ def _demo_leads(rng, count, zips, conditions, doctors, specialists, source, now,
         db.session.add(lead)
         db.session.flush()
         _event(lead, None, EventKind.CREATED, {"channel": lead.source_kind.value}, created)
+        delivered.append((lead, i))
         if status != LeadStatus.NEW or rng.random() < 0.4:
             _advance(rng, lead, status, specialists, doctors, created, now)
         advance(1)
+    for lead, i in sorted(delivered, key=lambda pair: pair[0].created_at):  # ids in arrival order
+        _inbox_item(lead, source, i)
+    _inbox_extras(rng, source, now)
     db.session.flush()
     return count
+
+
+def _delivery(lead, i: int) -> tuple[InboxChannel, dict, str, dict]:
+    """What the form or the WordPress plugin sent for a demo lead: channel, body, id, headers."""
+    p = lead.patient
+    fields = {
+        "first_name": p.first_name,
+        "last_name": p.last_name,
+        "email": p.email,
+        "phone": p.phone,
+        "zip": p.zip,
+        "condition": lead.condition.slug,
+        "message": lead.message,
+    }
+    if lead.source_kind == LeadSourceKind.WEBHOOK:
+        msg_id = f"msg_demo{i:04d}"
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "WordPress/6.6; https://directory.example.com",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(lead.created_at.timestamp())),
+        }
+        return InboxChannel.WEBHOOK, {**fields, "consent": True}, msg_id, headers
+    # The form's item holds the validated fields under our names, as intake stores them.
+    token = f"{random.Random(i).getrandbits(128):032x}"  # the form's idempotency token
+    body = {
+        **fields,
+        "condition": lead.condition.name,
+        "consent": True,
+        "consent_text": p.consent_text,
+        "language": p.language,
+        "landing_page_url": lead.landing_page_url,
+        "utm_source": lead.utm_source,
+        "utm_medium": lead.utm_medium,
+    }
+    headers = {"content-type": "application/x-www-form-urlencoded", "user-agent": "Mozilla/5.0"}
+    return InboxChannel.FORM, body, token, headers
+
+
+def _inbox_item(lead, source, i: int) -> None:
+    """The inbox row intake would have stored for a demo lead, so /admin/inbox has history."""
+    channel, body, key, headers = _delivery(lead, i)
+    webhook = channel == InboxChannel.WEBHOOK
+    db.session.add(
+        InboxItem(
+            channel=channel,
+            source_id=source.id if webhook else None,
+            source_slug=source.slug if webhook else "form",
+            webhook_id=key,
+            dedupe_key=f"webhook:{source.id}:{key}" if webhook else f"form:{key}",
+            received_at=lead.created_at,
+            remote_ip="192.0.2.44" if webhook else "203.0.113.10",
+            headers=headers,
+            content_type="application/json",
+            body=json.dumps(body, sort_keys=True),
+            status=InboxStatus.ACCEPTED,
+            attempts=1,
+            processed_at=lead.created_at,
+            lead_id=lead.id,
+        )
+    )
+
+
+def _inbox_extras(rng, source, now) -> None:
+    """A resent delivery (duplicate) and one signed with a retired secret (rejected): what an
+    admin meets in a real inbox."""
+    first = db.session.scalar(
+        sa.select(InboxItem).where(InboxItem.channel == InboxChannel.WEBHOOK).order_by(InboxItem.received_at.desc())
+    )
+    if first is not None:
+        db.session.add(
+            InboxItem(
+                channel=InboxChannel.WEBHOOK,
+                source_id=source.id,
+                source_slug=source.slug,
+                webhook_id=first.webhook_id,
+                received_at=first.received_at + timedelta(seconds=30),
+                remote_ip=first.remote_ip,
+                headers=first.headers,
+                content_type=first.content_type,
+                body=first.body,
+                status=InboxStatus.DUPLICATE,
+                attempts=1,
+                processed_at=first.received_at + timedelta(seconds=30),
+                lead_id=first.lead_id,
+            )
+        )
+    sent = now - timedelta(hours=rng.randint(2, 20))
+    body = {"first_name": "Test", "last_name": "Submission", "email": "", "zip": "", "condition": "", "consent": True}
+    db.session.add(
+        InboxItem(
+            channel=InboxChannel.WEBHOOK,
+            source_id=source.id,
+            source_slug=source.slug,
+            webhook_id="msg_demo_retired_secret",
+            received_at=sent,
+            remote_ip="192.0.2.44",
+            headers={"content-type": "application/json", "webhook-id": "msg_demo_retired_secret"},
+            content_type="application/json",
+            body=json.dumps(body),
+            status=InboxStatus.REJECTED,
+            error="[401] invalid signature",
+            processed_at=sent,
+        )
+    )
 
 
 def _event(lead, actor, kind, data, at):
