@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+import time_machine
 
 from crm.extensions import db as _db
 from crm.models import Lead, LeadEvent, User
 from crm.models.enums import EventKind, LeadStatus
 from crm.services import routing, settings
+from crm.services.calling_window import make_window
 from crm.services.routing import AssignmentError, auto_assign, auto_assign_sweep, claim_next
 from tests.factories import UserFactory
 from tests.test_queue_helpers import form_post, make_lead
@@ -53,6 +55,9 @@ def test_get_next_points_to_booked_leads_left_without_an_owner(client, auth, db,
     assert "1 booked lead has no owner" in html and f"/leads/{booked.id}" in html
 
 
+WINDOW = make_window()
+
+
 def _claim_in_threads(app, user_ids: list[int]) -> list[int | None]:
     barrier = threading.Barrier(len(user_ids))
     results: list[int | None] = [None] * len(user_ids)
@@ -65,7 +70,7 @@ def _claim_in_threads(app, user_ids: list[int]) -> list[int | None]:
                 user = _db.session.get(User, uid)  # after the barrier: no pooled connection held while waiting
                 for _ in range(20):  # SQLite: a busy database is retried, never double-assigned
                     try:
-                        lead = claim_next(user)
+                        lead = claim_next(user, window=WINDOW)  # as the button does
                         results[i] = lead.id if lead else None
                         _db.session.commit()
                         break
@@ -232,3 +237,28 @@ def test_the_jobs_table_does_not_call_a_quiet_job_that_found_nothing_to_do_never
     jobs.run_job(jobs.JOBS_BY_ID["outbox"])  # an ordinary job records every run
     page = client.get("/admin/routing").get_data(as_text=True)
     assert "never" not in next(row for row in page.split("<tr>") if ">outbox<" in row)
+
+
+def test_get_next_hands_out_the_most_urgent_lead_that_can_be_called_now(client, auth, db, specialist):
+    ten_in_new_york = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # 07:00 in Los Angeles
+    with time_machine.travel(ten_in_new_york, tick=False):
+        hour = timedelta(hours=1)
+        west = make_lead(db, timezone="America/Los_Angeles", created_at=ten_in_new_york - 3 * hour)
+        west_by_email = make_lead(
+            db, timezone="America/Los_Angeles", preferred_contact_method="email", created_at=ten_in_new_york - 2 * hour
+        )
+        east = make_lead(db, timezone="America/New_York", created_at=ten_in_new_york - hour)
+        auth.as_user(specialist)
+        got = [client.post("/queue/next").headers["Location"] for _ in range(3)]
+    # West's patient cannot be rung before 9: email first, then New York, then west (nobody else left).
+    assert got == [f"/leads/{west_by_email.id}", f"/leads/{east.id}", f"/leads/{west.id}"]
+
+
+def test_without_a_window_or_anyone_reachable_get_next_goes_by_urgency_alone(db, specialist):
+    night = datetime(2026, 11, 18, 6, 0, tzinfo=UTC)  # 01:00 in New York, 22:00 in Los Angeles
+    west = make_lead(db, timezone="America/Los_Angeles", created_at=night - timedelta(hours=3))
+    later_west = make_lead(db, timezone="America/Los_Angeles", created_at=night - timedelta(hours=2))
+    make_lead(db, timezone="America/New_York", created_at=night - timedelta(hours=1))
+    assert claim_next(specialist, now=night, window=WINDOW).id == west.id  # nobody reachable: the oldest
+    morning = night + timedelta(hours=9)  # 10:00 in New York, 07:00 in Los Angeles
+    assert claim_next(UserFactory(), now=morning).id == later_west.id  # no window: urgency alone

@@ -135,7 +135,8 @@ def queue():
 @bp.post("/queue/next")
 @login_required
 def get_next():
-    lead = routing.claim_next(current_user._get_current_object())
+    window = window_from_config(current_app.config)
+    lead = routing.claim_next(current_user._get_current_object(), window=window)
     if lead is None:
         db.session.rollback()
         if wants_json():

@@ -2,10 +2,12 @@
 
 A lead is never assigned to two specialists at once:
 
-- ``claim_next`` is one ``UPDATE ... WHERE id = (SELECT ... LIMIT 1) AND assignee_id
-  IS NULL RETURNING id``; on PostgreSQL the inner SELECT is ``FOR UPDATE SKIP
-  LOCKED``, so two specialists pressing the button at once get two different
-  leads; on SQLite the single UPDATE holds the write lock for the whole statement.
+- ``claim_next`` reads the most urgent unassigned leads, chooses one (the first whose patient
+  can be called now), then claims it with one ``UPDATE ... WHERE id = (SELECT id ... AND
+  assignee_id IS NULL) AND assignee_id IS NULL RETURNING id``; on PostgreSQL the inner SELECT
+  is ``FOR UPDATE SKIP LOCKED``. A lead someone else claimed first (or holds the lock of)
+  updates nothing, and the next choice is tried, so two specialists pressing the button at
+  once get two different leads; on SQLite the UPDATE holds the write lock for the statement.
 - ``auto_assign`` and manual assignment go through the ORM, whose optimistic
   version check (``Lead.version``) refuses a save based on a stale read.
 """
@@ -20,8 +22,9 @@ from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
 from crm.extensions import db
-from crm.models import Lead, User
-from crm.models.enums import EventKind, LeadStatus, Role
+from crm.models import Lead, Patient, User
+from crm.models.enums import ContactMethod, EventKind, LeadStatus, Role
+from crm.services.calling_window import Window, is_allowed
 from crm.services.leads_query import OPEN as OPEN_SQL
 from crm.services.settings import auto_assign_enabled
 from crm.services.timeline import add_event
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 OPEN = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED, LeadStatus.BOOKED)]
 WORKABLE = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED)]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+REACH_LOOKAHEAD = 200  # unassigned leads Get next looks through for one reachable now
 
 
 class AssignmentError(ValueError):
@@ -42,31 +46,41 @@ def urgency_order():
     return (Lead.priority.desc(), Lead.created_at.asc(), Lead.id.asc())
 
 
-def claim_next(user: User, *, now: datetime | None = None) -> Lead | None:
-    """Atomically assign the most urgent unassigned lead to ``user``; None when the pool is empty."""
+def claim_next(user: User, *, now: datetime | None = None, window: Window | None = None) -> Lead | None:
+    """Atomically assign the most urgent unassigned lead to ``user``; None when the pool is empty.
+
+    With a calling ``window``, the most urgent lead whose patient can be reached now comes first
+    (inside their calling window, or preferring email, or in an unknown zone); when nobody among
+    the next ``REACH_LOOKAHEAD`` can be, the most urgent of all."""
     now = now or datetime.now(UTC)
     t = Lead.__table__.c
     candidates = (
-        sa.select(Lead.id)
+        sa.select(Lead.id, Patient.timezone, Patient.preferred_contact_method)
+        .join(Patient, Patient.id == Lead.patient_id)
         .where(Lead.assignee_id.is_(None), OPEN_SQL, Lead.status != LeadStatus.BOOKED.value)
         .order_by(*urgency_order())
-        .limit(1)
+        .limit(REACH_LOOKAHEAD if window is not None else 1)
     )
-    pick = candidates
-    if db.session.get_bind().dialect.name == "postgresql":
-        pick = candidates.with_for_update(skip_locked=True)
-    stmt = (
-        sa.update(Lead.__table__)
-        .where(t.id == pick.scalar_subquery(), t.assignee_id.is_(None))
-        .values(assignee_id=user.id, assigned_at=now, version=t.version + 1, updated_at=now)
-        .returning(t.id)
-    )
-    for _ in range(5):  # SQLite: a concurrent writer may have taken the row between plans
-        lead_id = db.session.execute(stmt).scalar()
+    postgres = db.session.get_bind().dialect.name == "postgresql"
+    passed: set[int] = set()
+    for _ in range(8):  # another specialist may take the chosen lead first: choose again
+        rows = db.session.execute(candidates.where(Lead.id.not_in(passed)) if passed else candidates).all()
+        if not rows:
+            return None
+        choice = next((r.id for r in rows if _reachable(r, now, window)), rows[0].id)
+        free = sa.select(t.id).where(t.id == choice, t.assignee_id.is_(None), OPEN_SQL)
+        if postgres:  # a lead another claimer holds is passed over, not waited for
+            free = free.with_for_update(skip_locked=True)
+        claim = (
+            sa.update(Lead.__table__)
+            .where(t.id == free.scalar_subquery(), t.assignee_id.is_(None))
+            .values(assignee_id=user.id, assigned_at=now, version=t.version + 1, updated_at=now)
+            .returning(t.id)
+        )
+        lead_id = db.session.execute(claim).scalar()
         if lead_id is not None:
             break
-        if db.session.scalar(candidates) is None:
-            return None
+        passed.add(choice)
     else:
         return None
     lead = db.session.get(Lead, lead_id, populate_existing=True)
@@ -74,6 +88,12 @@ def claim_next(user: User, *, now: datetime | None = None) -> Lead | None:
     add_event(lead, EventKind.ASSIGNED, {"to": user.id, "by": "get_next"}, actor=user, at=now)
     _move_follow_ups(lead, None, user)
     return lead
+
+
+def _reachable(row, now: datetime, window: Window | None) -> bool:
+    if window is None or row.preferred_contact_method == ContactMethod.EMAIL or not row.timezone:
+        return True
+    return is_allowed(now, row.timezone, window)
 
 
 def unowned_booked_count() -> int:
