@@ -35,7 +35,15 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     lead.created_at = now - timedelta(minutes=40)
     lead.condition_text = "Dystonia"
     for i in range(4):  # a few more waiting leads so the queue looks like a real morning
-        make_lead(db, created_at=now - timedelta(minutes=10 + i), commit=False, last_name=f"Waiting{i}")
+        # Same zone as Rosa: Get next prefers patients it may ring now, so at an hour when Phoenix is
+        # outside the calling window a New York patient would jump ahead; equal zones leave urgency to decide.
+        make_lead(
+            db,
+            created_at=now - timedelta(minutes=10 + i),
+            commit=False,
+            last_name=f"Waiting{i}",
+            timezone="America/Phoenix",
+        )
     db.session.commit()
 
     page.goto(f"{live_server.url}/login")
