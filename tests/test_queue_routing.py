@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -171,6 +172,51 @@ def test_auto_assign_sweep_hands_out_waiting_leads(app, db, on_shift, admin):
     assert auto_assign_sweep(datetime.now(UTC)) == 3  # then everyone is full
     db.session.commit()
     assert db.session.scalar(sa.select(sa.func.count()).where(Lead.assignee_id.is_(None))) == 2
+
+
+def test_two_assigners_at_once_never_push_a_specialist_past_capacity(app, db, on_shift, admin, monkeypatch):
+    """The enrich_new and auto_assign jobs (two scheduler threads) route at the same moment, and
+    both count Kim's open leads before either has committed: only one of them may give her a
+    lead. Without the advisory lock both counted 0 of 1 and she ended with 2."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time; the lock is PostgreSQL's (CRM_TEST_DB=postgresql+psycopg://...)")
+    settings.set_setting(settings.AUTO_ASSIGN, True, actor=admin)
+    kim = on_shift(name="Kim", capacity=1)
+    lead_ids = [make_lead(db, commit=False) for _ in range(2)]
+    db.session.commit()
+    lead_ids = [lead.id for lead in lead_ids]
+    kim_id = kim.id
+    barrier = threading.Barrier(2)
+    counted = routing.open_counts
+
+    def count_then_meet(user_ids):
+        counts = counted(user_ids)
+        # Both counts taken before either assigns (the race); with the lock the second assigner
+        # waits for the first to commit, so it never gets here in time and goes on alone.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=3)
+        return counts
+
+    monkeypatch.setattr(routing, "open_counts", count_then_meet)
+    errors: list[BaseException] = []
+
+    def assign(lead_id: int) -> None:
+        try:
+            with app.app_context():
+                routing.auto_assign(_db.session.get(Lead, lead_id))
+                _db.session.commit()
+                _db.session.remove()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=assign, args=(lead_id,)) for lead_id in lead_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).where(Lead.assignee_id == kim_id)) == 1
 
 
 def test_assign_rules(db, specialist, admin):

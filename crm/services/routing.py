@@ -10,11 +10,17 @@ A lead is never assigned to two specialists at once:
   once get two different leads; on SQLite the UPDATE holds the write lock for the statement.
 - ``auto_assign`` and manual assignment go through the ORM, whose optimistic
   version check (``Lead.version``) refuses a save based on a stale read.
+- A specialist is never auto-assigned past their capacity: on PostgreSQL ``auto_assign`` takes a
+  transaction-level advisory lock before it counts open leads, so two assigners (the
+  ``enrich_new`` and ``auto_assign`` jobs run on two threads, a second process) take turns and
+  the second counts what the first committed. SQLite allows one writer at a time anyway: the
+  second writer's stale count ends in "database is locked", not in a lead too many.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -35,6 +41,7 @@ OPEN = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONT
 WORKABLE = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED)]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REACH_LOOKAHEAD = 200  # unassigned leads Get next looks through for one reachable now
+ASSIGNMENT_LOCK_KEY = zlib.crc32(b"appointment-desk:auto-assignment")  # a stable 32-bit key
 
 
 class AssignmentError(ValueError):
@@ -131,6 +138,13 @@ def pick_assignee(language: str | None) -> User | None:
     return min(pool, key=lambda u: (u.last_assigned_at or _EPOCH, u.id))
 
 
+def _one_assigner_at_a_time() -> None:
+    """PostgreSQL: wait for any other auto-assignment to commit, and keep the others waiting until
+    this transaction ends, so the capacity count that follows sees every lead already given out."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(sa.select(sa.func.pg_advisory_xact_lock(ASSIGNMENT_LOCK_KEY)))
+
+
 def auto_assign(lead: Lead, *, now: datetime | None = None) -> User | None:
     """Assign a new lead by round robin; None when off, already assigned or nobody can take it.
 
@@ -141,6 +155,7 @@ def auto_assign(lead: Lead, *, now: datetime | None = None) -> User | None:
         return None
     if lead.assignee_id is not None or lead.status.value not in WORKABLE:
         return None
+    _one_assigner_at_a_time()
     user = pick_assignee(lead.patient.language if lead.patient else None)
     if user is None:
         return None
