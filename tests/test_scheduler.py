@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import threading
+import time
 from datetime import timedelta
 
 import sqlalchemy as sa
 
 from crm.cli.scheduler import build_scheduler
 from crm.extensions import db as _db
-from crm.jobs import JOBS, JOBS_BY_ID, SchedulerLock, run_all, run_job
+from crm.jobs import JOBS, JOBS_BY_ID, Job, SchedulerLock, run_all, run_job
 from crm.models import JobRun, Notification
 from crm.models.enums import LeadStatus
 from crm.services import followups
@@ -137,3 +141,49 @@ def test_cli_refuses_a_second_scheduler(app, db):
     assert "2 job(s) run, 0 not ok." in result.output
     result = runner.invoke(args=["crm", "scheduler", "--once", "--job", "nope"])
     assert result.exit_code != 0 and "unknown job(s) nope" in result.output
+
+
+def _slow_job(started: threading.Event, release: threading.Event, finished: list):
+    def slow(now):
+        started.set()
+        release.wait(15)
+        finished.append(time.monotonic())
+        return "slow job done"
+
+    return Job("slow_test_job", 3600, slow, "a job that takes a while")
+
+
+def test_sigterm_lets_the_running_job_finish_then_exits_0(app, db, monkeypatch, caplog):
+    """systemd / docker stop send SIGTERM: no new job starts, the running one finishes, and only
+    then is the lock let go (a second scheduler waiting with --wait must not start beside it)."""
+    from crm import jobs
+
+    started, release, finished = threading.Event(), threading.Event(), []
+    job = _slow_job(started, release, finished)
+    monkeypatch.setattr(jobs, "JOBS_BY_ID", {**jobs.JOBS_BY_ID, job.id: job})
+    lock_free_while_running: list[bool] = []
+
+    def operator():
+        assert started.wait(30)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.7)  # the scheduler has seen the signal and is waiting for the job
+        with app.app_context():
+            other = SchedulerLock(app)
+            lock_free_while_running.append(other.try_acquire())
+            other.release()
+        release.set()
+
+    helper = threading.Thread(target=operator)
+    helper.start()
+    with caplog.at_level(logging.INFO, logger="crm.scheduler"):
+        result = app.test_cli_runner().invoke(args=["crm", "scheduler", "--job", job.id])
+    returned = time.monotonic()
+    helper.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert finished and finished[0] < returned  # the job finished before the command returned
+    assert lock_free_while_running == [False]
+    assert "Scheduler stopped (SIGTERM received)." in result.output
+    assert "waiting for running jobs to finish" in caplog.text and "scheduler: stopped, no job running" in caplog.text
+    run = db.session.scalar(sa.select(JobRun).where(JobRun.job_id == job.id))
+    assert run.ok and run.summary == "slow job done" and run.finished_at is not None
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handlers are back

@@ -1,20 +1,23 @@
 """``flask crm scheduler``: every background job of SPEC 8, in one process.
 
-    flask --app wsgi crm scheduler            # run forever (APScheduler BlockingScheduler)
+    flask --app wsgi crm scheduler            # run until SIGTERM / Ctrl-C (APScheduler BackgroundScheduler)
     flask --app wsgi crm scheduler --once     # run every job once and exit (tests, ops, cron)
     flask --app wsgi crm scheduler --wait     # stand by until the running scheduler stops
 
 A second scheduler never runs a job twice: it cannot take the lock (PostgreSQL
 advisory lock / fcntl lock file) and exits with a message, or waits with --wait.
 Web workers (gunicorn) never start it; ``make run`` starts it beside the dev server.
+
+SIGTERM or SIGINT stop it cleanly: no new job starts, a running one finishes, the lock is let go
+only then, and the process exits 0.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 
 import click
@@ -25,31 +28,54 @@ from crm.cli import crm_cli
 
 log = logging.getLogger("crm.scheduler")
 
+LOCK_TAKEN_EXIT = 1  # another scheduler holds the lock
 
-def build_scheduler(app, jobs):
-    """A BlockingScheduler with one interval trigger per job; each run gets an app context."""
+
+class Stop:
+    """Why and when the scheduler stops: set by a signal."""
+
+    # A plain flag, polled: a signal handler must not take a lock (threading.Event does) that the
+    # main thread it interrupted may be holding.
+    def __init__(self) -> None:
+        self.requested = False
+        self.exit_code = 0
+        self.reason = ""
+
+    def request(self, reason: str, exit_code: int = 0) -> None:
+        if self.requested:
+            log.info("scheduler: %s; already stopping, waiting for the running job(s)", reason)
+            return
+        self.reason, self.exit_code = reason, exit_code
+        self.requested = True
+
+
+def build_scheduler(app, jobs, *, stop: Stop | None = None, first_run_in: float = 2.0):
+    """A BackgroundScheduler with one interval trigger per job; each run gets an app context.
+    Once ``stop`` is requested, a run that was queued does not start."""
     from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.interval import IntervalTrigger
 
     from crm.extensions import db
     from crm.jobs import run_job
 
     workers = 1 if db.engine.dialect.name == "sqlite" else 2
-    scheduler = BlockingScheduler(
+    scheduler = BackgroundScheduler(
         timezone=UTC,
         executors={"default": ThreadPoolExecutor(max_workers=workers)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
     )
 
     def runner(job):
+        if stop is not None and stop.requested:
+            return  # queued before the stop: nothing new starts
         with app.app_context():
             try:
                 run_job(job)
             finally:
                 db.session.remove()
 
-    start = datetime.now(UTC) + timedelta(seconds=2)
+    start = datetime.now(UTC) + timedelta(seconds=first_run_in)
     for i, job in enumerate(jobs):
         scheduler.add_job(
             runner,
@@ -61,6 +87,27 @@ def build_scheduler(app, jobs):
             replace_existing=True,
         )
     return scheduler
+
+
+def run_until_stopped(app, jobs, stop: Stop, *, first_run_in: float = 2.0) -> int:
+    """Run the jobs until ``stop`` is requested, then let running jobs finish; the exit code."""
+    scheduler = build_scheduler(app, jobs, stop=stop, first_run_in=first_run_in)
+    scheduler.start()
+    while not stop.requested:
+        time.sleep(0.2)
+    log.info("scheduler: stopping (%s): no new job starts, waiting for running jobs to finish", stop.reason)
+    scheduler.shutdown(wait=True)
+    log.info("scheduler: stopped, no job running")
+    return stop.exit_code
+
+
+def _on_signals(stop: Stop):
+    """SIGTERM and SIGINT ask ``stop`` to end the scheduler; returns the handlers to put back."""
+
+    def handler(signum, frame):
+        stop.request(f"{signal.Signals(signum).name} received")
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 @crm_cli.command("scheduler")
@@ -86,7 +133,7 @@ def scheduler_command(once: bool, wait: bool, only: tuple[str, ...]) -> None:
                 "this one exits without running any job. Use --wait to stand by.",
                 err=True,
             )
-            sys.exit(1)
+            sys.exit(LOCK_TAKEN_EXIT)
         click.echo(f"Another scheduler holds the {lock.describe()}; waiting for it to stop...", err=True)
         lock.acquire(wait=True)
     try:
@@ -98,17 +145,21 @@ def scheduler_command(once: bool, wait: bool, only: tuple[str, ...]) -> None:
             click.echo(f"{len(runs)} job(s) run, {failed} not ok.")
             return
         jobs = [JOBS_BY_ID[j] for j in only] if only else list(JOBS)
-        scheduler = build_scheduler(app, jobs)
-
-        def stop(signum, frame):
-            log.info("scheduler: signal %s, stopping", signum)
-            scheduler.shutdown(wait=False)
-
-        signal.signal(signal.SIGTERM, stop)
-        click.echo(f"Scheduler running {len(jobs)} job(s) ({lock.describe()} held). Ctrl-C stops it.")
-        for job in jobs:
-            log.info("scheduler: %s every %ss — %s", job.id, job.seconds, job.description)
-        with contextlib.suppress(KeyboardInterrupt, SystemExit):
-            scheduler.start()
+        stop = Stop()
+        previous = _on_signals(stop)
+        try:
+            click.echo(
+                f"Scheduler running {len(jobs)} job(s) ({lock.describe()} held). "
+                "Ctrl-C or SIGTERM stops it once running jobs finish."
+            )
+            for job in jobs:
+                log.info("scheduler: %s every %ss — %s", job.id, job.seconds, job.description)
+            code = run_until_stopped(app, jobs, stop)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
         lock.release()
+    click.echo(f"Scheduler stopped ({stop.reason}).", err=code != 0)
+    if code:
+        sys.exit(code)
