@@ -187,3 +187,52 @@ def test_sigterm_lets_the_running_job_finish_then_exits_0(app, db, monkeypatch, 
     run = db.session.scalar(sa.select(JobRun).where(JobRun.job_id == job.id))
     assert run.ok and run.summary == "slow job done" and run.finished_at is not None
     assert signal.getsignal(signal.SIGTERM) is not None  # the previous handlers are back
+
+
+def _app_on(url: str):
+    from tests.conftest import build_app
+
+    return build_app(url)
+
+
+def _dispose(app) -> None:
+    with app.app_context():
+        _db.session.remove()
+        for engine in _db.engines.values():
+            engine.dispose()
+
+
+def _refuses_to_start(app, monkeypatch, *args) -> str:
+    from crm.cli import scheduler
+
+    def never(*a, **kw):
+        raise AssertionError("the scheduler started on a database it cannot work with")
+
+    monkeypatch.setattr(scheduler, "run_until_stopped", never)
+    result = app.test_cli_runner().invoke(args=["crm", "scheduler", *args])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+def test_the_scheduler_refuses_a_database_that_is_not_migrated(monkeypatch, tmp_path):
+    from alembic.script import ScriptDirectory
+    from flask_migrate import stamp
+
+    blank = _app_on(f"sqlite:///{tmp_path / 'blank.sqlite3'}")
+    try:
+        output = _refuses_to_start(blank, monkeypatch)
+        assert "the scheduler does not start: the database has no tables yet" in output
+        assert "flask --app wsgi db upgrade" in output
+        with blank.app_context():
+            script = ScriptDirectory.from_config(blank.extensions["migrate"].migrate.get_config())
+            head = script.get_revision(script.get_current_head())
+            stamp(revision=head.down_revision)  # the previous release's schema
+        output = _refuses_to_start(blank, monkeypatch, "--once")
+        assert f"is at migration {head.down_revision}, this code needs {head.revision}" in output
+        with blank.app_context(), _db.engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = 'f00dfeed1234'"))
+        output = _refuses_to_start(blank, monkeypatch)
+        assert "is at migration f00dfeed1234, which this code does not know" in output
+    finally:
+        _dispose(blank)

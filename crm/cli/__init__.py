@@ -54,3 +54,35 @@ def register_cli(app) -> None:
                 raise
     if "crm" not in app.cli.commands:
         app.cli.add_command(crm_cli)
+
+
+def migration_problem() -> str | None:
+    """None when the database has every migration of this code applied; else what to do about it
+    (the scheduler refuses to start rather than fail every job run)."""
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from flask import current_app
+
+    from crm.extensions import db
+
+    config = Config()
+    config.set_main_option("script_location", current_app.extensions["migrate"].directory)
+    script = ScriptDirectory.from_config(config)
+    heads = set(script.get_heads())
+    with db.engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    if current == heads:
+        return None
+    if not current:
+        return NOT_MIGRATED
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current - known:
+        return (
+            f"the database is at migration {', '.join(sorted(current - known))}, which this code does not know "
+            "(a newer release migrated it): run that release, or downgrade the database with it first"
+        )
+    return (
+        f"the database is at migration {', '.join(sorted(current))}, this code needs {', '.join(sorted(heads))}: "
+        "run `flask --app wsgi db upgrade` first"
+    )

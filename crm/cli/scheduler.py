@@ -8,6 +8,7 @@ A second scheduler never runs a job twice: it cannot take the lock (PostgreSQL
 advisory lock / fcntl lock file) and exits with a message, or waits with --wait.
 Web workers (gunicorn) never start it; ``make run`` starts it beside the dev server.
 
+It refuses to start on a database whose migrations are not all applied (every job would fail).
 SIGTERM or SIGINT stop it cleanly: no new job starts, a running one finishes, the lock is let go
 only then, and the process exits 0.
 """
@@ -117,6 +118,7 @@ def _on_signals(stop: Stop):
 @with_appcontext
 def scheduler_command(once: bool, wait: bool, only: tuple[str, ...]) -> None:
     """Run the background jobs (geocode retry, routing, SLA, reminders, outbox, ...)."""
+    from crm.cli import migration_problem
     from crm.jobs import JOBS, JOBS_BY_ID, SchedulerLock, run_all
 
     unknown = [j for j in only if j not in JOBS_BY_ID]
@@ -124,6 +126,9 @@ def scheduler_command(once: bool, wait: bool, only: tuple[str, ...]) -> None:
         raise click.BadParameter(
             f"unknown job(s) {', '.join(unknown)}; known: {', '.join(JOBS_BY_ID)}", param_hint="--job"
         )
+    problem = migration_problem()
+    if problem:
+        raise click.ClickException(f"the scheduler does not start: {problem}")
     app = current_app._get_current_object()
     lock = SchedulerLock(app)
     if not lock.acquire(wait=False):
