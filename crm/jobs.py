@@ -18,6 +18,7 @@ import importlib
 import logging
 import os
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -210,12 +211,26 @@ def run_all(now: datetime | None = None, only: tuple[str, ...] = ()) -> list[Job
 # --- the one-scheduler lock ----------------------------------------------------------
 
 ADVISORY_KEY = zlib.crc32(b"appointment-desk:scheduler")  # a stable 32-bit key
+# Whether this session holds the lock: a bigint key shows as classid (high half), objid (low half).
+_HOLDS_ADVISORY = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    " AND classid = 0 AND objid = :k AND objsubid = 1 AND granted)"
+)
+# The lock's connection notices a cut network within about a minute instead of the kernel's hours.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
+HELD, UNREACHABLE, TAKEN = "held", "unreachable", "taken"
 
 
 class SchedulerLock:
     """Held for the scheduler's lifetime: a PostgreSQL advisory lock on a dedicated
     connection, or an fcntl lock on ``SCHEDULER_LOCK_FILE`` for SQLite. The OS or
-    the database frees it when the process dies."""
+    the database frees it when the process dies.
+
+    On PostgreSQL the lock lives as long as its connection: a database restart, a cut network or
+    an administrator's ``pg_terminate_backend`` frees it while the scheduler runs on. ``check()``
+    (before every job run) finds that out and takes it again on a new connection, unless another
+    scheduler took it meanwhile."""
 
     def __init__(self, app):
         self.app = app
@@ -223,6 +238,7 @@ class SchedulerLock:
         self.conn = None
         self.fh = None
         self.dialect = None
+        self._guard = threading.Lock()  # the jobs' threads share the lock's one connection
 
     def describe(self) -> str:
         if self.dialect == "postgresql":
@@ -245,7 +261,8 @@ class SchedulerLock:
         if self.dialect == "postgresql":
             if self.conn is None:
                 # Its own engine and connection: never returned to the app's pool.
-                self.engine = sa.create_engine(db.engine.url, poolclass=sa.pool.NullPool)
+                connect_args = _KEEPALIVES if db.engine.dialect.driver == "psycopg" else {}
+                self.engine = sa.create_engine(db.engine.url, poolclass=sa.pool.NullPool, connect_args=connect_args)
                 self.conn = self.engine.connect()
             got = self.conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_KEY}).scalar()
             self.conn.commit()
@@ -273,6 +290,44 @@ class SchedulerLock:
                 return False
             time.sleep(poll)
 
+    def check(self) -> str:
+        """``HELD`` when this process still holds the lock (taken again if its connection was
+        lost and nobody else took it), ``UNREACHABLE`` when the database cannot be reached to
+        find out (no job should run now; ask again later), ``TAKEN`` when another scheduler holds
+        it now (this one must stop). Needs an app context."""
+        import sqlalchemy as sa
+
+        if self.dialect != "postgresql":
+            return HELD if self.fh is not None else TAKEN  # a lock file is held while it is open
+        with self._guard:
+            if self.conn is not None:
+                try:
+                    held = self.conn.execute(sa.text(_HOLDS_ADVISORY), {"k": ADVISORY_KEY}).scalar()
+                    self.conn.commit()
+                    if held:
+                        return HELD
+                except Exception as exc:  # noqa: BLE001 - a cut connection, whatever the driver says
+                    log.warning("scheduler lock: its database connection was lost (%s)", type(exc).__name__)
+            self._close_connection()
+            try:
+                got = self.try_acquire()
+            except Exception as exc:  # noqa: BLE001 - the database is down or unreachable
+                self._close_connection()
+                log.error("scheduler lock: cannot reach the database to take it again (%s)", type(exc).__name__)
+                return UNREACHABLE
+            if got:
+                log.warning("scheduler lock: lost with its database connection, taken again")
+                return HELD
+            return TAKEN
+
+    def _close_connection(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        if self.engine is not None:
+            self.engine.dispose()
+        self.conn = self.engine = None
+
     def release(self) -> None:
         import sqlalchemy as sa
 
@@ -280,10 +335,7 @@ class SchedulerLock:
             with contextlib.suppress(Exception):
                 self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_KEY})
                 self.conn.commit()
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            self.engine.dispose()
-            self.conn = self.engine = None
+        self._close_connection()
         if self.fh is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)

@@ -9,11 +9,12 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
-from crm.cli.scheduler import build_scheduler
+from crm.cli.scheduler import Stop, build_scheduler, run_until_stopped
 from crm.extensions import db as _db
-from crm.jobs import JOBS, JOBS_BY_ID, Job, SchedulerLock, run_all, run_job
+from crm.jobs import ADVISORY_KEY, HELD, JOBS, JOBS_BY_ID, TAKEN, Job, SchedulerLock, run_all, run_job
 from crm.models import JobRun, Notification
 from crm.models.enums import LeadStatus
 from crm.services import followups
@@ -187,6 +188,57 @@ def test_sigterm_lets_the_running_job_finish_then_exits_0(app, db, monkeypatch, 
     run = db.session.scalar(sa.select(JobRun).where(JobRun.job_id == job.id))
     assert run.ok and run.summary == "slow job done" and run.finished_at is not None
     assert signal.getsignal(signal.SIGTERM) is not None  # the previous handlers are back
+
+
+class _LockTakenOver:
+    def check(self):
+        return TAKEN
+
+
+def test_a_scheduler_whose_lock_was_taken_over_runs_nothing_and_exits_1(app, db):
+    ran = []
+    job = Job("noted", 3600, lambda now: ran.append(now) or "ran", "records that it ran")
+    stop = Stop()
+    with app.app_context():
+        code = run_until_stopped(app, [job], _LockTakenOver(), stop, first_run_in=0)
+    assert code == 1 and not ran
+    assert stop.reason == "another scheduler holds the lock now"
+
+
+def test_a_cut_lock_connection_is_noticed_and_the_lock_taken_again_unless_another_has_it(app, db):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the advisory lock lives on a PostgreSQL connection; SQLite's lock file cannot be cut")
+
+    def cut(lock: SchedulerLock) -> None:
+        pid = lock.conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        lock.conn.commit()
+        db.session.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        db.session.commit()
+        for _ in range(50):  # the backend ends (and frees the lock) just after the call returns
+            if not db.session.scalar(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}):
+                break
+            time.sleep(0.05)
+        db.session.commit()
+
+    holders = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :k AND objsubid = 1 AND granted"
+    )
+    with app.app_context():
+        lock = SchedulerLock(app)
+        assert lock.try_acquire() and lock.check() == HELD
+        cut(lock)
+        assert db.session.scalar(holders, {"k": ADVISORY_KEY}) == 0  # the server freed it
+        assert lock.check() == HELD  # noticed, and taken again on a new connection
+        assert db.session.scalar(holders, {"k": ADVISORY_KEY}) == 1
+        db.session.commit()
+        cut(lock)
+        other = SchedulerLock(app)
+        assert other.try_acquire()  # a scheduler waiting with --wait gets it first
+        try:
+            assert lock.check() == TAKEN
+        finally:
+            other.release()
+            lock.release()
 
 
 def _app_on(url: str):

@@ -10,7 +10,8 @@ Web workers (gunicorn) never start it; ``make run`` starts it beside the dev ser
 
 It refuses to start on a database whose migrations are not all applied (every job would fail).
 SIGTERM or SIGINT stop it cleanly: no new job starts, a running one finishes, the lock is let go
-only then, and the process exits 0.
+only then, and the process exits 0. Before every job run it checks that it still holds the lock
+(SchedulerLock.check); when another scheduler took it over, it stops and exits 1.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from crm.cli import crm_cli
 
 log = logging.getLogger("crm.scheduler")
 
-LOCK_TAKEN_EXIT = 1  # another scheduler holds the lock
+LOCK_TAKEN_EXIT = 1  # another scheduler holds the lock (at start, or took it over later)
 
 
 class Stop:
-    """Why and when the scheduler stops: set by a signal."""
+    """Why and when the scheduler stops: set by a signal, or by a job run that found the lock
+    taken over by another scheduler."""
 
     # A plain flag, polled: a signal handler must not take a lock (threading.Event does) that the
     # main thread it interrupted may be holding.
@@ -50,15 +52,17 @@ class Stop:
         self.requested = True
 
 
-def build_scheduler(app, jobs, *, stop: Stop | None = None, first_run_in: float = 2.0):
+def build_scheduler(app, jobs, *, lock=None, stop: Stop | None = None, first_run_in: float = 2.0):
     """A BackgroundScheduler with one interval trigger per job; each run gets an app context.
-    Once ``stop`` is requested, a run that was queued does not start."""
+
+    With ``lock`` (a SchedulerLock), a job starts only once ``lock.check()`` has found the lock
+    still held; when another scheduler holds it now, ``stop`` is asked to end this one."""
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.interval import IntervalTrigger
 
     from crm.extensions import db
-    from crm.jobs import run_job
+    from crm.jobs import HELD, TAKEN, run_job
 
     workers = 1 if db.engine.dialect.name == "sqlite" else 2
     scheduler = BackgroundScheduler(
@@ -72,6 +76,16 @@ def build_scheduler(app, jobs, *, stop: Stop | None = None, first_run_in: float 
             return  # queued before the stop: nothing new starts
         with app.app_context():
             try:
+                if lock is not None:
+                    state = lock.check()
+                    if state == TAKEN:
+                        log.error("scheduler: another scheduler took the lock over; %s not run", job.id)
+                        if stop is not None:
+                            stop.request("another scheduler holds the lock now", LOCK_TAKEN_EXIT)
+                        return
+                    if state != HELD:
+                        log.warning("scheduler: %s not run: the lock cannot be checked (database unreachable)", job.id)
+                        return
                 run_job(job)
             finally:
                 db.session.remove()
@@ -90,9 +104,9 @@ def build_scheduler(app, jobs, *, stop: Stop | None = None, first_run_in: float 
     return scheduler
 
 
-def run_until_stopped(app, jobs, stop: Stop, *, first_run_in: float = 2.0) -> int:
+def run_until_stopped(app, jobs, lock, stop: Stop, *, first_run_in: float = 2.0) -> int:
     """Run the jobs until ``stop`` is requested, then let running jobs finish; the exit code."""
-    scheduler = build_scheduler(app, jobs, stop=stop, first_run_in=first_run_in)
+    scheduler = build_scheduler(app, jobs, lock=lock, stop=stop, first_run_in=first_run_in)
     scheduler.start()
     while not stop.requested:
         time.sleep(0.2)
@@ -159,7 +173,7 @@ def scheduler_command(once: bool, wait: bool, only: tuple[str, ...]) -> None:
             )
             for job in jobs:
                 log.info("scheduler: %s every %ss — %s", job.id, job.seconds, job.description)
-            code = run_until_stopped(app, jobs, stop)
+            code = run_until_stopped(app, jobs, lock, stop)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
