@@ -33,14 +33,40 @@ def env_bool(name: str, default: bool) -> bool:
     raise ConfigError(f"{name}={os.environ[name]!r}: expected true or false (also 1/0, yes/no, on/off)")
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    """A whole number; outside [minimum, maximum] it stops the start (a negative SLA or batch size
+    would not fail loudly, it would make a job do nothing, or everything, every minute)."""
     value = (os.environ.get(name) or "").strip()
     if not value:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise ConfigError(f"{name}={os.environ[name]!r}: expected a whole number") from None
+    _check_range(name, number, minimum, maximum)
+    return number
+
+
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
+    """A number (decimals allowed), at least ``minimum``."""
+    value = (os.environ.get(name) or "").strip()
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={os.environ[name]!r}: expected a number such as 5 or 2.5") from None
+    if number != number or number in (float("inf"), float("-inf")):  # nan, inf
+        raise ConfigError(f"{name}={os.environ[name]!r}: expected a number such as 5 or 2.5")
+    _check_range(name, number, minimum, None)
+    return number
+
+
+def _check_range(name: str, number: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name}={os.environ[name]!r}: expected at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{name}={os.environ[name]!r}: expected at most {maximum}")
 
 
 def env_proxies(name: str) -> int:
@@ -111,7 +137,7 @@ class Config:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_NAME = "appointment_desk"
-    IDLE_TIMEOUT = timedelta(minutes=env_int("IDLE_TIMEOUT_MINUTES", 15))
+    IDLE_TIMEOUT = timedelta(minutes=env_int("IDLE_TIMEOUT_MINUTES", 15, minimum=1))
     # The server ends an idle session (crm/security.py); the cookie outlives that by a few
     # minutes only so the next request can say why the user was signed out.
     PERMANENT_SESSION_LIFETIME = IDLE_TIMEOUT + timedelta(minutes=5)
@@ -133,8 +159,8 @@ class Config:
     RATELIMIT_HEADER_RETRY_AFTER = "X-RateLimit-Retry-After"
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "30 per minute")
-    LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
-    LOGIN_LOCKOUT = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15))
+    LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
+    LOGIN_LOCKOUT = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
     INTAKE_RATE_LIMIT = os.environ.get("INTAKE_RATE_LIMIT", "10 per minute")
     # PostgreSQL: a new patient's delivery in one call to a per-connection temporary function
     # (docs/intake.md, "Fifth round"). Off behind a transaction-pooling PgBouncer, where the next
@@ -145,25 +171,25 @@ class Config:
     GEOCODER = os.environ.get("GEOCODER", "offline")
     GEOCODER_OPTIONS = os.environ.get("GEOCODER_OPTIONS", "")  # JSON object of geopy options
     GEOCODER_USER_AGENT = os.environ.get("GEOCODER_USER_AGENT", "appointment-desk")
-    GEOCODER_TIMEOUT = float(os.environ.get("GEOCODER_TIMEOUT") or 5)  # seconds per online request
+    GEOCODER_TIMEOUT = env_float("GEOCODER_TIMEOUT", 5, minimum=0.1)  # seconds per online request
     GEOCODER_MIN_DELAY = os.environ.get("GEOCODER_MIN_DELAY", "")  # seconds between requests; 1 for nominatim
-    GEOCODE_MAX_ATTEMPTS = env_int("GEOCODE_MAX_ATTEMPTS", 6)
-    GEOCODE_RETRY_BASE_SECONDS = env_int("GEOCODE_RETRY_BASE_SECONDS", 300)  # doubles after each failure
-    GEOCODE_RETRY_BATCH = env_int("GEOCODE_RETRY_BATCH", 100)
+    GEOCODE_MAX_ATTEMPTS = env_int("GEOCODE_MAX_ATTEMPTS", 6, minimum=1)
+    GEOCODE_RETRY_BASE_SECONDS = env_int("GEOCODE_RETRY_BASE_SECONDS", 300, minimum=1)  # doubles after each failure
+    GEOCODE_RETRY_BATCH = env_int("GEOCODE_RETRY_BATCH", 100, minimum=1)
 
     AUTO_ASSIGN = env_bool("AUTO_ASSIGN", True)
-    SLA_MINUTES = env_int("SLA_MINUTES", 15)
+    SLA_MINUTES = env_int("SLA_MINUTES", 15, minimum=1)
     BUSINESS_HOURS = os.environ.get("BUSINESS_HOURS", "08:00-20:00")
     BUSINESS_TIMEZONE = os.environ.get("BUSINESS_TIMEZONE", "America/New_York")
     BUSINESS_DAYS = os.environ.get("BUSINESS_DAYS", "mon,tue,wed,thu,fri")
-    STALE_ASSIGNMENT_HOURS = env_int("STALE_ASSIGNMENT_HOURS", 24)
-    UNREACHABLE_ATTEMPTS = env_int("UNREACHABLE_ATTEMPTS", 6)
-    UNREACHABLE_DAYS = env_int("UNREACHABLE_DAYS", 10)
+    STALE_ASSIGNMENT_HOURS = env_int("STALE_ASSIGNMENT_HOURS", 24, minimum=1)
+    UNREACHABLE_ATTEMPTS = env_int("UNREACHABLE_ATTEMPTS", 6, minimum=1)
+    UNREACHABLE_DAYS = env_int("UNREACHABLE_DAYS", 10, minimum=0)
     CALLING_WINDOW = os.environ.get("CALLING_WINDOW", "09:00-20:00")
     CALLING_DAYS = os.environ.get("CALLING_DAYS", "mon,tue,wed,thu,fri,sat")
     RUN_SCHEDULER_IN_PROCESS = env_bool("RUN_SCHEDULER_IN_PROCESS", False)
     SCHEDULER_LOCK_FILE = os.environ.get("SCHEDULER_LOCK_FILE", str(INSTANCE_DIR / "scheduler.lock"))
-    APPOINTMENT_REMINDER_HOURS = env_int("APPOINTMENT_REMINDER_HOURS", 24)
+    APPOINTMENT_REMINDER_HOURS = env_int("APPOINTMENT_REMINDER_HOURS", 24, minimum=1)
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "")  # links in reminder emails sent by the scheduler
 
     MAIL_SERVER = os.environ.get("MAIL_SERVER", "")
@@ -171,11 +197,11 @@ class Config:
     # which Flask-Mail would try (STARTTLS inside SSL) and every email would fail.
     MAIL_USE_SSL = env_bool("MAIL_USE_SSL", False)
     MAIL_USE_TLS = env_bool("MAIL_USE_TLS", not MAIL_USE_SSL)
-    MAIL_PORT = env_int("MAIL_PORT", 465 if MAIL_USE_SSL else 587)
+    MAIL_PORT = env_int("MAIL_PORT", 465 if MAIL_USE_SSL else 587, minimum=1, maximum=65535)
     MAIL_USERNAME = os.environ.get("MAIL_USERNAME")
     MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD")
     MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "Appointment Desk <desk@example.com>")
-    MAIL_MAX_ATTEMPTS = env_int("MAIL_MAX_ATTEMPTS", 5)
+    MAIL_MAX_ATTEMPTS = env_int("MAIL_MAX_ATTEMPTS", 5, minimum=1)
 
     BOOTSTRAP_SERVE_LOCAL = True
     BOOTSTRAP_BOOTSWATCH_THEME = None

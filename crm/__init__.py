@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.utils import ImportStringError
 
 
 class ConfigError(ValueError):
@@ -14,7 +15,18 @@ class ConfigError(ValueError):
 def create_app(config: object | str | None = None, **overrides) -> Flask:
     """Build the app. Starts no scheduler and runs no migrations (see README)."""
     app = Flask(__name__, template_folder="../templates", static_folder="../static", instance_relative_config=False)
-    app.config.from_object(config or "config.Config")
+    try:
+        app.config.from_object(config or "config.Config")
+    except ImportStringError as exc:
+        # APP_CONFIG names the class (wsgi.py, crm/devserver.py): a typo there is a setting, not a
+        # bug; a package the named module imports and cannot find is one (its traceback stays).
+        missing = getattr(exc.exception, "name", None)
+        if isinstance(exc.exception, ModuleNotFoundError) and missing not in _module_prefixes(str(config)):
+            raise
+        raise ConfigError(
+            f"APP_CONFIG={config!r}: no such configuration; expected config.Config (production) "
+            "or config.DevelopmentConfig"
+        ) from None
     app.config.update(overrides)
     from crm.config_check import check_config
 
@@ -68,6 +80,11 @@ def create_app(config: object | str | None = None, **overrides) -> Flask:
 
     register_cli(app)
     return app
+
+
+def _module_prefixes(dotted: str) -> set[str]:
+    parts = dotted.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
 
 
 INTAKE_BIND = "intake"

@@ -3,10 +3,12 @@ names the variable, instead of a 500 on the first page or a job failing quietly 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from limits import parse_many
 
 from crm import ConfigError
@@ -20,6 +22,56 @@ def check_config(config: Mapping[str, Any]) -> None:
     problems = [problem for check in CHECKS if (problem := check(config))]
     if problems:
         raise ConfigError("Configuration error:\n  " + "\n  ".join(problems))
+
+
+DATABASE_URL_FORMS = "sqlite:///path/to/file.sqlite3 or postgresql+psycopg://user:password@host:5432/name"
+
+
+def _scheme(uri: str) -> str:
+    """The part before ``://``: what a message may quote of a URL (the rest can hold a password)."""
+    return uri.split("://", 1)[0] if "://" in uri else ""
+
+
+def _database_url(config: Mapping) -> str | None:
+    uri = str(config.get("SQLALCHEMY_DATABASE_URI") or "")
+    scheme = _scheme(uri)
+    try:
+        url = sa.engine.make_url(uri)
+    except sa.exc.ArgumentError:
+        return f"DATABASE_URL: not a database URL; expected {DATABASE_URL_FORMS}"
+    except ValueError:  # e.g. a port that is not a number
+        return f"DATABASE_URL: not a database URL (is the port a number?); expected {DATABASE_URL_FORMS}"
+    try:
+        url.get_dialect().import_dbapi()
+    except sa.exc.NoSuchModuleError:
+        return f"DATABASE_URL: unknown kind of database {scheme!r}; expected {DATABASE_URL_FORMS}"
+    except ImportError as exc:
+        missing = exc.name or exc
+        return f"DATABASE_URL: the driver for {scheme!r} is not installed ({missing}); expected {DATABASE_URL_FORMS}"
+    return None
+
+
+def _rate_limit_storage(config: Mapping) -> str | None:
+    from limits.storage import SCHEMES
+
+    uri = str(config.get("RATELIMIT_STORAGE_URI") or "")
+    scheme = _scheme(uri)
+    storage = SCHEMES.get(scheme) if not scheme.startswith("async+") else None
+    if storage is None:
+        return (
+            f"RATELIMIT_STORAGE_URI: unsupported scheme {scheme!r}; "
+            "expected memory:// or redis://host:6379/0 (also rediss://, redis+unix://, redis+sentinel://, "
+            "memcached://, mongodb://)"
+        )
+    # The Redis stores list both clients, redis and valkey: a scheme needs its own one only.
+    family = "valkey" if "valkey" in scheme else "redis"
+    deps = [
+        name for name in storage.DEPENDENCIES if not name.startswith(("redis", "valkey")) or name.startswith(family)
+    ]
+    missing = sorted({name.split(".")[0] for name in deps if importlib.util.find_spec(name.split(".")[0]) is None})
+    if missing:
+        return f"RATELIMIT_STORAGE_URI: {scheme}:// needs the Python package(s) {', '.join(missing)}, not installed"
+    return None
 
 
 def _business_hours(config: Mapping) -> str | None:
@@ -78,6 +130,8 @@ def _mail(config: Mapping) -> str | None:
 
 
 CHECKS: tuple[Callable[[Mapping], str | None], ...] = (
+    _database_url,
+    _rate_limit_storage,
     _business_hours,
     _calling_window,
     _timezone,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, env_bool, env_int, env_proxies
+from config import ConfigError, TestConfig, env_bool, env_float, env_int, env_proxies
+from crm import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,12 +76,90 @@ def test_numbers_and_proxy_counts_name_the_variable(monkeypatch):
         ({"GEOCODER": "nominatim", "GEOCODER_MIN_DELAY": "1s"}, "GEOCODER_MIN_DELAY"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL='verbose'"),
         ({"MAIL_USE_SSL": True, "MAIL_USE_TLS": True}, "MAIL_USE_SSL and MAIL_USE_TLS"),
+        ({"RATELIMIT_STORAGE_URI": "foo://cache:1"}, "RATELIMIT_STORAGE_URI: unsupported scheme 'foo'"),
+        ({"RATELIMIT_STORAGE_URI": "async+redis://cache:6379"}, "unsupported scheme 'async+redis'"),
+        ({"RATELIMIT_STORAGE_URI": "localhost:6379"}, "RATELIMIT_STORAGE_URI: unsupported scheme"),
     ],
 )
 def test_a_bad_setting_stops_the_start_and_names_the_variable(make_app, settings, named):
     with pytest.raises(ConfigError, match="Configuration error") as refused:
         make_app(**settings)
     assert named in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("not a url", "DATABASE_URL: not a database URL; expected sqlite:///"),
+        (
+            "postgresql+psycopg://desk:s3cret@db:fivefour/desk",
+            "DATABASE_URL: not a database URL (is the port a number?)",
+        ),
+        ("oracle+nosuchdriver://desk:s3cret@db/desk", "DATABASE_URL: unknown kind of database 'oracle+nosuchdriver'"),
+        ("nosuchdb://desk:s3cret@db/desk", "DATABASE_URL: unknown kind of database 'nosuchdb'"),
+        (
+            "postgresql+asyncpg://desk:s3cret@db/desk",
+            "DATABASE_URL: the driver for 'postgresql+asyncpg' is not installed",
+        ),
+    ],
+)
+def test_a_bad_database_url_stops_the_start_without_quoting_the_password(url, said):
+    with pytest.raises(ConfigError) as refused:
+        create_app(TestConfig, SQLALCHEMY_DATABASE_URI=url)
+    assert said in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_an_unknown_app_config_names_the_variable():
+    for name in ("config.ProductionConfig", "settings.Config"):
+        with pytest.raises(ConfigError, match=rf"APP_CONFIG='{name}': no such configuration; expected config.Config"):
+            create_app(name)
+
+
+def test_numbers_outside_their_range_stop_the_start(monkeypatch):
+    monkeypatch.setenv("CRM_TEST_NUMBER", "-5")
+    with pytest.raises(ConfigError, match="CRM_TEST_NUMBER='-5': expected at least 1"):
+        env_int("CRM_TEST_NUMBER", 15, minimum=1)
+    assert env_int("CRM_TEST_NUMBER", 15) == -5  # no range given: any whole number
+    monkeypatch.setenv("CRM_TEST_NUMBER", "70000")
+    with pytest.raises(ConfigError, match="expected at most 65535"):
+        env_int("CRM_TEST_NUMBER", 587, minimum=1, maximum=65535)
+    for bad in ("5s", "nan", "inf"):
+        monkeypatch.setenv("CRM_TEST_NUMBER", bad)
+        with pytest.raises(ConfigError, match=f"CRM_TEST_NUMBER='{bad}': expected a number such as 5 or 2.5"):
+            env_float("CRM_TEST_NUMBER", 5, minimum=0.1)
+    monkeypatch.setenv("CRM_TEST_NUMBER", "0")
+    with pytest.raises(ConfigError, match="expected at least 0.1"):
+        env_float("CRM_TEST_NUMBER", 5, minimum=0.1)
+    monkeypatch.setenv("CRM_TEST_NUMBER", "2.5")
+    assert env_float("CRM_TEST_NUMBER", 5, minimum=0.1) == 2.5
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"DATABASE_URL": "desk-db"}, "DATABASE_URL: not a database URL"),
+        ({"APP_CONFIG": "config.Production"}, "APP_CONFIG='config.Production': no such configuration"),
+        ({"GEOCODER_TIMEOUT": "5s"}, "GEOCODER_TIMEOUT='5s': expected a number"),
+        ({"GEOCODER_TIMEOUT": "-1"}, "GEOCODER_TIMEOUT='-1': expected at least 0.1"),
+        ({"RATELIMIT_STORAGE_URI": "reddis://cache:6379/0"}, "RATELIMIT_STORAGE_URI: unsupported scheme 'reddis'"),
+        ({"SLA_MINUTES": "-15"}, "SLA_MINUTES='-15': expected at least 1"),
+        ({"GEOCODE_RETRY_BATCH": "0"}, "GEOCODE_RETRY_BATCH='0': expected at least 1"),
+        ({"MAIL_PORT": "-587"}, "MAIL_PORT='-587': expected at least 1"),
+    ],
+)
+def test_a_flask_command_with_a_bad_setting_says_so_in_a_line_without_a_traceback(env, said, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "crm", "--help"],
+        cwd=ROOT,
+        env={**os.environ, "SECRET_KEY": "x", "DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 4, done.stderr  # wsgi.APP_LOAD_ERROR: gunicorn stops instead of retrying
+    assert said in done.stderr and "Traceback" not in done.stderr
+    assert not done.stdout
 
 
 def test_every_problem_is_listed_at_once(make_app):
