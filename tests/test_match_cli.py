@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import sqlalchemy as sa
 
 from crm.models import AuditLog, LeadEvent
 from crm.models.enums import GeocodeStatus
+from crm.services import geocoding
 from tests.factories import (
     PASSWORD,
     ConditionFactory,
@@ -18,6 +20,7 @@ from tests.factories import (
     PhysicianFactory,
     StateProgramFactory,
 )
+from tests.test_geocoding import FakeOnline
 
 
 def setup_lead(db, **patient):
@@ -131,3 +134,35 @@ def test_rematch_unknown_lead_and_anonymous(client, auth, specialist):
     assert client.post("/leads/1/rematch").status_code == 302  # to the login page
     auth.as_user(specialist)
     assert client.post("/leads/424242/rematch").status_code == 404
+
+
+@pytest.fixture
+def fakemaps(app, monkeypatch):
+    """The app's geocoder is tests.test_geocoding's stand-in for an online service."""
+    FakeOnline.queries, FakeOnline.fail, FakeOnline.answers = [], False, {}
+    geocoding.register_geocoder("fakemaps", lambda config: FakeOnline(user_agent="test-agent"))
+    monkeypatch.setitem(app.config, "GEOCODER", "fakemaps")
+    yield
+    geocoding.GEOCODERS.pop("fakemaps", None)
+    geocoding._cached_geocoder.cache_clear()
+
+
+def test_geocode_pending_fails_when_the_geocoder_answered_for_nobody(app, db, fakemaps):
+    """An outage or a bad API key: every patient stays pending. That is not a backlog worked
+    through, and a script running the command must see it failed."""
+    lead, _, _ = setup_lead(
+        db, latitude=None, longitude=None, geocode_precision=None, geocode_status=GeocodeStatus.PENDING, zip="32801"
+    )
+    PhysicianFactory(last_name="Unplaced", latitude=None, longitude=None, geocode_status=GeocodeStatus.PENDING)
+    db.session.commit()
+    FakeOnline.fail = True
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["crm", "geocode", "--pending"])
+    assert result.exit_code == 1, result.output
+    assert "Patients: 1 patient(s) tried: 0 located, 1 still pending" in result.stdout
+    assert "the geocoder (fakemaps) did not answer for any of the 1 patient(s) tried" in result.stderr
+    docs = runner.invoke(args=["crm", "geocode", "--physicians"])
+    assert docs.exit_code == 1 and "did not answer for any of the 1 physician(s) tried" in docs.stderr
+    FakeOnline.fail = False  # the service answers, even if it finds nothing: the command worked
+    result = runner.invoke(args=["crm", "geocode", "--pending"])
+    assert result.exit_code == 0, result.output

@@ -78,6 +78,7 @@ def geocode_command(pending: bool, due_only: bool, physicians: bool, limit: int)
     """Work through the geocoding backlog with the configured geocoder (GEOCODER)."""
     from crm.services.enrichment import RetrySummary, due_patients, geocode_backlog_status, retry_patient
     from crm.services.geocoding import geocode_physician, get_geocoder
+    from crm.services.geocoding import unavailable as geocoder_unavailable
 
     if not (pending or physicians):
         status = geocode_backlog_status()
@@ -102,6 +103,8 @@ def geocode_command(pending: bool, due_only: bool, physicians: bool, limit: int)
         if summary.errors:
             click.echo(f"{len(summary.errors)} error(s): {', '.join(sorted(set(summary.errors)))}", err=True)
             sys.exit(1)
+        if summary.claimed and summary.unavailable == summary.claimed:
+            _geocoder_down(geo.name, summary.claimed, "patient")
     if physicians:
         ids = db.session.scalars(
             sa.select(Physician.id)
@@ -109,12 +112,27 @@ def geocode_command(pending: bool, due_only: bool, physicians: bool, limit: int)
             .order_by(Physician.id)
             .limit(limit)
         ).all()
-        located = 0
+        located = down = 0
         with click.progressbar(ids, label="Locating physicians", file=sys.stderr) as bar:
             for i, pid in enumerate(bar, start=1):
                 doc = db.session.get(Physician, pid)
-                located += bool(geocode_physician(doc, current_app.config))
+                found = bool(geocode_physician(doc, current_app.config))
+                located += found
+                down += not found and geocoder_unavailable(doc.geocode_error)
                 if i % 100 == 0:
                     db.session.commit()
         db.session.commit()
         click.echo(f"Physicians: {len(ids)} tried, {located} located, {len(ids) - located} not found or pending.")
+        if ids and down == len(ids):
+            _geocoder_down(geo.name, len(ids), "physician")
+
+
+def _geocoder_down(name: str, tried: int, what: str) -> None:
+    """Every address tried met a geocoder that did not answer: an outage or a bad setting (API key,
+    GEOCODER_OPTIONS), not a backlog worked through, so the exit status says it failed."""
+    click.echo(
+        f"Error: the geocoder ({name}) did not answer for any of the {tried} {what}(s) tried: check GEOCODER, "
+        "GEOCODER_OPTIONS and the network. They stay pending and are retried with backoff.",
+        err=True,
+    )
+    sys.exit(1)

@@ -163,6 +163,7 @@ class RetrySummary:
     pending: int = 0
     failed: int = 0
     rematched: int = 0
+    unavailable: int = 0  # of the pending: the geocoder did not answer
     errors: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -234,6 +235,7 @@ def retry_patient(patient_id: int, seen_next_at, now: datetime, config: Mapping,
                 _notify_admins_failed(lead, patient, now)
         else:
             summary.pending += 1
+            summary.unavailable += outcome.unavailable
         trigger = "geocoded" if outcome.ok else "geocode_failed" if outcome.final else "telehealth_only"
         for lead in leads:
             # Located or given up: match again. Still pending: match once, so the lead has its

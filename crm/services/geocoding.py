@@ -477,6 +477,15 @@ def geocode_physician(
     return True
 
 
+UNAVAILABLE = "geocoder unavailable"  # how geocode_error starts when the service did not answer
+
+
+def unavailable(error: str | None) -> bool:
+    """Whether a stored ``geocode_error`` says the geocoder did not answer (an outage, a bad API key),
+    as opposed to the address not being found."""
+    return bool(error) and error.startswith(UNAVAILABLE)
+
+
 def _attempt(obj, config: Mapping | None) -> tuple[GeocodeResult | None, str | None, bool]:
     """One geocoder call for ``obj``'s address: (result, error, whether the failure is final)."""
     addr = Address.of(obj)
@@ -488,7 +497,7 @@ def _attempt(obj, config: Mapping | None) -> tuple[GeocodeResult | None, str | N
     except GeocodeError as exc:
         # the class name only: a geocoder's message may echo the address back
         log.warning("geocoding %s %s failed: %s", type(obj).__name__.lower(), obj.id, type(exc).__name__)
-        return None, f"geocoder unavailable ({exc})", False
+        return None, f"{UNAVAILABLE} ({exc})", False
     if result is None:
         return None, "address not found", geo.deterministic  # an online service may answer later
     return result, None, False
@@ -534,6 +543,10 @@ class PatientGeocode:
     final: bool  # True: located, or given up (status failed)
     error: str | None = None
     changed: bool = False  # the location (coordinates or state) is not what it was
+
+    @property
+    def unavailable(self) -> bool:
+        return unavailable(self.error)
 
     def __bool__(self) -> bool:
         return self.ok
