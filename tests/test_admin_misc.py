@@ -237,6 +237,10 @@ def test_create_source_shows_secret_once_and_rotate(client, auth, admin, db):
     assert "WordPress pages" in client.get("/admin/sources").get_data(as_text=True)
     dup = client.post("/admin/sources/new", data={"name": "Again", "slug": "wordpress"})
     assert dup.status_code == 200 and "already used" in dup.get_data(as_text=True)
+    same_name = client.post("/admin/sources/new", data={"name": "wordpress pages", "slug": "wp-pages"})
+    html = same_name.get_data(as_text=True)
+    assert same_name.status_code == 200 and "A source named &#39;WordPress pages&#39; already exists" in html
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookSource)) == 1
 
     rotated = client.post(f"/admin/sources/{source.id}/rotate").get_data(as_text=True)
     new_secret = _secret_in(rotated)

@@ -212,3 +212,16 @@ def test_make_runs_demo_step_loads_under_the_development_configuration(tmp_path)
     demo = flask("crm", "demo", "--physicians", "2", "--leads", "1")
     assert demo.returncode == 0, demo.stderr
     assert "Demo data: 4 users, 2 physicians, 1 leads." in demo.stdout
+
+
+def test_sources_add_twice_with_the_same_name_is_refused(app, db):
+    from crm.models import WebhookSource
+
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["crm", "sources", "add", "WordPress"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(args=["crm", "sources", "add", "wordpress "])
+    assert again.exit_code == 1
+    assert "A source named 'WordPress' already exists (slug 'wordpress')" in again.stderr
+    assert "secret:" not in again.stdout
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookSource)) == 1

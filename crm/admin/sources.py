@@ -70,7 +70,8 @@ def source_new():
             source, secret = source_service.create_source(form.name.data, slug=form.slug.data or None)
         except source_service.SourceError as exc:
             db.session.rollback()
-            (form.slug if "slug" in str(exc).lower() else form.name).errors = [str(exc)]
+            field = exc.field or ("slug" if "slug" in str(exc).lower() else "name")
+            getattr(form, field).errors = [str(exc)]
         else:
             audit.record("create_source", "webhook_source", source.id, detail={"slug": source.slug})
             db.session.commit()

@@ -37,7 +37,12 @@ SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
 class SourceError(ValueError):
-    """A readable reason why a source or secret was refused."""
+    """A readable reason why a source or secret was refused; ``field`` names the form field it is
+    about, when that is not obvious from the message."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def generate_secret() -> str:
@@ -94,6 +99,14 @@ def create_source(
         raise SourceError("Give the source a name.")
     if len(name) > 120:
         raise SourceError("The name is at most 120 characters.")
+    same = db.session.scalar(sa.select(WebhookSource).where(sa.func.lower(WebhookSource.name) == name.lower()))
+    if same is not None:
+        # A provisioning script run twice must not leave two "WordPress" sources with two secrets.
+        raise SourceError(
+            f"A source named {same.name!r} already exists (slug {same.slug!r}): give the new one another name, "
+            "or rotate that one's secret.",
+            field="name",
+        )
     if slug is not None:
         slug = slug.strip().lower()
         if not SLUG_RE.match(slug) or len(slug) > 80:
