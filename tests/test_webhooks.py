@@ -211,6 +211,23 @@ def test_invalid_fields_are_422_with_field_errors(client, db, source):
     assert count(db, Lead) == 0 and count(db, Patient) == 0
 
 
+@pytest.mark.parametrize(
+    "sent, stored",
+    [(2134, "02134"), (7030, "07030"), (501, "00501"), (33101, "33101"), (2134.0, "02134"),
+     (21341234, "02134-1234"), (331011234, "33101-1234")],
+)  # fmt: skip
+def test_a_zip_sent_as_a_json_number_gets_its_leading_zeros_back(client, db, source, sent, stored):
+    resp = deliver(client, dict(PAYLOAD, zip=sent))
+    assert resp.status_code == 202, resp.get_json()
+    assert db.session.get(Lead, resp.get_json()["lead_id"]).patient.zip == stored
+
+
+@pytest.mark.parametrize("sent", ["2134", 12, 123456, -2134, 2134.5, True])
+def test_a_zip_too_short_as_text_or_an_impossible_number_is_still_refused(client, db, source, sent):
+    resp = deliver(client, dict(PAYLOAD, zip=sent))
+    assert resp.status_code == 422 and set(resp.get_json()["fields"]) == {"zip"}
+
+
 def test_body_too_large_by_content_length_is_413(client, db, source):
     resp = deliver(client, dict(PAYLOAD, message="x" * (70 * 1024)))
     assert resp.status_code == 413 and "error" in resp.get_json()

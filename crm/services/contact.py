@@ -72,6 +72,24 @@ def normalise_zip(value: str) -> str:
     return match.group(1) + (f"-{match.group(2)}" if match.group(2) else "")
 
 
+def zip_from_number(value: int) -> str | None:
+    """A ZIP a sender's form tool turned into a JSON number, leading zeros lost: 2134 -> "02134"
+    (Boston), 7030 -> "07030" (Hoboken), 501 -> "00501"; 21341234 -> "02134-1234" (ZIP+4).
+
+    Only whole numbers that fit the real ranges: 3-5 digits are a ZIP (the lowest is 00501),
+    7-9 digits a ZIP+4 (at most two zeros lost). Anything else (1-2 or 6 digits, negative)
+    is None: the caller keeps the number as sent and its ZIP check refuses it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    digits = len(str(value))
+    if 3 <= digits <= 5:
+        return f"{value:05d}"
+    if 7 <= digits <= 9:
+        text = f"{value:09d}"
+        return f"{text[:5]}-{text[5:]}"
+    return None
+
+
 def normalise_state(value: str) -> str:
     code = (value or "").strip().upper()
     if code not in US_STATES:

@@ -64,7 +64,14 @@ from crm.models.enums import (
 )
 from crm.prepared import Prepared, TempFunction, insert_parameters
 from crm.services import audit, dedupe
-from crm.services.contact import US_STATES, normalise_email, normalise_phone, normalise_state, normalise_zip
+from crm.services.contact import (
+    US_STATES,
+    normalise_email,
+    normalise_phone,
+    normalise_state,
+    normalise_zip,
+    zip_from_number,
+)
 from crm.services.timeline import add_event
 from crm.sqlite_lock import try_begin_immediate
 
@@ -248,6 +255,11 @@ def validate_fields(
         err("email", "Give an email address or a phone number.")
         err("phone", "Give an email address or a phone number.")
 
+    raw_zip = raw.get("zip")
+    if isinstance(raw_zip, float) and raw_zip.is_integer():
+        raw_zip = int(raw_zip)  # 2134.0 from a tool that stores every answer as a number
+    if (padded := zip_from_number(raw_zip)) is not None:
+        texts["zip"] = padded  # a JSON number lost its leading zeros; a string is taken as typed
     try:
         clean["zip"] = normalise_zip(texts["zip"]) if texts["zip"] else None
         if clean["zip"] is None and "zip" not in errors:
