@@ -436,6 +436,22 @@ def test_consent_false_is_refused(client, db, source):
     assert resp.status_code == 422 and "consent" in resp.get_json()["fields"]
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    ["no", "No", "false", "0", 0, "off", "declined", "Disagree", "I do not agree.", "I don\u2019t agree",
+     "refused", "No, thanks", "opt-out", "none", "null", ["no"]],
+)  # fmt: skip
+def test_a_consent_that_says_no_in_words_is_refused(client, db, source, refusal):
+    resp = deliver(client, dict(PAYLOAD, consent=refusal))
+    assert resp.status_code == 422 and set(resp.get_json()["fields"]) == {"consent"}
+    assert count(db, Patient) == 0
+
+
+@pytest.mark.parametrize("consent", ["yes", "I agree to be contacted", "Accepted", "true", 1, ["I agree"]])
+def test_a_consent_that_says_yes_or_is_the_checkbox_label_is_taken(client, db, source, consent):
+    assert deliver(client, dict(PAYLOAD, consent=consent)).status_code == 202
+
+
 # ---------------------------------------------------------------- de-duplication of patients
 
 

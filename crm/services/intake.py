@@ -90,6 +90,13 @@ CLAIM_LEASE = timedelta(minutes=5)
 WEBHOOK_CONSENT = "Consent collected by the sending form ({source})."
 TRUE_WORDS = {"1", "true", "yes", "y", "on", "checked", "agree", "agreed", "i agree", "accept", "accepted"}
 FALSE_WORDS = {"", "0", "false", "no", "n", "off", "unchecked", "decline", "declined"}
+# Refusals written out, and "no answer" as tools spell it: a yes is needed, never presumed.
+FALSE_WORDS |= {
+    "i decline", "disagree", "i disagree", "do not agree", "i do not agree", "don't agree", "i don't agree",
+    "dont agree", "i dont agree", "not agreed", "refuse", "i refuse", "refused", "reject", "rejected", "deny",
+    "denied", "no thanks", "no, thanks", "no thank you", "no, thank you", "nope", "opt out", "opt-out",
+    "opted out", "not checked", "not accepted", "none", "null", "nil", "undefined",
+}  # fmt: skip
 
 CONTACT_METHOD_WORDS = {
     "phone": ContactMethod.PHONE, "call": ContactMethod.PHONE, "phone call": ContactMethod.PHONE,
@@ -189,7 +196,7 @@ def parse_consent(value: Any) -> bool | None:
         return value != 0
     if isinstance(value, list):
         return any(parse_consent(v) for v in value) if value else False
-    word = str(value).strip().lower()
+    word = str(value).strip().lower().replace("\u2019", "'").rstrip(".!")
     if word in TRUE_WORDS:
         return True
     return word not in FALSE_WORDS  # True also for a checkbox whose value is its label ("I agree to be contacted")
