@@ -175,6 +175,7 @@ def test_submission_creates_patient_lead_and_inbox_item(client, db, conditions):
 def test_the_patient_picks_the_language_we_should_speak(client, db, conditions):
     page = client.get("/conditions/dystonia").get_data(as_text=True)
     assert "Language we should speak" in page and "Español (Spanish)" in page
+    assert '<option selected value="any">Any time (no preference)</option>' in page
     assert client.post("/conditions/dystonia", data=form_data(language="es")).status_code == 302
     assert db.session.scalar(sa.select(Patient)).language == "es"
     bad = client.post("/conditions/dystonia", data=form_data(language="xx-not", idempotency_token="e" * 32))

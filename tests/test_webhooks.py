@@ -452,6 +452,23 @@ def test_a_consent_that_says_yes_or_is_the_checkbox_label_is_taken(client, db, s
     assert deliver(client, dict(PAYLOAD, consent=consent)).status_code == 202
 
 
+@pytest.mark.parametrize(
+    "sent, stored",
+    [("no preference", "any"), ("No_Preference", "any"), ("whenever", "any"), ("Flexible", "any"),
+     ("Doesn\u2019t matter", "any"), ("", "any"), ("Morning (9am-12pm)", "morning"), ("Evenings", "evening"),
+     ("Afternoon - after 1pm", "afternoon")],
+)  # fmt: skip
+def test_a_contact_time_of_no_preference_or_a_labelled_choice_is_understood(client, db, source, sent, stored):
+    resp = deliver(client, dict(PAYLOAD, preferred_contact_time=sent))
+    assert resp.status_code == 202, resp.get_json()
+    assert db.session.get(Lead, resp.get_json()["lead_id"]).patient.preferred_contact_time == stored
+
+
+def test_a_contact_time_we_cannot_read_is_still_a_422(client, db, source):
+    resp = deliver(client, dict(PAYLOAD, preferred_contact_time="midnight"))
+    assert resp.status_code == 422 and set(resp.get_json()["fields"]) == {"preferred_contact_time"}
+
+
 # ---------------------------------------------------------------- de-duplication of patients
 
 

@@ -17,7 +17,12 @@ CONSENT_TEXT = (
 )
 
 CONTACT_METHODS = [("phone", "Phone call"), ("text", "Text message"), ("email", "Email")]
-CONTACT_TIMES = [("any", "Any time"), ("morning", "Morning"), ("afternoon", "Afternoon"), ("evening", "Evening")]
+CONTACT_TIMES = [
+    ("any", "Any time (no preference)"),
+    ("morning", "Morning"),
+    ("afternoon", "Afternoon"),
+    ("evening", "Evening"),
+]
 VISIT_MODES = [("either", "Either is fine"), ("in_person", "In person"), ("telehealth", "Telehealth (video)")]
 # Each in its own language, so a patient finds theirs; routing prefers a specialist who speaks it.
 LANGUAGES = [

@@ -33,7 +33,7 @@ FIELDS: dict[str, str] = {
     "condition_details": "The patient's own words beside a listed condition (optional, at most 200 characters)",
     "message": "Free-text message (at most 2,000 characters)",
     "preferred_contact_method": "phone, text or email",
-    "preferred_contact_time": "any, morning, afternoon or evening",
+    "preferred_contact_time": "any (also: no preference, whenever, flexible...), morning, afternoon or evening",
     "preferred_mode": "in_person, telehealth or either",
     "language": "Preferred language: a code (en, es, es-MX) or a name (Spanish, Español); unknown ones are ignored",
     "consent": "Consent to be contacted (true/false, yes/no, 1/0)",

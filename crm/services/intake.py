@@ -106,6 +106,13 @@ CONTACT_METHOD_WORDS = {
 CONTACT_TIME_WORDS = {
     "any": ContactTime.ANY, "anytime": ContactTime.ANY, "any time": ContactTime.ANY, "": ContactTime.ANY,
     "morning": ContactTime.MORNING, "afternoon": ContactTime.AFTERNOON, "evening": ContactTime.EVENING,
+    # "No preference" as forms word it: all mean any time.
+    "no preference": ContactTime.ANY, "no pref": ContactTime.ANY, "none": ContactTime.ANY,
+    "either": ContactTime.ANY, "whenever": ContactTime.ANY, "flexible": ContactTime.ANY,
+    "all day": ContactTime.ANY, "any time of day": ContactTime.ANY, "anytime is fine": ContactTime.ANY,
+    "any time is fine": ContactTime.ANY, "doesn't matter": ContactTime.ANY, "does not matter": ContactTime.ANY,
+    "not sure": ContactTime.ANY,
+    "mornings": ContactTime.MORNING, "afternoons": ContactTime.AFTERNOON, "evenings": ContactTime.EVENING,
 }  # fmt: skip
 # Names a form or a patient may write for the languages a US intake desk meets most; anything
 # else is taken as an ISO 639 code (2-3 letters), as specialists' languages are (routing matches them).
@@ -202,9 +209,14 @@ def parse_consent(value: Any) -> bool | None:
     return word not in FALSE_WORDS  # True also for a checkbox whose value is its label ("I agree to be contacted")
 
 
+# A choice's label with its detail after it: "Morning (9am-12pm)", "Evening - after 5", "Phone: cell".
+_CHOICE_DETAIL_RE = re.compile(r"\s*(?:[(:,/]|\s[-\u2013\u2014]\s).*$")
+
+
 def _word(value: str, table: dict, what: str):
-    key = value.strip().lower().replace("_", " ") if value else ""
-    for candidate in (key, key.replace(" ", "_")):
+    key = value.strip().lower().replace("_", " ").replace("\u2019", "'").rstrip(".!") if value else ""
+    head = _CHOICE_DETAIL_RE.sub("", key)
+    for candidate in (key, key.replace(" ", "_"), head, head.replace(" ", "_")):
         if candidate in table:
             return table[candidate]
     raise ValueError(f"Choose {what}.")
