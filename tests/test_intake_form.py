@@ -580,6 +580,25 @@ def test_new_words_in_a_folded_resubmission_reach_the_lead_timeline(client, db, 
     assert "In the patient's words: “now also tremor in both hands”" in page
 
 
+def test_a_phone_extension_is_kept_on_the_leads_timeline_not_dropped(client, db, conditions, specialist, auth):
+    assert client.post("/conditions/dystonia", data=form_data(phone="305-555-1234 ext 12")).status_code == 302
+    again = form_data(idempotency_token="e" * 32, phone="(305) 555-1234 x34")
+    assert client.post("/conditions/dystonia", data=again).status_code == 302
+    lead = db.session.scalar(sa.select(Lead))
+    assert lead.patient.phone == "+13055551234"  # E.164 has no extension
+    created, folded = db.session.scalars(sa.select(LeadEvent).order_by(LeadEvent.id)).all()
+    assert created.kind == EventKind.CREATED and created.data["phone_extension"] == "12"
+    assert folded.kind == EventKind.RESUBMITTED and folded.data["phone_extension"] == "34"
+    auth.as_user(specialist)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "Phone extension: <strong>12</strong>" in page and "Phone extension: <strong>34</strong>" in page
+
+
+def test_a_phone_without_an_extension_adds_nothing_to_the_event(client, db, conditions):
+    client.post("/conditions/dystonia", data=form_data())
+    assert "phone_extension" not in db.session.scalar(sa.select(LeadEvent)).data
+
+
 @pytest.mark.parametrize("condition", ["other", "dystonia"])
 def test_a_too_long_description_is_flagged_under_the_box_it_was_typed_in(client, db, conditions, condition):
     html = client.post("/request", data=form_data(condition=condition, condition_text="x" * 201)).get_data(as_text=True)

@@ -469,6 +469,15 @@ def test_a_contact_time_we_cannot_read_is_still_a_422(client, db, source):
     assert resp.status_code == 422 and set(resp.get_json()["fields"]) == {"preferred_contact_time"}
 
 
+@pytest.mark.parametrize("phone", ["305-555-0188 ext 12", "(305) 555-0188 x12", "+1 305 555 0188;ext=12"])
+def test_a_phone_extension_reaches_the_leads_event_and_the_phone_stays_e164(client, db, source, phone):
+    resp = deliver(client, dict(PAYLOAD, phone=phone))
+    assert resp.status_code == 202
+    lead = db.session.get(Lead, resp.get_json()["lead_id"])
+    assert lead.patient.phone == "+13055550188"
+    assert lead.events[0].data["phone_extension"] == "12"
+
+
 # ---------------------------------------------------------------- de-duplication of patients
 
 

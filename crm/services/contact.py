@@ -35,7 +35,13 @@ def normalise_email(value: str) -> str:
 
 
 def normalise_phone(value: str, region: str = "US") -> str:
-    """E.164 (``+13055550100``); raises ValueError if it is not a valid number."""
+    """E.164 (``+13055550100``); raises ValueError if it is not a valid number. An extension
+    is not part of E.164 and is left out: ``phone_parts`` returns it too."""
+    return phone_parts(value, region)[0]
+
+
+def phone_parts(value: str, region: str = "US") -> tuple[str, str | None]:
+    """(E.164, extension or None): "305-555-1234 ext 12", "x12", "#12", ";ext=12" -> ("+13055551234", "12")."""
     value = (value or "").strip()
     if not value:
         raise ValueError("Enter a phone number.")
@@ -45,7 +51,7 @@ def normalise_phone(value: str, region: str = "US") -> str:
         raise ValueError("Enter a valid phone number, e.g. (305) 555-0100.") from exc
     if not phonenumbers.is_valid_number(parsed):
         raise ValueError("Enter a valid phone number, e.g. (305) 555-0100.")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), parsed.extension or None
 
 
 def format_phone(e164: str | None) -> str:

@@ -67,9 +67,9 @@ from crm.services import audit, dedupe
 from crm.services.contact import (
     US_STATES,
     normalise_email,
-    normalise_phone,
     normalise_state,
     normalise_zip,
+    phone_parts,
     zip_from_number,
 )
 from crm.services.timeline import add_event
@@ -254,7 +254,7 @@ def validate_fields(
         clean[name] = value
 
     email, phone = texts["email"], texts["phone"]
-    clean["email"] = clean["phone"] = None
+    clean["email"] = clean["phone"] = clean["phone_extension"] = None
     if email:
         try:
             clean["email"] = normalise_email(email)
@@ -262,7 +262,9 @@ def validate_fields(
             err("email", "Enter a valid email address, like name@example.com.")
     if phone:
         try:
-            clean["phone"] = normalise_phone(phone)
+            # The patient's phone is E.164, which has no extension: the extension is kept apart
+            # and goes on the lead's event, so a specialist can still dial it.
+            clean["phone"], clean["phone_extension"] = phone_parts(phone)
         except ValueError as exc:
             err("phone", str(exc))
     if require_email_and_phone:
@@ -912,6 +914,8 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
                 data["condition_details"] = details  # new words about the same listed condition
             if clean["preferred_mode"] and clean["preferred_mode"] != target.preferred_mode:
                 data["preferred_mode"] = str(clean["preferred_mode"])
+            if wish.phone_extension:
+                data["phone_extension"] = wish.phone_extension
             add_event(target, EventKind.RESUBMITTED, data, at=now)
             target.last_activity_at = now
             return "resubmitted", target.id
@@ -938,6 +942,7 @@ class _Wish:
     address: dict[str, Any]
     contact: dict[str, Any]
     consent: dict[str, Any]
+    phone_extension: str | None = None  # not part of the patient's E.164 phone: kept on the event
 
 
 def _wish_of(item: InboxItem | FreshItem, clean: dict, now: datetime) -> _Wish:
@@ -967,7 +972,7 @@ def _wish_of(item: InboxItem | FreshItem, clean: dict, now: datetime) -> _Wish:
     consent: dict[str, Any] = {}
     if clean["consent"] is not False:
         consent = {"consent_text": consent_text, "consent_at": item.received_at or now, "consent_ip": item.remote_ip}
-    return _Wish(condition, condition_text, details, address, contact, consent)
+    return _Wish(condition, condition_text, details, address, contact, consent, clean.get("phone_extension"))
 
 
 def _new_patient_row(clean: dict, wish: _Wish, now: datetime) -> dict[str, Any]:
@@ -1010,7 +1015,10 @@ def _new_lead_row(item: InboxItem | FreshItem, clean: dict, wish: _Wish, now: da
 
 def _created_event(wish: _Wish, returning: bool, now: datetime) -> tuple[dict, dict]:
     event = {"kind": EventKind.CREATED, "created_at": now}
-    return event, {"returning_patient": returning, "condition": wish.condition.slug if wish.condition else None}
+    data = {"returning_patient": returning, "condition": wish.condition.slug if wish.condition else None}
+    if wish.phone_extension:
+        data["phone_extension"] = wish.phone_extension
+    return event, data
 
 
 def _create_in_one_statement(
