@@ -594,6 +594,39 @@ def test_a_phone_extension_is_kept_on_the_leads_timeline_not_dropped(client, db,
     assert "Phone extension: <strong>12</strong>" in page and "Phone extension: <strong>34</strong>" in page
 
 
+def test_a_returning_patients_new_phone_and_zip_fold_and_are_recorded_on_the_event(
+    client, db, conditions, specialist, auth
+):
+    assert client.post("/conditions/dystonia", data=form_data()).status_code == 302
+    again = form_data(idempotency_token="e" * 32, phone="305-555-0199", zip="33133", preferred_contact_time="morning")
+    assert client.post("/conditions/dystonia", data=again).status_code == 302
+    lead = db.session.scalar(sa.select(Lead))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 1  # folded (SPEC 2.2)
+    folded = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.RESUBMITTED)).one()
+    assert folded.data["details_sent"] == {"phone": "+13055550199", "zip": "33133"}
+    assert folded.data["details_updated"] == {"preferred_contact_time": ["evening", "morning"]}
+    assert (lead.patient.phone, lead.patient.zip) == ("+13055550123", "33101-1234")  # the record keeps its own
+    # Another condition is a new lead on the same patient, with the same record of what differs.
+    other = form_data(idempotency_token="f" * 32, condition="chronic-pain", phone="305-555-0199")
+    assert client.post("/conditions/chronic-pain", data=other).status_code == 302
+    second = db.session.scalars(sa.select(Lead).order_by(Lead.id)).all()[1]
+    assert second.patient_id == lead.patient_id
+    created = second.events[0]
+    assert created.data["returning_patient"] is True and created.data["details_sent"] == {"phone": "+13055550199"}
+    auth.as_user(specialist)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "differ from the patient's record" in page
+    assert "phone <strong>(305) 555-0199</strong>, ZIP <strong>33133</strong>" in page
+    assert "contact time evening → <strong>morning</strong>" in page
+
+
+def test_a_resubmission_with_the_same_details_records_no_changes(client, db, conditions):
+    client.post("/conditions/dystonia", data=form_data())
+    client.post("/conditions/dystonia", data=form_data(idempotency_token="e" * 32, zip="33101", city="MIAMI"))
+    folded = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.RESUBMITTED)).one()
+    assert "details_sent" not in folded.data and "details_updated" not in folded.data
+
+
 def test_a_phone_without_an_extension_adds_nothing_to_the_event(client, db, conditions):
     client.post("/conditions/dystonia", data=form_data())
     assert "phone_extension" not in db.session.scalar(sa.select(LeadEvent)).data

@@ -496,6 +496,20 @@ def test_returning_patient_by_phone_gets_a_new_lead_on_the_same_patient(client, 
     assert lead2.events[0].data["returning_patient"] is True
 
 
+def test_a_returning_patients_new_details_are_recorded_as_on_the_form(client, db, source):
+    lead_id = deliver(client, dict(PAYLOAD, preferred_contact_time="evening")).get_json()["lead_id"]
+    changed = dict(PAYLOAD, phone="(305) 555-0199", zip="33133", preferred_contact_time="morning")
+    assert deliver(client, changed, msg_id="m2").get_json() == {"status": "resubmitted", "lead_id": lead_id}
+    folded = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.RESUBMITTED)).one()
+    assert folded.data["details_sent"] == {"phone": "+13055550199", "zip": "33133"}
+    assert folded.data["details_updated"] == {"preferred_contact_time": ["evening", "morning"]}
+    other = deliver(client, dict(changed, condition="migraine"), msg_id="m3").get_json()
+    assert other["status"] == "accepted" and other["lead_id"] != lead_id
+    created = db.session.get(Lead, other["lead_id"]).events[0]
+    assert created.data["returning_patient"] is True
+    assert created.data["details_sent"] == {"phone": "+13055550199", "zip": "33133"}
+
+
 def test_resubmission_after_24_hours_or_on_a_closed_lead_makes_a_new_lead(client, db, source):
     first = deliver(client, PAYLOAD, msg_id="a").get_json()
     lead = db.session.get(Lead, first["lead_id"])

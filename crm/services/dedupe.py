@@ -76,6 +76,21 @@ def fill_missing(patient: Patient, values: dict) -> list[str]:
     return filled
 
 
+def differing(patient: Patient, values: dict) -> dict[str, str]:
+    """Contact and address values a returning patient sent that differ from the ones on file
+    (which ``fill_missing`` keeps): {field: the value sent}. Case and spacing do not count, nor
+    a ZIP sent without the +4 the record has."""
+    found = {}
+    for name in FILLABLE:
+        new, old = values.get(name), getattr(patient, name)
+        if not new or not old or " ".join(str(new).split()).casefold() == " ".join(str(old).split()).casefold():
+            continue
+        if name == "zip" and str(old).startswith(str(new)):
+            continue
+        found[name] = new
+    return found
+
+
 def open_resubmission_target(
     patient: Patient, condition_id: int | None, condition_text: str, now: datetime
 ) -> Lead | None:

@@ -880,6 +880,7 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     condition, condition_text, details = wish.condition, wish.condition_text, wish.details
     contact, consent = dict(wish.contact), wish.consent
     returning = patient is not None
+    changes: dict[str, Any] = {}  # a returning patient's new details, for the event
     # Plain statements on the session's connection (same transaction): the ORM's per-statement
     # layer is measurable on this path and these rows need no objects.
     conn = db.session.connection()
@@ -887,6 +888,10 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
         new_patient = _new_patient_row(clean, wish, now)
     else:
         patient_id = patient.id
+        # What the patient sent that differs from the record is kept on the record's side (a
+        # specialist may have corrected it) and written on the event, so nothing sent is unseen.
+        if kept := dedupe.differing(patient, wish.address):
+            changes["details_sent"] = kept
         filled = dedupe.fill_missing(patient, wish.address)
         if {"zip", "street", "city", "state"} & set(filled):
             patient.geocode_status = GeocodeStatus.PENDING
@@ -902,6 +907,14 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             for name, default in FORM_CONTACT_DEFAULTS.items():
                 if contact.get(name) == default:
                     del contact[name]
+        updated = {
+            name: [str(getattr(patient, name) or "") or None, str(value)]
+            for name, value in contact.items()
+            if name in FORM_CONTACT_DEFAULTS and getattr(patient, name) != value
+        }
+        updated.update({name: [None, str(wish.address[name])] for name in filled})
+        if updated:
+            changes["details_updated"] = updated  # [on file before, now]
         for name, value in contact.items():
             setattr(patient, name, value)
         target = dedupe.open_resubmission_target(patient, condition.id if condition else None, condition_text, now)
@@ -916,12 +929,15 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
                 data["preferred_mode"] = str(clean["preferred_mode"])
             if wish.phone_extension:
                 data["phone_extension"] = wish.phone_extension
+            data.update(changes)
             add_event(target, EventKind.RESUBMITTED, data, at=now)
             target.last_activity_at = now
             return "resubmitted", target.id
 
     new_lead = _new_lead_row(item, clean, wish, now)
     event, event_data = _created_event(wish, returning, now)
+    if returning:
+        event_data.update(changes)
     if patient is None and isinstance(item, FreshItem) and conn.dialect.name == "postgresql":
         return "accepted", _create_in_one_statement(conn, item, new_patient, new_lead, event, event_data, now)
     if patient is None:
