@@ -233,12 +233,33 @@ def test_free_text_that_matches_nothing_is_kept_as_text(client, db, conditions):
     assert lead.condition_id is None and lead.condition_text == "something rare"
 
 
-def test_honeypot_submission_is_stored_rejected_and_makes_no_lead(client, db, conditions):
+def test_honeypot_submission_is_stored_whole_as_spam_and_makes_no_lead(client, db, conditions):
     resp = client.post("/conditions/dystonia", data=form_data(website="http://spam.example.com"))
     assert resp.status_code == 302 and resp.location.endswith("/thank-you")
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
     item = db.session.scalar(sa.select(InboxItem))
-    assert item.status == InboxStatus.REJECTED and "honeypot" in item.error
+    assert item.status == InboxStatus.SPAM and "honeypot" in item.error and "Replay" in item.error
+    body = json.loads(item.body)
+    assert body["email"] == "Casey.Morgan@Example.com" and body["condition"] == "Dystonia"
+    assert body["website"] == "http://spam.example.com" and body["consent"] is True
+    assert item.webhook_id == "0123456789abcdef0123456789abcdef" and item.dedupe_key is None
+
+
+def test_a_real_patient_caught_by_the_honeypot_is_replayed_from_the_inbox(client, db, conditions, admin, auth):
+    client.post("/conditions/dystonia", data=form_data(website="casey.example.com"))  # autofill, say
+    item = db.session.scalar(sa.select(InboxItem))
+    auth.as_user(admin)
+    listing = client.get("/admin/inbox?status=spam").get_data(as_text=True)
+    assert f"/admin/inbox/{item.id}" in listing and "Spam" in listing
+    page = client.get(f"/admin/inbox/{item.id}").get_data(as_text=True)
+    assert "Caught by the honeypot" in page and f"/admin/inbox/{item.id}/replay" in page
+    assert client.post(f"/admin/inbox/{item.id}/replay").status_code == 302
+    db.session.expire_all()
+    item = db.session.get(InboxItem, item.id)
+    lead = db.session.scalar(sa.select(Lead))
+    assert item.status == InboxStatus.ACCEPTED and item.lead_id == lead.id and item.error is None
+    assert lead.patient.email == "casey.morgan@example.com" and lead.condition.slug == "dystonia"
+    assert lead.patient.consent_text == CONSENT_TEXT
 
 
 # ---------------------------------------------------------------- every bad input

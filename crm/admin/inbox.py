@@ -113,6 +113,7 @@ def inbox_replay(item_id: int):
         InboxStatus.RESUBMITTED: ("info", f"Replayed: folded into the patient's open lead #{item.lead_id}."),
         InboxStatus.DUPLICATE: ("info", f"Replayed: it duplicates an earlier delivery (lead #{item.lead_id})."),
         InboxStatus.REJECTED: ("warning", "Replayed, but the submission is still refused; see the error below."),
+        InboxStatus.SPAM: ("warning", "Replayed, but it is still marked as spam."),
         InboxStatus.FAILED: ("danger", "Replayed, but processing failed again; see the error below."),
     }
     category, message = messages.get(item.status, ("info", "Replayed."))

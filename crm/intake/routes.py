@@ -128,10 +128,15 @@ def _handle_post(form: RequestForm, conditions: list[Condition]):
     if form.condition.data not in ("", OTHER, None) and chosen is None:
         form.condition.errors = ["Choose a condition from the list."]
         return None
-    if form.website.data:
-        intake.submit_form({}, token=None, remote_ip=request.remote_addr, headers=_headers(), spam=True)
-        return redirect(url_for("intake.thank_you"))
     fields = form.intake_fields(chosen.name if chosen else None)
+    if form.website.data:
+        # Probably a bot, but a browser's autofill can fill the hidden field too: everything
+        # sent is kept (status "spam") so an admin can replay a real patient's request.
+        spam = {**fields, "website": form.website.data[:500]}
+        intake.submit_form(
+            spam, token=form.idempotency_token.data, remote_ip=request.remote_addr, headers=_headers(), spam=True
+        )
+        return redirect(url_for("intake.thank_you"))
     _, errors = intake.validate_fields(fields, require_consent=True)
     if not chosen and not fields["condition"]:
         errors.setdefault("condition", []).append("Choose a condition, or describe it in your own words.")

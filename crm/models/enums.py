@@ -141,6 +141,7 @@ class InboxStatus(StrEnum):
     RESUBMITTED = "resubmitted"  # folded into the same patient's open lead (SPEC 2.2)
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
+    SPAM = "spam"  # a form caught by the honeypot: its fields kept, replayable if a real patient sent it
     FAILED = "failed"
 
 

@@ -87,6 +87,11 @@ TRACKING["utm_content"] = 100
 RETRY_BASE = timedelta(minutes=1)
 RETRY_MAX = timedelta(hours=6)
 CLAIM_LEASE = timedelta(minutes=5)
+HONEYPOT_ERROR = (
+    "Caught by the honeypot: the hidden 'website' field was filled in, which people do not see, so"
+    " probably a bot (a browser's autofill can do it too). Nothing was created. If the fields below"
+    " are a real patient's request, press Replay."
+)
 WEBHOOK_CONSENT = "Consent collected by the sending form ({source})."
 TRUE_WORDS = {"1", "true", "yes", "y", "on", "checked", "agree", "agreed", "i agree", "accept", "accepted"}
 FALSE_WORDS = {"", "0", "false", "no", "n", "off", "unchecked", "decline", "declined"}
@@ -488,7 +493,7 @@ def raw_fields(item: InboxItem) -> dict[str, Any]:
 
 @dataclass
 class Outcome:
-    status: str  # accepted | resubmitted | duplicate | rejected | failed
+    status: str  # accepted | resubmitted | duplicate | rejected | failed | spam
     inbox_id: int | None = None
     lead_id: int | None = None
     http_status: int = 202
@@ -637,7 +642,11 @@ def _submit_form(
         "body": json.dumps(fields, sort_keys=True, default=str),
     }
     if spam:
-        return _reject_now(item_values, 400, "honeypot field filled in (treated as spam)")
+        # Kept whole and not answered differently (a bot learns nothing); no dedupe key yet, so
+        # a replay by an admin claims the form's token as any delivery does.
+        item = _store(status=InboxStatus.SPAM, error=HONEYPOT_ERROR, processed_at=now, **item_values)
+        log.info("intake: inbox item %s caught by the honeypot", item.id)
+        return Outcome("spam", inbox_id=item.id, http_status=200)
     if token:
         original = db.session.scalar(sa.select(InboxItem).where(InboxItem.dedupe_key == f"form:{token}"))
         if original is not None:
@@ -1316,13 +1325,14 @@ def process(item_id: int, *, now: datetime | None = None) -> Outcome:
 
 # --------------------------------------------------------------------------- retries and replay
 
-REPLAYABLE = (InboxStatus.FAILED, InboxStatus.RECEIVED)
+REPLAYABLE = (InboxStatus.FAILED, InboxStatus.RECEIVED, InboxStatus.SPAM)
 # Rejections that a fix on our side (mapping, condition list) can turn into a lead.
 REPLAYABLE_REJECTIONS = ("[422]",)
 
 
 def can_replay(item: InboxItem) -> bool:
-    """Failed or stuck items, and items refused for their content (a mapping fix may rescue them)."""
+    """Failed or stuck items, forms caught by the honeypot (a real patient's autofill), and items
+    refused for their content (a mapping fix may rescue them)."""
     if item.status in REPLAYABLE:
         return True
     return item.status == InboxStatus.REJECTED and (item.error or "").startswith(REPLAYABLE_REJECTIONS)
