@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -99,6 +100,86 @@ def test_retry_claims_each_item_once(app, client, db, source, broken_db):
     db.session.execute(sa.update(InboxItem).values(next_attempt_at=due + intake.CLAIM_LEASE))
     db.session.commit()
     assert intake.retry_failed_items(due) == 0
+
+
+@pytest.fixture
+def replay_meanwhile(monkeypatch, admin):
+    """While the first processing of an item runs, another admin presses Replay on it."""
+    real, refusals = intake.process, []
+
+    def process(item_id, **kwargs):
+        if not refusals:
+            try:
+                intake.replay(db_get(item_id), admin)
+                refusals.append(None)
+            except ValueError as exc:
+                refusals.append(str(exc))
+        return real(item_id, **kwargs)
+
+    monkeypatch.setattr(intake, "process", process)
+    return refusals
+
+
+def db_get(item_id):
+    from crm.extensions import db
+
+    return db.session.get(InboxItem, item_id)
+
+
+def _one_lead_one_event(db, item_id):
+    from crm.models import LeadEvent
+
+    db.session.expire_all()
+    item = db.session.get(InboxItem, item_id)
+    assert item.status == InboxStatus.ACCEPTED and item.lead_id and item.next_attempt_at is None
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 1
+    assert [e.kind for e in db.session.scalars(sa.select(LeadEvent))] == ["created"]  # no fold of itself
+
+
+def test_two_admins_pressing_replay_at_once_process_the_item_once(
+    client, db, source, admin, broken_db, replay_meanwhile
+):
+    item_id = deliver(client).get_json()["inbox_id"]
+    broken_db()
+    intake.replay(db.session.get(InboxItem, item_id), admin)
+    assert replay_meanwhile == ["This item is being processed right now (another admin's replay or the retry job); "
+                                "look again in a minute."]  # fmt: skip
+    _one_lead_one_event(db, item_id)
+    replays = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "replay_inbox_item")).all()
+    assert len(replays) == 1
+
+
+def test_replay_racing_the_retry_job_processes_the_item_once(client, db, source, admin, broken_db, replay_meanwhile):
+    item_id = deliver(client).get_json()["inbox_id"]
+    broken_db()
+    due = db.session.get(InboxItem, item_id).next_attempt_at
+    assert intake.retry_failed_items(due) == 1
+    assert "being processed right now" in replay_meanwhile[0]
+    _one_lead_one_event(db, item_id)
+
+
+def test_replay_of_an_item_processed_meanwhile_says_so(client, db, source, admin, auth, broken_db):
+    item_id = deliver(client).get_json()["inbox_id"]
+    broken_db()
+    intake.process(item_id)  # the retry job, between the admin's page load and the button
+    seen = types.SimpleNamespace(id=item_id, status=InboxStatus.FAILED, error="...", lead_id=None)  # the page
+    with pytest.raises(ValueError, match="processed meanwhile"):
+        intake.replay(seen, admin)
+    _one_lead_one_event(db, item_id)
+
+
+def test_processing_that_stopped_mid_way_is_picked_up_after_the_lease(client, db, source, broken_db):
+    item_id = deliver(client).get_json()["inbox_id"]
+    broken_db()
+    now = datetime.now(UTC)
+    # A worker claimed it and was killed: "received" under a lease nobody will end.
+    db.session.execute(
+        sa.update(InboxItem).values(status=InboxStatus.RECEIVED, next_attempt_at=now + intake.CLAIM_LEASE)
+    )
+    db.session.commit()
+    assert intake.retry_failed_items(now) == 0  # the lease is live
+    assert intake.retry_failed_items(now + intake.CLAIM_LEASE) == 1
+    _one_lead_one_event(db, item_id)
 
 
 def test_backoff_is_capped():

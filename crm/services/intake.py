@@ -1338,36 +1338,41 @@ def can_replay(item: InboxItem) -> bool:
     return item.status == InboxStatus.REJECTED and (item.error or "").startswith(REPLAYABLE_REJECTIONS)
 
 
+def _claim(item_id: int, seen: InboxStatus, now: datetime, *, due: bool = False) -> bool:
+    """Take ``item_id`` for processing with a conditional UPDATE: it must still have the status
+    the caller saw and, for the retry job (``due``), a retry time that has come; an admin may
+    replay a failed item early, but not a ``received`` one under a live lease (being processed).
+    It becomes ``received`` with a lease of CLAIM_LEASE, which processing ends (every outcome
+    clears ``next_attempt_at`` or sets the next retry). Of two admins pressing Replay at once,
+    or a replay and the retry job, exactly one UPDATE matches the row. Commits."""
+    stmt = sa.update(InboxItem).where(InboxItem.id == item_id, InboxItem.status == seen)
+    if due:
+        stmt = stmt.where(InboxItem.next_attempt_at <= now)
+    elif seen == InboxStatus.RECEIVED:
+        stmt = stmt.where(sa.or_(InboxItem.next_attempt_at.is_(None), InboxItem.next_attempt_at <= now))
+    stmt = stmt.values(status=InboxStatus.RECEIVED, next_attempt_at=now + CLAIM_LEASE)
+    claimed = db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount
+    db.session.commit()
+    return claimed == 1
+
+
 def retry_failed_items(now: datetime, limit: int = 50) -> int:
-    """Scheduler job: reprocess failed items that are due; returns how many were tried."""
-    due = db.session.scalars(
-        sa.select(InboxItem.id)
-        .where(InboxItem.status == InboxStatus.FAILED, InboxItem.next_attempt_at <= now)
+    """Scheduler job: reprocess failed items that are due, and items whose processing stopped
+    mid-way (a worker killed: still ``received`` after the lease); returns how many were tried."""
+    due = db.session.execute(
+        sa.select(InboxItem.id, InboxItem.status)
+        .where(InboxItem.status.in_((InboxStatus.FAILED, InboxStatus.RECEIVED)), InboxItem.next_attempt_at <= now)
         .order_by(InboxItem.next_attempt_at)
         .limit(limit)
     ).all()
     db.session.rollback()
     tried = 0
-    for item_id in due:
-        # Claim with a conditional UPDATE: a second runner matches no row and skips it.
-        claimed = db.session.execute(
-            sa.update(InboxItem)
-            .where(
-                InboxItem.id == item_id,
-                InboxItem.status == InboxStatus.FAILED,
-                InboxItem.next_attempt_at <= now,
-            )
-            .values(next_attempt_at=now + CLAIM_LEASE)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        db.session.commit()
-        if claimed != 1:
+    for item_id, status in due:
+        # A second runner, or an admin's replay, that got there first leaves no row to claim.
+        if not _claim(item_id, status, now, due=True):
             continue
         tried += 1
-        outcome = process(item_id, now=now)
-        if outcome.status == "failed":
-            # keep the backoff from the recorded attempts (process() already scheduled it)
-            continue
+        process(item_id, now=now)  # a failure schedules the next try from the recorded attempts
     if tried:
         log.info("intake: retried %s failed inbox item(s)", tried)
     return tried
@@ -1385,9 +1390,17 @@ def replay(item: InboxItem, actor: User) -> InboxItem:
         )
     item_id = item.id
     before = str(item.status)
-    item.status = InboxStatus.RECEIVED
-    item.next_attempt_at = None
-    db.session.commit()
+    if not _claim(item_id, item.status, utcnow()):
+        db.session.expire_all()
+        item = db.session.get(InboxItem, item_id)
+        if item.status in (InboxStatus.ACCEPTED, InboxStatus.RESUBMITTED, InboxStatus.DUPLICATE):
+            raise ValueError(
+                f"This item was processed meanwhile (lead #{item.lead_id}), by another admin's replay or the"
+                " retry job; replaying it again would not change anything."
+            )
+        raise ValueError(
+            "This item is being processed right now (another admin's replay or the retry job); look again in a minute."
+        )
     outcome = process(item_id)
     item = db.session.get(InboxItem, item_id)
     audit.record(
