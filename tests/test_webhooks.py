@@ -117,6 +117,17 @@ def test_same_webhook_id_again_is_a_duplicate_with_the_same_lead(client, db, sou
     assert dup.status == InboxStatus.DUPLICATE and dup.dedupe_key is None and dup.lead_id == first["lead_id"]
 
 
+def test_same_webhook_id_with_a_different_body_is_a_duplicate_flagged_for_an_admin(client, db, source):
+    first = deliver(client, PAYLOAD).get_json()
+    again = deliver(client, dict(PAYLOAD, phone="(305) 555-0199"))
+    assert again.status_code == 200 and again.get_json() == {"status": "duplicate", "lead_id": first["lead_id"]}
+    assert count(db, Lead) == 1
+    dup = items(db)[-1]
+    assert dup.status == InboxStatus.DUPLICATE and "555-0199" in dup.body
+    assert dup.error.startswith(f"Same webhook-id as inbox item #{first['inbox_id']} but a different body")
+    assert deliver(client, PAYLOAD).status_code == 200 and items(db)[-1].error is None  # a plain repeat
+
+
 def test_identical_resubmission_is_folded_into_the_open_lead(client, db, source):
     first = deliver(client, PAYLOAD, msg_id="a").get_json()
     again = deliver(client, dict(PAYLOAD, message="Any time is fine now."), msg_id="b")

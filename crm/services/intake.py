@@ -650,9 +650,25 @@ def _submit_form(
     if token:
         original = db.session.scalar(sa.select(InboxItem).where(InboxItem.dedupe_key == f"form:{token}"))
         if original is not None:
-            item = _store(status=InboxStatus.DUPLICATE, lead_id=original.lead_id, processed_at=now, **item_values)
-            return Outcome("duplicate", inbox_id=item.id, lead_id=original.lead_id, http_status=200)
+            return _store_duplicate(original, item_values, now)
     return _store_and_process(item_values, now)
+
+
+def _store_duplicate(original: InboxItem, item_values: dict, now: datetime) -> Outcome:
+    """A repeat of ``original`` (same webhook-id or form token): stored as ``duplicate`` with the
+    original's lead. A webhook repeat whose body differs is still answered "duplicate" (the id is
+    the sender's idempotency key, SPEC 5) but says so on the item, for an admin to look at."""
+    note = None
+    if original.body != item_values["body"]:
+        key = "form token" if item_values["channel"] == InboxChannel.FORM else "webhook-id"
+        note = (
+            f"Same {key} as inbox item #{original.id} but a different body: answered as its duplicate"
+            " and not processed. Compare the two; if this is another request, ask the sender to deliver it"
+            " with a new webhook-id."
+        )
+        log.warning("intake: a repeat of inbox item %s has a different body", original.id)
+    item = _store(status=InboxStatus.DUPLICATE, lead_id=original.lead_id, processed_at=now, error=note, **item_values)
+    return Outcome("duplicate", inbox_id=item.id, lead_id=original.lead_id, http_status=200)
 
 
 # --------------------------------------------------------------------------- the hot path
@@ -1259,8 +1275,7 @@ def _store_and_process(item_values: dict, now: datetime, source: SourceRow | Non
         if original is None:
             failed = _store_failed(item_values, exc, now)
             return Outcome("failed", inbox_id=failed.id, http_status=202, error=failed.error)
-        dup = _store(status=InboxStatus.DUPLICATE, lead_id=original.lead_id, processed_at=now, **item_values)
-        return Outcome("duplicate", inbox_id=dup.id, lead_id=original.lead_id, http_status=200)
+        return _store_duplicate(original, item_values, now)
     except Exception as exc:  # noqa: BLE001 - the raw item is kept as failed, to be retried
         log.exception("intake: processing a new %s delivery failed", item_values.get("channel"))
         db.session.rollback()
