@@ -212,6 +212,19 @@ def test_double_submit_with_the_same_token_makes_one_lead(client, db, conditions
     assert statuses == [InboxStatus.ACCEPTED, InboxStatus.DUPLICATE, InboxStatus.DUPLICATE]
 
 
+def test_the_same_page_sent_again_with_a_corrected_phone_is_not_lost_as_a_double_click(client, db, conditions):
+    client.post("/conditions/dystonia", data=form_data())
+    corrected = form_data(phone="305-555-0199")  # back button, same token, phone corrected
+    for _ in range(2):  # ... and double-clicked
+        assert client.post("/conditions/dystonia", data=corrected).status_code == 302
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 1
+    statuses = db.session.scalars(sa.select(InboxItem.status).order_by(InboxItem.id)).all()
+    assert statuses == [InboxStatus.ACCEPTED, InboxStatus.RESUBMITTED, InboxStatus.DUPLICATE]
+    folded = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.RESUBMITTED)).one()
+    assert folded.data["details_sent"] == {"phone": "+13055550199"}
+    assert db.session.scalars(sa.select(InboxItem.error).order_by(InboxItem.id)).all()[-1] is None
+
+
 def test_a_new_token_within_24h_is_folded_as_resubmitted(client, db, conditions):
     client.post("/conditions/dystonia", data=form_data())
     client.post("/conditions/dystonia", data=form_data(idempotency_token="f" * 32, message="Still waiting"))

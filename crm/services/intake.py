@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import logging
 import re
@@ -649,6 +650,15 @@ def _submit_form(
         return Outcome("spam", inbox_id=item.id, http_status=200)
     if token:
         original = db.session.scalar(sa.select(InboxItem).where(InboxItem.dedupe_key == f"form:{token}"))
+        if original is not None and original.body != item_values["body"]:
+            # The same page sent again with other answers (the patient went back and corrected
+            # the phone, say): a new submission, not a double click. Keyed by its answers too, so
+            # a double click of the corrected page is still one.
+            digest = hashlib.sha256(item_values["body"].encode("utf-8")).hexdigest()[:16]
+            item_values["webhook_id"] = f"{token}.{digest}"
+            original = db.session.scalar(
+                sa.select(InboxItem).where(InboxItem.dedupe_key == f"form:{item_values['webhook_id']}")
+            )
         if original is not None:
             return _store_duplicate(original, item_values, now)
     return _store_and_process(item_values, now)
