@@ -260,6 +260,18 @@ def test_a_form_encoded_body_is_shown_decoded_field_by_field(client, db, source,
     assert "&#34;email&#34;: &#34;lee.park@example.com&#34;" in html and "lee.park%40example.com" not in html
 
 
+def test_a_body_nested_thousands_deep_is_a_400_and_its_inbox_page_still_opens(client, db, source, admin, auth):
+    body = '{"a": ' + "[" * 20000 + "]" * 20000 + "}"
+    signed = sign_payload(SECRET, body, msg_id="deep")
+    assert client.post("/webhooks/intake/site", data=signed.body, headers=signed.headers).status_code == 400
+    item = db.session.scalar(sa.select(InboxItem))
+    assert item.status == InboxStatus.REJECTED and "nested too deeply" in item.error
+    assert not intake.can_replay(item)
+    auth.as_user(admin)
+    resp = client.get(f"/admin/inbox/{item.id}")
+    assert resp.status_code == 200 and "[[[[" in resp.get_data(as_text=True)
+
+
 def test_specialists_cannot_open_the_inbox(client, db, source, specialist, auth):
     auth.as_user(specialist)
     assert client.get("/admin/inbox").status_code == 403

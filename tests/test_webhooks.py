@@ -203,7 +203,11 @@ def test_a_source_deactivated_by_another_worker_is_refused_within_the_cache_ttl(
     assert deliver(client, PAYLOAD, msg_id="msg_b").status_code == 404
 
 
-@pytest.mark.parametrize("body", ["{not json", "[1, 2]", '"text"', "null"])
+@pytest.mark.parametrize(
+    "body",
+    ["{not json", "[1, 2]", '"text"', "null", '{"first_name": NaN}', '{"zip": Infinity}',
+     '{"a": ' + "[" * 20000 + "]" * 20000 + "}"],
+)  # fmt: skip
 def test_malformed_json_or_not_an_object_is_400(client, db, source, body):
     resp = deliver(client, body)
     assert resp.status_code == 400 and resp.get_json()["error"]

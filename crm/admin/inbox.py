@@ -79,7 +79,7 @@ def _pretty(item: InboxItem) -> tuple[str, str | None]:
         return json.dumps(fields, indent=2, ensure_ascii=False), "form fields, decoded"
     try:
         return json.dumps(json.loads(body), indent=2, sort_keys=False, ensure_ascii=False), None
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # RecursionError: a body nested thousands deep
         return body, None
 
 

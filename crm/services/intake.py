@@ -465,12 +465,19 @@ def parse_body(body: bytes, content_type: str) -> dict:
     if kind and kind != "application/json" and not kind.endswith("+json") and kind != "text/plain":
         raise PayloadError(f"Unsupported content type {kind!r}: send application/json or form-encoded data.")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"Malformed JSON: {exc}") from exc
+    except RecursionError as exc:  # thousands of nested [ or {: no form nests like that
+        raise PayloadError("Malformed JSON: nested too deeply.") from exc
     if not isinstance(data, dict):
         raise PayloadError("The JSON body must be an object.")
     return data
+
+
+def _not_json(word: str):
+    """NaN, Infinity and -Infinity: Python reads them, JSON does not have them."""
+    raise ValueError(f"{word} is not a JSON value")
 
 
 def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
