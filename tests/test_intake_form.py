@@ -172,6 +172,12 @@ def test_submission_creates_patient_lead_and_inbox_item(client, db, conditions):
     assert "csrf_token" not in json.loads(item.body)
 
 
+@pytest.mark.parametrize("typed", ["33101 1234", "33101\u20131234", "331011234"])
+def test_a_zip_plus_4_written_with_a_space_or_a_typographic_dash_is_taken(client, db, conditions, typed):
+    assert client.post("/conditions/dystonia", data=form_data(zip=typed)).status_code == 302
+    assert db.session.scalar(sa.select(Patient)).zip == "33101-1234"
+
+
 def test_the_patient_picks_the_language_we_should_speak(client, db, conditions):
     page = client.get("/conditions/dystonia").get_data(as_text=True)
     assert "Language we should speak" in page and "Español (Spanish)" in page

@@ -237,7 +237,12 @@ def test_a_zip_sent_as_a_json_number_gets_its_leading_zeros_back(client, db, sou
     assert db.session.get(Lead, resp.get_json()["lead_id"]).patient.zip == stored
 
 
-@pytest.mark.parametrize("sent", ["2134", 12, 123456, -2134, 2134.5, True])
+def test_a_zip_plus_4_with_a_space_is_taken_from_a_webhook_too(client, db, source):
+    resp = deliver(client, dict(PAYLOAD, zip="33101 1234"))
+    assert resp.status_code == 202 and db.session.get(Lead, resp.get_json()["lead_id"]).patient.zip == "33101-1234"
+
+
+@pytest.mark.parametrize("sent", ["2134", 12, 123456, -2134, 2134.5, True, "33101  1234", "33101-"])
 def test_a_zip_too_short_as_text_or_an_impossible_number_is_still_refused(client, db, source, sent):
     resp = deliver(client, dict(PAYLOAD, zip=sent))
     assert resp.status_code == 422 and set(resp.get_json()["fields"]) == {"zip"}

@@ -20,7 +20,9 @@ US_STATES = {
     "WI": "Wisconsin", "WY": "Wyoming",
 }  # fmt: skip
 
-ZIP_RE = re.compile(r"^(\d{5})(?:-?(\d{4}))?$")
+# ZIP+4 as people write it: 33101-1234, 331011234, 33101 1234, or with a dash a word processor
+# made typographic (33101–1234).
+ZIP_RE = re.compile(r"^(\d{5})(?:(?:\s*[-\u2010-\u2014]\s*|\s?)(\d{4}))?$")
 
 
 def normalise_email(value: str) -> str:
