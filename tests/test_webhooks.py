@@ -384,6 +384,14 @@ def test_form_encoded_body(client, db, source):
     assert db.session.get(Lead, resp.get_json()["lead_id"]).patient.last_name == "Hale"
 
 
+def test_a_json_body_sent_as_form_encoded_is_read_as_json(client, db, source):
+    resp = deliver(client, PAYLOAD, content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 202
+    assert db.session.get(Lead, resp.get_json()["lead_id"]).patient.email == "robin.hale@example.com"
+    # ... but form data is still form data
+    assert deliver(client, "{x=1", msg_id="m2", content_type="application/x-www-form-urlencoded").status_code == 422
+
+
 def test_plain_json_mapping(client, db, source):
     source.field_mapping = mapping_examples.PLAIN_JSON
     db.session.commit()

@@ -450,6 +450,13 @@ def resolve_condition(text: str):
 def parse_body(body: bytes, content_type: str) -> dict:
     """JSON object or form-encoded body -> dict; PayloadError explains what is wrong."""
     kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded" and body.lstrip()[:1] == b"{":
+        # A JSON object sent with the form type (some WordPress plugins do): an encoder would
+        # have escaped a "{", so this is not form data. Read as JSON when it is an object.
+        try:
+            return parse_body(body, "application/json")
+        except PayloadError:
+            pass
     if kind == "application/x-www-form-urlencoded":
         try:
             text = body.decode("utf-8")
