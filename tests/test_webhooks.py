@@ -538,6 +538,15 @@ def test_a_returning_patients_new_details_are_recorded_as_on_the_form(client, db
     assert created.data["details_sent"] == {"phone": "+13055550199", "zip": "33133"}
 
 
+def test_an_empty_field_a_returning_patient_fills_in_is_recorded_as_updated(client, db, source):
+    deliver(client, PAYLOAD)
+    deliver(client, dict(PAYLOAD, street="12 Palm Ave"), msg_id="m2")
+    folded = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.RESUBMITTED)).one()
+    assert folded.data["details_updated"] == {"street": [None, "12 Palm Ave"]}
+    assert "details_sent" not in folded.data
+    assert db.session.scalar(sa.select(Patient)).street == "12 Palm Ave"
+
+
 def test_resubmission_after_24_hours_or_on_a_closed_lead_makes_a_new_lead(client, db, source):
     first = deliver(client, PAYLOAD, msg_id="a").get_json()
     lead = db.session.get(Lead, first["lead_id"])

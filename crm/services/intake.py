@@ -956,14 +956,8 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             for name, default in FORM_CONTACT_DEFAULTS.items():
                 if contact.get(name) == default:
                     del contact[name]
-        updated = {
-            name: [str(getattr(patient, name) or "") or None, str(value)]
-            for name, value in contact.items()
-            if name in FORM_CONTACT_DEFAULTS and getattr(patient, name) != value
-        }
-        updated.update({name: [None, str(wish.address[name])] for name in filled})
-        if updated:
-            changes["details_updated"] = updated  # [on file before, now]
+        if updated := _details_updated(patient, contact, {name: wish.address[name] for name in filled}):
+            changes["details_updated"] = updated
         for name, value in contact.items():
             setattr(patient, name, value)
         target = dedupe.open_resubmission_target(patient, condition.id if condition else None, condition_text, now)
@@ -995,6 +989,18 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
     _settle(item, "accepted", lead_id, now)
     _INSERT_EVENT.execute(conn, {"lead_id": lead_id, **event, "data": {**_source_info(item), **event_data}})
     return "accepted", lead_id
+
+
+def _details_updated(patient: Patient, contact: dict, filled: dict) -> dict[str, list]:
+    """What a submission changes on a returning patient's record, {field: [on file before, now]}:
+    contact preferences about to be set that differ, and the empty fields ``filled`` in."""
+    updated = {
+        name: [str(getattr(patient, name) or "") or None, str(value)]
+        for name, value in contact.items()
+        if name in FORM_CONTACT_DEFAULTS and getattr(patient, name) != value
+    }
+    updated.update({name: [None, str(value)] for name, value in filled.items()})
+    return updated
 
 
 @dataclass
