@@ -168,7 +168,7 @@ def test_replay_of_an_item_processed_meanwhile_says_so(client, db, source, admin
     _one_lead_one_event(db, item_id)
 
 
-def test_processing_that_stopped_mid_way_is_picked_up_after_the_lease(client, db, source, broken_db):
+def test_processing_that_stopped_mid_way_is_picked_up_after_the_lease(client, db, source, broken_db, admin, auth):
     item_id = deliver(client).get_json()["inbox_id"]
     broken_db()
     now = datetime.now(UTC)
@@ -178,6 +178,9 @@ def test_processing_that_stopped_mid_way_is_picked_up_after_the_lease(client, db
     )
     db.session.commit()
     assert intake.retry_failed_items(now) == 0  # the lease is live
+    auth.as_user(admin)
+    assert "being processed (claimed until" in client.get("/admin/inbox").get_data(as_text=True)
+    assert "claimed by a replay or the retry job" in client.get(f"/admin/inbox/{item_id}").get_data(as_text=True)
     assert intake.retry_failed_items(now + intake.CLAIM_LEASE) == 1
     _one_lead_one_event(db, item_id)
 
