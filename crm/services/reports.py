@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from crm.models import Appointment, Condition, Lead, Patient, Physician, User, WebhookSource
 from crm.models.enums import AppointmentStatus, LeadSourceKind, LeadStatus, LostReason, Role
+from crm.services import spreadsheet
 
 MAX_RANGE_DAYS = 366
 DEFAULT_RANGE_DAYS = 30
@@ -586,14 +587,10 @@ def table(session, rng: ReportRange, name: str, counts=None) -> tuple[list[str],
 
 TABLES = ("daily", "funnel", "speed", "specialists", "sources", "states", "conditions", "utilisation")
 
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
 
 def csv_cell(value) -> object:
-    """Neutralise spreadsheet formulas: text starting with = + - @ (or tab/CR) gets a leading quote."""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
+    """Neutralise spreadsheet formulas (crm/services/spreadsheet.py)."""
+    return spreadsheet.neutralise(value)
 
 
 def to_csv(header: list[str], rows: list[list]) -> str:
