@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import wraps
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from flask import abort, flash, g, redirect, request, session, url_for
 from flask_login import current_user, logout_user
@@ -23,12 +23,26 @@ SESSIONLESS_ENDPOINTS = frozenset({"static", "bootstrap.static", "intake.webhook
 
 
 def is_safe_next(target: str | None) -> bool:
-    """Only same-host, relative redirects: no scheme, no host, no backslash tricks."""
-    if not target or "\\" in target or target.startswith("//"):
+    """Only same-host, relative redirects: a path starting with one "/", no scheme, no host.
+
+    Browsers read a backslash as "/" and drop tabs and newlines anywhere in a URL (and spaces
+    or control characters at its ends), so ``/\\evil.com`` and ``/<tab>/evil.com`` would become
+    ``//evil.com``, another host: any backslash, whitespace or control character refuses the
+    target outright."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return False
+    if "\\" in target or any(ch.isspace() or not ch.isprintable() for ch in target):
         return False
     ref = urlsplit(request.host_url)
     test = urlsplit(urljoin(request.host_url, target))
-    return test.scheme in ("http", "https") and test.netloc == ref.netloc and target.startswith("/")
+    return test.scheme in ("http", "https") and test.netloc == ref.netloc
+
+
+def safe_next(target: str | None, default: str | None = None) -> str:
+    """Where to send the user: ``target`` when it is a path on this site, else ``default`` (the
+    queue). Every redirect or link back built from something the request carries (a ``next``
+    parameter, the Referer, the page's own address) goes through here."""
+    return target if is_safe_next(target) else (default or url_for("leads.queue"))
 
 
 def referrer_path() -> str | None:
@@ -64,7 +78,9 @@ def return_url() -> str:
     """Where this page comes back to after an automatic sign-out (static/app.js): itself when it
     was opened with a GET, else the page its form was sent from, else the queue."""
     if request.method == "GET":
-        return request.full_path.rstrip("?")
+        # The path as the browser sent it (request.path is decoded: %5C would be a backslash).
+        query = request.query_string.decode("latin-1")
+        return safe_next(quote(request.path, safe="/") + (f"?{query}" if query else ""))
     return referrer_path() or url_for("leads.queue")
 
 

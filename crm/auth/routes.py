@@ -9,7 +9,7 @@ from limits.errors import StorageError
 
 from crm.auth.forms import LoginForm, PostForm
 from crm.extensions import db, limiter
-from crm.security import is_safe_next
+from crm.security import referrer_path, safe_next
 from crm.services import accounts, audit
 
 bp = Blueprint("auth", __name__)
@@ -83,8 +83,7 @@ def login():
         session.clear()  # drop anything from before sign-in (fixation)
         login_user(result.user)
         db.session.commit()
-        target = form.next.data
-        return redirect(target if is_safe_next(target) else url_for("leads.queue"))
+        return redirect(safe_next(form.next.data))
     return render_template("auth/login.html", form=form)
 
 
@@ -94,7 +93,7 @@ def logout():
     form = PostForm()
     if not form.validate_on_submit():
         flash("Your session form expired; please try again.", "warning")
-        return redirect(request.referrer or url_for("leads.queue"))
+        return redirect(safe_next(referrer_path()))
     user = current_user._get_current_object()
     audit.record("logout", "user", user.id, user=user)
     user.rotate_session()  # the old cookie no longer loads anyone
@@ -115,8 +114,7 @@ def toggle_shift():
         audit.record("shift_start" if user.on_shift else "shift_end", "user", user.id)
         db.session.commit()
         flash("Shift started: new leads can be assigned to you." if user.on_shift else "Shift ended.", "info")
-    back = request.form.get("next") or request.referrer
-    return redirect(back if is_safe_next(back) else url_for("leads.queue"))
+    return redirect(safe_next(request.form.get("next"), referrer_path()))
 
 
 @bp.post("/session/keepalive")

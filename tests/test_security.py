@@ -1,0 +1,185 @@
+"""The security baseline of SPEC 12 across routes: safe redirects, CSRF on every POST route,
+security headers. (Sign-in, lockout and sessions: test_auth.py; route x role: test_permissions.py.)"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import time_machine
+
+from tests.factories import PASSWORD
+
+# Ways a "next" (or a Referer, or a page's own address) has been used to send people elsewhere.
+EVIL_TARGETS = [
+    "https://evil.example.com/",
+    "http://evil.example.com",
+    "//evil.example.com",
+    "///evil.example.com",
+    "/\\evil.example.com",
+    "\\\\evil.example.com",
+    "/\\/evil.example.com",
+    "https:evil.example.com",
+    "https:/evil.example.com",
+    "javascript:alert(1)",
+    " //evil.example.com",
+    "\t//evil.example.com",
+    "/\t/evil.example.com",
+    "/\n/evil.example.com",
+    "/\r\n/evil.example.com",
+    "/\x00/evil.example.com",
+    "/\x0b/evil.example.com",
+    "/\u3000/evil.example.com",
+    "//localhost@evil.example.com",
+    "evil.example.com",
+]
+
+
+# What can travel in a Referer header (no line breaks or NUL).
+EVIL_REFERERS = [t for t in EVIL_TARGETS if not re.search(r"[\r\n\x00]", t)]
+
+
+def csrf_token(page: str) -> str:
+    return re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+
+
+def sign_in_with_token(client, user) -> None:
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    resp = client.post("/login", data={"email": user.email, "password": PASSWORD, "csrf_token": token})
+    assert resp.status_code == 302, resp.status_code
+
+
+def where_a_browser_goes(target: str) -> str:
+    """What a browser makes of a relative URL (WHATWG): tabs and newlines vanish, surrounding
+    spaces and control characters are dropped, a backslash is a slash."""
+    target = re.sub(r"[\t\n\r]", "", target).strip("\x00- ").replace("\\", "/")
+    return urlsplit(target).netloc
+
+
+def stays_here(target: str | None) -> bool:
+    if not target:
+        return True
+    return target.startswith("/") and where_a_browser_goes(target) == ""
+
+
+def login_next(location: str) -> str | None:
+    """The ``next`` of a redirect to the sign-in page."""
+    parts = urlsplit(location)
+    assert parts.path == "/login", location
+    return parse_qs(parts.query).get("next", [None])[0]
+
+
+def return_url(page: str) -> str:
+    found = re.search(r'data-return-url="([^"]*)"', page)
+    assert found, "no data-return-url on the page"
+    return html.unescape(found.group(1))
+
+
+# --- safe redirects ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", EVIL_TARGETS)
+def test_safe_next_refuses_every_other_host(app, target):
+    from crm.security import is_safe_next, safe_next
+
+    with app.test_request_context("/"):
+        assert not is_safe_next(target)
+        assert safe_next(target) == "/queue"
+        assert safe_next(target, "/leads/3") == "/leads/3"
+
+
+def test_safe_next_keeps_our_own_pages(app):
+    from crm.security import is_safe_next
+
+    with app.test_request_context("/"):
+        for ok in ("/queue", "/queue?view=mine&page=2", "/leads/7#notes", "/conditions/caf%C3%A9"):
+            assert is_safe_next(ok), ok
+
+
+def test_sign_in_goes_to_next_only_on_this_site(client, specialist):
+    for target in EVIL_TARGETS:
+        # The sign-in page keeps ?next= in its form; what is posted back is checked.
+        client.get("/login", query_string={"next": target})
+        resp = client.post("/login", data={"email": specialist.email, "password": PASSWORD, "next": target})
+        # (A form with control characters in it is refused before sign-in: crm/errors.py.)
+        assert resp.status_code == 400 or resp.headers["Location"] == "/queue", repr(target)
+        client.post("/logout")
+    resp = client.post("/login", data={"email": specialist.email, "password": PASSWORD, "next": "/leads/4?tab=2"})
+    assert resp.headers["Location"] == "/leads/4?tab=2"
+
+
+def test_shift_toggle_goes_back_only_to_our_pages(client, auth, specialist):
+    auth.as_user(specialist)
+    for target in EVIL_TARGETS:
+        resp = client.post("/shift", data={"next": target})
+        assert resp.status_code == 400 or resp.headers["Location"] == "/queue", repr(target)
+    for target in EVIL_REFERERS:
+        resp = client.post("/shift", headers={"Referer": target})
+        assert resp.headers["Location"] == "/queue", repr(target)
+    # No next (the button on a page re-shown after a post): back to the page it was pressed on.
+    resp = client.post("/shift", headers={"Referer": "http://localhost/queue?view=due"})
+    assert resp.headers["Location"] == "/queue?view=due"
+    resp = client.post("/shift", data={"next": "/queue?view=mine"}, headers={"Referer": "https://evil.example.com/"})
+    assert resp.headers["Location"] == "/queue?view=mine"
+
+
+def test_a_refused_sign_out_form_goes_back_only_to_our_pages(make_app, db, specialist):
+    """With the global CSRF check off (WTF_CSRF_CHECK_DEFAULT=False) the sign-out form checks its
+    own token: a refused one goes back to the page it came from, never to another site."""
+    app = make_app(WTF_CSRF_ENABLED=True, WTF_CSRF_CHECK_DEFAULT=False)
+    client = app.test_client()
+    sign_in_with_token(client, specialist)
+    assert client.get("/queue").status_code == 200
+    for target in EVIL_REFERERS:
+        resp = client.post("/logout", headers={"Referer": target})
+        assert resp.headers["Location"] == "/queue", target
+    resp = client.post("/logout", headers={"Referer": "http://localhost/queue?view=all"})
+    assert resp.headers["Location"] == "/queue?view=all"
+    assert client.get("/queue").status_code == 200  # still signed in
+
+
+# Page addresses that, copied into a link back, would take a browser to another host.
+EVIL_PATHS = ["/\\evil.example.com", "/%5Cevil.example.com", "/\\/evil.example.com", "/%09/evil.example.com"]
+RAW_EVIL_PATHS = ["/\t/evil.example.com", "/\n/evil.example.com", "//evil.example.com", "/ /evil.example.com"]
+
+
+def _open(client, path: str):
+    if path in RAW_EVIL_PATHS:  # the test client would read "//host" as a host: set the path itself
+        return client.get("/", environ_overrides={"PATH_INFO": path})
+    return client.get(path)
+
+
+@pytest.mark.parametrize("path", EVIL_PATHS + RAW_EVIL_PATHS)
+def test_the_way_back_after_an_automatic_sign_out_stays_on_this_site(client, auth, specialist, path):
+    """static/app.js leaves an idle page for its data-return-url; the shift button posts the
+    page's address as next; an expired session sends the user to sign in with next= that page."""
+    auth.as_user(specialist)
+    page = _open(client, path).get_data(as_text=True)
+    assert stays_here(return_url(page)), return_url(page)
+    shift_next = re.search(r'name="next" value="([^"]*)"', page).group(1)
+    assert stays_here(html.unescape(shift_next)), shift_next
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=16)):
+        resp = _open(client, path)
+    assert resp.status_code == 302
+    assert stays_here(login_next(resp.headers["Location"]))
+    # Signed out: the sign-in redirect for a staff page that needs it.
+    resp = client.get("/queue?view=mine")
+    assert login_next(resp.headers["Location"]) == "/queue?view=mine"
+
+
+def test_the_way_back_keeps_the_pages_own_address(client, auth, specialist):
+    auth.as_user(specialist)
+    page = client.get("/queue?view=all&q=O%27Brien").get_data(as_text=True)
+    assert return_url(page) == "/queue?view=all&q=O%27Brien"
+
+
+def test_a_signed_out_form_post_from_another_site_gets_no_next(make_app, db, specialist):
+    app = make_app(WTF_CSRF_ENABLED=True)
+    client = app.test_client()
+    for referer in EVIL_REFERERS:
+        resp = client.post("/leads/1/notes", data={"text": "x"}, headers={"Referer": referer})
+        assert resp.status_code == 302
+        assert stays_here(login_next(resp.headers["Location"])), referer
