@@ -376,3 +376,31 @@ def test_a_real_account_and_an_unknown_email_answer_alike_attempt_by_attempt(mak
     real, unknown = answers(specialist.email), answers("nobody-here@example.com")
     assert real == unknown  # SPEC 12: lockout without revealing whether an email exists
     assert real[app.config["LOGIN_MAX_FAILURES"] - 1] == (200, True, False)  # locked on the last allowed failure
+
+
+def test_every_refused_sign_in_costs_one_password_hash(client, auth, specialist, db, app, monkeypatch):
+    """No answer comes back sooner than another (SPEC 12, no tell that an email exists): an unknown
+    email is checked against a dummy hash, a deactivated or locked account against a hash too."""
+    from crm.services import accounts
+
+    checked = []
+    real = accounts.verify_password
+    monkeypatch.setattr(accounts, "verify_password", lambda h, p: checked.append(h) or real(h, p))
+    UserFactory(email="gone@example.com", active=False)
+    db.session.commit()
+    attempts = {
+        "unknown email": ("nobody@example.com", PASSWORD),
+        "wrong password": (specialist.email, "wrong password!"),
+        "deactivated, right password": ("gone@example.com", PASSWORD),
+        "deactivated, wrong password": ("gone@example.com", "wrong password!"),
+    }
+    for what, (email, password) in attempts.items():
+        checked.clear()
+        resp = auth.login(email=email, password=password)
+        assert resp.status_code == 200 and b"Invalid email or password." in resp.data, what
+        assert len(checked) == 1, what
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        auth.login(password="wrong password!")
+    checked.clear()
+    assert b"locked" in auth.login().data
+    assert len(checked) == 1, "locked account"

@@ -82,7 +82,10 @@ def sign_in(email: str, password: str, *, max_failures: int, lockout: timedelta)
         verify_password(_DUMMY_HASH, password)  # as slow as any other answer: no tell by timing
         audit.record("login_failed", "user", user.id, user=user, detail={"reason": "locked"})
         return SignInResult(None, locked=True)
-    if not user.active or not verify_password(user.password_hash, password):
+    # The hash is checked for a deactivated account too: answering it sooner would tell that the
+    # email has an account (every refusal costs one argon2 verification).
+    password_ok = verify_password(user.password_hash, password)
+    if not user.active or not password_ok:
         user.failed_logins += 1
         locked = user.failed_logins >= max_failures
         if locked:
