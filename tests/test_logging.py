@@ -79,3 +79,114 @@ def test_the_scheduler_does_not_log_every_run_of_every_job(app, caplog):
     executor_lines = [r for r in caplog.records if r.name.startswith("apscheduler.executors")]
     assert executor_lines == []
     assert logging.getLogger("apscheduler.executors").isEnabledFor(logging.WARNING)
+
+
+def test_names_with_apostrophes_and_hyphens_are_masked_in_query_strings_and_emails():
+    line = '"GET /queue?q=O\'Vexmarten-Brightwater&view=all HTTP/1.1" 200'
+    assert scrub(line) == '"GET /queue?q=***&view=all HTTP/1.1" 200'
+    assert scrub('"GET /queue?view=all&q=Mary+O\'Brien HTTP/1.1"') == '"GET /queue?view=all&q=*** HTTP/1.1"'
+    assert scrub("to mary.o'brien-smith@example.com") == "to m***@example.com"
+    assert scrub("to 'jane@example.com'") == "to '***@example.com'"
+
+
+# A patient whose name has an apostrophe and a hyphen: no piece of it may reach the logs.
+CANARY_FIRST, CANARY_LAST = "D'Quillonzo", "O'Vexmarten-Brightwater"
+CANARY_EMAIL = "quillonzo.o'vexmarten-brightwater@example.com"
+CANARY_PHONE = "+13055550177"
+CANARY_PIECES = ("quillonzo", "vexmarten", "brightwater", "305555017", "555-017", "555 017")  # +1305555017x
+
+
+def _hear_everything(monkeypatch, caplog) -> None:
+    # Alembic's fileConfig (run by the session's migrations) disables loggers created before it.
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            monkeypatch.setattr(logger, "disabled", False)
+    caplog.set_level(logging.DEBUG)
+
+
+def _canary_payload(**overrides) -> dict:
+    payload = {
+        "first_name": CANARY_FIRST,
+        "last_name": CANARY_LAST,
+        "email": CANARY_EMAIL,
+        "phone": CANARY_PHONE,
+        "zip": "33101",
+        "condition": "dystonia",
+        "message": f"This is {CANARY_FIRST} {CANARY_LAST}, call {CANARY_PHONE}",
+        "consent": True,
+    }
+    payload.update(overrides)
+    return payload
+
+
+def _deliver(client, slug: str, payload: dict, msg_id: str):
+    import json
+
+    from crm.services.sources import sign_payload
+
+    signed = sign_payload("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", json.dumps(payload), msg_id=msg_id)
+    return client.post(f"/webhooks/intake/{slug}", data=signed.body, headers=signed.headers)
+
+
+def _raw_get(live_server, target: str) -> int:
+    """A request line sent as typed (an apostrophe unencoded, as curl and scripts send it)."""
+    import http.client
+
+    conn = http.client.HTTPConnection(live_server.url.removeprefix("http://"), timeout=10)
+    conn.putrequest("GET", target, skip_accept_encoding=True)
+    conn.endheaders()
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_canary_patient_with_apostrophe_and_hyphen_never_reaches_the_logs(
+    app, client, db, auth, specialist, live_server, caplog, capfd, monkeypatch
+):
+    """Form, webhook, refused webhook, failed webhook (inbox failure, then its retry), staff
+    search and the server's access log line: the canary is nowhere in what is logged."""
+    import sqlalchemy as sa
+
+    from crm.models import InboxItem
+    from crm.models.enums import InboxStatus
+    from crm.services import intake
+    from tests.factories import ConditionFactory, WebhookSourceFactory
+
+    ConditionFactory(name="Dystonia", slug="dystonia")
+    WebhookSourceFactory(slug="canary")
+    db.session.commit()
+    _hear_everything(monkeypatch, caplog)
+
+    # The public form.
+    form = {k: v for k, v in _canary_payload().items() if k != "consent"}
+    form.update(consent="y", preferred_contact_method="phone", idempotency_token="c" * 32)
+    assert client.post("/conditions/dystonia", data=form).status_code == 302
+    # A signed webhook, accepted; then one refused for its fields.
+    accepted = _deliver(client, "canary", _canary_payload(email="b." + CANARY_EMAIL, phone="+13055550176"), "canary-1")
+    assert accepted.status_code == 202
+    refused = _deliver(client, "canary", _canary_payload(email="o'vexmarten@@example", zip="x"), "canary-2")
+    assert refused.status_code == 422
+    # A webhook whose processing fails with a database error that quotes the row (PostgreSQL's
+    # "Failing row contains (...)"): kept in the inbox as failed, and failing again on retry.
+    real = intake._new_patient_row
+    monkeypatch.setattr(intake, "_new_patient_row", lambda *a: {k: v for k, v in real(*a).items() if k != "first_name"})
+    failed = _deliver(client, "canary", _canary_payload(email="c." + CANARY_EMAIL, phone="+13055550178"), "canary-3")
+    assert failed.status_code == 202
+    item = db.session.scalar(sa.select(InboxItem).where(InboxItem.webhook_id == "canary-3"))
+    assert item.status == InboxStatus.FAILED
+    assert intake.process(item.id).status == "failed"
+    monkeypatch.setattr(intake, "_new_patient_row", real)
+    # Staff search by name, email and phone.
+    auth.as_user(specialist)
+    for q in (CANARY_LAST, CANARY_EMAIL, CANARY_PHONE, "305-555-0177"):
+        assert client.get("/queue", query_string={"view": "all", "q": q}).status_code == 200
+    # The same searches as an access log line writes them.
+    assert _raw_get(live_server, f"/queue?view=all&q={CANARY_LAST}") == 302
+    assert _raw_get(live_server, f"/conditions?q={CANARY_FIRST}+{CANARY_LAST}") == 200
+
+    out, err = capfd.readouterr()
+    logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records) + caplog.text + out + err
+    assert "GET /queue?view=all&q=***" in logged, "the access log line was not captured"
+    assert "failed (IntegrityError)" in logged, "the inbox failure was not logged"
+    for piece in CANARY_PIECES:
+        assert piece not in logged.lower(), piece
