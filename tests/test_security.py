@@ -183,3 +183,92 @@ def test_a_signed_out_form_post_from_another_site_gets_no_next(make_app, db, spe
         resp = client.post("/leads/1/notes", data={"text": "x"}, headers={"Referer": referer})
         assert resp.status_code == 302
         assert stays_here(login_next(resp.headers["Location"])), referer
+
+
+# --- CSRF on every POST route ---------------------------------------------------------------------
+
+# Routes that take a POST without the session's CSRF token, and why.
+CSRF_EXEMPT = {
+    # Machine-to-machine: no cookie session to ride on; each delivery is signed with the source's
+    # secret (Standard Webhooks, SPEC 5) and refused with 401 without a valid signature.
+    "intake.webhook": "signed with the webhook source's secret",
+}
+
+
+def test_every_post_route_refuses_a_request_without_its_csrf_token(make_app, db, admin):
+    """Built from the URL map: a POST route added later is covered, and only the routes in
+    CSRF_EXEMPT (each with its reason) may take a post without the token (SPEC 12)."""
+    from crm.errors import CSRF_MESSAGE
+    from tests.test_permissions import concrete
+
+    app = make_app(WTF_CSRF_ENABLED=True)
+    assert set(CSRF_EXEMPT) <= {r.endpoint for r in app.url_map.iter_rules()}, "a stale exemption"
+    client = app.test_client()
+    sign_in_with_token(client, admin)
+    checked, failures = [], []
+    for rule in app.url_map.iter_rules():
+        if "POST" not in rule.methods or rule.endpoint in CSRF_EXEMPT:
+            continue
+        url = concrete(rule)
+        resp = client.post(url, data={"anything": "1"})
+        text = resp.get_data(as_text=True)
+        # Staff and sign-in: the CSRF error; the public request form: itself again, with a notice.
+        refused = resp.status_code == 400 and (CSRF_MESSAGE in text or "for your security" in text.lower())
+        if not refused:
+            failures.append(f"POST {url} ({rule.endpoint}): {resp.status_code}")
+        checked.append(rule.endpoint)
+    assert not failures, "\n".join(failures)
+    assert {"auth.login", "auth.logout", "auth.keepalive", "intake.request_form"} <= set(checked)
+    assert len(checked) >= 40, checked
+    assert client.get("/queue").status_code == 200  # nothing above signed the admin out
+
+
+def test_the_exempt_webhook_still_refuses_an_unsigned_post(make_app, db):
+    from tests.factories import WebhookSourceFactory
+
+    WebhookSourceFactory(slug="site")
+    db.session.commit()
+    client = make_app(WTF_CSRF_ENABLED=True).test_client()
+    resp = client.post("/webhooks/intake/site", json={"first_name": "A"})
+    assert resp.status_code == 401 and "error" in resp.get_json()
+
+
+# --- security headers -----------------------------------------------------------------------------
+
+
+def _assert_security_headers(resp, *, hsts: bool) -> None:
+    h = resp.headers
+    csp = {d.split()[0]: d.split()[1:] for d in (p.strip() for p in h["Content-Security-Policy"].split(";")) if d}
+    assert csp["default-src"] == ["'self'"]
+    assert csp["script-src"] == ["'self'"], "no inline or eval'd scripts"
+    assert csp["style-src"] == ["'self'"]
+    assert csp["frame-ancestors"] == ["'none'"] and csp["object-src"] == ["'none'"]
+    assert csp["base-uri"] == ["'self'"] and csp["form-action"] == ["'self'"]
+    assert h["X-Frame-Options"] == "DENY"
+    assert h["X-Content-Type-Options"] == "nosniff"
+    assert h["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    if hsts:
+        assert h["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    else:
+        assert "Strict-Transport-Security" not in h
+
+
+def test_security_headers_on_staff_public_and_machine_responses(client, auth, specialist, db):
+    from tests.factories import ConditionFactory
+
+    ConditionFactory(slug="dystonia", name="Dystonia")
+    db.session.commit()
+    public = {url: client.get(url) for url in ("/conditions", "/conditions/dystonia", "/request", "/login")}
+    webhook = client.post("/webhooks/intake/no-such-source", json={})
+    auth.as_user(specialist)
+    staff = {url: client.get(url) for url in ("/queue", "/queue?view=all")}
+    for url, resp in {**public, **staff, "webhook": webhook}.items():
+        assert resp.status_code in (200, 404), (url, resp.status_code)
+        _assert_security_headers(resp, hsts=True)
+    assert all(r.headers["Cache-Control"] == "no-store" for r in staff.values())  # patient data
+
+
+def test_hsts_is_left_out_of_the_debug_server(make_app, db):
+    """The dev server speaks plain http on 127.0.0.1: HSTS there would pin localhost to https."""
+    client = make_app(DEBUG=True).test_client()
+    _assert_security_headers(client.get("/login"), hsts=False)
