@@ -194,3 +194,15 @@ def test_the_demo_is_refused_outside_development_unless_forced(make_app, db):
         forced = runner.invoke(args=["crm", "demo", "--physicians", "2", "--leads", "1", "--force"])
     assert refused.exit_code == 1 and "the demo's logins and webhook secret are public" in refused.output
     assert forced.exit_code == 0 and "Demo data: 4 users, 2 physicians, 1 leads." in forced.output
+
+
+def test_production_session_cookie_defaults_follow_spec_12():
+    """Secure (outside debug), HttpOnly, SameSite=Lax, 15 idle minutes, when nothing is set."""
+    names = ("SESSION_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE", "IDLE_TIMEOUT")
+    env = {"SESSION_COOKIE_SECURE": "", "IDLE_TIMEOUT_MINUTES": ""}
+    assert settings_in_a_fresh_process(env, *names) == [
+        "True",
+        "True",
+        "'Lax'",
+        "datetime.timedelta(seconds=900)",
+    ]
