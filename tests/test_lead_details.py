@@ -305,3 +305,15 @@ def test_a_patient_changed_from_another_lead_meanwhile_is_a_conflict_then_saves(
     db.session.expire_all()
     assert db.session.get(Patient, lead.patient_id).phone == "+13055550111"
     assert other.id != lead.id
+
+
+def test_the_page_re_shown_after_a_refused_save_is_audited_too(client, db, desk, auth, specialist):
+    """The refused page still shows the patient's details: who saw them is recorded (SPEC 12)."""
+    lead = desk["lead"]
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, zip="nope"))
+    assert resp.status_code == 422 and lead.patient.last_name in resp.get_data(as_text=True)
+    viewed = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "view_lead")).all()
+    assert [(v.user_id, v.detail) for v in viewed] == [
+        (specialist.id, {"patient_id": lead.patient_id, "page": "edit details, re-shown after a form (422)"})
+    ]

@@ -176,3 +176,19 @@ def test_a_closed_lead_page_shows_no_calling_window(client, auth, db, specialist
     auth.as_user(specialist)
     assert "the calling window (" in client.get(f"/leads/{open_lead.id}").get_data(as_text=True)
     assert "calling window (" not in client.get(f"/leads/{lost.id}").get_data(as_text=True)
+
+
+def test_a_lead_page_re_shown_after_a_refused_form_is_audited_too(client, auth, db, specialist):
+    """Posting a form that is refused (or conflicts) shows the whole workspace, patient details
+    included: without an audit row it would be a way to read any lead unrecorded (SPEC 12)."""
+    lead = make_lead(db)
+    auth.as_user(specialist)
+    refused = client.post(f"/leads/{lead.id}/notes", data={"version": str(lead.version), "text": ""})
+    assert refused.status_code == 422 and lead.patient.last_name in refused.get_data(as_text=True)
+    stale = client.post(f"/leads/{lead.id}/notes", data={"version": str(lead.version + 5), "text": "hi"})
+    assert stale.status_code == 409
+    rows = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "view_lead").order_by(AuditLog.id)).all()
+    assert [(r.user_id, r.object_id, r.detail) for r in rows] == [
+        (specialist.id, str(lead.id), {"patient_id": lead.patient_id, "page": "re-shown after a form (422)"}),
+        (specialist.id, str(lead.id), {"patient_id": lead.patient_id, "page": "re-shown after a form (409)"}),
+    ]

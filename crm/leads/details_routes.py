@@ -51,18 +51,20 @@ def patient_stamp(patient) -> str:
 
 
 def _page(lead, form, status: int = 200):
-    return render_template("leads/details.html", lead=lead, p=lead.patient, form=form), status
+    """The page shows the patient's details: audited like the workspace (after rendering: a
+    commit first would expire what the page reads), also when re-shown after a refused save."""
+    page = render_template("leads/details.html", lead=lead, p=lead.patient, form=form), status
+    where = "edit details" if status == 200 else f"edit details, re-shown after a form ({status})"
+    audit.record("view_lead", "lead", lead.id, detail={"patient_id": lead.patient_id, "page": where})
+    db.session.commit()
+    return page
 
 
 @bp.get("/leads/<int:lead_id>/details")
 @login_required
 def edit_details(lead_id: int):
     lead = _load(lead_id)
-    page = _page(lead, _form(lead))
-    # The page shows the patient's details: audited like the workspace (after rendering).
-    audit.record("view_lead", "lead", lead.id, detail={"patient_id": lead.patient_id, "page": "edit details"})
-    db.session.commit()
-    return page
+    return _page(lead, _form(lead))
 
 
 def _conflict_page(lead, form):

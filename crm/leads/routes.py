@@ -181,7 +181,20 @@ def _load(lead_id: int) -> Lead:
 
 
 def _workspace(lead: Lead, status: int = 200, **forms):
-    """Render the workspace; ``forms`` replaces the blank form of that name (values kept)."""
+    """Render the workspace and audit the view (SPEC 12: who saw which patient), also when it is
+    re-shown after a refused or conflicting form: ``forms`` replaces the blank form of that name
+    (values kept)."""
+    page = _render_workspace(lead, status, **forms)
+    # Audited after rendering: committing first would expire what the page reads.
+    detail = {"patient_id": lead.patient_id}
+    if status != 200:
+        detail["page"] = f"re-shown after a form ({status})"
+    audit.record("view_lead", "lead", lead.id, detail=detail)
+    db.session.commit()
+    return page
+
+
+def _render_workspace(lead: Lead, status: int = 200, **forms):
     me = current_user._get_current_object()
     now = datetime.now(UTC)
     window = window_from_config(current_app.config)
@@ -296,12 +309,7 @@ def _candidate_label(c: dict) -> str:
 @bp.get("/leads/<int:lead_id>")
 @login_required
 def detail(lead_id: int):
-    lead = _load(lead_id)
-    page = _workspace(lead)
-    # Audited after rendering: committing first would expire what the page reads.
-    audit.record("view_lead", "lead", lead.id, detail={"patient_id": lead.patient_id})
-    db.session.commit()
-    return page
+    return _workspace(_load(lead_id))
 
 
 def _last_editor(lead_id: int) -> str:
