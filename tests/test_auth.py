@@ -404,3 +404,39 @@ def test_every_refused_sign_in_costs_one_password_hash(client, auth, specialist,
     checked.clear()
     assert b"locked" in auth.login().data
     assert len(checked) == 1, "locked account"
+
+
+@pytest.mark.parametrize("minutes_apart", [0, 4, 20])
+def test_failures_spread_over_time_answer_alike_for_a_real_account_and_an_unknown_email(
+    make_app, db, specialist, minutes_apart
+):
+    """A real account's failures were counted on its user row and never forgotten, an unknown
+    email's only for the throttle's window: five failures an hour apart locked the real account
+    alone, which told that the email has one (SPEC 12). Both are counted alike now."""
+    app = make_app(RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="100 per minute")
+    client = app.test_client()
+    start = datetime.now(UTC)
+
+    def answers(email, offset):
+        seen = []
+        for i in range(app.config["LOGIN_MAX_FAILURES"] + 1):
+            with time_machine.travel(start + offset + timedelta(minutes=minutes_apart * i)):
+                resp = client.post("/login", data={"email": email, "password": "wrong password!"})
+            seen.append((resp.status_code, b"locked" in resp.data))
+        return seen
+
+    real = answers(specialist.email, timedelta(0))
+    unknown = answers("nobody-here@example.com", timedelta(0))
+    assert real == unknown
+    spread_out = (
+        minutes_apart * (app.config["LOGIN_MAX_FAILURES"] - 1) > app.config["LOGIN_LOCKOUT"].total_seconds() / 60
+    )
+    assert any(locked for _, locked in real) is not spread_out
+
+
+def test_the_failure_count_keeps_no_email_in_clear(client, auth, db):
+    from crm.models import LoginThrottle
+
+    auth.login(email="Someone.Typed@Example.com", password="wrong password!")
+    keys = db.session.scalars(sa.select(LoginThrottle.key)).all()
+    assert len(keys) == 1 and "someone" not in keys[0].lower() and len(keys[0]) == 64

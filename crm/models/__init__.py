@@ -15,7 +15,7 @@ from crm.models.reports import (
     ReportRollupState,
 )
 from crm.models.system import GeocodeCache, JobRun, Notification, OutboxEmail, Setting
-from crm.models.users import AuditLog, User
+from crm.models.users import AuditLog, LoginThrottle, User
 
 __all__ = [
     "Appointment",
@@ -28,6 +28,7 @@ __all__ = [
     "JobRun",
     "Lead",
     "LeadEvent",
+    "LoginThrottle",
     "Notification",
     "OutboxEmail",
     "Patient",

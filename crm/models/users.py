@@ -59,6 +59,19 @@ class User(UserMixin, Base):
         return f"<User {self.id} {self.role}>"
 
 
+class LoginThrottle(Base):
+    """Failed sign-ins per email, whether or not an account has that email (crm/services/accounts.py):
+    the same count, window and lock for both, so no answer tells which emails have accounts. The key
+    is an HMAC of the normalised email, so the table does not keep what strangers typed."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    window_started_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
+
+
 class AuditLog(Base):
     """Append-only: who did or saw what, from where."""
 

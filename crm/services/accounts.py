@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
 
 from crm.extensions import db
-from crm.models import User
+from crm.models import LoginThrottle, User
 from crm.models.enums import Role
 from crm.services import audit
 
@@ -67,33 +72,67 @@ class SignInResult:
     locked: bool = False
 
 
-def sign_in(email: str, password: str, *, max_failures: int, lockout: timedelta) -> SignInResult:
-    """Check credentials, count failures and lock the account after too many.
+def login_key(email: str) -> str:
+    """The throttle's key for an email: an HMAC, so the table keeps no typed addresses."""
+    secret = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(secret, normalise_email(email).encode(), hashlib.sha256).hexdigest()
 
-    The caller shows one message for unknown email and wrong password alike.
+
+def _throttle(key: str) -> LoginThrottle:
+    """The email's row, locked for this transaction (two workers counting one email take turns)."""
+    stmt = sa.select(LoginThrottle).where(LoginThrottle.key == key).with_for_update()
+    row = db.session.scalar(stmt)
+    if row is None:
+        try:
+            with db.session.begin_nested():
+                row = LoginThrottle(key=key, failures=0)
+                db.session.add(row)
+                db.session.flush()
+        except IntegrityError:  # another worker created it meanwhile
+            row = db.session.scalar(stmt)
+    return row
+
+
+def clear_login_failures(email: str) -> None:
+    """An admin's password reset or reactivation unlocks at once."""
+    db.session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key == login_key(email)))
+
+
+def sign_in(email: str, password: str, *, max_failures: int, lockout: timedelta) -> SignInResult:
+    """Check credentials, count failures and lock after too many.
+
+    Failures are counted per email in ``login_throttles`` whether or not an account has that email:
+    ``max_failures`` within ``lockout`` of the first one lock the email for ``lockout``, with the
+    same count, window and lock for an unknown email as for a real account (whose user row mirrors
+    them: failed_logins, locked_until). Every refusal costs one argon2 verification. The caller
+    shows one message for unknown email and wrong password alike.
     """
     now = datetime.now(UTC)
-    user = db.session.scalar(db.select(User).where(User.email == normalise_email(email)))
-    if user is None:
-        verify_password(_DUMMY_HASH, password)
-        audit.record("login_failed", "user", None, detail={"reason": "bad_credentials"})
-        return SignInResult(None)
-    if user.locked_until and user.locked_until > now:
+    user = db.session.scalar(sa.select(User).where(User.email == normalise_email(email)))
+    row = _throttle(login_key(email))
+    locked_until = max(filter(None, (row.locked_until, user.locked_until if user else None)), default=None)
+    if locked_until and locked_until > now:
         verify_password(_DUMMY_HASH, password)  # as slow as any other answer: no tell by timing
-        audit.record("login_failed", "user", user.id, user=user, detail={"reason": "locked"})
+        audit.record("login_failed", "user", user.id if user else None, user=user, detail={"reason": "locked"})
         return SignInResult(None, locked=True)
     # The hash is checked for a deactivated account too: answering it sooner would tell that the
     # email has an account (every refusal costs one argon2 verification).
-    password_ok = verify_password(user.password_hash, password)
-    if not user.active or not password_ok:
-        user.failed_logins += 1
-        locked = user.failed_logins >= max_failures
+    password_ok = verify_password(user.password_hash if user else _DUMMY_HASH, password)
+    if user is None or not user.active or not password_ok:
+        if row.window_started_at is None or now - row.window_started_at > lockout:
+            row.failures, row.window_started_at = 0, now  # a new window
+        row.failures += 1
+        locked = row.failures >= max_failures
         if locked:
-            user.locked_until = now + lockout
-            user.failed_logins = 0
-            audit.record("account_locked", "user", user.id, user=user)
-        audit.record("login_failed", "user", user.id, user=user, detail={"reason": "bad_credentials"})
+            row.locked_until = now + lockout
+            row.failures, row.window_started_at = 0, None
+        if user is not None:
+            user.failed_logins, user.locked_until = row.failures, row.locked_until
+            if locked:
+                audit.record("account_locked", "user", user.id, user=user)
+        audit.record("login_failed", "user", user.id if user else None, user=user, detail={"reason": "bad_credentials"})
         return SignInResult(None, locked=locked)
+    db.session.delete(row)
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now
@@ -107,6 +146,7 @@ def set_password(user: User, password: str) -> None:
     user.password_hash = hash_password(password)
     user.failed_logins = 0
     user.locked_until = None
+    clear_login_failures(user.email)
     user.rotate_session()
     db.session.flush()
 

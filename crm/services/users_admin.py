@@ -96,6 +96,7 @@ def reactivate(user: User, *, by: User | None = None) -> bool:
     user.active = True
     user.failed_logins = 0
     user.locked_until = None
+    accounts.clear_login_failures(user.email)
     db.session.flush()
     audit.record("reactivate_user", "user", user.id, user=by)
     return True
