@@ -133,6 +133,13 @@ def outbox(now: datetime) -> str:
     return f"outbox: {c['sent']} sent, {c['stored']} stored (no SMTP), {c['retry']} to retry, {c['failed']} failed"
 
 
+def housekeeping(now: datetime) -> str:
+    from crm.services.housekeeping import housekeeping as forget
+
+    lockout = current_app.config["LOGIN_LOCKOUT"]
+    return str(forget(db.session, now, lockout=lockout, job_run_days=int(_cfg("JOB_RUN_RETENTION_DAYS", 30))))
+
+
 def report_rollups(now: datetime) -> str:
     from crm.services.report_rollups import refresh_report_rollups
 
@@ -161,6 +168,7 @@ JOBS: tuple[Job, ...] = (
     Job("inbox_retry", 120, inbox_retry, "Retry failed intake items"),
     Job("outbox", 30, outbox, "Send queued emails"),
     Job("report_rollups", 60, report_rollups, "Rebuild the /reports rollups of the days that changed"),
+    Job("housekeeping", 3600, housekeeping, "Forget expired sign-in failure counts and old job runs", quiet=True),
 )
 JOBS_BY_ID = {job.id: job for job in JOBS}
 

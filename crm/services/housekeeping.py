@@ -1,0 +1,59 @@
+"""Forgetting what is no longer needed, so tables the app writes on every sign-in failure or job
+run stay small: the ``housekeeping`` job (crm/jobs.py) runs this hourly.
+
+- ``login_throttles``: a row counts one email's failed sign-ins (crm/services/accounts.py). Once
+  its window and any lock are over it decides nothing, yet a stream of made-up emails would keep
+  adding rows; those are deleted.
+- ``job_runs``: about ten thousand rows a day. Runs older than ``JOB_RUN_RETENTION_DAYS`` are
+  deleted, except each job's latest, which the Routing & jobs page shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from crm.models import JobRun, LoginThrottle
+
+
+@dataclass(frozen=True)
+class HousekeepingResult:
+    login_throttles: int
+    job_runs: int
+
+    def __str__(self) -> str:
+        if not (self.login_throttles or self.job_runs):
+            return ""
+        return f"forgot {self.login_throttles} expired sign-in failure count(s) and {self.job_runs} old job run(s)"
+
+
+def forget_expired_login_throttles(session: Session, now: datetime, lockout: timedelta) -> int:
+    """Rows whose counting window started more than ``lockout`` ago and whose lock (if any) is over:
+    the next failure for that email starts a new window anyway."""
+    window_over = sa.or_(LoginThrottle.window_started_at.is_(None), LoginThrottle.window_started_at < now - lockout)
+    lock_over = sa.or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= now)
+    result = session.execute(sa.delete(LoginThrottle).where(window_over, lock_over))
+    return result.rowcount or 0
+
+
+def forget_old_job_runs(session: Session, now: datetime, keep_days: int) -> int:
+    latest_per_job = sa.select(sa.func.max(JobRun.id)).group_by(JobRun.job_id)
+    result = session.execute(
+        sa.delete(JobRun).where(
+            JobRun.started_at < now - timedelta(days=keep_days),
+            JobRun.id.not_in(latest_per_job.scalar_subquery()),
+        )
+    )
+    return result.rowcount or 0
+
+
+def housekeeping(session: Session, now: datetime, *, lockout: timedelta, job_run_days: int) -> HousekeepingResult:
+    result = HousekeepingResult(
+        login_throttles=forget_expired_login_throttles(session, now, lockout),
+        job_runs=forget_old_job_runs(session, now, job_run_days),
+    )
+    session.flush()
+    return result

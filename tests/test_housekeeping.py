@@ -1,0 +1,72 @@
+"""The hourly housekeeping job: sign-in failure counts and job runs do not pile up forever."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from crm.jobs import JOBS_BY_ID, run_job
+from crm.models import JobRun, LoginThrottle
+from tests.factories import PASSWORD
+
+NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
+MIN = timedelta(minutes=1)
+
+
+def throttle(db, key, *, window_started_at=None, locked_until=None, failures=1):
+    db.session.add(
+        LoginThrottle(key=key, failures=failures, window_started_at=window_started_at, locked_until=locked_until)
+    )
+
+
+def test_expired_sign_in_failure_counts_are_forgotten_and_live_ones_kept(app, db):
+    lockout = app.config["LOGIN_LOCKOUT"]  # 15 minutes
+    throttle(db, "old-window", window_started_at=NOW - lockout - MIN)
+    throttle(db, "lock-over", locked_until=NOW - MIN, failures=0)
+    throttle(db, "current-window", window_started_at=NOW - 5 * MIN)
+    throttle(db, "still-locked", locked_until=NOW + 5 * MIN, failures=0)
+    throttle(db, "old-window-but-locked", window_started_at=NOW - 2 * lockout, locked_until=NOW + MIN)
+    db.session.commit()
+
+    run = run_job(JOBS_BY_ID["housekeeping"], now=NOW)
+
+    assert run.ok and run.summary == "forgot 2 expired sign-in failure count(s) and 0 old job run(s)"
+    kept = set(db.session.scalars(sa.select(LoginThrottle.key)))
+    assert kept == {"current-window", "still-locked", "old-window-but-locked"}
+
+
+def test_a_locked_email_stays_locked_through_housekeeping(app, client, db, specialist):
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        client.post("/login", data={"email": specialist.email, "password": "wrong password!"})
+    run_job(JOBS_BY_ID["housekeeping"])
+    resp = client.post("/login", data={"email": specialist.email, "password": PASSWORD})
+    assert b"locked" in resp.data and resp.status_code == 200
+
+
+def test_old_job_runs_go_but_every_jobs_latest_run_stays(app, db):
+    days = app.config["JOB_RUN_RETENTION_DAYS"]  # 30
+    old = NOW - timedelta(days=days + 1)
+    for job_id, started_at in [
+        ("outbox", old),
+        ("outbox", old + MIN),
+        ("outbox", NOW - timedelta(days=days - 1)),  # inside the retention: kept
+        ("registration_expiry", old),  # its only run: the Routing & jobs page shows it
+    ]:
+        db.session.add(JobRun(job_id=job_id, started_at=started_at, finished_at=started_at, summary="done"))
+    db.session.commit()
+
+    run = run_job(JOBS_BY_ID["housekeeping"], now=NOW)
+
+    assert run.summary == "forgot 0 expired sign-in failure count(s) and 2 old job run(s)"
+    left = db.session.execute(sa.select(JobRun.job_id, JobRun.started_at).where(JobRun.job_id != "housekeeping"))
+    assert sorted((j, s.date()) for j, s in left) == [
+        ("outbox", (NOW - timedelta(days=days - 1)).date()),
+        ("registration_expiry", old.date()),
+    ]
+
+
+def test_an_idle_housekeeping_run_leaves_no_row(app, db):
+    run = run_job(JOBS_BY_ID["housekeeping"], now=NOW)
+    assert run.ok and run.summary == "nothing to do"
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(JobRun)) == 0
