@@ -317,3 +317,25 @@ def test_the_page_re_shown_after_a_refused_save_is_audited_too(client, db, desk,
     assert [(v.user_id, v.detail) for v in viewed] == [
         (specialist.id, {"patient_id": lead.patient_id, "page": "edit details, re-shown after a form (422)"})
     ]
+
+
+def test_a_phone_typed_with_an_extension_keeps_the_number_and_notes_the_extension(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    auth.as_user(specialist)
+    resp = client.post(
+        f"/leads/{lead.id}/details", data=form_for(lead, phone="(305) 555-0177 ext. 42"), follow_redirects=True
+    )
+    html = resp.get_data(as_text=True)
+    assert "Saved (phone). Phone extension 42 noted on the timeline." in html
+    assert "Phone extension: <strong>42</strong>" in html  # on the edit's timeline entry
+    db.session.expire_all()
+    assert db.session.get(Patient, lead.patient_id).phone == "+13055550177"
+    event = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.UPDATED)).one()
+    assert event.data == {"fields": ["phone"], "phone_extension": "42"}
+
+    # The same number again with only the extension: nothing else changes, the extension is still noted.
+    lead = db.session.get(Lead, lead.id)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, phone="305-555-0177 x7"), follow_redirects=True)
+    assert "Phone extension 7 noted on the timeline." in resp.get_data(as_text=True)
+    events = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.UPDATED)).all()
+    assert [e.data for e in events][-1] == {"fields": [], "phone_extension": "7"}

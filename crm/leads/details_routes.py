@@ -112,5 +112,5 @@ def save_details(lead_id: int):
         db.session.rollback()
         flash(CONFLICT.format(who=_last_editor(lead_id)), "warning")
         return _conflict_page(_load(lead_id), form)
-    flash(result.describe(), "success" if result.changed else "info")
+    flash(result.describe(), "success" if result.changed or result.phone_extension else "info")
     return redirect(url_for("leads.detail", lead_id=lead_id))

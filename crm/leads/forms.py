@@ -232,10 +232,16 @@ class DetailsForm(VersionedForm):
         "Visit", choices=[(m.value, m.value.replace("_", " ").capitalize()) for m in PreferredMode]
     )
 
-    def validate_phone(self, field):
-        from crm.services.contact import normalise_phone
+    phone_extension: str | None = None  # E.164 has no extension: kept on the edit's timeline event
 
-        _normalised(normalise_phone, field)
+    def validate_phone(self, field):
+        from crm.services.contact import phone_parts
+
+        def number_only(value: str) -> str:
+            number, self.phone_extension = phone_parts(value)
+            return number
+
+        _normalised(number_only, field)
 
     def validate_email(self, field):
         from crm.services.contact import normalise_email
@@ -259,6 +265,7 @@ class DetailsForm(VersionedForm):
             "first_name": self.first_name.data.strip(),
             "last_name": self.last_name.data.strip(),
             "phone": self.phone.data or None,
+            "phone_extension": self.phone_extension,
             "email": self.email.data or None,
             "date_of_birth": self.date_of_birth.data,
             "street": (self.street.data or "").strip(),

@@ -54,11 +54,15 @@ class DetailsResult:
     relocated: bool = False  # the address changed
     located: bool | None = None  # located again right away (None: left to the enrich_new job)
     rematched: int = 0
+    phone_extension: str | None = None  # noted on the timeline event (E.164 has none)
 
     def describe(self) -> str:
+        noted = f"Phone extension {self.phone_extension} noted on the timeline." if self.phone_extension else ""
         if not self.changed:
-            return "Nothing changed."
+            return noted or "Nothing changed."
         parts = [f"Saved ({', '.join(name.replace('_', ' ') for name in self.changed)})."]
+        if noted:
+            parts.append(noted)
         if self.relocated:
             if self.located is None:
                 parts.append("The new address is being located; the match follows within seconds.")
@@ -124,7 +128,10 @@ def update_details(
     patient_changed = _changes(patient, values, PATIENT_FIELDS)
     lead_changed = _changes(lead, values, LEAD_FIELDS)
     result.changed = patient_changed + lead_changed
-    if not result.changed:
+    # The phone column is E.164, which has no extension: one typed with the number ("ext 12") is
+    # kept on this edit's timeline event, where the specialist who rings sees it.
+    result.phone_extension = extension = values.get("phone_extension")
+    if not result.changed and not extension:
         return result
     old_condition = lead.condition  # before the new condition_id is set
     for name in patient_changed:
@@ -132,6 +139,8 @@ def update_details(
     for name in lead_changed:
         setattr(lead, name, values[name])
     event = {"fields": result.changed}
+    if extension:
+        event["phone_extension"] = extension
     if "condition_id" in lead_changed:
         # The relationship too: eligibility and matching read lead.condition, not the column.
         lead.condition = db.session.get(Condition, values["condition_id"]) if values["condition_id"] else None
