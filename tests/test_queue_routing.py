@@ -308,3 +308,20 @@ def test_without_a_window_or_anyone_reachable_get_next_goes_by_urgency_alone(db,
     assert claim_next(specialist, now=night, window=WINDOW).id == west.id  # nobody reachable: the oldest
     morning = night + timedelta(hours=9)  # 10:00 in New York, 07:00 in Los Angeles
     assert claim_next(UserFactory(), now=morning).id == later_west.id  # no window: urgency alone
+
+
+def test_the_jobs_table_gives_each_interval_in_its_own_unit(client, auth, db, admin):
+    auth.as_user(admin)
+    page = client.get("/admin/routing").get_data(as_text=True)
+
+    def every(job_id):
+        row = next(row for row in page.split("<tr>") if f">{job_id}<" in row)
+        return row.split('<td class="text-nowrap">')[1].split("</td>")[0]
+
+    assert [every(j) for j in ("enrich_new", "outbox", "auto_assign", "registration_expiry", "housekeeping")] == [
+        "5 s",
+        "30 s",
+        "1 min",
+        "6 h",
+        "1 h",
+    ]
