@@ -100,6 +100,28 @@ def test_the_demo_shows_a_few_missed_speed_to_lead_targets_not_one_per_lead(app,
     assert db.session.scalar(contacted) >= 30
 
 
+def test_the_demo_history_never_happens_in_the_future(app, db):
+    """A lead received minutes ago was shown assigned half an hour from now, a day-old booked lead
+    called tomorrow: every demo event, follow-up note and booking is in the past."""
+    from datetime import UTC, datetime
+
+    from crm.models import Appointment, LeadEvent
+
+    assert app.test_cli_runner().invoke(args=["crm", "demo"]).exit_code == 0
+    now = datetime.now(UTC)
+    latest = db.session.scalar(sa.select(sa.func.max(LeadEvent.created_at)))
+    assert latest <= now
+    assert db.session.scalar(sa.select(sa.func.max(Lead.assigned_at))) <= now
+    assert db.session.scalar(sa.select(sa.func.max(Appointment.created_at))) <= now
+    # A visit is booked before it takes place.
+    for appt in db.session.scalars(sa.select(Appointment)):
+        assert appt.created_at < appt.starts_at, appt.lead_id
+    # Each lead's events come in order after its arrival.
+    for lead in db.session.scalars(sa.select(Lead)):
+        times = [e.created_at for e in sorted(lead.events, key=lambda e: e.id)]
+        assert times == sorted(times) and times[0] == lead.created_at, lead.id
+
+
 def test_the_demo_reports_progress_step_by_step(app, db):
     from crm.services.demo import demo_steps, load_demo
 

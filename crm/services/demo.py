@@ -235,7 +235,9 @@ def _demo_leads(rng, count, zips, conditions, doctors, specialists, source, now,
         elif status == LeadStatus.NEW:
             created = now - timedelta(minutes=rng.randint(60, 60 * 30))
         else:
-            created = now - timedelta(days=rng.randint(1, 29), minutes=rng.randint(0, 600))
+            # A completed lead is old enough for its calls, booking and visit to lie in the past.
+            days = rng.randint(6 if status == LeadStatus.COMPLETED else 1, 29)
+            created = now - timedelta(days=days, minutes=rng.randint(0, 600))
         patient = Patient(
             first_name=first,
             last_name=last,
@@ -407,13 +409,20 @@ def _transition(lead, actor, to, at, reason=None):
 
 
 def _advance(rng, lead, target, specialists, doctors, created, now):
+    latest = now - timedelta(minutes=1)
+
+    def after(t: datetime, **delta) -> datetime:
+        """A step later, but never in the future: a lead received minutes ago was shown assigned
+        half an hour from now."""
+        return max(t, min(t + timedelta(**delta), latest))
+
     owner = rng.choice(specialists)
-    t = created + timedelta(minutes=rng.randint(2, 40))
+    t = after(created, minutes=rng.randint(2, 40))
     lead.assignee, lead.assigned_at = owner, t
     _event(lead, None, EventKind.ASSIGNED, {"to": owner.id, "by": "auto"}, t)
     if target == LeadStatus.NEW:
         return
-    t += timedelta(minutes=rng.randint(1, 30))
+    t = after(t, minutes=rng.randint(1, 30))
     lead.attempts += 1
     lead.first_contact_at = t  # the first call attempt meets the speed-to-lead target, as in the app
     _event(lead, owner, EventKind.CALL_ATTEMPT, {"outcome": CallOutcome.NO_ANSWER.value}, t)
@@ -425,10 +434,11 @@ def _advance(rng, lead, target, specialists, doctors, created, now):
         return
     if target == LeadStatus.LOST:
         reason = rng.choice(list(LostReason))
-        _transition(lead, owner, LeadStatus.LOST, t + timedelta(days=1), reason)
-        lead.lost_reason, lead.closed_at = reason, t + timedelta(days=1)
+        closed = after(t, days=1)
+        _transition(lead, owner, LeadStatus.LOST, closed, reason)
+        lead.lost_reason, lead.closed_at = reason, closed
         return
-    t += timedelta(hours=rng.randint(1, 20))
+    t = after(t, hours=rng.randint(1, 20))
     lead.attempts += 1
     _event(lead, owner, EventKind.CALL_ATTEMPT, {"outcome": CallOutcome.REACHED.value}, t)
     _transition(lead, owner, LeadStatus.CONTACTED, t)
@@ -440,7 +450,7 @@ def _advance(rng, lead, target, specialists, doctors, created, now):
         return
     same_state = [d for d in doctors if d.state == lead.patient.state and d.active] or doctors
     doctor = rng.choice(same_state)
-    t += timedelta(hours=rng.randint(1, 24))
+    t = after(t, hours=rng.randint(1, 24))
     if target == LeadStatus.COMPLETED:
         starts = t + timedelta(days=rng.randint(1, 5))
         starts = min(starts, now - timedelta(hours=2))
