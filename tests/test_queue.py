@@ -13,7 +13,7 @@ from crm.models import AuditLog
 from crm.models.enums import LeadSourceKind, LeadStatus
 from crm.services.leads_query import Filters, SearchError, patient_search_clause, queue_page
 from tests.factories import ConditionFactory, UserFactory, WebhookSourceFactory
-from tests.test_queue_helpers import make_lead
+from tests.test_queue_helpers import WED, make_lead
 
 S = LeadStatus
 
@@ -22,6 +22,15 @@ def ids_on(html: str, leads) -> list[int]:
     """The ids of ``leads`` in the order their rows appear on the page."""
     found = [(html.find(f'href="/leads/{lead.id}"'), lead.id) for lead in leads]
     return [i for pos, i in sorted(found) if pos >= 0]
+
+
+@pytest.fixture
+def wednesday():
+    """Wednesday 09:00 in New York (``WED``), inside business hours: list it before ``three`` so the leads
+    are made then too. The SLA clock stops outside business hours, so at a weekend a lead's target
+    is days away and the row reads "1d 20h left" where a weekday shows minutes."""
+    with time_machine.travel(WED, tick=False) as traveller:
+        yield traveller
 
 
 @pytest.fixture
@@ -37,13 +46,15 @@ def three(db, specialist):
     return old, new, mine, theirs, closed
 
 
-def test_unassigned_is_oldest_first_with_age_and_sla(client, auth, specialist, three):
+def test_unassigned_is_oldest_first_with_age_and_sla(wednesday, client, auth, specialist, three):
     old, new, mine, theirs, closed = three
     auth.as_user(specialist)
     html = client.get("/queue").get_data(as_text=True)
     assert ids_on(html, three) == [old.id, new.id]
     assert "3h" in html and "SLA" in html  # age and the speed-to-lead clock on the row
-    assert "m left" in html or "m over" in html
+    # Created 06:00, before business hours open at 08:00: due 08:15, missed by 45 min at 09:00.
+    assert "SLA 45m over" in html
+    assert "13m left" in html  # created 08:58: due 09:13
 
 
 def test_priority_goes_first_in_unassigned(client, auth, db, specialist, three):

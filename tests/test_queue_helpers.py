@@ -8,7 +8,8 @@ from crm.models import Lead
 from crm.models.enums import LeadStatus
 from tests.factories import LeadFactory, PatientFactory, PhysicianFactory
 
-# A Wednesday, 14:00 UTC = 10:00 in New York: inside every default window.
+# A Wednesday, 14:00 UTC = 09:00 EST in New York: inside business hours and, just, the New York
+# calling window (07:00 in Phoenix and 06:00 in Los Angeles are outside theirs).
 WED = datetime(2026, 11, 18, 14, 0, tzinfo=UTC)
 
 
