@@ -175,6 +175,35 @@ def test_utilisation_counts_live_appointments_in_the_range(db, world):
     assert row["utilisation_pct"] == 20.0
 
 
+def test_utilisation_of_a_short_range_is_computed_from_the_exact_capacity(client, auth, admin, db):
+    """A weekly capacity of 10 is 10/7 = 1.43 visits a day: one visit on one day is 70 %, not the
+    71.4 % of dividing by the 1.4 shown (and 1 a week over 3 days: 3/7 = 0.43, one visit 233.3 %,
+    not 250 %). The capacity column is rounded for reading; the percentage is not built on it."""
+    lead = LeadFactory(created_at=utc(10, 1, 12))
+    busy = PhysicianFactory(first_name="Ten", last_name="Weekly", weekly_capacity=10)
+    rare = PhysicianFactory(first_name="One", last_name="Weekly", weekly_capacity=1)
+    for doc in (busy, rare):
+        db.session.add(Appointment(lead=lead, physician=doc, starts_at=utc(10, 6, 15), mode=VisitMode.IN_PERSON))
+    db.session.commit()
+    one_day = ReportRange(date(2026, 10, 6), date(2026, 10, 6), TZ)
+    three_days = ReportRange(date(2026, 10, 5), date(2026, 10, 7), TZ)
+    for counts in (None, rolled_up(db)):
+        by_name = {r["physician"]: r for r in reports.utilisation(db.session, one_day, counts)}
+        assert (by_name["Ten Weekly, MD"]["capacity_in_range"], by_name["Ten Weekly, MD"]["utilisation_pct"]) == (
+            1.4,
+            70.0,
+        )
+        assert by_name["One Weekly, MD"]["utilisation_pct"] == 700.0
+        by_name = {r["physician"]: r for r in reports.utilisation(db.session, three_days, counts)}
+        assert (by_name["One Weekly, MD"]["capacity_in_range"], by_name["One Weekly, MD"]["utilisation_pct"]) == (
+            0.4,
+            233.3,
+        )
+    auth.as_user(admin)
+    rows = read_csv(client.get("/reports/export/utilisation.csv?from=2026-10-06&to=2026-10-06"))
+    assert [str(busy.id), "Ten Weekly, MD", "FL", "10", "1.4", "1", "70.0"] in rows[1:]
+
+
 def test_empty_range(db, world):
     rng = ReportRange(date(2026, 8, 1), date(2026, 8, 5), TZ)
     r = reports.build_report(db.session, rng)

@@ -494,17 +494,18 @@ def utilisation(session, rng: ReportRange, counts=None) -> list[dict]:
         Physician.weekly_capacity,
         booked.c.n,
     ).join(booked, booked.c.pid == Physician.id)
-    weeks = rng.days / 7
     rows = []
     for pid, first, last, cred, state, weekly, n in session.execute(stmt).all():
-        capacity = round((weekly or 0) * weeks, 1)
+        # The percentage is taken over the exact capacity; only the shown capacity is rounded
+        # (10 a week over one day is 1.43 visits: one visit is 70 %, not 1/1.4 = 71.4 %).
+        capacity = (weekly or 0) * rng.days / 7
         rows.append(
             {
                 "physician_id": pid,
                 "physician": f"{first} {last}, {cred}",
                 "state": state,
                 "weekly_capacity": weekly or 0,
-                "capacity_in_range": capacity,
+                "capacity_in_range": round(capacity, 1),
                 "bookings": n,
                 "utilisation_pct": round(100.0 * n / capacity, 1) if capacity else None,
             }
