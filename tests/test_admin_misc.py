@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+import time_machine
 
-from crm.models import AuditLog, Condition, StateProgram
+from crm.models import AuditLog, Condition, InboxItem, StateProgram
 from crm.services import audit
 from crm.services.markdown import render_markdown
-from tests.factories import ConditionFactory, StateProgramFactory
+from tests.factories import ConditionFactory, StateProgramFactory, WebhookSourceFactory
 
 
 def test_render_markdown_is_safe():
@@ -334,3 +336,23 @@ def test_signed_test_delivery_shows_status(app, client, auth, admin, db):
         assert "HTTP 2" in html
     else:
         assert "HTTP 404" in html
+
+
+def test_the_sources_list_counts_todays_deliveries_by_the_desks_day(client, auth, admin, db):
+    """At 21:00 in New York the UTC date is already tomorrow: the Today column still counts the
+    afternoon's deliveries (desk day, as in the reports), not only those since 19:00 local."""
+    source = WebhookSourceFactory(name="Partner site")
+    received = {
+        datetime(2026, 12, 1, 4, 0, tzinfo=UTC): "yesterday",  # Nov 30, 23:00 EST
+        datetime(2026, 12, 1, 20, 0, tzinfo=UTC): "today",  # Dec 1, 15:00 EST
+        datetime(2026, 12, 2, 1, 0, tzinfo=UTC): "today",  # Dec 1, 20:00 EST
+    }
+    for at in received:
+        db.session.add(InboxItem(channel="webhook", source_id=source.id, source_slug=source.slug, received_at=at))
+    db.session.commit()
+    with time_machine.travel(datetime(2026, 12, 2, 2, 0, tzinfo=UTC), tick=False):  # Dec 1, 21:00 EST
+        auth.as_user(admin)
+        html = client.get("/admin/sources").get_data(as_text=True)
+    row = next(r for r in re.findall(r"<tr.*?</tr>", html, re.S) if "Partner site" in r)
+    cells = re.findall(r'<td class="small">(.*?)</td>', row, re.S)
+    assert cells[-1] == "2"

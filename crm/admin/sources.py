@@ -48,14 +48,8 @@ def _intake_fields() -> dict[str, str]:
 @bp.get("/sources")
 def sources():
     rows = db.session.scalars(sa.select(WebhookSource).order_by(WebhookSource.active.desc(), WebhookSource.name)).all()
-    since = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    counts = dict(
-        db.session.execute(
-            sa.select(InboxItem.source_id, sa.func.count())
-            .where(InboxItem.received_at >= since, InboxItem.source_id.is_not(None))
-            .group_by(InboxItem.source_id)
-        ).all()
-    )
+    desk_tz = current_app.config.get("BUSINESS_TIMEZONE") or "America/New_York"
+    counts = source_service.deliveries_today(utcnow(), desk_tz)
     live = {s.id: len(source_service.active_secrets(s)) for s in rows}
     return render_template(
         "admin/sources/list.html", sources=rows, counts=counts, live=live, form=SourceCreateForm(), url=_webhook_url

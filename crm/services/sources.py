@@ -19,13 +19,14 @@ import secrets as _secrets
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
 from crm.extensions import db
-from crm.models import WebhookSecret, WebhookSource
+from crm.models import InboxItem, WebhookSecret, WebhookSource
 from crm.models.base import utcnow
 
 SECRET_PREFIX = "whsec_"
@@ -234,3 +235,17 @@ def sign_test_delivery(
         payload = sample_payload(source)
     body = json.dumps(payload, separators=(",", ":")) if isinstance(payload, dict) else payload
     return sign_payload(live[0].secret, body, at=now)
+
+
+def deliveries_today(now: datetime, tz: str) -> dict[int, int]:
+    """Deliveries received per source since midnight of the desk's day (``BUSINESS_TIMEZONE``,
+    as the reports count days): from 19:00 in New York the UTC date is already tomorrow, and a
+    count from UTC midnight would drop the day's deliveries every evening."""
+    zone = ZoneInfo(tz)
+    since = datetime.combine(now.astimezone(zone).date(), time.min, tzinfo=zone).astimezone(UTC)
+    rows = db.session.execute(
+        sa.select(InboxItem.source_id, sa.func.count())
+        .where(InboxItem.received_at >= since, InboxItem.source_id.is_not(None))
+        .group_by(InboxItem.source_id)
+    ).all()
+    return dict(rows)
