@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import threading
 from datetime import UTC, date, datetime, timedelta
 
@@ -284,6 +285,17 @@ def test_charts_are_offline_svg_images(client, auth, admin, world):
         assert "script-src" not in resp.headers["Content-Security-Policy"]  # nothing may run in it
     assert "Day (desk time zone)" in client.get(f"/reports/chart/leads-per-day.svg?{ARGS}").get_data(as_text=True)
     assert client.get(f"/reports/chart/pie.svg?{ARGS}").status_code == 404
+
+
+def test_chart_axes_count_whole_leads(client, auth, admin, world):
+    """A quiet range (at most 2 leads a day, 8 in the funnel) or an empty one: the axes read
+    0, 1, 2 … leads, never 0.2 or 0.5 of a lead."""
+    auth.as_user(admin)
+    for args in (ARGS, "from=2026-08-01&to=2026-08-05"):
+        for name in ("leads-per-day", "funnel"):
+            svg = client.get(f"/reports/chart/{name}.svg?{args}").get_data(as_text=True)
+            numbers = re.findall(r"<text[^>]*>(\d+(?:\.\d+)?)</text>", svg)
+            assert numbers and all(n.isdigit() for n in numbers), (name, args, numbers)
 
 
 def read_csv(resp) -> list[list[str]]:

@@ -7,6 +7,7 @@ no code. The SVG is served as an image (``<img src>``) from its own route.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date
 
@@ -46,6 +47,14 @@ def _config(**extra) -> dict:
     }
 
 
+def whole_ticks(top: int) -> list[int]:
+    """Value-axis labels for a count: whole numbers only, about ten at most, from 0 past ``top``.
+    Left to itself pygal labels a quiet range 0, 0.2, 0.4 … leads (and an empty one 0.1 …)."""
+    top = max(int(top), 1)
+    step = max(1, math.ceil(top / 10))
+    return list(range(0, top + step, step))
+
+
 def _render(chart) -> bytes:
     return _SCRIPT.sub(b"", chart.render())
 
@@ -68,8 +77,7 @@ def leads_per_day_svg(per_day: list[tuple[date, int]]) -> bytes:
     chart.x_labels = [d.strftime("%b %-d") for d, _ in per_day]
     chart.x_labels_major = [d.strftime("%b %-d") for k, (d, _) in enumerate(per_day) if k % step == 0]
     chart.add("New leads", [v for _, v in per_day])
-    if not any(v for _, v in per_day):
-        chart.range = (0, 1)
+    chart.y_labels = whole_ticks(max((v for _, v in per_day), default=0))
     return _render(chart)
 
 
@@ -87,8 +95,7 @@ def funnel_svg(stages: list[dict]) -> bytes:
     rows = list(reversed(stages))
     chart.x_labels = [_stage_label(r) for r in rows]
     chart.add("Leads", [r["leads"] for r in rows])
-    if not any(r["leads"] for r in rows):
-        chart.range = (0, 1)
+    chart.y_labels = whole_ticks(max((r["leads"] for r in rows), default=0))  # the value axis, drawn across
     return _render(chart)
 
 
