@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from crm.extensions import db as _db
 from crm.models import Appointment, AuditLog, Registration, ReportChange, ReportRollupState, User
 from crm.models.enums import AppointmentStatus, GeocodeStatus, LeadSourceKind, LeadStatus, LostReason, VisitMode
-from crm.services import report_rollups, reports
+from crm.services import charts, report_rollups, reports
 from crm.services.reports import ReportRange
 from tests.factories import (
     ConditionFactory,
@@ -296,6 +296,9 @@ def test_chart_axes_count_whole_leads(client, auth, admin, world):
             svg = client.get(f"/reports/chart/{name}.svg?{args}").get_data(as_text=True)
             numbers = re.findall(r"<text[^>]*>(\d+(?:\.\d+)?)</text>", svg)
             assert numbers and all(n.isdigit() for n in numbers), (name, args, numbers)
+    # steps of 1, 2, 5, 10, 20 …, up to the first label at or past the largest count
+    assert charts.whole_ticks(0) == [0, 1] and charts.whole_ticks(13) == [0, 2, 4, 6, 8, 10, 12, 14]
+    assert charts.whole_ticks(90) == list(range(0, 100, 10)) and charts.whole_ticks(101)[-1] == 120
 
 
 def read_csv(resp) -> list[list[str]]:

@@ -48,10 +48,13 @@ def _config(**extra) -> dict:
 
 
 def whole_ticks(top: int) -> list[int]:
-    """Value-axis labels for a count: whole numbers only, about ten at most, from 0 past ``top``.
+    """Value-axis labels for a count: whole numbers in steps of 1, 2, 5, 10, 20 …, ten at most,
+    from 0 to the first step at or past ``top``.
     Left to itself pygal labels a quiet range 0, 0.2, 0.4 … leads (and an empty one 0.1 …)."""
     top = max(int(top), 1)
-    step = max(1, math.ceil(top / 10))
+    rough = top / 10
+    magnitude = 10 ** max(0, math.floor(math.log10(rough))) if rough >= 1 else 1
+    step = next(k * magnitude for k in (1, 2, 5, 10) if k * magnitude >= rough)  # 1, 2, 5, 10, 20, 50 …
     return list(range(0, top + step, step))
 
 
