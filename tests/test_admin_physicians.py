@@ -556,3 +556,14 @@ def test_with_an_online_geocoder_the_web_import_leaves_addresses_to_the_retry_jo
         assert {d.geocode_status for d in db.session.scalars(sa.select(Physician))} == {GeocodeStatus.OK}
     finally:
         app.config.update(saved)
+
+
+def test_preview_of_a_semicolon_separated_file_says_how_it_was_read(client, auth, admin, db):
+    auth.as_user(admin)
+    data = to_csv([row(languages="en")]).decode().replace(",", ";").encode("utf-8")
+    resp = client.post(
+        "/admin/physicians/import", data={"file": (io.BytesIO(data), "excel.csv")}, content_type="multipart/form-data"
+    )
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "separated by semicolons" in body
+    assert "The file was not imported" not in body and "Import 1 change" in body

@@ -447,3 +447,43 @@ def test_cli_import_reports_a_nul_byte_as_its_line(app, db, tmp_path):
     assert "line 2" in result.stderr and "control character" in result.stderr
     assert "1 created" in result.stdout
     assert list(db.session.scalars(sa.select(Physician.last_name))) == ["Fine"]
+
+
+def test_a_semicolon_separated_file_is_read_as_such(db):
+    """A spreadsheet in a European locale saves "CSV" with semicolons (and quotes the list cells)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(COLUMNS), delimiter=";", lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerow(row(languages="en;es"))
+    writer.writerow(row(npi=valid_npi(901), registrations=f"FL:ME1:{NEXT_YEAR};GA:G2:{NEXT_YEAR}"))
+    report = physician_csv.plan_import(out.getvalue().encode("utf-8"))
+    assert report.file_error is None and report.counts[CREATE] == 2 and not report.errors
+    assert report.lines[0].data.languages == ["en", "es"]
+    assert report.lines[1].data.registrations[1].number == "G2"
+    assert [r.state for r in report.lines[1].data.registrations] == ["FL", "GA"]
+    assert any("semicolons" in note for note in report.notes)
+    # An ordinary file says nothing about how it was read.
+    assert physician_csv.plan_import(to_csv([row()])).notes == []
+
+
+def test_stray_empty_columns_saved_by_a_spreadsheet_are_ignored(db):
+    """A spreadsheet saves a trailing empty column (header and every line end in a comma)."""
+    lines = to_csv([row(), row(npi=valid_npi(901))]).decode().splitlines()
+    data = ("\r\n".join(line + ",," for line in lines) + "\r\n").encode()
+    report = physician_csv.plan_import(data)
+    assert report.file_error is None and report.counts[CREATE] == 2 and not report.errors
+    assert any("without a name" in note for note in report.notes)
+    # A value under a nameless column is not dropped silently: its line is reported.
+    lines[2] += ",,oops"
+    padded = [line if i == 2 else line + ",," for i, line in enumerate(lines)]
+    report = physician_csv.plan_import("\n".join(padded).encode())
+    assert report.counts[CREATE] == 1
+    assert report.errors[0].line == 3 and "column(s) 25" in report.errors[0].message
+
+
+def test_cli_import_says_how_a_semicolon_file_was_read(app, db, tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(to_csv([row(languages="en")]).decode().replace(",", ";").encode())
+    result = app.test_cli_runner().invoke(args=["crm", "physicians", "import", str(path), "--dry-run"])
+    assert result.exit_code == 0 and "1 would be created" in result.stdout
+    assert "Note: The file is separated by semicolons" in result.stderr

@@ -26,6 +26,8 @@ def import_physicians(file, dry_run: bool, verbose: bool) -> None:
     if report.file_error:
         click.echo(f"Error: {report.file_error}", err=True)
         sys.exit(1)
+    for note in report.notes:
+        click.echo(f"Note: {note}", err=True)
     if not dry_run:
         with click.progressbar(length=len(report.changes), label="Importing", file=sys.stderr) as bar:
             physician_csv.apply_import(report, progress=bar.update, detail={"via": "cli"})

@@ -77,6 +77,7 @@ class ImportReport:
     file_error: str | None = None
     applied: bool = False
     geocode_later: bool = False  # addresses left to the geocode_retry job (an online geocoder)
+    notes: list[str] = field(default_factory=list)  # how the file was read, when not as exported
 
     def count(self, action: str) -> int:
         return sum(1 for line in self.lines if line.action == action)
@@ -134,17 +135,38 @@ def decode(data: bytes) -> str:
         ) from None
 
 
-def read_rows(text: str) -> tuple[list[str], Iterable[tuple[int, list[str]]]]:
-    """The normalised header and (line number, fields) per record; line numbers count the header as 1."""
-    reader = csv.reader(io.StringIO(text, newline=""))
+DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
+
+
+def _delimiter(text: str) -> str:
+    """The separator that makes the most known column names of the header row: a comma as exported,
+    or the semicolon a spreadsheet set to a European locale saves "CSV" with (or a tab)."""
+    first = text.split("\n", 1)[0]
+
+    def known(delimiter: str) -> int:
+        cells = next(csv.reader([first], delimiter=delimiter), [])
+        return sum(1 for h in cells if h.strip().lower() in COLUMNS)
+
+    return max(DELIMITERS, key=lambda d: (known(d), d == ","))
+
+
+def read_rows(text: str, notes: list[str] | None = None) -> tuple[list[str], Iterable[tuple[int, list[str]]]]:
+    """The normalised header and (line number, fields) per record; line numbers count the header as 1.
+
+    Header cells left empty (the stray columns a spreadsheet saves after the last one) are kept as
+    ``""`` so the fields still line up; the caller ignores them. ``notes`` receives how the file was
+    read when that differs from an export (another separator, ignored columns)."""
+    delimiter = _delimiter(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
     except (StopIteration, csv.Error) as exc:
         raise CSVFileError(f"The header row cannot be read: {exc}") from None
     header = [h.strip().lower() for h in header]
+    named = [h for h in header if h]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    unknown = [h for h in header if h not in COLUMNS]
-    duplicated = sorted({h for h in header if header.count(h) > 1})
+    unknown = [h for h in named if h not in COLUMNS]
+    duplicated = sorted({h for h in named if named.count(h) > 1})
     problems = []
     if missing:
         problems.append(f"missing column(s): {', '.join(missing)}")
@@ -159,6 +181,14 @@ def read_rows(text: str) -> tuple[list[str], Iterable[tuple[int, list[str]]]]:
             "The header row does not match the physician CSV format: " + "; ".join(problems) + ". "
             "Expected columns: " + ", ".join(COLUMNS) + "."
         )
+    if notes is not None:
+        if delimiter != ",":
+            notes.append(f"The file is separated by {DELIMITERS[delimiter]}, not commas: it was read that way.")
+        if len(named) < len(header):
+            notes.append(
+                f"{len(header) - len(named)} column(s) without a name in the header row (as a spreadsheet saves "
+                "stray cells) are ignored; a line with a value in one is reported."
+            )
 
     def records():
         start = reader.line_num + 1
@@ -320,7 +350,7 @@ def plan_import(data: bytes, *, geocode_later: bool = False) -> ImportReport:
     by line (a web request cannot wait for an online geocoder's one call a second)."""
     report = ImportReport(geocode_later=geocode_later)
     try:
-        header, records = read_rows(decode(data))
+        header, records = read_rows(decode(data), report.notes)
     except CSVFileError as exc:
         report.file_error = str(exc)
         return report
@@ -340,8 +370,13 @@ def plan_import(data: bytes, *, geocode_later: bool = False) -> ImportReport:
             )
             parsed.append((result, None))
             continue
+        stray = [str(i + 1) for i, (h, f) in enumerate(zip(header, fields, strict=True)) if not h and f.strip()]
+        if stray:
+            message = f"Has a value in column(s) {', '.join(stray)}, which have no name in the header row."
+            parsed.append((LineResult(line_no, raw_npi, "", ERROR, [message]), None))
+            continue
         # An exported cell that a spreadsheet could have run carries a leading quote: drop it.
-        row = dict(zip(header, map(spreadsheet.restore, fields), strict=True))
+        row = {h: spreadsheet.restore(f) for h, f in zip(header, fields, strict=True) if h}
         name = f"{row.get('first_name', '').strip()} {row.get('last_name', '').strip()}".strip()
         name = CONTROL_RE.sub("", name)  # shown in the report; the line itself is refused below
         values, errors = validate_row(row, known_slugs)
