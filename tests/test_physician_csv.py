@@ -481,6 +481,16 @@ def test_stray_empty_columns_saved_by_a_spreadsheet_are_ignored(db):
     assert report.errors[0].line == 3 and "column(s) 25" in report.errors[0].message
 
 
+def test_a_zip_that_lost_its_leading_zero_in_a_spreadsheet(db):
+    boston = row(zip="2108", city="Boston", state="MA", latitude="", longitude="", registrations="")
+    report = physician_csv.plan_import(to_csv([boston]))
+    assert not report.errors and report.lines[0].data.zip == "02108"
+    # Padded only where the ZIP lies in the line's state: a typo is not turned into another state's ZIP.
+    typo = row(zip="3310", state="FL", latitude="", longitude="")
+    report = physician_csv.plan_import(to_csv([typo]))
+    assert "leading zeros" in report.errors[0].message
+
+
 def test_cli_import_says_how_a_semicolon_file_was_read(app, db, tmp_path):
     path = tmp_path / "excel.csv"
     path.write_bytes(to_csv([row(languages="en")]).decode().replace(",", ";").encode())

@@ -34,6 +34,7 @@ from crm.models import Condition, Physician
 from crm.services import directory, spreadsheet
 from crm.services.contact import normalise_state, normalise_zip
 from crm.services.directory import PhysicianData
+from crm.services.geocoding import zip_location
 from crm.services.intake import CONTROL_RE
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,25 @@ def _bool(name: str, value: str) -> bool:
     raise ValueError(f"must be true or false (got {value!r}).")
 
 
+def _csv_zip(value: str, state: str | None) -> str:
+    """A ZIP cell; ``2101`` is taken as ``02101`` when that ZIP lies in the line's state.
+
+    A spreadsheet that opens the file reads 5-digit ZIPs as numbers and saves New England's, New
+    Jersey's and Puerto Rico's without their leading zeros. Padding is safe only where the padded
+    ZIP is in the state the line gives; anything else is refused, saying why."""
+    v = (value or "").strip()
+    if v.isascii() and v.isdigit() and 3 <= len(v) <= 4:
+        padded = v.zfill(5)
+        located = zip_location(padded)
+        if state and located is not None and located.state == state:
+            return padded
+        raise ValueError(
+            f"Enter a 5-digit ZIP code (got {v!r}: if a spreadsheet dropped its leading zeros, "
+            "format the column as text before saving)."
+        )
+    return normalise_zip(v)
+
+
 def parse_registrations(value: str) -> list[directory.RegistrationData]:
     regs = []
     for part in (value or "").split(";"):
@@ -308,7 +328,7 @@ def validate_row(row: dict[str, str], known_slugs: set[str] | dict[str, str]) ->
         values["latitude"] = values["longitude"] = None
     zip_raw = (row.get("zip") or "").strip()
     if zip_raw:
-        take("zip", normalise_zip)
+        take("zip", lambda v: _csv_zip(v, values.get("state")))
     elif values.get("latitude") is None:
         errors.append("zip: is required (or give latitude and longitude).")
     else:
