@@ -21,6 +21,16 @@ MESSAGES = {
 }
 
 
+# A file over MAX_CONTENT_LENGTH is refused before the view runs: say what the limit is and the way
+# around it, rather than "the request is too large" (a full directory export is well over 2 MB).
+UPLOAD_ENDPOINTS = {
+    "admin.physicians_import": (
+        "The file is larger than the {mb:g} MB upload limit. Split it into smaller files, or import it on "
+        "the server with: flask --app wsgi crm physicians import FILE"
+    ),
+}
+
+
 def wants_json() -> bool:
     return request.path.startswith(("/webhooks/", "/api/")) or request.accept_mimetypes.best == "application/json"
 
@@ -70,7 +80,10 @@ def init_app(app) -> None:
         # Keep our wording unless a view passed a specific description.
         custom = err.description != type(err).description
         headers = {k: v for k, v in err.get_headers() if k == "Allow"}
-        return error_response(err.code or 500, err.description if custom else None, headers)
+        message = err.description if custom else None
+        if err.code == 413 and request.endpoint in UPLOAD_ENDPOINTS:
+            message = UPLOAD_ENDPOINTS[request.endpoint].format(mb=app.config["MAX_CONTENT_LENGTH"] / 1024 / 1024)
+        return error_response(err.code or 500, message, headers)
 
     @app.errorhandler(DataError)
     def unstorable_value(err):

@@ -393,7 +393,8 @@ def test_upload_over_the_size_limit_gets_the_413_page(make_app, admin, db):
         content_type="multipart/form-data",
     )
     body = resp.get_data(as_text=True)
-    assert resp.status_code == 413 and "The request is too large." in body
+    assert resp.status_code == 413 and "larger than the 2 MB upload limit" in body
+    assert "flask --app wsgi crm physicians import FILE" in body
     assert "Sign out" in body  # the signed-in page, nav included
 
 
