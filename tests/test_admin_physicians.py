@@ -141,6 +141,9 @@ def test_address_change_geocodes_again(client, auth, admin, db, fake_geocoder):
     [
         ("npi", "1234567890", "check digit"),
         ("npi", "12345", "10 digits"),
+        # Other scripts' digits pass str.isdigit(): refused, so an NPI cannot be stored in two spellings.
+        ("npi", valid_npi(500).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")), "10 digits"),
+        ("zip", "٣٣٦٠٢", "5-digit ZIP"),
         ("zip", "ABCDE", "5-digit ZIP"),
         ("zip", "", "Enter a ZIP code (or latitude and longitude)"),
         ("state", "XX", "Not a valid choice"),
@@ -568,3 +571,12 @@ def test_preview_of_a_semicolon_separated_file_says_how_it_was_read(client, auth
     body = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "separated by semicolons" in body
     assert "The file was not imported" not in body and "Import 1 change" in body
+
+
+def test_full_width_digits_in_npi_and_zip_are_stored_as_ascii(client, auth, admin, db):
+    auth.as_user(admin)
+    wide = str.maketrans("0123456789", "０１２３４５６７８９")
+    resp = client.post("/admin/physicians/new", data=form_data(npi=valid_npi(500).translate(wide), zip="３３６０２"))
+    assert resp.status_code == 302
+    doc = db.session.scalar(sa.select(Physician))
+    assert (doc.npi, doc.zip) == (valid_npi(500), "33602")

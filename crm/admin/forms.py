@@ -199,7 +199,7 @@ class PhysicianForm(FlaskForm):
     def to_data(self, active: bool) -> directory.PhysicianData:
         lat, lon = directory.clean_coordinates(self.latitude.data, self.longitude.data)
         return directory.PhysicianData(
-            npi=self.npi.data.strip(),
+            npi=directory.clean_npi(self.npi.data),
             first_name=self.first_name.data.strip(),
             last_name=self.last_name.data.strip(),
             credential=directory.clean_credential(self.credential.data),

@@ -81,7 +81,7 @@ def _form_data(p: Physician) -> dict:
 
 
 def _npi_taken(npi: str, exclude_id: int | None) -> Physician | None:
-    stmt = sa.select(Physician).where(Physician.npi == (npi or "").strip())
+    stmt = sa.select(Physician).where(Physician.npi == directory.clean_npi(npi))
     if exclude_id is not None:
         stmt = stmt.where(Physician.id != exclude_id)
     return db.session.scalar(stmt)

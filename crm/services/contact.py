@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -22,7 +23,9 @@ US_STATES = {
 
 # ZIP+4 as people write it: 33101-1234, 331011234, 33101 1234, or with a dash a word processor
 # made typographic (33101–1234).
-ZIP_RE = re.compile(r"^(\d{5})(?:(?:\s*[-\u2010-\u2014]\s*|\s?)(\d{4}))?$")
+# ASCII digits only: \d alone also matches other scripts' digits, which would be stored as typed and
+# never geocode; full-width digits (an East Asian keyboard) are folded to ASCII first (NFKC).
+ZIP_RE = re.compile(r"^(\d{5})(?:(?:\s*[-\u2010-\u2014]\s*|\s?)(\d{4}))?$", re.ASCII)
 
 
 def normalise_email(value: str) -> str:
@@ -74,7 +77,7 @@ def format_phone(e164: str | None) -> str:
 
 def normalise_zip(value: str) -> str:
     """``12345`` or ``12345-6789``; raises ValueError otherwise."""
-    match = ZIP_RE.match((value or "").strip())
+    match = ZIP_RE.match(unicodedata.normalize("NFKC", value or "").strip())
     if not match:
         raise ValueError("Enter a 5-digit ZIP code (or ZIP+4).")
     return match.group(1) + (f"-{match.group(2)}" if match.group(2) else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -33,10 +34,12 @@ WEBSITE_MAX_LENGTH = Physician.__table__.c.website.type.length
 
 
 def clean_npi(value: str) -> str:
-    value = (value or "").strip()
+    # Full-width digits are folded to ASCII; other scripts' digits (which isdigit() accepts) are
+    # refused, so one NPI cannot be stored twice in two spellings past the unique index.
+    value = unicodedata.normalize("NFKC", value or "").strip()
     if not value:
         raise ValueError("NPI is required.")
-    if not (len(value) == 10 and value.isdigit()):
+    if not (len(value) == 10 and value.isascii() and value.isdigit()):
         raise ValueError(f"NPI must be 10 digits (got {value!r}).")
     if not is_valid_npi(value):
         raise ValueError(f"NPI {value} fails the check digit: check for a typo.")

@@ -17,7 +17,7 @@ def _luhn_sum(digits: str) -> int:
 
 def check_digit(first_nine: str) -> str:
     """The tenth digit for a nine-digit NPI stem."""
-    if len(first_nine) != 9 or not first_nine.isdigit():
+    if len(first_nine) != 9 or not (first_nine.isascii() and first_nine.isdigit()):
         raise ValueError("an NPI stem is nine digits")
     total = 24 + _luhn_sum(first_nine)  # 24 = the Luhn contribution of the 80840 prefix
     return str((10 - total % 10) % 10)
@@ -25,4 +25,6 @@ def check_digit(first_nine: str) -> str:
 
 def is_valid_npi(value: str | None) -> bool:
     value = (value or "").strip()
-    return len(value) == 10 and value.isdigit() and value[0] in "12" and check_digit(value[:9]) == value[9]
+    if not (len(value) == 10 and value.isascii() and value.isdigit()):
+        return False
+    return value[0] in "12" and check_digit(value[:9]) == value[9]
