@@ -141,7 +141,7 @@ def test_address_change_geocodes_again(client, auth, admin, db, fake_geocoder):
     [
         ("npi", "1234567890", "check digit"),
         ("npi", "12345", "10 digits"),
-        # Other scripts' digits pass str.isdigit(): refused, so an NPI cannot be stored in two spellings.
+        # Other scripts' digits pass str.isdigit(): refused (a ZIP in them was stored and never geocoded).
         ("npi", valid_npi(500).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")), "10 digits"),
         ("zip", "٣٣٦٠٢", "5-digit ZIP"),
         ("zip", "ABCDE", "5-digit ZIP"),
