@@ -125,6 +125,26 @@ def test_condition_slug_rules(client, auth, admin, db):
     assert bad.status_code == 200 and "lower-case letters" in bad.get_data(as_text=True)
 
 
+def test_a_condition_post_without_the_synonyms_field_is_not_a_500(client, auth, admin, db):
+    """A post that leaves a field out (a script, a stale page) used to keep the stored synonyms list
+    where the form expects text, and the save failed with a 500."""
+    cond = ConditionFactory(slug="anxiety", name="Anxiety", synonyms=["worry"])
+    db.session.commit()
+    auth.as_user(admin)
+    data = {
+        "name": "Anxiety disorder",
+        "slug": "anxiety",
+        "summary": "",
+        "body": "",
+        "published": "y",
+        "action": "save",
+    }
+    resp = client.post(f"/admin/conditions/{cond.id}/edit", data=data)
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Condition, cond.id).name == "Anxiety disorder"
+
+
 def test_a_renamed_condition_keeps_its_old_address_and_old_payloads_map(client, auth, admin, db):
     """Changing a slug used to 404 the old page (the directory's links) and stop old webhook
     payloads and CSV exports from naming the condition."""

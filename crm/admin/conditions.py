@@ -41,7 +41,9 @@ def _values(form: ConditionForm) -> dict:
 
 
 def _edit(condition: Condition | None):
-    form = ConditionForm(obj=condition) if condition else ConditionForm()
+    # A posted form is read from the request alone: with obj= a field missing from the post would
+    # keep the model's value (the synonyms list, where the form expects text).
+    form = ConditionForm(obj=condition) if condition and request.method == "GET" else ConditionForm()
     if condition and not form.is_submitted():
         form.synonyms.data = "\n".join(condition.synonyms or [])
     preview = None
