@@ -311,6 +311,8 @@ def test_source_mapping_validation_and_activation(client, auth, admin, db):
         ('{"email": 5}', "must be text"),
         ('{"Email Address": "a.b"}', "Unknown field"),
         ('{"email": "a..b"}', "Cannot read the path"),
+        # JSON keeps the last of two equal keys: the first path would be dropped unseen.
+        ('{"email": "a.b", "zip": "zip", "email": "c.d"}', "&#39;email&#39; appears more than once"),
     ]:
         resp = client.post(f"/admin/sources/{src.id}/mapping", data={"field_mapping": bad})
         assert resp.status_code == 200 and message in resp.get_data(as_text=True), bad

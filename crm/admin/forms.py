@@ -361,10 +361,20 @@ def parse_mapping(text: str) -> dict[str, str]:
     intake service's business (crm.services.intake.validate_mapping).
     """
     text = (text or "").strip() or "{}"
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        keys = [k for k, _ in items]
+        repeated.extend(k for i, k in enumerate(keys) if k in keys[:i] and k not in repeated)
+        return dict(items)
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise ValueError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+    if repeated:
+        # json.loads keeps the last one silently: the admin would save a mapping other than the one read.
+        raise ValueError(f"{', '.join(repr(k) for k in repeated)} appears more than once: keep one path per field.")
     if not isinstance(value, dict):
         raise ValueError('The mapping must be a JSON object, e.g. {"email": "contact.email"}.')
     for key, path in value.items():
