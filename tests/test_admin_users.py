@@ -173,7 +173,8 @@ def test_reset_password_ends_sessions(app, client, auth, admin, specialist, db):
 
 def test_profile_shift_capacity_languages(client, auth, admin, specialist, db):
     auth.as_user(admin)
-    data = {"name": "Sam S.", "capacity": "12", "languages": "en;pt", "timezone": "America/Denver", "on_shift": "y"}
+    assert client.post(f"/admin/users/{specialist.id}/shift", data={"on_shift": "1"}).status_code == 302
+    data = {"name": "Sam S.", "capacity": "12", "languages": "en;pt", "timezone": "America/Denver"}
     assert client.post(f"/admin/users/{specialist.id}", data=data).status_code == 302
     db.session.expire_all()
     user = db.session.get(User, specialist.id)
@@ -187,6 +188,13 @@ def test_profile_shift_capacity_languages(client, auth, admin, specialist, db):
     assert client.post(f"/admin/users/{specialist.id}/shift", data={"on_shift": "0"}).status_code == 302
     db.session.expire_all()
     assert db.session.get(User, specialist.id).on_shift is False
+    # A profile form opened while they were on shift, saved after they ended it, leaves the shift alone
+    # (it used to carry the ticked "On shift" box and put them back on shift, receiving leads).
+    stale = client.post(f"/admin/users/{specialist.id}", data=dict(data, capacity="13", on_shift="y"))
+    assert stale.status_code == 302
+    db.session.expire_all()
+    assert (db.session.get(User, specialist.id).capacity, db.session.get(User, specialist.id).on_shift) == (13, False)
+    assert "Off shift" in client.get(f"/admin/users/{specialist.id}").get_data(as_text=True)
     bad = client.post(f"/admin/users/{specialist.id}", data=dict(data, capacity="-1", languages="english!"))
     body = bad.get_data(as_text=True)
     assert bad.status_code == 200 and "Language codes" in body

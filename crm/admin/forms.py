@@ -331,7 +331,8 @@ class UserEditForm(FlaskForm):
     timezone = StringField(
         "Time zone", validators=[DataRequired(), Length(max=64)], render_kw={"list": "tz-list", "autocomplete": "off"}
     )
-    on_shift = BooleanField("On shift (receives new leads)")
+    # No on_shift here: the specialist toggles it all day, so a profile form opened earlier would put
+    # them back on (or off) shift when saved. The page's Start/End their shift button does it alone.
 
 
 class UserRoleForm(FlaskForm):

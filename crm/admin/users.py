@@ -81,7 +81,6 @@ def user_edit(user_id: int):
                 capacity=form.capacity.data,
                 languages=form.languages.data or "en",
                 timezone=form.timezone.data,
-                on_shift=form.on_shift.data,
                 by=_me(),
             )
         except UserAdminError as exc:

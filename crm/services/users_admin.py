@@ -132,10 +132,12 @@ def update_profile(
     capacity: int,
     languages: str | list[str],
     timezone: str,
-    on_shift: bool,
+    on_shift: bool | None = None,
     by: User | None = None,
 ) -> list[str]:
-    """Update the everyday settings; returns the names of the fields that changed."""
+    """Update the everyday settings; returns the names of the fields that changed.
+
+    ``on_shift=None`` leaves the shift alone (the admin page changes it with ``set_shift``)."""
     name = (name or "").strip()
     if not name:
         raise UserAdminError("Enter a name.")
@@ -150,8 +152,9 @@ def update_profile(
         "capacity": int(capacity),
         "languages": langs,
         "timezone": clean_timezone(timezone),
-        "on_shift": bool(on_shift) and user.active,
     }
+    if on_shift is not None:
+        new["on_shift"] = bool(on_shift) and user.active
     changed = [k for k, v in new.items() if getattr(user, k) != v]
     for k in changed:
         setattr(user, k, new[k])
