@@ -79,6 +79,11 @@ def test_demo_is_idempotent_and_looks_alive(app, db):
         s: n for s, n in db.session.execute(sa.select(InboxItem.status, sa.func.count()).group_by(InboxItem.status))
     }
     assert inbox == {InboxStatus.ACCEPTED: 60, InboxStatus.DUPLICATE: 1, InboxStatus.REJECTED: 1}
+    from crm.models import WebhookSource
+
+    source = db.session.scalar(sa.select(WebhookSource))
+    latest = db.session.scalar(sa.select(sa.func.max(InboxItem.received_at)).where(InboxItem.source_id == source.id))
+    assert latest is not None and source.last_received_at == latest  # not "Last received: never"
     second = runner.invoke(args=["crm", "demo"])
     assert second.exit_code == 0 and "already loaded" in second.output
     assert count(Lead) == 60 and count(User) == 4 and count(InboxItem) == 62

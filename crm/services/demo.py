@@ -284,6 +284,11 @@ def _demo_leads(rng, count, zips, conditions, doctors, specialists, source, now,
     for lead, i in sorted(delivered, key=lambda pair: pair[0].created_at):  # ids in arrival order
         _inbox_item(lead, source, i)
     _inbox_extras(rng, source, now)
+    # As intake keeps it: the source page's "Last received" agrees with its recent deliveries.
+    db.session.flush()
+    source.last_received_at = db.session.scalar(
+        sa.select(sa.func.max(InboxItem.received_at)).where(InboxItem.source_id == source.id)
+    )
     db.session.flush()
     return count
 
