@@ -78,7 +78,7 @@ def test_admin_imports_csv_with_preview_and_finds_the_physician(make_app, page, 
         screenshot("admin-import-finished")
 
         page.get_by_role("link", name="Back to physicians").click()
-        page.get_by_label("Search name, NPI, city, practice or ZIP").fill("Okafor")
+        page.get_by_label("Search name, NPI, city, practice, ZIP, phone or email").fill("Okafor")
         page.get_by_role("button", name="Filter").click()
         page.get_by_role("link", name="Okafor, Wendell").click()
         page.get_by_role("heading", name="Wendell Okafor, MD").wait_for()

@@ -6,6 +6,7 @@ import io
 import sys
 import types
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -245,6 +246,11 @@ def test_list_search_filters_and_expiry_banner(client, auth, admin, db):
     assert names("state=GA") == {"Georgian"}
     assert names("q=orlando") == {"Telly"}
     assert names(f"q={tele.npi}") == {"Telly"}
+    # The office calls, or writes: found by phone as people type it, or by email.
+    tele.phone, tele.email = "+13055550188", "front.desk@telly-clinic.example"
+    db.session.commit()
+    for query in ("(305) 555-0188", "305.555.0188", "+1 305 555 0188", "3055550188", "555-0188", "front.desk@telly"):
+        assert names("q=" + quote(query)) == {"Telly"}, query
     assert names("expiring=soon") == {"Soonexp"}
     assert names("expiring=expired") == {"Gonexp"}
     assert names("expiring=any") == {"Soonexp", "Gonexp"}

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 EXPIRY_WARNING_DAYS = 30
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
+PHONE_QUERY_RE = re.compile(r"^\+?[\d\s().-]+$", re.ASCII)
 ADDRESS_FIELDS = ("street", "city", "state", "zip")
 WEBSITE_MAX_LENGTH = Physician.__table__.c.website.type.length
 
@@ -421,8 +422,12 @@ def physician_select(filters: PhysicianFilters, today: date | None = None) -> sa
     q = (filters.q or "").strip()
     if q:
         digits = re.sub(r"\D", "", q)
+        # A phone number as people write it: (305) 555-0100, 305.555.0100, +1 305 555 0100. Phones are
+        # stored E.164 (+13055550100), so its last 10 digits are looked for.
+        phone = digits[-10:] if len(digits) >= 7 and PHONE_QUERY_RE.match(q) else ""
         if len(digits) == 10 and digits == q:
-            stmt = stmt.where(Physician.npi == digits)
+            # Ten digits: an NPI, or a phone number typed without punctuation.
+            stmt = stmt.where(sa.or_(Physician.npi == digits, Physician.phone == f"+1{digits}"))
         else:
             like = f"%{q.lower()}%"
             full = sa.func.lower(Physician.first_name + " " + Physician.last_name)
@@ -432,6 +437,8 @@ def physician_select(filters: PhysicianFilters, today: date | None = None) -> sa
                     sa.func.lower(Physician.last_name).like(like),
                     sa.func.lower(Physician.city).like(like),
                     sa.func.lower(Physician.practice_name).like(like),
+                    sa.func.lower(Physician.email).like(like) if "@" in q else sa.false(),
+                    Physician.phone.like(f"%{phone}%") if phone else sa.false(),
                     Physician.npi.like(f"{digits}%") if digits and digits == q else sa.false(),
                     Physician.zip.like(f"{q}%") if q.isdigit() else sa.false(),
                 )
