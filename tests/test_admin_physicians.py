@@ -586,3 +586,31 @@ def test_full_width_digits_in_npi_and_zip_are_stored_as_ascii(client, auth, admi
     assert resp.status_code == 302
     doc = db.session.scalar(sa.select(Physician))
     assert (doc.npi, doc.zip) == (valid_npi(500), "33602")
+
+
+def test_deactivating_a_physician_with_upcoming_appointments_lists_them(client, auth, admin, db):
+    from crm.models import Appointment
+    from crm.models.enums import AppointmentStatus, VisitMode
+    from tests.factories import LeadFactory
+
+    doc = PhysicianFactory(last_name="Booked")
+    soon, later, past, gone = (LeadFactory() for _ in range(4))
+    now = datetime.now(UTC)
+    for lead, when, status in (
+        (soon, now + timedelta(days=1), AppointmentStatus.BOOKED),
+        (later, now + timedelta(days=9), AppointmentStatus.CONFIRMED),
+        (past, now - timedelta(days=1), AppointmentStatus.BOOKED),
+        (gone, now + timedelta(days=2), AppointmentStatus.CANCELLED),
+    ):
+        db.session.add(Appointment(lead=lead, physician=doc, starts_at=when, mode=VisitMode.IN_PERSON, status=status))
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
+    assert "Their 2 upcoming appointment(s) stay booked." in page  # in the Deactivate confirmation
+    resp = client.post(f"/admin/physicians/{doc.id}/deactivate", follow_redirects=True)
+    body = resp.get_data(as_text=True)
+    assert "Their 2 upcoming appointments stay booked" in body
+    assert f"lead #{soon.id}" in body and f"lead #{later.id}" in body
+    assert f"lead #{past.id}" not in body and f"lead #{gone.id}" not in body
+    assert body.index(f"lead #{soon.id}") < body.index(f"lead #{later.id}")  # soonest first
+    assert soon.patient.last_name not in body  # no patient names on the physician's page

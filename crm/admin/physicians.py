@@ -157,12 +157,15 @@ def physician_edit(physician_id: int):
         saved = _save(form, physician)
         if saved is not None:
             return redirect(url_for("admin.physician_edit", physician_id=saved.id))
+    upcoming, upcoming_total = directory.upcoming_appointments(physician)
     return render_template(
         "admin/physicians/form.html",
         form=form,
         physician=physician,
         registration_status=directory.registration_status,
         today=datetime.now(UTC).date(),
+        upcoming=upcoming,
+        upcoming_total=upcoming_total,
     )
 
 
@@ -172,7 +175,17 @@ def physician_deactivate(physician_id: int):
     if directory.set_physician_active(physician, False):
         audit.record("deactivate_physician", "physician", physician.id)
         db.session.commit()
-        flash(f"{physician.full_name} is deactivated: no longer matched or listed for specialists.", "success")
+        _, upcoming = directory.upcoming_appointments(physician)
+        note = (
+            f" Their {upcoming} upcoming appointment{'' if upcoming == 1 else 's'} stay booked: rebook or cancel "
+            f"{'it' if upcoming == 1 else 'them'} from the lead{'' if upcoming == 1 else 's'} listed below."
+            if upcoming
+            else ""
+        )
+        flash(
+            f"{physician.full_name} is deactivated: no longer matched or listed for specialists.{note}",
+            "warning" if upcoming else "success",
+        )
     return redirect(url_for("admin.physician_edit", physician_id=physician.id))
 
 

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
-from crm.models import Condition, Notification, Physician, Registration, StateProgram, User
-from crm.models.enums import Credential, GeocodePrecision, GeocodeStatus, Role
+from crm.models import Appointment, Condition, Notification, Physician, Registration, StateProgram, User
+from crm.models.enums import LIVE_APPOINTMENT, Credential, GeocodePrecision, GeocodeStatus, Role
 from crm.services.contact import normalise_email, normalise_phone, normalise_state
 from crm.services.npi import is_valid_npi
 
@@ -392,6 +392,21 @@ def set_physician_active(physician: Physician, active: bool) -> bool:
     physician.active = active
     db.session.flush()
     return True
+
+
+def upcoming_appointments(physician: Physician, now: datetime | None = None, limit: int = 20) -> tuple[list, int]:
+    """The physician's appointments still to happen (booked or confirmed, from now on), soonest
+    first, at most ``limit``, and how many there are. Deactivating a physician leaves them booked:
+    the admin is shown them to rebook or cancel."""
+    now = now or datetime.now(UTC)
+    where = (
+        Appointment.physician_id == physician.id,
+        Appointment.starts_at >= now,
+        Appointment.status.in_(LIVE_APPOINTMENT),
+    )
+    rows = db.session.scalars(sa.select(Appointment).where(*where).order_by(Appointment.starts_at).limit(limit)).all()
+    total = len(rows) if len(rows) < limit else db.session.scalar(sa.select(sa.func.count()).where(*where))
+    return list(rows), total
 
 
 # --- search -------------------------------------------------------------------------------------
