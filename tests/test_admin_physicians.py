@@ -614,3 +614,36 @@ def test_deactivating_a_physician_with_upcoming_appointments_lists_them(client, 
     assert f"lead #{past.id}" not in body and f"lead #{gone.id}" not in body
     assert body.index(f"lead #{soon.id}") < body.index(f"lead #{later.id}")  # soonest first
     assert soon.patient.last_name not in body  # no patient names on the physician's page
+
+
+def test_a_save_over_someone_elses_change_is_refused_not_silent(client, auth, admin, db):
+    """Two admins (or an admin and a CSV import) on one physician: the later save used to put back
+    every value its page was opened with, undoing the other change without a word."""
+    import html
+    import re
+
+    auth.as_user(admin)
+    assert client.post("/admin/physicians/new", data=form_data()).status_code == 302
+    doc = db.session.scalar(sa.select(Physician))
+    page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
+    token = html.unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', page).group(1))
+    # Meanwhile: another admin changes the practice name; the geocoder locating the address is no conflict.
+    doc.practice_name, doc.latitude, doc.longitude = "Quinn & Partners", 27.95, -82.46
+    db.session.commit()
+    mine = form_data(phone="813-555-0199", loaded=token)
+    resp = client.post(f"/admin/physicians/{doc.id}/edit", data=mine)
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "someone else changed this physician" in body and "(practice name)" in body
+    assert "813-555-0199" in body  # what this admin typed is kept
+    db.session.expire_all()
+    assert (doc.practice_name, doc.phone) == ("Quinn & Partners", "+18135550142")
+    # Saving again from that page is a deliberate overwrite.
+    again = html.unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', body).group(1))
+    assert client.post(f"/admin/physicians/{doc.id}/edit", data=dict(mine, loaded=again)).status_code == 302
+    db.session.expire_all()
+    assert (doc.practice_name, doc.phone) == ("Quinn Family Medicine", "+18135550199")
+    # A page opened with the current values saves at once.
+    page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
+    token = html.unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', page).group(1))
+    ok = client.post(f"/admin/physicians/{doc.id}/edit", data=form_data(phone="813-555-0100", loaded=token))
+    assert ok.status_code == 302

@@ -7,6 +7,7 @@ Functions flush; the request or job that calls them commits.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import unicodedata
@@ -222,6 +223,37 @@ def physician_data(p: Physician) -> PhysicianData:
         longitude=None if p.longitude is None else round(p.longitude, 6),
         notes=p.notes,
     )
+
+
+def edit_snapshot(p: Physician) -> dict:
+    """The values the edit form shows, as JSON-able data: kept in the form so that a save can tell
+    what someone else changed after the page was opened. Not the coordinates (the geocoder sets them
+    in the background) nor ``active`` (its own buttons)."""
+    d = physician_data(p)
+    snap = {name: getattr(d, name) for name in SCALAR_FIELDS if name != "active"}
+    snap.update(
+        credential=str(d.credential),
+        conditions=d.conditions,
+        registrations=[[r.state, r.number, r.expires_on.isoformat()] for r in d.registrations],
+        notes=d.notes or "",
+    )
+    return snap
+
+
+def edit_token(p: Physician) -> str:
+    return json.dumps(edit_snapshot(p), sort_keys=True, separators=(",", ":"))
+
+
+def changed_since(p: Physician, token: str | None) -> list[str]:
+    """Fields of ``p`` that differ from the snapshot ``token`` (from ``edit_token`` when the form was
+    opened): someone else's save in between. No token (or an unreadable one): nothing to compare."""
+    try:
+        loaded = json.loads(token or "")
+    except ValueError:
+        return []
+    if not isinstance(loaded, dict):
+        return []
+    return [name for name, value in edit_snapshot(p).items() if name in loaded and loaded[name] != value]
 
 
 def _coords_differ(p: Physician, data: PhysicianData) -> bool:
