@@ -81,6 +81,14 @@ def test_state_programs_list_and_edit(client, auth, admin, db):
     body = bad.get_data(as_text=True)
     assert bad.status_code == 200 and "Number must be between" in body and "https://" in body
     assert client.get("/admin/states/ZZ/edit").status_code == 404
+    # A review date in the future (a typo for this year) would hide the row from the stale-review flag.
+    future = (datetime.now(UTC).date() + timedelta(days=3)).isoformat()
+    typo = client.post("/admin/states/FL/edit", data=dict(data, reviewed_on=future))
+    assert typo.status_code == 200 and "This date is in the future" in typo.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(StateProgram.reviewed_on).where(StateProgram.state == "FL")).isoformat() == (
+        "2026-11-20"
+    )
 
 
 def test_conditions_create_preview_edit(client, auth, admin, db):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -267,6 +268,12 @@ class StateProgramForm(FlaskForm):
     )
     reviewed_on = DateField("Reviewed on", validators=[Optional()])
     notes = TextAreaField("Notes", validators=[Optional(), Length(max=5000)])
+
+    def validate_reviewed_on(self, field):
+        # A typo such as 2062 would keep the row off the "reviewed over a year ago" list for decades.
+        # (A day of slack: the admin's "today" may be tomorrow in UTC terms or the other way round.)
+        if field.data and field.data > datetime.now(UTC).date() + timedelta(days=1):
+            raise ValidationError("This date is in the future: enter the day the registry was last checked.")
 
 
 def _clean_synonyms(text: str) -> list[str]:
