@@ -91,6 +91,25 @@ def test_state_programs_list_and_edit(client, auth, admin, db):
     )
 
 
+def test_state_programs_list_loads_conditions_in_one_query_not_one_per_state(client, auth, admin, db):
+    from crm.extensions import db as _db
+
+    conditions = [ConditionFactory(name=f"Condition {i}", slug=f"condition-{i}") for i in range(4)]
+    for code in ("AZ", "CA", "CO", "FL", "GA", "IL", "MA", "MI", "NY", "OH"):
+        StateProgramFactory(state=code, qualifying_conditions=conditions)
+    db.session.commit()
+    auth.as_user(admin)
+    statements = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    sa.event.listen(_db.engine, "before_cursor_execute", listener)
+    try:
+        body = client.get("/admin/states").get_data(as_text=True)
+    finally:
+        sa.event.remove(_db.engine, "before_cursor_execute", listener)
+    assert "+1 more" in body
+    assert sum("state_program_conditions" in s for s in statements) == 1, statements
+
+
 def test_conditions_create_preview_edit(client, auth, admin, db):
     auth.as_user(admin)
     data = {
