@@ -259,6 +259,25 @@ def _secret_in(html: str) -> str:
     return re.search(r'id="signing-secret">(whsec_[^<]+)<', html).group(1)
 
 
+def test_sources_list_reads_the_secrets_in_one_query(client, auth, admin, db):
+    from crm.extensions import db as _db
+    from crm.services import sources as source_service
+
+    for i in range(8):
+        source_service.create_source(f"Form {i}")
+    db.session.commit()
+    auth.as_user(admin)
+    statements = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    sa.event.listen(_db.engine, "before_cursor_execute", listener)
+    try:
+        body = client.get("/admin/sources").get_data(as_text=True)
+    finally:
+        sa.event.remove(_db.engine, "before_cursor_execute", listener)
+    assert "Form 7" in body
+    assert sum("webhook_secrets" in s for s in statements) == 1, statements
+
+
 def test_sources_refused_for_specialists(client, auth, specialist, db):
     from tests.factories import WebhookSourceFactory
 

@@ -12,6 +12,7 @@ import json
 
 import sqlalchemy as sa
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy.orm import selectinload
 
 from crm.admin.forms import SourceCreateForm, SourceMappingForm, TestDeliveryForm, parse_mapping
 from crm.admin.routes import bp
@@ -47,7 +48,11 @@ def _intake_fields() -> dict[str, str]:
 
 @bp.get("/sources")
 def sources():
-    rows = db.session.scalars(sa.select(WebhookSource).order_by(WebhookSource.active.desc(), WebhookSource.name)).all()
+    rows = db.session.scalars(
+        sa.select(WebhookSource)
+        .options(selectinload(WebhookSource.secrets))  # the live-secret counts: one query, not one per source
+        .order_by(WebhookSource.active.desc(), WebhookSource.name)
+    ).all()
     desk_tz = current_app.config.get("BUSINESS_TIMEZONE") or "America/New_York"
     counts = source_service.deliveries_today(utcnow(), desk_tz)
     live = {s.id: len(source_service.active_secrets(s)) for s in rows}
