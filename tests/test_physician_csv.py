@@ -182,6 +182,19 @@ def test_unknown_column_is_a_file_error(db):
     assert "unknown column(s)" in report.file_error and "weekly_capacty" in report.file_error
 
 
+def test_a_header_typed_by_hand_with_spaces_case_and_another_order_is_read(db):
+    columns = list(reversed(COLUMNS))
+    data = to_csv([row()], columns=columns).decode()
+    rest = data.split("\n", 1)[1]
+    # "First Name" and "OFFERS-TELEHEALTH", alternately.
+    typed = ",".join(
+        c.replace("_", " ").title() if i % 2 else c.upper().replace("_", "-") for i, c in enumerate(columns)
+    )
+    report = physician_csv.plan_import((typed + "\n" + rest).encode())
+    assert report.file_error is None and report.counts[CREATE] == 1, report.file_error
+    assert report.lines[0].data.first_name == "Rosa" and report.lines[0].data.offers_telehealth is False
+
+
 def test_non_utf8_file_gives_a_clear_error(db):
     data = to_csv([row(first_name="José")]).decode().encode("latin-1")
     report = physician_csv.import_csv(data)

@@ -163,7 +163,8 @@ def read_rows(text: str, notes: list[str] | None = None) -> tuple[list[str], Ite
         header = next(reader)
     except (StopIteration, csv.Error) as exc:
         raise CSVFileError(f"The header row cannot be read: {exc}") from None
-    header = [h.strip().lower() for h in header]
+    # "NPI", " First Name", "offers-telehealth": what a person types for first_name and friends.
+    header = [re.sub(r"[\s-]+", "_", h.strip().lower()) for h in header]
     named = [h for h in header if h]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     unknown = [h for h in named if h not in COLUMNS]
