@@ -139,6 +139,11 @@ def decode(data: bytes) -> str:
 DELIMITERS = {",": "commas", ";": "semicolons", "\t": "tabs"}
 
 
+def _column_name(cell: str) -> str:
+    """ "NPI", " First Name", "offers-telehealth": what a person types for npi, first_name and friends."""
+    return re.sub(r"[\s-]+", "_", cell.strip().lower())
+
+
 def _delimiter(text: str) -> str:
     """The separator that makes the most known column names of the header row: a comma as exported,
     or the semicolon a spreadsheet set to a European locale saves "CSV" with (or a tab)."""
@@ -146,7 +151,7 @@ def _delimiter(text: str) -> str:
 
     def known(delimiter: str) -> int:
         cells = next(csv.reader([first], delimiter=delimiter), [])
-        return sum(1 for h in cells if h.strip().lower() in COLUMNS)
+        return sum(1 for h in cells if _column_name(h) in COLUMNS)
 
     return max(DELIMITERS, key=lambda d: (known(d), d == ","))
 
@@ -163,8 +168,7 @@ def read_rows(text: str, notes: list[str] | None = None) -> tuple[list[str], Ite
         header = next(reader)
     except (StopIteration, csv.Error) as exc:
         raise CSVFileError(f"The header row cannot be read: {exc}") from None
-    # "NPI", " First Name", "offers-telehealth": what a person types for first_name and friends.
-    header = [re.sub(r"[\s-]+", "_", h.strip().lower()) for h in header]
+    header = [_column_name(h) for h in header]
     named = [h for h in header if h]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     unknown = [h for h in named if h not in COLUMNS]
