@@ -169,6 +169,18 @@ def test_an_unclosed_quote_is_reported_with_the_lines_it_swallowed(db):
     assert report.lines[1].line == 3 and "quote opened on line 3 is not closed" in message and "lines 3-4" in message
 
 
+def test_an_unclosed_quote_early_in_a_big_file_names_every_line_it_swallowed(db):
+    """Past the csv module's 128 KiB cell limit, the open quote was reported as 'field larger than
+    field limit' and the reader resumed mid-file: some 700 lines were skipped without a word."""
+    rows = [row(npi=valid_npi(1000 + i), languages="en", practice_name="PLACEHOLDER") for i in range(3000)]
+    data = to_csv(rows).replace(b"PLACEHOLDER", b'"Bay Front', 1).replace(b"PLACEHOLDER", b"Clinic")
+    assert len(data) > 131072
+    report = physician_csv.plan_import(data)
+    assert [line.line for line in report.errors] == [2]
+    assert "a quote opened on line 2 is not closed, so lines 2-3001 were read as one record" in report.errors[0].message
+    assert report.counts[CREATE] == 0
+
+
 def test_missing_column_is_a_file_error(db):
     columns = [c for c in COLUMNS if c != "zip"]
     report = physician_csv.plan_import(to_csv([row()], columns=columns))

@@ -163,6 +163,13 @@ def read_rows(text: str, notes: list[str] | None = None) -> tuple[list[str], Ite
     ``""`` so the fields still line up; the caller ignores them. ``notes`` receives how the file was
     read when that differs from an export (another separator, ignored columns)."""
     delimiter = _delimiter(text)
+    # A quote left open swallows the rest of the file into one cell. Past the csv module's 128 KiB
+    # cell limit that used to be a "field larger than field limit" error on the quote's line, and
+    # the reader went on from mid-file: the hundreds of lines in between were never mentioned. With
+    # the limit at the file's size the record ends at the end of the file, and records() below says
+    # which lines the quote swallowed. (The limit is process-wide; it only ever grows.)
+    if csv.field_size_limit() <= len(text):
+        csv.field_size_limit(len(text) + 1)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
