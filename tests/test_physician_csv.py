@@ -491,6 +491,14 @@ def test_a_semicolon_separated_file_is_read_as_such(db):
     assert physician_csv.plan_import(to_csv([row()])).notes == []
 
 
+@pytest.mark.parametrize("separator", [",", ";"])
+def test_a_file_with_cr_line_ends_is_read(db, separator):
+    """Excel for Mac's "CSV (Macintosh)" ends lines with CR alone."""
+    data = to_csv([row(languages="en"), row(npi=valid_npi(901), languages="en")]).decode()
+    report = physician_csv.plan_import(data.replace(",", separator).replace("\n", "\r").encode())
+    assert report.file_error is None and report.counts[CREATE] == 2 and not report.errors
+
+
 def test_stray_empty_columns_saved_by_a_spreadsheet_are_ignored(db):
     """A spreadsheet saves a trailing empty column (header and every line end in a comma)."""
     lines = to_csv([row(), row(npi=valid_npi(901))]).decode().splitlines()

@@ -147,10 +147,13 @@ def _column_name(cell: str) -> str:
 def _delimiter(text: str) -> str:
     """The separator that makes the most known column names of the header row: a comma as exported,
     or the semicolon a spreadsheet set to a European locale saves "CSV" with (or a tab)."""
-    first = text.split("\n", 1)[0]
+    first = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]  # CR alone: "CSV (Macintosh)" from Excel for Mac
 
     def known(delimiter: str) -> int:
-        cells = next(csv.reader([first], delimiter=delimiter), [])
+        try:
+            cells = next(csv.reader([first], delimiter=delimiter), [])
+        except csv.Error:
+            return 0  # read_rows reports the unreadable header
         return sum(1 for h in cells if _column_name(h) in COLUMNS)
 
     return max(DELIMITERS, key=lambda d: (known(d), d == ","))
