@@ -234,6 +234,8 @@ def test_audit_log_filters_and_is_append_only(app, client, auth, admin, speciali
     assert "view lead" not in rows(f"?date_from={recent}")
     assert "view lead" in rows(f"?date_to={recent}")
     assert "view lead" in rows("?object_type=lead&object_id=7")
+    # A type with no entries yet is still a filter: lead 7's views are not physician 7's history.
+    assert "view lead" not in rows("?object_type=physician&object_id=7")
     assert client.get("/admin/audit?date_from=notadate&user=abc&page=-3").status_code == 200
     # No route changes or deletes audit rows.
     for rule in app.url_map.iter_rules():
