@@ -426,3 +426,30 @@ def test_the_sources_list_counts_todays_deliveries_by_the_desks_day(client, auth
     row = next(r for r in re.findall(r"<tr.*?</tr>", html, re.S) if "Partner site" in r)
     cells = re.findall(r'<td class="small">(.*?)</td>', row, re.S)
     assert cells[-1] == "2"
+
+
+def test_admin_pages_link_to_their_history_in_the_audit_log(client, auth, admin, db):
+    from crm.services import sources as source_service
+    from tests.factories import PhysicianFactory
+
+    doc = PhysicianFactory()
+    cond = ConditionFactory()
+    StateProgramFactory(state="FL")
+    source, _ = source_service.create_source("History form")
+    audit.record("update_physician", "physician", doc.id, user=admin, detail={"fields": ["phone"]})
+    audit.record("update_physician", "physician", doc.id + 1, user=admin, detail={"fields": ["city"]})
+    db.session.commit()
+    auth.as_user(admin)
+    pages = {
+        f"/admin/physicians/{doc.id}/edit": f"/admin/audit?object_type=physician&amp;object_id={doc.id}",
+        f"/admin/users/{admin.id}": f"/admin/audit?object_type=user&amp;object_id={admin.id}",
+        f"/admin/sources/{source.id}": f"/admin/audit?object_type=webhook_source&amp;object_id={source.id}",
+        f"/admin/conditions/{cond.id}/edit": f"/admin/audit?object_type=condition&amp;object_id={cond.id}",
+        "/admin/states/FL/edit": "/admin/audit?object_type=state_program&amp;object_id=FL",
+    }
+    for page, link in pages.items():
+        assert link in client.get(page).get_data(as_text=True), page
+    assert f"/admin/audit?user={admin.id}" in client.get(f"/admin/users/{admin.id}").get_data(as_text=True)
+    history = client.get(f"/admin/audit?object_type=physician&object_id={doc.id}").get_data(as_text=True)
+    history = history.split("<tbody>", 1)[1]
+    assert "phone" in history and "city" not in history
