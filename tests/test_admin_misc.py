@@ -172,6 +172,29 @@ def test_a_condition_post_without_the_synonyms_field_is_not_a_500(client, auth, 
     assert db.session.get(Condition, cond.id).name == "Anxiety disorder"
 
 
+def test_a_name_or_synonym_another_condition_has_is_refused(client, auth, admin, db):
+    """Free text maps to the first condition that knows the word: a second one's synonym "pain" (or a
+    second "Anxiety") was saved and then silently never matched."""
+    ConditionFactory(name="Chronic pain", slug="chronic-pain", synonyms=["pain", "back pain"])
+    mine = ConditionFactory(name="Neuropathy", slug="neuropathy", synonyms=["nerve pain"])
+    db.session.commit()
+    auth.as_user(admin)
+    base = {"name": "Neuropathy", "slug": "neuropathy", "summary": "", "body": "", "published": "y", "action": "save"}
+    resp = client.post(f"/admin/conditions/{mine.id}/edit", data=dict(base, synonyms="nerve pain\nPain"))
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "The synonym &#39;Pain&#39; already stands for Chronic pain" in body
+    new = client.post("/admin/conditions/new", data=dict(base, name="chronic  PAIN", slug="pain-2", synonyms=""))
+    assert new.status_code == 200 and "The name &#39;chronic  PAIN&#39; already stands for Chronic pain" in (
+        new.get_data(as_text=True)
+    )
+    db.session.expire_all()
+    assert db.session.get(Condition, mine.id).synonyms == ["nerve pain"]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Condition)) == 2
+    # Its own words are no clash, and a word nobody has is fine.
+    ok = client.post(f"/admin/conditions/{mine.id}/edit", data=dict(base, synonyms="nerve pain\ntingling"))
+    assert ok.status_code == 302
+
+
 def test_a_renamed_condition_keeps_its_old_address_and_old_payloads_map(client, auth, admin, db):
     """Changing a slug used to 404 the old page (the directory's links) and stop old webhook
     payloads and CSV exports from naming the condition."""

@@ -55,7 +55,7 @@ def _edit(condition: Condition | None):
                 saved, changes = directory.save_condition(condition, _values(form))
             except ValueError as exc:
                 db.session.rollback()
-                form.slug.errors = [str(exc)]
+                getattr(form, getattr(exc, "field", "slug")).errors = [str(exc)]
             else:
                 if changes:
                     audit.record(

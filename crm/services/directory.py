@@ -667,14 +667,51 @@ def update_state_program(program: StateProgram, values: dict, condition_ids: lis
 CONDITION_FIELDS = ("name", "slug", "synonyms", "summary", "body", "published")
 
 
+class ConditionClash(ValueError):
+    """A condition value another condition already has; ``field`` names the form field."""
+
+    def __init__(self, message: str, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _check_condition_terms(condition: Condition | None, values: dict) -> None:
+    """A name or synonym being added may not be another condition's name, synonym or slug words:
+    free text ("pain") maps to one condition, so the second one would silently never get it."""
+    from crm.services.intake import words_of
+
+    def norm(text: str) -> str:
+        return " ".join(words_of(text))
+
+    had = set()
+    if condition is not None:
+        had = {norm(t) for t in [condition.name, *(condition.synonyms or [])]}
+    adding = [("name", values["name"])] + [("synonyms", s) for s in values["synonyms"]]
+    adding = [(f, t) for f, t in adding if norm(t) and norm(t) not in had]
+    if not adding:
+        return
+    for other in db.session.scalars(sa.select(Condition).where(Condition.id != (condition.id if condition else -1))):
+        theirs = {norm(t) for t in [other.name, other.slug.replace("-", " "), *(other.synonyms or [])]}
+        for field_name, text in adding:
+            if norm(text) in theirs:
+                what = "The name" if field_name == "name" else "The synonym"
+                raise ConditionClash(
+                    f"{what} {text!r} already stands for {other.name}: patients' free text can map to one "
+                    "condition only. Remove it there first, or use another word.",
+                    field_name,
+                )
+
+
 def save_condition(condition: Condition | None, values: dict) -> tuple[Condition, list[str]]:
-    """Create or update a condition; the slug must be unique. Returns (condition, changed fields)."""
+    """Create or update a condition; the slug must be unique, and so must a name or synonym being
+    added (see ``_check_condition_terms``). Returns (condition, changed fields)."""
     slug = values["slug"]
     clash = db.session.scalar(
         sa.select(Condition).where(Condition.slug == slug, Condition.id != (condition.id if condition else -1))
     )
     if clash is not None:
         raise ValueError(f"The slug {slug!r} is already used by {clash.name}.")
+    _check_condition_terms(condition, values)
     created = condition is None
     if created:
         condition = Condition(slug=slug, name=values["name"])
