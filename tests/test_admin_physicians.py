@@ -145,6 +145,8 @@ def test_address_change_geocodes_again(client, auth, admin, db, fake_geocoder):
         # Other scripts' digits pass str.isdigit(): refused (a ZIP in them was stored and never geocoded).
         ("npi", valid_npi(500).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")), "10 digits"),
         ("zip", "٣٣٦٠٢", "5-digit ZIP"),
+        # Tampa's ZIP with Georgia: it would be located in Florida while listed and filtered as Georgia.
+        ("state", "GA", "ZIP 33602 is in FL, not GA"),
         ("zip", "ABCDE", "5-digit ZIP"),
         ("zip", "", "Enter a ZIP code (or latitude and longitude)"),
         ("state", "XX", "Not a valid choice"),

@@ -514,6 +514,11 @@ def test_stray_empty_columns_saved_by_a_spreadsheet_are_ignored(db):
     assert report.errors[0].line == 3 and "column(s) 25" in report.errors[0].message
 
 
+def test_a_zip_in_another_state_is_a_line_error(db):
+    report = physician_csv.plan_import(to_csv([row(state="GA", zip="33101", registrations="")]))
+    assert "zip: ZIP 33101 is in FL, not GA" in report.errors[0].message
+
+
 def test_a_zip_that_lost_its_leading_zero_in_a_spreadsheet(db):
     boston = row(zip="2108", city="Boston", state="MA", latitude="", longitude="", registrations="")
     report = physician_csv.plan_import(to_csv([boston]))

@@ -167,7 +167,7 @@ class PhysicianForm(FlaskForm):
                 raise ValidationError("Enter a ZIP code (or latitude and longitude) so the practice can be located.")
             return
         try:
-            normalise_zip(field.data)
+            directory.check_zip_in_state(normalise_zip(field.data), self.state.data)
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
 

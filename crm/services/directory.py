@@ -48,6 +48,21 @@ def clean_npi(value: str) -> str:
     return value
 
 
+def check_zip_in_state(zip_code: str, state: str) -> None:
+    """A ZIP the ``zipcodes`` data places in another state than the one given is refused: the
+    physician would be located there (the ZIP wins) while listed, filtered and warned about as in
+    ``state``. A ZIP the data does not know is not checked."""
+    if not zip_code or not state:
+        return
+    try:
+        from crm.services.geocoding import zip_location
+    except ImportError:
+        return  # no geocoding module (see _geocode): nothing to check against
+    located = zip_location(zip_code)
+    if located is not None and located.state and located.state != state:
+        raise ValueError(f"ZIP {zip_code[:5]} is in {located.state}, not {state}: check the state or the ZIP.")
+
+
 def clean_credential(value: str) -> Credential:
     code = (value or "").strip().upper().replace(".", "")
     try:

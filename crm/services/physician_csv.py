@@ -357,6 +357,11 @@ def validate_row(row: dict[str, str], known_slugs: set[str] | dict[str, str]) ->
     current = known_slugs if isinstance(known_slugs, dict) else {s: s for s in known_slugs}
     values["conditions"] = sorted({current.get(s, s) for s in slugs})
 
+    if values.get("zip") and values.get("state") and not errors:
+        try:
+            directory.check_zip_in_state(values["zip"], values["state"])
+        except ValueError as exc:
+            errors.append(f"zip: {exc}")
     if errors:
         return None, errors
     return PhysicianData(**values), []
