@@ -440,3 +440,31 @@ def test_the_failure_count_keeps_no_email_in_clear(client, auth, db):
     auth.login(email="Someone.Typed@Example.com", password="wrong password!")
     keys = db.session.scalars(sa.select(LoginThrottle.key)).all()
     assert len(keys) == 1 and "someone" not in keys[0].lower() and len(keys[0]) == 64
+
+
+def test_a_user_replaces_the_temporary_password_an_admin_gave_them(app, client, auth, specialist, db):
+    """There was no way for anyone to change their own password: the admin who set a 'temporary'
+    one knew it for good."""
+    from tests.conftest import AuthActions
+
+    other = app.test_client()
+    AuthActions(other).as_user(specialist, password=PASSWORD)  # signed in on another device too
+    auth.as_user(specialist, password=PASSWORD)
+    page = client.get("/queue").get_data(as_text=True)
+    assert 'href="/account/password"' in page
+    new = "only mine, 2026 edition"
+    wrong = client.post("/account/password", data={"current": "not it at all", "password": new, "confirm": new})
+    assert wrong.status_code == 200 and "not your current password" in wrong.get_data(as_text=True)
+    differ = client.post("/account/password", data={"current": PASSWORD, "password": new, "confirm": new + "x"})
+    assert "The two passwords differ" in differ.get_data(as_text=True)
+    short = client.post("/account/password", data={"current": PASSWORD, "password": "short", "confirm": "short"})
+    assert "at least 10 characters" in short.get_data(as_text=True)
+    done = client.post("/account/password", data={"current": PASSWORD, "password": new, "confirm": new})
+    assert done.status_code == 302
+    assert client.get("/queue").status_code == 200  # this session goes on
+    gone = other.get("/queue")
+    assert gone.status_code == 302 and "/login" in gone.headers["Location"]  # the other one ended
+    assert "change_password" in audit_actions(db)
+    client.post("/logout")
+    assert auth.login(specialist.email, PASSWORD).status_code == 200  # the old one is refused
+    assert auth.login(specialist.email, new).status_code == 302

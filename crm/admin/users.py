@@ -56,7 +56,8 @@ def user_new():
         else:
             db.session.commit()
             flash(
-                f"Created {user.name} ({user.role}). Tell them their temporary password in person or by phone.",
+                f"Created {user.name} ({user.role}). Tell them their temporary password in person or by phone; "
+                "they replace it under their name at the top right (Change your password).",
                 "success",
             )
             return redirect(url_for("admin.user_edit", user_id=user.id))

@@ -7,7 +7,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from limits import parse
 from limits.errors import StorageError
 
-from crm.auth.forms import LoginForm, PostForm
+from crm.auth.forms import ChangePasswordForm, LoginForm, PostForm
 from crm.extensions import db, limiter
 from crm.security import referrer_path, safe_next
 from crm.services import accounts, audit
@@ -85,6 +85,26 @@ def login():
         db.session.commit()
         return redirect(safe_next(form.next.data))
     return render_template("auth/login.html", form=form)
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+@login_required
+@limiter.limit(_login_limit, methods=["POST"])  # the current password is guessable here too
+def change_password():
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        try:
+            accounts.change_own_password(user, form.current.data, form.password.data)
+        except accounts.AccountError as exc:
+            db.session.rollback()
+            (form.current if "current" in str(exc) else form.password).errors = [str(exc)]
+        else:
+            db.session.commit()
+            login_user(user)  # the new session token: this session goes on, every other one has ended
+            flash("Your password is changed. Any other place you were signed in is signed out.", "success")
+            return redirect(url_for("leads.queue"))
+    return render_template("auth/password.html", form=form)
 
 
 @bp.post("/logout")

@@ -151,6 +151,18 @@ def set_password(user: User, password: str) -> None:
     db.session.flush()
 
 
+def change_own_password(user: User, current: str, new: str) -> None:
+    """A signed-in user replaces their password (the temporary one an admin gave them, say).
+    The current password is asked again: a session left open is not enough. Every session of the
+    user ends (the caller signs the current one in again); audited as ``change_password``."""
+    if not verify_password(user.password_hash, current or ""):
+        raise AccountError("That is not your current password.")
+    if new == current:
+        raise AccountError("Choose a password different from the current one.")
+    set_password(user, new)
+    audit.record("change_password", "user", user.id, user=user)
+
+
 def deactivate(user: User) -> None:
     user.active = False
     user.on_shift = False
