@@ -406,6 +406,7 @@ def test_source_mapping_validation_and_activation(client, auth, admin, db):
 
 def test_signed_test_delivery_shows_status(app, client, auth, admin, db):
     import json
+    import re
 
     from crm.models import InboxItem
     from tests.factories import WebhookSourceFactory
@@ -418,7 +419,8 @@ def test_signed_test_delivery_shows_status(app, client, auth, admin, db):
     bad = client.post(f"/admin/sources/{src.id}/test", data={"payload": "{oops"})
     assert bad.status_code == 200 and "Not valid JSON" in bad.get_data(as_text=True)
     payload = {"first_name": "Test", "last_name": "Delivery", "email": "test.delivery@example.com", "zip": "33101"}
-    resp = client.post(f"/admin/sources/{src.id}/test", data={"payload": json.dumps(payload)})
+    assert re.search(r'<input[^>]* checked [^>]*name="close_lead"', page)  # ticked by default
+    resp = client.post(f"/admin/sources/{src.id}/test", data={"payload": json.dumps(payload), "close_lead": "y"})
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "HTTP " in html and "test-result" in html
     assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "test_delivery"))
@@ -427,6 +429,17 @@ def test_signed_test_delivery_shows_status(app, client, auth, admin, db):
         item = db.session.scalar(sa.select(InboxItem).where(InboxItem.source_id == src.id))
         assert item is not None and item.status != "rejected", item and item.error
         assert "HTTP 2" in html
+        # The made-up patient is closed at once, before the auto-assignment job can deal it to anyone.
+        from crm.models import Lead
+
+        lead = db.session.get(Lead, item.lead_id)
+        assert (lead.status, lead.lost_reason, lead.assignee_id) == ("lost", "other", None)
+        assert "closed at once" in html
+        # Unticked (the box is absent from the post), the lead stays in the queue to be watched.
+        other = dict(payload, email="second.test@example.com")
+        kept = client.post(f"/admin/sources/{src.id}/test", data={"payload": json.dumps(other)})
+        assert "closed at once" not in kept.get_data(as_text=True)
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead).where(Lead.status == "new")) == 1
     else:
         assert "HTTP 404" in html
 

@@ -418,6 +418,7 @@ class TestDeliveryForm(FlaskForm):
         validators=[DataRequired(), Length(max=60_000)],
         render_kw={"rows": 10, "spellcheck": "false"},
     )
+    close_lead = BooleanField("Close the test lead at once, so it is never dealt to a specialist", default=True)
 
     def validate_payload(self, field):
         try:

@@ -12,6 +12,7 @@ import json
 
 import sqlalchemy as sa
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 from sqlalchemy.orm import selectinload
 
 from crm.admin.forms import SourceCreateForm, SourceMappingForm, TestDeliveryForm, parse_mapping
@@ -217,6 +218,10 @@ def source_test(source_id: int):
     item = db.session.scalar(
         sa.select(InboxItem).where(InboxItem.source_id == source.id, InboxItem.webhook_id == delivery.webhook_id)
     )
+    closed = False
+    if form.close_lead.data and resp.status_code == 202 and item is not None:  # 202: a new lead
+        closed = source_service.close_test_lead(item.lead_id, actor=current_user._get_current_object())
+        db.session.commit()
     try:
         parsed = json.loads(body) if body else None
     except ValueError:
@@ -227,5 +232,6 @@ def source_test(source_id: int):
         "body": json.dumps(parsed, indent=2) if parsed is not None else body[:2000],
         "webhook_id": delivery.webhook_id,
         "item": item,
+        "closed": closed,
     }
     return _detail(source, test_form=form, result=result)

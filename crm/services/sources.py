@@ -249,3 +249,21 @@ def deliveries_today(now: datetime, tz: str) -> dict[int, int]:
         .group_by(InboxItem.source_id)
     ).all()
     return dict(rows)
+
+
+TEST_LEAD_NOTE = "Test delivery sent from the admin page: closed at once."
+
+
+def close_test_lead(lead_id: int | None, *, actor) -> bool:
+    """Close the lead a test delivery made (lost, reason other, with a note) while nobody has it
+    yet, so the auto-assignment job never deals a made-up patient to a specialist on shift. A lead
+    the delivery folded into (an existing open one) or that someone already holds is left alone."""
+    from crm.models import Lead
+    from crm.models.enums import LeadStatus, LostReason
+    from crm.services import workflow
+
+    lead = db.session.get(Lead, lead_id) if lead_id else None
+    if lead is None or lead.status != LeadStatus.NEW or lead.assignee_id is not None:
+        return False
+    workflow.change_status(lead, LeadStatus.LOST, actor=actor, reason=LostReason.OTHER, note=TEST_LEAD_NOTE)
+    return True
