@@ -514,6 +514,33 @@ def test_stray_empty_columns_saved_by_a_spreadsheet_are_ignored(db):
     assert report.errors[0].line == 3 and "column(s) 25" in report.errors[0].message
 
 
+def test_deactivating_by_csv_says_which_physicians_keep_upcoming_appointments(app, db, tmp_path):
+    from datetime import UTC, datetime
+
+    from crm.models import Appointment
+    from crm.models.enums import VisitMode
+    from tests.factories import LeadFactory
+
+    doc = PhysicianFactory()
+    db.session.add(
+        Appointment(
+            lead=LeadFactory(), physician=doc, starts_at=datetime.now(UTC) + timedelta(days=3), mode=VisitMode.IN_PERSON
+        )
+    )
+    db.session.commit()
+    text, _ = physician_csv.export_csv()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    rows[0]["active"] = "false"
+    data = to_csv(rows).decode()
+    report = physician_csv.plan_import(data.encode())
+    assert report.counts[UPDATE] == 1 and report.lines[0].changes == ["active"]
+    assert "deactivated with 1 upcoming appointment(s), which stay booked" in report.lines[0].warning
+    path = tmp_path / "off.csv"
+    path.write_text(data)
+    result = app.test_cli_runner().invoke(args=["crm", "physicians", "import", str(path), "--dry-run"])
+    assert f"line 2: {doc.npi}" in result.stderr and "1 upcoming appointment(s)" in result.stderr
+
+
 def test_a_zip_in_another_state_is_a_line_error(db):
     report = physician_csv.plan_import(to_csv([row(state="GA", zip="33101", registrations="")]))
     assert "zip: ZIP 33101 is in FL, not GA" in report.errors[0].message

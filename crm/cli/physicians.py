@@ -37,6 +37,9 @@ def import_physicians(file, dry_run: bool, verbose: bool) -> None:
             what = "new physician" if line.action == "create" else ", ".join(line.changes)
             what += f"; {line.geocode}" if line.geocode else ""
             click.echo(f"line {line.line}: {line.action} {line.npi} {line.name} ({what})")
+    for line in report.changes:
+        if line.warning:
+            click.echo(f"line {line.line}: {line.npi} {line.name}: {line.warning}", err=True)
     for line in report.errors:
         click.echo(f"line {line.line}: {line.message}", err=True)
     click.echo(report.summary())

@@ -66,6 +66,7 @@ class LineResult:
     data: PhysicianData | None = None
     physician_id: int | None = None
     geocode: str = ""  # why the address is geocoded on import (shown in the preview), or ""
+    warning: str = ""  # what the change leaves to do (a deactivated physician's booked appointments)
 
     @property
     def message(self) -> str:
@@ -440,6 +441,13 @@ def plan_import(data: bytes, *, geocode_later: bool = False) -> ImportReport:
                 result.physician_id = current.id
                 result.changes = directory.changed_fields(current, values)
                 result.action = UPDATE if result.changes else UNCHANGED
+                if "active" in result.changes and not values.active:
+                    upcoming = directory.upcoming_appointments(current, limit=1)[1]
+                    if upcoming:
+                        result.warning = (
+                            f"deactivated with {upcoming} upcoming appointment(s), which stay booked: "
+                            "rebook or cancel them from the physician's page"
+                        )
             if result.action != UNCHANGED and directory.geocode_needed(current, values, result.changes):
                 stale = current is not None and values.latitude is not None
                 result.geocode = (
