@@ -570,6 +570,19 @@ def test_with_an_online_geocoder_the_web_import_leaves_addresses_to_the_retry_jo
         app.config.update(saved)
 
 
+def test_preview_of_a_file_full_of_errors_lists_the_first_500(client, auth, admin, db):
+    """Every line of a 2 MB file wrong (a state column in full names, say) made a 2 MB page that took
+    seconds to render: the first 500 are listed, and the rest counted."""
+    auth.as_user(admin)
+    data = to_csv([row(npi=valid_npi(1000 + i), state="Florida", languages="en") for i in range(620)])
+    resp = client.post(
+        "/admin/physicians/import", data={"file": (io.BytesIO(data), "x.csv")}, content_type="multipart/form-data"
+    )
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "Lines with errors (620)" in body
+    assert body.count("Unknown state code") == 500 and "… and 120 more lines with errors" in body
+
+
 def test_preview_of_a_semicolon_separated_file_says_how_it_was_read(client, auth, admin, db):
     auth.as_user(admin)
     data = to_csv([row(languages="en")]).decode().replace(",", ";").encode("utf-8")
