@@ -201,6 +201,15 @@ def test_profile_shift_capacity_languages(client, auth, admin, specialist, db):
     assert client.get("/admin/users/999").status_code == 404
 
 
+def test_an_admins_own_page_sends_them_to_change_their_password_not_reset_it(client, auth, admin, specialist, db):
+    """Resetting one's own password from the users page signed the admin out at once."""
+    auth.as_user(admin)
+    own = client.get(f"/admin/users/{admin.id}").get_data(as_text=True)
+    assert "own-password" in own and f'action="/admin/users/{admin.id}/password"' not in own
+    other = client.get(f"/admin/users/{specialist.id}").get_data(as_text=True)
+    assert f'action="/admin/users/{specialist.id}/password"' in other
+
+
 def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, db):
     """The last-admin check locks the admins' rows (PostgreSQL): of two crossing demotions one
     waits for the other, then sees it would leave no admin and is refused."""
