@@ -436,7 +436,7 @@ def test_warn_expiring_registrations_once_per_admin(db):
     soon.registrations[0].expires_on = now.date() + timedelta(days=12)
     PhysicianFactory()  # a year away
     old = PhysicianFactory()
-    old.registrations[0].expires_on = now.date() - timedelta(days=1)  # already expired: not "expiring"
+    old.registrations[0].expires_on = now.date() - timedelta(days=2)  # already expired: not "expiring"
     inactive = PhysicianFactory(active=False)
     inactive.registrations[0].expires_on = now.date() + timedelta(days=5)
     db.session.commit()
@@ -662,3 +662,25 @@ def test_a_save_over_someone_elses_change_is_refused_not_silent(client, auth, ad
     token = html.unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', page).group(1))
     ok = client.post(f"/admin/physicians/{doc.id}/edit", data=form_data(phone="813-555-0100", loaded=token))
     assert ok.status_code == 302
+
+
+def test_a_registration_valid_through_today_is_not_shown_expired_once_the_utc_date_turns(client, auth, admin, db):
+    """At 21:00 in New York the UTC date is already tomorrow: the admin list, its filter, the
+    directory and the expiry warning go by the desk's date (BUSINESS_TIMEZONE), as booking and
+    matching let the registration be used through its last day."""
+    import time_machine
+
+    doc = PhysicianFactory(last_name="Lastday")
+    doc.registrations[0].expires_on = date(2026, 12, 1)
+    db.session.commit()
+    evening = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)  # Dec 1, 21:00 EST
+    with time_machine.travel(evening, tick=False):
+        auth.as_user(admin)
+        listed = client.get("/admin/physicians?q=Lastday").get_data(as_text=True)
+        expired = client.get("/admin/physicians?expiring=expired").get_data(as_text=True)
+        directory_page = client.get(f"/physicians/{doc.id}").get_data(as_text=True)
+        warned = directory.warn_expiring_registrations(evening)
+    assert "reg-expiring" in listed and "reg-expired" not in listed and "FL · today" in listed
+    assert "Lastday, Dana</a>" not in expired
+    assert "expires today (valid through today)" in directory_page and "cannot certify" not in directory_page
+    assert warned == 1

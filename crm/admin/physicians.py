@@ -33,7 +33,7 @@ def _filters_from_request() -> tuple[PhysicianFilterForm, directory.PhysicianFil
 @bp.get("/physicians")
 def physicians():
     form, filters, args = _filters_from_request()
-    today = datetime.now(UTC).date()
+    today = directory.desk_today()
     page = db.paginate(directory.physician_select(filters, today), per_page=50, error_out=False)
     return render_template(
         "admin/physicians/list.html",
@@ -157,7 +157,7 @@ def physician_new():
     saved = _save(form, None) if request.method == "POST" else None
     if saved is not None:
         return redirect(url_for("admin.physician_edit", physician_id=saved.id))
-    return render_template("admin/physicians/form.html", form=form, physician=None, today=datetime.now(UTC).date())
+    return render_template("admin/physicians/form.html", form=form, physician=None, today=directory.desk_today())
 
 
 @bp.route("/physicians/<int:physician_id>/edit", methods=["GET", "POST"])
@@ -177,7 +177,7 @@ def physician_edit(physician_id: int):
         form=form,
         physician=physician,
         registration_status=directory.registration_status,
-        today=datetime.now(UTC).date(),
+        today=directory.desk_today(),
         upcoming=upcoming,
         upcoming_total=upcoming_total,
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import Blueprint, abort, render_template, request
 from flask_login import current_user, login_required
 
@@ -25,7 +23,7 @@ def require_login():
 def index():
     form = DirectoryFilterForm(request.args)
     filters = form.filters()
-    today = datetime.now(UTC).date()
+    today = directory.desk_today()
     page = db.paginate(directory.physician_select(filters, today), per_page=50, error_out=False)
     args = {k: v for k, v in vars(filters).items() if v and k != "active"}
     return render_template(
@@ -46,6 +44,6 @@ def detail(physician_id: int):
     return render_template(
         "directory/detail.html",
         p=physician,
-        today=datetime.now(UTC).date(),
+        today=directory.desk_today(),
         registration_status=directory.registration_status,
     )

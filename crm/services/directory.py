@@ -13,8 +13,10 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
@@ -470,6 +472,15 @@ class PhysicianFilters:
     located: str = ""  # "", "yes", "no" (no = geocoding pending or failed)
 
 
+def desk_today(now: datetime | None = None) -> date:
+    """The desk's date (``BUSINESS_TIMEZONE``, as the reports count days) for registration expiry
+    in the admin lists, the directory and the warnings: from 19:00 in New York the UTC date has
+    already turned, and a registration valid through today was shown expired. (Matching and
+    booking go by the patient's own date.)"""
+    tz = current_app.config.get("BUSINESS_TIMEZONE") or "America/New_York"
+    return (now or datetime.now(UTC)).astimezone(ZoneInfo(tz)).date()
+
+
 def _yes_no(column, value: str):
     if value == "yes":
         return column.is_(True)
@@ -479,7 +490,7 @@ def _yes_no(column, value: str):
 
 
 def physician_select(filters: PhysicianFilters, today: date | None = None) -> sa.Select:
-    today = today or datetime.now(UTC).date()
+    today = today or desk_today()
     stmt = sa.select(Physician).options(selectinload(Physician.registrations))
     q = (filters.q or "").strip()
     if q:
@@ -536,7 +547,7 @@ def physician_select(filters: PhysicianFilters, today: date | None = None) -> sa
 
 def registration_status(reg: Registration | RegistrationData, today: date | None = None) -> tuple[str, int]:
     """("expired" | "expiring" | "ok", days until expiry)."""
-    today = today or datetime.now(UTC).date()
+    today = today or desk_today()
     days = (reg.expires_on - today).days
     if days < 0:
         return "expired", days
@@ -547,7 +558,7 @@ def registration_status(reg: Registration | RegistrationData, today: date | None
 
 def expiry_summary(today: date | None = None) -> dict[str, int]:
     """How many registrations of active physicians have expired or expire within 30 days."""
-    today = today or datetime.now(UTC).date()
+    today = today or desk_today()
     soon = today + timedelta(days=EXPIRY_WARNING_DAYS)
     base = sa.select(sa.func.count()).select_from(Registration).join(Physician).where(Physician.active.is_(True))
     return {
@@ -570,7 +581,7 @@ def unlocated_count() -> int:
 
 
 def expiring_registrations(today: date | None = None, limit: int = 20) -> list[Registration]:
-    today = today or datetime.now(UTC).date()
+    today = today or desk_today()
     soon = today + timedelta(days=EXPIRY_WARNING_DAYS)
     return list(
         db.session.scalars(
@@ -595,7 +606,7 @@ def warn_expiring_registrations(now: datetime) -> int:
     so running twice never notifies twice. Returns the number of registrations warned.
     """
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-    today = now.date()
+    today = desk_today(now)
     soon = today + timedelta(days=EXPIRY_WARNING_DAYS)
     regs = list(
         db.session.scalars(
