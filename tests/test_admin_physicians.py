@@ -684,3 +684,24 @@ def test_a_registration_valid_through_today_is_not_shown_expired_once_the_utc_da
     assert "Lastday, Dana</a>" not in expired
     assert "expires today (valid through today)" in directory_page and "cannot certify" not in directory_page
     assert warned == 1
+
+
+def test_long_notes_in_another_script_still_save(client, auth, admin, db):
+    """The page's snapshot of the physician escaped every non-ASCII character six-fold, so 4,000
+    characters of Cyrillic notes overflowed it and Save failed with no field marked."""
+    import html
+    import re
+
+    auth.as_user(admin)
+    notes = "Принимает пациентов по субботам. " * 120  # about 4,000 characters
+    notes = notes[:4900].strip()
+    assert client.post("/admin/physicians/new", data=form_data(notes=notes)).status_code == 302
+    doc = db.session.scalar(sa.select(Physician))
+    page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
+    token = html.unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', page).group(1))
+    resp = client.post(
+        f"/admin/physicians/{doc.id}/edit", data=form_data(notes=notes, phone="813-555-0177", loaded=token)
+    )
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert doc.phone == "+18135550177"

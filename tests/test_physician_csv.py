@@ -562,3 +562,14 @@ def test_cli_import_says_how_a_semicolon_file_was_read(app, db, tmp_path):
     result = app.test_cli_runner().invoke(args=["crm", "physicians", "import", str(path), "--dry-run"])
     assert result.exit_code == 0 and "1 would be created" in result.stdout
     assert "Note: The file is separated by semicolons" in result.stderr
+
+
+def test_a_cell_of_many_quotes_is_a_plain_value_not_a_crash(db):
+    """A crafted cell of thousands of apostrophes used to end the import in RecursionError; it is
+    now a line error like any other overlong value."""
+    quotes = "'" * 5000
+    report = physician_csv.plan_import(to_csv([row(practice_name=quotes + "=1+1"), row(npi=valid_npi(952))]))
+    assert [x.errors for x in report.lines] == [["practice_name: is longer than 200 characters."], []]
+    from crm.services.spreadsheet import restore
+
+    assert restore(quotes + "=1+1") == quotes[1:] + "=1+1"

@@ -116,7 +116,7 @@ class RegistrationRowForm(Form):
 class PhysicianForm(FlaskForm):
     # The physician as shown when the page was opened (directory.edit_token): a save made meanwhile by
     # someone else (another admin, a CSV import) is reported instead of silently overwritten.
-    loaded = HiddenField(validators=[Optional(), Length(max=20_000)])
+    loaded = HiddenField(validators=[Optional(), Length(max=200_000)])  # every field at its longest, escaped
     npi = StringField("NPI", validators=[DataRequired(), cleaned_by(directory.clean_npi)])
     first_name = StringField("First name", validators=[DataRequired(), Length(max=100)])
     last_name = StringField("Last name", validators=[DataRequired(), Length(max=100)])

@@ -258,7 +258,8 @@ def edit_snapshot(p: Physician) -> dict:
 
 
 def edit_token(p: Physician) -> str:
-    return json.dumps(edit_snapshot(p), sort_keys=True, separators=(",", ":"))
+    # ensure_ascii=False: notes in Cyrillic or CJK stay one character each, not a six-character escape
+    return json.dumps(edit_snapshot(p), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def changed_since(p: Physician, token: str | None) -> list[str]:

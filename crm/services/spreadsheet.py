@@ -21,9 +21,10 @@ _PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 def needs_quote(value: str) -> bool:
-    if value.startswith(FORMULA_PREFIXES):
-        return not _PLAIN_NUMBER.fullmatch(value)
-    return value.startswith("'") and needs_quote(value[1:])
+    # Quotes in front of a formula are peeled in a loop, not by recursion: a cell of a thousand
+    # apostrophes must not end an import in RecursionError.
+    value = value.lstrip("'")
+    return value.startswith(FORMULA_PREFIXES) and not _PLAIN_NUMBER.fullmatch(value)
 
 
 def neutralise(value: object) -> object:
