@@ -467,7 +467,8 @@ def test_consent_false_is_refused(client, db, source):
 @pytest.mark.parametrize(
     "refusal",
     ["no", "No", "false", "0", 0, "off", "declined", "Disagree", "I do not agree.", "I don\u2019t agree",
-     "refused", "No, thanks", "opt-out", "none", "null", ["no"]],
+     "refused", "No, thanks", "opt-out", "none", "null", ["no"], "No, please don't call me",
+     "I do not agree to be contacted", "I don't want to be contacted", "Do not contact me", "Never"],
 )  # fmt: skip
 def test_a_consent_that_says_no_in_words_is_refused(client, db, source, refusal):
     resp = deliver(client, dict(PAYLOAD, consent=refusal))
@@ -475,7 +476,11 @@ def test_a_consent_that_says_no_in_words_is_refused(client, db, source, refusal)
     assert count(db, Patient) == 0
 
 
-@pytest.mark.parametrize("consent", ["yes", "I agree to be contacted", "Accepted", "true", 1, ["I agree"]])
+@pytest.mark.parametrize(
+    "consent",
+    ["yes", "I agree to be contacted", "Accepted", "true", 1, ["I agree"], "Notify me by text",
+     "I agree to receive texts. Msg & data rates may apply. Reply STOP to opt out."],
+)  # fmt: skip
 def test_a_consent_that_says_yes_or_is_the_checkbox_label_is_taken(client, db, source, consent):
     assert deliver(client, dict(PAYLOAD, consent=consent)).status_code == 202
 

@@ -212,7 +212,17 @@ def parse_consent(value: Any) -> bool | None:
     word = str(value).strip().lower().replace("\u2019", "'").rstrip(".!")
     if word in TRUE_WORDS:
         return True
+    if _REFUSAL_START_RE.match(word):  # "No, please don't call me", "I do not agree to be contacted"
+        return False
     return word not in FALSE_WORDS  # True also for a checkbox whose value is its label ("I agree to be contacted")
+
+
+# A sentence that opens with a refusal. Only its start counts: consent labels often end with
+# "Reply STOP to opt out", which is no refusal.
+_REFUSAL_START_RE = re.compile(
+    r"^(?:no|not|never|nope|don'?t|do not|decline|disagree|refuse|reject|deny|opt[- ]?out|unsubscribe"
+    r"|i (?:do not|don'?t|decline|disagree|refuse|reject|deny|never|won'?t|will not|opt[- ]?out))\b"
+)
 
 
 # A choice's label with its detail after it: "Morning (9am-12pm)", "Evening - after 5", "Phone: cell".
