@@ -162,6 +162,7 @@ class Config:
     LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
     LOGIN_LOCKOUT = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
     JOB_RUN_RETENTION_DAYS = env_int("JOB_RUN_RETENTION_DAYS", 30, minimum=1)  # the housekeeping job
+    SPAM_RETENTION_DAYS = env_int("SPAM_RETENTION_DAYS", 30, minimum=1)  # honeypot inbox items, same job
     INTAKE_RATE_LIMIT = os.environ.get("INTAKE_RATE_LIMIT", "10 per minute")
     # PostgreSQL: a new patient's delivery in one call to a per-connection temporary function
     # (docs/intake.md, "Fifth round"). Off behind a transaction-pooling PgBouncer, where the next

@@ -137,7 +137,15 @@ def housekeeping(now: datetime) -> str:
     from crm.services.housekeeping import housekeeping as forget
 
     lockout = current_app.config["LOGIN_LOCKOUT"]
-    return str(forget(db.session, now, lockout=lockout, job_run_days=int(_cfg("JOB_RUN_RETENTION_DAYS", 30))))
+    return str(
+        forget(
+            db.session,
+            now,
+            lockout=lockout,
+            job_run_days=int(_cfg("JOB_RUN_RETENTION_DAYS", 30)),
+            spam_days=int(_cfg("SPAM_RETENTION_DAYS", 30)),
+        )
+    )
 
 
 def report_rollups(now: datetime) -> str:
@@ -168,7 +176,13 @@ JOBS: tuple[Job, ...] = (
     Job("inbox_retry", 120, inbox_retry, "Retry failed intake items"),
     Job("outbox", 30, outbox, "Send queued emails"),
     Job("report_rollups", 60, report_rollups, "Rebuild the /reports rollups of the days that changed"),
-    Job("housekeeping", 3600, housekeeping, "Forget expired sign-in failure counts and old job runs", quiet=True),
+    Job(
+        "housekeeping",
+        3600,
+        housekeeping,
+        "Forget expired sign-in failure counts, old job runs and old spam",
+        quiet=True,
+    ),
 )
 JOBS_BY_ID = {job.id: job for job in JOBS}
 

@@ -31,7 +31,10 @@ def test_expired_sign_in_failure_counts_are_forgotten_and_live_ones_kept(app, db
 
     run = run_job(JOBS_BY_ID["housekeeping"], now=NOW)
 
-    assert run.ok and run.summary == "forgot 2 expired sign-in failure count(s) and 0 old job run(s)"
+    assert (
+        run.ok
+        and run.summary == "forgot 2 expired sign-in failure count(s), 0 old job run(s) and 0 old spam inbox item(s)"
+    )
     kept = set(db.session.scalars(sa.select(LoginThrottle.key)))
     assert kept == {"current-window", "still-locked", "old-window-but-locked"}
 
@@ -58,7 +61,7 @@ def test_old_job_runs_go_but_every_jobs_latest_run_stays(app, db):
 
     run = run_job(JOBS_BY_ID["housekeeping"], now=NOW)
 
-    assert run.summary == "forgot 0 expired sign-in failure count(s) and 2 old job run(s)"
+    assert run.summary == "forgot 0 expired sign-in failure count(s), 2 old job run(s) and 0 old spam inbox item(s)"
     left = db.session.execute(sa.select(JobRun.job_id, JobRun.started_at).where(JobRun.job_id != "housekeeping"))
     assert sorted((j, s.date()) for j, s in left) == [
         ("outbox", (NOW - timedelta(days=days - 1)).date()),
@@ -70,3 +73,30 @@ def test_an_idle_housekeeping_run_leaves_no_row(app, db):
     run = run_job(JOBS_BY_ID["housekeeping"], now=NOW)
     assert run.ok and run.summary == "nothing to do"
     assert db.session.scalar(sa.select(sa.func.count()).select_from(JobRun)) == 0
+
+
+def test_old_honeypot_items_are_deleted_and_every_other_inbox_item_kept(app, db):
+    from crm.models import InboxItem
+    from crm.models.enums import InboxChannel, InboxStatus
+
+    days = app.config["SPAM_RETENTION_DAYS"]  # 30
+    old, recent = NOW - timedelta(days=days + 1), NOW - timedelta(days=days - 1)
+    for status, at in [
+        (InboxStatus.SPAM, old),
+        (InboxStatus.SPAM, recent),  # an admin may still replay it
+        (InboxStatus.FAILED, old),
+        (InboxStatus.REJECTED, old),
+        (InboxStatus.ACCEPTED, old),
+    ]:
+        db.session.add(InboxItem(channel=InboxChannel.FORM, status=status, received_at=at, body="{}"))
+    db.session.commit()
+
+    run = run_job(JOBS_BY_ID["housekeeping"], now=NOW)
+
+    assert run.summary.endswith("and 1 old spam inbox item(s)")
+    left = sorted(
+        (s.value, at.date()) for s, at in db.session.execute(sa.select(InboxItem.status, InboxItem.received_at))
+    )
+    assert left == sorted(
+        [("spam", recent.date()), ("failed", old.date()), ("rejected", old.date()), ("accepted", old.date())]
+    )

@@ -6,6 +6,9 @@ run stay small: the ``housekeeping`` job (crm/jobs.py) runs this hourly.
   adding rows; those are deleted.
 - ``job_runs``: about ten thousand rows a day. Runs older than ``JOB_RUN_RETENTION_DAYS`` are
   deleted, except each job's latest, which the Routing & jobs page shows.
+- Inbox items caught by the form's honeypot (``spam``): kept whole so an admin can replay a real
+  patient's request, but what a bot (or a browser's autofill) sent is health information nobody
+  asked for: deleted after ``SPAM_RETENTION_DAYS``. Every other inbox item stays (SPEC 2.1).
 """
 
 from __future__ import annotations
@@ -16,18 +19,23 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from crm.models import JobRun, LoginThrottle
+from crm.models import InboxItem, JobRun, LoginThrottle
+from crm.models.enums import InboxStatus
 
 
 @dataclass(frozen=True)
 class HousekeepingResult:
     login_throttles: int
     job_runs: int
+    spam: int = 0
 
     def __str__(self) -> str:
-        if not (self.login_throttles or self.job_runs):
+        if not (self.login_throttles or self.job_runs or self.spam):
             return ""
-        return f"forgot {self.login_throttles} expired sign-in failure count(s) and {self.job_runs} old job run(s)"
+        return (
+            f"forgot {self.login_throttles} expired sign-in failure count(s), "
+            f"{self.job_runs} old job run(s) and {self.spam} old spam inbox item(s)"
+        )
 
 
 def forget_expired_login_throttles(session: Session, now: datetime, lockout: timedelta) -> int:
@@ -50,10 +58,22 @@ def forget_old_job_runs(session: Session, now: datetime, keep_days: int) -> int:
     return result.rowcount or 0
 
 
-def housekeeping(session: Session, now: datetime, *, lockout: timedelta, job_run_days: int) -> HousekeepingResult:
+def forget_old_spam(session: Session, now: datetime, keep_days: int) -> int:
+    result = session.execute(
+        sa.delete(InboxItem).where(
+            InboxItem.status == InboxStatus.SPAM, InboxItem.received_at < now - timedelta(days=keep_days)
+        )
+    )
+    return result.rowcount or 0
+
+
+def housekeeping(
+    session: Session, now: datetime, *, lockout: timedelta, job_run_days: int, spam_days: int = 30
+) -> HousekeepingResult:
     result = HousekeepingResult(
         login_throttles=forget_expired_login_throttles(session, now, lockout),
         job_runs=forget_old_job_runs(session, now, job_run_days),
+        spam=forget_old_spam(session, now, spam_days),
     )
     session.flush()
     return result
