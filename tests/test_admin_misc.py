@@ -489,3 +489,34 @@ def test_admin_pages_link_to_their_history_in_the_audit_log(client, auth, admin,
     history = client.get(f"/admin/audit?object_type=physician&object_id={doc.id}").get_data(as_text=True)
     history = history.split("<tbody>", 1)[1]
     assert "phone" in history and "city" not in history
+
+
+def test_a_test_lead_saved_by_the_enrich_job_meanwhile_is_still_closed(client, auth, admin, db, monkeypatch):
+    """The enrich_new job may save the new lead between the delivery and the close: the stale
+    version is re-read and the close tried again, never a 500."""
+    import json
+
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from crm.models import Lead
+    from crm.services import sources as source_service
+    from tests.factories import WebhookSourceFactory
+
+    real, calls = source_service.close_test_lead, []
+
+    def racing(lead_id, *, actor):
+        calls.append(lead_id)
+        if len(calls) == 1:
+            raise StaleDataError("lead changed meanwhile")
+        return real(lead_id, actor=actor)
+
+    monkeypatch.setattr(source_service, "close_test_lead", racing)
+    src = WebhookSourceFactory(slug="typeform")
+    db.session.commit()
+    auth.as_user(admin)
+    payload = {"first_name": "Test", "last_name": "Race", "email": "race@example.com", "zip": "33101"}
+    resp = client.post(f"/admin/sources/{src.id}/test", data={"payload": json.dumps(payload), "close_lead": "y"})
+    assert resp.status_code == 200 and "closed at once" in resp.get_data(as_text=True)
+    assert len(calls) == 2
+    db.session.expire_all()
+    assert db.session.get(Lead, calls[0]).status == "lost"

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.exc import StaleDataError
 
 from crm.admin.forms import SourceCreateForm, SourceMappingForm, TestDeliveryForm, parse_mapping
 from crm.admin.routes import bp
@@ -220,8 +221,15 @@ def source_test(source_id: int):
     )
     closed = False
     if form.close_lead.data and resp.status_code == 202 and item is not None:  # 202: a new lead
-        closed = source_service.close_test_lead(item.lead_id, actor=current_user._get_current_object())
-        db.session.commit()
+        lead_id = item.lead_id
+        for _ in range(3):  # the enrich_new job may be saving the new lead this very moment
+            try:
+                closed = source_service.close_test_lead(lead_id, actor=current_user._get_current_object())
+                db.session.commit()
+                break
+            except StaleDataError:
+                db.session.rollback()
+                closed = False
     try:
         parsed = json.loads(body) if body else None
     except ValueError:
