@@ -457,6 +457,10 @@ def test_a_user_replaces_the_temporary_password_an_admin_gave_them(app, client, 
     assert wrong.status_code == 200 and "not your current password" in wrong.get_data(as_text=True)
     differ = client.post("/account/password", data={"current": PASSWORD, "password": new, "confirm": new + "x"})
     assert "The two passwords differ" in differ.get_data(as_text=True)
+    same = client.post("/account/password", data={"current": PASSWORD, "password": PASSWORD, "confirm": PASSWORD})
+    html = same.get_data(as_text=True)
+    at = html.index("Choose a password different from the current one.")
+    assert html.index('name="password"') < at < html.index('name="confirm"')  # under New password, not Current
     short = client.post("/account/password", data={"current": PASSWORD, "password": "short", "confirm": "short"})
     assert "at least 10 characters" in short.get_data(as_text=True)
     done = client.post("/account/password", data={"current": PASSWORD, "password": new, "confirm": new})

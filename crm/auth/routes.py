@@ -98,7 +98,7 @@ def change_password():
             accounts.change_own_password(user, form.current.data, form.password.data)
         except accounts.AccountError as exc:
             db.session.rollback()
-            (form.current if "current" in str(exc) else form.password).errors = [str(exc)]
+            (form.current if exc.field == "current" else form.password).errors = [str(exc)]
         else:
             db.session.commit()
             login_user(user)  # the new session token: this session goes on, every other one has ended

@@ -27,7 +27,9 @@ MIN_PASSWORD_LENGTH = 10
 
 
 class AccountError(ValueError):
-    pass
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field  # the form field the message belongs next to, when there is one
 
 
 def hash_password(password: str) -> str:
@@ -156,7 +158,7 @@ def change_own_password(user: User, current: str, new: str) -> None:
     The current password is asked again: a session left open is not enough. Every session of the
     user ends (the caller signs the current one in again); audited as ``change_password``."""
     if not verify_password(user.password_hash, current or ""):
-        raise AccountError("That is not your current password.")
+        raise AccountError("That is not your current password.", field="current")
     if new == current:
         raise AccountError("Choose a password different from the current one.")
     set_password(user, new)
