@@ -14,6 +14,19 @@ from crm.services.markdown import render_markdown
 from tests.factories import ConditionFactory, StateProgramFactory, WebhookSourceFactory
 
 
+def page_and_statements(client, url: str) -> tuple[str, list[str]]:
+    """The page's HTML and every SQL statement run to build it (to catch one query per row)."""
+    from crm.extensions import db as _db
+
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+    sa.event.listen(_db.engine, "before_cursor_execute", listener)
+    try:
+        return client.get(url).get_data(as_text=True), statements
+    finally:
+        sa.event.remove(_db.engine, "before_cursor_execute", listener)
+
+
 def test_render_markdown_is_safe():
     html = str(
         render_markdown(
@@ -92,20 +105,13 @@ def test_state_programs_list_and_edit(client, auth, admin, db):
 
 
 def test_state_programs_list_loads_conditions_in_one_query_not_one_per_state(client, auth, admin, db):
-    from crm.extensions import db as _db
 
     conditions = [ConditionFactory(name=f"Condition {i}", slug=f"condition-{i}") for i in range(4)]
     for code in ("AZ", "CA", "CO", "FL", "GA", "IL", "MA", "MI", "NY", "OH"):
         StateProgramFactory(state=code, qualifying_conditions=conditions)
     db.session.commit()
     auth.as_user(admin)
-    statements = []
-    listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
-    sa.event.listen(_db.engine, "before_cursor_execute", listener)
-    try:
-        body = client.get("/admin/states").get_data(as_text=True)
-    finally:
-        sa.event.remove(_db.engine, "before_cursor_execute", listener)
+    body, statements = page_and_statements(client, "/admin/states")
     assert "+1 more" in body
     assert sum("state_program_conditions" in s for s in statements) == 1, statements
 
@@ -285,20 +291,13 @@ def _secret_in(html: str) -> str:
 
 
 def test_sources_list_reads_the_secrets_in_one_query(client, auth, admin, db):
-    from crm.extensions import db as _db
     from crm.services import sources as source_service
 
     for i in range(8):
         source_service.create_source(f"Form {i}")
     db.session.commit()
     auth.as_user(admin)
-    statements = []
-    listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
-    sa.event.listen(_db.engine, "before_cursor_execute", listener)
-    try:
-        body = client.get("/admin/sources").get_data(as_text=True)
-    finally:
-        sa.event.remove(_db.engine, "before_cursor_execute", listener)
+    body, statements = page_and_statements(client, "/admin/sources")
     assert "Form 7" in body
     assert sum("webhook_secrets" in s for s in statements) == 1, statements
 
