@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from argon2 import PasswordHasher
 from flask_migrate import upgrade
 from limits.errors import StorageError
 from werkzeug.serving import make_server
@@ -21,6 +22,13 @@ from werkzeug.serving import make_server
 from config import TestConfig
 from crm import create_app
 from crm.extensions import db as _db
+from crm.services import accounts
+
+# argon2 at its production cost takes 0.2 s per sign-in here, and most tests sign in: the suite
+# hashes with the cheapest parameters instead (the code path is the same; only the cost differs).
+# Set before tests/factories.py hashes its shared password.
+accounts._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+accounts._DUMMY_HASH = accounts._hasher.hash("not-a-real-password")
 
 TEST_DB = os.environ.get("CRM_TEST_DB", "sqlite")
 
