@@ -29,9 +29,10 @@ from wtforms import (
     TextAreaField,
     URLField,
 )
-from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 from wtforms.widgets import CheckboxInput
 
+from crm.auth.forms import NewPasswordForm
 from crm.models.enums import Credential, ProgramType, Role
 from crm.services import directory
 from crm.services.contact import US_STATES, normalise_state, normalise_zip
@@ -349,17 +350,8 @@ class UserRoleForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES)
 
 
-class ResetPasswordForm(FlaskForm):
-    password = PasswordField(
-        "New password",
-        validators=[DataRequired(), Length(min=10, max=200, message="Use at least 10 characters (and at most 200).")],
-        render_kw={"autocomplete": "new-password"},
-    )
-    confirm = PasswordField(
-        "Repeat it",
-        validators=[DataRequired(), EqualTo("password", "The two passwords differ.")],
-        render_kw={"autocomplete": "new-password"},
-    )
+class ResetPasswordForm(NewPasswordForm):
+    """An admin's reset: the same new-password pair as a user's own change."""
 
 
 # --- webhook sources ----------------------------------------------------------------------------
