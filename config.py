@@ -161,6 +161,8 @@ class Config:
     LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "30 per minute")
     LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5, minimum=1)
     LOGIN_LOCKOUT = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+    # Failures within 24 h that lock the email for 24 h: slow guessing, under the short limit.
+    LOGIN_DAILY_MAX_FAILURES = env_int("LOGIN_DAILY_MAX_FAILURES", 20, minimum=1)
     JOB_RUN_RETENTION_DAYS = env_int("JOB_RUN_RETENTION_DAYS", 30, minimum=1)  # the housekeeping job
     SPAM_RETENTION_DAYS = env_int("SPAM_RETENTION_DAYS", 30, minimum=1)  # honeypot inbox items, same job
     INTAKE_RATE_LIMIT = os.environ.get("INTAKE_RATE_LIMIT", "10 per minute")

@@ -434,6 +434,64 @@ def test_failures_spread_over_time_answer_alike_for_a_real_account_and_an_unknow
     assert any(locked for _, locked in real) is not spread_out
 
 
+@pytest.mark.parametrize("minutes_apart", [20, 300])
+def test_slow_guessing_under_the_short_limit_locks_the_email_for_a_day(make_app, db, specialist, minutes_apart):
+    """Four failures every quarter of an hour never reached the short window's five: about 380
+    guesses a day. The 24-hour count locks the email for 24 hours once it reaches
+    LOGIN_DAILY_MAX_FAILURES, alike for a real account and an unknown email; failures spread over
+    more than a day start a new count."""
+    app = make_app(RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="100 per minute", LOGIN_DAILY_MAX_FAILURES=6)
+    client = app.test_client()
+    start = datetime.now(UTC)
+    daily = app.config["LOGIN_DAILY_MAX_FAILURES"]
+
+    def answers(email):
+        seen = []
+        for i in range(daily):
+            with time_machine.travel(start + timedelta(minutes=minutes_apart * i)):
+                resp = client.post("/login", data={"email": email, "password": "wrong password!"})
+            locked, refused = b"locked for 24 hours" in resp.data, b"Invalid email or password." in resp.data
+            seen.append((resp.status_code, locked, refused))
+        return seen
+
+    real = answers(specialist.email)
+    unknown = answers("nobody-here@example.com")
+    assert real == unknown  # SPEC 12: no answer tells which emails have accounts
+    last_failure = start + timedelta(minutes=minutes_apart * (daily - 1))
+    if minutes_apart * (daily - 1) > 24 * 60:
+        assert real == [(200, False, True)] * daily  # the count started afresh: never locked
+        return
+    assert real == [(200, False, True)] * (daily - 1) + [(200, True, False)]
+    # The right password is refused for the day; hammering on meets the per-email throttle, which
+    # names the same 24 hours.
+    with time_machine.travel(last_failure + timedelta(hours=1)):
+        right = client.post("/login", data={"email": specialist.email, "password": PASSWORD})
+        assert b"locked for 23 hours" in right.data
+        codes = [
+            client.post("/login", data={"email": specialist.email, "password": "wrong password!"})
+            for _ in range(app.config["LOGIN_MAX_FAILURES"] + 1)
+        ]
+        assert codes[-1].status_code == 429 and b"locked for 23 hours" in codes[-1].data
+    with time_machine.travel(last_failure + timedelta(hours=24, minutes=1)):
+        assert client.post("/login", data={"email": specialist.email, "password": PASSWORD}).status_code == 302
+
+
+def test_an_admins_password_reset_lifts_the_daily_lock(make_app, db, specialist):
+    from crm.services import accounts
+
+    app = make_app(LOGIN_DAILY_MAX_FAILURES=2)
+    client = app.test_client()
+    for _ in range(2):
+        resp = client.post("/login", data={"email": specialist.email, "password": "wrong password!"})
+    assert b"locked for 24 hours" in resp.data
+    with app.app_context():
+        user = db.session.get(User, specialist.id)
+        accounts.set_password(user, "a brand new password 1")
+        db.session.commit()
+    resp = client.post("/login", data={"email": specialist.email, "password": "a brand new password 1"})
+    assert resp.status_code == 302
+
+
 def test_the_failure_count_keeps_no_email_in_clear(client, auth, db):
     from crm.models import LoginThrottle
 

@@ -14,9 +14,16 @@ NOW = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
 
 
-def throttle(db, key, *, window_started_at=None, locked_until=None, failures=1):
+def throttle(db, key, *, window_started_at=None, locked_until=None, failures=1, day_started_at=None):
     db.session.add(
-        LoginThrottle(key=key, failures=failures, window_started_at=window_started_at, locked_until=locked_until)
+        LoginThrottle(
+            key=key,
+            failures=failures,
+            window_started_at=window_started_at,
+            locked_until=locked_until,
+            day_failures=failures if day_started_at else 0,
+            day_started_at=day_started_at,
+        )
     )
 
 
@@ -27,16 +34,19 @@ def test_expired_sign_in_failure_counts_are_forgotten_and_live_ones_kept(app, db
     throttle(db, "current-window", window_started_at=NOW - 5 * MIN)
     throttle(db, "still-locked", locked_until=NOW + 5 * MIN, failures=0)
     throttle(db, "old-window-but-locked", window_started_at=NOW - 2 * lockout, locked_until=NOW + MIN)
+    # The 24-hour count (LOGIN_DAILY_MAX_FAILURES) outlives the short window.
+    throttle(db, "day-count-running", window_started_at=NOW - 2 * lockout, day_started_at=NOW - timedelta(hours=23))
+    throttle(db, "day-count-over", window_started_at=NOW - 2 * lockout, day_started_at=NOW - timedelta(hours=25))
     db.session.commit()
 
     run = run_job(JOBS_BY_ID["housekeeping"], now=NOW)
 
     assert (
         run.ok
-        and run.summary == "forgot 2 expired sign-in failure count(s), 0 old job run(s) and 0 old spam inbox item(s)"
+        and run.summary == "forgot 3 expired sign-in failure count(s), 0 old job run(s) and 0 old spam inbox item(s)"
     )
     kept = set(db.session.scalars(sa.select(LoginThrottle.key)))
-    assert kept == {"current-window", "still-locked", "old-window-but-locked"}
+    assert kept == {"current-window", "still-locked", "old-window-but-locked", "day-count-running"}
 
 
 def test_a_locked_email_stays_locked_through_housekeeping(app, client, db, specialist):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import math
+from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
@@ -16,7 +18,17 @@ bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "Invalid email or password."
-LOCKED = "Too many failed sign-in attempts. This account is locked for {minutes} minutes; try again later."
+LOCKED = "Too many failed sign-in attempts. This account is locked for {duration}; try again later."
+
+
+def _lock_message(lockout: timedelta, until: datetime | None = None) -> str:
+    """The lock's length: what is left of it when known (the 24-hour lock), else the short one."""
+    left = until - datetime.now(UTC) if until is not None else lockout
+    minutes = max(math.ceil(left.total_seconds() / 60), 1)
+    if minutes <= 120:
+        return LOCKED.format(duration=f"{minutes} minute{'s' if minutes != 1 else ''}")
+    hours = math.ceil(minutes / 60)
+    return LOCKED.format(duration=f"{hours} hours")
 
 
 def _login_limit() -> str:
@@ -57,18 +69,21 @@ def login():
         return redirect(url_for("leads.queue"))
     form = LoginForm(next=request.args.get("next", ""))
     cfg = current_app.config
-    lock_message = LOCKED.format(minutes=int(cfg["LOGIN_LOCKOUT"].total_seconds() // 60))
     if form.validate_on_submit():
         email_key = accounts.normalise_email(form.email.data)
         throttle = _email_throttle()
         if throttle is not None and not _email_allowed(throttle, email_key):
             audit.record("login_failed", "user", None, detail={"reason": "throttled"})
             db.session.commit()
-            flash(lock_message, "danger")
+            flash(_lock_message(cfg["LOGIN_LOCKOUT"], accounts.lock_of(form.email.data)), "danger")
             retry = max(int(cfg["LOGIN_LOCKOUT"].total_seconds()), 1)
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(retry)}
         result = accounts.sign_in(
-            form.email.data, form.password.data, max_failures=cfg["LOGIN_MAX_FAILURES"], lockout=cfg["LOGIN_LOCKOUT"]
+            form.email.data,
+            form.password.data,
+            max_failures=cfg["LOGIN_MAX_FAILURES"],
+            lockout=cfg["LOGIN_LOCKOUT"],
+            daily_max_failures=cfg["LOGIN_DAILY_MAX_FAILURES"],
         )
         if result.user is None:
             used_up = False
@@ -78,7 +93,10 @@ def login():
                 # account exists: a real one is locked on that same failure (LOGIN_MAX_FAILURES).
                 used_up = not _email_allowed(throttle, email_key)
             db.session.commit()
-            flash(lock_message if result.locked or used_up else BAD_CREDENTIALS, "danger")
+            if result.locked or used_up:
+                flash(_lock_message(cfg["LOGIN_LOCKOUT"], result.locked_until), "danger")
+            else:
+                flash(BAD_CREDENTIALS, "danger")
             return render_template("auth/login.html", form=form), 200
         session.clear()  # drop anything from before sign-in (fixation)
         login_user(result.user)

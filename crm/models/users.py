@@ -70,6 +70,10 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(default=0)
     window_started_at: Mapped[datetime | None]
     locked_until: Mapped[datetime | None]
+    # A second, slower count: failures within 24 h of the first, so that guessing just under the
+    # short window's limit is stopped too (LOGIN_DAILY_MAX_FAILURES).
+    day_failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    day_started_at: Mapped[datetime | None]
 
 
 class AuditLog(Base):

@@ -72,6 +72,11 @@ def create_user(email: str, name: str, password: str, role: Role | str = Role.SP
 class SignInResult:
     user: User | None
     locked: bool = False
+    locked_until: datetime | None = None  # while ``locked``: when the email can sign in again
+
+
+# The slow count's window and lock: guessing spread out under the short limit is stopped too.
+DAILY_WINDOW = timedelta(hours=24)
 
 
 def login_key(email: str) -> str:
@@ -95,19 +100,28 @@ def _throttle(key: str) -> LoginThrottle:
     return row
 
 
+def lock_of(email: str) -> datetime | None:
+    """When the email's lock ends, if it is locked now (the same answer for an unknown email)."""
+    until = db.session.scalar(sa.select(LoginThrottle.locked_until).where(LoginThrottle.key == login_key(email)))
+    return until if until is not None and until > datetime.now(UTC) else None
+
+
 def clear_login_failures(email: str) -> None:
     """An admin's password reset or reactivation unlocks at once."""
     db.session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key == login_key(email)))
 
 
-def sign_in(email: str, password: str, *, max_failures: int, lockout: timedelta) -> SignInResult:
+def sign_in(
+    email: str, password: str, *, max_failures: int, lockout: timedelta, daily_max_failures: int | None = None
+) -> SignInResult:
     """Check credentials, count failures and lock after too many.
 
     Failures are counted per email in ``login_throttles`` whether or not an account has that email:
-    ``max_failures`` within ``lockout`` of the first one lock the email for ``lockout``, with the
-    same count, window and lock for an unknown email as for a real account (whose user row mirrors
-    them: failed_logins, locked_until). Every refusal costs one argon2 verification. The caller
-    shows one message for unknown email and wrong password alike.
+    ``max_failures`` within ``lockout`` of the first one lock the email for ``lockout``, and
+    ``daily_max_failures`` within 24 hours of the first lock it for 24 hours, with the same counts,
+    windows and locks for an unknown email as for a real account (whose user row mirrors them:
+    failed_logins, locked_until). Every refusal costs one argon2 verification. The caller shows
+    one message for unknown email and wrong password alike.
     """
     now = datetime.now(UTC)
     user = db.session.scalar(sa.select(User).where(User.email == normalise_email(email)))
@@ -116,7 +130,7 @@ def sign_in(email: str, password: str, *, max_failures: int, lockout: timedelta)
     if locked_until and locked_until > now:
         verify_password(_DUMMY_HASH, password)  # as slow as any other answer: no tell by timing
         audit.record("login_failed", "user", user.id if user else None, user=user, detail={"reason": "locked"})
-        return SignInResult(None, locked=True)
+        return SignInResult(None, locked=True, locked_until=locked_until)
     # The hash is checked for a deactivated account too: answering it sooner would tell that the
     # email has an account (every refusal costs one argon2 verification).
     password_ok = verify_password(user.password_hash if user else _DUMMY_HASH, password)
@@ -124,16 +138,24 @@ def sign_in(email: str, password: str, *, max_failures: int, lockout: timedelta)
         if row.window_started_at is None or now - row.window_started_at > lockout:
             row.failures, row.window_started_at = 0, now  # a new window
         row.failures += 1
+        if row.day_started_at is None or now - row.day_started_at > DAILY_WINDOW:
+            row.day_failures, row.day_started_at = 0, now
+        row.day_failures = (row.day_failures or 0) + 1
         locked = row.failures >= max_failures
+        if daily_max_failures is not None and row.day_failures >= daily_max_failures:
+            locked, lock_for = True, max(DAILY_WINDOW, lockout)
+            row.day_failures, row.day_started_at = 0, None
+        else:
+            lock_for = lockout
         if locked:
-            row.locked_until = now + lockout
+            row.locked_until = now + lock_for
             row.failures, row.window_started_at = 0, None
         if user is not None:
             user.failed_logins, user.locked_until = row.failures, row.locked_until
             if locked:
                 audit.record("account_locked", "user", user.id, user=user)
         audit.record("login_failed", "user", user.id if user else None, user=user, detail={"reason": "bad_credentials"})
-        return SignInResult(None, locked=locked)
+        return SignInResult(None, locked=locked, locked_until=row.locked_until if locked else None)
     db.session.delete(row)
     user.failed_logins = 0
     user.locked_until = None

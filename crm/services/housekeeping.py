@@ -2,8 +2,8 @@
 run stay small: the ``housekeeping`` job (crm/jobs.py) runs this hourly.
 
 - ``login_throttles``: a row counts one email's failed sign-ins (crm/services/accounts.py). Once
-  its window and any lock are over it decides nothing, yet a stream of made-up emails would keep
-  adding rows; those are deleted.
+  its windows (``LOGIN_LOCKOUT`` and 24 hours) and any lock are over it decides nothing, yet a
+  stream of made-up emails would keep adding rows; those are deleted.
 - ``job_runs``: about ten thousand rows a day. Runs older than ``JOB_RUN_RETENTION_DAYS`` are
   deleted, except each job's latest, which the Routing & jobs page shows.
 - Inbox items caught by the form's honeypot (``spam``): kept whole so an admin can replay a real
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from crm.models import InboxItem, JobRun, LoginThrottle
 from crm.models.enums import InboxStatus
+from crm.services.accounts import DAILY_WINDOW
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,13 @@ class HousekeepingResult:
 
 
 def forget_expired_login_throttles(session: Session, now: datetime, lockout: timedelta) -> int:
-    """Rows whose counting window started more than ``lockout`` ago and whose lock (if any) is over:
-    the next failure for that email starts a new window anyway."""
+    """Rows whose counting windows (``lockout`` and the 24-hour one) started longer ago than
+    they last and whose lock (if any) is over: the next failure for that email starts new
+    windows anyway."""
     window_over = sa.or_(LoginThrottle.window_started_at.is_(None), LoginThrottle.window_started_at < now - lockout)
+    day_over = sa.or_(LoginThrottle.day_started_at.is_(None), LoginThrottle.day_started_at < now - DAILY_WINDOW)
     lock_over = sa.or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= now)
-    result = session.execute(sa.delete(LoginThrottle).where(window_over, lock_over))
+    result = session.execute(sa.delete(LoginThrottle).where(window_over, day_over, lock_over))
     return result.rowcount or 0
 
 
