@@ -20,6 +20,8 @@ CSP = (
 # Static files and machine endpoints never carry a login: no user is loaded and no session is
 # touched for them.
 SESSIONLESS_ENDPOINTS = frozenset({"static", "bootstrap.static", "intake.webhook", "intake.healthz"})
+# What a user whose password an admin set may still do before choosing their own.
+OWN_PASSWORD_ENDPOINTS = frozenset({"auth.change_password", "auth.logout", "auth.keepalive"})
 
 
 def is_safe_next(target: str | None) -> bool:
@@ -165,6 +167,20 @@ def init_app(app) -> None:
         session["last_seen"] = now
         session.permanent = True
         return None
+
+    @app.before_request
+    def insist_on_own_password():
+        endpoint = request.endpoint or ""
+        if endpoint in SESSIONLESS_ENDPOINTS or endpoint in OWN_PASSWORD_ENDPOINTS or endpoint.startswith("intake."):
+            return None  # the public pages need no account at all
+        if not current_user.is_authenticated or not current_user.must_change_password:
+            return None
+        from crm.errors import wants_json
+
+        if wants_json():
+            abort(403)
+        # The change page says why (auth/password.html), and sends the user on to this page.
+        return redirect(url_for("auth.change_password", next=return_url()))
 
     @app.after_request
     def security_headers(response):

@@ -247,3 +247,51 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, db):
     assert sorted(outcomes) == ["demoted", "refused"]
     db.session.expire_all()
     assert db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.role == "admin")) == 1
+
+
+def test_a_user_an_admin_created_chooses_their_own_password_before_anything_else(app, client, auth, admin, db):
+    """The admin knows the password they set; the user replaces it at first sign-in. Until then
+    every page sends them to the change page, which brings them back to where they were going."""
+    auth.as_user(admin)
+    data = {"email": "new.one@example.com", "name": "New One", "role": "specialist", "password": "set by the admin"}
+    data.update(capacity="40", languages="en", timezone="America/New_York")
+    assert client.post("/admin/users/new", data=data).status_code == 302
+    newcomer = db.session.scalar(sa.select(User).where(User.email == "new.one@example.com"))
+    assert newcomer.must_change_password
+
+    theirs = app.test_client()
+    signed_in = theirs.post(
+        "/login", data={"email": "new.one@example.com", "password": "set by the admin", "next": "/queue?view=mine"}
+    )
+    assert signed_in.status_code == 302
+    page = theirs.get(signed_in.headers["Location"])
+    assert page.status_code == 302 and page.headers["Location"].startswith("/account/password?next=")
+    for path in ("/queue", "/leads/1", "/reports"):
+        assert theirs.get(path).headers["Location"].startswith("/account/password"), path
+    assert theirs.get("/queue", headers={"Accept": "application/json"}).status_code == 403
+    form = theirs.get(page.headers["Location"]).get_data(as_text=True)
+    assert "An admin set the password you signed in with" in form and "Cancel" not in form
+    assert theirs.get("/conditions").status_code == 200  # the public pages are not held back
+
+    changed = theirs.post(
+        page.headers["Location"],
+        data={"current": "set by the admin", "password": "only I know this one", "confirm": "only I know this one"},
+    )
+    assert changed.status_code == 302 and changed.headers["Location"] == "/queue?view=mine"
+    assert theirs.get("/queue?view=mine").status_code == 200
+    db.session.expire_all()
+    assert not db.session.get(User, newcomer.id).must_change_password
+
+
+def test_after_an_admins_reset_the_user_chooses_their_own_password_again(app, client, auth, admin, specialist, db):
+    auth.as_user(admin)
+    assert not db.session.get(User, specialist.id).must_change_password  # made by the factory, not an admin
+    client.post(
+        f"/admin/users/{specialist.id}/password",
+        data={"password": "reset by the admin", "confirm": "reset by the admin"},
+    )
+    theirs = app.test_client()
+    AuthActions(theirs).as_user(specialist, password="reset by the admin")
+    assert theirs.get("/queue").headers["Location"].startswith("/account/password")
+    assert theirs.post("/session/keepalive").status_code == 204  # the change page's own keepalive
+    assert theirs.post("/logout").status_code == 302  # signing out is never held back

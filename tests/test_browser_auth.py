@@ -75,3 +75,44 @@ def test_typing_keeps_the_session_and_an_idle_page_signs_itself_out(
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{live_server.url}/leads/{lead.id}")
+
+
+def test_a_new_colleague_replaces_the_admins_password_at_first_sign_in(make_app, page, admin, db, screenshot):
+    """An admin creates the account in the browser; the colleague signs in with that password and
+    is asked for their own before the queue, then works with it."""
+    from tests.conftest import LiveServer
+
+    app = make_app(WTF_CSRF_ENABLED=True)  # as in production: every form carries its token
+    server = LiveServer(app).start()
+    try:
+        base = server.url
+        page.goto(f"{base}/login")
+        page.get_by_label("Email").fill(admin.email)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/queue**")
+        page.goto(f"{base}/admin/users/new")
+        page.get_by_label("Email").fill("dana.new@example.com")
+        page.get_by_label("Name").fill("Dana New")
+        page.get_by_label("Temporary password").fill("given by the admin")
+        page.get_by_role("button", name="Create user").click()
+        page.wait_for_load_state()
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(f"{base}/login**")
+
+        page.get_by_label("Email").fill("dana.new@example.com")
+        page.get_by_label("Password").fill("given by the admin")
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{base}/account/password**")
+        assert page.get_by_text("Choose one only you know before you go on").is_visible()
+        screenshot("choose-own-password")
+        page.goto(f"{base}/queue")  # no way around it
+        page.wait_for_url(f"{base}/account/password**")
+        page.get_by_label("Current password").fill("given by the admin")
+        page.locator("#password").fill("dana's own secret")
+        page.get_by_label("Repeat the new password").fill("dana's own secret")
+        page.get_by_role("button", name="Change password").click()
+        page.wait_for_url(f"{base}/queue**")
+        assert page.get_by_role("heading", name="Lead queue").is_visible()
+    finally:
+        server.stop()

@@ -121,8 +121,8 @@ def change_password():
             db.session.commit()
             login_user(user)  # the new session token: this session goes on, every other one has ended
             flash("Your password is changed. Any other place you were signed in is signed out.", "success")
-            return redirect(url_for("leads.queue"))
-    return render_template("auth/password.html", form=form)
+            return redirect(safe_next(request.args.get("next")))
+    return render_template("auth/password.html", form=form, required=current_user.must_change_password)
 
 
 @bp.post("/logout")

@@ -184,6 +184,7 @@ def change_own_password(user: User, current: str, new: str) -> None:
     if new == current:
         raise AccountError("Choose a password different from the current one.")
     set_password(user, new)
+    user.must_change_password = False
     audit.record("change_password", "user", user.id, user=user)
 
 

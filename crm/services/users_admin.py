@@ -103,11 +103,13 @@ def reactivate(user: User, *, by: User | None = None) -> bool:
 
 
 def reset_password(user: User, password: str, *, by: User | None = None) -> None:
-    """Set a new password (the admin tells the user); existing sessions end."""
+    """Set a new password (the admin tells the user); existing sessions end, and the user
+    chooses their own at the next sign-in."""
     try:
         accounts.set_password(user, password)
     except accounts.AccountError as exc:
         raise UserAdminError(str(exc)) from exc
+    user.must_change_password = True
     audit.record("reset_password", "user", user.id, user=by)
 
 
@@ -195,5 +197,6 @@ def create_user(
         )
     except accounts.AccountError as exc:
         raise UserAdminError(str(exc)) from exc
+    user.must_change_password = True  # the admin chose it: the user replaces it at first sign-in
     audit.record("create_user", "user", user.id, user=by, detail={"role": str(user.role)})
     return user
