@@ -57,7 +57,7 @@ def user_new():
             db.session.commit()
             flash(
                 f"Created {user.name} ({user.role}). Tell them their temporary password in person or by phone; "
-                "they replace it under their name at the top right (Change your password).",
+                "they choose their own when they first sign in.",
                 "success",
             )
             return redirect(url_for("admin.user_edit", user_id=user.id))
