@@ -519,3 +519,63 @@ def test_a_test_lead_saved_by_the_enrich_job_meanwhile_is_still_closed(client, a
     assert len(calls) == 2
     db.session.expire_all()
     assert db.session.get(Lead, calls[0]).status == "lost"
+
+
+def loaded_snapshot(page: str) -> str:
+    """The edit form's hidden snapshot of the values it showed (crm/services/edit_guard.py)."""
+    import html
+
+    return html.unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', page).group(1))
+
+
+def test_a_state_program_saved_by_someone_else_meanwhile_is_not_overwritten_unseen(client, auth, admin, db):
+    epilepsy = ConditionFactory(name="Epilepsy", slug="epilepsy")
+    program = StateProgramFactory(minimum_age=18, notes="")
+    db.session.commit()
+    auth.as_user(admin)
+    opened = loaded_snapshot(client.get("/admin/states/FL/edit").get_data(as_text=True))
+    # Another admin adds a qualifying condition and a note while this page is open.
+    program.qualifying_conditions = [epilepsy]
+    program.notes = "Epilepsy added after the March bulletin."
+    db.session.commit()
+
+    mine = {"program_type": "medical", "minimum_age": "21", "notes": "", "loaded": opened}
+    refused = client.post("/admin/states/FL/edit", data=mine)
+    body = refused.get_data(as_text=True)
+    assert refused.status_code == 200
+    assert "Not saved: someone else changed this state program after you opened the page" in body
+    assert "(qualifying conditions, notes)" in body
+    assert 'value="21"' in body  # what this admin typed is still there
+    db.session.expire_all()
+    fl = db.session.get(StateProgram, program.id)
+    assert fl.minimum_age == 18 and fl.notes == "Epilepsy added after the March bulletin."
+    assert [c.slug for c in fl.qualifying_conditions] == ["epilepsy"]
+
+    # Seen now: saving again (the form carries the current values) overwrites knowingly.
+    again = client.post("/admin/states/FL/edit", data=dict(mine, loaded=loaded_snapshot(body)))
+    assert again.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(StateProgram, program.id).minimum_age == 21
+
+
+def test_a_condition_saved_by_someone_else_meanwhile_is_not_overwritten_unseen(client, auth, admin, db):
+    cond = ConditionFactory(name="Dystonia", slug="dystonia", summary="Involuntary muscle contractions.")
+    db.session.commit()
+    auth.as_user(admin)
+    opened = loaded_snapshot(client.get(f"/admin/conditions/{cond.id}/edit").get_data(as_text=True))
+    cond.summary = "Muscles contract on their own, causing twisting or repeated movements."
+    db.session.commit()
+
+    mine = {"name": "Dystonia", "slug": "dystonia", "summary": cond.summary, "body": "My new page text."}
+    mine.update(published="y", action="save")
+    refused = client.post(f"/admin/conditions/{cond.id}/edit", data=dict(mine, summary="Old summary", loaded=opened))
+    body = refused.get_data(as_text=True)
+    assert refused.status_code == 200 and "someone else changed this condition" in body and "(summary)" in body
+    assert "My new page text." in body
+    db.session.expire_all()
+    assert db.session.get(Condition, cond.id).body != "My new page text."
+    # A save whose snapshot matches goes through; a post without one (nothing to compare) too.
+    fresh = loaded_snapshot(client.get(f"/admin/conditions/{cond.id}/edit").get_data(as_text=True))
+    assert client.post(f"/admin/conditions/{cond.id}/edit", data=dict(mine, loaded=fresh)).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Condition, cond.id).body == "My new page text."

@@ -295,3 +295,25 @@ def test_after_an_admins_reset_the_user_chooses_their_own_password_again(app, cl
     assert theirs.get("/queue").headers["Location"].startswith("/account/password")
     assert theirs.post("/session/keepalive").status_code == 204  # the change page's own keepalive
     assert theirs.post("/logout").status_code == 302  # signing out is never held back
+
+
+def test_a_profile_saved_by_someone_else_meanwhile_is_not_overwritten_unseen(client, auth, admin, specialist, db):
+    from tests.test_admin_misc import loaded_snapshot
+
+    auth.as_user(admin)
+    opened = loaded_snapshot(client.get(f"/admin/users/{specialist.id}").get_data(as_text=True))
+    other_admin_view = db.session.get(User, specialist.id)
+    other_admin_view.capacity = 12  # another admin lowers the capacity meanwhile
+    db.session.commit()
+
+    mine = {"name": "Renamed Specialist", "capacity": "40", "languages": "en", "timezone": "America/New_York"}
+    refused = client.post(f"/admin/users/{specialist.id}", data=dict(mine, loaded=opened))
+    body = refused.get_data(as_text=True)
+    assert refused.status_code == 200 and "someone else changed this profile" in body and "(capacity)" in body
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).capacity == 12
+    assert db.session.get(User, specialist.id).name != "Renamed Specialist"
+    again = client.post(f"/admin/users/{specialist.id}", data=dict(mine, capacity="12", loaded=loaded_snapshot(body)))
+    assert again.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).name == "Renamed Specialist"

@@ -6,11 +6,11 @@ import sqlalchemy as sa
 from flask import abort, flash, redirect, render_template, request, url_for
 
 from crm.admin.forms import ConditionForm
-from crm.admin.routes import bp
+from crm.admin.routes import bp, saved_meanwhile
 from crm.extensions import db
 from crm.models import Condition, Lead, Physician
 from crm.models.directory import physician_conditions
-from crm.services import audit, directory
+from crm.services import audit, directory, edit_guard
 from crm.services.markdown import render_markdown
 
 
@@ -46,10 +46,14 @@ def _edit(condition: Condition | None):
     form = ConditionForm(obj=condition) if condition and request.method == "GET" else ConditionForm()
     if condition and not form.is_submitted():
         form.synonyms.data = "\n".join(condition.synonyms or [])
+        form.loaded.data = edit_guard.token(directory.condition_snapshot(condition))
     preview = None
     if form.validate_on_submit():
-        if request.form.get("action") == "preview":
-            preview = render_markdown(form.body.data)
+        previewing = request.form.get("action") == "preview"
+        if previewing or (
+            condition is not None and saved_meanwhile(form, directory.condition_snapshot(condition), "condition")
+        ):
+            preview = render_markdown(form.body.data)  # the form again, with what was typed
         else:
             try:
                 saved, changes = directory.save_condition(condition, _values(form))

@@ -114,10 +114,13 @@ class RegistrationRowForm(Form):
         return not self.state.data and not (self.number.data or "").strip() and not self.expires_on.data
 
 
-class PhysicianForm(FlaskForm):
-    # The physician as shown when the page was opened (directory.edit_token): a save made meanwhile by
-    # someone else (another admin, a CSV import) is reported instead of silently overwritten.
+class GuardedForm(FlaskForm):
+    # The record as shown when the page was opened (crm/services/edit_guard.py): a save made meanwhile
+    # by someone else (another admin, a CSV import) is reported instead of silently overwritten.
     loaded = HiddenField(validators=[Optional(), Length(max=200_000)])  # every field at its longest, escaped
+
+
+class PhysicianForm(GuardedForm):
     npi = StringField("NPI", validators=[DataRequired(), cleaned_by(directory.clean_npi)])
     first_name = StringField("First name", validators=[DataRequired(), Length(max=100)])
     last_name = StringField("Last name", validators=[DataRequired(), Length(max=100)])
@@ -247,7 +250,7 @@ class CsvCommitForm(FlaskForm):
 # --- state programs and conditions --------------------------------------------------------------
 
 
-class StateProgramForm(FlaskForm):
+class StateProgramForm(GuardedForm):
     program_type = SelectField(
         "Program type",
         choices=[
@@ -288,7 +291,7 @@ def _clean_synonyms(text: str) -> list[str]:
     return out
 
 
-class ConditionForm(FlaskForm):
+class ConditionForm(GuardedForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     slug = StringField("Slug (web address)", validators=[DataRequired(), Length(max=80)])
     synonyms = TextAreaField(
@@ -335,7 +338,7 @@ class UserCreateForm(FlaskForm):
     )
 
 
-class UserEditForm(FlaskForm):
+class UserEditForm(GuardedForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
     capacity = IntegerField("Capacity (open leads)", validators=[InputRequired(), NumberRange(0, 500)])
     languages = StringField("Languages", validators=[Optional(), cleaned_by(directory.clean_languages)])

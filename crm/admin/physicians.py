@@ -10,11 +10,11 @@ from flask import Response, abort, current_app, flash, redirect, render_template
 from flask_login import current_user
 
 from crm.admin.forms import CsvCommitForm, CsvUploadForm, PhysicianFilterForm, PhysicianForm
-from crm.admin.routes import bp
+from crm.admin.routes import bp, saved_meanwhile
 from crm.extensions import db
 from crm.models import Condition, Physician
 from crm.models.enums import GeocodeStatus
-from crm.services import audit, directory, physician_csv
+from crm.services import audit, directory, edit_guard, physician_csv
 from crm.services.contact import format_phone
 from crm.services.geocoding import get_geocoder
 
@@ -77,7 +77,7 @@ def _form_data(p: Physician) -> dict:
         "longitude": "" if p.longitude is None else f"{p.longitude:.6f}",
         "notes": p.notes,
         "registrations": [{"state": r.state, "number": r.number, "expires_on": r.expires_on} for r in p.registrations],
-        "loaded": directory.edit_token(p),
+        "loaded": edit_guard.token(directory.edit_snapshot(p)),
     }
 
 
@@ -92,19 +92,8 @@ def _save(form: PhysicianForm, physician: Physician | None):
     """Validate, save, audit and commit; returns the saved physician or None (errors are on the form)."""
     if not form.validate_on_submit():
         return None
-    if physician is not None:
-        meanwhile = directory.changed_since(physician, form.loaded.data)
-        if meanwhile:
-            # Keep what this admin typed; the next Save (now compared with the current values) overwrites.
-            form.loaded.data = directory.edit_token(physician)
-            flash(
-                "Not saved: someone else changed this physician after you opened the page ("
-                + ", ".join(name.replace("_", " ") for name in meanwhile)
-                + "). Your entries are still below: check them against the current values (open the page "
-                "again in another tab to see them) and save again to overwrite.",
-                "danger",
-            )
-            return None
+    if physician is not None and saved_meanwhile(form, directory.edit_snapshot(physician), "physician"):
+        return None
     other = _npi_taken(form.npi.data, physician.id if physician else None)
     if other is not None:
         form.npi.errors = [f"NPI {other.npi} already belongs to {other.full_name} (#{other.id})."]

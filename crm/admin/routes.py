@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, render_template
+from flask import Blueprint, flash, render_template
 from flask_login import login_required
 
 from crm.extensions import db
 from crm.models import AuditLog, InboxItem, JobRun, Lead, Physician, User
 from crm.models.enums import InboxStatus
 from crm.security import admin_required
+from crm.services import edit_guard
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -31,6 +32,25 @@ def index():
     recent_audit = db.session.scalars(sa.select(AuditLog).order_by(AuditLog.id.desc()).limit(10)).all()
     recent_jobs = db.session.scalars(sa.select(JobRun).order_by(JobRun.id.desc()).limit(10)).all()
     return render_template("admin/index.html", stats=stats, recent_audit=recent_audit, recent_jobs=recent_jobs)
+
+
+def saved_meanwhile(form, current: dict, what: str) -> bool:
+    """Whether someone else saved this record after ``form``'s page was opened (its ``loaded``
+    snapshot differs from ``current``, crm/services/edit_guard.py). If so the admin is told what
+    changed, and the form, which keeps what they typed, now carries the current values: saving
+    it again overwrites them knowingly."""
+    meanwhile = edit_guard.changed_since(current, form.loaded.data)
+    if not meanwhile:
+        return False
+    form.loaded.data = edit_guard.token(current)
+    flash(
+        f"Not saved: someone else changed this {what} after you opened the page ("
+        + ", ".join(name.replace("_", " ") for name in meanwhile)
+        + "). Your entries are still below: check them against the current values (open the page "
+        "again in another tab to see them) and save again to overwrite.",
+        "danger",
+    )
+    return True
 
 
 # Each admin area lives in its own module and adds its routes to ``bp``.

@@ -7,11 +7,11 @@ from flask import abort, flash, redirect, render_template, url_for
 from sqlalchemy.orm import selectinload
 
 from crm.admin.forms import StateProgramForm
-from crm.admin.routes import bp
+from crm.admin.routes import bp, saved_meanwhile
 from crm.extensions import db
 from crm.models import Condition, StateProgram
 from crm.models.enums import ProgramType
-from crm.services import audit, directory
+from crm.services import audit, directory, edit_guard
 
 
 @bp.get("/states")
@@ -38,7 +38,10 @@ def state_edit(code: str):
     if not form.is_submitted():
         form.program_type.data = str(program.program_type)
         form.qualifying_conditions.data = [c.id for c in program.qualifying_conditions]
-    if form.validate_on_submit():
+        form.loaded.data = edit_guard.token(directory.state_program_snapshot(program))
+    if form.validate_on_submit() and not saved_meanwhile(
+        form, directory.state_program_snapshot(program), "state program"
+    ):
         values = {
             "program_type": ProgramType(form.program_type.data),
             "physician_discretion": bool(form.physician_discretion.data),

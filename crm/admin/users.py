@@ -7,11 +7,11 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from crm.admin.forms import COMMON_TIMEZONES, ResetPasswordForm, UserCreateForm, UserEditForm, UserRoleForm
-from crm.admin.routes import bp
+from crm.admin.routes import bp, saved_meanwhile
 from crm.extensions import db
 from crm.models import Lead, User
 from crm.models.enums import OPEN_STATUSES
-from crm.services import users_admin
+from crm.services import edit_guard, users_admin
 from crm.services.users_admin import UserAdminError
 
 
@@ -74,7 +74,8 @@ def user_edit(user_id: int):
     form = UserEditForm(obj=user)
     if not form.is_submitted():
         form.languages.data = "; ".join(user.languages or [])
-    if form.validate_on_submit():
+        form.loaded.data = edit_guard.token(users_admin.profile_snapshot(user))
+    if form.validate_on_submit() and not saved_meanwhile(form, users_admin.profile_snapshot(user), "profile"):
         try:
             changes = users_admin.update_profile(
                 user,

@@ -7,7 +7,6 @@ Functions flush; the request or job that calls them commits.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import unicodedata
@@ -257,21 +256,31 @@ def edit_snapshot(p: Physician) -> dict:
     return snap
 
 
-def edit_token(p: Physician) -> str:
-    # ensure_ascii=False: notes in Cyrillic or CJK stay one character each, not a six-character escape
-    return json.dumps(edit_snapshot(p), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def condition_snapshot(c: Condition) -> dict:
+    """What the condition form shows (crm/services/edit_guard.py)."""
+    return {
+        "name": c.name,
+        "slug": c.slug,
+        "synonyms": list(c.synonyms or []),
+        "summary": c.summary or "",
+        "body": c.body or "",
+        "published": bool(c.published),
+    }
 
 
-def changed_since(p: Physician, token: str | None) -> list[str]:
-    """Fields of ``p`` that differ from the snapshot ``token`` (from ``edit_token`` when the form was
-    opened): someone else's save in between. No token (or an unreadable one): nothing to compare."""
-    try:
-        loaded = json.loads(token or "")
-    except ValueError:
-        return []
-    if not isinstance(loaded, dict):
-        return []
-    return [name for name, value in edit_snapshot(p).items() if name in loaded and loaded[name] != value]
+def state_program_snapshot(program: StateProgram) -> dict:
+    """What the state program form shows (crm/services/edit_guard.py)."""
+    return {
+        "program_type": str(program.program_type),
+        "qualifying_conditions": sorted(c.id for c in program.qualifying_conditions),
+        "physician_discretion": bool(program.physician_discretion),
+        "telehealth_allowed": bool(program.telehealth_allowed),
+        "minimum_age": program.minimum_age,
+        "patient_fee_note": program.patient_fee_note or "",
+        "registry_url": program.registry_url or "",
+        "reviewed_on": program.reviewed_on.isoformat() if program.reviewed_on else None,
+        "notes": program.notes or "",
+    }
 
 
 def _coords_differ(p: Physician, data: PhysicianData) -> bool:

@@ -127,6 +127,16 @@ def clean_timezone(value: str) -> str:
     return value
 
 
+def profile_snapshot(user: User) -> dict:
+    """What the admin's profile form shows (crm/services/edit_guard.py)."""
+    return {
+        "name": user.name,
+        "capacity": user.capacity,
+        "languages": list(user.languages or []),
+        "timezone": user.timezone,
+    }
+
+
 def update_profile(
     user: User,
     *,

@@ -1,0 +1,33 @@
+"""Two admins on one record: an edit form carries a snapshot of the values it showed (its hidden
+``loaded`` field), and a save compares that with the record as it is now, so a save someone else
+made in between is reported instead of silently overwritten.
+
+The snapshot is the values themselves, not a version number: no column, no migration, and a change
+to something the form does not show (a physician's coordinates, set by the geocoder) is no
+conflict. Used by the physician, condition, state program and user profile forms."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def token(snapshot: dict[str, Any]) -> str:
+    """The snapshot as the form carries it. Dates become ISO text, tuples lists."""
+    # ensure_ascii=False: text in Cyrillic or CJK stays one character each, not a six-character escape
+    return json.dumps(snapshot, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def changed_since(current: dict[str, Any], loaded: str | None) -> list[str]:
+    """Names of the fields whose value differs from the snapshot ``loaded`` (from ``token`` when
+    the form was opened). No snapshot, or an unreadable one: nothing to compare, nothing reported."""
+    try:
+        before = json.loads(loaded or "")
+    except ValueError:
+        return []
+    if not isinstance(before, dict):
+        return []
+    # Through JSON as the snapshot went, so equal values compare equal; in the snapshot's own order
+    # (the form's), which is how the admin is told what changed.
+    now = json.loads(json.dumps(current, ensure_ascii=False, default=str))
+    return [name for name, value in now.items() if name in before and before[name] != value]
