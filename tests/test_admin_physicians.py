@@ -417,9 +417,13 @@ def test_export_download_is_audited_and_reimports_unchanged(client, auth, admin,
     db.session.commit()
     auth.as_user(admin)
     resp = client.get("/admin/physicians/export.csv")
-    assert resp.status_code == 200 and resp.mimetype == "text/csv"
+    assert resp.status_code == 200 and resp.mimetype == "text/csv" and resp.is_streamed
     assert "attachment" in resp.headers["Content-Disposition"]
     assert len(resp.data.decode().strip().splitlines()) == 5  # header + all four, inactive too
+    text, _ = physician_csv.export_csv()
+    assert resp.data.decode() == text
+    pieces = list(physician_csv.export_chunks(size=200))  # streamed in pieces, the same bytes
+    assert len(pieces) > 2 and "".join(pieces) == text
     report = physician_csv.plan_import(resp.data)
     assert report.counts["unchanged"] == 4 and not report.changes
     entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "export"))

@@ -21,7 +21,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -550,15 +550,35 @@ def export_rows(stmt: sa.Select | None = None, batch: int = 1000) -> Iterable[li
         yield physician_row(p)
 
 
-def export_csv(stmt: sa.Select | None = None) -> tuple[str, int]:
-    """The whole CSV as text (UTF-8 when encoded) and the number of physicians in it."""
+def export_chunks(stmt: sa.Select | None = None, size: int = 64 * 1024) -> Iterator[str]:
+    """The CSV in pieces of about ``size`` characters, header first: what the web export streams,
+    so a large directory is never held whole in memory."""
+    return _csv_pieces(export_rows(stmt), size)
+
+
+def _csv_pieces(rows: Iterable[list[str]], size: int) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    count = -1
-    for row in export_rows(stmt):
-        writer.writerow([spreadsheet.neutralise(cell) for cell in row])
-        count += 1
-    return out.getvalue(), count
+    for row in rows:
+        writer.writerow([spreadsheet.neutralise(cell) for cell in row])  # safe to open in a spreadsheet
+        if out.tell() >= size:
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+    if out.tell():
+        yield out.getvalue()
+
+
+def export_count(stmt: sa.Select | None = None) -> int:
+    """How many physicians ``stmt`` (or the whole directory) exports."""
+    stmt = stmt if stmt is not None else sa.select(Physician)
+    return db.session.scalar(sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())) or 0
+
+
+def export_csv(stmt: sa.Select | None = None) -> tuple[str, int]:
+    """The whole CSV as text (UTF-8 when encoded) and the number of physicians in it."""
+    rows = list(export_rows(stmt))
+    return "".join(_csv_pieces(rows, 64 * 1024)), len(rows) - 1
 
 
 # --- uploads kept between the preview and the commit --------------------------------------------
