@@ -27,7 +27,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from crm.extensions import db
 from crm.models import Condition, Physician
@@ -541,19 +541,24 @@ def physician_row(p: Physician) -> list[str]:
     ]  # fmt: skip
 
 
-def export_rows(stmt: sa.Select | None = None, batch: int = 1000) -> Iterable[list[str]]:
-    """The header and one row per physician (all of them, or those ``stmt`` selects), streamed in batches."""
+def export_rows(
+    stmt: sa.Select | None = None, batch: int = 1000, session: Session | None = None
+) -> Iterable[list[str]]:
+    """The header and one row per physician (all of them, or those ``stmt`` selects), streamed in
+    batches, read through ``session`` (the request's by default)."""
     yield list(COLUMNS)
     stmt = stmt if stmt is not None else sa.select(Physician).order_by(Physician.id)
     stmt = stmt.options(selectinload(Physician.conditions), selectinload(Physician.registrations))
-    for p in db.session.scalars(stmt.execution_options(yield_per=batch)):
+    for p in (session or db.session).scalars(stmt.execution_options(yield_per=batch)):
         yield physician_row(p)
 
 
-def export_chunks(stmt: sa.Select | None = None, size: int = 64 * 1024) -> Iterator[str]:
+def export_chunks(
+    stmt: sa.Select | None = None, size: int = 64 * 1024, session: Session | None = None
+) -> Iterator[str]:
     """The CSV in pieces of about ``size`` characters, header first: what the web export streams,
     so a large directory is never held whole in memory."""
-    return _csv_pieces(export_rows(stmt), size)
+    return _csv_pieces(export_rows(stmt, session=session), size)
 
 
 def _csv_pieces(rows: Iterable[list[str]], size: int) -> Iterator[str]:
