@@ -574,8 +574,13 @@ def test_a_condition_saved_by_someone_else_meanwhile_is_not_overwritten_unseen(c
     assert "My new page text." in body
     db.session.expire_all()
     assert db.session.get(Condition, cond.id).body != "My new page text."
-    # A save whose snapshot matches goes through; a post without one (nothing to compare) too.
+    # A save whose snapshot matches goes through; a post without one (a script: nothing to compare)
+    # too, and a made-up one nested too deep to parse is no error page.
     fresh = loaded_snapshot(client.get(f"/admin/conditions/{cond.id}/edit").get_data(as_text=True))
     assert client.post(f"/admin/conditions/{cond.id}/edit", data=dict(mine, loaded=fresh)).status_code == 302
     db.session.expire_all()
     assert db.session.get(Condition, cond.id).body == "My new page text."
+    scripted = client.post(f"/admin/conditions/{cond.id}/edit", data=dict(mine, body="From a script."))
+    assert scripted.status_code == 302
+    deep = client.post(f"/admin/conditions/{cond.id}/edit", data=dict(mine, body="Deep.", loaded="[" * 100_000))
+    assert deep.status_code in (200, 302)  # refused by the field's length limit or saved: never a 500

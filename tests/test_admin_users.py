@@ -317,3 +317,46 @@ def test_a_profile_saved_by_someone_else_meanwhile_is_not_overwritten_unseen(cli
     assert again.status_code == 302
     db.session.expire_all()
     assert db.session.get(User, specialist.id).name == "Renamed Specialist"
+
+
+def test_an_admin_unlocks_a_locked_account_without_resetting_its_password(app, client, auth, admin, specialist, db):
+    theirs = app.test_client()
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        theirs.post("/login", data={"email": specialist.email, "password": "wrong password!"})
+    auth.as_user(admin)
+    page = client.get(f"/admin/users/{specialist.id}").get_data(as_text=True)
+    assert "Locked after repeated failed sign-ins" in page and f"/admin/users/{specialist.id}/unlock" in page
+    resp = client.post(f"/admin/users/{specialist.id}/unlock", follow_redirects=True)
+    assert "is unlocked and can sign in again" in resp.get_data(as_text=True)
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "unlock_user")).user_id == admin.id
+    AuthActions(theirs).as_user(specialist)  # the same password as before
+    assert theirs.get("/queue").status_code == 200  # and no forced change: the admin set nothing
+    assert client.post(f"/admin/users/{specialist.id}/unlock", follow_redirects=True).status_code == 200
+
+
+def test_a_reset_takes_the_user_off_shift_and_an_admins_own_reset_is_not_temporary(client, auth, admin, specialist, db):
+    specialist.on_shift = True
+    db.session.commit()
+    auth.as_user(admin)
+    client.post(
+        f"/admin/users/{specialist.id}/password", data={"password": "reset by admin", "confirm": "reset by admin"}
+    )
+    db.session.expire_all()
+    assert not db.session.get(User, specialist.id).on_shift  # signed out: no leads routed to them meanwhile
+    users_admin.reset_password(db.session.get(User, admin.id), "my own choice 12", by=db.session.get(User, admin.id))
+    assert not db.session.get(User, admin.id).must_change_password
+
+
+def test_the_change_page_keeps_its_next_on_this_site_and_a_failed_change_keeps_the_flag(app, db, specialist):
+    specialist.must_change_password = True
+    db.session.commit()
+    theirs = app.test_client()
+    AuthActions(theirs).as_user(specialist)
+    form = {"current": "not my password", "password": "only I know this", "confirm": "only I know this"}
+    wrong = theirs.post("/account/password", data=form)
+    assert wrong.status_code == 200 and "not your current password" in wrong.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).must_change_password
+    assert theirs.get("/queue").headers["Location"].startswith("/account/password")
+    ok = theirs.post("/account/password?next=//evil.example/x", data=dict(form, current="correct horse battery"))
+    assert ok.status_code == 302 and ok.headers["Location"] == "/queue"

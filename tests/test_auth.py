@@ -9,6 +9,7 @@ import sqlalchemy as sa
 import time_machine
 
 from crm.models import AuditLog, User
+from tests.conftest import AuthActions
 from tests.factories import PASSWORD, UserFactory
 
 
@@ -476,20 +477,47 @@ def test_slow_guessing_under_the_short_limit_locks_the_email_for_a_day(make_app,
         assert client.post("/login", data={"email": specialist.email, "password": PASSWORD}).status_code == 302
 
 
-def test_an_admins_password_reset_lifts_the_daily_lock(make_app, db, specialist):
-    from crm.services import accounts
-
+def test_an_admins_password_reset_lifts_the_daily_lock(make_app, db, specialist, admin):
     app = make_app(LOGIN_DAILY_MAX_FAILURES=2)
-    client = app.test_client()
+    theirs, admins = app.test_client(), app.test_client()
     for _ in range(2):
-        resp = client.post("/login", data={"email": specialist.email, "password": "wrong password!"})
+        resp = theirs.post("/login", data={"email": specialist.email, "password": "wrong password!"})
     assert b"locked for 24 hours" in resp.data
-    with app.app_context():
-        user = db.session.get(User, specialist.id)
-        accounts.set_password(user, "a brand new password 1")
-        db.session.commit()
-    resp = client.post("/login", data={"email": specialist.email, "password": "a brand new password 1"})
+    AuthActions(admins).as_user(admin)
+    new = {"password": "a brand new password 1", "confirm": "a brand new password 1"}
+    assert admins.post(f"/admin/users/{specialist.id}/password", data=new).status_code == 302
+    resp = theirs.post("/login", data={"email": specialist.email, "password": "a brand new password 1"})
     assert resp.status_code == 302
+
+
+def test_the_day_count_outlives_short_locks_and_the_owners_own_sign_in(make_app, db, specialist):
+    """Neither a 15-minute lock nor the owner signing in starts the 24-hour count again: a sign-in
+    clearing it would make the next failure's answer tell a real account from an unknown email."""
+    app = make_app(LOGIN_DAILY_MAX_FAILURES=8)
+    client = app.test_client()
+    start = datetime.now(UTC)
+
+    def answers(email, owner_signs_in):
+        seen = []
+        for i in range(app.config["LOGIN_MAX_FAILURES"]):  # fast: the last one locks for 15 minutes
+            with time_machine.travel(start + timedelta(seconds=i)):
+                seen.append(
+                    b"locked for 15 minutes" in client.post("/login", data={"email": email, "password": "x" * 12}).data
+                )
+        later = start + app.config["LOGIN_LOCKOUT"] + timedelta(minutes=1)
+        if owner_signs_in:
+            with time_machine.travel(later):
+                assert client.post("/login", data={"email": email, "password": PASSWORD}).status_code == 302
+                client.post("/logout")
+        for i in range(3):  # 5 + 3 = 8 within the day
+            with time_machine.travel(later + timedelta(minutes=1 + i)):
+                resp = client.post("/login", data={"email": email, "password": "x" * 12})
+            seen.append(b"locked for 24 hours" in resp.data)
+        return seen
+
+    real = answers(specialist.email, owner_signs_in=True)
+    assert real == [False] * 4 + [True] + [False, False, True]
+    assert answers("nobody-at-all@example.com", owner_signs_in=False) == real
 
 
 def test_the_failure_count_keeps_no_email_in_clear(client, auth, db):
@@ -503,8 +531,6 @@ def test_the_failure_count_keeps_no_email_in_clear(client, auth, db):
 def test_a_user_replaces_the_temporary_password_an_admin_gave_them(app, client, auth, specialist, db):
     """There was no way for anyone to change their own password: the admin who set a 'temporary'
     one knew it for good."""
-    from tests.conftest import AuthActions
-
     other = app.test_client()
     AuthActions(other).as_user(specialist, password=PASSWORD)  # signed in on another device too
     auth.as_user(specialist, password=PASSWORD)

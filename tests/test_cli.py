@@ -252,3 +252,34 @@ def test_sources_add_twice_with_the_same_name_is_refused(app, db):
     assert "A source named 'WordPress' already exists (slug 'wordpress')" in again.stderr
     assert "secret:" not in again.stdout
     assert db.session.scalar(sa.select(sa.func.count()).select_from(WebhookSource)) == 1
+
+
+def test_a_locked_out_admin_is_let_back_in_from_the_command_line(app, db, admin):
+    """Every admin locked (someone guessing at their emails): the server's operator unlocks one,
+    or sets a new password, without touching the database by hand."""
+    from tests.factories import PASSWORD
+
+    client = app.test_client()
+    for _ in range(app.config["LOGIN_MAX_FAILURES"]):
+        client.post("/login", data={"email": admin.email, "password": "wrong password!"})
+    assert b"locked" in client.post("/login", data={"email": admin.email, "password": PASSWORD}).data
+    runner = app.test_cli_runner()
+    assert "no user has the email" in runner.invoke(args=["crm", "user", "unlock", "nobody@example.com"]).output
+    unlocked = runner.invoke(args=["crm", "user", "unlock", admin.email.upper()])
+    assert unlocked.exit_code == 0 and f"Unlocked {admin.email}" in unlocked.output
+    assert "is not locked" in runner.invoke(args=["crm", "user", "unlock", admin.email]).output
+    assert client.post("/login", data={"email": admin.email, "password": PASSWORD}).status_code == 302
+
+    weak = runner.invoke(args=["crm", "user", "set-password", admin.email, "--password-stdin"], input="short\n")
+    assert weak.exit_code == 1 and "at least 10" in weak.output
+    done = runner.invoke(
+        args=["crm", "user", "set-password", admin.email, "--password-stdin", "--temporary"],
+        input="operator's pick 1\n",
+    )
+    assert done.exit_code == 0 and "sessions have ended" in done.output
+    db.session.expire_all()
+    user = db.session.get(User, admin.id)
+    assert user.must_change_password  # --temporary: they choose their own at the next sign-in
+    again = app.test_client()
+    assert again.post("/login", data={"email": admin.email, "password": "operator's pick 1"}).status_code == 302
+    assert again.get("/admin/").headers["Location"].startswith("/account/password")

@@ -152,6 +152,11 @@ def user_deactivate(user_id: int):
     return _act(user_id, deactivate, _deactivated)
 
 
+@bp.post("/users/<int:user_id>/unlock")
+def user_unlock(user_id: int):
+    return _act(user_id, lambda u: users_admin.unlock(u, by=_me()), "{name} is unlocked and can sign in again.")
+
+
 @bp.post("/users/<int:user_id>/reactivate")
 def user_reactivate(user_id: int):
     return _act(user_id, lambda u: users_admin.reactivate(u, by=_me()), "{name} can sign in again.")
@@ -169,7 +174,7 @@ def user_password(user_id: int):
     return _act(
         user_id,
         lambda u: users_admin.reset_password(u, form.password.data, by=_me()),
-        "New password set for {name}; their open sessions have ended.",
+        "New password set for {name}; their open sessions have ended and they are off shift until they sign in.",
     )
 
 

@@ -75,8 +75,10 @@ def login():
         if throttle is not None and not _email_allowed(throttle, email_key):
             audit.record("login_failed", "user", None, detail={"reason": "throttled"})
             db.session.commit()
-            flash(_lock_message(cfg["LOGIN_LOCKOUT"], accounts.lock_of(form.email.data)), "danger")
-            retry = max(int(cfg["LOGIN_LOCKOUT"].total_seconds()), 1)
+            until = accounts.lock_of(form.email.data)
+            flash(_lock_message(cfg["LOGIN_LOCKOUT"], until), "danger")
+            left = (until - datetime.now(UTC)) if until else cfg["LOGIN_LOCKOUT"]
+            retry = max(int(left.total_seconds()), 1)
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(retry)}
         result = accounts.sign_in(
             form.email.data,

@@ -1,4 +1,4 @@
-"""flask crm user create EMAIL --role admin|specialist"""
+"""flask crm user create EMAIL --role admin|specialist / unlock EMAIL / set-password EMAIL"""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from flask.cli import AppGroup
 
 from crm.cli import crm_cli
 from crm.extensions import db
+from crm.models import User
 from crm.models.enums import Role
-from crm.services import accounts, audit
+from crm.services import accounts, audit, users_admin
 
 user_cli = AppGroup("user", help="Staff accounts.")
 crm_cli.add_command(user_cli)
@@ -36,3 +37,46 @@ def create_user(email: str, role: str, name: str, password_stdin: bool) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     click.echo(f"Created {user.role} {user.email} (id {user.id}).")
+
+
+def _user_or_exit(email: str) -> User:
+    found = db.session.scalar(db.select(User).where(User.email == accounts.normalise_email(email)))
+    if found is None:
+        click.echo(f"Error: no user has the email {email}.", err=True)
+        sys.exit(1)
+    return found
+
+
+@user_cli.command("unlock")
+@click.argument("email")
+def unlock_user(email: str) -> None:
+    """Lift a sign-in lock (every admin locked out, say); the password stays as it is."""
+    user = _user_or_exit(email)
+    if not users_admin.unlock(user):
+        click.echo(f"{user.email} is not locked.")
+        return
+    db.session.commit()
+    click.echo(f"Unlocked {user.email}.")
+
+
+@user_cli.command("set-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of prompting.")
+@click.option("--temporary", is_flag=True, help="The user must choose their own at the next sign-in.")
+def set_user_password(email: str, password_stdin: bool, temporary: bool) -> None:
+    """Set a user's password (it unlocks the account and ends their sessions)."""
+    user = _user_or_exit(email)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    try:
+        accounts.set_password(user, password)
+    except accounts.AccountError as exc:
+        db.session.rollback()
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    user.must_change_password = temporary
+    audit.record("reset_password", "user", user.id, detail={"via": "cli", "temporary": temporary})
+    db.session.commit()
+    click.echo(f"New password set for {user.email}; their sessions have ended.")

@@ -156,8 +156,10 @@ def sign_in(
                 audit.record("account_locked", "user", user.id, user=user)
         audit.record("login_failed", "user", user.id if user else None, user=user, detail={"reason": "bad_credentials"})
         return SignInResult(None, locked=locked, locked_until=row.locked_until if locked else None)
-    db.session.delete(row)
-    user.failed_logins = 0
+    # The counts are not cleared: they run out with their windows, as an unknown email's do. Were
+    # they cleared, the next failure's answer ("invalid" where an unknown email would be "locked")
+    # would tell that the email has an account whose owner signs in.
+    user.failed_logins = row.failures
     user.locked_until = None
     user.last_login_at = now
     user.rotate_session()  # a fresh session id for every sign-in

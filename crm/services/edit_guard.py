@@ -23,7 +23,7 @@ def changed_since(current: dict[str, Any], loaded: str | None) -> list[str]:
     the form was opened). No snapshot, or an unreadable one: nothing to compare, nothing reported."""
     try:
         before = json.loads(loaded or "")
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep for the parser: made up, not from our page
         return []
     if not isinstance(before, dict):
         return []

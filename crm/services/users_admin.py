@@ -102,6 +102,20 @@ def reactivate(user: User, *, by: User | None = None) -> bool:
     return True
 
 
+def unlock(user: User, *, by: User | None = None) -> bool:
+    """Lift a sign-in lock (and forget the email's failure counts) without touching the password:
+    the user locked themselves out. False when there was no lock."""
+    mirrored = user.locked_until is not None and user.locked_until > datetime.now(UTC)
+    if not mirrored and accounts.lock_of(user.email) is None:
+        return False
+    user.locked_until = None
+    user.failed_logins = 0
+    accounts.clear_login_failures(user.email)
+    db.session.flush()
+    audit.record("unlock_user", "user", user.id, user=by)
+    return True
+
+
 def reset_password(user: User, password: str, *, by: User | None = None) -> None:
     """Set a new password (the admin tells the user); existing sessions end, and the user
     chooses their own at the next sign-in."""
@@ -109,8 +123,11 @@ def reset_password(user: User, password: str, *, by: User | None = None) -> None
         accounts.set_password(user, password)
     except accounts.AccountError as exc:
         raise UserAdminError(str(exc)) from exc
-    user.must_change_password = True
+    if by is None or by.id != user.id:  # an admin's own choice is already their own
+        user.must_change_password = True
     audit.record("reset_password", "user", user.id, user=by)
+    # Signed out everywhere until they sign in again: off shift, so no lead is routed to them meanwhile.
+    set_shift(user, False, by=by)
 
 
 def clean_timezone(value: str) -> str:
