@@ -108,6 +108,14 @@ def _rate_limits(config: Mapping) -> str | None:
     return f"{', '.join(bad)}: expected a rate such as '10 per minute' or '600/hour'" if bad else None
 
 
+def _login_lockouts(config: Mapping) -> str | None:
+    short, daily = config.get("LOGIN_MAX_FAILURES", 5), config.get("LOGIN_DAILY_MAX_FAILURES", 20)
+    if int(daily) < int(short):
+        # A day's allowance below the quarter hour's would lock for 24 hours where 15 minutes was meant.
+        return f"LOGIN_DAILY_MAX_FAILURES={daily}: must be at least LOGIN_MAX_FAILURES ({short})"
+    return None
+
+
 def _geocoder(config: Mapping) -> str | None:
     try:
         get_geocoder(config)  # builds it; an online service is not called
@@ -132,6 +140,7 @@ def _mail(config: Mapping) -> str | None:
 CHECKS: tuple[Callable[[Mapping], str | None], ...] = (
     _database_url,
     _rate_limit_storage,
+    _login_lockouts,
     _business_hours,
     _calling_window,
     _timezone,

@@ -478,7 +478,7 @@ def test_slow_guessing_under_the_short_limit_locks_the_email_for_a_day(make_app,
 
 
 def test_an_admins_password_reset_lifts_the_daily_lock(make_app, db, specialist, admin):
-    app = make_app(LOGIN_DAILY_MAX_FAILURES=2)
+    app = make_app(LOGIN_MAX_FAILURES=2, LOGIN_DAILY_MAX_FAILURES=2)
     theirs, admins = app.test_client(), app.test_client()
     for _ in range(2):
         resp = theirs.post("/login", data={"email": specialist.email, "password": "wrong password!"})

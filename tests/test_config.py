@@ -70,6 +70,7 @@ def test_numbers_and_proxy_counts_name_the_variable(monkeypatch):
         ({"CALLING_DAYS": "xyz"}, "CALLING_DAYS='xyz'"),
         ({"BUSINESS_TIMEZONE": "Mars/Base"}, "BUSINESS_TIMEZONE='Mars/Base'"),
         ({"LOGIN_RATE_LIMIT": "garbage"}, "LOGIN_RATE_LIMIT='garbage'"),
+        ({"LOGIN_DAILY_MAX_FAILURES": 3}, "LOGIN_DAILY_MAX_FAILURES=3: must be at least LOGIN_MAX_FAILURES (5)"),
         ({"WEBHOOK_RATE_LIMIT": "600 per fortnight"}, "WEBHOOK_RATE_LIMIT"),
         ({"GEOCODER": "nominatim", "GEOCODER_OPTIONS": "not-json"}, "GEOCODER_OPTIONS must be a JSON object"),
         ({"GEOCODER": "no-such-service"}, "no-such-service"),
