@@ -81,16 +81,13 @@ def test_a_new_colleague_replaces_the_admins_password_at_first_sign_in(make_app,
     """An admin creates the account in the browser; the colleague signs in with that password and
     is asked for their own before the queue, then works with it."""
     from tests.conftest import LiveServer
+    from tests.test_admin_browser import sign_in
 
     app = make_app(WTF_CSRF_ENABLED=True)  # as in production: every form carries its token
     server = LiveServer(app).start()
     try:
         base = server.url
-        page.goto(f"{base}/login")
-        page.get_by_label("Email").fill(admin.email)
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{base}/queue**")
+        sign_in(page, base, admin)
         page.goto(f"{base}/admin/users/new")
         page.get_by_label("Email").fill("dana.new@example.com")
         page.get_by_label("Name").fill("Dana New")
