@@ -335,7 +335,8 @@ class SchedulerLock:
                 got = self.try_acquire()
             except Exception as exc:  # noqa: BLE001 - the database is down or unreachable
                 self._close_connection()
-                log.error("scheduler lock: cannot reach the database to take it again (%s)", type(exc).__name__)
+                # Once per job run while it lasts: the scheduler's OutageNotice tells the story.
+                log.debug("scheduler lock: cannot reach the database to take it again (%s)", type(exc).__name__)
                 return UNREACHABLE
             if got:
                 log.warning("scheduler lock: lost with its database connection, taken again")

@@ -7,14 +7,14 @@ import os
 import signal
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from crm.cli.scheduler import Stop, build_scheduler, run_until_stopped
 from crm.extensions import db as _db
-from crm.jobs import ADVISORY_KEY, HELD, JOBS, JOBS_BY_ID, TAKEN, Job, SchedulerLock, run_all, run_job
+from crm.jobs import ADVISORY_KEY, HELD, JOBS, JOBS_BY_ID, TAKEN, UNREACHABLE, Job, SchedulerLock, run_all, run_job
 from crm.models import JobRun, Notification
 from crm.models.enums import LeadStatus
 from crm.services import followups
@@ -290,3 +290,47 @@ def test_the_scheduler_refuses_a_database_that_is_not_migrated(monkeypatch, tmp_
         assert "is at migration f00dfeed1234, which this code does not know" in output
     finally:
         _dispose(blank)
+
+
+def test_a_database_outage_is_logged_once_with_reminders_and_its_end_not_once_per_skipped_run(caplog):
+    from crm.cli.scheduler import OutageNotice
+
+    now = [datetime(2026, 12, 2, 9, 0, tzinfo=UTC)]
+    notice = OutageNotice(remind=timedelta(minutes=5), clock=lambda: now[0])
+    caplog.set_level("WARNING", logger="crm.scheduler")
+    notice.answered()  # nothing was wrong: nothing said
+    for second in range(0, 12 * 60, 20):  # 12 minutes of runs every 20 s, all skipped
+        now[0] = datetime(2026, 12, 2, 9, 0, tzinfo=UTC) + timedelta(seconds=second)
+        notice.skipped_run("outbox")
+    notice.answered()
+    notice.answered()
+    said = [r.getMessage() for r in caplog.records if r.name == "crm.scheduler"]
+    assert said == [
+        "scheduler: the database does not answer; job runs are skipped until it does (outbox)",
+        "scheduler: the database still does not answer (5 min); 16 job run(s) skipped so far",
+        "scheduler: the database still does not answer (10 min); 31 job run(s) skipped so far",
+        "scheduler: the database answers again after 700 s; 36 job run(s) were skipped",
+    ]
+
+
+class _LockUnreachable:
+    def check(self):
+        return UNREACHABLE
+
+
+def test_while_the_lock_cannot_be_checked_no_job_runs_and_the_log_says_so_once(app, db, caplog):
+    ran = []
+    jobs = [Job(f"noted{i}", 3600, lambda now: ran.append(now) or "ran", "records that it ran") for i in range(3)]
+    stop = Stop()
+    caplog.set_level("WARNING", logger="crm.scheduler")
+    with app.app_context():
+        scheduler = build_scheduler(app, jobs, lock=_LockUnreachable(), stop=stop, first_run_in=0)
+        scheduler.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(j.next_run_time < datetime.now(UTC) for j in scheduler.get_jobs()):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        scheduler.shutdown(wait=True)
+    assert not ran
+    warnings = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(warnings) == 1, warnings

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -52,6 +53,46 @@ class Stop:
         self.requested = True
 
 
+class OutageNotice:
+    """What the log says while the database does not answer: one warning when it stops, a reminder
+    every ``remind`` with the number of job runs skipped, one line when it answers again. A warning
+    for every skipped run would be a dozen jobs' worth every minute, burying everything else."""
+
+    def __init__(self, remind: timedelta = timedelta(minutes=5), clock=lambda: datetime.now(UTC)) -> None:
+        self.remind, self.clock = remind, clock
+        self.since: datetime | None = None
+        self.said: datetime | None = None
+        self.skipped = 0
+        self._lock = threading.Lock()  # job runs may end on two executor threads at once
+
+    def skipped_run(self, job_id: str) -> None:
+        with self._lock:
+            now = self.clock()
+            self.skipped += 1
+            if self.since is None:
+                self.since = self.said = now
+                log.warning("scheduler: the database does not answer; job runs are skipped until it does (%s)", job_id)
+            elif now - self.said >= self.remind:
+                self.said = now
+                minutes = int((now - self.since).total_seconds() // 60)
+                log.warning(
+                    "scheduler: the database still does not answer (%d min); %d job run(s) skipped so far",
+                    minutes,
+                    self.skipped,
+                )
+
+    def answered(self) -> None:
+        with self._lock:
+            if self.since is None:
+                return
+            seconds = int((self.clock() - self.since).total_seconds())
+            log.warning(
+                "scheduler: the database answers again after %d s; %d job run(s) were skipped", seconds, self.skipped
+            )
+            self.since = self.said = None
+            self.skipped = 0
+
+
 def build_scheduler(app, jobs, *, lock=None, stop: Stop | None = None, first_run_in: float = 2.0):
     """A BackgroundScheduler with one interval trigger per job; each run gets an app context.
 
@@ -71,6 +112,8 @@ def build_scheduler(app, jobs, *, lock=None, stop: Stop | None = None, first_run
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
     )
 
+    outage = OutageNotice()
+
     def runner(job):
         if stop is not None and stop.requested:
             return  # queued before the stop: nothing new starts
@@ -83,9 +126,10 @@ def build_scheduler(app, jobs, *, lock=None, stop: Stop | None = None, first_run
                         if stop is not None:
                             stop.request("another scheduler holds the lock now", LOCK_TAKEN_EXIT)
                         return
-                    if state != HELD:
-                        log.warning("scheduler: %s not run: the lock cannot be checked (database unreachable)", job.id)
+                    if state != HELD:  # the lock cannot be checked: the database does not answer
+                        outage.skipped_run(job.id)
                         return
+                    outage.answered()
                 run_job(job)
             finally:
                 db.session.remove()
