@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -273,6 +274,14 @@ def test_audit_log_filters_and_is_append_only(app, client, auth, admin, speciali
     assert client.post("/admin/audit").status_code == 405
 
 
+def test_audit_filters_of_blanks_mean_any(client, auth, admin, db):
+    auth.as_user(admin)
+    client.get(f"/admin/users/{admin.id}")  # something audited
+    for query in ("action=%20", "object_type=%0a", "user=%20%20"):
+        resp = client.get("/admin/audit?" + query)
+        assert resp.status_code == 200 and "Nothing recorded for these filters" not in resp.get_data(as_text=True), query
+
+
 def test_audit_pagination(client, auth, admin, db):
     for i in range(60):
         audit.record("view_lead", "lead", i, user=admin)
@@ -383,6 +392,11 @@ def test_source_mapping_validation_and_activation(client, auth, admin, db):
         ('{"email": "a..b"}', "Cannot read the path"),
         # JSON keeps the last of two equal keys: the first path would be dropped unseen.
         ('{"email": "a.b", "zip": "zip", "email": "c.d"}', "&#39;email&#39; appears more than once"),
+        # Nested past Python's recursion limit, or a path of a thousand steps (whose sample
+        # payload the page builds): refused with a message, never an error page.
+        ("[" * 5000, "nested too deep"),
+        ('{"a":' * 3000, "nested too deep"),
+        (json.dumps({"email": ".".join(["a"] * 1500)}), "at most 32"),
     ]:
         resp = client.post(f"/admin/sources/{src.id}/mapping", data={"field_mapping": bad})
         assert resp.status_code == 200 and message in resp.get_data(as_text=True), bad
@@ -415,6 +429,8 @@ def test_signed_test_delivery_shows_status(app, client, auth, admin, db):
     auth.as_user(admin)
     page = client.get(f"/admin/sources/{src.id}").get_data(as_text=True)
     assert "Send test delivery" in page
+    deep = client.post(f"/admin/sources/{src.id}/test", data={"payload": "[" * 5000})
+    assert deep.status_code == 200 and "nested too deep" in deep.get_data(as_text=True)
     bad = client.post(f"/admin/sources/{src.id}/test", data={"payload": "{oops"})
     assert bad.status_code == 200 and "Not valid JSON" in bad.get_data(as_text=True)
     payload = {"first_name": "Test", "last_name": "Delivery", "email": "test.delivery@example.com", "zip": "33101"}

@@ -198,6 +198,17 @@ def test_bad_filter_input_gives_field_errors_not_500(client, auth, db, specialis
         resp = client.get("/queue?view=all&" + query)
         assert resp.status_code == 200, query
         assert message in resp.get_data(as_text=True), query
+    # Blanks typed into a URL mean "any", and a search ending in the highest code point is text.
+    old, new, mine, theirs, closed = three
+    for query in ("status=%20", "condition=%20", "source=%0d%0a%09", "assignee=%20", "state=%20", "q=%F4%8F%BF%BF"):
+        resp = client.get("/queue?view=all&" + query)
+        assert resp.status_code == 200, query
+        if not query.startswith("q="):
+            assert set(ids_on(resp.get_data(as_text=True), three)) >= {old.id, new.id, mine.id, theirs.id}, query
+    # One bad filter is shown and ignored; the good ones still apply.
+    resp = client.get("/queue?view=all&assignee=me&status=archived")
+    assert "Not a valid choice" in resp.get_data(as_text=True)
+    assert ids_on(resp.get_data(as_text=True), three) == [mine.id]
 
 
 def test_pagination_is_bounded_and_counted(client, auth, db, specialist):

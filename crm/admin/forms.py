@@ -33,6 +33,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from wtforms.widgets import CheckboxInput
 
 from crm.auth.forms import NewPasswordForm
+from crm.form_filters import stripped
 from crm.models.enums import Credential, ProgramType, Role
 from crm.services import directory
 from crm.services.contact import US_STATES, normalise_state, normalise_zip
@@ -378,6 +379,8 @@ def parse_mapping(text: str) -> dict[str, str]:
         value = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise ValueError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+    except RecursionError:
+        raise ValueError(NESTED_TOO_DEEP) from None
     if repeated:
         # json.loads keeps the last one silently: the admin would save a mapping other than the one read.
         raise ValueError(f"{', '.join(repr(k) for k in repeated)} appears more than once: keep one path per field.")
@@ -387,6 +390,9 @@ def parse_mapping(text: str) -> dict[str, str]:
         if not isinstance(path, str) or not path.strip():
             raise ValueError(f"The path for {key!r} must be text like contact.email (got {json.dumps(path)}).")
     return {key: path.strip() for key, path in value.items()}
+
+
+NESTED_TOO_DEEP = "Not usable JSON: nested too deep (hundreds of levels)."
 
 
 class SourceCreateForm(FlaskForm):
@@ -420,6 +426,8 @@ class TestDeliveryForm(FlaskForm):
             json.loads(field.data)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
+        except RecursionError:
+            raise ValidationError(NESTED_TOO_DEEP) from None
 
 
 # --- audit --------------------------------------------------------------------------------------
@@ -429,9 +437,9 @@ class AuditFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    user = SelectField("User", choices=[], validators=[Optional()])
-    action = SelectField("Action", choices=[], validators=[Optional()])
-    object_type = SelectField("Object", choices=[], validators=[Optional()])
+    user = SelectField("User", choices=[], validators=[Optional()], filters=[stripped])
+    action = SelectField("Action", choices=[], validators=[Optional()], filters=[stripped])
+    object_type = SelectField("Object", choices=[], validators=[Optional()], filters=[stripped])
     object_id = StringField("Object id", validators=[Optional(), Length(max=64)])
     date_from = DateField("From", validators=[Optional()])
     date_to = DateField("To", validators=[Optional()])

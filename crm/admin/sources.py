@@ -91,10 +91,10 @@ def source_detail(source_id: int):
 
 def _sample(source: WebhookSource) -> str:
     try:
-        payload = source_service.sample_payload(source)
-    except Exception:  # noqa: BLE001 - a mapping the sample cannot follow: start from a flat body
-        payload = {"first_name": "Test", "last_name": "Delivery", "email": "test.delivery@example.com", "zip": "20001"}
-    return json.dumps(payload, indent=2)
+        return json.dumps(source_service.sample_payload(source), indent=2)
+    except Exception:  # noqa: BLE001 - a mapping the sample cannot follow (or nested too deep): a flat body
+        flat = {"first_name": "Test", "last_name": "Delivery", "email": "test.delivery@example.com", "zip": "20001"}
+        return json.dumps(flat, indent=2)
 
 
 def _detail(source: WebhookSource, *, mapping_form=None, test_form=None, result=None, status: int = 200):

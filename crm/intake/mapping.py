@@ -47,6 +47,9 @@ FIELDS: dict[str, str] = {
 }
 
 _TOKEN_RE = re.compile(r"\[[^\]]*\]|[^.\[\]]+")
+# Real payloads nest a few levels (Typeform: 4); a path of hundreds of steps is a mistake, and
+# building a sample payload that deep would overflow Python's recursion limit.
+MAX_PATH_STEPS = 32
 
 
 class MappingError(ValueError):
@@ -63,6 +66,9 @@ def tokens(path: str) -> list[str]:
     for t in found:
         if t.startswith("[") and "=" not in t:
             raise MappingError(f"A selector looks like [key=value], not {t!r}.")
+    steps = len(found) + sum(t.count(".") for t in found if t.startswith("["))
+    if steps > MAX_PATH_STEPS:
+        raise MappingError(f"The path {path[:60]!r}... has {steps} steps; at most {MAX_PATH_STEPS}.")
     return found
 
 

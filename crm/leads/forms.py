@@ -17,6 +17,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
+from crm.form_filters import stripped
 from crm.models.enums import (
     ContactMethod,
     ContactTime,
@@ -52,11 +53,11 @@ class QueueFilterForm(FlaskForm):
         csrf = False  # GET filters
 
     q = SearchField("Search", validators=[Optional(), Length(max=100)])
-    status = SelectField("Status", validators=[Optional()], choices=[])
-    state = SelectField("State", validators=[Optional()], choices=[])
-    condition = SelectField("Condition", validators=[Optional()], choices=[])
-    source = SelectField("Source", validators=[Optional()], choices=[])
-    assignee = SelectField("Assignee", validators=[Optional()], choices=[])
+    status = SelectField("Status", validators=[Optional()], choices=[], filters=[stripped])
+    state = SelectField("State", validators=[Optional()], choices=[], filters=[stripped])
+    condition = SelectField("Condition", validators=[Optional()], choices=[], filters=[stripped])
+    source = SelectField("Source", validators=[Optional()], choices=[], filters=[stripped])
+    assignee = SelectField("Assignee", validators=[Optional()], choices=[], filters=[stripped])
     created_from = DateField("Created from", validators=[Optional(), PLAUSIBLE])
     created_to = DateField("Created to", validators=[Optional(), PLAUSIBLE])
 

@@ -82,19 +82,22 @@ def queue():
     if view not in VIEWS:
         view = "unassigned"
     form = _filter_form()
-    valid = form.validate()
-    f = Filters()
-    if valid:
-        f = Filters(
-            status=form.status.data or None,
-            state=form.state.data or None,
-            condition_id=int(form.condition.data) if form.condition.data else None,
-            source=form.source.data or None,
-            assignee=form.assignee.data or None,
-            created_from=form.created_from.data,
-            created_to=form.created_to.data,
-            q=(form.q.data or "").strip() or None,
-        )
+    form.validate()  # an invalid filter is shown with its error and ignored; the others still apply
+
+    def good(field):
+        return field.data if not field.errors and field.data not in (None, "") else None
+
+    condition = good(form.condition)
+    f = Filters(
+        status=good(form.status),
+        state=good(form.state),
+        condition_id=int(condition) if condition else None,
+        source=good(form.source),
+        assignee=good(form.assignee),
+        created_from=good(form.created_from),
+        created_to=good(form.created_to),
+        q=(good(form.q) or "").strip() or None,
+    )
     page_no = request.args.get("page", 1, type=int) or 1
     now = datetime.now(UTC)
     try:

@@ -129,8 +129,12 @@ def patient_search_clause(q: str):
 
 def _prefix(expr, prefix: str):
     """``expr LIKE 'prefix%'`` written as an index-friendly range on both databases."""
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    return sa.and_(expr >= prefix, expr < upper)
+    # The first text after every one that starts with ``prefix``: its last character one higher,
+    # after dropping trailing U+10FFFF (no character is higher). Nothing is above "\U0010ffff..." alone.
+    head = prefix.rstrip("\U0010ffff")
+    if not head:
+        return expr >= prefix
+    return sa.and_(expr >= prefix, expr < head[:-1] + chr(ord(head[-1]) + 1))
 
 
 def _day_start(day: date, tz: str) -> datetime:
