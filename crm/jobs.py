@@ -225,9 +225,17 @@ def run_job(job: Job, now: datetime | None = None) -> JobRun:
     return run
 
 
-def run_all(now: datetime | None = None, only: tuple[str, ...] = ()) -> list[JobRun]:
+def run_all(
+    now: datetime | None = None, only: tuple[str, ...] = (), stop_requested: Callable[[], bool] = lambda: False
+) -> list[JobRun]:
+    """Every job (or those named) once, in order; none starts once ``stop_requested()`` says so."""
     jobs = [JOBS_BY_ID[j] for j in only] if only else list(JOBS)
-    return [run_job(job, now) for job in jobs]
+    runs = []
+    for job in jobs:
+        if stop_requested():
+            break
+        runs.append(run_job(job, now))
+    return runs
 
 
 # --- the one-scheduler lock ----------------------------------------------------------

@@ -192,6 +192,29 @@ def test_sigterm_lets_the_running_job_finish_then_exits_0(app, db, monkeypatch, 
     assert signal.getsignal(signal.SIGTERM) is not None  # the previous handlers are back
 
 
+def test_sigterm_during_once_finishes_the_running_job_and_starts_no_other(app, db, monkeypatch):
+    from crm import jobs
+
+    ran = []
+
+    def interrupted(now):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while this job runs
+        ran.append("first")
+        return "first done"
+
+    first = Job("first_job", 3600, interrupted, "sends the scheduler a SIGTERM")
+    second = Job("second_job", 3600, lambda now: ran.append("second") or "second done", "must not start")
+    monkeypatch.setattr(jobs, "JOBS", [first, second])
+    monkeypatch.setattr(jobs, "JOBS_BY_ID", {first.id: first, second.id: second})
+    before = signal.getsignal(signal.SIGTERM)
+    result = app.test_cli_runner().invoke(args=["crm", "scheduler", "--once"])
+    assert result.exit_code == 0, result.output
+    assert ran == ["first"]
+    assert "first_job              ok  first done" in result.output
+    assert "Stopped early (SIGTERM received): 1 job(s) not started." in result.output
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+
+
 class _LockTakenOver:
     def check(self):
         return TAKEN

@@ -201,11 +201,21 @@ def scheduler_command(once: bool, wait: bool, only: tuple[str, ...]) -> None:
         lock.acquire(wait=True)
     try:
         if once:
-            runs = run_all(only=only)
+            # SIGTERM or Ctrl-C: the running job finishes, the rest do not start (as for the daemon).
+            stop = Stop()
+            previous = _on_signals(stop)
+            try:
+                runs = run_all(only=only, stop_requested=lambda: stop.requested)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
             for run in runs:
                 click.echo(f"{run.job_id:<22} {'ok ' if run.ok else 'ERR'} {run.summary}")
             failed = sum(1 for r in runs if not r.ok)
             click.echo(f"{len(runs)} job(s) run, {failed} not ok.")
+            if stop.requested:
+                left = (len(only) if only else len(JOBS)) - len(runs)
+                click.echo(f"Stopped early ({stop.reason}): {left} job(s) not started.", err=True)
             return
         jobs = [JOBS_BY_ID[j] for j in only] if only else list(JOBS)
         stop = Stop()
