@@ -14,6 +14,7 @@ from sqlalchemy.orm import joinedload
 from crm.admin.forms import AuditFilterForm
 from crm.admin.routes import bp
 from crm.extensions import db
+from crm.form_filters import filter_value
 from crm.models import AuditLog, User
 from crm.services.audit import mentions_lead
 
@@ -81,10 +82,7 @@ def audit():
         types = sorted([*types, asked])
     form.object_type.choices = [("", "Any object")] + [(t, t.replace("_", " ")) for t in types]
     form.validate()  # GET filters: invalid values are shown and ignored
-
-    def ok(field):
-        return field.data if not field.errors and field.data not in (None, "") else None
-
+    ok = filter_value
     user_raw = ok(form.user)
     stmt = audit_select(
         user_id=int(user_raw) if user_raw and user_raw.isdigit() else None,

@@ -21,9 +21,12 @@ BAD_CREDENTIALS = "Invalid email or password."
 LOCKED = "Too many failed sign-in attempts. This account is locked for {duration}; try again later."
 
 
-def _lock_message(lockout: timedelta, until: datetime | None = None) -> str:
-    """The lock's length: what is left of it when known (the 24-hour lock), else the short one."""
-    left = until - datetime.now(UTC) if until is not None else lockout
+def _lock_left(lockout: timedelta, until: datetime | None = None) -> timedelta:
+    """What is left of the lock when its end is known (the 24-hour lock), else the short lock's length."""
+    return until - datetime.now(UTC) if until is not None else lockout
+
+
+def _lock_message(left: timedelta) -> str:
     minutes = max(math.ceil(left.total_seconds() / 60), 1)
     if minutes <= 120:
         return LOCKED.format(duration=f"{minutes} minute{'s' if minutes != 1 else ''}")
@@ -75,9 +78,8 @@ def login():
         if throttle is not None and not _email_allowed(throttle, email_key):
             audit.record("login_failed", "user", None, detail={"reason": "throttled"})
             db.session.commit()
-            until = accounts.lock_of(form.email.data)
-            flash(_lock_message(cfg["LOGIN_LOCKOUT"], until), "danger")
-            left = (until - datetime.now(UTC)) if until else cfg["LOGIN_LOCKOUT"]
+            left = _lock_left(cfg["LOGIN_LOCKOUT"], accounts.lock_of(form.email.data))
+            flash(_lock_message(left), "danger")
             retry = max(int(left.total_seconds()), 1)
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(retry)}
         result = accounts.sign_in(
@@ -96,7 +98,7 @@ def login():
                 used_up = not _email_allowed(throttle, email_key)
             db.session.commit()
             if result.locked or used_up:
-                flash(_lock_message(cfg["LOGIN_LOCKOUT"], result.locked_until), "danger")
+                flash(_lock_message(_lock_left(cfg["LOGIN_LOCKOUT"], result.locked_until)), "danger")
             else:
                 flash(BAD_CREDENTIALS, "danger")
             return render_template("auth/login.html", form=form), 200

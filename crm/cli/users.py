@@ -24,10 +24,7 @@ crm_cli.add_command(user_cli)
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of prompting.")
 def create_user(email: str, role: str, name: str, password_stdin: bool) -> None:
     """Create a staff user; the password is prompted (or read from stdin)."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin, "Password")
     try:
         user = accounts.create_user(email, name or email.split("@")[0], password, role)
         audit.record("create_user", "user", user.id, detail={"role": role, "via": "cli"})
@@ -37,6 +34,12 @@ def create_user(email: str, role: str, name: str, password_stdin: bool) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
     click.echo(f"Created {user.role} {user.email} (id {user.id}).")
+
+
+def _read_password(from_stdin: bool, prompt: str) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt(prompt, hide_input=True, confirmation_prompt=True)
 
 
 def _user_or_exit(email: str) -> User:
@@ -64,19 +67,14 @@ def unlock_user(email: str) -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of prompting.")
 @click.option("--temporary", is_flag=True, help="The user must choose their own at the next sign-in.")
 def set_user_password(email: str, password_stdin: bool, temporary: bool) -> None:
-    """Set a user's password (it unlocks the account and ends their sessions)."""
+    """Set a user's password (it unlocks the account, ends their sessions and takes them off shift)."""
     user = _user_or_exit(email)
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin, "New password")
     try:
-        accounts.set_password(user, password)
-    except accounts.AccountError as exc:
+        users_admin.reset_password(user, password, temporary=temporary, via="cli")
+    except users_admin.UserAdminError as exc:
         db.session.rollback()
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
-    user.must_change_password = temporary
-    audit.record("reset_password", "user", user.id, detail={"via": "cli", "temporary": temporary})
     db.session.commit()
-    click.echo(f"New password set for {user.email}; their sessions have ended.")
+    click.echo(f"New password set for {user.email}; their sessions have ended and they are off shift.")

@@ -18,6 +18,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from crm.errors import wants_json
 from crm.extensions import db
+from crm.form_filters import filter_value
 from crm.leads import forms as lead_forms
 from crm.models import Appointment, Condition, FollowUp, Lead, LeadEvent, Notification, Physician, User, WebhookSource
 from crm.models.enums import LeadStatus
@@ -83,20 +84,16 @@ def queue():
         view = "unassigned"
     form = _filter_form()
     form.validate()  # an invalid filter is shown with its error and ignored; the others still apply
-
-    def good(field):
-        return field.data if not field.errors and field.data not in (None, "") else None
-
-    condition = good(form.condition)
+    condition = filter_value(form.condition)
     f = Filters(
-        status=good(form.status),
-        state=good(form.state),
+        status=filter_value(form.status),
+        state=filter_value(form.state),
         condition_id=int(condition) if condition else None,
-        source=good(form.source),
-        assignee=good(form.assignee),
-        created_from=good(form.created_from),
-        created_to=good(form.created_to),
-        q=(good(form.q) or "").strip() or None,
+        source=filter_value(form.source),
+        assignee=filter_value(form.assignee),
+        created_from=filter_value(form.created_from),
+        created_to=filter_value(form.created_to),
+        q=(filter_value(form.q) or "").strip() or None,
     )
     page_no = request.args.get("page", 1, type=int) or 1
     now = datetime.now(UTC)

@@ -116,16 +116,22 @@ def unlock(user: User, *, by: User | None = None) -> bool:
     return True
 
 
-def reset_password(user: User, password: str, *, by: User | None = None) -> None:
+def reset_password(
+    user: User, password: str, *, by: User | None = None, temporary: bool | None = None, via: str | None = None
+) -> None:
     """Set a new password (the admin tells the user); existing sessions end, and the user
-    chooses their own at the next sign-in."""
+    chooses their own at the next sign-in (``temporary``; by default unless it is the admin's own
+    password). ``via`` ("cli") is noted in the audit entry."""
     try:
         accounts.set_password(user, password)
     except accounts.AccountError as exc:
         raise UserAdminError(str(exc)) from exc
-    if by is None or by.id != user.id:  # an admin's own choice is already their own
-        user.must_change_password = True
-    audit.record("reset_password", "user", user.id, user=by)
+    if temporary is None:
+        temporary = by is None or by.id != user.id  # an admin's own choice is already their own
+    user.must_change_password = temporary
+    audit.record(
+        "reset_password", "user", user.id, user=by, detail={"via": via, "temporary": temporary} if via else None
+    )
     # Signed out everywhere until they sign in again: off shift, so no lead is routed to them meanwhile.
     set_shift(user, False, by=by)
 
