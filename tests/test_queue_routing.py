@@ -16,7 +16,7 @@ from crm.models.enums import EventKind, LeadStatus
 from crm.services import routing, settings
 from crm.services.calling_window import make_window
 from crm.services.routing import AssignmentError, auto_assign, auto_assign_sweep, claim_next
-from tests.factories import UserFactory
+from tests.factories import LeadFactory, UserFactory
 from tests.test_queue_helpers import form_post, make_lead
 
 S = LeadStatus
@@ -217,6 +217,61 @@ def test_two_assigners_at_once_never_push_a_specialist_past_capacity(app, db, on
     assert not errors, errors
     db.session.expire_all()
     assert db.session.scalar(sa.select(sa.func.count()).where(Lead.assignee_id == kim_id)) == 1
+
+
+def test_a_lead_given_back_is_not_dealt_straight_back_to_the_same_specialist(client, auth, app, db, on_shift, admin):
+    """Maria unassigns a lead she cannot take; the next sweep gives it to someone else, never to her
+    (before, round robin handed it back within a minute), and her Get next prefers other leads."""
+    settings.set_setting(settings.AUTO_ASSIGN, True, actor=admin)
+    maria = on_shift(name="Maria", capacity=10)
+    lead = make_lead(db, assignee=maria, created_at=datetime.now(UTC) - timedelta(hours=3))
+    auth.as_user(maria)
+    assert form_post(client, f"/leads/{lead.id}/unassign", lead).status_code == 302
+    db.session.expire_all()
+    assert auto_assign_sweep(datetime.now(UTC)) == 0  # only Maria on shift: it waits in Unassigned
+    db.session.commit()
+    assert db.session.get(Lead, lead.id).assignee_id is None
+    james = on_shift(name="James", capacity=10)
+    db.session.commit()
+    assert auto_assign_sweep(datetime.now(UTC)) == 1
+    db.session.commit()
+    assert db.session.get(Lead, lead.id).assignee_id == james.id
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "Back to the pool</strong> <span class=\"text-muted\">from Maria</span>" in page
+    assert "returned to the pool" not in page
+
+    # Get next: the lead Maria gave back comes after a newer one, but is still dealt when alone.
+    settings.set_setting(settings.AUTO_ASSIGN, False, actor=admin)
+    routing.unassign(db.session.get(Lead, lead.id), actor=admin)  # back in the pool, last given back by James
+    routing.assign(db.session.get(Lead, lead.id), maria, actor=admin)
+    routing.unassign(db.session.get(Lead, lead.id), actor=maria)
+    newer = make_lead(db, created_at=datetime.now(UTC) - timedelta(minutes=5))
+    assert claim_next(maria).id == newer.id
+    assert claim_next(maria).id == lead.id
+    db.session.commit()
+
+
+def test_a_returning_patients_new_lead_goes_to_whoever_has_their_open_lead(app, db, on_shift, admin):
+    """Pat's second request (another condition) went to a second specialist, so two people would
+    call one patient: it goes to the owner of the open lead, even past capacity; round robin when
+    that owner is off shift or has given this lead back."""
+    settings.set_setting(settings.AUTO_ASSIGN, True, actor=admin)
+    ann = on_shift(name="Ann", capacity=1)
+    bob = on_shift(name="Bob", capacity=5)
+    first = make_lead(db, assignee=ann)
+    second = LeadFactory(patient=first.patient, status=S.NEW)
+    db.session.commit()
+    assert auto_assign(second) == ann  # Ann is full, but it is her patient
+    event = db.session.scalar(
+        sa.select(LeadEvent).where(LeadEvent.lead_id == second.id, LeadEvent.kind == EventKind.ASSIGNED)
+    )
+    assert event.data == {"to": ann.id, "by": "patient_owner"}
+    routing.unassign(second, actor=ann)
+    assert auto_assign(second) == bob  # Ann gave it back: round robin, not Ann again
+    third = LeadFactory(patient=first.patient, status=S.NEW)
+    ann.on_shift = False
+    db.session.commit()
+    assert auto_assign(third) == bob  # Ann is off shift: Bob, who holds the patient's other open lead
 
 
 def test_assign_rules(db, specialist, admin):

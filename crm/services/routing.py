@@ -28,7 +28,7 @@ from flask import current_app
 from sqlalchemy.orm.exc import StaleDataError
 
 from crm.extensions import db
-from crm.models import Lead, Patient, User
+from crm.models import Lead, LeadEvent, Patient, User
 from crm.models.enums import ContactMethod, EventKind, LeadStatus, Role
 from crm.services.calling_window import Window, is_allowed
 from crm.services.leads_query import OPEN as OPEN_SQL
@@ -41,6 +41,7 @@ OPEN = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONT
 WORKABLE = [s.value for s in (LeadStatus.NEW, LeadStatus.ATTEMPTING, LeadStatus.CONTACTED)]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REACH_LOOKAHEAD = 200  # unassigned leads Get next looks through for one reachable now
+GAVE_BACK_LOOKAHEAD = 20  # without a calling window: for one the specialist did not give back
 ASSIGNMENT_LOCK_KEY = zlib.crc32(b"appointment-desk:auto-assignment")  # a stable 32-bit key
 
 
@@ -58,7 +59,8 @@ def claim_next(user: User, *, now: datetime | None = None, window: Window | None
 
     With a calling ``window``, the most urgent lead whose patient can be reached now comes first
     (inside their calling window, or preferring email, or in an unknown zone); when nobody among
-    the next ``REACH_LOOKAHEAD`` can be, the most urgent of all."""
+    the next ``REACH_LOOKAHEAD`` can be, the most urgent of all. A lead ``user`` was the last to
+    give back comes after the others it is looked up with."""
     now = now or datetime.now(UTC)
     t = Lead.__table__.c
     candidates = (
@@ -66,7 +68,7 @@ def claim_next(user: User, *, now: datetime | None = None, window: Window | None
         .join(Patient, Patient.id == Lead.patient_id)
         .where(Lead.assignee_id.is_(None), OPEN_SQL, Lead.status != LeadStatus.BOOKED.value)
         .order_by(*urgency_order())
-        .limit(REACH_LOOKAHEAD if window is not None else 1)
+        .limit(REACH_LOOKAHEAD if window is not None else GAVE_BACK_LOOKAHEAD)
     )
     postgres = db.session.get_bind().dialect.name == "postgresql"
     passed: set[int] = set()
@@ -74,6 +76,9 @@ def claim_next(user: User, *, now: datetime | None = None, window: Window | None
         rows = db.session.execute(candidates.where(Lead.id.not_in(passed)) if passed else candidates).all()
         if not rows:
             return None
+        # A lead this specialist just gave back comes last: only when nothing else is waiting.
+        gave_back = {i for i, u in last_returned_by([r.id for r in rows]).items() if u == user.id}
+        rows = [r for r in rows if r.id not in gave_back] or rows
         choice = next((r.id for r in rows if _reachable(r, now, window)), rows[0].id)
         free = sa.select(t.id).where(t.id == choice, t.assignee_id.is_(None), OPEN_SQL)
         if postgres:  # a lead another claimer holds is passed over, not waited for
@@ -124,10 +129,47 @@ def open_counts(user_ids: list[int]) -> dict[int, int]:
     return dict(rows)
 
 
-def pick_assignee(language: str | None) -> User | None:
-    """Round robin among on-shift, active specialists under capacity, preferring ``language``."""
+def last_returned_by(lead_ids: list[int]) -> dict[int, int]:
+    """Who gave each lead back to the pool most recently (its last ``unassigned`` event's owner)."""
+    if not lead_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(LeadEvent.lead_id, LeadEvent.data)
+        .where(LeadEvent.lead_id.in_(lead_ids), LeadEvent.kind == EventKind.UNASSIGNED)
+        .order_by(LeadEvent.created_at, LeadEvent.id)
+    ).all()
+    returned = {}
+    for lead_id, data in rows:
+        returned[lead_id] = (data or {}).get("from")
+    return {lead_id: user_id for lead_id, user_id in returned.items() if user_id is not None}
+
+
+def patient_owner(lead: Lead) -> User | None:
+    """The on-shift specialist who holds another open lead of the same patient (the latest one
+    assigned): a returning patient's new request goes to them, so one person calls the patient."""
+    if lead.patient_id is None:
+        return None
+    return db.session.scalar(
+        sa.select(User)
+        .join(Lead, Lead.assignee_id == User.id)
+        .where(
+            Lead.patient_id == lead.patient_id,
+            Lead.id != lead.id,
+            Lead.status.in_(OPEN),
+            User.role == Role.SPECIALIST,
+            User.active.is_(True),
+            User.on_shift.is_(True),
+        )
+        .order_by(Lead.assigned_at.desc().nulls_last(), Lead.id.desc())
+        .limit(1)
+    )
+
+
+def pick_assignee(language: str | None, *, exclude: set[int] | frozenset[int] = frozenset()) -> User | None:
+    """Round robin among on-shift, active specialists under capacity, preferring ``language``;
+    ``exclude`` are people this lead must not go to (who just gave it back)."""
     stmt = sa.select(User).where(User.role == Role.SPECIALIST, User.active.is_(True), User.on_shift.is_(True))
-    people = list(db.session.scalars(stmt))
+    people = [u for u in db.session.scalars(stmt) if u.id not in exclude]
     counts = open_counts([u.id for u in people])
     under = [u for u in people if counts.get(u.id, 0) < (u.capacity or 0)]
     if not under:
@@ -146,9 +188,11 @@ def _one_assigner_at_a_time() -> None:
 
 
 def auto_assign(lead: Lead, *, now: datetime | None = None) -> User | None:
-    """Assign a new lead by round robin; None when off, already assigned or nobody can take it.
+    """Assign a lead by round robin; None when off, already assigned or nobody can take it.
 
-    Writes an ``assigned`` event and flushes (a stale read raises StaleDataError).
+    The owner of the patient's other open lead gets it first, whatever their load (one caller per
+    patient); the specialist who last gave the lead back never gets it straight back. Writes an
+    ``assigned`` event and flushes (a stale read raises StaleDataError).
     """
     now = now or datetime.now(UTC)
     if not auto_assign_enabled(current_app.config):
@@ -156,13 +200,18 @@ def auto_assign(lead: Lead, *, now: datetime | None = None) -> User | None:
     if lead.assignee_id is not None or lead.status.value not in WORKABLE:
         return None
     _one_assigner_at_a_time()
-    user = pick_assignee(lead.patient.language if lead.patient else None)
+    gave_back = set(last_returned_by([lead.id]).values())
+    by = "patient_owner"
+    user = patient_owner(lead)
+    if user is None or user.id in gave_back:
+        by = "auto"
+        user = pick_assignee(lead.patient.language if lead.patient else None, exclude=gave_back)
     if user is None:
         return None
     lead.assignee_id = user.id
     lead.assigned_at = now
     user.last_assigned_at = now
-    add_event(lead, EventKind.ASSIGNED, {"to": user.id, "by": "auto"}, at=now)
+    add_event(lead, EventKind.ASSIGNED, {"to": user.id, "by": by}, at=now)
     _move_follow_ups(lead, None, user)
     db.session.flush()
     return user
@@ -238,9 +287,8 @@ def unassign(lead: Lead, *, actor: User, now: datetime | None = None, reason: st
     lead.assignee = None
     lead.assigned_at = None
     lead.last_activity_at = now
-    add_event(
-        lead, EventKind.UNASSIGNED, {"from": previous, "reason": reason or "returned to the pool"}, actor=actor, at=now
-    )
+    data = {"from": previous, "reason": reason} if reason else {"from": previous}
+    add_event(lead, EventKind.UNASSIGNED, data, actor=actor, at=now)
     for fu in lead.follow_ups:
         if fu.done_at is None and fu.owner_id == previous:
             fu.owner_id = None
