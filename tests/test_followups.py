@@ -137,6 +137,44 @@ def test_follow_up_done_route(client, auth, db, specialist):
     assert fu.done_at is not None and fu.outcome == "done" and lead.next_follow_up_at is None
 
 
+@time_machine.travel(WED, tick=False)
+def test_closing_a_call_follow_up_as_unanswered_counts_the_call_attempt(client, auth, db, specialist):
+    """ "No answer" on a call follow-up used to close it without counting the attempt, so the
+    attempts and the no-answer auto-close came out low. Now the outcome is the call's, logged."""
+    auth.as_user(specialist)
+    lead = make_lead(db, status=S.NEW, assignee=specialist)
+    due = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)
+    later = followups.schedule(lead, due_at=WED + timedelta(days=1), kind="call", actor=specialist, now=WED)
+    db.session.commit()
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert '<option value="no_answer">Called: no answer</option>' in page
+    resp = form_post(client, f"/leads/{lead.id}/follow-ups/{due.id}/done", lead, outcome="done")
+    assert resp.status_code == 422 and "A call follow-up is closed as one of: Called: reached" in resp.get_data(
+        as_text=True
+    )
+    assert form_post(client, f"/leads/{lead.id}/follow-ups/{due.id}/done", lead, outcome="no_answer").status_code == 302
+    db.session.expire_all()
+    assert lead.attempts == 1 and lead.status == S.ATTEMPTING and lead.first_contact_at is not None
+    assert due.done_at is not None and due.outcome == "No answer"
+    assert later.done_at is None
+    # Calling early for tomorrow's follow-up: the attempt is logged and that follow-up closed too.
+    assert (
+        form_post(client, f"/leads/{lead.id}/follow-ups/{later.id}/done", lead, outcome="voicemail").status_code == 302
+    )
+    db.session.expire_all()
+    assert lead.attempts == 2 and later.done_at is not None and later.outcome == "Left voicemail"
+    kinds = [e.kind for e in sorted(lead.events, key=lambda e: e.id)]
+    assert kinds.count(EventKind.CALL_ATTEMPT) == 2 and kinds.count(EventKind.FOLLOW_UP_DONE) == 2
+    # Not needed: closed, no call counted.
+    skip = followups.schedule(lead, due_at=WED + timedelta(days=2), kind="call", actor=specialist, now=WED)
+    db.session.commit()
+    assert (
+        form_post(client, f"/leads/{lead.id}/follow-ups/{skip.id}/done", lead, outcome="not_needed").status_code == 302
+    )
+    db.session.expire_all()
+    assert lead.attempts == 2 and skip.done_at is not None and skip.outcome == "not_needed"
+
+
 def test_reminders_notify_and_email_the_owner_once(app, db, specialist):
     lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
     due = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, note="Call back", now=WED)

@@ -27,6 +27,7 @@ from crm.models.enums import (
     PreferredMode,
     VisitMode,
 )
+from crm.services.followups import DONE_OUTCOME_LABELS
 from crm.services.workflow import CALL_OUTCOME_LABELS, LOST_REASON_LABELS
 from crm.templating import humanize
 
@@ -115,16 +116,8 @@ class FollowUpForm(VersionedForm):
 
 
 class FollowUpDoneForm(VersionedForm):
-    outcome = SelectField(
-        "Outcome",
-        choices=[
-            ("done", "Done"),
-            ("no_answer", "No answer"),
-            ("rescheduled", "Rescheduled"),
-            ("not_needed", "Not needed"),
-        ],
-        default="done",
-    )
+    # Every outcome of any kind; followups.close checks it fits the follow-up's kind.
+    outcome = SelectField("Outcome", choices=list(DONE_OUTCOME_LABELS.items()), default="done")
 
 
 class StatusForm(VersionedForm):

@@ -265,6 +265,8 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             call_form=forms.get("call_form") or blank(lead_forms.CallForm),
             follow_form=follow_form,
             done_form=blank(lead_forms.FollowUpDoneForm),
+            done_outcomes=followups.DONE_OUTCOMES,
+            done_outcome_labels=followups.DONE_OUTCOME_LABELS,
             status_form=status_form,
             booking_form=booking_form,
             outcome_form=blank(lead_forms.OutcomeForm),
@@ -480,9 +482,9 @@ def follow_up_done(lead_id: int, fu_id: int):
         fu = next((f for f in lead.follow_ups if f.id == fu_id), None)
         if fu is None:
             raise followups.FollowUpError("That follow-up does not belong to this lead.")
-        return followups.complete(fu, actor=me, outcome=form.outcome.data)
+        return followups.close(fu, actor=me, outcome=form.outcome.data)
 
-    return _action(lead_id, lead_forms.FollowUpDoneForm, "done_form", apply, "Follow-up marked done.", "follow-ups")
+    return _action(lead_id, lead_forms.FollowUpDoneForm, "done_form", apply, "Follow-up closed.", "follow-ups")
 
 
 @bp.post("/leads/<int:lead_id>/status")

@@ -145,6 +145,42 @@ def complete(fu: FollowUp, *, actor: User, outcome: str = "done", now: datetime 
     return fu
 
 
+# What closing a follow-up can say, by kind: a call follow-up is closed by the call's outcome (which
+# logs the attempt, so the attempt count and the no-answer auto-close see it) or as not needed.
+DONE_OUTCOMES = {
+    FollowUpKind.CALL: ("reached", "no_answer", "voicemail", "wrong_number", "not_needed"),
+    FollowUpKind.EMAIL: ("done", "not_needed"),
+    FollowUpKind.SMS: ("done", "not_needed"),
+}
+DONE_OUTCOME_LABELS = {
+    "done": "Sent",
+    "not_needed": "Not needed",
+    "reached": "Called: reached",
+    "no_answer": "Called: no answer",
+    "voicemail": "Called: left voicemail",
+    "wrong_number": "Called: wrong number",
+}
+
+
+def close(fu: FollowUp, *, actor: User, outcome: str, now: datetime | None = None) -> FollowUp:
+    """Close a follow-up from its "Done" button: a call outcome logs the call attempt first."""
+    from crm.services import workflow
+
+    now = now or datetime.now(UTC)
+    if fu.done_at is not None:
+        raise FollowUpError("This follow-up is already done.")
+    allowed = DONE_OUTCOMES.get(fu.kind, ("done", "not_needed"))
+    if outcome not in allowed:
+        labels = ", ".join(DONE_OUTCOME_LABELS[o] for o in allowed)
+        raise FollowUpError(f"A {fu.kind.value} follow-up is closed as one of: {labels}.")
+    if outcome in workflow.CALL_OUTCOME_LABELS:
+        workflow.log_call(fu.lead, outcome, actor=actor, now=now)  # closes the call follow-ups due by now
+        if fu.done_at is not None:
+            return fu
+        outcome = workflow.CALL_OUTCOME_LABELS[outcome]
+    return complete(fu, actor=actor, outcome=outcome, now=now)
+
+
 def complete_due_calls(lead: Lead, *, actor: User, outcome: str, now: datetime) -> int:
     """Logging a call closes the call follow-ups that were due (or due within the hour)."""
     done = 0
