@@ -148,6 +148,9 @@ def test_a_new_condition_is_checked_and_matched_again(client, db, desk, auth, sp
         ({"date_of_birth": "31/02/1980"}, "date_of_birth", "date"),
         ({"phone": "", "email": ""}, "phone", "Keep a phone number or an email address"),
         ({"preferred_mode": "teleport"}, "preferred_mode", "Not a valid choice"),
+        # Geocoding goes by the ZIP: a Miami ZIP with New York would have moved the patient to Florida.
+        ({"state": "NY", "zip": "33101"}, "zip", "ZIP 33101 is in FL, not NY"),
+        ({"state": "GA"}, "zip", "ZIP 33101 is in FL, not GA"),
     ],
 )
 def test_bad_input_is_refused_with_the_typed_values_kept(client, db, desk, auth, specialist, changes, field, message):

@@ -20,6 +20,7 @@ from crm.extensions import db
 from crm.models import Condition, Lead, Patient, User
 from crm.models.enums import OPEN_STATUSES, EventKind, GeocodeStatus
 from crm.services import audit
+from crm.services.directory import check_zip_in_state
 from crm.services.timeline import add_event
 
 PATIENT_FIELDS = (
@@ -121,6 +122,14 @@ def update_details(
     dob = values.get("date_of_birth")
     if isinstance(dob, date) and dob > now.date():
         errors["date_of_birth"] = "The date of birth is in the future."
+    zip_code, state = values.get("zip", patient.zip), values.get("state", patient.state)
+    if (zip_code != patient.zip or state != patient.state) and zip_code and state:
+        # Geocoding goes by the ZIP: a ZIP of another state would silently move the patient there
+        # (and change the state program that decides eligibility) while the form said otherwise.
+        try:
+            check_zip_in_state(zip_code, state)
+        except ValueError as exc:
+            errors["zip"] = str(exc)
     if errors:
         raise DetailsError(errors)
 
