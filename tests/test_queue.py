@@ -148,10 +148,39 @@ def test_search_by_name_email_and_phone(client, auth, db, specialist):
     garcia = make_lead(db, first_name="Maria", last_name="Garcia", email="maria.g@example.com", phone="+13055550142")
     other = make_lead(db, first_name="John", last_name="Smith", email="john@example.com", phone="+13055550199")
     auth.as_user(specialist)
-    for q in ["garc", "Maria Garcia", "MARIA.G@example.com", "(305) 555-0142", "305.555.0142", "+1 305 555 0142"]:
+    queries = ["garc", "Maria Garcia", "MARIA.G@example.com", "(305) 555-0142", "305.555.0142", "+1 305 555 0142"]
+    queries += ["maria.g", "Maria.G@exam"]  # the start of an email, with or without its @
+    for q in queries:
         html = client.get("/queue", query_string={"view": "all", "q": q}).get_data(as_text=True)
         assert ids_on(html, [garcia, other]) == [garcia.id], q
-    assert db.session.scalar(sa.select(sa.func.count()).where(AuditLog.action == "search_leads")) == 6
+    assert db.session.scalar(sa.select(sa.func.count()).where(AuditLog.action == "search_leads")) == len(queries)
+    # A search that cannot run lists nothing (the whole queue under the error read as its results).
+    html = client.get("/queue", query_string={"view": "all", "q": "555-0142"}).get_data(as_text=True)
+    assert "Type the full phone number" in html and ids_on(html, [garcia, other]) == []
+    assert "Nothing is listed until the search can run" in html
+
+
+def test_an_empty_filtered_view_says_the_filters_found_nothing(client, auth, db, specialist):
+    """Mine with a search or filter that matched nothing said "You have no open leads" while the
+    specialist had 24; and Mine offered Completed and Lost, which it can never list."""
+    make_lead(db, last_name="Garcia", assignee=specialist, status=S.ATTEMPTING)
+    auth.as_user(specialist)
+    html = client.get("/queue?view=mine&q=zzz").get_data(as_text=True)
+    assert "You have no open leads" not in html and "No open leads in this view match this search." in html
+    assert 'href="/queue?view=mine">Clear the search</a>' in html and "look in All leads" in html
+    html = client.get("/queue?view=mine&state=TX").get_data(as_text=True)
+    assert "No open leads in this view match these filters." in html
+    html = client.get("/queue?view=mine&status=completed").get_data(as_text=True)
+    assert "Not a valid choice" in html and '<option value="completed"' not in html
+    assert "Garcia" in html  # the invalid filter is ignored, the lead still listed
+    html = client.get("/queue?view=all&status=completed").get_data(as_text=True)
+    assert '<option selected value="completed">' in html or 'value="completed" selected' in html
+    assert "No leads in this view match these filters." in html
+    idle = UserFactory(name="Idle")
+    db.session.commit()
+    auth.logout()
+    auth.as_user(idle)
+    assert "You have no open leads" in client.get("/queue?view=mine&q=").get_data(as_text=True)
 
 
 def test_search_finds_names_that_have_spaces_of_their_own(client, auth, db, specialist):

@@ -19,6 +19,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from crm.form_filters import stripped
 from crm.models.enums import (
+    OPEN_STATUSES,
     ContactMethod,
     ContactTime,
     FollowUpKind,
@@ -67,8 +68,10 @@ class QueueFilterForm(FlaskForm):
             raise ValidationError("The end date is before the start date.")
 
 
-def status_choices():
-    return [("", "Any status")] + [(s.value, s.value.capitalize()) for s in LeadStatus]
+def status_choices(open_only: bool = False):
+    """``open_only``: the views that list open leads only (Unassigned, Mine, Due) offer no closed status."""
+    statuses = [s for s in LeadStatus if not open_only or s in OPEN_STATUSES]
+    return [("", "Any status")] + [(s.value, s.value.capitalize()) for s in statuses]
 
 
 def source_choices(sources):

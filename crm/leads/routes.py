@@ -34,7 +34,7 @@ from crm.services.calling_window import (
     zone,
 )
 from crm.services.contact import US_STATES
-from crm.services.leads_query import VIEWS, Filters, SearchError, queue_page
+from crm.services.leads_query import VIEWS, Filters, QueuePage, SearchError, queue_page
 from crm.services.sla import SlaConfig, sla_state
 
 bp = Blueprint("leads", __name__)
@@ -55,9 +55,9 @@ def home():
 # --- queue ---------------------------------------------------------------------------
 
 
-def _filter_form() -> lead_forms.QueueFilterForm:
+def _filter_form(view: str) -> lead_forms.QueueFilterForm:
     form = lead_forms.QueueFilterForm(request.args)
-    form.status.choices = lead_forms.status_choices()
+    form.status.choices = lead_forms.status_choices(open_only=view != "all")
     form.state.choices = [("", "Any state")] + [(s, s) for s in sorted(US_STATES)]
     conditions = db.session.execute(
         sa.select(Condition.id, Condition.name).order_by(sa.func.lower(Condition.name))
@@ -82,7 +82,7 @@ def queue():
     view = request.args.get("view", "unassigned")
     if view not in VIEWS:
         view = "unassigned"
-    form = _filter_form()
+    form = _filter_form(view)
     form.validate()  # an invalid filter is shown with its error and ignored; the others still apply
     condition = filter_value(form.condition)
     f = Filters(
@@ -100,9 +100,9 @@ def queue():
     try:
         page = queue_page(db.session, view, current_user, f, page=page_no, now=now)
     except SearchError as exc:
+        # Nothing is listed: the whole queue under "type the full number" would read as its results.
         form.q.errors = [str(exc)]
-        page = queue_page(db.session, view, current_user, Filters(), page=1, now=now)
-        f = Filters()
+        page = QueuePage(items=[], page=1, per_page=1, has_next=False, total=0)
     cfg = SlaConfig.from_config(current_app.config)
     sla = {lead.id: sla_state(lead, now, cfg) for lead in page.items}
     window = window_from_config(current_app.config)
@@ -122,6 +122,7 @@ def queue():
         short_opening=short_opening,
         now=now,
         filters_active=f.active() and not (f.q and len([v for v in f.__dict__.values() if v]) == 1),
+        narrowed=f.active(),
     )
     # Every list of patients is a view of patient data (SPEC 12): which leads this page showed.
     # Audited after rendering: the commit would expire the rows the template reads.
