@@ -55,7 +55,7 @@ def test_condition_not_qualifying_without_discretion_fails():
     r = evaluate(state="NY", program=NY, condition=DYSTONIA, age=40)
     assert r["eligible"] is False
     assert r["reasons"] == ["Dystonia is not a qualifying condition in NY."]
-    assert r["summary"] == "Not eligible in New York: dystonia is not a qualifying condition in NY."
+    assert r["summary"] == "Not eligible in New York: Dystonia is not a qualifying condition in NY."
 
 
 def test_no_program_in_state():
@@ -73,6 +73,11 @@ def test_cbd_only_program_is_not_a_medical_card():
     tx = ProgramFacts(state="TX", name="Texas", program_type="cbd_only", telehealth_allowed=True)
     r = evaluate(state="TX", program=tx, condition=EPILEPSY, age=40)
     assert r["eligible"] is False
+    # The state's name keeps its capital ("texas has only ..." before).
+    assert r["summary"] == "Not eligible in Texas: Texas has only a low-THC / CBD program, not a medical card."
+    assert evaluate(state="ID", program=None, condition=EPILEPSY, age=40)["summary"] == (
+        "Not eligible in ID: no medical cannabis program in ID."
+    )
     assert "only a low-THC / CBD program" in r["reasons"][0]
     assert r["telehealth_allowed"] is False  # no medical program: no telehealth list either
 

@@ -192,3 +192,22 @@ def test_a_lead_page_re_shown_after_a_refused_form_is_audited_too(client, auth, 
         (specialist.id, str(lead.id), {"patient_id": lead.patient_id, "page": "re-shown after a form (422)"}),
         (specialist.id, str(lead.id), {"patient_id": lead.patient_id, "page": "re-shown after a form (409)"}),
     ]
+
+
+def test_the_source_line_and_the_registry_note_read_as_sentences(client, auth, db, specialist):
+    """"Form · google/" when no medium came with the source, and "Verify against the state's
+    registry. — program rules change" when the state is unknown."""
+    from crm.services import eligibility
+
+    lead = make_lead(db, assignee=specialist, commit=False)
+    lead.utm_source, lead.utm_medium = "google", ""
+    lead.eligibility = eligibility.evaluate(state=None, program=None, condition=None, age=None)
+    db.session.commit()
+    auth.as_user(specialist)
+    html = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert " · google</dd>" in html and "google/" not in html
+    note = " ".join(html.split("verify-note", 1)[1].split("</div>", 1)[0].split())
+    assert "registry.</strong> Program rules change: this is a guide" in note and "—" not in note
+    lead.utm_medium = "cpc"
+    db.session.commit()
+    assert " · google/cpc</dd>" in client.get(f"/leads/{lead.id}").get_data(as_text=True)

@@ -147,13 +147,19 @@ def evaluate(
     return out
 
 
+_LOWER_AFTER_COLON = frozenset({"No", "Under"})  # the check texts that start with a common word
+
+
 def summary(eligible: bool | None, state: str | None, program: ProgramFacts | None, checks: Iterable[dict]) -> str:
     where = program.name if program is not None else (state or "an unknown state")
     if eligible is True:
         return f"Eligible in {where}."
     failed = [c["text"] for c in checks if c["status"] == FAIL]
     if eligible is False:
-        return f"Not eligible in {where}: {failed[0][0].lower()}{failed[0][1:].rstrip('.')}."
+        reason = failed[0].rstrip(".")
+        if reason.split(" ", 1)[0] in _LOWER_AFTER_COLON:  # not a name: "Texas has only ..." keeps its capital
+            reason = reason[0].lower() + reason[1:]
+        return f"Not eligible in {where}: {reason}."
     return f"Not decided yet for {where}: a fact is missing."
 
 
