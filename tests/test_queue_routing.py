@@ -237,7 +237,7 @@ def test_a_lead_given_back_is_not_dealt_straight_back_to_the_same_specialist(cli
     db.session.commit()
     assert db.session.get(Lead, lead.id).assignee_id == james.id
     page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
-    assert "Back to the pool</strong> <span class=\"text-muted\">from Maria</span>" in page
+    assert 'Back to the pool</strong> <span class="text-muted">from Maria</span>' in page
     assert "returned to the pool" not in page
 
     # Get next: the lead Maria gave back comes after a newer one, but is still dealt when alone.

@@ -195,7 +195,7 @@ def test_a_lead_page_re_shown_after_a_refused_form_is_audited_too(client, auth, 
 
 
 def test_the_source_line_and_the_registry_note_read_as_sentences(client, auth, db, specialist):
-    """"Form · google/" when no medium came with the source, and "Verify against the state's
+    """The source line said "Form · google/" when no medium came with it, and the note "Verify against the state's
     registry. — program rules change" when the state is unknown."""
     from crm.services import eligibility
 
