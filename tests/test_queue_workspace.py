@@ -61,9 +61,18 @@ def test_the_second_save_gets_a_conflict_message(client, auth, db, specialist):
     assert lead.status == S.ATTEMPTING
     # JSON clients get the same message.
     resp = client.post(
-        f"/leads/{lead.id}/notes", data={"version": stale, "text": "x"}, headers={"Accept": "application/json"}
+        f"/leads/{lead.id}/calls",
+        data={"version": stale, "outcome": "no_answer"},
+        headers={"Accept": "application/json"},
     )
     assert resp.status_code == 409 and "changed by" in resp.json["error"]
+    # A note only adds to the timeline: nothing that changed meanwhile can make it wrong, so it is
+    # saved whatever version the page had (refusing it made the specialist send it again).
+    resp = client.post(f"/leads/{lead.id}/notes", data={"version": stale, "text": "Left a message with her son"})
+    assert resp.status_code == 302
+    db.session.expire_all()
+    notes = [e.data["text"] for e in lead.events if e.kind == EventKind.NOTE]
+    assert notes == ["Called from the desk", "Left a message with her son"]
 
 
 def test_concurrent_flush_of_a_stale_row_is_a_conflict_not_a_500(app, client, auth, db, specialist, monkeypatch):
@@ -143,7 +152,7 @@ def test_an_id_too_large_for_the_database_is_a_400_not_a_500(client, auth, db, s
 def test_non_numeric_version_is_a_conflict_not_a_500(client, auth, db, specialist):
     lead = make_lead(db)
     auth.as_user(specialist)
-    resp = client.post(f"/leads/{lead.id}/notes", data={"version": "abc", "text": "hi"})
+    resp = client.post(f"/leads/{lead.id}/calls", data={"version": "abc", "outcome": "no_answer"})
     assert resp.status_code == 409
 
 
@@ -185,7 +194,7 @@ def test_a_lead_page_re_shown_after_a_refused_form_is_audited_too(client, auth, 
     auth.as_user(specialist)
     refused = client.post(f"/leads/{lead.id}/notes", data={"version": str(lead.version), "text": ""})
     assert refused.status_code == 422 and lead.patient.last_name in refused.get_data(as_text=True)
-    stale = client.post(f"/leads/{lead.id}/notes", data={"version": str(lead.version + 5), "text": "hi"})
+    stale = client.post(f"/leads/{lead.id}/calls", data={"version": str(lead.version + 5), "outcome": "no_answer"})
     assert stale.status_code == 409
     rows = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "view_lead").order_by(AuditLog.id)).all()
     assert [(r.user_id, r.object_id, r.detail) for r in rows] == [

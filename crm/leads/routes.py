@@ -367,8 +367,11 @@ def _done(lead: Lead, message: str, anchor: str = ""):
     return redirect(url_for("leads.detail", lead_id=lead.id) + (f"#{anchor}" if anchor else ""))
 
 
-def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor=""):
-    """The shape of every workspace POST: validate, check version, apply, commit."""
+def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *, check_version=True):
+    """The shape of every workspace POST: validate, check version, apply, commit.
+
+    ``check_version=False`` for what only adds to the timeline (a note): whatever changed since the
+    page was loaded cannot make it wrong, so refusing it would only make the specialist send it again."""
     lead = _load(lead_id)
     form = form_cls()
     if form_name == "status_form":
@@ -378,7 +381,7 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor=""):
         if "version" in form.errors:
             return _invalid(lead, form_name, form, form.errors["version"][0])
         return _invalid(lead, form_name, form)
-    if form.version_int() != lead.version:
+    if check_version and form.version_int() != lead.version:
         return _conflict(lead.id, form_name, form)
     try:
         apply(lead, form)
@@ -424,6 +427,7 @@ def add_note(lead_id: int):
         lambda lead, form: workflow.add_note(lead, form.text.data, actor=me),
         "Note added.",
         "timeline",
+        check_version=False,
     )
 
 
