@@ -113,6 +113,14 @@
       }).then(function () { reporting = false; });
     };
 
+    // Text typed into a form and not sent yet: the sign-out cannot keep it (nothing about a patient
+    // is stored in the browser), so the warning says what is at stake.
+    var unsavedTyping = function () {
+      return Array.prototype.some.call(document.querySelectorAll("form[method=post] textarea, form[method=post] input[type=text]"), function (el) {
+        return el.value.trim() !== "" && el.value !== el.defaultValue;
+      });
+    };
+
     var hideBanner = function () {
       if (banner) { banner.remove(); banner = null; }
     };
@@ -133,7 +141,8 @@
         document.body.appendChild(banner);
         button.focus();
       }
-      banner.firstChild.textContent = "You will be signed out in " + seconds + " s for inactivity.";
+      banner.firstChild.textContent = "You will be signed out in " + seconds + " s for inactivity" +
+        (unsavedTyping() ? ", and what you typed and have not saved will be lost." : ".");
     };
 
     var activity = function () {

@@ -66,7 +66,9 @@ def test_typing_keeps_the_session_and_an_idle_page_signs_itself_out(
     page.wait_for_url(f"{live_server.url}/leads/{lead.id}**")
     assert page.get_by_text("patient asked us to call after her shift ends").first.is_visible()
 
-    page.get_by_text("You will be signed out in").wait_for()  # a warning first
+    note.fill("started a second note")  # typed, never sent
+    page.get_by_text("You will be signed out in").wait_for()  # a warning first, saying what is at stake
+    assert page.get_by_text("what you typed and have not saved will be lost").is_visible()
     screenshot("idle-warning")
     page.wait_for_url(lambda url: "/login" in url, timeout=15_000)
     assert page.get_by_text("signed out after 1 minute without activity").is_visible()
