@@ -15,6 +15,15 @@
   }
   if (document.querySelector("[data-local-clock]")) { tick(); window.setInterval(tick, 30000); }
 
+  // Booking: the Visit field follows the chosen physician's line ("— telehealth" books telehealth).
+  document.addEventListener("change", function (event) {
+    var select = event.target.closest("select[data-sets-mode]");
+    if (!select || !select.selectedOptions.length) { return; }
+    var mode = select.selectedOptions[0].getAttribute("data-mode");
+    var target = document.getElementById(select.getAttribute("data-sets-mode"));
+    if (mode && target) { target.value = mode; }
+  });
+
   // The "?" button toggles the same help panel as the "?" key.
   document.addEventListener("click", function (event) {
     var btn = event.target.closest("[data-toggle-help]");

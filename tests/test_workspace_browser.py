@@ -34,6 +34,8 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     )
     lead.created_at = now - timedelta(minutes=40)
     lead.condition_text = "Dystonia"
+    telehealth = dict(lead.match_result["candidates"][0], mode="telehealth", distance_miles=None)
+    lead.match_result = dict(lead.match_result, candidates=[*lead.match_result["candidates"], telehealth])
     for i in range(4):  # a few more waiting leads so the queue looks like a real morning
         # Same zone as Rosa: Get next prefers patients it may ring now, so at an hour when Phoenix is
         # outside the calling window a New York patient would jump ahead; equal zones leave urgency to decide.
@@ -82,10 +84,13 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
 
     # Book with the second physician of the match list.
     starts = next_workday_at(11, 3)
+    # The Visit field follows the physician's line: "— telehealth" books telehealth.
+    page.locator("#physician_id").select_option(label=f"{doc.full_name} — telehealth")
+    assert page.locator("#mode").input_value() == "telehealth"
     page.locator("#physician_id").select_option(str(second.id))
+    assert page.locator("#mode").input_value() == "in_person"
     page.locator("#starts").fill(starts.strftime("%Y-%m-%dT%H:%M"))
     page.locator("#booking-tz").select_option("patient")
-    page.locator("#mode").select_option("in_person")
     page.get_by_role("button", name="Book and send confirmation").click()
     page.wait_for_load_state()
     assert page.get_by_text("Appointment booked; the confirmation email").is_visible()

@@ -21,7 +21,7 @@ from crm.extensions import db
 from crm.form_filters import filter_value
 from crm.leads import forms as lead_forms
 from crm.models import Appointment, Condition, FollowUp, Lead, LeadEvent, Notification, Physician, User, WebhookSource
-from crm.models.enums import LeadStatus
+from crm.models.enums import LeadStatus, VisitMode
 from crm.services import audit, booking, followups, routing, workflow
 from crm.services.calling_window import (
     closed_until,
@@ -225,7 +225,9 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
     status_form.to.choices = [("", "Choose…")] + [(t.value, rule.label) for t, rule in targets]
     booking_form = forms.get("booking_form") or blank(lead_forms.BookingForm)
     candidates = booking.match_candidates(lead)
-    booking_form.physician_id.choices = [(int(c["physician_id"]), _candidate_label(c)) for c in candidates]
+    booking_form.physician_id.choices = _physician_choices(candidates)
+    if "booking_form" not in forms and candidates:
+        booking_form.mode.data = candidates[0].get("mode") or VisitMode.IN_PERSON.value  # the preselected one's
     assign_form = forms.get("assign_form") or blank(lead_forms.AssignForm)
     if me.is_admin:
         people = db.session.execute(
@@ -298,6 +300,11 @@ def _exists(template: str) -> bool:
     except TemplateNotFound:
         return False
     return True
+
+
+def _physician_choices(candidates: list[dict]) -> list[tuple]:
+    """Each option carries its visit mode, which the Visit field follows (static/leads.js)."""
+    return [(int(c["physician_id"]), _candidate_label(c), {"data-mode": c.get("mode") or ""}) for c in candidates]
 
 
 def _candidate_label(c: dict) -> str:
@@ -527,7 +534,7 @@ def book(lead_id: int):
         form = lead_forms.BookingForm()
         lead = db.session.get(Lead, lead_id)
         candidates = booking.match_candidates(lead) if lead is not None else []
-        form.physician_id.choices = [(int(c["physician_id"]), _candidate_label(c)) for c in candidates]
+        form.physician_id.choices = _physician_choices(candidates)
         return form
 
     return _action(
