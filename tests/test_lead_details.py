@@ -342,3 +342,40 @@ def test_a_phone_typed_with_an_extension_keeps_the_number_and_notes_the_extensio
     assert "Phone extension 7 noted on the timeline." in resp.get_data(as_text=True)
     events = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.UPDATED)).all()
     assert [e.data for e in events][-1] == {"fields": [], "phone_extension": "7"}
+
+
+def test_the_patient_confirming_they_are_an_adult_is_one_click_and_settles_the_age_check(
+    client, db, desk, auth, specialist
+):
+    """Every request from the form arrived "Age: Unknown" / "To confirm", and only a full date of
+    birth in Edit details could settle it; the patient saying "I'm over 18" on the phone now does."""
+    lead = desk["lead"]
+    lead.patient.age_confirmed = False
+    lead.patient.date_of_birth = None
+    db.session.commit()
+    from crm.services.enrichment import match_and_store
+
+    match_and_store(lead, lead.created_at)
+    db.session.commit()
+    assert lead.eligibility["eligible"] is None
+    auth.as_user(specialist)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "Patient confirmed 18 or older</button>" in page
+    resp = client.post(f"/leads/{lead.id}/age-confirmed", data={"version": str(lead.version)})
+    assert resp.status_code == 302
+    db.session.expire_all()
+    lead = db.session.get(Lead, lead.id)
+    assert lead.patient.age_confirmed is True and lead.eligibility["eligible"] is True
+    age = next(c for c in lead.eligibility["checks"] if c["rule"] == "age")
+    assert age["status"] == "pass" and "Confirmed adult" in age["text"]
+    event = db.session.scalars(
+        sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id, LeadEvent.kind == EventKind.UPDATED)
+    ).one()
+    assert event.data == {"fields": ["age_confirmed"]} and event.actor_id == specialist.id
+    assert db.session.scalar(sa.select(sa.func.count()).where(AuditLog.action == "edit_details")) == 1
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "the patient confirmed they are 18 or older" in page and "Confirmed adult" in page
+    assert "Patient confirmed 18 or older</button>" not in page
+    # A stale page is a conflict, as for every workspace form.
+    stale = client.post(f"/leads/{lead.id}/age-confirmed", data={"version": "1"})
+    assert stale.status_code == 409

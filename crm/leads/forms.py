@@ -173,6 +173,10 @@ class OutcomeForm(VersionedForm):
     note = TextAreaField("Note", validators=[Optional(), Length(max=500)])
 
 
+class ConfirmAdultForm(VersionedForm):
+    """One button: the patient confirmed on the phone they are 18 or older."""
+
+
 class AssignForm(VersionedForm):
     user_id = SelectField("Assign to", coerce=_int_or_none, choices=[], validate_choice=False, validators=[Optional()])
 

@@ -22,7 +22,7 @@ from crm.form_filters import filter_value
 from crm.leads import forms as lead_forms
 from crm.models import Appointment, Condition, FollowUp, Lead, LeadEvent, Notification, Physician, User, WebhookSource
 from crm.models.enums import LeadStatus, VisitMode
-from crm.services import audit, booking, followups, routing, workflow
+from crm.services import audit, booking, followups, patient_details, routing, workflow
 from crm.services.calling_window import (
     closed_until,
     is_allowed,
@@ -229,6 +229,7 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
     if "booking_form" not in forms and candidates:
         booking_form.mode.data = candidates[0].get("mode") or VisitMode.IN_PERSON.value  # the preselected one's
     assign_form = forms.get("assign_form") or blank(lead_forms.AssignForm)
+    adult_form = forms.get("adult_form") or blank(lead_forms.ConfirmAdultForm)
     if me.is_admin:
         people = db.session.execute(
             sa.select(User.id, User.name).where(User.active.is_(True)).order_by(User.name)
@@ -274,6 +275,7 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             booking_form=booking_form,
             outcome_form=blank(lead_forms.OutcomeForm),
             assign_form=assign_form,
+            adult_form=adult_form,
             reopen=[t for t, _rule in targets] if lead.status == LeadStatus.LOST else [],
             iso=_iso,
             call_labels=workflow.CALL_OUTCOME_LABELS,
@@ -421,6 +423,24 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *
 def _typed_time(lead: Lead, value: datetime, basis: str) -> datetime:
     tz = followups.patient_timezone(lead.patient)[0] if basis == "patient" else current_user.timezone
     return parse_local(value, tz)
+
+
+@bp.post("/leads/<int:lead_id>/age-confirmed")
+@login_required
+def confirm_adult(lead_id: int):
+    me = current_user._get_current_object()
+
+    def success(lead):
+        return "Noted: the patient confirmed they are 18 or older. Eligibility was checked again."
+
+    return _action(
+        lead_id,
+        lead_forms.ConfirmAdultForm,
+        "adult_form",
+        lambda lead, form: patient_details.confirm_adult(lead, actor=me, now=datetime.now(UTC)),
+        success,
+        "eligibility",
+    )
 
 
 @bp.post("/leads/<int:lead_id>/notes")

@@ -193,3 +193,22 @@ def update_details(
         match_and_store(lead, now, actor=actor, trigger="details edited")
         result.rematched = 1
     return result
+
+
+def confirm_adult(lead: Lead, *, actor: User, now: datetime) -> int:
+    """The patient said on the phone they are 18 or older (the request form does not ask): the age
+    check of every open lead of theirs passes where the state's minimum is 18. Returns how many
+    leads were checked and matched again; 0 when it was confirmed already."""
+    from crm.services.enrichment import rematch_patient
+
+    patient = lead.patient
+    if patient.age_confirmed:
+        return 0
+    patient.age_confirmed = True
+    lead.last_activity_at = now
+    add_event(lead, EventKind.UPDATED, {"fields": ["age_confirmed"]}, actor=actor, at=now)
+    audit.record(
+        "edit_details", "lead", lead.id, user=actor, detail={"patient_id": patient.id, "fields": ["age_confirmed"]}
+    )
+    db.session.flush()
+    return rematch_patient(patient, now, trigger="age confirmed", actor=actor)
