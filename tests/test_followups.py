@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 import time_machine
 
-from crm.models import FollowUp, Notification, OutboxEmail
+from crm.models import AuditLog, FollowUp, Notification, OutboxEmail
 from crm.models.enums import EventKind, LeadStatus
 from crm.services import followups
 from crm.services.followups import CallingWindowError, FollowUpError, send_reminders
@@ -252,6 +252,11 @@ def test_reminder_badge_and_notifications_page(client, auth, db, specialist):
     assert f'href="/leads/{lead.id}"' in html  # due list
     page = client.get("/notifications").get_data(as_text=True)
     assert f"Call follow-up due for lead #{lead.id}" in page
+    # The button names the patient (read at display time), and that view is audited.
+    name = f"{lead.patient.first_name} {lead.patient.last_name}"
+    assert f'Open {name} <span class="fw-normal">#{lead.id}</span>' in page
+    seen = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "view_notifications"))
+    assert seen.user_id == specialist.id and seen.detail == {"leads": f",{lead.id},"}
     note = db.session.scalar(sa.select(Notification))
     resp = client.post(f"/notifications/{note.id}/read", data={"open": "1"})
     assert resp.headers["Location"].endswith(f"/leads/{lead.id}")

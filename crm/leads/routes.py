@@ -20,7 +20,18 @@ from crm.errors import wants_json
 from crm.extensions import db
 from crm.form_filters import filter_value
 from crm.leads import forms as lead_forms
-from crm.models import Appointment, Condition, FollowUp, Lead, LeadEvent, Notification, Physician, User, WebhookSource
+from crm.models import (
+    Appointment,
+    Condition,
+    FollowUp,
+    Lead,
+    LeadEvent,
+    Notification,
+    Patient,
+    Physician,
+    User,
+    WebhookSource,
+)
 from crm.models.enums import LeadStatus, VisitMode
 from crm.services import audit, booking, followups, patient_details, routing, workflow
 from crm.services.calling_window import (
@@ -633,7 +644,20 @@ def notifications():
     page = db.paginate(stmt.order_by(Notification.id.desc()), per_page=50, error_out=False)
     if page.page > max(page.pages, 1):  # past the end (alerts were read meanwhile): the last page
         page = db.paginate(stmt.order_by(Notification.id.desc()), page=max(page.pages, 1), per_page=50, error_out=False)
-    return render_template("leads/notifications.html", page=page, show=show)
+    # Who each alert is about, read now (the stored message names no patient: reminders are emailed).
+    lead_ids = sorted({n.lead_id for n in page.items if n.lead_id})
+    patients = dict(
+        db.session.execute(
+            sa.select(Lead.id, Patient.first_name + " " + Patient.last_name)
+            .join(Patient, Patient.id == Lead.patient_id)
+            .where(Lead.id.in_(lead_ids))
+        ).all()
+    )
+    html = render_template("leads/notifications.html", page=page, show=show, patients=patients)
+    if patients:  # a list of patients' names is a view of patient data (SPEC 12)
+        audit.record("view_notifications", "lead", None, detail={"leads": audit.lead_list(sorted(patients))})
+        db.session.commit()
+    return html
 
 
 @bp.post("/notifications/<int:note_id>/read")
