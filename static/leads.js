@@ -24,6 +24,16 @@
     if (mode && target) { target.value = mode; }
   });
 
+  // Ctrl+Enter (Cmd+Enter on a Mac) in a workspace text box sends its form, as in mail and chat.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) { return; }
+    var box = event.target.closest("textarea");
+    var form = box && box.closest("form[method=post]");
+    if (!form) { return; }
+    event.preventDefault();
+    if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); }
+  });
+
   // The "?" button toggles the same help panel as the "?" key.
   document.addEventListener("click", function (event) {
     var btn = event.target.closest("[data-toggle-help]");
