@@ -34,6 +34,15 @@
     if (form.requestSubmit) { form.requestSubmit(); } else { form.submit(); }
   });
 
+  // Queue on a phone: "More filters" unfolds the filters beside the search.
+  document.addEventListener("click", function (event) {
+    var btn = event.target.closest("[data-more-filters]");
+    if (!btn) { return; }
+    var form = btn.closest("form");
+    form.classList.toggle("show-more");
+    btn.setAttribute("aria-expanded", String(form.classList.contains("show-more")));
+  });
+
   // The "?" button toggles the same help panel as the "?" key.
   document.addEventListener("click", function (event) {
     var btn = event.target.closest("[data-toggle-help]");

@@ -165,3 +165,27 @@ def test_correct_the_zip_after_a_call_and_see_the_new_match(live_server, page, d
     assert match.get_by_text("Adam Atlanta").is_visible()
     assert page.get_by_text("Details edited").is_visible()
     screenshot("lead-details-saved")
+
+
+def test_on_a_phone_the_queue_shows_the_search_and_folds_the_other_filters(
+    live_server, page, db, specialist, screenshot
+):
+    make_lead(db, last_name="Okafor")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/login")
+    page.get_by_label("Email").fill(specialist.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/queue**")
+    assert page.locator("#q").is_visible() and not page.locator("#status").is_visible()
+    assert page.get_by_text("Okafor").first.is_visible()
+    screenshot("queue-phone")
+    page.get_by_role("button", name="More filters").click()
+    assert page.locator("#status").is_visible() and page.locator("#created_to").is_visible()
+    page.locator("#state").select_option("FL")
+    page.get_by_role("button", name="Filter", exact=True).click()
+    page.wait_for_url("**state=FL**")
+    assert page.locator("#status").is_visible()  # a filter in use stays in sight
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{live_server.url}/queue")
+    assert page.locator("#status").is_visible() and not page.get_by_role("button", name="More filters").is_visible()
