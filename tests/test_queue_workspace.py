@@ -220,3 +220,15 @@ def test_the_source_line_and_the_registry_note_read_as_sentences(client, auth, d
     lead.utm_medium = "cpc"
     db.session.commit()
     assert " · google/cpc</dd>" in client.get(f"/leads/{lead.id}").get_data(as_text=True)
+
+
+def test_a_physician_opened_from_a_match_list_leads_back_to_the_lead(client, auth, db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    auth.as_user(specialist)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert f'href="/physicians/{doc.id}?lead={lead.id}"' in page
+    html = client.get(f"/physicians/{doc.id}?lead={lead.id}").get_data(as_text=True)
+    assert f'href="/leads/{lead.id}#match">Back to lead #{lead.id}</a>' in html
+    for odd in ("-5", "abc", "²", "9" * 40, ""):
+        resp = client.get(f"/physicians/{doc.id}", query_string={"lead": odd})
+        assert resp.status_code == 200 and "Back to lead" not in resp.get_data(as_text=True), odd

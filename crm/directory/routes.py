@@ -33,6 +33,8 @@ def index():
         args=args,
         today=today,
         registration_status=directory.registration_status,
+        # Opened from a lead's match list: a way back to that lead (a number only; nothing is looked up).
+        from_lead=_lead_number(request.args.get("lead", "")),
     )
 
 
@@ -47,3 +49,7 @@ def detail(physician_id: int):
         today=directory.desk_today(),
         registration_status=directory.registration_status,
     )
+
+
+def _lead_number(value: str) -> int | None:
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 12 else None
