@@ -33,8 +33,6 @@ def index():
         args=args,
         today=today,
         registration_status=directory.registration_status,
-        # Opened from a lead's match list: a way back to that lead (a number only; nothing is looked up).
-        from_lead=_lead_number(request.args.get("lead", "")),
     )
 
 
@@ -48,6 +46,8 @@ def detail(physician_id: int):
         p=physician,
         today=directory.desk_today(),
         registration_status=directory.registration_status,
+        # Opened from a lead's match list: a way back to that lead (a number only; nothing is looked up).
+        from_lead=_lead_number(request.args.get("lead", "")),
     )
 
 
