@@ -587,6 +587,54 @@ def test_the_page_follows_every_change_without_a_manual_refresh(client, auth, ad
     assert "<svg" in svg
 
 
+def test_a_test_delivery_lead_leaves_every_report_live_and_rolled_up_once_flagged(db, world):
+    """A lead flagged ``is_test`` (an admin's test delivery, crm/services/sources.py) after the rollups
+    counted it: the flag's trigger marks its day and its appointment's start day, and the next refresh
+    gives the report it had before the lead arrived, every table, rollups and live alike."""
+    from crm.services import sources as source_service
+
+    counts = rolled_up(db)
+    before = reports.build_report(db.session, RANGE, counts)
+    tables = {name: reports.table(db.session, RANGE, name) for name in reports.TABLES}
+    assert before == reports.build_report(db.session, RANGE)
+    created = utc(10, 2, 14)
+    test_lead = LeadFactory(
+        patient=PatientFactory(state="TX"),
+        created_at=created,
+        status=LeadStatus.BOOKED,
+        assignee=world["ann"],
+        first_contact_at=created + timedelta(seconds=30),
+        source_kind=LeadSourceKind.WEBHOOK,
+        webhook_source=WebhookSourceFactory(name="Test form"),
+    )
+    db.session.add(
+        Appointment(
+            lead=test_lead, physician=world["doc"], starts_at=utc(10, 9, 15), mode=VisitMode.IN_PERSON,
+            status=AppointmentStatus.BOOKED,
+        )
+    )  # fmt: skip
+    db.session.commit()
+    counted = reports.build_report(db.session, RANGE, rolled_up(db))
+    assert counted.funnel.stages["new"] == 9 and counted != before  # a real lead until flagged
+
+    assert source_service.mark_test_lead(test_lead.id)
+    db.session.commit()
+    assert changes_waiting(db) == 2  # the lead's day and its appointment's start day
+    result = report_rollups.refresh_report_rollups(db.session, datetime.now(UTC), TZ)
+    db.session.commit()
+    assert (result.lead_days, result.booking_days) == (1, 1)
+    counts = report_rollups.RollupCounts(db.session, TZ)
+    for rng in RANGES:
+        assert reports.build_report(db.session, rng, counts) == reports.build_report(db.session, rng), rng
+    assert reports.build_report(db.session, RANGE, counts) == before
+    assert {name: reports.table(db.session, RANGE, name, counts) for name in reports.TABLES} == tables
+    assert {name: reports.table(db.session, RANGE, name) for name in reports.TABLES} == tables
+    # A full rebuild (first build, new time zone) leaves it out as well.
+    report_rollups.refresh_report_rollups(db.session, datetime.now(UTC), TZ, full=True)
+    db.session.commit()
+    assert reports.build_report(db.session, RANGE, counts) == before
+
+
 def test_dst_boundary_days(db):
     """Fall back (Nov 1 2026, 25 hours) and spring forward (Mar 8 2026, 23 hours) in New York."""
     doc = PhysicianFactory(last_name="Clock", weekly_capacity=7)

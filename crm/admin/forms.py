@@ -397,11 +397,12 @@ NESTED_TOO_DEEP = "Not usable JSON: nested too deep (hundreds of levels)."
 
 class SourceCreateForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)])
-    slug = StringField("Slug (in the webhook URL)", validators=[DataRequired(), Length(max=80)])
+    # Optional, as for `flask crm sources add`: left blank, the service makes it from the name.
+    slug = StringField("Slug (in the webhook URL)", validators=[Optional(), Length(max=80)], filters=[stripped])
 
     def validate_slug(self, field):
         field.data = (field.data or "").strip().lower()
-        if not SLUG_RE.match(field.data):
+        if field.data and not SLUG_RE.match(field.data):
             raise ValidationError("Use lower-case letters, digits and single hyphens, e.g. wordpress-form.")
 
 

@@ -86,6 +86,12 @@ def source_new():
 def source_detail(source_id: int):
     source = _source(source_id)
     mapping_form = SourceMappingForm(field_mapping=json.dumps(source.field_mapping or {}, indent=2))
+    try:
+        _validate_mapping(source.field_mapping or {})
+    except ValueError as exc:
+        # Saved before a check existed (a list position past 999): deliveries still read it, but the
+        # sample below cannot follow it. Say so where it is fixed.
+        mapping_form.field_mapping.errors = [f"{exc} Correct the mapping and save it."]
     return _detail(source, mapping_form=mapping_form)
 
 
@@ -99,7 +105,11 @@ def _sample(source: WebhookSource) -> str:
 
 def _detail(source: WebhookSource, *, mapping_form=None, test_form=None, result=None, status: int = 200):
     recent = db.session.scalars(
-        sa.select(InboxItem).where(InboxItem.source_id == source.id).order_by(InboxItem.id.desc()).limit(10)
+        sa.select(InboxItem)
+        .options(selectinload(InboxItem.lead))  # the "Test delivery" labels: one query, not one per item
+        .where(InboxItem.source_id == source.id)
+        .order_by(InboxItem.id.desc())
+        .limit(10)
     ).all()
     return (
         render_template(
@@ -219,9 +229,14 @@ def source_test(source_id: int):
     item = db.session.scalar(
         sa.select(InboxItem).where(InboxItem.source_id == source.id, InboxItem.webhook_id == delivery.webhook_id)
     )
-    closed = False
-    if form.close_lead.data and resp.status_code == 202 and item is not None:  # 202: a new lead
-        lead_id = item.lead_id
+    closed = marked = False
+    lead_id = source_service.made_by_test_delivery(item)
+    if lead_id is not None:  # a new lead (not a fold into a real patient's open lead)
+        # Flagged whether or not it is closed (a version-free UPDATE: no conflict with the enrich
+        # job), so a test lead is never in a report.
+        marked = source_service.mark_test_lead(lead_id)
+        db.session.commit()
+    if lead_id is not None and form.close_lead.data:
         for _ in range(3):  # the enrich_new job may be saving the new lead this very moment
             try:
                 closed = source_service.close_test_lead(lead_id, actor=current_user._get_current_object())
@@ -241,5 +256,6 @@ def source_test(source_id: int):
         "webhook_id": delivery.webhook_id,
         "item": item,
         "closed": closed,
+        "marked": marked,
     }
     return _detail(source, test_form=form, result=result)

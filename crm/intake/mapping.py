@@ -50,6 +50,13 @@ _TOKEN_RE = re.compile(r"\[[^\]]*\]|[^.\[\]]+")
 # Real payloads nest a few levels (Typeform: 4); a path of hundreds of steps is a mistake, and
 # building a sample payload that deep would overflow Python's recursion limit.
 MAX_PATH_STEPS = 32
+# A number after a path's first step is a list position (the first step always names a key of the
+# body, which is an object: Gravity Forms' "1.3" or "1250" are keys). Forms number their answers
+# from 0 (Typeform's answers list follows the questions); a position past 999 is a typo, and
+# building the sample payload for one would make a list that long (answers.999999999 hung the page).
+MAX_LIST_INDEX = 999
+# Longer numbers index nothing in a body of at most 64 KiB, and int() refuses 4,300+ digits.
+_INDEX_RE = re.compile(r"-?\d{1,9}")
 
 
 class MappingError(ValueError):
@@ -72,8 +79,28 @@ def tokens(path: str) -> list[str]:
     return found
 
 
-def validate_mapping(mapping: Any) -> dict[str, str]:
-    """Return the mapping if every key is one of our fields and every path parses."""
+def check_list_positions(path: str, parts: list[str] | None = None) -> None:
+    """MappingError for a list position (a number after the first step) past ``MAX_LIST_INDEX``,
+    counted either way (``-1`` is the last element)."""
+    for part in (parts if parts is not None else tokens(path))[1:]:
+        number = re.fullmatch(r"-?(\d+)", part)
+        if number is None:
+            continue
+        digits = number.group(1).lstrip("0") or "0"
+        if len(digits) > len(str(MAX_LIST_INDEX)) or int(digits) > MAX_LIST_INDEX:  # no int() of 5,000 digits
+            shown = part if len(part) <= 12 else part[:12] + "..."
+            raise MappingError(
+                f"The path {path[:60]!r} asks for list position {shown}: positions go from 0 to "
+                f"{MAX_LIST_INDEX} (a form's answers are numbered from 0 in question order)."
+            )
+
+
+def validate_mapping(mapping: Any, *, stored: bool = False) -> dict[str, str]:
+    """Return the mapping if every key is one of our fields and every path parses.
+
+    ``stored=True`` (a delivery read with the mapping already saved) skips the list-position cap,
+    which guards what is saved: a mapping saved before the cap still reads its deliveries (reading
+    a position only looks it up, it never builds a list)."""
     if not isinstance(mapping, dict):
         raise MappingError("The field mapping must be a JSON object of our field -> path.")
     for ours, path in mapping.items():
@@ -81,7 +108,12 @@ def validate_mapping(mapping: Any) -> dict[str, str]:
             raise MappingError(f"Unknown field {ours!r}; known fields: {', '.join(FIELDS)}.")
         if not isinstance(path, str):
             raise MappingError(f"The path for {ours!r} must be a string.")
-        tokens(path)
+        parts = tokens(path)
+        if not stored:
+            try:
+                check_list_positions(path, parts)
+            except MappingError as exc:
+                raise MappingError(f"{ours}: {exc}") from None
     return mapping
 
 
@@ -112,7 +144,7 @@ def _walk(node: Any, parts: list[str]) -> Any:
                 if got is not _MISSING:
                     return got
         return _MISSING
-    if isinstance(node, list) and re.fullmatch(r"-?\d+", head):
+    if isinstance(node, list) and _INDEX_RE.fullmatch(head):
         index = int(head)
         if -len(node) <= index < len(node):
             return _walk(node[index], parts[1:])
@@ -135,7 +167,10 @@ def apply_mapping(payload: dict, mapping: dict[str, str] | None) -> dict[str, An
 
 
 def build_payload(mapping: dict[str, str], values: dict[str, Any]) -> dict:
-    """The inverse, for test deliveries: a payload that ``apply_mapping`` reads back as ``values``."""
+    """The inverse, for test deliveries: a payload that ``apply_mapping`` reads back as ``values``.
+
+    MappingError for a list position past ``MAX_LIST_INDEX`` (a mapping saved before the cap):
+    the list is never built."""
     payload: dict = {}
     for ours, value in values.items():
         path = mapping.get(ours)
@@ -143,6 +178,7 @@ def build_payload(mapping: dict[str, str], values: dict[str, Any]) -> dict:
             payload[ours] = value
             continue
         parts = tokens(path)
+        check_list_positions(path, parts)
         if all(p.isdigit() for p in parts):  # Gravity Forms style "1.3": a flat key
             payload[path] = value
             continue

@@ -104,6 +104,9 @@ class Lead(Base):
     match_result: Mapped[dict | None] = mapped_column(sa.JSON)
     matched_at: Mapped[datetime | None]
     priority: Mapped[int] = mapped_column(default=0)  # higher is more urgent
+    # Made by an admin's "Send test delivery" (crm/services/sources.py mark_test_lead): never in a
+    # report, nor in the queue once closed. Server default only, so intake's INSERTs stay as they are.
+    is_test: Mapped[bool] = mapped_column(server_default=sa.false())
     closed_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)  # ix_leads_report starts with it

@@ -197,7 +197,7 @@ def _insert(session, model, columns: list[str], select) -> None:
 def _rebuild_lead_day(session, day: date, zone: ZoneInfo) -> None:
     """The lead rollups of one local day: the live report queries restricted to that day."""
     start, end = _bounds(day, zone)
-    in_day = (Lead.created_at >= start, Lead.created_at < end)
+    in_day = (Lead.created_at >= start, Lead.created_at < end, reports.reported_lead())
     d = sa.literal(day, sa.Date)
     booked = reports._booked_leads(ReportRange(day, day, zone.key))  # the live definition, for this day
     stage = reports._stage_expr(booked).label("stage")
@@ -260,6 +260,7 @@ def _rebuild_booking_day(session, day: date, zone: ZoneInfo) -> None:
             Appointment.starts_at >= start,
             Appointment.starts_at < end,
             Appointment.status != AppointmentStatus.CANCELLED,
+            reports.not_a_test_leads_appointment(),
         )
         .group_by(Appointment.physician_id),
     )

@@ -254,16 +254,39 @@ def deliveries_today(now: datetime, tz: str) -> dict[int, int]:
 TEST_LEAD_NOTE = "Test delivery sent from the admin page: closed at once."
 
 
+def made_by_test_delivery(item: InboxItem | None) -> int | None:
+    """The id of the lead a test delivery's inbox item made, or None: only an ``accepted`` item
+    made its lead. A fold (``resubmitted``) points at a real patient's open lead, which must stay
+    a real lead; a duplicate, a rejection or a failure made none."""
+    from crm.models.enums import InboxStatus
+
+    if item is None or item.status != InboxStatus.ACCEPTED:
+        return None
+    return item.lead_id
+
+
+def mark_test_lead(lead_id: int) -> bool:
+    """Flag the lead a test delivery made (``Lead.is_test``): the reports never count it and the
+    queue stops listing it once it is closed. A Core UPDATE: it neither bumps the lead's version
+    (the enrich job saving the new lead meanwhile is no conflict) nor needs the lead loaded. Its
+    trigger (migration 0014) marks the lead's day for the report rollups."""
+    from crm.models import Lead
+
+    done = db.session.execute(sa.update(Lead).where(Lead.id == lead_id, Lead.is_test.is_(False)).values(is_test=True))
+    return done.rowcount == 1
+
+
 def close_test_lead(lead_id: int | None, *, actor) -> bool:
-    """Close the lead a test delivery made (lost, reason other, with a note) while nobody has it
-    yet, so the auto-assignment job never deals a made-up patient to a specialist on shift. A lead
-    the delivery folded into (an existing open one) or that someone already holds is left alone."""
+    """Close the lead a test delivery made (lost, reason other, with a note) while nobody has
+    worked it yet, so no specialist is asked to call a made-up patient; if the auto-assignment job
+    dealt it to someone in the meantime, it leaves their queue too. Only a lead flagged by
+    :func:`mark_test_lead` is closed: a real lead (one the delivery folded into) is left alone."""
     from crm.models import Lead
     from crm.models.enums import LeadStatus, LostReason
     from crm.services import workflow
 
     lead = db.session.get(Lead, lead_id) if lead_id else None
-    if lead is None or lead.status != LeadStatus.NEW or lead.assignee_id is not None:
+    if lead is None or not lead.is_test or lead.status != LeadStatus.NEW:
         return False
     workflow.change_status(lead, LeadStatus.LOST, actor=actor, reason=LostReason.OTHER, note=TEST_LEAD_NOTE)
     return True

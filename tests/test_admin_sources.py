@@ -1,0 +1,276 @@
+"""/admin/sources: test deliveries kept out of the reports and the queue, the list-position cap of
+field mappings, the optional slug of a new source, and the audit log's links to sources and inbox items.
+
+(The older source tests live in tests/test_admin_misc.py.)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+
+import sqlalchemy as sa
+
+from crm.intake import mapping
+from crm.models import AuditLog, InboxItem, Lead, WebhookSource
+from crm.models.enums import InboxStatus, LeadStatus
+from crm.services import audit, reports
+from crm.services import sources as source_service
+from crm.services.sources import sign_payload
+from tests.factories import ConditionFactory, WebhookSourceFactory
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the factory's default
+REAL = {
+    "first_name": "Robin",
+    "last_name": "Hale",
+    "email": "robin.hale@example.com",
+    "phone": "(305) 555-0188",
+    "zip": "33101",
+    "condition": "dystonia",
+}
+
+
+def deliver(client, slug: str, payload: dict, msg_id: str):
+    signed = sign_payload(SECRET, json.dumps(payload), msg_id=msg_id)
+    return client.post(f"/webhooks/intake/{slug}", data=signed.body, headers=signed.headers)
+
+
+def send_test(client, source, payload: dict, *, close: bool = True):
+    data = {"payload": json.dumps(payload)}
+    if close:
+        data["close_lead"] = "y"
+    resp = client.post(f"/admin/sources/{source.id}/test", data=data)
+    assert resp.status_code == 200
+    return resp.get_data(as_text=True)
+
+
+def csv_rows(client, name: str) -> list[list[str]]:
+    resp = client.get(f"/reports/export/{name}.csv")
+    assert resp.status_code == 200
+    return list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
+
+
+def served_equals_live(client, db) -> None:
+    """Every table the page serves (from the rollups) equals the live queries of today's default range."""
+    tz = client.application.config["BUSINESS_TIMEZONE"]
+    rng = reports.default_range(reports.today_in(tz), tz)
+    for name in reports.TABLES:
+        header, rows = reports.table(db.session, rng, name)
+        assert csv_rows(client, name) == list(csv.reader(io.StringIO(reports.to_csv(header, rows)))), name
+
+
+def queue_ids(client, query: str) -> set[int]:
+    html = client.get(f"/queue?{query}").get_data(as_text=True)
+    return {int(n) for n in re.findall(r'href="/leads/(\d+)"', html)}
+
+
+# --- 1. test deliveries ------------------------------------------------------------------------------
+
+
+def test_a_test_delivery_never_reaches_the_reports_nor_the_specialists_queue(client, auth, admin, specialist, db):
+    ConditionFactory(name="Dystonia", slug="dystonia")
+    src = WebhookSourceFactory(slug="partner", name="Partner site")
+    db.session.commit()
+    auth.as_user(admin)
+    # A real delivery, and the rollups built with it before the test delivery arrives.
+    real_id = deliver(client, "partner", REAL, "msg_real").get_json()["lead_id"]
+    assert client.get("/reports").status_code == 200
+    assert csv_rows(client, "sources")[1][:2] == ["Webhook: Partner site", "1"]
+
+    html = send_test(client, src, source_service.sample_payload(src))
+    assert "closed at once" in html and "Test delivery" in html
+    item = db.session.scalar(
+        sa.select(InboxItem).where(InboxItem.webhook_id.is_not(None)).order_by(InboxItem.id.desc())
+    )
+    test_lead = db.session.get(Lead, item.lead_id)
+    assert item.status == InboxStatus.ACCEPTED and test_lead.id != real_id
+    assert (test_lead.is_test, test_lead.status, test_lead.lost_reason) == (True, "lost", "other")
+    assert db.session.get(Lead, real_id).is_test is False
+
+    # /reports and every CSV: only the real lead, the same from the rollups as live.
+    page = client.get("/reports")
+    assert page.status_code == 200
+    served_equals_live(client, db)
+    assert sum(int(n) for _, n in csv_rows(client, "daily")[1:]) == 1
+    assert csv_rows(client, "sources")[1:] == [["Webhook: Partner site", "1", "100.0"]]
+    assert csv_rows(client, "funnel")[1][:2] == ["new", "1"]
+    assert csv_rows(client, "states")[1][1] == "1" and csv_rows(client, "conditions")[1][1] == "1"
+    assert csv_rows(client, "speed")[1][:2] == ["0", "1"]  # one real lead waiting; the test lead nowhere
+    kpi = reports.build_report(
+        db.session, reports.default_range(reports.today_in("America/New_York"), "America/New_York")
+    )
+    assert (kpi.funnel.lost, kpi.funnel.open) == (0, 1)
+
+    # Left open on purpose (box unticked): flagged all the same, so still not in any report.
+    send_test(
+        client,
+        src,
+        dict(source_service.sample_payload(src), email="watch.me@example.com", phone="(202) 555-0199"),
+        close=False,
+    )
+    watched = db.session.scalar(sa.select(Lead).order_by(Lead.id.desc()))
+    assert (watched.is_test, watched.status) == (True, "new")
+    served_equals_live(client, db)
+    assert sum(int(n) for _, n in csv_rows(client, "daily")[1:]) == 1
+
+    # The queue: a closed test lead is in no view and no search; the one left open stays listed
+    # until it is closed (that is what unticking the box is for).
+    auth.logout()
+    auth.as_user(specialist)
+    everything = queue_ids(client, "view=all")
+    assert real_id in everything and watched.id in everything and test_lead.id not in everything
+    assert test_lead.id not in queue_ids(client, "view=all&status=lost")
+    assert queue_ids(client, "view=all&q=test.delivery%40example.com") == set()
+    assert queue_ids(client, "view=all&q=Robin+Hale") == {real_id}
+
+
+def test_a_test_delivery_folded_into_a_real_open_lead_leaves_it_real(client, auth, admin, db):
+    ConditionFactory(name="Dystonia", slug="dystonia")
+    src = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    real_id = deliver(client, "partner", REAL, "msg_real").get_json()["lead_id"]
+    auth.as_user(admin)
+    html = send_test(client, src, dict(REAL, message="sent again from the admin page"))
+    item = db.session.scalar(sa.select(InboxItem).order_by(InboxItem.id.desc()))
+    assert item.status == InboxStatus.RESUBMITTED and item.lead_id == real_id
+    lead = db.session.get(Lead, real_id)
+    assert (lead.is_test, lead.status) == (False, LeadStatus.NEW)  # neither flagged nor closed
+    assert "stays a real lead" in html and "closed at once" not in html
+    assert client.get("/reports").status_code == 200
+    assert sum(int(n) for _, n in csv_rows(client, "daily")[1:]) == 1
+
+
+def test_the_source_page_labels_the_test_deliveries(client, auth, admin, db):
+    src = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    auth.as_user(admin)
+    send_test(client, src, source_service.sample_payload(src))
+    item = db.session.scalar(sa.select(InboxItem))
+    page = client.get(f"/admin/sources/{src.id}").get_data(as_text=True)
+    recent = page.split("Recent deliveries", 1)[1]
+    assert f'#{item.lead_id}</a> <span class="badge text-bg-warning">Test delivery</span>' in recent
+    assert f"/admin/inbox/{item.id}" in recent
+
+
+def test_mark_test_lead_flags_once_and_close_test_lead_refuses_a_real_lead(db, admin):
+    from tests.factories import LeadFactory
+
+    real = LeadFactory()
+    db.session.commit()
+    assert source_service.close_test_lead(real.id, actor=admin) is False  # not flagged: never closed
+    assert source_service.mark_test_lead(real.id) is True
+    assert source_service.mark_test_lead(real.id) is False  # already flagged
+    db.session.commit()
+    db.session.refresh(real)
+    assert real.is_test is True and real.version == 1  # no version bump: no conflict with other saves
+    assert source_service.close_test_lead(real.id, actor=admin) is True
+    assert source_service.made_by_test_delivery(None) is None
+    assert source_service.made_by_test_delivery(InboxItem(status=InboxStatus.RESUBMITTED, lead_id=real.id)) is None
+    assert source_service.made_by_test_delivery(InboxItem(status=InboxStatus.ACCEPTED, lead_id=real.id)) == real.id
+
+
+# --- 2. list positions in field mappings ---------------------------------------------------------------
+
+
+def test_a_mapping_with_a_huge_list_position_is_refused_on_save(client, auth, admin, db):
+    src = WebhookSourceFactory()
+    db.session.commit()
+    auth.as_user(admin)
+    for path, shown in [
+        ("answers.2000000", "list position 2000000"),
+        ("answers.999999999.email", "list position 999999999"),
+        ("answers.-1000", "list position -1000"),
+        ("answers." + "9" * 5000, "list position 999999999999..."),  # no int() of 5,000 digits
+    ]:
+        resp = client.post(f"/admin/sources/{src.id}/mapping", data={"field_mapping": json.dumps({"email": path})})
+        html = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and shown in html and "positions go from 0 to 999" in html, path
+    db.session.expire_all()
+    assert db.session.get(WebhookSource, src.id).field_mapping == {}
+    # Real shapes pass: Typeform by position, Gravity Forms' numbered keys (the first step is a key).
+    ok = {"email": "form_response.answers.999.email", "first_name": "1250.3", "zip": "answers.-1.text"}
+    assert client.post(f"/admin/sources/{src.id}/mapping", data={"field_mapping": json.dumps(ok)}).status_code == 302
+
+
+def test_a_stored_mapping_with_a_huge_list_position_neither_breaks_the_page_nor_its_deliveries(client, auth, admin, db):
+    """Saved before the cap: the page builds no giant sample (it was 20 MB, or a hung worker) and
+    says what to fix; deliveries are still read with it (a look-up, never a list built)."""
+    src = WebhookSourceFactory(slug="old", field_mapping={"email": "answers.999999999", "utm_content": "tags.1500"})
+    db.session.commit()
+    auth.as_user(admin)
+    started = time.monotonic()
+    page = client.get(f"/admin/sources/{src.id}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and time.monotonic() - started < 5 and len(html) < 100_000
+    assert "list position 999999999" in html and "Correct the mapping and save it." in html
+    # The sample test payload falls back to a flat body.
+    assert "test.delivery@example.com" in html
+    payload = dict(REAL, tags=[f"t{k}" for k in range(1501)])
+    resp = deliver(client, "old", payload, "msg_old")
+    assert resp.status_code == 202 and resp.get_json()["lead_id"] is not None
+    assert db.session.get(Lead, resp.get_json()["lead_id"]).utm_content == "t1500"
+
+
+def test_build_payload_and_resolve_never_build_or_parse_a_giant_index():
+    started = time.monotonic()
+    for path in ("answers.999999999", "answers.2000000.text", "a.-5000"):
+        try:
+            mapping.build_payload({"email": path}, {"email": "x"})
+        except mapping.MappingError as exc:
+            assert "positions go from 0 to 999" in str(exc)
+        else:
+            raise AssertionError(path)
+    assert time.monotonic() - started < 1
+    assert mapping.build_payload({"email": "answers.2.email"}, {"email": "x"}) == {"answers": [{}, {}, {"email": "x"}]}
+    assert mapping.resolve({"answers": [1, 2]}, "answers." + "9" * 5000) is None
+    assert mapping.resolve({"answers": list(range(1200))}, "answers.1100") == 1100
+    assert mapping.validate_mapping({"email": "answers.2000000"}, stored=True)  # what a delivery reads
+
+
+# --- 3. the slug of a new source ---------------------------------------------------------------------
+
+
+def test_a_new_source_without_a_slug_gets_one_from_its_name(client, auth, admin, db):
+    WebhookSourceFactory(name="Older", slug="clinic-site")
+    db.session.commit()
+    auth.as_user(admin)
+    form = client.get("/admin/sources/new").get_data(as_text=True)
+    slug_input = re.search(r'<input[^>]*name="slug"[^>]*>', form).group(0)
+    assert "required" not in slug_input and "Leave it blank to make it from the name" in form
+    for name, typed, made in [("Clinic Site", "", "clinic-site-2"), ("Café Forms", "   ", "cafe-forms")]:
+        resp = client.post("/admin/sources/new", data={"name": name, "slug": typed})
+        assert resp.status_code == 200 and "shown only this once" in resp.get_data(as_text=True), name
+        assert db.session.scalar(sa.select(WebhookSource.slug).where(WebhookSource.name == name)) == made
+    # Without the field at all, as a script might post it.
+    assert client.post("/admin/sources/new", data={"name": "No Slug Field"}).status_code == 200
+    assert (
+        db.session.scalar(sa.select(WebhookSource.slug).where(WebhookSource.name == "No Slug Field")) == "no-slug-field"
+    )
+    # A typed slug is still checked.
+    bad = client.post("/admin/sources/new", data={"name": "Typed", "slug": "Not a slug!"})
+    assert bad.status_code == 200 and "Use lower-case letters, digits and single hyphens" in bad.get_data(as_text=True)
+    taken = client.post("/admin/sources/new", data={"name": "Typed", "slug": "clinic-site"})
+    assert "already used" in taken.get_data(as_text=True)
+    assert client.post("/admin/sources/new", data={"name": "Typed", "slug": "Typed-Form"}).status_code == 200
+    assert db.session.scalar(sa.select(WebhookSource.slug).where(WebhookSource.name == "Typed")) == "typed-form"
+
+
+# --- 4. audit log links --------------------------------------------------------------------------------
+
+
+def test_the_audit_log_links_inbox_items_and_webhook_sources(client, auth, admin, db):
+    src = WebhookSourceFactory()
+    item = InboxItem(channel="webhook", source_id=src.id, source_slug=src.slug)
+    db.session.add(item)
+    db.session.flush()
+    audit.record("view_inbox_item", "inbox_item", item.id, user=admin)
+    audit.record("rotate_secret", "webhook_source", src.id, user=admin)
+    db.session.commit()
+    auth.as_user(admin)
+    body = client.get("/admin/audit").get_data(as_text=True).split("<tbody>", 1)[1]
+    assert f'<a href="/admin/inbox/{item.id}">inbox item #{item.id}</a>' in body
+    assert f'<a href="/admin/sources/{src.id}">webhook source #{src.id}</a>' in body
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditLog)) >= 2
