@@ -113,6 +113,7 @@ def test_a_test_delivery_never_reaches_the_reports_nor_the_specialists_queue(cli
     )
     watched = db.session.scalar(sa.select(Lead).order_by(Lead.id.desc()))
     assert (watched.is_test, watched.status) == (True, "new")
+    assert ">Test delivery</span>" in client.get(f"/leads/{watched.id}").get_data(as_text=True)
     served_equals_live(client, db)
     assert sum(int(n) for _, n in csv_rows(client, "daily")[1:]) == 1
 
