@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -11,7 +12,7 @@ import time_machine
 
 from crm.models import AuditLog, Condition, InboxItem, StateProgram
 from crm.services import audit
-from crm.services.markdown import render_markdown
+from crm.services.markdown import markdown_problem, render_markdown
 from tests.factories import ConditionFactory, StateProgramFactory, WebhookSourceFactory
 
 
@@ -40,6 +41,123 @@ def test_render_markdown_is_safe():
     assert "onerror" not in html and "onclick" not in html and "style=" not in html and "<img" not in html
     assert 'href="https://example.com"' in html and "noopener" in html
     assert str(render_markdown("")) == "" and str(render_markdown(None)) == ""
+
+
+# Bodies Python-Markdown takes seconds to minutes on (issue #798 and friends), each under the form's
+# 50,000 characters: the reviewer's two, an unclosed link target, list markers nested on one line
+# (a RecursionError before), block HTML never closed (the standard library's parser is quadratic).
+SLOW_BODIES = {
+    "nested brackets": "[" * 4000 + "](" * 2000,
+    "open brackets": "[" * 16000,
+    "open link targets": "[a](" * 5000,
+    "nested lists": "- " * 400 + "item",
+    "open tags": "\n\n" + "<a " * 16000,
+}
+
+
+def test_markdown_a_text_the_renderer_would_take_seconds_on_is_refused_with_a_field_error(client, auth, admin, db):
+    auth.as_user(admin)
+    base = {"name": "Slow", "slug": "slow", "summary": "", "published": "y", "action": "save"}
+    for label, body in SLOW_BODIES.items():
+        if label == "open tags":
+            continue  # not refused: block-level HTML is no longer handed to the slow parser (below)
+        started = time.perf_counter()
+        resp = client.post("/admin/conditions/new", data=dict(base, body=body))
+        html = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and 'class="invalid-feedback' in html, label
+        assert re.search(r"brackets|markup characters|nests lists", html), label
+        assert time.perf_counter() - started < 3, label  # 7 s to minutes before
+        preview = client.post("/admin/conditions/new", data=dict(base, body=body, action="preview"))
+        assert preview.status_code == 200 and "not saved yet" not in preview.get_data(as_text=True), label
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Condition)) == 0
+    # The message says where: the line with the brackets, not the first line.
+    html = client.post("/admin/conditions/new", data=dict(base, body="Fine.\n\n" + "[" * 2000)).get_data(as_text=True)
+    assert "around line 3" in html
+
+
+def test_markdown_limits_leave_real_pages_alone():
+    from crm.seed.conditions import CONDITIONS
+
+    assert [c["slug"] for c in CONDITIONS if markdown_problem(c["body"])] == []
+    words = "Patients often ask whether their condition qualifies and what a visit involves. " * 3
+    page = (
+        f'## About\n\nIt\'s listed by the [state registry](https://example.org/r "The registry"), see '
+        f"[a [bracketed] name](https://example.org/a_(b)) and *more*. A stray [ bracket. {words}\n\n"
+        f"- one thing to bring to the visit\n- two: a list of your current medicines\n"
+        f"  - nested **bold** words for the ones you take daily\n\n{words}\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+    )
+    long_page = page * (50_000 // len(page))
+    assert len(long_page) > 45_000 and markdown_problem(long_page) is None
+    html = str(render_markdown(long_page))
+    assert "<table>" in html and '<a href="https://example.org/a_(b)"' in html and "A stray [ bracket." in html
+    # Inline HTML with allowed tags still works; block HTML is kept too, just not parsed as a block.
+    html = str(render_markdown('<abbr title="Tetrahydrocannabinol">THC</abbr>\n\n<dl>\n<dt>a</dt>\n</dl>'))
+    assert '<abbr title="Tetrahydrocannabinol">THC</abbr>' in html and "<dt>a</dt>" in html
+
+
+def test_markdown_the_worst_text_within_the_limits_renders_in_a_fraction_of_a_second():
+    from crm.services import markdown as md
+
+    worst = {
+        "links in one paragraph": "[a](b) " * (md.MAX_INLINE_MARKS - 1),
+        "headings": "# [a](b)\n" * (md.MAX_BLOCK_LINES - 1),
+        "table rows": "|a|b|\n|-|-|\n" + "|[a](b)|c|\n" * (md.MAX_BLOCK_LINES - 3),
+        "nested list items": ("- " * md.MAX_NESTING + "a\n") * (md.MAX_BLOCK_LINES // (md.MAX_NESTING + 1)),
+        "bracket walks": ("[" + "a" * 100 + "](" + "b" * 100 + ")\n\n") * 240,
+        "block html": "\n\n" + "<a " * 2900,
+    }
+    for label, text in worst.items():
+        assert len(text) <= 50_000 and markdown_problem(text) is None, label
+        started = time.perf_counter()
+        md._render.__wrapped__(text)  # not the cache
+        assert time.perf_counter() - started < 2, label  # about 0.3 s here; a generous bound against a slow CI
+
+
+def test_markdown_a_slow_text_saved_before_the_limits_is_shown_as_plain_text_quickly(client, db, monkeypatch):
+    from crm.services import markdown as md
+
+    md._render.cache_clear()
+    slow = {label: ConditionFactory(body=body) for label, body in SLOW_BODIES.items()}
+    db.session.commit()
+
+    def converter():
+        raise AssertionError("a text over the limits reached the Markdown renderer")
+
+    monkeypatch.setattr(md, "_converter", converter)
+    for label, condition in slow.items():
+        if label == "open tags":
+            continue  # within the limits: rendered (below), and quickly
+        started = time.perf_counter()
+        resp = client.get(f"/conditions/{condition.slug}")
+        assert resp.status_code == 200 and time.perf_counter() - started < 3, label
+    assert "<p>[[[[" in client.get(f"/conditions/{slow['open brackets'].slug}").get_data(as_text=True)
+    monkeypatch.undo()
+    started = time.perf_counter()
+    assert client.get(f"/conditions/{slow['open tags'].slug}").status_code == 200
+    assert time.perf_counter() - started < 3  # 99 s and more with the HTML block parser
+    md._render.cache_clear()
+
+
+def test_markdown_a_public_condition_page_is_rendered_once_not_on_every_view(client, auth, admin, db, monkeypatch):
+    from crm.services import markdown as md
+
+    md._render.cache_clear()
+    condition = ConditionFactory(slug="cached", body="## Cached\n\nRendered **once**.")
+    db.session.commit()
+    made = []
+    real = md._converter
+    monkeypatch.setattr(md, "_converter", lambda: made.append(1) or real())
+    for _ in range(3):
+        assert "<strong>once</strong>" in client.get("/conditions/cached").get_data(as_text=True)
+    assert len(made) == 1
+    # An edit is a new text: the next view shows it (rendered once more), never the old page.
+    auth.as_user(admin)
+    data = {"name": condition.name, "slug": "cached", "summary": "", "published": "y", "action": "save"}
+    assert client.post(f"/admin/conditions/{condition.id}/edit", data=dict(data, body="Now *new*.")).status_code == 302
+    auth.logout()
+    assert "<em>new</em>" in client.get("/conditions/cached").get_data(as_text=True)
+    md._render.cache_clear()
 
 
 def test_specialist_refused(client, auth, specialist, db):
@@ -105,6 +223,19 @@ def test_state_programs_list_and_edit(client, auth, admin, db):
     )
 
 
+def test_state_program_registry_url_errors_name_the_registry_url_field(client, auth, admin, db):
+    StateProgramFactory(registry_url="https://example.com/registry")
+    db.session.commit()
+    auth.as_user(admin)
+    data = {"program_type": "medical", "minimum_age": "21", "registry_url": "ftp://x"}
+    body = client.post("/admin/states/FL/edit", data=data).get_data(as_text=True)
+    assert "Registry URL must be a full address starting with https://" in body and "Website" not in body
+    long_url = "https://example.com/" + "a" * 290
+    body = client.post("/admin/states/FL/edit", data=dict(data, registry_url=long_url)).get_data(as_text=True)
+    assert body.count("Registry URL is longer than 300 characters.") == 1
+    assert "Website" not in body and "cannot be longer" not in body  # one message, not two
+
+
 def test_state_programs_list_loads_conditions_in_one_query_not_one_per_state(client, auth, admin, db):
 
     conditions = [ConditionFactory(name=f"Condition {i}", slug=f"condition-{i}") for i in range(4)]
@@ -146,6 +277,26 @@ def test_conditions_create_preview_edit(client, auth, admin, db):
     assert db.session.get(Condition, cond.id).published is False
     listing = client.get("/admin/conditions").get_data(as_text=True)
     assert "Restless legs" in listing and "hidden" in listing
+
+
+def test_invisible_characters_in_condition_and_source_names_are_dropped(client, auth, admin, db):
+    from crm.models import WebhookSource
+
+    auth.as_user(admin)
+    data = {"name": "\u202eRestless\u200b legs", "slug": "restless-legs", "synonyms": "R\u200bLS", "summary": ""}
+    data.update(body="", published="y", action="save")
+    assert client.post("/admin/conditions/new", data=data).status_code == 302
+    cond = db.session.scalar(sa.select(Condition))
+    assert cond.name == "Restless legs" and cond.synonyms == ["RLS"]
+    bad = client.post("/admin/conditions/new", data=dict(data, name="Restless\x85legs", slug="other"))
+    assert bad.status_code == 200 and "The name contains a control character" in bad.get_data(as_text=True)
+    assert client.post("/admin/sources/new", data={"name": "\ufeffWord\u2066Press\u2069", "slug": ""}).status_code in (
+        200,
+        302,
+    )
+    assert db.session.scalar(sa.select(WebhookSource.name)) == "WordPress"
+    bad = client.post("/admin/sources/new", data={"name": "Word\tPress", "slug": "wp2"})
+    assert "The name contains a control character" in bad.get_data(as_text=True)
 
 
 def test_condition_slug_rules(client, auth, admin, db):
@@ -281,6 +432,23 @@ def test_audit_filters_of_blanks_mean_any(client, auth, admin, db):
         resp = client.get("/admin/audit?" + query)
         empty = "Nothing recorded for these filters" in resp.get_data(as_text=True)
         assert resp.status_code == 200 and not empty, query
+
+
+def test_audit_details_show_empty_values_as_none_and_lead_lists_as_ids(client, auth, admin, db):
+    audit.record("view_queue", "lead", None, user=admin, detail={"view": "mine", "leads": audit.lead_list([])})
+    audit.record("view_queue", "lead", None, user=admin, detail={"view": "all", "leads": audit.lead_list([12, 15])})
+    audit.record("view_inbox_item", "inbox_item", 3, user=admin, detail={"lead_id": None, "note": ""})
+    audit.record("update_x", "condition", 1, user=admin, detail={"fields": [], "changes": {"name": None, "slug": "a"}})
+    db.session.commit()
+    auth.as_user(admin)
+    rows = client.get("/admin/audit").get_data(as_text=True).split("<tbody>", 1)[1]
+    details = re.findall(r'audit-detail">(.*?)</td>', rows, re.S)
+    details = [" ".join(re.sub(r"<[^>]+>", "", d.replace('<span class="me-2">', " ")).split()) for d in details]
+    assert "leads: ,," not in rows and ": None" not in rows and ",12,15," not in rows
+    assert "view: mine leads: none" in details
+    assert "view: all leads: 12, 15" in details
+    assert "lead id: none note: none" in details
+    assert "fields: none changes: name none, slug a" in details
 
 
 def test_audit_pagination(client, auth, admin, db):

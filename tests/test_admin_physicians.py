@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 import types
 from datetime import UTC, date, datetime, timedelta
@@ -210,6 +211,45 @@ def test_registrations_edited_inline(client, auth, admin, db, fake_geocoder):
     assert resp.status_code == 200 and "FL is listed twice" in resp.get_data(as_text=True)
 
 
+def test_a_registration_row_with_a_bad_date_shows_its_error_in_the_row_and_no_empty_alert(client, auth, admin, db):
+    auth.as_user(admin)
+    data = form_data(**{"registrations-0-expires_on": "99999-01-01"})
+    body = client.post("/admin/physicians/new", data=data).get_data(as_text=True)
+    registrations = body.split("State registrations", 1)[1].split("</table>", 1)[0]
+    assert "table-danger" in registrations and "Not a valid date value" in registrations
+    assert not re.search(r'<div class="alert alert-danger[^"]*">\s*</div>', body)  # the empty red bar
+    assert "alert-danger" not in registrations.split("<table", 1)[0]
+    # A row-level message (from the form's own check) is still shown above the table.
+    data = form_data(**{"registrations-0-expires_on": "", "registrations-0-number": "FL-9"})
+    body = client.post("/admin/physicians/new", data=data).get_data(as_text=True)
+    assert re.search(r'<div class="alert alert-danger[^"]*">Check the highlighted registration rows.</div>', body)
+
+
+def test_invisible_characters_in_physician_names_are_dropped_and_control_characters_refused(client, auth, admin, db):
+    auth.as_user(admin)
+    data = form_data(first_name="\u202eevil\u200b", last_name="Qu\u2066inn\u2069", practice_name="\ufeffCare\u200e")
+    assert client.post("/admin/physicians/new", data=data).status_code == 302
+    doc = db.session.scalar(sa.select(Physician))
+    assert (doc.first_name, doc.last_name, doc.practice_name) == ("evil", "Quinn", "Care")
+    listing = client.get("/admin/physicians").get_data(as_text=True)
+    assert "Quinn, evil" in listing and "\u202e" not in listing
+    # Nothing but invisible characters is no name; a tab or a C1 control is refused on the field.
+    for first, message in (("\u200b\u202e", "This field is required"), ("Ann\tMarie", "First name contains a control")):
+        resp = client.post("/admin/physicians/new", data=form_data(npi=valid_npi(501), first_name=first))
+        assert resp.status_code == 200 and message in resp.get_data(as_text=True), first
+    resp = client.post("/admin/physicians/new", data=form_data(npi=valid_npi(501), last_name="Quinn\x85"))
+    assert resp.status_code == 200 and "Last name contains a control character" in resp.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 1
+
+
+def test_invisible_characters_in_imported_physician_names_are_dropped(db):
+    from crm.services import physician_csv
+
+    physician_csv.import_csv(to_csv([row(first_name="\u202eAna\u200b", last_name="Ruiz\u2069")]))
+    doc = db.session.scalar(sa.select(Physician))
+    assert (doc.first_name, doc.last_name) == ("Ana", "Ruiz")
+
+
 def test_deactivate_never_deletes(client, auth, admin, db):
     doc = PhysicianFactory()
     db.session.commit()
@@ -262,6 +302,30 @@ def test_list_search_filters_and_expiry_banner(client, auth, admin, db):
     assert names("located=no") == {"Telly"}
     assert "not located yet" in client.get("/admin/physicians").get_data(as_text=True)
     assert client.get("/admin/physicians?state=ZZ&active=maybe&page=abc").status_code == 200
+
+
+def test_search_takes_percent_underscore_and_slash_as_typed_not_as_wildcards(client, auth, admin, specialist, db):
+    PhysicianFactory(last_name="Plain", practice_name="Care Point Clinic")
+    PhysicianFactory(last_name="Under", practice_name="Care_Point Clinic")
+    PhysicianFactory(last_name="Percent", practice_name="100% Wellness")
+    PhysicianFactory(last_name="Slash", practice_name="A/B Health")
+    db.session.commit()
+    auth.as_user(admin)
+
+    def names(url, query):
+        html = client.get(url + "?q=" + quote(query)).get_data(as_text=True)
+        return {n for n in ("Plain", "Under", "Percent", "Slash") if f"{n}, Dana" in html}
+
+    for url in ("/admin/physicians", "/physicians"):
+        assert names(url, "%") == {"Percent"}, url  # every physician before
+        assert names(url, "_") == {"Under"}, url
+        assert names(url, "100%") == {"Percent"}, url
+        assert names(url, "care_point") == {"Under"}, url  # not "Care Point" too
+        assert names(url, "/") == {"Slash"}, url  # the escape character is escaped as well
+        assert names(url, "care point") == {"Plain"}, url
+    auth.logout()
+    auth.as_user(specialist)
+    assert names("/physicians", "%") == {"Percent"}
 
 
 def test_list_paginates(client, auth, admin, db):

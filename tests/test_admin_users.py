@@ -91,6 +91,66 @@ def test_last_admin_cannot_be_demoted_or_deactivated(client, auth, admin, db):
     assert db.session.get(User, other.id).role == "specialist"
 
 
+def test_an_admin_cannot_demote_or_deactivate_themselves_even_with_another_admin(client, auth, admin, db):
+    other = UserFactory(role="admin", name="Other Admin")
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get(f"/admin/users/{admin.id}").get_data(as_text=True)
+    assert "ask another admin to change your role or deactivate it" in page
+    assert 'disabled title="Your own role is changed by another admin"' in page
+    assert f"/admin/users/{admin.id}/deactivate" not in page
+    for url, data in (
+        (f"/admin/users/{admin.id}/role", {"role": "specialist"}),
+        (f"/admin/users/{admin.id}/deactivate", {}),
+    ):
+        resp = client.post(url, data=data, follow_redirects=True)
+        body = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and "ask another admin to do it" in body, url  # not a bare 403
+        assert resp.request.path == f"/admin/users/{admin.id}", url
+    db.session.expire_all()
+    me = db.session.get(User, admin.id)
+    assert me.role == "admin" and me.active
+    assert not db.session.scalar(sa.select(AuditLog).where(AuditLog.action.in_(["change_role", "deactivate_user"])))
+    # Another admin can: and then the one left is the last active admin, whom nobody can demote.
+    auth.logout()
+    auth.as_user(other)
+    assert "ask another admin" not in client.get(f"/admin/users/{admin.id}").get_data(as_text=True)
+    assert client.post(f"/admin/users/{admin.id}/role", data={"role": "specialist"}).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, admin.id).role == "specialist"
+    resp = client.post(f"/admin/users/{other.id}/role", data={"role": "specialist"}, follow_redirects=True)
+    assert "last active admin" in resp.get_data(as_text=True)
+    with pytest.raises(users_admin.UserAdminError, match="last active admin"):
+        users_admin.deactivate(db.session.get(User, other.id))  # no actor (a script): refused as well
+    db.session.rollback()
+    assert db.session.get(User, other.id).role == "admin" and db.session.get(User, other.id).active
+
+
+def test_invisible_characters_in_user_names_are_dropped_and_control_characters_refused(client, auth, admin, db):
+    auth.as_user(admin)
+    data = {
+        "email": "new.person@example.com",
+        "name": "\u202eNew\u200b Person\u2069",
+        "role": "specialist",
+        "password": "a-long-temporary-pass",
+        "capacity": "20",
+        "languages": "en",
+        "timezone": "America/New_York",
+    }
+    assert client.post("/admin/users/new", data=data).status_code == 302, "created"
+    user = db.session.scalar(sa.select(User).where(User.email == "new.person@example.com"))
+    assert user.name == "New Person"
+    edit = {"name": "New\tPerson", "capacity": "20", "languages": "en", "timezone": "America/New_York"}
+    resp = client.post(f"/admin/users/{user.id}", data=edit)
+    assert resp.status_code == 200 and "The name contains a control character" in resp.get_data(as_text=True)
+    resp = client.post(f"/admin/users/{user.id}", data=dict(edit, name="\u200b"))
+    assert resp.status_code == 200 and "This field is required" in resp.get_data(as_text=True)
+    with pytest.raises(users_admin.UserAdminError, match="control character"):
+        users_admin.update_profile(user, name="A\x9bB", capacity=20, languages="en", timezone="UTC")
+    db.session.rollback()
+    assert db.session.get(User, user.id).name == "New Person"
+
+
 def test_deactivation_ends_live_session_and_reactivation(app, client, auth, admin, specialist, db):
     other_client = app.test_client()
     AuthActions(other_client).as_user(specialist)

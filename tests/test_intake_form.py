@@ -172,6 +172,13 @@ def test_submission_creates_patient_lead_and_inbox_item(client, db, conditions):
     assert "csrf_token" not in json.loads(item.body)
 
 
+def test_invisible_characters_in_a_patients_name_are_dropped(client, db, conditions):
+    data = form_data(first_name="\u202eCasey\u200b", last_name="Mor\u2060gan\ufeff")
+    assert client.post("/conditions/dystonia", data=data).status_code == 302
+    p = db.session.scalar(sa.select(Lead)).patient
+    assert (p.first_name, p.last_name) == ("Casey", "Morgan")
+
+
 @pytest.mark.parametrize("typed", ["33101 1234", "33101\u20131234", "331011234"])
 def test_a_zip_plus_4_written_with_a_space_or_a_typographic_dash_is_taken(client, db, conditions, typed):
     assert client.post("/conditions/dystonia", data=form_data(zip=typed)).status_code == 302

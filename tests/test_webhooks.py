@@ -107,6 +107,26 @@ def test_accepted_returns_202_and_creates_patient_and_lead(client, db, source):
     assert json.loads(item.body)["email"] == "robin.hale@example.com"
 
 
+def test_invisible_characters_in_a_delivered_name_are_dropped_not_refused(client, db, source):
+    # A bidi override shows "\u202eelaH" as "Hale" reversed; a zero-width space makes two names
+    # that look the same compare different. The delivery is taken (never lost for it), names clean.
+    payload = dict(PAYLOAD, first_name="\u202eRobin\u200b", last_name="\ufeffHa\u2066le\u2069\u200e")
+    resp = deliver(client, payload)
+    assert resp.status_code == 202, resp.get_json()
+    patient = db.session.get(Lead, resp.get_json()["lead_id"]).patient
+    assert (patient.first_name, patient.last_name) == ("Robin", "Hale")
+    # Joiners stay: scripts need them (Persian, Devanagari, emoji sequences).
+    resp = deliver(
+        client, dict(PAYLOAD, first_name="Mi\u200cna", email="mina@example.com", phone="(305) 555-0177"), msg_id="msg_2"
+    )
+    assert db.session.get(Lead, resp.get_json()["lead_id"]).patient.first_name == "Mi\u200cna"
+    # A name of nothing but invisible characters is a missing name, as an empty one is.
+    resp = deliver(
+        client, dict(PAYLOAD, first_name="\u200b\u202e", email="x@example.com", phone="(305) 555-0166"), msg_id="msg_3"
+    )
+    assert resp.status_code == 422 and "first_name" in json.dumps(resp.get_json())
+
+
 def test_same_webhook_id_again_is_a_duplicate_with_the_same_lead(client, db, source):
     first = deliver(client, PAYLOAD).get_json()
     again = deliver(client, PAYLOAD)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -36,7 +37,8 @@ from crm.auth.forms import NewPasswordForm
 from crm.form_filters import stripped
 from crm.models.enums import Credential, ProgramType, Role
 from crm.services import directory
-from crm.services.contact import US_STATES, normalise_state, normalise_zip
+from crm.services.contact import US_STATES, clean_name, normalise_state, normalise_zip
+from crm.services.markdown import markdown_problem
 
 STATE_CHOICES = [(code, f"{code} · {name}") for code, name in sorted(US_STATES.items())]
 YES_NO_ANY = [("", "Any"), ("yes", "Yes"), ("no", "No")]
@@ -55,6 +57,17 @@ def cleaned_by(fn):
             raise ValidationError(str(exc)) from None
 
     return validator
+
+
+def name_filter(label: str):
+    """A field filter for a name: invisible characters (bidi overrides, zero-width spaces) dropped
+    before validation, so a name of nothing else is "required"; a control character is the field's
+    error (WTForms reports a filter's ValueError on the field)."""
+
+    def clean(value):
+        return clean_name(value, label) if isinstance(value, str) else value
+
+    return clean
 
 
 # --- physicians ---------------------------------------------------------------------------------
@@ -123,10 +136,16 @@ class GuardedForm(FlaskForm):
 
 class PhysicianForm(GuardedForm):
     npi = StringField("NPI", validators=[DataRequired(), cleaned_by(directory.clean_npi)])
-    first_name = StringField("First name", validators=[DataRequired(), Length(max=100)])
-    last_name = StringField("Last name", validators=[DataRequired(), Length(max=100)])
+    first_name = StringField(
+        "First name", validators=[DataRequired(), Length(max=100)], filters=[name_filter("First name")]
+    )
+    last_name = StringField(
+        "Last name", validators=[DataRequired(), Length(max=100)], filters=[name_filter("Last name")]
+    )
     credential = SelectField("Credential", choices=[(c.value, c.value) for c in Credential])
-    practice_name = StringField("Practice name", validators=[Optional(), Length(max=200)])
+    practice_name = StringField(
+        "Practice name", validators=[Optional(), Length(max=200)], filters=[name_filter("Practice name")]
+    )
     street = StringField("Street", validators=[Optional(), Length(max=200)])
     city = StringField("City", validators=[Optional(), Length(max=100)])
     state = SelectField(
@@ -209,10 +228,10 @@ class PhysicianForm(GuardedForm):
         lat, lon = directory.clean_coordinates(self.latitude.data, self.longitude.data)
         return directory.PhysicianData(
             npi=directory.clean_npi(self.npi.data),
-            first_name=self.first_name.data.strip(),
-            last_name=self.last_name.data.strip(),
+            first_name=clean_name(self.first_name.data, "First name"),
+            last_name=clean_name(self.last_name.data, "Last name"),
             credential=directory.clean_credential(self.credential.data),
-            practice_name=(self.practice_name.data or "").strip(),
+            practice_name=clean_name(self.practice_name.data, "Practice name"),
             street=(self.street.data or "").strip(),
             city=(self.city.data or "").strip(),
             state=normalise_state(self.state.data),
@@ -268,8 +287,9 @@ class StateProgramForm(GuardedForm):
     telehealth_allowed = BooleanField("Telehealth certification allowed")
     minimum_age = IntegerField("Minimum age", validators=[InputRequired(), NumberRange(min=0, max=99)])
     patient_fee_note = StringField("Patient fee note", validators=[Optional(), Length(max=400)])
+    # No Length(): clean_website checks the column's 300 characters, in a message naming this field.
     registry_url = URLField(
-        "Registry URL", validators=[Optional(), Length(max=300), cleaned_by(directory.clean_website)]
+        "Registry URL", validators=[Optional(), cleaned_by(partial(directory.clean_website, label="Registry URL"))]
     )
     reviewed_on = DateField("Reviewed on", validators=[Optional()])
     notes = TextAreaField("Notes", validators=[Optional(), Length(max=5000)])
@@ -284,7 +304,7 @@ class StateProgramForm(GuardedForm):
 def _clean_synonyms(text: str) -> list[str]:
     out: list[str] = []
     for part in re.split(r"[\n;]", text or ""):
-        s = " ".join(part.split())
+        s = " ".join(clean_name(part, refuse_controls=False).split())
         if s and s.lower() not in (o.lower() for o in out):
             if len(s) > 80:
                 raise ValueError(f"Synonym {s[:20]!r}... is longer than 80 characters.")
@@ -293,7 +313,7 @@ def _clean_synonyms(text: str) -> list[str]:
 
 
 class ConditionForm(GuardedForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[name_filter("The name")])
     slug = StringField("Slug (web address)", validators=[DataRequired(), Length(max=80)])
     synonyms = TextAreaField(
         "Synonyms", validators=[Optional(), Length(max=4000), cleaned_by(_clean_synonyms)], render_kw={"rows": 4}
@@ -306,6 +326,13 @@ class ConditionForm(GuardedForm):
         field.data = (field.data or "").strip().lower()
         if not SLUG_RE.match(field.data):
             raise ValidationError("Use lower-case letters, digits and single hyphens, e.g. chronic-pain.")
+
+    def validate_body(self, field):
+        # The renderer takes seconds to minutes on some texts (unclosed brackets, deep nesting):
+        # the public page renders this text, so it is refused here with where and what to change.
+        problem = markdown_problem(field.data)
+        if problem:
+            raise ValidationError(problem)
 
     def synonym_list(self) -> list[str]:
         return _clean_synonyms(self.synonyms.data)
@@ -322,7 +349,7 @@ COMMON_TIMEZONES = [
 
 class UserCreateForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[name_filter("The name")])
     role = SelectField("Role", choices=ROLE_CHOICES)
     password = PasswordField(
         "Temporary password",
@@ -340,7 +367,7 @@ class UserCreateForm(FlaskForm):
 
 
 class UserEditForm(GuardedForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[name_filter("The name")])
     capacity = IntegerField("Capacity (open leads)", validators=[InputRequired(), NumberRange(0, 500)])
     languages = StringField("Languages", validators=[Optional(), cleaned_by(directory.clean_languages)])
     timezone = StringField(
@@ -396,7 +423,7 @@ NESTED_TOO_DEEP = "Not usable JSON: nested too deep (hundreds of levels)."
 
 
 class SourceCreateForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[name_filter("The name")])
     # Optional, as for `flask crm sources add`: left blank, the service makes it from the name.
     slug = StringField("Slug (in the webhook URL)", validators=[Optional(), Length(max=80)], filters=[stripped])
 

@@ -50,6 +50,8 @@ def user_new():
         except UserAdminError as exc:
             db.session.rollback()
             target = form.email if "email" in str(exc).lower() else form.password
+            if target is form.password and ("name" in str(exc).lower()):
+                target = form.name
             if "time zone" in str(exc):
                 target = form.timezone
             target.errors = [str(exc)]
@@ -101,6 +103,7 @@ def user_edit(user_id: int):
         password_form=ResetPasswordForm(),
         timezones=COMMON_TIMEZONES,
         is_last_admin=user.is_admin and user.active and users_admin.active_admin_count(exclude=user) == 0,
+        own_account=user.id == current_user.id,
     )
 
 

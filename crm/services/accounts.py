@@ -18,6 +18,7 @@ from crm.extensions import db
 from crm.models import LoginThrottle, User
 from crm.models.enums import Role
 from crm.services import audit
+from crm.services.contact import clean_name
 
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so both paths cost the same time.
@@ -61,7 +62,11 @@ def create_user(email: str, name: str, password: str, role: Role | str = Role.SP
         raise AccountError(f"A user with email {email} already exists.")
     check_password_strength(password)
     user = User(
-        email=email, name=name.strip() or email, role=Role(role), password_hash=hash_password(password), **fields
+        email=email,
+        name=clean_name(name, refuse_controls=False) or email,  # invisible characters dropped (contact.py)
+        role=Role(role),
+        password_hash=hash_password(password),
+        **fields,
     )
     db.session.add(user)
     db.session.flush()

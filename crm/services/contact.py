@@ -1,4 +1,4 @@
-"""Normalising what people type: emails, phone numbers, ZIP codes, state codes."""
+"""Normalising what people type: names, emails, phone numbers, ZIP codes, state codes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,27 @@ US_STATES = {
 # ASCII digits only: \d alone also matches other scripts' digits, which would be stored as typed and
 # never geocode; full-width digits (an East Asian keyboard) are folded to ASCII first (NFKC).
 ZIP_RE = re.compile(r"^(\d{5})(?:(?:\s*[-\u2010-\u2014]\s*|\s?)(\d{4}))?$", re.ASCII)
+
+
+# Invisible characters that change how a name is displayed or compared without being part of it:
+# bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069: "\u202eevil" shows as
+# "live"), the bidi marks (U+200E, U+200F, U+061C), the zero-width space, the word joiner and the
+# byte-order mark. Zero-width (non-)joiners (U+200C, U+200D) stay: Persian, Indic scripts and emoji
+# sequences need them.
+INVISIBLE_RE = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060\u2066-\u2069\ufeff]")
+
+
+def clean_name(value: str | None, label: str = "The name", *, refuse_controls: bool = True) -> str:
+    """A name as shown to people (a patient's, physician's, user's, condition's, webhook source's):
+    the invisible characters above removed without a word, surrounding whitespace stripped.
+
+    A control character (a tab, a line break, NUL, C1 controls) raises ValueError naming ``label``;
+    ``refuse_controls=False`` is for a patient's name in a delivery, which must never be lost for it.
+    """
+    value = INVISIBLE_RE.sub("", value or "")
+    if refuse_controls and any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError(f"{label} contains a control character (a tab, a line break or similar): type plain text.")
+    return value.strip()
 
 
 def normalise_email(value: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,7 @@ from sqlalchemy.orm import selectinload
 from crm.extensions import db
 from crm.models import Appointment, Condition, Notification, Physician, Registration, StateProgram, User
 from crm.models.enums import LIVE_APPOINTMENT, Credential, GeocodePrecision, GeocodeStatus, Role
-from crm.services.contact import normalise_email, normalise_phone, normalise_state
+from crm.services.contact import clean_name, normalise_email, normalise_phone, normalise_state
 from crm.services.npi import is_valid_npi
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,14 @@ def clean_optional_email(value: str) -> str:
     return normalise_email(value) if (value or "").strip() else ""
 
 
-def clean_website(value: str) -> str:
+def clean_website(value: str, label: str = "Website") -> str:
+    """A web address; ``label`` names the field in the messages (a state program's "Registry URL")."""
     value = (value or "").strip()
     # The column's limit: PostgreSQL refuses a longer value at write time (SQLite would keep it).
     if len(value) > WEBSITE_MAX_LENGTH:
-        raise ValueError(f"Website is longer than {WEBSITE_MAX_LENGTH} characters.")
+        raise ValueError(f"{label} is longer than {WEBSITE_MAX_LENGTH} characters.")
     if value and not re.match(r"^https?://[^\s/]+\.[^\s]+$", value, re.IGNORECASE):
-        raise ValueError(f"Website must be a full address starting with https:// (got {value!r}).")
+        raise ValueError(f"{label} must be a full address starting with https:// (got {value!r}).")
     return value
 
 
@@ -380,6 +381,14 @@ def save_physician(
     with a changed address, or none, mean the address is geocoded). ``geocode_later``: leave
     the address ``pending`` for the ``geocode_retry`` job instead of calling the geocoder now.
     """
+    # Both ways in (the form, the CSV import) end here: the names lose invisible characters (a bidi
+    # override shows "\u202eevil" as "live"); a control character fails this physician (the CSV line).
+    data = replace(
+        data,
+        first_name=clean_name(data.first_name, "First name"),
+        last_name=clean_name(data.last_name, "Last name"),
+        practice_name=clean_name(data.practice_name, "Practice name"),
+    )
     created = physician is None
     changes = changed_fields(physician, data)
     geocode = geocode_needed(physician, data, changes, coordinates_are_authoritative=coordinates_are_authoritative)
@@ -512,15 +521,19 @@ def physician_select(filters: PhysicianFilters, today: date | None = None) -> sa
             # Ten digits: an NPI, or a phone number typed without punctuation.
             stmt = stmt.where(sa.or_(Physician.npi == digits, Physician.phone == f"+1{digits}"))
         else:
-            like = f"%{q.lower()}%"
-            full = sa.func.lower(Physician.first_name + " " + Physician.last_name)
+            # autoescape: a typed % or _ is that character, not LIKE's "anything" (q=% listed everyone).
+            needle = q.lower()
+            full = sa.func.lower(Physician.first_name + " " + Physician.last_name, type_=sa.String)
             stmt = stmt.where(
                 sa.or_(
-                    full.like(like),
-                    sa.func.lower(Physician.last_name).like(like),
-                    sa.func.lower(Physician.city).like(like),
-                    sa.func.lower(Physician.practice_name).like(like),
-                    sa.func.lower(Physician.email).like(like) if "@" in q else sa.false(),
+                    full.contains(needle, autoescape=True),
+                    *(
+                        sa.func.lower(column, type_=sa.String).contains(needle, autoescape=True)
+                        for column in (Physician.last_name, Physician.city, Physician.practice_name)
+                    ),
+                    sa.func.lower(Physician.email, type_=sa.String).contains(needle, autoescape=True)
+                    if "@" in q
+                    else sa.false(),
                     Physician.phone.like(f"%{phone}%") if phone else sa.false(),
                     Physician.npi.like(f"{digits}%") if digits and digits == q else sa.false(),
                     Physician.zip.like(f"{q}%") if q.isdigit() else sa.false(),
@@ -741,6 +754,7 @@ def _check_condition_terms(condition: Condition | None, values: dict) -> None:
 def save_condition(condition: Condition | None, values: dict) -> tuple[Condition, list[str]]:
     """Create or update a condition; the slug must be unique, and so must a name or synonym being
     added (see ``_check_condition_terms``). Returns (condition, changed fields)."""
+    values = {**values, "name": clean_name(values["name"], refuse_controls=False)}  # the form refuses controls
     slug = values["slug"]
     clash = db.session.scalar(
         sa.select(Condition).where(Condition.slug == slug, Condition.id != (condition.id if condition else -1))

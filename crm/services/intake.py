@@ -67,6 +67,7 @@ from crm.prepared import Prepared, TempFunction, insert_parameters
 from crm.services import audit, dedupe
 from crm.services.contact import (
     US_STATES,
+    clean_name,
     normalise_email,
     normalise_state,
     normalise_zip,
@@ -262,7 +263,7 @@ def validate_fields(
             texts[name] = ""
 
     for name, label in (("first_name", "first name"), ("last_name", "last name")):
-        value = texts[name]
+        value = clean_name(texts[name], refuse_controls=False)  # invisible characters dropped, never refused
         if not value and name not in errors:
             err(name, f"Enter your {label}.")
         elif len(value) > MAX_NAME:

@@ -28,6 +28,7 @@ from standardwebhooks.webhooks import Webhook
 from crm.extensions import db
 from crm.models import InboxItem, WebhookSecret, WebhookSource
 from crm.models.base import utcnow
+from crm.services.contact import clean_name
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -95,7 +96,10 @@ def create_source(
     active: bool = True,
 ) -> tuple[WebhookSource, str]:
     """Create a source with one secret; returns (source, secret in clear — show it once)."""
-    name = (name or "").strip()
+    try:
+        name = clean_name(name)  # invisible characters dropped (crm/services/contact.py)
+    except ValueError as exc:
+        raise SourceError(str(exc), field="name") from None
     if not name:
         raise SourceError("Give the source a name.")
     if len(name) > 120:

@@ -1,7 +1,8 @@
 """Admin changes to staff accounts: role, activation, password reset, shift, capacity.
 
 The one rule no admin may break: there is always at least one active admin, so
-neither a demotion nor a deactivation may remove the last one. Functions flush
+neither a demotion nor a deactivation may remove the last one. And no admin changes
+their own role or deactivates themselves: another admin does. Functions flush
 and audit; the request commits.
 """
 
@@ -17,6 +18,7 @@ from crm.extensions import db
 from crm.models import Lead, User
 from crm.models.enums import OPEN_STATUSES, Role
 from crm.services import accounts, audit, routing
+from crm.services.contact import clean_name
 from crm.services.directory import clean_languages
 
 
@@ -42,12 +44,27 @@ def _is_last_admin(user: User) -> bool:
     return not [i for i in admins if i != user.id]
 
 
+def _clean_name(name: str | None) -> str:
+    try:
+        return clean_name(name)  # invisible characters dropped; a control character refused
+    except ValueError as exc:
+        raise UserAdminError(str(exc)) from None
+
+
+def _refuse_own_account(user: User, by: User | None, what: str) -> None:
+    # One click on your own page would lock you out of admin (no undo but another admin): a second
+    # admin does it, so there is a second pair of eyes. The CLI (by=None) is not an admin's click.
+    if by is not None and by.id == user.id:
+        raise UserAdminError(f"You cannot {what}: ask another admin to do it.")
+
+
 def change_role(user: User, role: Role | str, *, by: User | None = None) -> bool:
     role = Role(role)
     if user.role == role:
         return False
     if role != Role.ADMIN and _is_last_admin(user):
         raise UserAdminError(f"{user.name} is the last active admin: make someone else an admin first.")
+    _refuse_own_account(user, by, "change your own role")
     old = user.role
     user.role = role
     db.session.flush()
@@ -65,6 +82,7 @@ def deactivate(user: User, *, by: User | None = None) -> int | None:
         return None
     if _is_last_admin(user):
         raise UserAdminError(f"{user.name} is the last active admin and cannot be deactivated.")
+    _refuse_own_account(user, by, "deactivate your own account")
     accounts.deactivate(user)
     # Without an admin (a script), the leads' events name the user as giving them back.
     returned = _return_open_leads(user, actor=by or user)
@@ -173,7 +191,7 @@ def update_profile(
     """Update the everyday settings; returns the names of the fields that changed.
 
     ``on_shift=None`` leaves the shift alone (the admin page changes it with ``set_shift``)."""
-    name = (name or "").strip()
+    name = _clean_name(name)
     if not name:
         raise UserAdminError("Enter a name.")
     if not 0 <= int(capacity) <= 500:
@@ -224,6 +242,9 @@ def create_user(
         langs = clean_languages(languages)
     except ValueError as exc:
         raise UserAdminError(str(exc)) from exc
+    name = _clean_name(name)
+    if not name:
+        raise UserAdminError("Enter a name.")
     try:
         user = accounts.create_user(
             email, name, password, role, capacity=int(capacity), languages=langs, timezone=clean_timezone(timezone)
