@@ -116,6 +116,9 @@ def test_a_test_delivery_never_reaches_the_reports_nor_the_specialists_queue(cli
     assert ">Test delivery</span>" in client.get(f"/leads/{watched.id}").get_data(as_text=True)
     served_equals_live(client, db)
     assert sum(int(n) for _, n in csv_rows(client, "daily")[1:]) == 1
+    # Nor the admin page's lead count: one real lead of three.
+    dashboard = " ".join(client.get("/admin/").get_data(as_text=True).split())
+    assert '<div class="muted-label">Leads</div><div class="fs-3 fw-semibold">1</div>' in dashboard
 
     # The queue: a closed test lead is in no view and no search; the one left open stays listed
     # until it is closed (that is what unticking the box is for).

@@ -420,3 +420,35 @@ def test_the_change_page_keeps_its_next_on_this_site_and_a_failed_change_keeps_t
     assert theirs.get("/queue").headers["Location"].startswith("/account/password")
     ok = theirs.post("/account/password?next=//evil.example/x", data=dict(form, current="correct horse battery"))
     assert ok.status_code == 302 and ok.headers["Location"] == "/queue"
+
+
+def test_a_colleague_who_has_not_chosen_their_password_cannot_be_put_on_shift(client, auth, admin, db):
+    """Sam was put on shift before his first sign-in and auto-assignment dealt him a lead he could
+    not open yet; he starts his shift himself once his own password is set."""
+    auth.as_user(admin)
+    client.post(
+        "/admin/users/new",
+        data={
+            "email": "sam@example.com",
+            "name": "Sam Spec",
+            "role": "specialist",
+            "password": "temporary pass 1",
+            "capacity": "25",
+            "languages": "en",
+            "timezone": "America/Chicago",
+        },
+    )
+    sam = db.session.scalar(sa.select(User).where(User.email == "sam@example.com"))
+    assert sam is not None and sam.must_change_password
+    page = client.get(f"/admin/users/{sam.id}").get_data(as_text=True)
+    assert "Start their shift" not in page and "they start their shift themselves" in page
+    resp = client.post(f"/admin/users/{sam.id}/shift", data={"on_shift": "1"}, follow_redirects=True)
+    assert "has not signed in with their own password yet" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert not db.session.get(User, sam.id).on_shift
+    sam = db.session.get(User, sam.id)
+    sam.must_change_password = False
+    db.session.commit()
+    client.post(f"/admin/users/{sam.id}/shift", data={"on_shift": "1"})
+    db.session.expire_all()
+    assert db.session.get(User, sam.id).on_shift

@@ -26,7 +26,7 @@ def index():
     stats = {
         "users": count(User, User.active.is_(True)),
         "physicians": count(Physician, Physician.active.is_(True)),
-        "leads": count(Lead),
+        "leads": count(Lead, Lead.is_test.is_(False)),  # test deliveries are not leads to anyone
         "inbox_failed": count(InboxItem, InboxItem.status == InboxStatus.FAILED),
     }
     recent_audit = db.session.scalars(sa.select(AuditLog).order_by(AuditLog.id.desc()).limit(10)).all()

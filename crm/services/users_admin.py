@@ -221,6 +221,12 @@ def set_shift(user: User, on_shift: bool, *, by: User | None = None) -> bool:
     on_shift = bool(on_shift) and user.active
     if user.on_shift == on_shift:
         return False
+    if on_shift and user.must_change_password and (by is None or by.id != user.id):
+        # Leads would be dealt to someone who cannot work them yet (the admin's password still stands).
+        raise UserAdminError(
+            f"{user.name} has not signed in with their own password yet: they start their shift "
+            "themselves once they have."
+        )
     user.on_shift = on_shift
     db.session.flush()
     audit.record("shift_on" if on_shift else "shift_off", "user", user.id, user=by, detail={"by_admin": True})
