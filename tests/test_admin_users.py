@@ -452,3 +452,27 @@ def test_a_colleague_who_has_not_chosen_their_password_cannot_be_put_on_shift(cl
     client.post(f"/admin/users/{sam.id}/shift", data={"on_shift": "1"})
     db.session.expire_all()
     assert db.session.get(User, sam.id).on_shift
+
+
+def test_an_admin_corrects_a_colleagues_sign_in_email(app, client, auth, admin, specialist, db):
+    """A typo in the email at creation meant a new account: it can be corrected, checked and audited."""
+    UserFactory(email="taken@example.com", name="Someone Else")
+    db.session.commit()
+    auth.as_user(admin)
+    data = {"name": specialist.name, "capacity": "40", "languages": "en", "timezone": "America/New_York"}
+    page = client.get(f"/admin/users/{specialist.id}").get_data(as_text=True)
+    assert f'value="{specialist.email}"' in page
+    for typed, message in [("not an email", "Invalid email"), ("Taken@Example.com", "Another user signs in with")]:
+        resp = client.post(f"/admin/users/{specialist.id}", data=dict(data, email=typed))
+        assert resp.status_code == 200 and message in resp.get_data(as_text=True), typed
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).email == "specialist@example.com"
+    resp = client.post(f"/admin/users/{specialist.id}", data=dict(data, email=" Sam.Specialist@Example.com "))
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).email == "sam.specialist@example.com"
+    row = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "update_user"))
+    assert row.detail == {"fields": ["email"], "email": ["specialist@example.com", "sam.specialist@example.com"]}
+    theirs = app.test_client()
+    assert AuthActions(theirs).login("sam.specialist@example.com").status_code == 302
+    assert theirs.get("/queue").status_code == 200

@@ -368,6 +368,7 @@ class UserCreateForm(FlaskForm):
 
 class UserEditForm(GuardedForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)], filters=[name_filter("The name")])
+    email = EmailField("Email (they sign in with it)", validators=[DataRequired(), Length(max=254)])
     capacity = IntegerField("Capacity (open leads)", validators=[InputRequired(), NumberRange(0, 500)])
     languages = StringField("Languages", validators=[Optional(), cleaned_by(directory.clean_languages)])
     timezone = StringField(

@@ -85,11 +85,18 @@ def user_edit(user_id: int):
                 capacity=form.capacity.data,
                 languages=form.languages.data or "en",
                 timezone=form.timezone.data,
+                email=form.email.data,
                 by=_me(),
             )
         except UserAdminError as exc:
             db.session.rollback()
-            (form.timezone if "time zone" in str(exc) else form.name).errors = [str(exc)]
+            message = str(exc)
+            target = form.name
+            if "time zone" in message:
+                target = form.timezone
+            elif "email" in message.lower():
+                target = form.email
+            target.errors = [message]
         else:
             db.session.commit()
             flash(f"Saved {user.name}." if changes else "Nothing changed.", "success" if changes else "info")

@@ -53,10 +53,18 @@ def check_password_strength(password: str) -> None:
         raise AccountError(f"Password must be at least {MIN_PASSWORD_LENGTH} characters.")
 
 
+def normalise_login_email(email: str) -> str:
+    """A staff sign-in email as stored: validated (no DNS look-up), lower-cased."""
+    try:
+        return validate_email((email or "").strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 def create_user(email: str, name: str, password: str, role: Role | str = Role.SPECIALIST, **fields) -> User:
     try:
-        email = validate_email(email, check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
+        email = normalise_login_email(email)
+    except ValueError as exc:
         raise AccountError(f"Invalid email: {exc}") from exc
     if db.session.scalar(db.select(User.id).where(User.email == email)):
         raise AccountError(f"A user with email {email} already exists.")

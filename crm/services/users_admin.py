@@ -172,6 +172,7 @@ def profile_snapshot(user: User) -> dict:
     """What the admin's profile form shows (crm/services/edit_guard.py)."""
     return {
         "name": user.name,
+        "email": user.email,
         "capacity": user.capacity,
         "languages": list(user.languages or []),
         "timezone": user.timezone,
@@ -185,15 +186,19 @@ def update_profile(
     capacity: int,
     languages: str | list[str],
     timezone: str,
+    email: str | None = None,
     on_shift: bool | None = None,
     by: User | None = None,
 ) -> list[str]:
     """Update the everyday settings; returns the names of the fields that changed.
 
-    ``on_shift=None`` leaves the shift alone (the admin page changes it with ``set_shift``)."""
+    ``email=None`` leaves the sign-in email alone; ``on_shift=None`` leaves the shift alone (the
+    admin page changes it with ``set_shift``)."""
     name = _clean_name(name)
     if not name:
         raise UserAdminError("Enter a name.")
+    if email is not None:
+        email = _clean_new_email(email, user)
     if not 0 <= int(capacity) <= 500:
         raise UserAdminError("Capacity must be between 0 and 500 open leads.")
     try:
@@ -208,13 +213,30 @@ def update_profile(
     }
     if on_shift is not None:
         new["on_shift"] = bool(on_shift) and user.active
+    if email is not None:
+        new["email"] = email
     changed = [k for k, v in new.items() if getattr(user, k) != v]
+    detail: dict = {"fields": changed}
+    if "email" in changed:
+        detail["email"] = [user.email, email]  # which address signed in before (a colleague's, not a patient's)
     for k in changed:
         setattr(user, k, new[k])
     if changed:
         db.session.flush()
-        audit.record("update_user", "user", user.id, user=by, detail={"fields": changed})
+        audit.record("update_user", "user", user.id, user=by, detail=detail)
     return changed
+
+
+def _clean_new_email(email: str, user: User) -> str:
+    """A sign-in email corrected by an admin (a typo at creation): valid, lower-cased, nobody else's."""
+    try:
+        email = accounts.normalise_login_email(email)
+    except ValueError as exc:
+        raise UserAdminError(f"Invalid email: {exc}") from exc
+    taken = db.session.scalar(sa.select(User.id).where(User.email == email, User.id != user.id))
+    if taken:
+        raise UserAdminError(f"Another user signs in with {email}.")
+    return email
 
 
 def set_shift(user: User, on_shift: bool, *, by: User | None = None) -> bool:
