@@ -50,6 +50,34 @@
     event.preventDefault();
     if (el.matches("input, textarea, select")) { el.focus(); } else { el.click(); }
   });
+  // "Add a row" under a table of numbered form rows (name="registrations-3-state"): a copy of the
+  // last row, emptied and numbered next, so a physician licensed in eight states is one save.
+  document.addEventListener("click", function (event) {
+    var btn = event.target.closest("[data-add-row]");
+    if (!btn) { return; }
+    var table = document.getElementById(btn.getAttribute("data-add-row"));
+    var rows = table ? table.tBodies[0].rows : [];
+    if (!rows.length) { return; }
+    var last = rows[rows.length - 1];
+    var field = last.querySelector("[name]");
+    var match = field && field.name.match(/^(.*?)-(\d+)-/);
+    if (!match) { return; }
+    var next = parseInt(match[2], 10) + 1;
+    var copy = last.cloneNode(true);
+    copy.className = "";
+    copy.querySelectorAll("[name], [id]").forEach(function (el) {
+      ["name", "id"].forEach(function (attr) {
+        var value = el.getAttribute(attr);
+        if (value) { el.setAttribute(attr, value.replace(match[1] + "-" + match[2] + "-", match[1] + "-" + next + "-")); }
+      });
+      if (el.type === "checkbox") { el.checked = false; } else if ("value" in el && el.tagName !== "BUTTON") { el.value = ""; }
+    });
+    copy.querySelectorAll(".badge, .text-danger, .form-check").forEach(function (el) { el.remove(); });
+    last.parentNode.appendChild(copy);
+    var first = copy.querySelector("select, input");
+    if (first) { first.focus(); }
+  });
+
   // Automatic sign-out (SPEC 12) as a specialist sees it. The server signs a session out after
   // IDLE_TIMEOUT without a request; typing a long note or reading a lead makes none, so activity
   // in the page is reported (at most every minute or so) and counts. A minute before the limit a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -128,3 +129,29 @@ def test_admin_pages_render(live_server, page, admin, specialist, db, screenshot
     page.get_by_role("button", name="Send test delivery").click()
     page.locator(".test-result").wait_for()
     screenshot("admin-source-test-delivery")
+
+
+def test_add_a_row_lets_an_admin_enter_several_registrations_in_one_save(live_server, page, admin, db, screenshot):
+    """The form had one empty row (two for a new physician), so a physician licensed in eight
+    states needed a save per state."""
+    from crm.models import Physician
+
+    doc = PhysicianFactory(first_name="Ines", last_name="Okoro", state="FL", zip="33101", registered_in=["FL"])
+    db.session.commit()
+    sign_in(page, live_server.url, admin)
+    page.goto(f"{live_server.url}/admin/physicians/{doc.id}/edit")
+    page.get_by_role("button", name="Add a row").click()
+    page.get_by_role("button", name="Add a row").click()
+    rows = page.locator("#registrations-table tbody tr")
+    assert rows.count() == 4  # FL, the empty row, two added
+    for i, state in enumerate(["GA", "NY", "TX"], start=1):
+        page.locator(f"select[name='registrations-{i}-state']").select_option(state)
+        page.locator(f"input[name='registrations-{i}-number']").fill(f"{state}-{1000 + i}")
+        page.locator(f"input[name='registrations-{i}-expires_on']").fill("2031-06-30")
+    screenshot("admin-physician-registrations-added")
+    page.get_by_role("button", name=re.compile("^Save")).first.click()
+    page.wait_for_load_state()
+    db.session.expire_all()
+    saved = db.session.get(Physician, doc.id)
+    assert sorted(r.state for r in saved.registrations) == ["FL", "GA", "NY", "TX"]
+    assert {r.number for r in saved.registrations if r.state == "TX"} == {"TX-1003"}
