@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 import sys
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm.models import AuditLog, Notification, Physician, Registration
-from crm.services import directory
+from crm.services import directory, physician_csv
 from tests.factories import ConditionFactory, PhysicianFactory, UserFactory, valid_npi
 from tests.test_geocoding import fake_online  # noqa: F401 - a fixture used below
 from tests.test_physician_csv import row, to_csv
@@ -773,3 +774,37 @@ def test_long_notes_in_another_script_still_save(client, auth, admin, db):
     assert resp.status_code == 302
     db.session.expire_all()
     assert doc.phone == "+18135550177"
+
+
+def test_the_lines_with_errors_download_with_their_reasons_and_go_back_in_as_they_are(
+    app, client, auth, admin, db, tmp_path
+):
+    """Errors were only on the page (500 at most): the admin downloads the refused lines, fixes them
+    in a spreadsheet and uploads that file without deleting the reasons column."""
+    app.config["UPLOAD_FOLDER"] = str(tmp_path)
+    auth.as_user(admin)
+    data = to_csv([row(), row(npi="1", last_name="Broken"), row(npi=valid_npi(902), last_name="Formula", zip="=1+2")])
+    resp = client.post(
+        "/admin/physicians/import", data={"file": (io.BytesIO(data), "doctors.csv")}, content_type="multipart/form-data"
+    )
+    body = resp.get_data(as_text=True)
+    assert "Download the 2 lines with errors (CSV)" in body
+    token = next(iter(tmp_path.iterdir())).name.split("-", 2)[2].removesuffix(".csv")
+    got = client.post("/admin/physicians/import/errors.csv", data={"token": token})
+    assert got.status_code == 200 and got.mimetype == "text/csv"
+    assert "physicians-lines-with-errors.csv" in got.headers["Content-Disposition"]
+    lines = list(csv.reader(io.StringIO(got.get_data(as_text=True).lstrip("\ufeff"))))
+    assert lines[0][:3] == ["import_errors", "npi", "first_name"] and len(lines) == 3
+    assert (
+        lines[1][0].startswith("Line 3: ") and "10 digits" in lines[1][0] and lines[1][1:4] == ["1", "Rosa", "Broken"]
+    )
+    assert lines[2][0].startswith("Line 4: ") and "'=1+2" in lines[2]  # a formula is not run by the spreadsheet
+    # Fixed in the spreadsheet, reasons column left in: the file imports.
+    lines[1][1] = valid_npi(903)
+    lines[2][lines[0].index("zip")] = "33101"
+    fixed = io.StringIO()
+    csv.writer(fixed).writerows(lines)
+    report = physician_csv.plan_import(fixed.getvalue().encode("utf-8"))
+    assert not report.file_error and not report.errors and len(report.changes) == 2
+    # An expired or foreign token: back to the upload page, no 500.
+    assert client.post("/admin/physicians/import/errors.csv", data={"token": "x" * 30}).status_code == 302

@@ -261,6 +261,23 @@ def _geocode_later() -> bool:
     return not get_geocoder(current_app.config).deterministic
 
 
+@bp.post("/physicians/import/errors.csv")
+def physicians_import_errors():
+    """The previewed file's refused lines with their reasons, to fix in a spreadsheet and upload again."""
+    form = CsvCommitForm()
+    token = form.token.data if form.validate_on_submit() else None
+    data = physician_csv.load_upload(_upload_folder(), current_user.id, token) if token else None
+    lines = physician_csv.error_lines_csv(data) if data is not None else None
+    if lines is None:
+        flash("That upload was already imported or has expired. Upload the file again.", "warning")
+        return redirect(url_for("admin.physicians_import"))
+    return Response(
+        "\ufeff" + lines,  # a BOM: Excel then reads the names' accents as UTF-8
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="physicians-lines-with-errors.csv"'},
+    )
+
+
 @bp.post("/physicians/import/commit")
 def physicians_import_commit():
     form = CsvCommitForm()

@@ -46,6 +46,8 @@ COLUMNS = (
 )  # fmt: skip
 OPTIONAL_COLUMNS = ("latitude", "longitude")
 REQUIRED_COLUMNS = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS)
+# Written first by ``error_lines_csv`` and skipped on import: the corrected file goes straight back in.
+ERRORS_COLUMN = "import_errors"
 BOOLEAN_DEFAULTS = {"offers_in_person": True, "offers_telehealth": False, "accepting_new": True, "active": True}
 
 CREATE, UPDATE, UNCHANGED, ERROR = "create", "update", "unchanged", "error"
@@ -180,6 +182,10 @@ def read_rows(text: str, notes: list[str] | None = None) -> tuple[list[str], Ite
     except (StopIteration, csv.Error) as exc:
         raise CSVFileError(f"The header row cannot be read: {exc}") from None
     header = [_column_name(h) for h in header]
+    # The reasons column of a file of refused lines (error_lines_csv), corrected and sent back: dropped.
+    reasons_at = header.index(ERRORS_COLUMN) if ERRORS_COLUMN in header else None
+    if reasons_at is not None:
+        del header[reasons_at]
     named = [h for h in header if h]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     unknown = [h for h in named if h not in COLUMNS]
@@ -218,6 +224,8 @@ def read_rows(text: str, notes: list[str] | None = None) -> tuple[list[str], Ite
                 yield start, exc
                 start = reader.line_num + 1
                 continue
+            if reasons_at is not None and len(fields) > reasons_at:
+                del fields[reasons_at]
             if len(fields) != len(header) and reader.line_num > start and any("\n" in f for f in fields):
                 # A quote left open swallows the lines after it into one record: say where, or
                 # the report shows one odd field count and those lines are never mentioned.
@@ -382,6 +390,30 @@ def _load_existing(npis: list[str]) -> dict[str, Physician]:
         )
         found.update({p.npi: p for p in db.session.scalars(stmt)})
     return found
+
+
+def error_lines_csv(data: bytes) -> str | None:
+    """The lines of an uploaded file that the import refuses, as CSV: the reasons in a first column
+    ``import_errors``, then the line as it was. Corrected in a spreadsheet, the file can be imported
+    as it is (the import skips that column). None when the file itself cannot be read."""
+    report = plan_import(data)
+    if report.file_error:
+        return None
+    reasons = {r.line: r.errors for r in report.errors}
+    header, records = read_rows(decode(data))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    kept = [i for i, h in enumerate(header) if h]  # unnamed columns (and an earlier reasons column) left out
+    writer.writerow([ERRORS_COLUMN] + [header[i] for i in kept])
+    for line_no, fields in records:
+        if line_no not in reasons:
+            continue
+        cells = [] if isinstance(fields, csv.Error) else [fields[i] for i in kept if i < len(fields)]
+        writer.writerow(
+            [spreadsheet.neutralise(f"Line {line_no}: " + " ".join(reasons[line_no]))]
+            + [spreadsheet.neutralise(c) for c in cells]
+        )
+    return out.getvalue()
 
 
 def plan_import(data: bytes, *, geocode_later: bool = False) -> ImportReport:
