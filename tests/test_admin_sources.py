@@ -19,23 +19,15 @@ from crm.models import AuditLog, InboxItem, Lead, WebhookSource
 from crm.models.enums import InboxStatus, LeadStatus
 from crm.services import audit, reports
 from crm.services import sources as source_service
-from crm.services.sources import sign_payload
 from tests.factories import ConditionFactory, WebhookSourceFactory
+from tests.test_webhooks import PAYLOAD
+from tests.test_webhooks import deliver as webhook_delivery
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # the factory's default
-REAL = {
-    "first_name": "Robin",
-    "last_name": "Hale",
-    "email": "robin.hale@example.com",
-    "phone": "(305) 555-0188",
-    "zip": "33101",
-    "condition": "dystonia",
-}
+REAL = {k: v for k, v in PAYLOAD.items() if k != "message"}  # a real patient's delivery
 
 
 def deliver(client, slug: str, payload: dict, msg_id: str):
-    signed = sign_payload(SECRET, json.dumps(payload), msg_id=msg_id)
-    return client.post(f"/webhooks/intake/{slug}", data=signed.body, headers=signed.headers)
+    return webhook_delivery(client, payload, slug=slug, msg_id=msg_id)
 
 
 def send_test(client, source, payload: dict, *, close: bool = True):
