@@ -75,6 +75,20 @@ def test_markdown_a_text_the_renderer_would_take_seconds_on_is_refused_with_a_fi
     assert "around line 3" in html
 
 
+def test_markdown_lines_broken_by_a_lone_carriage_return_count_as_lines():
+    """Python-Markdown breaks lines at a bare CR too: the limits read such a body as one line, and
+    "a\r=\r" * 12000 (48 KB) passed them and rendered for 16 s."""
+    from crm.services.markdown import markdown_problem, render_markdown
+
+    body = "a\r=\r" * 12000
+    assert markdown_problem(body) is not None
+    assert markdown_problem(body.replace("\r", "\r\n")) == markdown_problem(body)
+    started = time.perf_counter()
+    render_markdown(body)
+    assert time.perf_counter() - started < 2
+    assert str(render_markdown("# Title\rText")) == "<h2>Title</h2>\n<p>Text</p>"
+
+
 def test_markdown_limits_leave_real_pages_alone():
     from crm.seed.conditions import CONDITIONS
 

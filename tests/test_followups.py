@@ -148,6 +148,12 @@ def test_closing_a_call_follow_up_as_unanswered_counts_the_call_attempt(client, 
     db.session.commit()
     page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
     assert '<option value="no_answer">Called: no answer</option>' in page
+    # Nothing is preselected: a habitual click on Done must not log a reached call.
+    assert '<option value="" selected>How did it end?</option>' in page
+    resp = form_post(client, f"/leads/{lead.id}/follow-ups/{due.id}/done", lead, outcome="")
+    assert resp.status_code == 422 and "Choose how the follow-up ended." in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert lead.attempts == 0 and due.done_at is None
     resp = form_post(client, f"/leads/{lead.id}/follow-ups/{due.id}/done", lead, outcome="done")
     assert resp.status_code == 422 and "A call follow-up is closed as one of: Called: reached" in resp.get_data(
         as_text=True

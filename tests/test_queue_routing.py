@@ -268,6 +268,15 @@ def test_a_returning_patients_new_lead_goes_to_whoever_has_their_open_lead(app, 
     assert event.data == {"to": ann.id, "by": "patient_owner"}
     routing.unassign(second, actor=ann)
     assert auto_assign(second) == bob  # Ann gave it back: round robin, not Ann again
+    # Everyone full and an older lead waiting that nobody can take: the sweep still reaches a
+    # returning patient's lead further down and gives it to their owner (it used to stop at the first).
+    bob.capacity = 1
+    waiting = make_lead(db, created_at=datetime.now(UTC) - timedelta(hours=5))
+    again = LeadFactory(patient=first.patient, status=S.NEW, created_at=datetime.now(UTC) - timedelta(hours=1))
+    db.session.commit()
+    assert auto_assign_sweep(datetime.now(UTC)) == 1
+    db.session.commit()
+    assert (waiting.assignee_id, again.assignee_id) == (None, bob.id)  # Bob holds the latest of them
     third = LeadFactory(patient=first.patient, status=S.NEW)
     ann.on_shift = False
     db.session.commit()

@@ -120,7 +120,11 @@ class FollowUpForm(VersionedForm):
 
 class FollowUpDoneForm(VersionedForm):
     # Every outcome of any kind; followups.close checks it fits the follow-up's kind.
-    outcome = SelectField("Outcome", choices=list(DONE_OUTCOME_LABELS.items()), default="done")
+    outcome = SelectField(
+        "Outcome",
+        choices=list(DONE_OUTCOME_LABELS.items()),
+        validators=[InputRequired("Choose how the follow-up ended.")],
+    )
 
 
 class StatusForm(VersionedForm):

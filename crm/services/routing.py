@@ -228,7 +228,10 @@ def auto_assign_sweep(now: datetime, limit: int = 200) -> int:
         .limit(limit)
     ).all()
     assigned = 0
+    owned: set[int] | None = None  # once everyone is full: the leads whose patient's owner still takes them
     for lead_id in ids:
+        if owned is not None and lead_id not in owned:
+            continue
         lead = db.session.get(Lead, lead_id)
         if lead is None:
             continue
@@ -238,11 +241,30 @@ def auto_assign_sweep(now: datetime, limit: int = 200) -> int:
         except StaleDataError:
             continue  # someone took it meanwhile
         if user is None:
-            if pick_assignee(None) is None:
-                break  # nobody on shift with room left
+            if owned is None and pick_assignee(None) is None:
+                owned = _with_patient_owner(ids)  # nobody has room: only those go on
             continue
         assigned += 1
     return assigned
+
+
+def _with_patient_owner(lead_ids: list[int]) -> set[int]:
+    """Of ``lead_ids``, those whose patient has another open lead held by an on-shift specialist."""
+    other = sa.orm.aliased(Lead)
+    held = (
+        sa.select(other.id)
+        .join(User, User.id == other.assignee_id)
+        .where(
+            other.patient_id == Lead.patient_id,
+            other.id != Lead.id,
+            other.status.in_(OPEN),
+            User.role == Role.SPECIALIST,
+            User.active.is_(True),
+            User.on_shift.is_(True),
+        )
+        .exists()
+    )
+    return set(db.session.scalars(sa.select(Lead.id).where(Lead.id.in_(lead_ids), held)))
 
 
 def _move_follow_ups(lead: Lead, previous_id: int | None, user: User | None) -> None:
