@@ -13,3 +13,16 @@ def filter_value(field):
     """A GET filter's value, or None when it is empty or invalid: an invalid filter is shown with
     its error and ignored, and the others still apply."""
     return field.data if not field.errors and field.data not in (None, "") else None
+
+
+def name_filter(label: str):
+    """A field filter for a name: invisible characters (bidi overrides, zero-width spaces) dropped
+    before validation, so a name of nothing else is "required"; a control character is the field's
+    error (WTForms reports a filter's ValueError on the field)."""
+
+    def clean(value):
+        from crm.services.contact import clean_name
+
+        return clean_name(value, label) if isinstance(value, str) else value
+
+    return clean

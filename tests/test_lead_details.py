@@ -151,6 +151,8 @@ def test_a_new_condition_is_checked_and_matched_again(client, db, desk, auth, sp
         # Geocoding goes by the ZIP: a Miami ZIP with New York would have moved the patient to Florida.
         ({"state": "NY", "zip": "33101"}, "zip", "ZIP 33101 is in FL, not NY"),
         ({"state": "GA"}, "zip", "ZIP 33101 is in FL, not GA"),
+        ({"first_name": "Ro\tsa"}, "first_name", "control character"),
+        ({"last_name": "\u202e\u200b"}, "last_name", "Enter the last name."),  # nothing but invisible characters
     ],
 )
 def test_bad_input_is_refused_with_the_typed_values_kept(client, db, desk, auth, specialist, changes, field, message):
@@ -379,3 +381,12 @@ def test_the_patient_confirming_they_are_an_adult_is_one_click_and_settles_the_a
     # A stale page is a conflict, as for every workspace form.
     stale = client.post(f"/leads/{lead.id}/age-confirmed", data={"version": "1"})
     assert stale.status_code == 409
+
+
+def test_invisible_characters_typed_into_a_patients_name_are_dropped(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, first_name="\u202eAna\u200b"))
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Patient, lead.patient_id).first_name == "Ana"

@@ -573,3 +573,29 @@ def test_a_cell_of_many_quotes_is_a_plain_value_not_a_crash(db):
     from crm.services.spreadsheet import restore
 
     assert restore(quotes + "=1+1") == quotes[1:] + "=1+1"
+
+
+def test_the_preview_refuses_the_control_characters_the_import_refuses(db):
+    """A tab or a C1 control in a name planned as "create" and was then refused on import."""
+    data = to_csv([row(first_name="Ro\tsa"), row(npi=valid_npi(901), last_name="Al\x85varez"), row(npi=valid_npi(902))])
+    report = physician_csv.plan_import(data)
+    assert [r.line for r in report.errors] == [2, 3]
+    assert all("control character" in " ".join(r.errors) for r in report.errors)
+    assert len(report.changes) == 1
+    assert "Line 2: first_name: It contains a control character" in physician_csv.error_lines_csv(data)
+
+
+def test_the_error_lines_keep_every_cell_of_the_line(db):
+    """An unquoted comma splits a cell: the extra cell was dropped from the download, and a value in a
+    column without a name (the error itself) too; an exported "'@Home" came back as "''@Home"."""
+    header = ",".join(COLUMNS) + ",\n"  # and a column without a name, as spreadsheets save
+    good = ",".join(row().values()) + ",\n"
+    split = ",".join(row(npi=valid_npi(901), practice_name="Bayfront, Clinic").values()) + ",\n"
+    stray = ",".join(row(npi=valid_npi(902)).values()) + ",note\n"
+    lines = list(csv.reader(io.StringIO(physician_csv.error_lines_csv((header + good + split + stray).encode()))))
+    assert lines[0][0] == "import_errors" and lines[0][-1] == "" and len(lines) == 3
+    assert lines[1][0].startswith("Line 3: ") and lines[1][1:] == split.strip().split(",")  # all 25 cells
+    assert lines[2][0].startswith("Line 4: ") and lines[2][-1] == "note"
+    exported = to_csv([row(npi="1", practice_name="'@Home Care")])
+    line = physician_csv.error_lines_csv(exported).splitlines()[1]
+    assert ",'@Home Care," in line and "''@Home" not in line

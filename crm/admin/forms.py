@@ -34,7 +34,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from wtforms.widgets import CheckboxInput
 
 from crm.auth.forms import NewPasswordForm
-from crm.form_filters import stripped
+from crm.form_filters import name_filter, stripped
 from crm.models.enums import Credential, ProgramType, Role
 from crm.services import directory
 from crm.services.contact import US_STATES, clean_name, normalise_state, normalise_zip
@@ -57,17 +57,6 @@ def cleaned_by(fn):
             raise ValidationError(str(exc)) from None
 
     return validator
-
-
-def name_filter(label: str):
-    """A field filter for a name: invisible characters (bidi overrides, zero-width spaces) dropped
-    before validation, so a name of nothing else is "required"; a control character is the field's
-    error (WTForms reports a filter's ValueError on the field)."""
-
-    def clean(value):
-        return clean_name(value, label) if isinstance(value, str) else value
-
-    return clean
 
 
 # --- physicians ---------------------------------------------------------------------------------

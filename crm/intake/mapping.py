@@ -50,10 +50,9 @@ _TOKEN_RE = re.compile(r"\[[^\]]*\]|[^.\[\]]+")
 # Real payloads nest a few levels (Typeform: 4); a path of hundreds of steps is a mistake, and
 # building a sample payload that deep would overflow Python's recursion limit.
 MAX_PATH_STEPS = 32
-# A number after a path's first step is a list position (the first step always names a key of the
-# body, which is an object: Gravity Forms' "1.3" or "1250" are keys). Forms number their answers
-# from 0 (Typeform's answers list follows the questions); a position past 999 is a typo, and
-# building the sample payload for one would make a list that long (answers.999999999 hung the page).
+# A sample payload (build_payload) makes a list for a number up to this and an object keyed by the
+# number past it: "answers.2" is Typeform's third answer, while "fields.1250.value" names a field by
+# its id (and "answers.999999999" built a list that long: it hung the source page).
 MAX_LIST_INDEX = 999
 # Longer numbers index nothing in a body of at most 64 KiB, and int() refuses 4,300+ digits.
 _INDEX_RE = re.compile(r"-?\d{1,9}")
@@ -79,28 +78,8 @@ def tokens(path: str) -> list[str]:
     return found
 
 
-def check_list_positions(path: str, parts: list[str] | None = None) -> None:
-    """MappingError for a list position (a number after the first step) past ``MAX_LIST_INDEX``,
-    counted either way (``-1`` is the last element)."""
-    for part in (parts if parts is not None else tokens(path))[1:]:
-        number = re.fullmatch(r"-?(\d+)", part)
-        if number is None:
-            continue
-        digits = number.group(1).lstrip("0") or "0"
-        if len(digits) > len(str(MAX_LIST_INDEX)) or int(digits) > MAX_LIST_INDEX:  # no int() of 5,000 digits
-            shown = part if len(part) <= 12 else part[:12] + "..."
-            raise MappingError(
-                f"The path {path[:60]!r} asks for list position {shown}: positions go from 0 to "
-                f"{MAX_LIST_INDEX} (a form's answers are numbered from 0 in question order)."
-            )
-
-
-def validate_mapping(mapping: Any, *, stored: bool = False) -> dict[str, str]:
-    """Return the mapping if every key is one of our fields and every path parses.
-
-    ``stored=True`` (a delivery read with the mapping already saved) skips the list-position cap,
-    which guards what is saved: a mapping saved before the cap still reads its deliveries (reading
-    a position only looks it up, it never builds a list)."""
+def validate_mapping(mapping: Any) -> dict[str, str]:
+    """Return the mapping if every key is one of our fields and every path parses."""
     if not isinstance(mapping, dict):
         raise MappingError("The field mapping must be a JSON object of our field -> path.")
     for ours, path in mapping.items():
@@ -108,12 +87,7 @@ def validate_mapping(mapping: Any, *, stored: bool = False) -> dict[str, str]:
             raise MappingError(f"Unknown field {ours!r}; known fields: {', '.join(FIELDS)}.")
         if not isinstance(path, str):
             raise MappingError(f"The path for {ours!r} must be a string.")
-        parts = tokens(path)
-        if not stored:
-            try:
-                check_list_positions(path, parts)
-            except MappingError as exc:
-                raise MappingError(f"{ours}: {exc}") from None
+        tokens(path)
     return mapping
 
 
@@ -169,8 +143,7 @@ def apply_mapping(payload: dict, mapping: dict[str, str] | None) -> dict[str, An
 def build_payload(mapping: dict[str, str], values: dict[str, Any]) -> dict:
     """The inverse, for test deliveries: a payload that ``apply_mapping`` reads back as ``values``.
 
-    MappingError for a list position past ``MAX_LIST_INDEX`` (a mapping saved before the cap):
-    the list is never built."""
+    A number past ``MAX_LIST_INDEX`` is an object's key, never a list that long."""
     payload: dict = {}
     for ours, value in values.items():
         path = mapping.get(ours)
@@ -178,7 +151,6 @@ def build_payload(mapping: dict[str, str], values: dict[str, Any]) -> dict:
             payload[ours] = value
             continue
         parts = tokens(path)
-        check_list_positions(path, parts)
         if all(p.isdigit() for p in parts):  # Gravity Forms style "1.3": a flat key
             payload[path] = value
             continue
@@ -186,7 +158,7 @@ def build_payload(mapping: dict[str, str], values: dict[str, Any]) -> dict:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             nxt = None if last else parts[i + 1]
-            empty_child = [] if nxt is not None and (nxt.startswith("[") or nxt.isdigit()) else {}
+            empty_child = [] if nxt is not None and (nxt.startswith("[") or _list_position(nxt)) else {}
             if part.startswith("["):
                 key, _, want = part[1:-1].partition("=")
                 element: dict = {}
@@ -200,6 +172,8 @@ def build_payload(mapping: dict[str, str], values: dict[str, Any]) -> dict:
                 if last:  # a selector cannot be a leaf; keep the value beside it
                     element["value"] = value
             elif isinstance(node, list):
+                if not _list_position(part):  # another field's path made this a list: no giant one
+                    raise MappingError(f"{ours}: {path[:60]!r} mixes list positions and keys at one place.")
                 index = int(part)
                 while len(node) <= index:
                     node.append({} if not last else None)
@@ -215,3 +189,7 @@ def build_payload(mapping: dict[str, str], values: dict[str, Any]) -> dict:
                 else:
                     node = node.setdefault(part, empty_child)
     return payload
+
+
+def _list_position(step: str) -> bool:
+    return step.isdigit() and len(step.lstrip("0") or "0") <= len(str(MAX_LIST_INDEX)) and int(step) <= MAX_LIST_INDEX

@@ -17,7 +17,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
-from crm.form_filters import stripped
+from crm.form_filters import name_filter, stripped
 from crm.models.enums import (
     OPEN_STATUSES,
     ContactMethod,
@@ -218,8 +218,16 @@ class DetailsForm(VersionedForm):
     # leads (or be located meanwhile), so the lead's version alone does not protect it.
     patient_stamp = HiddenField()
 
-    first_name = StringField("First name", validators=[DataRequired("Enter the first name."), Length(max=100)])
-    last_name = StringField("Last name", validators=[DataRequired("Enter the last name."), Length(max=100)])
+    first_name = StringField(
+        "First name",
+        validators=[DataRequired("Enter the first name."), Length(max=100)],
+        filters=[name_filter("The first name")],
+    )
+    last_name = StringField(
+        "Last name",
+        validators=[DataRequired("Enter the last name."), Length(max=100)],
+        filters=[name_filter("The last name")],
+    )
     phone = StringField("Phone", validators=[Length(max=40)])
     email = StringField("Email", validators=[Length(max=254)])
     date_of_birth = DateField("Date of birth", validators=[Optional(), InYears(1900, 9999)])

@@ -511,7 +511,7 @@ def raw_fields(item: InboxItem) -> dict[str, Any]:
         return data
     payload = parse_body((item.body or "").encode("utf-8"), item.content_type)
     mapping = (item.source.field_mapping if item.source is not None else None) or {}
-    return apply_mapping(payload, validate_mapping(mapping, stored=True))  # reads; never builds a list
+    return apply_mapping(payload, validate_mapping(mapping))
 
 
 # --------------------------------------------------------------------------- outcomes

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, selectinload
 from crm.extensions import db
 from crm.models import Condition, Physician
 from crm.services import directory, spreadsheet
-from crm.services.contact import normalise_state, normalise_zip
+from crm.services.contact import clean_name, normalise_state, normalise_zip
 from crm.services.directory import PhysicianData
 from crm.services.geocoding import zip_location
 from crm.services.intake import CONTROL_RE
@@ -328,10 +328,16 @@ def validate_row(row: dict[str, str], known_slugs: set[str] | dict[str, str]) ->
         return fn
 
     take("npi", directory.clean_npi)
-    take("first_name", text("first_name", 100, required=True))
-    take("last_name", text("last_name", 100, required=True))
+
+    def name_text(name: str, max_len: int, required: bool = False) -> Callable[[str], str]:
+        # As save_physician will clean it, so the preview says what the import does (a tab refused).
+        checked = text(name, max_len, required)
+        return lambda v: checked(clean_name(v, "It"))
+
+    take("first_name", name_text("first_name", 100, required=True))
+    take("last_name", name_text("last_name", 100, required=True))
     take("credential", directory.clean_credential)
-    take("practice_name", text("practice_name", 200))
+    take("practice_name", name_text("practice_name", 200))
     take("street", text("street", 200))
     take("city", text("city", 100))
     take("state", normalise_state)
@@ -403,15 +409,16 @@ def error_lines_csv(data: bytes) -> str | None:
     header, records = read_rows(decode(data))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    kept = [i for i, h in enumerate(header) if h]  # unnamed columns (and an earlier reasons column) left out
-    writer.writerow([ERRORS_COLUMN] + [header[i] for i in kept])
+    writer.writerow([ERRORS_COLUMN] + header)  # unnamed columns too: a stray value may be the error
     for line_no, fields in records:
         if line_no not in reasons:
             continue
-        cells = [] if isinstance(fields, csv.Error) else [fields[i] for i in kept if i < len(fields)]
+        # Every cell, extra ones included (an unquoted comma splits a cell: that is the error), read as
+        # the import reads it and guarded again against spreadsheet formulas, as the export is.
+        cells = [] if isinstance(fields, csv.Error) else fields
         writer.writerow(
             [spreadsheet.neutralise(f"Line {line_no}: " + " ".join(reasons[line_no]))]
-            + [spreadsheet.neutralise(c) for c in cells]
+            + [spreadsheet.neutralise(spreadsheet.restore(c)) for c in cells]
         )
     return out.getvalue()
 
