@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import sqlalchemy as sa
 
@@ -464,7 +466,9 @@ def test_an_admin_corrects_a_colleagues_sign_in_email(app, client, auth, admin, 
     assert f'value="{specialist.email}"' in page
     for typed, message in [("not an email", "Invalid email"), ("Taken@Example.com", "Another user signs in with")]:
         resp = client.post(f"/admin/users/{specialist.id}", data=dict(data, email=typed))
-        assert resp.status_code == 200 and message in resp.get_data(as_text=True), typed
+        html = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and message in html, typed
+        assert re.search(r'id="email"[^>]*is-invalid|is-invalid[^>]*id="email"', html), typed  # under Email
     db.session.expire_all()
     assert db.session.get(User, specialist.id).email == "specialist@example.com"
     resp = client.post(f"/admin/users/{specialist.id}", data=dict(data, email=" Sam.Specialist@Example.com "))

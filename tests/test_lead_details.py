@@ -381,6 +381,12 @@ def test_the_patient_confirming_they_are_an_adult_is_one_click_and_settles_the_a
     # A stale page is a conflict, as for every workspace form.
     stale = client.post(f"/leads/{lead.id}/age-confirmed", data={"version": "1"})
     assert stale.status_code == 409
+    # A closed lead records nothing more (the link is not shown; a hand-made post is refused).
+    closed = LeadFactory(status="lost")
+    closed.patient.age_confirmed = False
+    db.session.commit()
+    resp = client.post(f"/leads/{closed.id}/age-confirmed", data={"version": str(closed.version)})
+    assert resp.status_code == 422 and "This lead is closed" in resp.get_data(as_text=True)
 
 
 def test_invisible_characters_typed_into_a_patients_name_are_dropped(client, db, desk, auth, specialist):

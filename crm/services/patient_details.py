@@ -201,6 +201,8 @@ def confirm_adult(lead: Lead, *, actor: User, now: datetime) -> int:
     leads were checked and matched again; 0 when it was confirmed already."""
     from crm.services.enrichment import rematch_patient
 
+    if not lead.is_open:
+        raise ValueError("This lead is closed; reopen it before changing what it records.")
     patient = lead.patient
     if patient.age_confirmed:
         return 0

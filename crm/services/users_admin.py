@@ -235,7 +235,7 @@ def _clean_new_email(email: str, user: User) -> str:
         raise UserAdminError(f"Invalid email: {exc}") from exc
     taken = db.session.scalar(sa.select(User.id).where(User.email == email, User.id != user.id))
     if taken:
-        raise UserAdminError(f"Another user signs in with {email}.")
+        raise UserAdminError(f"Another user signs in with that email ({email}).")
     return email
 
 
