@@ -254,3 +254,40 @@ def test_the_audit_log_links_inbox_items_and_webhook_sources(client, auth, admin
     assert f'<a href="/admin/inbox/{item.id}">inbox item #{item.id}</a>' in body
     assert f'<a href="/admin/sources/{src.id}">webhook source #{src.id}</a>' in body
     assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditLog)) >= 2
+
+
+def test_the_migration_flags_test_leads_made_before_it(tmp_path):
+    """Test deliveries sent before migration 0014 are found through their audit rows and flagged;
+    a test delivery that folded into a real lead leaves that lead real."""
+    from flask_migrate import downgrade, upgrade
+
+    from crm.extensions import db as _db
+    from crm.models import AuditLog
+    from tests.conftest import build_app
+    from tests.factories import LeadFactory
+
+    app = build_app(f"sqlite:///{tmp_path / 'migrate.sqlite3'}")
+    with app.app_context():
+        upgrade()
+        src = WebhookSourceFactory(slug="partner")
+        test_lead, real_lead = LeadFactory(), LeadFactory()
+        _db.session.flush()
+        for webhook_id, lead, status in [("msg_t", test_lead, "accepted"), ("msg_f", real_lead, "resubmitted")]:
+            _db.session.add(
+                InboxItem(channel="webhook", source_id=src.id, webhook_id=webhook_id, lead_id=lead.id, status=status)
+            )
+            _db.session.add(
+                AuditLog(
+                    action="test_delivery",
+                    object_type="webhook_source",
+                    object_id=str(src.id),
+                    detail={"webhook_id": webhook_id},
+                )
+            )
+        _db.session.commit()
+        downgrade(revision="0013_users_must_change_password")
+        upgrade()
+        flags = dict(_db.session.execute(sa.select(Lead.id, Lead.is_test)).all())
+        assert flags == {test_lead.id: True, real_lead.id: False}
+        _db.session.remove()
+        _db.engine.dispose()

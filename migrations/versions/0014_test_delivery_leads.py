@@ -18,6 +18,7 @@ it ``is_test`` (crm/services/sources.py ``mark_test_lead``) and the reports leav
 * A trigger marks the lead's creation day and its appointments' start days for the rollups
   (``report_changes``) when ``is_test`` changes: flagging a lead seconds after it was counted
   removes it from the rollups at the next refresh.
+* Leads made by test deliveries before this migration are flagged, found through their audit rows.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -64,6 +65,36 @@ def upgrade():
                    "INSERT INTO report_changes (kind, at) VALUES ('lead', new.created_at); "
                    "INSERT INTO report_changes (kind, at) SELECT 'booking', starts_at FROM appointments "
                    "WHERE lead_id = new.id; END")
+    _flag_earlier_test_leads()
+
+
+def _flag_earlier_test_leads():
+    """Test deliveries sent before this migration: each left an audit row (``test_delivery``, the
+    source's id, the webhook id), and its inbox item an ``accepted`` status when it made the lead
+    (a fold into a real lead is ``resubmitted`` and stays real). Flagged through the trigger above,
+    so the rollups drop them too."""
+    import json
+
+    bind = op.get_bind()
+    rows = bind.execute(sa.text(
+        "SELECT object_id, detail FROM audit_log WHERE action = 'test_delivery' AND object_type = 'webhook_source'"
+    )).all()
+    for object_id, detail in rows:
+        if isinstance(detail, str):
+            try:
+                detail = json.loads(detail)
+            except ValueError:
+                continue
+        webhook_id = (detail or {}).get("webhook_id") if isinstance(detail, dict) else None
+        if not webhook_id or not str(object_id or "").isdigit():
+            continue
+        bind.execute(
+            sa.text(
+                "UPDATE leads SET is_test = :yes WHERE id IN (SELECT lead_id FROM inbox_items "
+                "WHERE source_id = :source AND webhook_id = :webhook AND status = 'accepted')"
+            ),
+            {"yes": True, "source": int(object_id), "webhook": str(webhook_id)},
+        )
 
 
 def downgrade():
