@@ -291,3 +291,53 @@ def test_the_migration_flags_test_leads_made_before_it(tmp_path):
         assert flags == {test_lead.id: True, real_lead.id: False}
         _db.session.remove()
         _db.engine.dispose()
+
+
+def test_a_test_delivery_that_failed_at_first_is_flagged_and_closed_when_the_retry_makes_its_lead(db):
+    from datetime import UTC, datetime, timedelta
+
+    from crm.models import AuditLog
+    from crm.services.intake import retry_failed_items
+
+    ConditionFactory(name="Dystonia", slug="dystonia")
+    src = WebhookSourceFactory(slug="partner")
+    db.session.flush()
+    now = datetime.now(UTC)
+    for webhook_id, close, email in [("msg_a", True, "a@example.com"), ("msg_b", False, "b@example.com")]:
+        db.session.add(
+            InboxItem(
+                channel="webhook",
+                source_id=src.id,
+                source_slug="partner",
+                webhook_id=webhook_id,
+                content_type="application/json",
+                body=json.dumps(dict(REAL, email=email, phone="")),
+                status="failed",
+                next_attempt_at=now - timedelta(minutes=1),
+            )
+        )
+        db.session.add(
+            AuditLog(
+                action="test_delivery",
+                object_type="webhook_source",
+                object_id=str(src.id),
+                detail={"webhook_id": webhook_id, "close_lead": close},
+            )
+        )
+    real = InboxItem(
+        channel="webhook",
+        source_id=src.id,
+        source_slug="partner",
+        webhook_id="msg_real",
+        content_type="application/json",
+        body=json.dumps(dict(REAL, email="real@example.com", phone="")),
+        status="failed",
+        next_attempt_at=now - timedelta(minutes=1),
+    )
+    db.session.add(real)
+    db.session.commit()
+    assert retry_failed_items(now) == 3
+    leads = {lead.patient.email: lead for lead in db.session.scalars(sa.select(Lead))}
+    assert (leads["a@example.com"].is_test, leads["a@example.com"].status) == (True, "lost")
+    assert (leads["b@example.com"].is_test, leads["b@example.com"].status) == (True, "new")  # the admin kept it open
+    assert (leads["real@example.com"].is_test, leads["real@example.com"].status) == (False, "new")

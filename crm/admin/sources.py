@@ -218,7 +218,10 @@ def source_test(source_id: int):
     except source_service.SourceError as exc:
         flash(str(exc), "danger")
         return redirect(url_for("admin.source_detail", source_id=source.id))
-    audit.record("test_delivery", "webhook_source", source.id, detail={"webhook_id": delivery.webhook_id})
+    # The webhook id and the admin's choice, for a delivery that fails now and makes its lead on a
+    # retry (crm/services/intake.py process: flagged and closed then).
+    detail = {"webhook_id": delivery.webhook_id, "close_lead": bool(form.close_lead.data)}
+    audit.record("test_delivery", "webhook_source", source.id, detail=detail)
     db.session.commit()  # the delivery runs in its own app context and session: nothing may be pending here
     with current_app.app_context():
         resp = current_app.test_client().post(

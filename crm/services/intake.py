@@ -1376,7 +1376,28 @@ def process(item_id: int, *, now: datetime | None = None) -> Outcome:
         failed = _mark_failed(item_id, exc, now)
         return Outcome("failed", inbox_id=item_id, http_status=202, error=failed.error if failed else error_text(exc))
     outcome.inbox_id = item_id
+    if outcome.status == "accepted" and outcome.lead_id is not None:
+        _settle_late_test_delivery(item_id, outcome.lead_id)
     return outcome
+
+
+def _settle_late_test_delivery(item_id: int, lead_id: int) -> None:
+    """An admin's test delivery that failed at first and made its lead here (retry, replay) is
+    flagged and closed as the admin page does at once: never in a report or a specialist's queue."""
+    from crm.services import sources
+
+    item = db.session.get(InboxItem, item_id)
+    close = sources.test_delivery_choice(item.source_id, item.webhook_id) if item is not None else None
+    if close is None:
+        return
+    try:
+        sources.mark_test_lead(lead_id)
+        if close:
+            sources.close_test_lead(lead_id, actor=None)
+        db.session.commit()
+    except Exception:  # noqa: BLE001 - the lead is stored; the admin can close it by hand
+        db.session.rollback()
+        log.exception("intake: could not flag the test delivery's lead %s", lead_id)
 
 
 # --------------------------------------------------------------------------- retries and replay

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
 from crm.extensions import db
-from crm.models import InboxItem, WebhookSecret, WebhookSource
+from crm.models import AuditLog, InboxItem, WebhookSecret, WebhookSource
 from crm.models.base import utcnow
 from crm.services.contact import clean_name
 
@@ -278,6 +278,25 @@ def mark_test_lead(lead_id: int) -> bool:
 
     done = db.session.execute(sa.update(Lead).where(Lead.id == lead_id, Lead.is_test.is_(False)).values(is_test=True))
     return done.rowcount == 1
+
+
+def test_delivery_choice(source_id: int | None, webhook_id: str | None) -> bool | None:
+    """For an inbox item: None when it was no admin's test delivery, else whether the admin asked
+    for its lead to be closed (the ``test_delivery`` audit row; rows from before the choice was
+    recorded: closed, the form's default)."""
+    if source_id is None or not webhook_id:
+        return None
+    rows = db.session.scalars(
+        sa.select(AuditLog.detail).where(
+            AuditLog.action == "test_delivery",
+            AuditLog.object_type == "webhook_source",
+            AuditLog.object_id == str(source_id),
+        )
+    )
+    for detail in rows:
+        if isinstance(detail, dict) and detail.get("webhook_id") == webhook_id:
+            return bool(detail.get("close_lead", True))
+    return None
 
 
 def close_test_lead(lead_id: int | None, *, actor) -> bool:
