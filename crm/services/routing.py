@@ -152,17 +152,16 @@ def patient_owner(lead: Lead) -> User | None:
     return db.session.scalar(
         sa.select(User)
         .join(Lead, Lead.assignee_id == User.id)
-        .where(
-            Lead.patient_id == lead.patient_id,
-            Lead.id != lead.id,
-            Lead.status.in_(OPEN),
-            User.role == Role.SPECIALIST,
-            User.active.is_(True),
-            User.on_shift.is_(True),
-        )
+        .where(Lead.patient_id == lead.patient_id, Lead.id != lead.id, *_open_and_held_on_shift(Lead))
         .order_by(Lead.assigned_at.desc().nulls_last(), Lead.id.desc())
         .limit(1)
     )
+
+
+def _open_and_held_on_shift(lead) -> tuple:
+    """Conditions on ``lead`` (the model or an alias) joined to its assignee ``User``: open, and held
+    by an active specialist on shift."""
+    return (lead.status.in_(OPEN), User.role == Role.SPECIALIST, User.active.is_(True), User.on_shift.is_(True))
 
 
 def pick_assignee(language: str | None, *, exclude: set[int] | frozenset[int] = frozenset()) -> User | None:
@@ -254,14 +253,7 @@ def _with_patient_owner(lead_ids: list[int]) -> set[int]:
     held = (
         sa.select(other.id)
         .join(User, User.id == other.assignee_id)
-        .where(
-            other.patient_id == Lead.patient_id,
-            other.id != Lead.id,
-            other.status.in_(OPEN),
-            User.role == Role.SPECIALIST,
-            User.active.is_(True),
-            User.on_shift.is_(True),
-        )
+        .where(other.patient_id == Lead.patient_id, other.id != Lead.id, *_open_and_held_on_shift(other))
         .exists()
     )
     return set(db.session.scalars(sa.select(Lead.id).where(Lead.id.in_(lead_ids), held)))
