@@ -549,6 +549,30 @@ def test_returning_patient_by_phone_gets_a_new_lead_on_the_same_patient(client, 
     assert lead2.events[0].data["returning_patient"] is True
 
 
+def test_another_name_on_a_known_phone_is_shown_to_the_specialist(client, db, source, auth, specialist):
+    """A spouse or parent sharing a phone files under the existing patient (SPEC 2.2), so the name
+    they sent must be on the lead, and an email is shown as sent ("_" is not a choice value's)."""
+    ConditionFactory(name="Chronic pain", slug="chronic-pain")
+    db.session.commit()
+    deliver(client, PAYLOAD)
+    other = dict(PAYLOAD, first_name="Frank", last_name="Spouse", email="frank_spouse@example.com")
+    lead_id = deliver(client, dict(other, condition="chronic pain"), msg_id="m2").get_json()["lead_id"]
+    created = db.session.get(Lead, lead_id).events[0]
+    assert created.data["details_sent"] == {
+        "first_name": "Frank",
+        "last_name": "Spouse",
+        "email": "frank_spouse@example.com",
+    }
+    # Case alone is no other name.
+    deliver(client, dict(PAYLOAD, first_name="ROBIN", message="again"), msg_id="m3")
+    folded = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.RESUBMITTED)).one()
+    assert "details_sent" not in folded.data
+    auth.as_user(specialist)
+    page = client.get(f"/leads/{lead_id}").get_data(as_text=True)
+    assert "Sent under another name: Frank Spouse" in page
+    assert "<strong>frank_spouse@example.com</strong>" in page
+
+
 def test_a_returning_patients_new_details_are_recorded_as_on_the_form(client, db, source):
     lead_id = deliver(client, dict(PAYLOAD, preferred_contact_time="evening")).get_json()["lead_id"]
     changed = dict(PAYLOAD, phone="(305) 555-0199", zip="33133", preferred_contact_time="morning")

@@ -15,6 +15,9 @@ RESUBMISSION_WINDOW = timedelta(hours=24)
 
 # Patient fields a later submission may fill in when the record has them empty.
 FILLABLE = ("email", "phone", "street", "city", "state", "zip")
+# What a returning patient's submission is compared on: a different name on the same email or phone
+# may be another person (a spouse, a parent asking for a child), which the specialist must see.
+COMPARED = ("first_name", "last_name", *FILLABLE)
 
 
 CONTACT_LOCK_CLASS = 7301  # advisory-lock key space for patient contact details
@@ -77,11 +80,11 @@ def fill_missing(patient: Patient, values: dict) -> list[str]:
 
 
 def differing(patient: Patient, values: dict) -> dict[str, str]:
-    """Contact and address values a returning patient sent that differ from the ones on file
-    (which ``fill_missing`` keeps): {field: the value sent}. Case and spacing do not count, nor
-    a ZIP sent without the +4 the record has."""
+    """Names, contact and address values a returning patient sent that differ from the ones on
+    file (which the record keeps): {field: the value sent}. Case and spacing do not count, nor a
+    ZIP sent without the +4 the record has."""
     found = {}
-    for name in FILLABLE:
+    for name in COMPARED:
         new, old = values.get(name), getattr(patient, name)
         if not new or not old or " ".join(str(new).split()).casefold() == " ".join(str(old).split()).casefold():
             continue

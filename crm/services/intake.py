@@ -950,7 +950,8 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
         patient_id = patient.id
         # What the patient sent that differs from the record is kept on the record's side (a
         # specialist may have corrected it) and written on the event, so nothing sent is unseen.
-        if kept := dedupe.differing(patient, wish.address):
+        sent = {**wish.address, "first_name": clean["first_name"], "last_name": clean["last_name"]}
+        if kept := dedupe.differing(patient, sent):
             changes["details_sent"] = kept
         filled = dedupe.fill_missing(patient, wish.address)
         if {"zip", "street", "city", "state"} & set(filled):
