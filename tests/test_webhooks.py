@@ -185,6 +185,14 @@ def test_bad_signature_or_stale_timestamp_is_401_and_stored_rejected(client, db,
     assert SECRET not in json.dumps(item.headers) and SECRET not in (item.error or "")
 
 
+def test_a_timestamp_in_milliseconds_is_named_as_such(client, db, source):
+    now_ms = str(int(datetime.now(UTC).timestamp() * 1000))
+    resp = deliver(client, PAYLOAD, extra_headers={"webhook-timestamp": now_ms})
+    assert resp.status_code == 401
+    assert resp.get_json()["error"] == "webhook-timestamp must be Unix seconds, not milliseconds"
+    assert count(db, Lead) == 0 and items(db)[0].status == InboxStatus.REJECTED
+
+
 def test_several_signatures_one_valid_is_accepted(client, db, source):
     good = sign_payload(SECRET, json.dumps(PAYLOAD), msg_id="msg_1").headers["webhook-signature"]
     resp = deliver(client, PAYLOAD, signature=f"v1,bm9wZQ== {good}")
