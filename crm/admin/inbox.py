@@ -10,7 +10,7 @@ from flask_login import current_user
 
 from crm.admin.routes import bp
 from crm.extensions import db
-from crm.models import InboxItem, WebhookSource
+from crm.models import AuditLog, InboxItem, WebhookSource
 from crm.models.enums import InboxChannel, InboxStatus
 from crm.services import audit
 from crm.services import intake as intake_service
@@ -25,11 +25,25 @@ def _source_and_channel(source: str | None, channel: str | None) -> list:
     return conditions
 
 
+ATTENTION = "attention"  # not a status: failed items and content refusals, what an admin should act on
+
+
 def inbox_select(status: str | None = None, source: str | None = None, channel: str | None = None) -> sa.Select:
     stmt = sa.select(InboxItem).where(*_source_and_channel(source, channel)).order_by(InboxItem.id.desc())
-    if status:
+    if status == ATTENTION:
+        stmt = stmt.where(intake_service.needs_attention())
+    elif status:
         stmt = stmt.where(InboxItem.status == InboxStatus(status))
     return stmt
+
+
+def attention_count(source: str | None = None, channel: str | None = None) -> int:
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(InboxItem)
+        .where(intake_service.needs_attention(), *_source_and_channel(source, channel))
+    )
+    return db.session.scalar(stmt) or 0
 
 
 def status_counts(source: str | None = None, channel: str | None = None) -> dict[str, int]:
@@ -46,7 +60,7 @@ def status_counts(source: str | None = None, channel: str | None = None) -> dict
 @bp.get("/inbox")
 def inbox():
     status = request.args.get("status") or None
-    status = status if status in {s.value for s in InboxStatus} else None
+    status = status if status in {s.value for s in InboxStatus} | {ATTENTION} else None
     channel = request.args.get("channel") or None
     channel = channel if channel in {c.value for c in InboxChannel} else None
     source = (request.args.get("source") or "").strip()[:80] or None
@@ -57,6 +71,7 @@ def inbox():
         "admin/inbox.html",
         page=page,
         counts=status_counts(source, channel),
+        attention=attention_count(source, channel),
         statuses=list(InboxStatus),
         channels=list(InboxChannel),
         slugs=slugs,
@@ -96,7 +111,37 @@ def inbox_item(item_id: int):
         body=body,
         decoded_as=decoded_as,
         can_replay=intake_service.can_replay(item),
+        can_dismiss=intake_service.is_attention(item),
+        dismiss_reasons=intake_service.DISMISS_REASONS,
+        dismissed=_dismissal(item) if item.status == InboxStatus.DISMISSED else None,
     )
+
+
+def _dismissal(item: InboxItem):
+    """The audit row that set the item aside: who, when and why."""
+    return db.session.scalar(
+        sa.select(AuditLog)
+        .where(AuditLog.action == "dismiss_inbox_item", AuditLog.object_type == "inbox_item")
+        .where(AuditLog.object_id == str(item.id))
+        .order_by(AuditLog.id.desc())
+        .limit(1)
+    )
+
+
+@bp.post("/inbox/<int:item_id>/dismiss")
+def inbox_dismiss(item_id: int):
+    item = db.session.get(InboxItem, item_id) or abort(404)
+    try:
+        intake_service.dismiss(
+            item, current_user._get_current_object(), request.form.get("reason", ""), request.form.get("note", "")
+        )
+    except ValueError as exc:
+        db.session.rollback()
+        flash(str(exc), "warning")
+        return redirect(url_for("admin.inbox_item", item_id=item_id))
+    db.session.commit()
+    flash(f"Inbox item #{item_id} set aside. Replay still takes it up if needed.", "success")
+    return redirect(url_for("admin.inbox", status=ATTENTION))
 
 
 @bp.post("/inbox/<int:item_id>/replay")

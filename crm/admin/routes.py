@@ -6,9 +6,9 @@ from flask_login import login_required
 
 from crm.extensions import db
 from crm.models import AuditLog, InboxItem, JobRun, Lead, Physician, User
-from crm.models.enums import InboxStatus
 from crm.security import admin_required
 from crm.services import edit_guard
+from crm.services import intake as intake_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -27,7 +27,7 @@ def index():
         "users": count(User, User.active.is_(True)),
         "physicians": count(Physician, Physician.active.is_(True)),
         "leads": count(Lead, Lead.is_test.is_(False)),  # test deliveries are not leads to anyone
-        "inbox_failed": count(InboxItem, InboxItem.status == InboxStatus.FAILED),
+        "inbox_attention": count(InboxItem, intake_service.needs_attention()),
     }
     recent_audit = db.session.scalars(sa.select(AuditLog).order_by(AuditLog.id.desc()).limit(10)).all()
     recent_jobs = db.session.scalars(sa.select(JobRun).order_by(JobRun.id.desc()).limit(10)).all()

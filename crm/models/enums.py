@@ -143,6 +143,7 @@ class InboxStatus(StrEnum):
     REJECTED = "rejected"
     SPAM = "spam"  # a form caught by the honeypot: its fields kept, replayable if a real patient sent it
     FAILED = "failed"
+    DISMISSED = "dismissed"  # an admin set a failed or refused item aside (why: in the audit log); replayable
 
 
 class InboxChannel(StrEnum):

@@ -1405,9 +1405,59 @@ def _settle_late_test_delivery(item_id: int, lead_id: int) -> None:
 
 # --------------------------------------------------------------------------- retries and replay
 
-REPLAYABLE = (InboxStatus.FAILED, InboxStatus.RECEIVED, InboxStatus.SPAM)
+REPLAYABLE = (InboxStatus.FAILED, InboxStatus.RECEIVED, InboxStatus.SPAM, InboxStatus.DISMISSED)
 # Rejections that a fix on our side (mapping, condition list) can turn into a lead.
 REPLAYABLE_REJECTIONS = ("[422]",)
+
+# Why an admin sets an item aside, as the dismiss form offers them.
+DISMISS_REASONS = {
+    "entered_by_hand": "Entered by hand as a lead",
+    "not_a_request": "Not a patient request (test, junk)",
+    "sender_resent": "The sender delivered it again",
+    "other": "Other",
+}
+
+
+def needs_attention() -> sa.ColumnElement[bool]:
+    """Items that became no lead but could: processing failed, or the content was refused (422)
+    and a fix on our side (mapping, condition list) and a replay would rescue the patient's
+    request. Refusals by signature, source or size are not here: nothing on our side fixes them."""
+    return sa.or_(
+        InboxItem.status == InboxStatus.FAILED,
+        sa.and_(InboxItem.status == InboxStatus.REJECTED, InboxItem.error.like("[422]%")),
+    )
+
+
+def is_attention(item: InboxItem) -> bool:
+    """``needs_attention`` for one loaded item."""
+    return item.status == InboxStatus.FAILED or (
+        item.status == InboxStatus.REJECTED and (item.error or "").startswith(REPLAYABLE_REJECTIONS)
+    )
+
+
+def dismiss(item: InboxItem, actor: User, reason: str, note: str = "") -> None:
+    """An admin sets a failed or content-refused item aside (the patient was entered by hand, or it
+    was no request at all): it leaves "Needs attention" and the retry job. Audited, with the reason;
+    a replay can still take it up. Raises ValueError for an item that needs no attention."""
+    if reason not in DISMISS_REASONS:
+        raise ValueError("Choose why this item is set aside.")
+    if not is_attention(item):
+        raise ValueError("Only a failed item or one refused for its content can be set aside.")
+    before = item.status
+    # Conditional, as a claim is: the retry job or another admin's replay may have taken it meanwhile.
+    stmt = (
+        sa.update(InboxItem)
+        .where(InboxItem.id == item.id, InboxItem.status == before)
+        .values(status=InboxStatus.DISMISSED, next_attempt_at=None)
+    )
+    if db.session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
+        raise ValueError("This item changed meanwhile (a replay or the retry job took it); look at it again.")
+    db.session.expire(item)
+    detail = {"before": str(before), "reason": reason}
+    if note.strip():
+        detail["note"] = note.strip()[:500]
+    audit.record("dismiss_inbox_item", "inbox_item", item.id, user=actor, detail=detail)
+    db.session.flush()
 
 
 def can_replay(item: InboxItem) -> bool:
