@@ -66,6 +66,18 @@ def test_sweep_flags_and_escalates_to_every_admin_once(db, admin):
     assert db.session.scalar(sa.select(LeadEvent.kind).where(LeadEvent.lead_id == late.id)) == EventKind.SLA_BREACHED
 
 
+def test_a_breach_found_within_its_minute_reads_without_a_zero_lateness(client, auth, db, admin):
+    make_lead(db, created_at=WED)
+    db.session.commit()
+    sla_sweep(WED + timedelta(minutes=15, seconds=30), CFG)
+    db.session.commit()
+    note = db.session.scalar(sa.select(Notification))
+    assert note.message.endswith("missed the 15-minute speed-to-lead target (unassigned).")
+    auth.as_user(admin)
+    page = client.get("/notifications").get_data(as_text=True)
+    assert ">Speed-to-lead missed</span>" in page and "Sla escalation" not in page
+
+
 def test_off_hours_lead_is_rescheduled_not_breached(db, admin):
     sat = datetime(2026, 11, 21, 18, 0, tzinfo=UTC)
     lead = make_lead(db, created_at=sat)
