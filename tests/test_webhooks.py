@@ -249,6 +249,7 @@ def test_invalid_fields_are_422_with_field_errors(client, db, source):
     body = resp.get_json()
     assert body["error"] == "validation failed"
     assert set(body["fields"]) == {"email", "zip", "first_name", "message"}
+    assert body["read_from"] == {"email": "email", "zip": "zip", "first_name": "first_name", "message": "message"}
     (item,) = items(db)
     assert item.status == InboxStatus.REJECTED and "validation failed" in item.error
     assert count(db, Lead) == 0 and count(db, Patient) == 0
@@ -485,6 +486,12 @@ def test_mapping_that_finds_nothing_is_422_naming_our_fields(client, db, source)
     resp = deliver(client, {"unrelated": True})
     assert resp.status_code == 422
     assert {"first_name", "last_name", "zip"} <= set(resp.get_json()["fields"])
+    # The sender's developer is told which paths of their body were read for the refused fields.
+    read_from = resp.get_json()["read_from"]
+    assert read_from["first_name"] == mapping_examples.GRAVITY_FORMS["first_name"]
+    assert read_from["zip"] == mapping_examples.GRAVITY_FORMS["zip"]
+    assert set(read_from) <= set(resp.get_json()["fields"])
+    assert "read from: " in items(db)[0].error
 
 
 def test_consent_false_is_refused(client, db, source):

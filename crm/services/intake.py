@@ -525,12 +525,16 @@ class Outcome:
     http_status: int = 202
     error: str | None = None
     fields: dict[str, list[str]] | None = None
+    read_from: dict[str, str] | None = None  # webhook 422: where in the body each refused field was read
     extra_headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> dict:
         if self.status == "rejected":
             if self.fields is not None:
-                return {"error": "validation failed", "fields": self.fields}
+                body: dict[str, Any] = {"error": "validation failed", "fields": self.fields}
+                if self.read_from:
+                    body["read_from"] = self.read_from
+                return body
             return {"error": self.error or "rejected"}
         if self.status in ("accepted", "failed"):
             return {"status": "accepted", "lead_id": self.lead_id, "inbox_id": self.inbox_id}
@@ -1257,7 +1261,14 @@ def _check(item: InboxItem | FreshItem, now: datetime) -> tuple[dict | None, Out
         item.status, item.processed_at = InboxStatus.REJECTED, now
         item.error = "[422] validation failed: " + json.dumps(errors, sort_keys=True)
         item.next_attempt_at = None
-        return None, Outcome("rejected", http_status=422, fields=errors)
+        read_from = None
+        if item.channel == InboxChannel.WEBHOOK:
+            # The messages speak to a patient ("Enter your first name."); the sender's developer
+            # needs to know which part of their body was read, i.e. which mapping path to check.
+            mapping = (item.source.field_mapping if item.source is not None else None) or {}
+            read_from = {name: mapping.get(name, name) for name in errors if name in FIELDS}
+            item.error += "; read from: " + json.dumps(read_from, sort_keys=True)
+        return None, Outcome("rejected", http_status=422, fields=errors, read_from=read_from or None)
     return clean, None
 
 
