@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import re
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -118,6 +119,22 @@ def test_condition_page_renders_safe_markdown_and_preselects_the_condition(clien
 def test_unpublished_or_unknown_condition_is_404(client, conditions):
     assert client.get("/conditions/hidden-thing").status_code == 404
     assert client.get("/conditions/nope").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/conditions/DYSTONIA", "/conditions/Dystonia", "/conditions/dystonia/"])
+def test_a_condition_address_in_capitals_or_with_a_trailing_slash_goes_to_its_page(client, conditions, path):
+    resp = client.get(path + "?utm_source=ads")
+    assert resp.status_code == 301 and resp.headers["Location"] == "/conditions/dystonia?utm_source=ads"
+    assert client.get("/conditions/DYSTONIA/").headers["Location"] == "/conditions/dystonia"
+    # a form posted there is posted again to the page, not turned into a GET that drops it
+    assert client.post(path, data=form_data()).status_code == 308
+
+
+@pytest.mark.parametrize(
+    "path", ["/conditions/NOPE", "/conditions/nope/", "/conditions/HIDDEN-THING", "/conditions/hidden-thing/"]
+)
+def test_an_unknown_or_unpublished_condition_in_any_spelling_stays_404(client, conditions, path):
+    assert client.get(path).status_code == 404
 
 
 def test_request_page_has_a_condition_picker(client, conditions):
@@ -353,6 +370,87 @@ def test_errors_are_summarised_and_tied_to_their_fields_for_assistive_technology
     assert re.search(r'<fieldset[^>]*id="preferred_mode"[^>]*aria-describedby="preferred_mode-err"', html)
 
 
+def test_the_condition_is_marked_required_like_the_other_required_fields(client, conditions):
+    html = client.get("/request").get_data(as_text=True)
+    assert re.search(r'<label class="form-label" for="condition">Condition <span class="text-danger"', html)
+    assert 'aria-required="true"' in re.search(r'<select[^>]*id="condition"[^>]*>', html).group(0)
+
+
+def test_something_else_without_words_is_flagged_at_the_text_box(client, db, conditions):
+    html = client.post("/request", data=form_data(condition="other", condition_text=" ")).get_data(as_text=True)
+    box = re.search(r'<input[^>]*id="condition_text"[^>]*>', html).group(0)
+    assert 'aria-invalid="true"' in box and 'aria-describedby="condition_text-help condition_text-err"' in box
+    assert "Describe your condition in a few words" in html.split('id="condition_text-err"')[1].split("</div>")[0]
+    picker = re.search(r'<select[^>]*id="condition"[^>]*>', html).group(0)
+    assert "aria-invalid" not in picker and 'id="condition-err"' not in html
+    summary = html.split("data-focus-on-load")[1].split("</div>")[0]
+    assert '<a href="#condition_text">' in summary and '<a href="#condition">' not in summary
+    # nothing picked and nothing typed: the list is where the answer is missing
+    html = client.post("/request", data=form_data(condition="", condition_text="")).get_data(as_text=True)
+    assert "Choose a condition, or describe it in your own words." in html.split('id="condition-err"')[1]
+    assert 'id="condition_text-err"' not in html
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
+
+
+def test_a_form_sent_back_with_errors_says_so_first_in_the_page_title(make_app, client, db, conditions):
+    def title(resp) -> str:
+        return re.search(r"<title>(.*?)</title>", resp.get_data(as_text=True), re.S).group(1).strip()
+
+    assert title(client.get("/conditions/dystonia")) == "Dystonia · Appointment Desk"
+    assert title(client.post("/conditions/dystonia", data=form_data(zip="1"))) == "Error: Dystonia · Appointment Desk"
+    resp = client.post("/request", data=form_data(email=""))
+    assert title(resp) == "Error: Request an appointment · Appointment Desk"
+    assert title(client.get("/request")) == "Request an appointment · Appointment Desk"
+    assert title(client.get("/conditions")) == "Conditions we help with · Appointment Desk"
+    # a form sent back with a notice instead (the security token expired) is one too
+    expired = make_app(WTF_CSRF_ENABLED=True).test_client().post("/request", data=form_data(csrf_token="stale"))
+    assert title(expired) == "Error: Request an appointment · Appointment Desk"
+
+
+def _css_rule(css: str, selector: str) -> dict[str, str]:
+    """The declarations of every rule with exactly this selector, later ones winning (the cascade)."""
+    declared: dict[str, str] = {}
+    for body in re.findall(r"(?:^|\n)" + re.escape(selector) + r" \{([^}]*)\}", css):
+        declared.update((k.strip(), v.strip()) for k, _, v in (d.partition(":") for d in body.split(";") if d.strip()))
+    return declared
+
+
+def _contrast(fg: str, bg: str) -> float:
+    """The WCAG contrast ratio of two colours written #rrggbb or "r, g, b"."""
+
+    def luminance(colour: str) -> float:
+        colour = colour.strip().lstrip("#")
+        rgb = [int(c) for c in colour.split(",")] if "," in colour else [int(colour[i : i + 2], 16) for i in (0, 2, 4)]
+        lin = [c / 255 / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_public_page_text_colours_meet_wcag_aa_contrast(client, conditions):
+    """Normal-size text needs 4.5:1 against its background (WCAG 1.4.3). Bootstrap's own colours
+    fall just short on the public pages' tinted backgrounds; static/app.css darkens them there."""
+    css = (Path(__file__).parent.parent / "static" / "app.css").read_text()
+    page_bg = _css_rule(css, "body.public")["background"]  # the public pages' background
+    staff_bg = re.search(r"--desk-bg: (#[0-9a-f]{6})", css).group(1)  # the error pages'
+    assert _contrast(_css_rule(css, ".condition-card-more")["color"], "#ffffff") >= 4.5  # on its white card
+    back = _css_rule(css, "body.public .btn-outline-secondary")  # "Back to List"
+    assert _contrast(back["--bs-btn-color"], page_bg) >= 4.5
+    consent = _css_rule(css, ".consent-box")  # the agreement's label, * and error, in red on its tint
+    assert _contrast(consent["--bs-form-invalid-color"], consent["background"]) >= 4.5
+    assert _contrast(consent["--bs-danger-rgb"], consent["background"]) >= 4.5
+    assert _css_rule(css, ".consent-box .invalid-feedback")["font-size"] == "1em"  # not smaller than the label
+    assert _contrast(_css_rule(css, ".error-page .btn-outline-primary")["--bs-btn-color"], staff_bg) >= 4.5
+    # ... and the pages use those rules
+    assert 'class="condition-card-more"' in client.get("/conditions").get_data(as_text=True)
+    html = client.post("/conditions/dystonia", data=form_data(consent="")).get_data(as_text=True)
+    assert '<div class="consent-box' in html and "btn-outline-secondary" in html and 'id="consent-err"' in html
+    assert re.search(
+        r'class="[^"]*error-page[^"]*".*btn-outline-primary', client.get("/conditions/x/y").get_data(as_text=True), re.S
+    )
+
+
 def test_csrf_is_required(make_app, db, conditions):
     app = make_app(WTF_CSRF_ENABLED=True)
     client = app.test_client()
@@ -432,11 +530,32 @@ def test_form_rate_limit_per_ip(make_app, db, conditions):
     limited = client.post("/conditions/dystonia", data=form_data(idempotency_token="8" * 32))
     html = limited.get_data(as_text=True)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
-    assert "Please wait about" in html and 'value="Casey"' in html and "Please text after 6." in html
+    assert "please wait about 1 minute" in html and 'value="Casey"' in html and "Please text after 6." in html
     other_ip = client.post(
         "/conditions/dystonia", data=form_data(idempotency_token="9" * 32), environ_base={"REMOTE_ADDR": "198.51.100.9"}
     )
     assert other_ip.status_code == 302
+
+
+def test_the_rate_limit_counts_refused_tries_too_and_says_so_keeping_what_was_typed(make_app, db, conditions):
+    """Posts sent back for a correction count against the limit, so its message must not say
+    that earlier requests were received; the limited post is shown again but never processed."""
+    client = make_app(RATELIMIT_ENABLED=True, INTAKE_RATE_LIMIT="2 per minute").test_client()
+    assert [client.post("/conditions/dystonia", data=form_data(zip="1")).status_code for _ in range(2)] == [200, 200]
+    limited = client.post("/conditions/dystonia", data=form_data(), headers={"Sec-Fetch-Site": "same-origin"})
+    html = limited.get_data(as_text=True)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
+    notice = html.split("data-focus-on-load>")[1].split("</div>")[0]
+    assert "received" not in notice and "too many times" in notice and "every try counts" in notice
+    assert "Everything you typed is still here" in notice and "press Book Appointment again" in notice
+    assert re.search(r"<title>\s*Error: Dystonia", html)
+    assert 'value="Casey"' in html and "Please text after 6." in html and 'value="0123456789abcdef' in html
+    assert 'action="/conditions/dystonia#request"' in html  # sent again later, it goes to the same page
+    for model in (InboxItem, Lead, Patient):  # the limited post is neither stored nor processed
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(model)) == 0
+    # a post from another site that trips it is not echoed back filled in
+    html = client.post("/request", data=form_data(), headers={"Sec-Fetch-Site": "cross-site"}).get_data(as_text=True)
+    assert "too many times" in html and "Casey" not in html and "Please text after 6." not in html
 
 
 # ---------------------------------------------------------------- failures never lose a submission

@@ -138,10 +138,17 @@ def _handle_post(form: RequestForm, conditions: list[Condition]):
         )
         return redirect(url_for("intake.thank_you"))
     _, errors = intake.validate_fields(fields, require_consent=True)
+    other = form.condition.data == OTHER
     if not chosen and not fields["condition"]:
-        errors.setdefault("condition", []).append("Choose a condition, or describe it in your own words.")
+        missing = (
+            "Describe your condition in a few words, or choose it from the list."
+            if other
+            else "Choose a condition, or describe it in your own words."
+        )
+        errors.setdefault("condition", []).append(missing)
     if errors:
-        typed = bool((form.condition_text.data or "").strip())
+        # After "Something else / not sure" the missing answer is the text box's, so its error is there.
+        typed = bool((form.condition_text.data or "").strip()) or other
         for name, messages in errors.items():
             target = _error_field(form, name, typed_condition=typed and chosen is None)
             target.errors = list(target.errors or []) + messages
@@ -162,8 +169,8 @@ def _handle_post(form: RequestForm, conditions: list[Condition]):
 
 
 def _error_field(form: RequestForm, name: str, *, typed_condition: bool):
-    """The form field an intake error belongs under: errors about the typed condition go under
-    the text box the patient typed it in, not under the list."""
+    """The form field an intake error belongs under: errors about the typed condition (or the one
+    still to type, after "Something else / not sure") go under the text box, not under the list."""
     if name == "condition_details" or (name == "condition" and typed_condition):
         return form.condition_text
     return getattr(form, name, None) or form.condition
@@ -185,15 +192,19 @@ def _too_many(err):
 
 
 def _form_rate_limited(limit):
-    """Too many submissions from this IP: show the form again, typed values kept, with a clear message."""
+    """Too many submissions from this IP: show the form again, typed values kept, with a clear message.
+    The limit counts every post, those sent back for a correction too, so the words must not
+    say that earlier requests were received. This post is not processed or stored."""
     retry = max(int(limit.reset_at - time.time()), 1)
     minutes = max(round(retry / 60), 1)
     plural = "s" if minutes != 1 else ""
     message = (
-        "We received several requests from your connection just now. "
-        f"Please wait about {minutes} minute{plural} and send it again."
+        "This form was sent from your connection too many times in a short while (every try counts, "
+        "including ones sent back for a correction), so this one was not sent. Everything you typed is "
+        f"still here: please wait about {minutes} minute{plural}, then press Book Appointment again."
     )
-    return _form_again(message, 429, {"Retry-After": str(retry)})
+    # Like an expired token, a post from another site is not echoed back filled in.
+    return _form_again(message, 429, {"Retry-After": str(retry)}, keep_values=_posted_from_our_site())
 
 
 @bp.errorhandler(CSRFError)
@@ -239,7 +250,7 @@ def _form_again(
     form = RequestForm() if keep_values else RequestForm(formdata=None)
     form.set_conditions(everything)
     slug = (request.view_args or {}).get("slug")
-    condition = next((c for c in everything if c.slug == slug), None)
+    condition = _canonical(slug, everything) if slug else None
     if not keep_values:
         form.idempotency_token.data = uuid.uuid4().hex
         form.condition.data = condition.slug if condition else ""
@@ -259,19 +270,37 @@ def _form_again(
     return make_response(html, status, headers or {})
 
 
+def _canonical(slug: str, everything: list[Condition]) -> Condition | None:
+    """The published condition a slug names: as written, in other capitals (/conditions/DYSTONIA,
+    a link typed by hand) or a slug it had before a rename."""
+    wanted = slug.lower()
+    return next((c for c in everything if c.slug.lower() == wanted), None) or next(
+        (c for c in everything if wanted in {s.lower() for s in c.former_slugs or []}), None
+    )
+
+
+def _to_condition_page(condition: Condition):
+    target = url_for("intake.condition_page", slug=condition.slug)
+    if request.query_string:
+        target += "?" + request.query_string.decode("latin-1")
+    # 308 for a form posted from a page opened before the rename: the browser posts it again
+    # to the new address (a 301 would turn it into a GET and drop the patient's request).
+    return redirect(target, 308 if request.method == "POST" else 301)
+
+
+@bp.route("/conditions/<slug>/", methods=["GET", "POST"])
+def condition_page_slash(slug: str):
+    """/conditions/dystonia/ (a trailing slash added by hand or by another site's link)."""
+    return _to_condition_page(_canonical(slug, _published()) or abort(404))
+
+
 @bp.route("/conditions/<slug>", methods=["GET", "POST"])
 @limiter.shared_limit(_intake_limit, scope="intake-form", methods=["POST"], on_breach=_form_rate_limited)
 def condition_page(slug: str):
     everything = _published()
     condition = next((c for c in everything if c.slug == slug), None)
     if condition is None:
-        renamed = next((c for c in everything if slug in (c.former_slugs or [])), None) or abort(404)
-        target = url_for("intake.condition_page", slug=renamed.slug)
-        if request.query_string:
-            target += "?" + request.query_string.decode("latin-1")
-        # 308 for a form posted from a page opened before the rename: the browser posts it again
-        # to the new address (a 301 would turn it into a GET and drop the patient's request).
-        return redirect(target, 308 if request.method == "POST" else 301)
+        return _to_condition_page(_canonical(slug, everything) or abort(404))
     form = _new_form(everything, condition.slug)
     if request.method == "POST":
         done = _handle_post(form, everything)
