@@ -585,6 +585,7 @@ def test_another_name_on_a_known_phone_is_shown_to_the_specialist(client, db, so
     auth.as_user(specialist)
     page = client.get(f"/leads/{lead_id}").get_data(as_text=True)
     assert "Sent under another name: Frank Spouse" in page
+    assert 'Sent as</dt><dd class="col-8 text-warning-emphasis"><strong>Frank Spouse</strong>' in page
     assert "<strong>frank_spouse@example.com</strong>" in page
 
 
