@@ -497,6 +497,7 @@ def test_an_admin_sets_a_handled_item_aside_with_a_reason_and_can_still_replay_i
     assert 'Needs attention <span class="badge text-bg-light">0</span>' in client.get("/admin/inbox").get_data(
         as_text=True
     )
+    assert "Nothing needs attention" in client.get("/admin/inbox?status=attention").get_data(as_text=True)
     page = client.get(f"/admin/inbox/{item_id}").get_data(as_text=True)
     assert "Set aside</strong> by" in page and "Entered by hand as a lead" in page and "lead #12" in page
     assert "Set it aside" not in page
