@@ -285,7 +285,16 @@ def test_conditions_create_preview_edit(client, auth, admin, db):
     assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "create_condition"))
     edit = client.get(f"/admin/conditions/{cond.id}/edit").get_data(as_text=True)
     assert "<h2>Living with it</h2>" in edit
-    hide = client.post(f"/admin/conditions/{cond.id}/edit", data=dict(data, action="save", published=""))
+    # Unpublishing is asked once more (the public page becomes a 404), then done.
+    ask = client.post(f"/admin/conditions/{cond.id}/edit", data=dict(data, action="save", published=""))
+    asked = ask.get_data(as_text=True)
+    assert ask.status_code == 200 and "Unpublish Restless legs?" in asked and "/conditions/restless-legs" in asked
+    assert 'name="confirm" value="unpublish"' in asked and "<script>" not in asked.split("</nav>", 1)[1]
+    db.session.expire_all()
+    assert db.session.get(Condition, cond.id).published is True
+    hide = client.post(
+        f"/admin/conditions/{cond.id}/edit", data=dict(data, action="", confirm="unpublish", published="")
+    )
     assert hide.status_code == 302
     db.session.expire_all()
     assert db.session.get(Condition, cond.id).published is False
@@ -783,3 +792,140 @@ def test_a_condition_saved_by_someone_else_meanwhile_is_not_overwritten_unseen(c
     assert scripted.status_code == 302
     deep = client.post(f"/admin/conditions/{cond.id}/edit", data=dict(mine, body="Deep.", loaded="[" * 100_000))
     assert deep.status_code in (200, 302)  # refused by the field's length limit or saved: never a 500
+
+
+# --- QA walkthrough, December 2026 ----------------------------------------------------------------
+
+
+def _condition_post(cond: Condition, page: str, **overrides) -> dict:
+    """What a browser posts for the condition's edit form left as it is (a textarea sends CRLF)."""
+    data = {
+        "name": cond.name,
+        "slug": cond.slug,
+        "synonyms": "\r\n".join(cond.synonyms or []),
+        "summary": cond.summary or "",
+        "body": (cond.body or "").replace("\n", "\r\n"),
+        "published": "y" if cond.published else "",
+        "loaded": loaded_snapshot(page),
+        "action": "save",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_saving_a_seeded_condition_untouched_says_nothing_changed_and_audits_nothing(client, auth, admin, db):
+    from crm.seed.reference import load_conditions
+
+    load_conditions()
+    db.session.commit()
+    cond = db.session.scalar(sa.select(Condition).where(Condition.slug == "epilepsy"))
+    assert cond.body.endswith("\n")  # as shipped: the form strips it
+    auth.as_user(admin)
+    page = client.get(f"/admin/conditions/{cond.id}/edit").get_data(as_text=True)
+    same = client.post(f"/admin/conditions/{cond.id}/edit", data=_condition_post(cond, page), follow_redirects=True)
+    body = same.get_data(as_text=True)
+    assert "Nothing changed." in body and "Saved Epilepsy" not in body
+    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "update_condition")) is None
+
+    # A slug-only change is logged as the slug alone, with its old and new value.
+    page = client.get(f"/admin/conditions/{cond.id}/edit").get_data(as_text=True)
+    moved = client.post(f"/admin/conditions/{cond.id}/edit", data=_condition_post(cond, page, slug="epilepsy-seizures"))
+    assert moved.status_code == 302
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "update_condition"))
+    assert entry.detail["fields"] == ["slug"]
+    assert entry.detail["changes"] == {"slug": ["epilepsy", "epilepsy-seizures"]}
+
+
+def test_condition_audit_keeps_old_and_new_values_and_a_long_body_as_an_excerpt(client, auth, admin, db):
+    cond = ConditionFactory(name="Glaucoma", slug="glaucoma", summary="Eye pressure.", body="Short page.")
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get(f"/admin/conditions/{cond.id}/edit").get_data(as_text=True)
+    long_body = "Glaucoma damages the optic nerve. " * 40
+    data = _condition_post(cond, page, summary="Raised eye pressure.", body=long_body)
+    assert client.post(f"/admin/conditions/{cond.id}/edit", data=data).status_code == 302
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "update_condition"))
+    changes = entry.detail["changes"]
+    assert changes["summary"] == ["Eye pressure.", "Raised eye pressure."]
+    old_body, new_body = changes["body"]
+    assert old_body == "Short page."
+    assert (
+        new_body.startswith("Glaucoma damages the optic nerve.") and f"({len(long_body.strip())} characters" in new_body
+    )
+    assert len(json.dumps(entry.detail)) < 600  # a 1,360-character page is not copied into the trail
+    rows = client.get("/admin/audit?action=update_condition").get_data(as_text=True)
+    assert "summary Eye pressure. → Raised eye pressure." in " ".join(re.sub(r"<[^>]+>", "", rows).split())
+
+
+def test_state_program_audit_keeps_old_and_new_values(client, auth, admin, db):
+    epilepsy = ConditionFactory(name="Epilepsy", slug="epilepsy")
+    program = StateProgramFactory(minimum_age=18, patient_fee_note="$50 card fee")
+    program.qualifying_conditions = [epilepsy]
+    db.session.commit()
+    auth.as_user(admin)
+    data = {"program_type": str(program.program_type), "minimum_age": "21", "patient_fee_note": ""}
+    assert client.post("/admin/states/FL/edit", data=data).status_code == 302
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "update_state_program"))
+    changes = entry.detail["changes"]
+    assert changes["minimum_age"] == [18, 21]
+    assert changes["patient_fee_note"] == ["$50 card fee", ""]  # a wiped note can be read back
+    assert changes["qualifying_conditions"] == [["epilepsy"], []]
+    text = " ".join(re.sub(r"<[^>]+>", "", client.get("/admin/audit").get_data(as_text=True)).split())
+    assert "minimum age 18 → 21" in text and "patient fee note $50 card fee → none" in text
+
+
+def test_no_program_with_conditions_still_ticked_is_asked_once_more(client, auth, admin, db):
+    epilepsy = ConditionFactory(name="Epilepsy", slug="epilepsy")
+    program = StateProgramFactory(program_type="medical")
+    program.qualifying_conditions = [epilepsy]
+    db.session.commit()
+    auth.as_user(admin)
+    data = {"program_type": "none", "minimum_age": "18", "qualifying_conditions": [str(epilepsy.id)]}
+    ask = client.post("/admin/states/FL/edit", data=data)
+    body = ask.get_data(as_text=True)
+    assert ask.status_code == 200 and "1 qualifying condition still ticked" in body
+    assert 'name="confirm" value="no_program"' in body and "data-focus-on-load" in body
+    db.session.expire_all()
+    assert db.session.get(StateProgram, program.id).program_type == "medical"
+    assert client.post("/admin/states/FL/edit", data=dict(data, confirm="no_program")).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(StateProgram, program.id).program_type == "none"
+    # Without ticked conditions, or already "none", there is nothing to ask.
+    assert client.post("/admin/states/FL/edit", data=dict(data, minimum_age="19")).status_code == 302
+
+
+def test_audit_a_reversed_date_range_is_a_field_error(client, auth, admin, db):
+    auth.as_user(admin)
+    resp = client.get("/admin/audit?date_from=2026-12-03&date_to=2026-12-01")
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "The end date is before the start date." in body
+    assert "is-invalid" in body
+
+
+def test_audit_physician_rows_are_one_object_type_old_spelling_included(client, auth, admin, db):
+    audit.record("export", "physicians", None, user=admin, detail={"rows": 3})  # written before the fix
+    db.session.commit()
+    auth.as_user(admin)
+    client.get("/admin/physicians/export.csv").get_data()
+    new = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "export")).all()
+    assert sorted(e.object_type for e in new) == ["physician", "physicians"]
+    page = client.get("/admin/audit").get_data(as_text=True)
+    options = re.findall(r'<option[^>]*value="(physicians?)"', page)
+    assert options == ["physician"]
+    rows = client.get("/admin/audit?object_type=physician").get_data(as_text=True).split("<tbody>", 1)[1]
+    assert rows.count("audit-action") == 2
+    old_link = client.get("/admin/audit?object_type=physicians").get_data(as_text=True).split("<tbody>", 1)[1]
+    assert old_link.count("audit-action") == 2
+
+
+def test_audit_a_page_past_the_end_goes_to_the_last_page(client, auth, admin, db):
+    for i in range(60):
+        audit.record("view_lead", "lead", i, user=admin)
+    db.session.commit()
+    auth.as_user(admin)
+    resp = client.get("/admin/audit?page=99&action=view_lead")
+    assert resp.status_code == 302
+    assert "page=2" in resp.location and "action=view_lead" in resp.location
+    assert "Page 2 of 2" in client.get(resp.location).get_data(as_text=True)
+    # A filter that finds nothing is no redirect loop.
+    assert client.get("/admin/audit?page=5&object_id=999999").status_code == 200

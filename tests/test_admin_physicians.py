@@ -369,7 +369,18 @@ def test_upload_preview_then_commit(client, auth, admin, db, app, tmp_path):
         db.session.expire_all()
         assert db.session.get(Physician, existing.id).accepting_new is False
         assert db.session.scalar(sa.select(Physician).where(Physician.last_name == "Newman"))
-        assert not list(tmp_path.iterdir())  # the kept upload is gone
+        # The kept upload is gone; its refused lines are kept for the result page's download.
+        assert [f.name.split("-")[1] for f in tmp_path.iterdir()] == ["errors"]
+        assert "Download the 1 line with errors (CSV)" in text
+        errors_token = re.search(r'name="token" type="hidden" value="([^"]+)"', text).group(1)
+        assert errors_token != token
+        download = client.post("/admin/physicians/import/errors.csv", data={"token": errors_token})
+        assert download.status_code == 200 and download.mimetype == "text/csv"
+        lines = download.get_data(as_text=True).lstrip("\ufeff").splitlines()
+        assert lines[0].startswith("import_errors,npi,") and len(lines) == 2
+        assert "Line 4: npi: NPI must be 10 digits" in lines[1] and ",Broken," in lines[1]
+        # The refused lines are no upload: their token cannot be committed.
+        assert client.post("/admin/physicians/import/commit", data={"token": errors_token}).status_code == 302
         again = client.post("/admin/physicians/import/commit", data={"token": token})
         assert again.status_code == 302
         assert other.id
@@ -690,7 +701,7 @@ def test_deactivating_a_physician_with_upcoming_appointments_lists_them(client, 
     db.session.commit()
     auth.as_user(admin)
     page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
-    assert "Their 2 upcoming appointment(s) stay booked." in page  # in the Deactivate confirmation
+    assert "Their 2 upcoming appointments stay booked." in page  # in the Deactivate confirmation
     resp = client.post(f"/admin/physicians/{doc.id}/deactivate", follow_redirects=True)
     body = resp.get_data(as_text=True)
     assert "Their 2 upcoming appointments stay booked" in body
@@ -808,3 +819,113 @@ def test_the_lines_with_errors_download_with_their_reasons_and_go_back_in_as_the
     assert not report.file_error and not report.errors and len(report.changes) == 2
     # An expired or foreign token: back to the upload page, no 500.
     assert client.post("/admin/physicians/import/errors.csv", data={"token": "x" * 30}).status_code == 302
+
+
+# --- QA walkthrough, December 2026 ----------------------------------------------------------------
+
+
+def test_an_npi_typed_with_spaces_or_dashes_is_taken_as_its_digits(client, auth, admin, db, fake_geocoder):
+    npi = valid_npi(501)
+    auth.as_user(admin)
+    typed = f"{npi[:3]} {npi[3:6]}-{npi[6:]}"
+    resp = client.post("/admin/physicians/new", data=form_data(npi=typed))
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:2000]
+    assert db.session.scalar(sa.select(Physician.npi)) == npi
+    # Anything else than spaces and dashes is still refused; a typo still fails the check digit.
+    assert directory.clean_npi(f" {npi[:5]}\u2013{npi[5:]} ") == npi
+    for bad in (f"{npi[:3]}.{npi[3:]}", f"{npi[:3]} {npi[3:6]}-{npi[6:9]}0" if npi[9] != "0" else npi[:9] + " 1"):
+        with pytest.raises(ValueError):
+            directory.clean_npi(bad)
+    # The same physician typed another way is the duplicate it is.
+    again = client.post("/admin/physicians/new", data=form_data(npi=f"{npi[:5]}-{npi[5:]}"))
+    assert again.status_code == 200 and "already belongs to" in again.get_data(as_text=True)
+
+
+def test_update_audit_keeps_the_old_values_so_a_wiped_phone_can_be_read_back(client, auth, admin, db, fake_geocoder):
+    auth.as_user(admin)
+    assert client.post("/admin/physicians/new", data=form_data()).status_code == 302
+    doc = db.session.scalar(sa.select(Physician))
+    page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
+    loaded = html_unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', page).group(1))
+    resp = client.post(
+        f"/admin/physicians/{doc.id}/edit", data=form_data(phone="", weekly_capacity="15", loaded=loaded)
+    )
+    assert resp.status_code == 302
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "update_physician"))
+    assert sorted(entry.detail["fields"]) == ["geocoded", "phone", "weekly_capacity"]  # empty coordinates: geocoded
+    assert entry.detail["changes"] == {"phone": ["+18135550142", ""], "weekly_capacity": [12, 15]}
+    text = " ".join(re.sub(r"<[^>]+>", "", client.get("/admin/audit").get_data(as_text=True)).split())
+    assert "phone +18135550142 → none" in text
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)
+
+
+def test_an_already_expired_registration_is_saved_with_a_warning(client, auth, admin, db, fake_geocoder):
+    auth.as_user(admin)
+    data = form_data(**{"registrations-1-state": "CO", "registrations-1-number": "CO-1"})
+    data["registrations-1-expires_on"] = "2020-01-01"
+    body = client.post("/admin/physicians/new", data=data, follow_redirects=True).get_data(as_text=True)
+    assert "Registration already expired: CO CO-1 expired on 2020-01-01" in body
+    doc = db.session.scalar(sa.select(Physician))
+    assert sorted(r.state for r in doc.registrations) == ["CO", "FL"]  # saved: an admin may record history
+    # Saving again without touching it does not warn again.
+    page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
+    loaded = html_unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', page).group(1))
+    again = client.post(
+        f"/admin/physicians/{doc.id}/edit", data=dict(data, weekly_capacity="13", loaded=loaded), follow_redirects=True
+    )
+    assert "already expired" not in again.get_data(as_text=True)
+
+
+def test_deactivating_a_physician_with_one_upcoming_appointment_says_it_stays_booked(client, auth, admin, db):
+    from crm.models import Appointment
+    from crm.models.enums import VisitMode
+    from tests.factories import LeadFactory
+
+    doc = PhysicianFactory()
+    soon = datetime.now(UTC) + timedelta(days=2)
+    db.session.add(Appointment(lead=LeadFactory(), physician=doc, starts_at=soon, mode=VisitMode.IN_PERSON))
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
+    assert "Their 1 upcoming appointment stays booked." in page
+    body = client.post(f"/admin/physicians/{doc.id}/deactivate", follow_redirects=True).get_data(as_text=True)
+    assert "Their 1 upcoming appointment stays booked: rebook or cancel it from the lead listed below." in body
+
+
+def test_a_list_page_past_the_end_goes_to_the_last_page(client, auth, admin, db):
+    PhysicianFactory.create_batch(55, city="Tampa")
+    db.session.commit()
+    auth.as_user(admin)
+    resp = client.get("/admin/physicians?page=99&q=tampa")
+    assert resp.status_code == 302 and "page=2" in resp.location and "q=tampa" in resp.location
+    body = client.get(resp.location).get_data(as_text=True)
+    assert "Page 2 of 2" in body and "No physician matches" not in body
+    assert client.get("/admin/physicians?page=3&q=nobody-here").status_code == 200  # no matches: no loop
+
+
+def test_preview_shows_old_and_new_values_and_what_an_empty_cell_blanks(client, auth, admin, db):
+    doc = PhysicianFactory(npi=valid_npi(900), first_name="Rosa", last_name="Alvarez", phone="+13055550100")
+    doc.street, doc.email = "100 Main St", "rosa@example.com"
+    db.session.commit()
+    auth.as_user(admin)
+    text, _ = physician_csv.export_csv()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    rows[0].update(phone="", email="", weekly_capacity="14")
+    expired = dict(rows[0], npi=valid_npi(901), last_name="Oldreg", registrations="CO:CO-1:2020-01-01")
+    short = "1,Ana,Short\n"  # too few cells: still named
+    data = to_csv([rows[0], expired]) + short.encode()
+    resp = client.post(
+        "/admin/physicians/import", data={"file": (io.BytesIO(data), "d.csv")}, content_type="multipart/form-data"
+    )
+    body = " ".join(resp.get_data(as_text=True).split())
+    flat = re.sub(r"<[^>]+>", "", body)
+    assert "phone: +13055550100 → empty" in flat and "email: rosa@example.com → empty" in flat
+    assert "weekly capacity: 10 → 14" in flat
+    assert "registration already expired: CO CO-1 expired on 2020-01-01" in flat
+    errors = body.split("import-errors", 1)[1].split("</table>", 1)[0]
+    assert "Ana Short" in errors

@@ -409,7 +409,8 @@ def test_cli_export_round_trip(app, db, tmp_path):
     assert out.read_text().startswith("npi,first_name")
     again = runner.invoke(args=["crm", "physicians", "import", str(out), "--dry-run"])
     assert again.exit_code == 0 and "3 unchanged" in again.output
-    assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "export"))
+    exported = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "export"))
+    assert exported.object_type == "physician" and exported.detail["via"] == "cli"
 
 
 def test_write_time_failure_affects_only_its_line(db):
@@ -534,11 +535,11 @@ def test_deactivating_by_csv_says_which_physicians_keep_upcoming_appointments(ap
     data = to_csv(rows).decode()
     report = physician_csv.plan_import(data.encode())
     assert report.counts[UPDATE] == 1 and report.lines[0].changes == ["active"]
-    assert "deactivated with 1 upcoming appointment(s), which stay booked" in report.lines[0].warning
+    assert "deactivated with 1 upcoming appointment, which stays booked: rebook or cancel it" in report.lines[0].warning
     path = tmp_path / "off.csv"
     path.write_text(data)
     result = app.test_cli_runner().invoke(args=["crm", "physicians", "import", str(path), "--dry-run"])
-    assert f"line 2: {doc.npi}" in result.stderr and "1 upcoming appointment(s)" in result.stderr
+    assert f"line 2: {doc.npi}" in result.stderr and "1 upcoming appointment, which stays" in result.stderr
 
 
 def test_a_zip_in_another_state_is_a_line_error(db):
@@ -599,3 +600,65 @@ def test_the_error_lines_keep_every_cell_of_the_line(db):
     exported = to_csv([row(npi="1", practice_name="'@Home Care")])
     line = physician_csv.error_lines_csv(exported).splitlines()[1]
     assert ",'@Home Care," in line and "''@Home" not in line
+
+
+# --- QA walkthrough, December 2026 ----------------------------------------------------------------
+
+
+def test_an_npi_with_spaces_or_dashes_is_read_as_its_digits(db):
+    npi = valid_npi(920)
+    report = physician_csv.import_csv(to_csv([row(npi=f"{npi[:3]} {npi[3:6]}-{npi[6:]}")]))
+    assert report.counts[CREATE] == 1, report.lines[0].errors
+    assert db.session.scalar(sa.select(Physician.npi)) == npi
+    # Typed either way in a second file, it is the same physician.
+    again = physician_csv.plan_import(to_csv([row(npi=f"{npi[:5]}-{npi[5:]}")]))
+    assert again.counts[UNCHANGED] == 1
+    dotted = physician_csv.plan_import(to_csv([row(npi=f"{npi[:5]}.{npi[5:]}")]))
+    assert dotted.counts[ERROR] == 1 and "10 digits" in dotted.lines[0].message
+
+
+def test_a_line_with_too_few_cells_is_reported_with_its_names(db):
+    data = to_csv([row()]) + f"{valid_npi(921)},Ana,Short,MD\n".encode() + b"1,,,\n"
+    report = physician_csv.plan_import(data)
+    bad = {line.line: line for line in report.errors}
+    assert bad[3].name == "Ana Short" and "Has 4 field(s)" in bad[3].message
+    assert bad[4].name == ""  # nothing to show: the page says "—"
+
+
+def test_an_already_expired_registration_is_imported_with_a_warning(db):
+    fresh = row(npi=valid_npi(922), registrations="CO:CO-1:2020-01-01")
+    report = physician_csv.plan_import(to_csv([row(), fresh]))
+    assert report.counts[CREATE] == 2
+    assert report.lines[0].warning == ""
+    assert "registration already expired: CO CO-1 expired on 2020-01-01" in report.lines[1].warning
+    physician_csv.apply_import(report)
+    db.session.commit()
+    # Unchanged on a second import: nothing written, nothing to warn about.
+    again = physician_csv.plan_import(to_csv([row(), fresh]))
+    assert again.counts[UNCHANGED] == 2 and not any(line.warning for line in again.lines)
+
+
+def test_an_update_by_csv_records_old_and_new_values(db):
+    physician_csv.import_csv(to_csv([row()]))
+    db.session.commit()
+    report = physician_csv.plan_import(to_csv([row(phone="", street="", priority="1")]))
+    line = report.lines[0]
+    assert line.action == UPDATE
+    assert line.diff["phone"] == ["+13055550100", ""] and line.diff["street"] == ["100 Main St", ""]
+    assert line.diff["priority"] == [2, 1]
+    physician_csv.apply_import(report)
+    db.session.commit()
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "update_physician"))
+    assert entry.detail["via"] == "csv" and entry.detail["changes"]["phone"] == ["+13055550100", ""]
+    summary = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "import_physicians"))
+    assert summary.object_type == "physician"  # one spelling of the type in the audit trail
+
+
+def test_the_error_lines_of_a_committed_import_include_its_write_time_refusals(db):
+    data = to_csv([row(npi=valid_npi(930), last_name="First"), row(npi=valid_npi(931), last_name="Racer")])
+    report = physician_csv.plan_import(data)
+    PhysicianFactory(npi=valid_npi(931), last_name="GotThereFirst")
+    db.session.commit()
+    physician_csv.apply_import(report)
+    lines = physician_csv.error_lines_csv(data, report).splitlines()
+    assert len(lines) == 2 and lines[1].startswith("Line 3: Not saved") and "Racer" in lines[1]

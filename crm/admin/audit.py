@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import render_template, request
+from flask import redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy.orm import joinedload
 
@@ -19,6 +19,15 @@ from crm.models import AuditLog, User
 from crm.services.audit import mentions_lead
 
 OBJECT_TYPE_RE = re.compile(r"^[a-z_]{1,40}$")
+# Object types once written under another name: the CSV export and import were "physicians" until
+# December 2026. Filtering by the type finds the old rows too, and the filter lists the type once.
+OBJECT_TYPE_ALIASES = {"physicians": "physician"}
+
+
+def object_types(object_type: str) -> list[str]:
+    """``object_type`` and the older names of the same type."""
+    canonical = OBJECT_TYPE_ALIASES.get(object_type, object_type)
+    return [canonical, *sorted(old for old, new in OBJECT_TYPE_ALIASES.items() if new == canonical)]
 
 
 def _day_start(day: date, tz: str) -> datetime:
@@ -48,7 +57,7 @@ def audit_select(
     if action:
         stmt = stmt.where(AuditLog.action == action)
     if object_type:
-        stmt = stmt.where(AuditLog.object_type == object_type)
+        stmt = stmt.where(AuditLog.object_type.in_(object_types(object_type)))
     if object_id:
         same_object = AuditLog.object_id == object_id
         if object_type in (None, "lead") and object_id.isdigit():
@@ -74,7 +83,10 @@ def audit():
         .distinct()
         .order_by(AuditLog.object_type)
     ).all()
+    types = sorted({OBJECT_TYPE_ALIASES.get(t, t) for t in types})
     asked = (request.args.get("object_type") or "").strip()
+    if asked in OBJECT_TYPE_ALIASES:  # an old link: the type under its current name
+        asked = form.object_type.data = OBJECT_TYPE_ALIASES[asked]
     if asked and asked not in types and OBJECT_TYPE_RE.match(asked):
         # A type nobody has an entry for yet (a "History" link of an object never changed): still a
         # filter, which finds nothing, rather than an ignored one that lists other objects' rows with
@@ -95,4 +107,6 @@ def audit():
     )
     page = db.paginate(stmt, per_page=50, error_out=False)
     args = {k: v for k, v in request.args.items() if k != "page" and v}
+    if page.pages and page.page > page.pages:  # past the end (an old link, a typed ?page=99): the last page
+        return redirect(url_for("admin.audit", **args, page=page.pages))
     return render_template("admin/audit.html", form=form, page=page, args=args)

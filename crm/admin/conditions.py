@@ -48,13 +48,21 @@ def _edit(condition: Condition | None):
         form.synonyms.data = "\n".join(condition.synonyms or [])
         form.loaded.data = edit_guard.token(directory.condition_snapshot(condition))
     preview = None
+    confirm_unpublish = False
     if form.validate_on_submit():
         previewing = request.form.get("action") == "preview"
+        # Unpublishing takes the public page down (a 404) and the condition off the request form:
+        # asked once more on the page, as the Save button cannot tell it apart from any other save.
+        unpublishing = condition is not None and condition.published and not form.published.data
         if previewing or (
             condition is not None and saved_meanwhile(form, directory.condition_snapshot(condition), "condition")
         ):
             preview = render_markdown(form.body.data)  # the form again, with what was typed
+        elif unpublishing and request.form.get("confirm") != "unpublish":
+            confirm_unpublish = True
+            preview = render_markdown(form.body.data)
         else:
+            before = directory.condition_snapshot(condition) if condition is not None else {}
             try:
                 saved, changes = directory.save_condition(condition, _values(form))
             except ValueError as exc:
@@ -62,11 +70,15 @@ def _edit(condition: Condition | None):
                 getattr(form, getattr(exc, "field", "slug")).errors = [str(exc)]
             else:
                 if changes:
+                    detail = {"fields": changes}
+                    if condition is not None:
+                        after = directory.condition_snapshot(saved)
+                        detail["changes"] = directory.audit_changes(before, after, changes)
                     audit.record(
                         "create_condition" if condition is None else "update_condition",
                         "condition",
                         saved.id,
-                        detail={"fields": changes},
+                        detail=detail,
                     )
                     db.session.commit()
                     flash(f"Saved {saved.name}.", "success")
@@ -75,7 +87,13 @@ def _edit(condition: Condition | None):
                 return redirect(url_for("admin.condition_edit", condition_id=saved.id))
     elif condition is not None and not form.is_submitted():
         preview = render_markdown(condition.body)
-    return render_template("admin/conditions/form.html", form=form, condition=condition, preview=preview)
+    return render_template(
+        "admin/conditions/form.html",
+        form=form,
+        condition=condition,
+        preview=preview,
+        confirm_unpublish=confirm_unpublish,
+    )
 
 
 @bp.route("/conditions/new", methods=["GET", "POST"])

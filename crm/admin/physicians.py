@@ -36,6 +36,8 @@ def physicians():
     form, filters, args = _filters_from_request()
     today = directory.desk_today()
     page = db.paginate(directory.physician_select(filters, today), per_page=50, error_out=False)
+    if page.pages and page.page > page.pages:  # past the end (an old link, a typed ?page=99): the last page
+        return redirect(url_for("admin.physicians", **args, page=page.pages))
     return render_template(
         "admin/physicians/list.html",
         form=form,
@@ -99,6 +101,7 @@ def _save(form: PhysicianForm, physician: Physician | None):
     if other is not None:
         form.npi.errors = [f"NPI {other.npi} already belongs to {other.full_name} (#{other.id})."]
         return None
+    before = directory.physician_data(physician) if physician is not None else None
     try:
         data = form.to_data(active=physician.active if physician else True)
         result = directory.save_physician(data, physician, coordinates_are_authoritative=False)
@@ -109,11 +112,11 @@ def _save(form: PhysicianForm, physician: Physician | None):
     if not result.created and not result.changes and result.geocoded is None:
         flash("Nothing changed.", "info")
         return result.physician
+    detail = {"fields": result.changes + (["geocoded"] if result.geocoded is not None else [])}
+    if before is not None and result.changes:
+        detail["changes"] = directory.physician_changes(before, data, result.changes)
     audit.record(
-        "create_physician" if result.created else "update_physician",
-        "physician",
-        result.physician.id,
-        detail={"fields": result.changes + (["geocoded"] if result.geocoded is not None else [])},
+        "create_physician" if result.created else "update_physician", "physician", result.physician.id, detail=detail
     )
     db.session.commit()
     p = result.physician
@@ -134,6 +137,10 @@ def _save(form: PhysicianForm, physician: Physician | None):
         f"{'Added' if result.created else 'Saved'} {p.full_name}.{note}",
         "success" if result.geocoded is not False else "warning",
     )
+    # Saved all the same (an admin may record history), but it does not count for matching.
+    expired = directory.expired_registrations(data, before)
+    if expired:
+        flash(f"Registration {directory.expired_warning(expired)}.", "warning")
     return p
 
 
@@ -180,9 +187,10 @@ def physician_deactivate(physician_id: int):
         audit.record("deactivate_physician", "physician", physician.id)
         db.session.commit()
         _, upcoming = directory.upcoming_appointments(physician)
+        one = upcoming == 1
         note = (
-            f" Their {upcoming} upcoming appointment{'' if upcoming == 1 else 's'} stay booked: rebook or cancel "
-            f"{'it' if upcoming == 1 else 'them'} from the lead{'' if upcoming == 1 else 's'} listed below."
+            f" Their {upcoming} upcoming appointment{'' if one else 's'} {'stays' if one else 'stay'} booked: rebook "
+            f"or cancel {'it' if one else 'them'} from the lead{'' if one else 's'} listed below."
             if upcoming
             else ""
         )
@@ -210,7 +218,7 @@ def physicians_export():
         filters.active = ""  # the export holds every physician unless asked otherwise
     stmt = directory.physician_select(filters)
     # Audited (with the count) before the first byte, so a download broken off midway is on record too.
-    audit.record("export", "physicians", None, detail={"rows": physician_csv.export_count(stmt), "filters": args})
+    audit.record("export", "physician", None, detail={"rows": physician_csv.export_count(stmt), "filters": args})
     db.session.commit()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     # Streamed: 100,000 physicians are about 25 MB of CSV, never held whole in a worker's memory.
@@ -243,7 +251,7 @@ def physicians_import():
         token = None
         if not report.file_error:
             token = physician_csv.store_upload(_upload_folder(), current_user.id, data)
-        audit.record("import_preview", "physicians", None, detail={"counts": report.counts, "file": bool(token)})
+        audit.record("import_preview", "physician", None, detail={"counts": report.counts, "file": bool(token)})
         db.session.commit()
         return render_template(
             "admin/physicians/import.html",
@@ -267,7 +275,10 @@ def physicians_import_errors():
     form = CsvCommitForm()
     token = form.token.data if form.validate_on_submit() else None
     data = physician_csv.load_upload(_upload_folder(), current_user.id, token) if token else None
-    lines = physician_csv.error_lines_csv(data) if data is not None else None
+    if data is not None:
+        lines = physician_csv.error_lines_csv(data)
+    else:  # the refused lines of an import already committed (its result page), if still kept
+        lines = physician_csv.load_error_lines(_upload_folder(), current_user.id, token) if token else None
     if lines is None:
         flash("That upload was already imported or has expired. Upload the file again.", "warning")
         return redirect(url_for("admin.physicians_import"))
@@ -290,5 +301,17 @@ def physicians_import_commit():
     report = physician_csv.import_csv(data, geocode_later=_geocode_later())
     db.session.commit()
     physician_csv.discard_upload(_upload_folder(), current_user.id, token)
+    # The upload is gone, but its refused lines (write-time refusals too) stay downloadable from the result.
+    errors_token = None
+    if report.errors:
+        lines = physician_csv.error_lines_csv(data, report)
+        if lines is not None:
+            errors_token = physician_csv.store_error_lines(_upload_folder(), current_user.id, lines)
     flash(report.summary(), "success" if report.ok else "warning")
-    return render_template("admin/physicians/import.html", form=CsvUploadForm(), report=report, committed=True)
+    return render_template(
+        "admin/physicians/import.html",
+        form=CsvUploadForm(),
+        report=report,
+        committed=True,
+        commit_form=CsvCommitForm(formdata=None, token=errors_token),  # not the posted token
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from sqlalchemy.orm import selectinload
 
 from crm.admin.forms import StateProgramForm
@@ -39,6 +39,7 @@ def state_edit(code: str):
         form.program_type.data = str(program.program_type)
         form.qualifying_conditions.data = [c.id for c in program.qualifying_conditions]
         form.loaded.data = edit_guard.token(directory.state_program_snapshot(program))
+    confirm_none = False
     if form.validate_on_submit() and not saved_meanwhile(
         form, directory.state_program_snapshot(program), "state program"
     ):
@@ -52,17 +53,34 @@ def state_edit(code: str):
             "reviewed_on": form.reviewed_on.data,
             "notes": (form.notes.data or "").strip(),
         }
-        try:
-            changes = directory.update_state_program(program, values, form.qualifying_conditions.data or [])
-        except ValueError as exc:
-            db.session.rollback()
-            flash(str(exc), "danger")
-            return redirect(url_for("admin.state_edit", code=program.state))
-        if changes:
-            audit.record("update_state_program", "state_program", program.state, detail={"fields": changes})
-            db.session.commit()
-            flash(f"Saved {program.name}: {', '.join(c.replace('_', ' ') for c in changes)}.", "success")
-        else:
-            flash("Nothing changed.", "info")
-        return redirect(url_for("admin.states"))
-    return render_template("admin/states/form.html", form=form, program=program)
+        # "No program" while qualifying conditions stay ticked: asked once more on the page (the Save
+        # button cannot tell this save from any other), since the state's patients are then told
+        # there is no program.
+        confirm_none = (
+            values["program_type"] == ProgramType.NONE
+            and program.program_type != ProgramType.NONE
+            and bool(form.qualifying_conditions.data)
+            and request.form.get("confirm") != "no_program"
+        )
+        if not confirm_none:
+            return _save(program, values, form.qualifying_conditions.data or [])
+    return render_template("admin/states/form.html", form=form, program=program, confirm_none=confirm_none)
+
+
+def _save(program: StateProgram, values: dict, condition_ids: list[int]):
+    before = directory.state_program_values(program)
+    try:
+        changes = directory.update_state_program(program, values, condition_ids)
+    except ValueError as exc:
+        db.session.rollback()
+        flash(str(exc), "danger")
+        return redirect(url_for("admin.state_edit", code=program.state))
+    if changes:
+        after = directory.state_program_values(program)
+        detail = {"fields": changes, "changes": directory.audit_changes(before, after, changes)}
+        audit.record("update_state_program", "state_program", program.state, detail=detail)
+        db.session.commit()
+        flash(f"Saved {program.name}: {', '.join(c.replace('_', ' ') for c in changes)}.", "success")
+    else:
+        flash("Nothing changed.", "info")
+    return redirect(url_for("admin.states"))

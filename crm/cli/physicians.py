@@ -52,7 +52,7 @@ def import_physicians(file, dry_run: bool, verbose: bool) -> None:
 def export_physicians(file: str) -> None:
     """Write every physician (active or not) to FILE in the import format; '-' writes to standard output."""
     text, count = physician_csv.export_csv()
-    audit.record("export", "physicians", None, detail={"rows": count, "via": "cli"})
+    audit.record("export", "physician", None, detail={"rows": count, "via": "cli"})
     db.session.commit()
     if file == "-":
         click.echo(text, nl=False)

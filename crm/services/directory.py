@@ -7,6 +7,7 @@ Functions flush; the request or job that calls them commits.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import unicodedata
@@ -30,6 +31,9 @@ EXPIRY_WARNING_DAYS = 30
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}$")
 PHONE_QUERY_RE = re.compile(r"^\+?[\d\s().-]+$", re.ASCII)
 ADDRESS_FIELDS = ("street", "city", "state", "zip")
+# Digits grouped by spaces or dashes (hyphen, en dash and friends); anything else stays refused.
+NPI_SEPARATORS_RE = re.compile(r"[\s\-\u2010-\u2013]")
+NPI_TYPED_RE = re.compile(r"^[0-9\s\-\u2010-\u2013]+$")
 WEBSITE_MAX_LENGTH = Physician.__table__.c.website.type.length
 
 
@@ -42,6 +46,8 @@ def clean_npi(value: str) -> str:
     value = unicodedata.normalize("NFKC", value or "").strip()
     if not value:
         raise ValueError("NPI is required.")
+    if NPI_SEPARATORS_RE.search(value) and NPI_TYPED_RE.match(value):
+        value = NPI_SEPARATORS_RE.sub("", value)  # "123 456-7893" as read off a card: the digits are the NPI
     if not (len(value) == 10 and value.isascii() and value.isdigit()):
         raise ValueError(f"NPI must be 10 digits (got {value!r}).")
     if not is_valid_npi(value):
@@ -284,6 +290,14 @@ def state_program_snapshot(program: StateProgram) -> dict:
     }
 
 
+def state_program_values(program: StateProgram) -> dict:
+    """The snapshot with conditions by slug, not id: what the audit trail keeps of a program."""
+    return {
+        **state_program_snapshot(program),
+        "qualifying_conditions": sorted(c.slug for c in program.qualifying_conditions),
+    }
+
+
 def _coords_differ(p: Physician, data: PhysicianData) -> bool:
     if data.latitude is None or data.longitude is None:
         return False
@@ -307,6 +321,72 @@ def changed_fields(p: Physician | None, data: PhysicianData) -> list[str]:
     if data.notes is not None and data.notes != (p.notes or ""):
         changes.append("notes")
     return changes
+
+
+# --- what an edit changed, for the audit trail and the import preview -------------------------------
+
+AUDIT_TEXT_MAX = 120  # longer text (a condition's page, notes) is kept as an excerpt with its length
+
+
+def audit_value(value):
+    """A field's value as the audit trail keeps it: JSON-able and small. Long text becomes an
+    excerpt with its length and a short hash, enough to see that and roughly how it changed."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, RegistrationData):
+        return f"{value.state}:{value.number}:{value.expires_on.isoformat()}"
+    if isinstance(value, list | tuple):
+        return [audit_value(v) for v in value]
+    text = str(value)
+    if len(text) <= AUDIT_TEXT_MAX:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+    return f"{text[:60]}… ({len(text)} characters, #{digest})"
+
+
+def audit_changes(before: dict, after: dict, fields: list[str]) -> dict[str, list]:
+    """``{field: [old, new]}`` for the changed ``fields``: an audit row says what a value was, so a
+    wiped phone number can be read back from the trail."""
+    return {name: [audit_value(before.get(name)), audit_value(after.get(name))] for name in fields}
+
+
+def physician_values(d: PhysicianData | None) -> dict:
+    """A physician's values by the names ``changed_fields`` uses (``{}`` for no physician)."""
+    if d is None:
+        return {}
+    values = {name: getattr(d, name) for name in SCALAR_FIELDS}
+    values.update(
+        credential=str(d.credential),
+        conditions=sorted(d.conditions),
+        registrations=sorted(d.registrations),
+        coordinates=None if d.latitude is None else f"{d.latitude:.6f}, {d.longitude:.6f}",
+        notes=d.notes,
+    )
+    return values
+
+
+def physician_changes(before: PhysicianData | None, after: PhysicianData, fields: list[str]) -> dict[str, list]:
+    """Old and new values of the physician ``fields`` an edit or an import line changes."""
+    return audit_changes(physician_values(before), physician_values(after), [f for f in fields if f != "new"])
+
+
+def expired_registrations(
+    data: PhysicianData, before: PhysicianData | None = None, today: date | None = None
+) -> list[RegistrationData]:
+    """Registrations ``data`` adds or changes that have already expired: saved (an admin may record
+    history) but worth a warning, as they do not count for matching."""
+    today = today or desk_today()
+    had = set(before.registrations) if before is not None else set()
+    return [r for r in data.registrations if r not in had and r.expires_on < today]
+
+
+def expired_warning(regs: list[RegistrationData]) -> str:
+    if not regs:
+        return ""
+    listed = ", ".join(f"{r.state} {r.number} expired on {r.expires_on.isoformat()}" for r in regs)
+    return f"already expired: {listed} (saved as a record; not valid for matching)"
 
 
 @dataclass
@@ -751,6 +831,14 @@ def _check_condition_terms(condition: Condition | None, values: dict) -> None:
                 )
 
 
+def _same_value(stored, given) -> bool:
+    """Text compared as the form cleans it (line ends, surrounding blanks): a seeded body ends in a
+    newline the form strips, and saving it untouched was logged as a change to the page text."""
+    if isinstance(stored, str) and isinstance(given, str):
+        return stored.replace("\r\n", "\n").strip() == given.replace("\r\n", "\n").strip()
+    return stored == given
+
+
 def save_condition(condition: Condition | None, values: dict) -> tuple[Condition, list[str]]:
     """Create or update a condition; the slug must be unique, and so must a name or synonym being
     added (see ``_check_condition_terms``). Returns (condition, changed fields)."""
@@ -773,7 +861,7 @@ def save_condition(condition: Condition | None, values: dict) -> tuple[Condition
     for other in db.session.scalars(sa.select(Condition).where(Condition.id != (condition.id or -1))):
         if slug in (other.former_slugs or []):
             other.former_slugs = [s for s in other.former_slugs if s != slug]
-    changes = [name for name in CONDITION_FIELDS if created or getattr(condition, name) != values[name]]
+    changes = [name for name in CONDITION_FIELDS if created or not _same_value(getattr(condition, name), values[name])]
     for name in changes:
         setattr(condition, name, values[name])
     db.session.flush()

@@ -69,6 +69,10 @@ class LineResult:
     physician_id: int | None = None
     geocode: str = ""  # why the address is geocoded on import (shown in the preview), or ""
     warning: str = ""  # what the change leaves to do (a deactivated physician's booked appointments)
+    diff: dict[str, list] = field(default_factory=dict)  # an update's {field: [old, new]}, as audited
+
+    def warn(self, text: str) -> None:
+        self.warning = f"{self.warning}; {text}" if self.warning else text
 
     @property
     def message(self) -> str:
@@ -398,11 +402,14 @@ def _load_existing(npis: list[str]) -> dict[str, Physician]:
     return found
 
 
-def error_lines_csv(data: bytes) -> str | None:
+def error_lines_csv(data: bytes, report: ImportReport | None = None) -> str | None:
     """The lines of an uploaded file that the import refuses, as CSV: the reasons in a first column
     ``import_errors``, then the line as it was. Corrected in a spreadsheet, the file can be imported
-    as it is (the import skips that column). None when the file itself cannot be read."""
-    report = plan_import(data)
+    as it is (the import skips that column). None when the file itself cannot be read.
+
+    ``report``: the import already run on ``data`` (its write-time refusals included); planned
+    afresh otherwise."""
+    report = report if report is not None else plan_import(data)
     if report.file_error:
         return None
     reasons = {r.line: r.errors for r in report.errors}
@@ -435,6 +442,7 @@ def plan_import(data: bytes, *, geocode_later: bool = False) -> ImportReport:
         report.file_error = str(exc)
         return report
     known_slugs = condition_slugs()
+    today = directory.desk_today()
     parsed: list[tuple[LineResult, PhysicianData | None]] = []
     first_line_of: dict[str, int] = {}
     for line_no, fields in records:
@@ -444,21 +452,22 @@ def plan_import(data: bytes, *, geocode_later: bool = False) -> ImportReport:
         if not any(f.strip() for f in fields):
             continue  # blank line
         raw_npi = CONTROL_RE.sub("", fields[0].strip()) if fields else ""
+        # An exported cell that a spreadsheet could have run carries a leading quote: drop it. A line
+        # with too few or too many cells still names the physician from the cells it has.
+        row = {h: spreadsheet.restore(f) for h, f in zip(header, fields, strict=False) if h}
+        name = f"{row.get('first_name', '').strip()} {row.get('last_name', '').strip()}".strip()
+        name = CONTROL_RE.sub("", name)  # shown in the report; the line itself is refused below
         if len(fields) != len(header):
             result = LineResult(
-                line_no, raw_npi, "", ERROR, [f"Has {len(fields)} field(s); the header has {len(header)}."]
+                line_no, raw_npi, name, ERROR, [f"Has {len(fields)} field(s); the header has {len(header)}."]
             )
             parsed.append((result, None))
             continue
         stray = [str(i + 1) for i, (h, f) in enumerate(zip(header, fields, strict=True)) if not h and f.strip()]
         if stray:
             message = f"Has a value in column(s) {', '.join(stray)}, which have no name in the header row."
-            parsed.append((LineResult(line_no, raw_npi, "", ERROR, [message]), None))
+            parsed.append((LineResult(line_no, raw_npi, name, ERROR, [message]), None))
             continue
-        # An exported cell that a spreadsheet could have run carries a leading quote: drop it.
-        row = {h: spreadsheet.restore(f) for h, f in zip(header, fields, strict=True) if h}
-        name = f"{row.get('first_name', '').strip()} {row.get('last_name', '').strip()}".strip()
-        name = CONTROL_RE.sub("", name)  # shown in the report; the line itself is refused below
         values, errors = validate_row(row, known_slugs)
         npi = values.npi if values else CONTROL_RE.sub("", row.get("npi", "").strip())
         if values and npi in first_line_of:
@@ -474,19 +483,29 @@ def plan_import(data: bytes, *, geocode_later: bool = False) -> ImportReport:
             result.action = ERROR
         else:
             current = existing.get(values.npi)
+            before = None
             if current is None:
                 result.action, result.changes = CREATE, []
             else:
                 result.physician_id = current.id
                 result.changes = directory.changed_fields(current, values)
                 result.action = UPDATE if result.changes else UNCHANGED
+            if result.action == UPDATE:
+                # Old -> new for the preview: an empty phone cell blanks the stored phone, say so.
+                before = directory.physician_data(current)
+                result.diff = directory.physician_changes(before, values, result.changes)
                 if "active" in result.changes and not values.active:
                     upcoming = directory.upcoming_appointments(current, limit=1)[1]
                     if upcoming:
-                        result.warning = (
-                            f"deactivated with {upcoming} upcoming appointment(s), which stay booked: "
-                            "rebook or cancel them from the physician's page"
+                        result.warn(
+                            f"deactivated with {upcoming} upcoming appointment{'' if upcoming == 1 else 's'}, which "
+                            f"{'stays' if upcoming == 1 else 'stay'} booked: rebook or cancel "
+                            f"{'it' if upcoming == 1 else 'them'} from the physician's page"
                         )
+            if result.action != UNCHANGED:
+                expired = directory.expired_registrations(values, before, today)
+                if expired:
+                    result.warn(f"registration {directory.expired_warning(expired)}")
             if result.action != UNCHANGED and directory.geocode_needed(current, values, result.changes):
                 stale = current is not None and values.latitude is not None
                 result.geocode = (
@@ -515,24 +534,29 @@ def apply_import(
     todo = report.changes
     # Written first, so the transaction is open before the per-line savepoints (with
     # pysqlite a SAVEPOINT outside a transaction would commit at every RELEASE).
-    summary = audit.record("import_physicians", "physicians", None, detail={"planned": report.counts, **(detail or {})})
+    summary = audit.record("import_physicians", "physician", None, detail={"planned": report.counts, **(detail or {})})
     conditions_by_slug = {c.slug: c for c in db.session.scalars(sa.select(Condition))}
     existing = _load_existing([line.npi for line in todo if line.action == UPDATE])
     for line in todo:
         try:
             with db.session.begin_nested():
+                current = existing.get(line.npi)
+                before = directory.physician_data(current) if current is not None else None
                 result = directory.save_physician(
                     line.data,
-                    existing.get(line.npi),
+                    current,
                     conditions_by_slug=conditions_by_slug,
                     geocode_later=report.geocode_later,
                 )
                 line.physician_id = result.physician.id
+                detail = {"via": "csv", "line": line.line, "fields": result.changes}
+                if before is not None:
+                    detail["changes"] = directory.physician_changes(before, line.data, result.changes)
                 audit.record(
                     "create_physician" if result.created else "update_physician",
                     "physician",
                     result.physician.id,
-                    detail={"via": "csv", "line": line.line, "fields": result.changes},
+                    detail=detail,
                 )
         # Any refusal by the database (a duplicate NPI inserted meanwhile, a value it cannot store
         # that validation missed) fails this line alone: the savepoint is rolled back.
@@ -637,8 +661,8 @@ def _upload_path(folder: str, user_id: int, token: str) -> Path | None:
     return Path(folder) / f"physicians-{int(user_id)}-{token}.csv"
 
 
-def store_upload(folder: str, user_id: int, data: bytes) -> str:
-    """Keep an uploaded file for its commit; returns the random token that names it."""
+def _new_token(folder: str) -> str:
+    """A random file token, after removing the folder's stale files (uploads and refused lines)."""
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - UPLOAD_MAX_AGE_SECONDS
@@ -648,7 +672,12 @@ def store_upload(folder: str, user_id: int, data: bytes) -> str:
                 old.unlink()
         except OSError:
             pass
-    token = secrets.token_urlsafe(24)
+    return secrets.token_urlsafe(24)
+
+
+def store_upload(folder: str, user_id: int, data: bytes) -> str:
+    """Keep an uploaded file for its commit; returns the random token that names it."""
+    token = _new_token(folder)
     target = _upload_path(folder, user_id, token)
     target.write_bytes(data)
     target.chmod(0o600)
@@ -661,6 +690,30 @@ def load_upload(folder: str, user_id: int, token: str) -> bytes | None:
     if path is None or not path.is_file():
         return None
     return path.read_bytes()
+
+
+def _error_lines_path(folder: str, user_id: int, token: str) -> Path | None:
+    # Another name than an upload's: a token of refused lines can never be committed as an import.
+    if not _TOKEN_RE.match(token or ""):
+        return None
+    return Path(folder) / f"physicians-errors-{int(user_id)}-{token}.csv"
+
+
+def store_error_lines(folder: str, user_id: int, text: str) -> str:
+    """Keep the refused lines of a committed import (the upload itself is deleted) so the result
+    page can still offer them; removed with the stale uploads after 24 hours. Returns the token."""
+    token = _new_token(folder)
+    target = _error_lines_path(folder, user_id, token)
+    target.write_text(text, encoding="utf-8")
+    target.chmod(0o600)
+    return token
+
+
+def load_error_lines(folder: str, user_id: int, token: str) -> str | None:
+    path = _error_lines_path(folder, user_id, token)
+    if path is None or not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8")
 
 
 def discard_upload(folder: str, user_id: int, token: str) -> None:
