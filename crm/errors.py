@@ -42,12 +42,13 @@ PUBLIC_FORM_ENDPOINTS = frozenset({"intake.condition_page", "intake.request_form
 CSRF_MESSAGE = "Your form expired or was sent from elsewhere. Please reload the page and try again."
 
 
-def error_response(code: int, message: str | None = None, headers: dict | None = None):
+def error_response(code: int, message: str | None = None, headers: dict | None = None, back: str | None = None):
+    """``back``: a page to offer instead of the start page (the upload form a file was too big for)."""
     message = message or MESSAGES.get(code, "Error")
     if wants_json():
         resp = jsonify({"error": message})
     else:
-        resp = make_response(render_template("errors/error.html", code=code, message=message))
+        resp = make_response(render_template("errors/error.html", code=code, message=message, back=back))
     resp.status_code = code
     resp.headers.update(headers or {})
     return resp
@@ -81,9 +82,11 @@ def init_app(app) -> None:
         custom = err.description != type(err).description
         headers = {k: v for k, v in err.get_headers() if k == "Allow"}
         message = err.description if custom else None
+        back = None
         if err.code == 413 and request.endpoint in UPLOAD_ENDPOINTS:
             message = UPLOAD_ENDPOINTS[request.endpoint].format(mb=app.config["MAX_CONTENT_LENGTH"] / 1024 / 1024)
-        return error_response(err.code or 500, message, headers)
+            back = url_for(request.endpoint)
+        return error_response(err.code or 500, message, headers, back=back)
 
     @app.errorhandler(DataError)
     def unstorable_value(err):

@@ -482,6 +482,7 @@ def test_upload_over_the_size_limit_gets_the_413_page(make_app, admin, db):
     body = resp.get_data(as_text=True)
     assert resp.status_code == 413 and "larger than the 2 MB upload limit" in body
     assert "flask --app wsgi crm physicians import FILE" in body
+    assert 'href="/admin/physicians/import">Back to the form</a>' in body  # not the start page
     assert "Sign out" in body  # the signed-in page, nav included
 
 
