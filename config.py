@@ -192,7 +192,9 @@ class Config:
     CALLING_WINDOW = os.environ.get("CALLING_WINDOW", "09:00-20:00")
     CALLING_DAYS = os.environ.get("CALLING_DAYS", "mon,tue,wed,thu,fri,sat")
     RUN_SCHEDULER_IN_PROCESS = env_bool("RUN_SCHEDULER_IN_PROCESS", False)
-    SCHEDULER_LOCK_FILE = os.environ.get("SCHEDULER_LOCK_FILE", str(INSTANCE_DIR / "scheduler.lock"))
+    # Unset: one lock per database (crm/jobs.py SchedulerLock.lock_path: "<sqlite file>.scheduler.lock"), so
+    # instances on different DATABASE_URLs from one checkout each run their own scheduler.
+    SCHEDULER_LOCK_FILE = os.environ.get("SCHEDULER_LOCK_FILE", "")
     APPOINTMENT_REMINDER_HOURS = env_int("APPOINTMENT_REMINDER_HOURS", 24, minimum=1)
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "")  # links in reminder emails sent by the scheduler
 

@@ -628,6 +628,8 @@ def test_signed_test_delivery_shows_status(app, client, auth, admin, db):
     payload = {"first_name": "Test", "last_name": "Delivery", "email": "test.delivery@example.com", "zip": "33101"}
     assert re.search(r'<input[^>]* checked [^>]*name="close_lead"', page)  # ticked by default
     resp = client.post(f"/admin/sources/{src.id}/test", data={"payload": json.dumps(payload), "close_lead": "y"})
+    assert resp.status_code == 302  # POST-redirect-GET: a reload of the result page sends nothing again
+    resp = client.get(resp.headers["Location"])
     html = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "HTTP " in html and "test-result" in html
     assert db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "test_delivery"))
@@ -644,7 +646,7 @@ def test_signed_test_delivery_shows_status(app, client, auth, admin, db):
         assert "closed at once" in html
         # Unticked (the box is absent from the post), the lead stays in the queue to be watched.
         other = dict(payload, email="second.test@example.com")
-        kept = client.post(f"/admin/sources/{src.id}/test", data={"payload": json.dumps(other)})
+        kept = client.post(f"/admin/sources/{src.id}/test", data={"payload": json.dumps(other)}, follow_redirects=True)
         assert "closed at once" not in kept.get_data(as_text=True)
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead).where(Lead.status == "new")) == 1
     else:
@@ -722,7 +724,11 @@ def test_a_test_lead_saved_by_the_enrich_job_meanwhile_is_still_closed(client, a
     db.session.commit()
     auth.as_user(admin)
     payload = {"first_name": "Test", "last_name": "Race", "email": "race@example.com", "zip": "33101"}
-    resp = client.post(f"/admin/sources/{src.id}/test", data={"payload": json.dumps(payload), "close_lead": "y"})
+    resp = client.post(
+        f"/admin/sources/{src.id}/test",
+        data={"payload": json.dumps(payload), "close_lead": "y"},
+        follow_redirects=True,
+    )
     assert resp.status_code == 200 and "closed at once" in resp.get_data(as_text=True)
     assert len(calls) == 2
     db.session.expire_all()

@@ -7,6 +7,7 @@ field mappings, the optional slug of a new source, and the audit log's links to 
 from __future__ import annotations
 
 import csv
+import html as htmlmod
 import io
 import json
 import re
@@ -36,14 +37,14 @@ def send_test(client, source, payload: dict, *, close: bool = True):
     if close:
         data["close_lead"] = "y"
     resp = client.post(f"/admin/sources/{source.id}/test", data=data)
-    assert resp.status_code == 200
-    return resp.get_data(as_text=True)
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(f"/admin/sources/{source.id}#test-result")
+    return client.get(resp.headers["Location"]).get_data(as_text=True)  # the result, shown after the redirect
 
 
 def csv_rows(client, name: str) -> list[list[str]]:
     resp = client.get(f"/reports/export/{name}.csv")
     assert resp.status_code == 200
-    return list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
+    return list(csv.reader(io.StringIO(resp.get_data().decode("utf-8-sig"))))
 
 
 def served_equals_live(client, db) -> None:
@@ -52,7 +53,8 @@ def served_equals_live(client, db) -> None:
     rng = reports.default_range(reports.today_in(tz), tz)
     for name in reports.TABLES:
         header, rows = reports.table(db.session, rng, name)
-        assert csv_rows(client, name) == list(csv.reader(io.StringIO(reports.to_csv(header, rows)))), name
+        expected = reports.to_csv(header, rows).removeprefix(reports.CSV_BOM)
+        assert csv_rows(client, name) == list(csv.reader(io.StringIO(expected))), name
 
 
 def queue_ids(client, query: str) -> set[int]:
@@ -341,3 +343,76 @@ def test_a_test_delivery_that_failed_at_first_is_flagged_and_closed_when_the_ret
     assert (leads["a@example.com"].is_test, leads["a@example.com"].status) == (True, "lost")
     assert (leads["b@example.com"].is_test, leads["b@example.com"].status) == (True, "new")  # the admin kept it open
     assert (leads["real@example.com"].is_test, leads["real@example.com"].status) == (False, "new")
+
+
+# --- 5. the source page: inbox link, test delivery without a resend on reload, mapping examples --------
+
+
+def test_the_source_page_links_to_all_its_deliveries_in_the_inbox(client, auth, admin, db):
+    src = WebhookSourceFactory(slug="partner-site", name="Partner site")
+    db.session.commit()
+    auth.as_user(admin)
+    html = client.get(f"/admin/sources/{src.id}").get_data(as_text=True)
+    assert re.search(r'<a [^>]*href="/admin/inbox\?source=partner-site"[^>]*>All deliveries from this source</a>', html)
+
+
+def test_a_test_delivery_redirects_so_a_reload_does_not_send_it_again(client, auth, admin, db):
+    ConditionFactory(name="Dystonia", slug="dystonia")
+    src = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    auth.as_user(admin)
+    data = {"payload": json.dumps(source_service.sample_payload(src)), "close_lead": "y"}
+    resp = client.post(f"/admin/sources/{src.id}/test", data=data)
+    assert resp.status_code == 302
+    assert resp.headers["Location"].endswith(f"/admin/sources/{src.id}#test-result")
+    item = db.session.scalar(sa.select(InboxItem).where(InboxItem.source_id == src.id))
+    html = client.get(resp.headers["Location"]).get_data(as_text=True)  # what the browser shows
+    assert "HTTP 202" in html and "test-result" in html and item.webhook_id in html
+    assert f'href="/admin/inbox/{item.id}">Inbox item #{item.id}</a>' in html
+    assert "closed at once" in html and '"status": "accepted"' in htmlmod.unescape(html)
+    again = client.get(resp.headers["Location"]).get_data(as_text=True)  # the admin reloads the page
+    assert "HTTP 202" not in again and "test-result" not in again  # shown once, like a flashed message
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(InboxItem)) == 1  # nothing sent again
+    assert db.session.scalar(sa.select(sa.func.count()).where(AuditLog.action == "test_delivery")) == 1
+    other = WebhookSourceFactory(slug="other")
+    db.session.commit()
+    client.post(f"/admin/sources/{src.id}/test", data=data)
+    assert "test-result" not in client.get(f"/admin/sources/{other.id}").get_data(as_text=True)  # not another source's
+
+
+def test_the_mapping_editor_starts_from_a_shipped_example(client, auth, admin, db):
+    from crm.intake import mapping_examples
+
+    src = WebhookSourceFactory(slug="forms", field_mapping={"email": "contact.email"})
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get(f"/admin/sources/{src.id}").get_data(as_text=True)
+    for key in ("plain-json", "typeform", "gravity-forms"):
+        assert f'<option value="{key}"' in page
+    assert "Start from an example" in page and "How paths work" in page and "docs/intake.md" in page
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page)  # no inline script: a plain GET form
+
+    for key in ("plain-json", "typeform", "gravity-forms"):
+        html = client.get(f"/admin/sources/{src.id}?example={key}").get_data(as_text=True)
+        shown = json.loads(
+            htmlmod.unescape(
+                re.search(r'<textarea[^>]*name="field_mapping"[^>]*>(.*?)</textarea>', html, re.S).group(1)
+            )
+        )
+        assert shown == mapping_examples.EXAMPLES[key][0], key
+        assert "not saved yet" in html
+    db.session.expire_all()
+    assert db.session.get(WebhookSource, src.id).field_mapping == {"email": "contact.email"}  # filled in, not saved
+    html = client.get(f"/admin/sources/{src.id}?example=nonsense").get_data(as_text=True)
+    assert "contact.email" in html and "not saved yet" not in html
+
+
+def test_a_mapping_edit_is_audited_with_the_old_and_new_mapping(client, auth, admin, db):
+    src = WebhookSourceFactory(slug="forms", field_mapping={"email": "contact.email"})
+    db.session.commit()
+    auth.as_user(admin)
+    new = {"email": "answers.[field.ref=email].email", "zip": "answers.[field.ref=zip].text"}
+    resp = client.post(f"/admin/sources/{src.id}/mapping", data={"field_mapping": json.dumps(new)})
+    assert resp.status_code == 302
+    entry = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "update_source_mapping")).one()
+    assert entry.detail == {"fields": ["email", "zip"], "old": {"email": "contact.email"}, "new": new}

@@ -188,6 +188,15 @@ def test_sources_add_prints_the_whole_address_and_list_says_when_there_are_none(
         added = runner.invoke(args=["crm", "sources", "add", "Partner site"])
     assert empty.exit_code == 0 and "No webhook sources yet" in empty.output
     assert "url: https://desk.example.org/webhooks/intake/partner-site" in added.output
+    assert "PUBLIC_BASE_URL" not in added.output
+
+
+def test_sources_add_without_a_public_address_says_the_url_is_relative(app, db):
+    app.config["PUBLIC_BASE_URL"] = ""
+    added = app.test_cli_runner().invoke(args=["crm", "sources", "add", "Partner site"])
+    assert added.exit_code == 0, added.output
+    assert "url: /webhooks/intake/partner-site" in added.output
+    assert "the url is relative" in added.output and "set PUBLIC_BASE_URL" in added.output
 
 
 def test_only_errors_of_reach_and_schema_are_turned_into_advice():

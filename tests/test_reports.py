@@ -270,8 +270,32 @@ def test_bad_dates_are_a_form_error(client, auth, admin, world, query, message):
     html = resp.get_data(as_text=True)
     assert message in html
     assert "is-invalid" in html and "showing the last 30 days instead" in html
-    assert client.get(f"/reports/export/funnel.csv?{query}").status_code == 400
-    assert client.get(f"/reports/chart/funnel.svg?{query}").status_code == 400
+    for url in (f"/reports/export/funnel.csv?{query}", f"/reports/chart/funnel.svg?{query}"):
+        resp = client.get(url)
+        assert resp.status_code == 400 and resp.mimetype == "text/plain", url
+        assert resp.get_data(as_text=True).startswith("Bad date range: ") and message in resp.get_data(as_text=True)
+
+
+def test_only_a_start_date_runs_up_to_today_or_says_where_it_was_cut(client, auth, admin, db):
+    auth.as_user(admin)
+    today = reports.today_in(TZ)
+    recent = today - timedelta(days=40)
+    html = client.get(f"/reports?from={recent.isoformat()}").get_data(as_text=True)
+    assert f'value="{today.isoformat()}"' in html and "the range was cut" not in html
+
+    start = today - timedelta(days=800)  # up to today would be 801 days
+    cut = start + timedelta(days=365)
+    resp = client.get(f"/reports?from={start.isoformat()}")
+    assert resp.status_code == 200
+    html = resp.get_data(as_text=True)
+    assert f'value="{cut.isoformat()}"' in html
+    assert "the range was cut to" in html and cut.strftime("%b %-d, %Y") in html and "at most 366 days" in html
+    # The CSV and chart URLs read the same range from the same parameters.
+    resp = client.get(f"/reports/export/daily.csv?from={start.isoformat()}")
+    assert f"report-daily-{start.isoformat()}-to-{cut.isoformat()}.csv" in resp.headers["Content-Disposition"]
+    rows = read_csv(resp)
+    assert (rows[1][0], rows[-1][0], len(rows) - 1) == (start.isoformat(), cut.isoformat(), 366)
+    assert client.get(f"/reports/chart/leads-per-day.svg?from={start.isoformat()}").status_code == 200
 
 
 def test_charts_are_offline_svg_images(client, auth, admin, world):
@@ -302,7 +326,7 @@ def test_chart_axes_count_whole_leads(client, auth, admin, world):
 
 
 def read_csv(resp) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(resp.get_data(as_text=True))))
+    return list(csv.reader(io.StringIO(resp.get_data().decode("utf-8-sig"))))
 
 
 def test_csv_exports_and_audit(client, auth, admin, world, db):
@@ -323,10 +347,11 @@ def test_csv_exports_and_audit(client, auth, admin, world, db):
         ["Bo Baker", "4", "3", "2", "50.0", "15.0"],
         ["Ann Able", "3", "2", "1", "33.3", "10.0"],
         ["Cy Idle", "0", "0", "0", "", ""],
+        ["Unassigned", "1", "0", "0", "0.0", ""],  # lead 1: the rows add up to the 8 new leads
     ]
     entry = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "export")).one()
     assert (entry.user_id, entry.object_type, entry.object_id) == (admin.id, "report", "specialists")
-    assert entry.detail == {"table": "specialists", "from": "2026-10-01", "to": "2026-10-10", "rows": 3}
+    assert entry.detail == {"table": "specialists", "from": "2026-10-01", "to": "2026-10-10", "rows": 4}
 
     expected = {
         "daily": ["2026-10-01", "2"],
@@ -344,6 +369,52 @@ def test_csv_exports_and_audit(client, auth, admin, world, db):
     assert client.get(f"/reports/export/patients.csv?{ARGS}").status_code == 404
 
 
+def test_specialists_add_up_with_the_unassigned_and_mark_the_inactive(client, auth, admin, db, world):
+    leads = world["leads"]
+    gone = UserFactory(name="Gone Away", active=False)
+    leads[3].assignee = gone  # contacted
+    leads[7].assignee = None  # lost/unreachable, never reached
+    db.session.commit()
+    auth.as_user(admin)
+    rows = read_csv(client.get(f"/reports/export/specialists.csv?{ARGS}"))[1:]
+    assert ["Gone Away (inactive)", "1", "1", "0", "0.0", "5.0"] in rows
+    assert rows[-1] == ["Unassigned", "2", "0", "0", "0.0", ""]
+    assert sum(int(r[1]) for r in rows) == 8 and sum(int(r[2]) for r in rows) == 5
+    assert all("Old Timer" not in r[0] for r in rows)  # inactive without leads: no row
+    html = client.get(f"/reports?{ARGS}").get_data(as_text=True)
+    assert re.search(r"Gone Away <span[^>]*>\(inactive\)</span>", html)
+    assert "2 leads unassigned" in html and "<em>Unassigned</em>" in html
+
+
+def test_csv_exports_start_with_a_bom_for_excel(client, auth, admin, db):
+    auth.as_user(admin)
+    LeadFactory(condition=ConditionFactory(name="Distonía"), created_at=utc(10, 2, 12))
+    db.session.commit()
+    for name in reports.TABLES:
+        body = client.get(f"/reports/export/{name}.csv?{ARGS}").get_data()
+        assert body.startswith(b"\xef\xbb\xbf") and not body.startswith(b"\xef\xbb\xbf\xef\xbb\xbf"), name
+    body = client.get(f"/reports/export/conditions.csv?{ARGS}").get_data()
+    assert "Distonía".encode() in body
+
+
+def test_the_page_explains_the_numbers_itself(client, auth, admin, world):
+    auth.as_user(admin)
+    html = client.get(f"/reports?{ARGS}").get_data(as_text=True)
+    assert "docs/reports.md" not in html
+    assert "How the numbers are counted" in html and "booked ÷ assigned" in html
+
+
+def test_charts_keep_their_design_size(client, auth, admin, world):
+    """The SVGs say their size and the page does not stretch them past it (fonts stay 12 px)."""
+    auth.as_user(admin)
+    for name, size in (("leads-per-day", (900, 320)), ("funnel", (520, 250))):
+        svg = client.get(f"/reports/chart/{name}.svg?{ARGS}").get_data(as_text=True)
+        root = re.search(r"<svg[^>]*>", svg).group(0)
+        assert f'width="{size[0]}"' in root and f'height="{size[1]}"' in root, root
+    html = client.get(f"/reports?{ARGS}").get_data(as_text=True)
+    assert html.count('class="report-chart w-auto mw-100 mx-auto"') == 2
+
+
 def test_csv_cells_cannot_start_a_formula(client, auth, admin, db):
     auth.as_user(admin)
     LeadFactory(condition=ConditionFactory(name='=HYPERLINK("http://x")'), created_at=utc(10, 2, 12))
@@ -354,7 +425,7 @@ def test_csv_cells_cannot_start_a_formula(client, auth, admin, db):
     conditions = [r[0] for r in read_csv(client.get(f"/reports/export/conditions.csv?{ARGS}"))[1:]]
     assert sorted(conditions) == ['\'=HYPERLINK("http://x")', "'@SUM(A1)"]
     names = [r[0] for r in read_csv(client.get(f"/reports/export/specialists.csv?{ARGS}"))[1:]]
-    assert sorted(names) == ["'+Plus Person", "'-Minus Person"]
+    assert sorted(names) == ["'+Plus Person", "'-Minus Person", "Unassigned"]
     assert reports.csv_cell(-3) == -3 and reports.csv_cell("\tx") == "'\tx" and reports.csv_cell("a=b") == "a=b"
 
 
@@ -507,7 +578,7 @@ def assert_page_equals_live(client, db, args=ARGS, rng=RANGE):
     for name in reports.TABLES:
         served = read_csv(client.get(f"/reports/export/{name}.csv?{args}"))
         header, rows = reports.table(db.session, rng, name)
-        assert served == list(csv.reader(io.StringIO(reports.to_csv(header, rows)))), name
+        assert served == list(csv.reader(io.StringIO(reports.to_csv(header, rows).removeprefix(reports.CSV_BOM)))), name
 
 
 def test_the_page_follows_every_change_without_a_manual_refresh(client, auth, admin, db, world):

@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from crm import create_app
 from crm.cli.scheduler import Stop, build_scheduler, run_until_stopped
 from crm.extensions import db as _db
 from crm.jobs import ADVISORY_KEY, HELD, JOBS, JOBS_BY_ID, TAKEN, UNREACHABLE, Job, SchedulerLock, run_all, run_job
@@ -20,6 +24,7 @@ from crm.models.enums import LeadStatus
 from crm.services import followups
 from tests.test_queue_helpers import WED, make_lead
 
+ROOT = Path(__file__).resolve().parent.parent
 SPEC_8 = {
     "geocode_retry",
     "auto_assign",
@@ -357,3 +362,47 @@ def test_while_the_lock_cannot_be_checked_no_job_runs_and_the_log_says_so_once(a
     assert not ran
     warnings = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
     assert len(warnings) == 1, warnings
+
+
+def test_the_default_lock_file_is_per_database(tmp_path):
+    """Two instances of one checkout on different SQLite databases each run their own scheduler:
+    with SCHEDULER_LOCK_FILE unset the lock sits next to the database file, not in instance/."""
+    env = {k: v for k, v in os.environ.items() if k != "SCHEDULER_LOCK_FILE"}
+    code = (
+        "import config as c; print(repr(c.Config.SCHEDULER_LOCK_FILE), repr(c.DevelopmentConfig.SCHEDULER_LOCK_FILE))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["''", "''"]
+    env["SCHEDULER_LOCK_FILE"] = str(tmp_path / "chosen.lock")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == repr(str(tmp_path / "chosen.lock"))  # an explicit one still wins
+
+    apps = [
+        create_app("config.TestConfig", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / name}")
+        for name in ("one.db", "two.db")
+    ]
+    locks = []
+    try:
+        for app in apps:
+            with app.app_context():
+                lock = SchedulerLock(app)
+                assert lock.try_acquire(), "the other database's scheduler must not keep this one out"
+                assert (
+                    lock.lock_path() == tmp_path / f"{Path(app.config['SQLALCHEMY_DATABASE_URI']).name}.scheduler.lock"
+                )
+                locks.append((app, lock))
+        with apps[0].app_context():  # the same database: still one scheduler
+            assert not SchedulerLock(apps[0]).try_acquire()
+    finally:
+        for app, lock in locks:
+            with app.app_context():
+                lock.release()
+    shared = tmp_path / "shared.lock"
+    for app in apps:
+        app.config["SCHEDULER_LOCK_FILE"] = str(shared)
+    with apps[0].app_context():
+        first = SchedulerLock(apps[0])
+        assert first.try_acquire() and first.lock_path() == shared
+        with apps[1].app_context():
+            assert not SchedulerLock(apps[1]).try_acquire()  # one lock file named for both: one scheduler
+        first.release()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import sqlalchemy as sa
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
@@ -19,10 +19,24 @@ from sqlalchemy.orm.exc import StaleDataError
 from crm.admin.forms import SourceCreateForm, SourceMappingForm, TestDeliveryForm, parse_mapping
 from crm.admin.routes import bp
 from crm.extensions import db
+from crm.intake import mapping_examples
 from crm.models import InboxItem, WebhookSource
 from crm.models.base import utcnow
 from crm.services import audit
 from crm.services import sources as source_service
+
+# "Start from an example" on the mapping editor: key (crm/intake/mapping_examples.py EXAMPLES) -> label.
+EXAMPLE_CHOICES = {
+    "plain-json": "Plain JSON (a nested body with its own names)",
+    "typeform": "Typeform-shaped (answers by field reference)",
+    "typeform-by-position": "Typeform-shaped (answers by position)",
+    "gravity-forms": "Gravity Forms-shaped (flat, by field id)",
+}
+
+# The last test delivery's outcome, kept in the session from the POST to the page it redirects to
+# (POST-redirect-GET: reloading that page shows it again without sending another delivery).
+TEST_RESULT_KEY = "source_test_result"
+TEST_BODY_MAX = 1500  # characters of the endpoint's answer kept (the session is a cookie)
 
 
 def _source(source_id: int) -> WebhookSource:
@@ -85,14 +99,33 @@ def source_new():
 @bp.get("/sources/<int:source_id>")
 def source_detail(source_id: int):
     source = _source(source_id)
-    mapping_form = SourceMappingForm(field_mapping=json.dumps(source.field_mapping or {}, indent=2))
-    try:
-        _validate_mapping(source.field_mapping or {})
-    except ValueError as exc:
-        # Saved before a check existed (a list position past 999): deliveries still read it, but the
-        # sample below cannot follow it. Say so where it is fixed.
-        mapping_form.field_mapping.errors = [f"{exc} Correct the mapping and save it."]
-    return _detail(source, mapping_form=mapping_form)
+    example = request.args.get("example")
+    if example in EXAMPLE_CHOICES:
+        # Filled into the editor only: saved when the admin presses "Save mapping".
+        mapping_form = SourceMappingForm(field_mapping=json.dumps(mapping_examples.EXAMPLES[example][0], indent=2))
+    else:
+        example = None
+        mapping_form = SourceMappingForm(field_mapping=json.dumps(source.field_mapping or {}, indent=2))
+        try:
+            _validate_mapping(source.field_mapping or {})
+        except ValueError as exc:
+            # Saved before a check existed (a list position past 999): deliveries still read it, but the
+            # sample below cannot follow it. Say so where it is fixed.
+            mapping_form.field_mapping.errors = [f"{exc} Correct the mapping and save it."]
+    return _detail(source, mapping_form=mapping_form, result=_test_result(source), example=example)
+
+
+def _test_result(source: WebhookSource) -> dict | None:
+    """The test delivery the last POST sent from this page, with its inbox item as it is now.
+    Shown once, like a flashed message: the inbox item link keeps it afterwards."""
+    kept = session.get(TEST_RESULT_KEY)
+    if not isinstance(kept, dict) or kept.get("source_id") != source.id:
+        return None
+    session.pop(TEST_RESULT_KEY, None)
+    item = db.session.scalar(
+        sa.select(InboxItem).where(InboxItem.source_id == source.id, InboxItem.webhook_id == kept.get("webhook_id"))
+    )
+    return dict(kept, item=item)
 
 
 def _sample(source: WebhookSource) -> str:
@@ -103,7 +136,7 @@ def _sample(source: WebhookSource) -> str:
         return json.dumps(flat, indent=2)
 
 
-def _detail(source: WebhookSource, *, mapping_form=None, test_form=None, result=None, status: int = 200):
+def _detail(source: WebhookSource, *, mapping_form=None, test_form=None, result=None, example=None, status: int = 200):
     recent = db.session.scalars(
         sa.select(InboxItem)
         .options(selectinload(InboxItem.lead))  # the "Test delivery" labels: one query, not one per item
@@ -123,6 +156,8 @@ def _detail(source: WebhookSource, *, mapping_form=None, test_form=None, result=
             result=result,
             recent=recent,
             fields=_intake_fields(),
+            examples=EXAMPLE_CHOICES,
+            example=example,
             now=utcnow(),
         ),
         status,
@@ -171,9 +206,12 @@ def source_mapping(source_id: int):
         except ValueError as exc:
             form.field_mapping.errors = [str(exc)]
         else:
-            if mapping != (source.field_mapping or {}):
+            old = source.field_mapping or {}
+            if mapping != old:
                 source.field_mapping = mapping
-                audit.record("update_source_mapping", "webhook_source", source.id, detail={"fields": sorted(mapping)})
+                # Both mappings (at most 10,000 characters each), so a bad edit can be undone by hand.
+                detail = {"fields": sorted(mapping), "old": old, "new": mapping}
+                audit.record("update_source_mapping", "webhook_source", source.id, detail=detail)
                 db.session.commit()
                 flash("Field mapping saved.", "success")
             else:
@@ -252,13 +290,17 @@ def source_test(source_id: int):
         parsed = json.loads(body) if body else None
     except ValueError:
         parsed = None
-    result = {
+    shown = json.dumps(parsed, indent=2) if parsed is not None else body
+    if len(shown) > TEST_BODY_MAX:
+        shown = shown[:TEST_BODY_MAX] + "\n… (cut; the whole answer is in the inbox item)"
+    session[TEST_RESULT_KEY] = {
+        "source_id": source.id,
         "status": resp.status_code,
         "ok": 200 <= resp.status_code < 300,
-        "body": json.dumps(parsed, indent=2) if parsed is not None else body[:2000],
+        "body": shown,
         "webhook_id": delivery.webhook_id,
-        "item": item,
         "closed": closed,
         "marked": marked,
     }
-    return _detail(source, test_form=form, result=result)
+    # POST-redirect-GET: a reload of the result page shows the result, it does not send again.
+    return redirect(url_for("admin.source_detail", source_id=source.id, _anchor="test-result"))

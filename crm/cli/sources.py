@@ -40,6 +40,11 @@ def add_source(name: str, secret: str | None, slug: str | None) -> None:
     click.echo(f"secret: {secret_value}")
     base = (current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
     click.echo(f"url: {base}/webhooks/intake/{source.slug}")  # the whole address once PUBLIC_BASE_URL is set
+    if not base:
+        click.echo(
+            "note: the url is relative: put this desk's public address in front of it "
+            "(set PUBLIC_BASE_URL, e.g. https://desk.example.org, and it is printed whole)"
+        )
 
 
 @sources_cli.command("rotate")

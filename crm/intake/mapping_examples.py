@@ -1,7 +1,13 @@
 """Ready-made field mappings (our field -> path in the sender's payload) and example bodies.
 
-Copy one into a source's field mapping and adjust the field references to the
-sender's form. See docs/intake.md for the path syntax.
+Copy one into a source's field mapping (the source page's "Start from an example" does) and
+adjust the field references to the sender's form. See docs/intake.md "Field mapping" for the
+path syntax.
+
+They describe the *body shapes* these tools send. Our endpoint verifies Standard Webhooks
+signatures only: Typeform (its own ``Typeform-Signature`` header) and Gravity Forms (no HMAC
+at all) cannot post to it directly, so their bodies arrive through a relay that re-signs them
+unchanged (docs/intake.md "The webhook", "Which senders can deliver directly").
 """
 
 from __future__ import annotations
@@ -36,10 +42,11 @@ PLAIN_JSON_EXAMPLE = {
     "utm": {"source": "newsletter", "campaign": "fall"},
 }
 
-# Typeform "form_response" webhooks: answers are a list in question order, each
-# keyed by its type (text, email, phone_number, choice.label, boolean). Index
-# paths work when every question is required; the [field.ref=...] selectors keep
-# working when optional questions are left out of the list.
+# Typeform "form_response" webhook bodies (forwarded by a re-signing relay): answers are a list
+# in question order, each keyed by its type (text, email, phone_number, choice.label, boolean).
+# Index paths work when every question is required; the [field.ref=...] selectors keep working
+# when optional questions are left out of the list, provided each question's "Reference" is set
+# to these names in Typeform (it generates random-looking refs otherwise).
 TYPEFORM = {
     "first_name": "form_response.answers.[field.ref=first_name].text",
     "last_name": "form_response.answers.[field.ref=last_name].text",
@@ -98,9 +105,10 @@ TYPEFORM_EXAMPLE = {
     },
 }
 
-# Gravity Forms (Webhooks add-on, "all fields" request body): a flat object keyed
-# by field id; compound fields use "<field>.<input>" keys (Name 1.3 first, 1.6
-# last; Address 4.1 street, 4.3 city, 4.4 state, 4.5 ZIP; a checkbox 7.1).
+# Gravity Forms (Webhooks add-on, "all fields" request body, forwarded unchanged by a re-signing
+# relay: the add-on cannot sign): a flat object keyed by field id; compound fields use
+# "<field>.<input>" keys (Name 1.3 first, 1.6 last; Address 4.1 street, 4.3 city, 4.4 state,
+# 4.5 ZIP; a checkbox 7.1).
 GRAVITY_FORMS = {
     "first_name": "1.3",
     "last_name": "1.6",

@@ -20,8 +20,13 @@ class ReportRangeForm(FlaskForm):
     date_from = DateField("From", name="from", format="%Y-%m-%d")
     date_to = DateField("To", name="to", format="%Y-%m-%d")
 
+    # Set by ``report_range`` when only "from" was given and "up to today" would be more than
+    # MAX_RANGE_DAYS: the day the range was cut to (the page says so), else None.
+    cut_to: date | None = None
+
     def report_range(self, today: date, tz: str) -> ReportRange:
         """The range asked for, or the default one; call after ``validate_range``."""
+        self.cut_to = None
         default = default_range(today, tz)
         start, end = self.date_from.data, self.date_to.data
         if self.errors or not (start or end):
@@ -30,8 +35,11 @@ class ReportRangeForm(FlaskForm):
             return ReportRange(start, end, tz)
         if end:  # only "to": the 30 days ending there
             return ReportRange(end - (default.end - default.start), end, tz)
-        end = max(start, min(today, start + timedelta(days=MAX_RANGE_DAYS - 1)))  # only "from": up to today
-        return ReportRange(start, end, tz)
+        # Only "from": up to today, but at most MAX_RANGE_DAYS (a start in the future: that one day).
+        longest = start + timedelta(days=MAX_RANGE_DAYS - 1)
+        if today > longest:
+            self.cut_to = longest
+        return ReportRange(start, max(start, min(today, longest)), tz)
 
     def validate_range(self, today: date) -> bool:
         """Field errors in words; missing fields fall back to the default range."""

@@ -36,6 +36,12 @@ def _desk_tz() -> str:
     return current_app.config.get("BUSINESS_TIMEZONE") or "America/New_York"
 
 
+def _bad_range(form: ReportRangeForm) -> Response:
+    """The 400 of a CSV or chart URL: the reason in words (docs/reports.md "Range and time zone")."""
+    problems = "; ".join(e for errs in form.errors.values() for e in errs)
+    return Response(f"Bad date range: {problems}\n", status=400, mimetype="text/plain")
+
+
 def _range_from_request() -> tuple[ReportRangeForm, reports.ReportRange, bool]:
     tz = _desk_tz()
     today = reports.today_in(tz)
@@ -73,7 +79,15 @@ def index():
     if ok:  # show the range actually used
         form.date_from.data, form.date_to.data = rng.start, rng.end
     html = render_template(
-        "reports/index.html", form=form, report=report, args=args, tables=reports.TABLES, tz=rng.tz, ok=ok
+        "reports/index.html",
+        form=form,
+        report=report,
+        args=args,
+        tables=reports.TABLES,
+        tz=rng.tz,
+        ok=ok,
+        cut_to=form.cut_to if ok else None,
+        max_days=reports.MAX_RANGE_DAYS,
     )
     return html, (200 if ok else 400)
 
@@ -82,7 +96,7 @@ def index():
 def chart(name: str):
     form, rng, ok = _range_from_request()
     if not ok:
-        abort(400)
+        return _bad_range(form)
     if name == "leads-per-day":
         svg = charts.leads_per_day_svg(reports.leads_per_day(db.session, rng, _counts()))
     elif name == "funnel":
@@ -100,8 +114,7 @@ def export(name: str):
         abort(404)
     form, rng, ok = _range_from_request()
     if not ok:
-        problems = "; ".join(e for errs in form.errors.values() for e in errs)
-        return Response(f"Bad date range: {problems}\n", status=400, mimetype="text/plain")
+        return _bad_range(form)
     header, rows = reports.table(db.session, rng, name, _counts())
     audit.record(
         "export",

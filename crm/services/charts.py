@@ -42,7 +42,9 @@ def _config(**extra) -> dict:
         "disable_xml_declaration": False,
         "show_legend": False,
         "margin": 16,
-        "explicit_size": False,
+        # width/height on the <svg>: its natural size, which the page does not stretch past
+        # (img.w-auto.mw-100), so a chart never grows beyond its design size and font sizes.
+        "explicit_size": True,
         **extra,
     }
 

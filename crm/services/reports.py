@@ -346,6 +346,12 @@ class SpecialistRow:
     contacted: int = 0
     booked: int = 0
     median_first_contact_seconds: int | None = None
+    active: bool = True
+
+    @property
+    def label(self) -> str:
+        """The name as the page and the CSV show it: a deactivated user still holding leads is marked."""
+        return self.name if self.active else f"{self.name} (inactive)"
 
     @property
     def conversion(self) -> float | None:
@@ -360,6 +366,7 @@ class Funnel:
     unassigned: int = 0
     waiting: int = 0  # open, no contact attempt yet
     by_assignee: dict[int, list[int]] = field(default_factory=dict)  # user -> [assigned, contacted, booked]
+    unassigned_reached: list[int] = field(default_factory=lambda: [0, 0])  # unassigned: [contacted, booked]
 
     def rows(self) -> list[dict]:
         """One row per stage with the conversion from the previous stage and from new."""
@@ -393,6 +400,8 @@ def funnel(session, rng: ReportRange, counts=None) -> Funnel:
             result.lost += n
         if assignee_id is None:
             result.unassigned += n
+            result.unassigned_reached[0] += n if reached >= 1 else 0
+            result.unassigned_reached[1] += n if reached >= 2 else 0
             continue
         row = result.by_assignee.setdefault(assignee_id, [0, 0, 0])
         row[0] += n
@@ -434,15 +443,25 @@ def specialists(
     medians = (ranks or _first_contact_ranks(session, rng, counts))[2]
     ids = set(result.by_assignee)
     users = session.execute(
-        sa.select(User.id, User.name).where(
+        sa.select(User.id, User.name, User.active).where(
             sa.or_(User.id.in_(ids), sa.and_(User.role == Role.SPECIALIST, User.active.is_(True)))
         )
     ).all()
     rows = []
-    for uid, name in users:
+    for uid, name, active in users:
         assigned, contacted, booked = result.by_assignee.get(uid, [0, 0, 0])
-        rows.append(SpecialistRow(uid, name, assigned, contacted, booked, medians.get(uid)))
+        rows.append(SpecialistRow(uid, name, assigned, contacted, booked, medians.get(uid), bool(active)))
     return sorted(rows, key=lambda r: (-r.assigned, r.name.lower()))
+
+
+UNASSIGNED_LABEL = "Unassigned"
+
+
+def unassigned_row(result: Funnel) -> SpecialistRow:
+    """The leads of the range nobody holds, as a specialists-table row, so the rows add up to "new".
+    No median: the first-contact percentiles are kept per assignee only."""
+    contacted, booked = result.unassigned_reached
+    return SpecialistRow(0, UNASSIGNED_LABEL, result.unassigned, contacted, booked)
 
 
 def _breakdown(rows, label) -> list[dict]:
@@ -537,6 +556,7 @@ class Report:
     funnel: Funnel
     speed: SpeedToLead
     specialists: list[SpecialistRow]
+    unassigned: SpecialistRow
     sources: list[dict]
     states: list[dict]
     conditions: list[dict]
@@ -554,6 +574,7 @@ def build_report(session, rng: ReportRange, counts=None) -> Report:
         funnel=f,
         speed=speed_to_lead(session, rng, f, ranks),
         specialists=specialists(session, rng, f, ranks),
+        unassigned=unassigned_row(f),
         sources=parts["sources"],
         states=parts["states"],
         conditions=parts["conditions"],
@@ -588,9 +609,11 @@ def table(session, rng: ReportRange, name: str, counts=None) -> tuple[list[str],
             [[s.contacted, s.waiting, _minutes(s.median_seconds), _minutes(s.p90_seconds)]],
         )
     if name == "specialists":
+        # The last row holds the unassigned leads (zero included), so "assigned" sums to the new leads.
+        f = funnel(session, rng, counts)
         rows = [
-            [r.name, r.assigned, r.contacted, r.booked, _blank(r.conversion), _minutes(r.median_first_contact_seconds)]
-            for r in specialists(session, rng, counts=counts)
+            [r.label, r.assigned, r.contacted, r.booked, _blank(r.conversion), _minutes(r.median_first_contact_seconds)]
+            for r in [*specialists(session, rng, f, counts=counts), unassigned_row(f)]
         ]
         return ["specialist", "assigned", "contacted", "booked", "conversion_pct", "median_first_contact_minutes"], rows
     if name in ("sources", "states", "conditions"):
@@ -611,8 +634,14 @@ def csv_cell(value) -> object:
     return spreadsheet.neutralise(value)
 
 
+# Excel opens a double-clicked CSV as UTF-8 only after a byte order mark (else "JosÃ©").
+CSV_BOM = "\ufeff"
+
+
 def to_csv(header: list[str], rows: list[list]) -> str:
+    """UTF-8 text with a BOM (for Excel), header row, CRLF."""
     out = io.StringIO()
+    out.write(CSV_BOM)
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([csv_cell(h) for h in header])
     for row in rows:
