@@ -59,14 +59,14 @@ def init_app(app) -> None:
     def csrf_error(err):
         from flask_login import current_user
 
-        from crm.security import idle_sign_out_message, referrer_path
+        from crm.security import ended_session_message, idle_sign_out_message, referrer_path, session_ended_elsewhere
 
         signed_out = not current_user.is_authenticated
         public = (request.endpoint or "").startswith("intake.") or request.endpoint == "auth.login"
         if signed_out and not public and not wants_json():
-            # The session (and its form token) ended while the page was open: say so, and come
+            # The session (and its form token) ended while the page was open: say why, and come
             # back to that page after signing in, instead of a dead-end error page.
-            flash(idle_sign_out_message(app), "info")
+            flash(ended_session_message() if session_ended_elsewhere() else idle_sign_out_message(app), "info")
             return redirect(url_for("auth.login", next=referrer_path()))
         return error_response(400, CSRF_MESSAGE)
 

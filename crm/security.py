@@ -93,6 +93,33 @@ def idle_sign_out_message(app) -> str:
     return message if request.method == "GET" else message + " What you had just sent was not saved."
 
 
+# Flask-Login's session key for the user's session token (crm/models/users.py, get_id).
+_SESSION_USER_KEY = "_user_id"
+
+
+def ended_session_message() -> str:
+    """Why a session whose token no longer loads its user is on the sign-in page: the token is
+    rotated by a password change or reset, a sign-out elsewhere (every session of the account
+    ends) and a deactivation, never by idleness, so the idle message would mislead."""
+    message = (
+        "You were signed out: your password was changed or reset, you signed out in another browser, "
+        "or your account was deactivated."
+    )
+    return message if request.method == "GET" else message + " What you had just sent was not saved."
+
+
+def session_ended_elsewhere() -> bool:
+    """Whether this request carries a signed-in session whose token no longer loads anyone."""
+    return session.get(_SESSION_USER_KEY) is not None and not current_user.is_authenticated
+
+
+def mark_activity() -> None:
+    """The session's last activity, which the idle limit counts from (set at sign-in too, so a
+    cookie copied from the sign-in answer and never used is refused after the limit as well)."""
+    session["last_seen"] = datetime.now(UTC).timestamp()
+    session.permanent = True
+
+
 def role_required(*roles):
     def decorator(view):
         @wraps(view)
@@ -128,7 +155,10 @@ def init_app(app) -> None:
 
         if wants_json():
             abort(401)
-        if request.method == "GET":
+        if session_ended_elsewhere():
+            session.clear()  # the dead token: said once, not on every page after this one
+            flash(ended_session_message(), "info")
+        elif request.method == "GET":
             flash(login_manager.login_message, login_manager.login_message_category)
         else:  # a form posted once the session had ended
             flash(idle_sign_out_message(app), "info")
@@ -136,8 +166,9 @@ def init_app(app) -> None:
 
     @login_manager.user_loader
     def load_user(token: str):
-        # The session carries a rotating token, not the user id: logout,
-        # deactivation and password resets rotate it and kill old cookies.
+        # The session carries the user's session token, not their id: a password change or
+        # reset, a sign-out and a deactivation rotate it, which ends every session of the user
+        # (a sign-in does not: one person may work on a desk PC and a laptop at once).
         return db.session.scalar(db.select(User).where(User.session_token == token, User.active.is_(True)))
 
     @app.before_request
@@ -154,9 +185,8 @@ def init_app(app) -> None:
         last = session.get("last_seen")
         timeout = app.config["IDLE_TIMEOUT"].total_seconds()
         if last is not None and now - last > timeout:
-            user = current_user._get_current_object()
-            user.rotate_session()
-            db.session.commit()
+            # Only this browser's session ends: the token is not rotated, so the user's other
+            # sessions go on (this cookie's own last_seen refuses it from now on anyway).
             logout_user()
             session.clear()
             if request.path.startswith(("/api/", "/webhooks/")) or request.endpoint == "auth.keepalive":
@@ -164,8 +194,7 @@ def init_app(app) -> None:
             # Sign in again lands back on the page (for a post: the page it was sent from).
             flash(idle_sign_out_message(app), "info")
             return redirect(url_for("auth.login", next=return_url()))
-        session["last_seen"] = now
-        session.permanent = True
+        mark_activity()
         return None
 
     @app.before_request

@@ -97,13 +97,109 @@ def test_logout_requires_post_and_kills_the_session_cookie(client, auth, special
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
 
 
-def test_session_rotates_at_login(client, auth, specialist, db):
+ENDED = "You were signed out: your password was changed or reset"
+IDLE = "without activity"
+
+
+def test_signing_in_on_a_second_device_keeps_the_first_session(app, client, auth, admin, specialist, db):
+    """Signing in rotated the session token, so the admin's desk PC was signed out the moment they
+    signed in on the laptop, and the form they then saved was lost under an idle message."""
+    auth.as_user(admin)
+    assert client.get(f"/admin/users/{specialist.id}").status_code == 200  # the form is open in browser A
+    AuthActions(app.test_client()).as_user(admin)  # browser B
+    saved = client.post(
+        f"/admin/users/{specialist.id}",
+        data={"name": "Sam Saved", "email": specialist.email, "capacity": "40", "languages": "en"}
+        | {"timezone": "America/New_York"},
+    )
+    assert saved.status_code == 302 and "/login" not in saved.headers["Location"]
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).name == "Sam Saved"
+    assert client.get("/queue").status_code == 200
+
+
+def test_a_cookie_from_the_sign_in_answer_is_held_to_the_idle_limit(app, client, auth, specialist):
+    """With no rotation at sign-in, a cookie copied from the sign-in answer and never used must not
+    stay good for ever: the idle clock starts at sign-in."""
     auth.as_user(specialist)
-    first = db.session.scalar(sa.select(User.session_token).where(User.id == specialist.id))
+    copied = client.get_cookie("appointment_desk").value
+    other = app.test_client()
+    other.set_cookie("appointment_desk", copied)
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=16)):
+        assert other.get("/queue").status_code == 302
+    assert client.get("/queue").status_code == 200  # the copy's idleness is its own
+
+
+def test_idleness_in_one_browser_does_not_end_the_other(app, client, auth, specialist, monkeypatch):
+    """The idle sign-out rotated the token: the desk PC's next request ended the laptop's session."""
+    monkeypatch.setitem(app.config, "PERMANENT_SESSION_LIFETIME", timedelta(hours=1))  # the server signs it out
+    auth.as_user(specialist)
+    laptop = app.test_client()
+    AuthActions(laptop).as_user(specialist)
+    start = datetime.now(UTC)
+    for minutes in (10, 20):
+        with time_machine.travel(start + timedelta(minutes=minutes)):
+            assert laptop.get("/queue").status_code == 200
+    with time_machine.travel(start + timedelta(minutes=21)):
+        idle = client.get("/queue")  # the desk PC, untouched for 21 minutes
+        assert idle.status_code == 302 and IDLE in client.get("/login").get_data(as_text=True)
+        assert laptop.get("/queue").status_code == 200  # still signed in
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_session_ended_by_a_password_change_says_so_not_idleness(app, client, auth, specialist, db, method):
+    auth.as_user(specialist)
+    other = app.test_client()
+    AuthActions(other).as_user(specialist)
+    new = "a brand new password"
+    assert (
+        other.post("/account/password", data={"current": PASSWORD, "password": new, "confirm": new}).status_code == 302
+    )
+    resp = (
+        client.get("/queue")
+        if method == "GET"
+        else client.post("/shift", headers={"Referer": "http://localhost/queue"})
+    )
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+    page = client.get("/login").get_data(as_text=True)
+    assert ENDED in page and IDLE not in page and "Please sign in to continue" not in page
+    assert ("was not saved" in page) == (method == "POST")
+    assert ENDED not in client.get("/login").get_data(as_text=True)  # said once; the dead token is dropped
+    assert client.get("/queue").status_code == 302
+
+
+def test_sessions_ended_by_an_admins_reset_or_deactivation_say_so(app, client, auth, admin, specialist, db):
+    from crm.services import users_admin
+
+    theirs = app.test_client()
+    for end in (
+        lambda u: users_admin.reset_password(u, "reset by the admin", by=db.session.get(User, admin.id)),
+        lambda u: users_admin.deactivate(u, by=db.session.get(User, admin.id)),
+    ):
+        AuthActions(theirs).as_user(specialist)
+        end(db.session.get(User, specialist.id))
+        db.session.commit()
+        resp = theirs.post("/session/keepalive")
+        assert resp.status_code == 401  # the page then opens itself (static/app.js)
+        back = theirs.get("/queue")
+        assert back.status_code == 302 and "/login" in back.headers["Location"]
+        page = theirs.get("/login").get_data(as_text=True)
+        assert ENDED in page and IDLE not in page
+        user = db.session.get(User, specialist.id)
+        users_admin.accounts.set_password(user, PASSWORD)  # for the next round
+        user.must_change_password = False
+        db.session.commit()
+
+
+def test_signing_out_ends_the_accounts_other_sessions_and_they_are_told_why(app, client, auth, specialist):
+    """Decided (docs/admin.md, "Sessions"): sessions live in the signed cookie, so a sign-out rotates
+    the user's token to make a copied cookie useless, which ends their other browsers' sessions too."""
+    auth.as_user(specialist)
+    other = app.test_client()
+    AuthActions(other).as_user(specialist)
     auth.logout()
-    auth.as_user(specialist)
-    second = db.session.scalar(sa.select(User.session_token).where(User.id == specialist.id))
-    assert first != second
+    assert other.get("/queue").status_code == 302
+    assert ENDED in other.get("/login").get_data(as_text=True)
 
 
 def test_deactivation_ends_live_sessions(client, auth, specialist, db):

@@ -115,3 +115,73 @@ def test_a_new_colleague_replaces_the_admins_password_at_first_sign_in(make_app,
         assert page.get_by_role("heading", name="Lead queue").is_visible()
     finally:
         server.stop()
+
+
+def test_a_second_sign_in_keeps_the_first_browser_and_an_ended_session_says_why(
+    make_app, browser, page, admin, specialist, db, screenshot
+):
+    """The QA walkthrough: the admin's form open in browser A, a sign-in in browser B, Save in A.
+    A used to land on the sign-in page told it had been idle, its change lost."""
+    from tests.conftest import LiveServer
+    from tests.test_admin_browser import sign_in
+
+    app = make_app(WTF_CSRF_ENABLED=True)
+    server = LiveServer(app).start()
+    laptop = browser.new_context().new_page()
+    try:
+        base = server.url
+        sign_in(page, base, admin)
+        page.goto(f"{base}/admin/users/{specialist.id}")
+        page.get_by_label("Capacity (open leads)").fill("33")
+        sign_in(laptop, base, admin)
+        page.get_by_role("button", name="Save", exact=True).click()
+        page.wait_for_url(f"{base}/admin/users/{specialist.id}")
+        assert page.get_by_text("Saved Sam Specialist.").is_visible()
+
+        laptop.goto(f"{base}/account/password")  # the password changed on the laptop ends browser A
+        laptop.get_by_label("Current password").fill(PASSWORD)
+        laptop.locator("#password").fill("the admin's new one")
+        laptop.get_by_label("Repeat the new password").fill("the admin's new one")
+        laptop.get_by_role("button", name="Change password").click()
+        laptop.wait_for_url(f"{base}/queue**")
+        page.get_by_label("Capacity (open leads)").fill("34")
+        page.get_by_role("button", name="Save", exact=True).click()
+        page.wait_for_url(lambda url: "/login" in url)
+        assert page.get_by_text("You were signed out: your password was changed or reset").is_visible()
+        assert page.get_by_text("without activity").count() == 0
+        screenshot("session-ended-elsewhere")
+    finally:
+        laptop.context.close()
+        server.stop()
+
+
+def test_promoting_a_user_to_admin_asks_first(make_app, page, admin, specialist, db):
+    from crm.models import User
+    from tests.conftest import LiveServer
+    from tests.test_admin_browser import sign_in
+
+    app = make_app(WTF_CSRF_ENABLED=True)
+    server = LiveServer(app).start()
+    try:
+        base = server.url
+        sign_in(page, base, admin)
+        page.goto(f"{base}/admin/users/{specialist.id}")
+        asked = []
+
+        def answer(dialog, accept):
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        page.once("dialog", lambda d: answer(d, False))
+        page.get_by_role("button", name="Make admin").click()
+        page.wait_for_timeout(300)
+        db.session.expire_all()
+        assert db.session.get(User, specialist.id).role == "specialist"  # cancelled: nothing sent
+        page.once("dialog", lambda d: answer(d, True))
+        page.get_by_role("button", name="Make admin").click()
+        page.get_by_text("Sam Specialist is now admin.").wait_for()
+        assert len(asked) == 2 and asked[0].startswith("Make Sam Specialist an admin?")
+        db.session.expire_all()
+        assert db.session.get(User, specialist.id).role == "admin"
+    finally:
+        server.stop()

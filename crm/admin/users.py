@@ -35,7 +35,14 @@ def users():
 @bp.route("/users/new", methods=["GET", "POST"])
 def user_new():
     form = UserCreateForm()
-    if form.validate_on_submit():
+    valid = form.validate_on_submit()
+    if form.is_submitted():
+        # Checked alongside the form's own validators: every field's error in one round.
+        for name, message in users_admin.new_user_problems(form.email.data, form.timezone.data).items():
+            if not form[name].errors:  # an empty field's own "required" says enough
+                form[name].errors = [message]
+                valid = False
+    if valid:
         try:
             user = users_admin.create_user(
                 form.email.data,

@@ -11,7 +11,7 @@ from limits.errors import StorageError
 
 from crm.auth.forms import ChangePasswordForm, LoginForm, PostForm
 from crm.extensions import db, limiter
-from crm.security import referrer_path, safe_next
+from crm.security import mark_activity, referrer_path, safe_next
 from crm.services import accounts, audit
 
 bp = Blueprint("auth", __name__)
@@ -104,6 +104,7 @@ def login():
             return render_template("auth/login.html", form=form), 200
         session.clear()  # drop anything from before sign-in (fixation)
         login_user(result.user)
+        mark_activity()
         db.session.commit()
         return redirect(safe_next(form.next.data))
     return render_template("auth/login.html", form=form)
@@ -138,7 +139,10 @@ def logout():
         return redirect(safe_next(referrer_path()))
     user = current_user._get_current_object()
     audit.record("logout", "user", user.id, user=user)
-    user.rotate_session()  # the old cookie no longer loads anyone
+    # The old cookie (or a copy of it) no longer loads anyone. Sessions live in the signed cookie,
+    # so the server cannot end this one alone: the user's sessions in other browsers end too
+    # (docs/admin.md, "Sessions").
+    user.rotate_session()
     db.session.commit()
     logout_user()
     session.clear()

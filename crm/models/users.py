@@ -39,8 +39,8 @@ class User(UserMixin, Base):
     # Set when an admin creates the account or resets its password (the admin knows that one);
     # until the user chooses their own, every page but the change page sends them there.
     must_change_password: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
-    # Rotated at login, logout, password reset and deactivation: a session
-    # cookie carrying an old token no longer loads the user.
+    # Rotated at a password change or reset, sign-out and deactivation (not at sign-in: one person
+    # may work on two machines): a session cookie carrying an old token no longer loads the user.
     session_token: Mapped[str] = mapped_column(sa.String(64), unique=True, default=new_session_token)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

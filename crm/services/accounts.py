@@ -175,7 +175,9 @@ def sign_in(
     user.failed_logins = row.failures
     user.locked_until = None
     user.last_login_at = now
-    user.rotate_session()  # a fresh session id for every sign-in
+    # The session token is not rotated: that would end the user's sessions elsewhere (a desk PC
+    # and a laptop). Tokens rotate only where sessions are meant to end: set_password, deactivate
+    # and sign-out (crm/auth/routes.py).
     audit.record("login", "user", user.id, user=user)
     return SignInResult(user)
 

@@ -138,14 +138,21 @@ def reset_password(
     user: User, password: str, *, by: User | None = None, temporary: bool | None = None, via: str | None = None
 ) -> None:
     """Set a new password (the admin tells the user); existing sessions end, and the user
-    chooses their own at the next sign-in (``temporary``; by default unless it is the admin's own
-    password). ``via`` ("cli") is noted in the audit entry."""
+    chooses their own at the next sign-in (``temporary``, by default). ``via`` ("cli") is noted in
+    the audit entry. An admin's own password is changed on their account page instead."""
+    if by is not None and by.id == user.id:
+        # Here it would be set without the current password, end this session too and flag the
+        # admin's own choice as temporary; /account/password asks for the current one.
+        raise UserAdminError(
+            "You cannot reset your own password here: change it on your account page "
+            "(your name at the top right, /account/password), which asks for your current password."
+        )
     try:
         accounts.set_password(user, password)
     except accounts.AccountError as exc:
         raise UserAdminError(str(exc)) from exc
     if temporary is None:
-        temporary = by is None or by.id != user.id  # an admin's own choice is already their own
+        temporary = True  # the admin (or whoever ran the command without saying) knows it
     user.must_change_password = temporary
     audit.record(
         "reset_password", "user", user.id, user=by, detail={"via": via, "temporary": temporary} if via else None
@@ -253,6 +260,25 @@ def set_shift(user: User, on_shift: bool, *, by: User | None = None) -> bool:
     db.session.flush()
     audit.record("shift_on" if on_shift else "shift_off", "user", user.id, user=by, detail={"by_admin": True})
     return True
+
+
+def new_user_problems(email: str, timezone: str) -> dict[str, str]:
+    """What ``create_user`` would refuse about the email (invalid, taken) and the time zone, by form
+    field: the new-user page reports them in the same round as the form's own errors, so the
+    admin does not fix one thing per submit (and retype the password each time)."""
+    problems = {}
+    try:
+        email = accounts.normalise_login_email(email)
+    except ValueError as exc:
+        problems["email"] = f"Invalid email: {exc}"
+    else:
+        if db.session.scalar(sa.select(User.id).where(User.email == email)):
+            problems["email"] = f"A user with email {email} already exists."
+    try:
+        clean_timezone(timezone)
+    except UserAdminError as exc:
+        problems["timezone"] = str(exc)
+    return problems
 
 
 def create_user(
