@@ -9,6 +9,7 @@ import sys
 import types
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -496,9 +497,13 @@ def test_export_download_is_audited_and_reimports_unchanged(client, auth, admin,
     resp = client.get("/admin/physicians/export.csv")
     assert resp.status_code == 200 and resp.mimetype == "text/csv" and resp.is_streamed
     assert "attachment" in resp.headers["Content-Disposition"]
-    assert len(resp.data.decode().strip().splitlines()) == 5  # header + all four, inactive too
+    # Named by the admin's own clock, not UTC.
+    local = datetime.now(ZoneInfo(admin.timezone)).strftime("%Y%m%d-")
+    assert f'filename="physicians-{local}' in resp.headers["Content-Disposition"]
+    assert resp.data.startswith("\ufeff".encode())  # a BOM, as the report CSVs: Excel reads the names right
+    assert len(resp.data.decode("utf-8-sig").strip().splitlines()) == 5  # header + all four, inactive too
     text, _ = physician_csv.export_csv()
-    assert resp.data.decode() == text
+    assert resp.data.decode("utf-8-sig") == text
     pieces = list(physician_csv.export_chunks(size=200))  # streamed in pieces, the same bytes
     assert len(pieces) > 2 and "".join(pieces) == text
     report = physician_csv.plan_import(resp.data)
