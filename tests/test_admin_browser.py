@@ -69,7 +69,7 @@ def test_admin_imports_csv_with_preview_and_finds_the_physician(make_app, page, 
         assert errors.get_by_text("fails the check digit").is_visible()
         assert errors.get_by_text("Unknown state code").is_visible()
         changes = page.locator("table.import-changes")
-        assert changes.get_by_text("Okafor").is_visible() and changes.get_by_text("accepting_new").is_visible()
+        assert changes.get_by_text("Okafor").is_visible() and changes.get_by_text("accepting new").is_visible()
         screenshot("admin-import-preview")
 
         page.once("dialog", lambda dialog: dialog.accept())
