@@ -174,6 +174,20 @@ def test_auto_assign_sweep_hands_out_waiting_leads(app, db, on_shift, admin):
     assert db.session.scalar(sa.select(sa.func.count()).where(Lead.assignee_id.is_(None))) == 2
 
 
+def test_one_sweep_deals_round_robin_not_to_the_lowest_id(app, db, on_shift, admin):
+    """Every assignment in one sweep used to carry the same time, so the tie-break (lowest id)
+    gave the first specialist lead after lead."""
+    settings.set_setting(settings.AUTO_ASSIGN, True, actor=admin)
+    team = [on_shift(capacity=10) for _ in range(3)]
+    for _ in range(6):
+        make_lead(db, commit=False)
+    db.session.commit()
+    assert auto_assign_sweep(datetime.now(UTC)) == 6
+    db.session.commit()
+    dealt = dict(db.session.execute(sa.select(Lead.assignee_id, sa.func.count()).group_by(Lead.assignee_id)).all())
+    assert dealt == {user.id: 2 for user in team}
+
+
 def test_two_assigners_at_once_never_push_a_specialist_past_capacity(app, db, on_shift, admin, monkeypatch):
     """The enrich_new and auto_assign jobs (two scheduler threads) route at the same moment, and
     both count Kim's open leads before either has committed: only one of them may give her a

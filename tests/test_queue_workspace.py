@@ -127,7 +127,7 @@ def test_note_and_call_routes(client, auth, db, specialist):
         ("status", {"to": "lost", "lost_reason": ""}, "Choose why the lead is lost."),
         ("status", {"to": "lost", "lost_reason": "bored"}, "Not a valid choice."),
         ("status", {"to": "exploded"}, "Unknown status"),
-        ("status", {"to": "booked"}, "A new lead cannot move to booked."),
+        ("status", {"to": "booked"}, "A lead that is new cannot move to booked."),
         ("assign", {"user_id": "99999"}, "That user does not exist."),
         ("follow-ups", {"due": "9999-12-31T23:59", "kind": "call"}, "Enter a date between 2000 and 2100."),
         ("appointments", {"starts": "9999-12-31T23:00", "mode": "in_person"}, "Enter a date between 2000 and 2100."),

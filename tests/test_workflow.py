@@ -41,8 +41,9 @@ def test_the_table_covers_spec_4():
 @pytest.mark.parametrize(
     ("frm", "to", "message"),
     [
-        (S.NEW, S.BOOKED, "A new lead cannot move to booked. From new it can go to: attempting, lost."),
-        (S.NEW, S.COMPLETED, "A new lead cannot move to completed"),
+        (S.NEW, S.BOOKED, "A lead that is new cannot move to booked. From new it can go to: attempting, lost."),
+        (S.NEW, S.COMPLETED, "A lead that is new cannot move to completed"),
+        (S.ATTEMPTING, S.NEW, "A lead that is attempting cannot move to new."),  # not "A attempting lead"
         (S.ATTEMPTING, S.NEW, "cannot move to new"),
         (S.CONTACTED, S.COMPLETED, "cannot move to completed"),
         (S.COMPLETED, S.CONTACTED, "A completed lead is closed"),
@@ -99,7 +100,7 @@ def test_status_route_changes_and_refuses_with_a_message(client, auth, db, speci
     assert "Choose why the lead is lost." in resp.get_data(as_text=True)
     resp = form_post(client, f"/leads/{lead.id}/status", lead, to="completed", lost_reason="")
     assert resp.status_code == 422
-    assert "A contacted lead cannot move to completed" in resp.get_data(as_text=True)
+    assert "A lead that is contacted cannot move to completed" in resp.get_data(as_text=True)
     resp = form_post(client, f"/leads/{lead.id}/status", lead, to="lost", lost_reason="chose_elsewhere", note="x")
     assert resp.status_code == 302
     db.session.expire_all()

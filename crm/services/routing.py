@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
@@ -236,7 +236,9 @@ def auto_assign_sweep(now: datetime, limit: int = 200) -> int:
             continue
         try:
             with db.session.begin_nested():
-                user = auto_assign(lead, now=now)
+                # One sweep, one clock reading: each assignment a microsecond later, so round robin
+                # (who was dealt a lead longest ago) has no ties for the lowest id to break.
+                user = auto_assign(lead, now=now + timedelta(microseconds=assigned))
         except StaleDataError:
             continue  # someone took it meanwhile
         if user is None:

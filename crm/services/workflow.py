@@ -103,7 +103,7 @@ def check_transition(
             )
         allowed = ", ".join(t.value for (f, t), r in TRANSITIONS.items() if f == current and not r.by_appointment)
         raise TransitionError(
-            f"A {current.value} lead cannot move to {to.value}. From {current.value} it can go to: {allowed}."
+            f"A lead that is {current.value} cannot move to {to.value}. From {current.value} it can go to: {allowed}."
         )
     if rule.by_appointment and not by_appointment:
         raise TransitionError(BY_APPOINTMENT)
