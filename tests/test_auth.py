@@ -97,6 +97,22 @@ def test_logout_requires_post_and_kills_the_session_cookie(client, auth, special
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
 
 
+def test_signing_out_ends_the_shift_so_no_lead_is_dealt_to_an_empty_desk(client, auth, specialist, db):
+    specialist.on_shift = True
+    db.session.commit()
+    auth.as_user(specialist)
+    resp = auth.logout()
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(type(specialist), specialist.id).on_shift is False
+    assert "shift_end" in audit_actions(db)
+    assert "You are signed out and your shift has ended." in client.get("/login").get_data(as_text=True)
+    # Off shift already: the sign-out says nothing about a shift, and writes no shift entry.
+    auth.as_user(specialist)
+    auth.logout()
+    assert audit_actions(db).count("shift_end") == 1
+
+
 ENDED = "You were signed out: your password was changed or reset"
 IDLE = "without activity"
 

@@ -139,6 +139,12 @@ def logout():
         return redirect(safe_next(referrer_path()))
     user = current_user._get_current_object()
     audit.record("logout", "user", user.id, user=user)
+    ended_shift = user.on_shift
+    if ended_shift:
+        # Signed out everywhere (below), so nobody is at the desk: leads dealt from now on would wait
+        # for a specialist who is gone while their speed-to-lead clock runs.
+        user.on_shift = False
+        audit.record("shift_end", "user", user.id, user=user, detail={"by": "sign_out"})
     # The old cookie (or a copy of it) no longer loads anyone. Sessions live in the signed cookie,
     # so the server cannot end this one alone: the user's sessions in other browsers end too
     # (docs/admin.md, "Sessions").
@@ -146,7 +152,7 @@ def logout():
     db.session.commit()
     logout_user()
     session.clear()
-    flash("You are signed out.", "info")
+    flash("You are signed out" + (" and your shift has ended." if ended_shift else "."), "info")
     return redirect(url_for("auth.login"))
 
 
