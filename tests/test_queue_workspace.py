@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from crm.models import AuditLog, LeadEvent
+from crm.models import AuditLog, Lead, LeadEvent
 from crm.models.enums import EventKind, LeadStatus
 from tests.factories import UserFactory
 from tests.test_queue_helpers import form_post, make_lead, matched_lead
@@ -44,13 +44,10 @@ def test_the_second_save_gets_a_conflict_message(client, auth, db, specialist):
     db.session.commit()
     lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
     stale = lead.version
-    # Casey saves first (another browser).
+    # Casey saves first (another browser): a call, which changes the lead (a note would not).
     other = client.application.test_client()
     other.post("/login", data={"email": colleague.email, "password": "correct horse battery"})
-    assert (
-        other.post(f"/leads/{lead.id}/notes", data={"version": stale, "text": "Called from the desk"}).status_code
-        == 302
-    )
+    assert other.post(f"/leads/{lead.id}/calls", data={"version": stale, "outcome": "voicemail"}).status_code == 302
     # Our form still carries the old version: refused with a clear message, nothing overwritten.
     auth.as_user(specialist)
     resp = client.post(f"/leads/{lead.id}/status", data={"version": stale, "to": "contacted", "lost_reason": ""})
@@ -72,7 +69,7 @@ def test_the_second_save_gets_a_conflict_message(client, auth, db, specialist):
     assert resp.status_code == 302
     db.session.expire_all()
     notes = [e.data["text"] for e in lead.events if e.kind == EventKind.NOTE]
-    assert notes == ["Called from the desk", "Left a message with her son"]
+    assert notes == ["Left a message with her son"]
 
 
 def test_concurrent_flush_of_a_stale_row_is_a_conflict_not_a_500(app, client, auth, db, specialist, monkeypatch):
@@ -82,9 +79,9 @@ def test_concurrent_flush_of_a_stale_row_is_a_conflict_not_a_500(app, client, au
 
     lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
     auth.as_user(specialist)
-    real = workflow.add_note
+    real = workflow.log_call
 
-    def racing(lead_obj, text, *, actor, now=None):
+    def racing(lead_obj, outcome, *, actor, note="", now=None):
         # Someone else commits between our read and our write.
         with app.app_context():
             from crm.extensions import db as other_db
@@ -93,13 +90,12 @@ def test_concurrent_flush_of_a_stale_row_is_a_conflict_not_a_500(app, client, au
                 sa.text("UPDATE leads SET version = version + 1 WHERE id = :i"), {"i": lead_obj.id}
             )
             other_db.session.commit()
-        lead_obj.last_activity_at = None  # force an UPDATE of the lead row
-        return real(lead_obj, text, actor=actor, now=now)
+        return real(lead_obj, outcome, actor=actor, note=note, now=now)
 
-    monkeypatch.setattr(routes.workflow, "add_note", racing)
-    resp = form_post(client, f"/leads/{lead.id}/notes", lead, text="Mine")
+    monkeypatch.setattr(routes.workflow, "log_call", racing)
+    resp = form_post(client, f"/leads/{lead.id}/calls", lead, outcome="no_answer")
     assert resp.status_code == 409 and "your change was not saved" in resp.get_data(as_text=True)
-    assert db.session.scalar(sa.select(sa.func.count()).where(LeadEvent.kind == EventKind.NOTE)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).where(LeadEvent.kind == EventKind.CALL_ATTEMPT)) == 0
 
 
 def test_note_and_call_routes(client, auth, db, specialist):
@@ -112,6 +108,22 @@ def test_note_and_call_routes(client, auth, db, specialist):
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "Call logged (left voicemail); the lead is attempting." in page
     assert "Prefers evenings" in page and "Call: Left voicemail" in page and "attempt 1" in page
+
+
+def test_a_colleagues_note_does_not_make_an_open_form_a_conflict(client, auth, db, specialist):
+    """A note changes nothing another form on the lead was based on, so it keeps the version: the
+    status change opened before it still goes through, and the lead's last activity moves."""
+    lead = make_lead(db, assignee=specialist, status="attempting")
+    opened_version, before = lead.version, lead.last_activity_at
+    auth.as_user(specialist)
+    assert form_post(client, f"/leads/{lead.id}/notes", lead, text="Patient's sister called").status_code == 302
+    db.session.expire_all()
+    lead = db.session.get(Lead, lead.id)
+    assert lead.version == opened_version and lead.last_activity_at != before
+    resp = client.post(f"/leads/{lead.id}/status", data={"to": "contacted", "version": str(opened_version)})
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(Lead, lead.id).status == "contacted"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
+
+from crm.extensions import db
 from crm.models import FollowUp, Lead, User
 from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, LostReason
 from crm.services.timeline import add_event
@@ -241,6 +245,11 @@ def add_note(lead: Lead, text: str, *, actor: User, now: datetime | None = None)
     text = (text or "").strip()
     if not text:
         raise TransitionError("Write the note first.")
-    lead.last_activity_at = now
+    # A plain UPDATE, not the ORM's: that would bump the lead's version, and a colleague's form open
+    # on this lead (a status change, a booking) would then be refused as a conflict over a note,
+    # which changes nothing their form was based on.
+    table = Lead.__table__
+    db.session.execute(sa.update(table).where(table.c.id == lead.id).values(last_activity_at=now))
+    set_committed_value(lead, "last_activity_at", now)
     add_event(lead, EventKind.NOTE, {"text": text[:5000]}, actor=actor, at=now)
     return lead
