@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from crm.models import Appointment, Lead, LeadEvent, OutboxEmail, Registration, 
 from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, OutboxStatus
 from crm.services import booking, mailer
 from crm.services.booking import BookingError
+from crm.services.eligibility import ConditionFacts, ProgramFacts, evaluate
 from tests.factories import ConditionFactory, PhysicianFactory
 from tests.test_queue_helpers import WED, form_post, matched_lead
 
@@ -387,3 +389,128 @@ def test_bad_outcome_input(client, auth, db, specialist):
         assert resp.status_code == 422 and message in resp.get_data(as_text=True), data
     resp = form_post(client, f"/leads/{lead.id}/appointments/99999/outcome", lead, outcome="cancelled")
     assert resp.status_code == 422 and "does not belong to this lead" in resp.get_data(as_text=True)
+
+
+# ----------------------------------------------------------------- eligibility override (not / not yet eligible)
+
+NOT_ELIGIBLE = evaluate(state="TX", program=None, condition=None, age=None)  # "No medical cannabis program in TX."
+TO_CONFIRM = evaluate(
+    state="AZ",
+    program=ProgramFacts(state="AZ", name="Arizona", program_type="medical", qualifying=frozenset({"pain"})),
+    condition=ConditionFacts("pain", "Chronic pain"),
+    age=None,
+)  # "Age not confirmed: AZ requires 18 or older."
+
+
+@pytest.mark.parametrize(
+    ("eligibility", "status", "reason"),
+    [
+        (NOT_ELIGIBLE, "not_eligible", "No medical cannabis program in TX."),
+        (TO_CONFIRM, "to_confirm", "Age not confirmed: AZ requires 18 or older."),
+    ],
+)
+def test_a_lead_not_eligible_or_to_confirm_is_booked_only_with_the_override(
+    db, specialist, eligibility, status, reason
+):
+    assert eligibility["eligible"] is (False if status == "not_eligible" else None)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    lead.eligibility = eligibility
+    db.session.commit()
+    args = {"physician_id": doc.id, "starts_at": LATER, "mode": "in_person", "actor": specialist, "now": WED}
+    with pytest.raises(booking.EligibilityOverrideNeeded, match=reason.replace(".", r"\.")):
+        booking.book(lead, **args)
+    assert lead.status == S.CONTACTED and not lead.appointments
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxEmail)) == 0  # nobody emailed
+
+    booking.book(lead, **args, override=True)
+    event = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.APPOINTMENT_BOOKED)).one()
+    assert event.data["override"] is True and event.data["eligibility"] == status
+    assert event.data["eligibility_reason"] == reason
+
+
+def test_an_eligible_lead_books_without_the_override_and_records_none(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    lead.eligibility = dict(TO_CONFIRM, eligible=True, reasons=[])
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    event = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.APPOINTMENT_BOOKED)).one()
+    assert "override" not in event.data and "eligibility" not in event.data
+
+
+@time_machine.travel(WED, tick=False)
+def test_the_booking_form_asks_for_the_override_keeps_what_was_typed_and_shows_it_on_the_timeline(
+    client, auth, db, specialist
+):
+    auth.as_user(specialist)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    lead.eligibility = NOT_ELIGIBLE
+    db.session.commit()
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert 'name="override"' in page and "Book anyway: I checked this with the patient / the physician decides" in page
+    assert "<strong>Not eligible:</strong> No medical cannabis program in TX." in page
+
+    data = {"physician_id": str(doc.id), "starts": "2026-11-20T09:00", "tz_basis": "patient", "mode": "in_person"}
+    resp = form_post(client, f"/leads/{lead.id}/appointments", lead, duration="45", notes="Bring records", **data)
+    assert resp.status_code == 422
+    page = resp.get_data(as_text=True)
+    assert "Tick this to book a lead that is not (or not yet) eligible." in page  # the field's own error
+    assert "This lead is not eligible: No medical cannabis program in TX." in page
+    assert 'value="2026-11-20T09:00"' in page and "Bring records" in page and 'value="45"' in page
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 0
+    assert client.post(
+        f"/leads/{lead.id}/appointments",
+        data={**data, "version": str(lead.version), "duration": "45"},
+        headers={"Accept": "application/json"},
+    ).get_json()["fields"]["override"] == ["Tick this to book a lead that is not (or not yet) eligible."]
+
+    resp = form_post(client, f"/leads/{lead.id}/appointments", lead, duration="45", override="y", **data)
+    assert resp.status_code == 302, resp.get_data(as_text=True)[:300]
+    db.session.expire_all()
+    assert lead.status == S.BOOKED
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "booked anyway: not eligible" in page and "(No medical cannabis program in TX.)" in page
+
+
+# ----------------------------------------------------------------- outcomes offered, follow-ups closed by booking
+
+
+def outcome_options(page: str, appt_id: int) -> list[str]:
+    select = page.split(f'id="appt-outcome-{appt_id}"', 1)[1].split("</select>", 1)[0]
+    return re.findall(r'<option value="(\w+)"', select)
+
+
+def test_the_outcome_list_offers_only_what_is_possible_now(client, auth, db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    with time_machine.travel(WED, tick=False):
+        auth.as_user(specialist)
+        page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert outcome_options(page, appt.id) == ["cancelled"]
+    assert "Completed or no-show can be recorded once the visit has started." in page
+    with time_machine.travel(LATER + timedelta(minutes=5), tick=False):
+        auth.as_user(specialist)
+        page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert outcome_options(page, appt.id) == ["completed", "no_show", "cancelled"]
+    assert "once the visit has started" not in page
+    assert booking.possible_outcomes(appt, LATER) == ["completed", "no_show", "cancelled"]  # from its start
+
+
+def test_booking_closes_the_call_follow_ups_already_due_and_leaves_later_ones(db, specialist):
+    from crm.services import followups
+    from crm.services.queue_counts import nav_counts
+
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    overdue = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)
+    email = followups.schedule(lead, due_at=WED + timedelta(minutes=30), kind="email", actor=specialist, now=WED)
+    later = followups.schedule(lead, due_at=WED + timedelta(days=1), kind="call", actor=specialist, now=WED)
+    db.session.commit()
+    now = WED + timedelta(minutes=6)
+    assert nav_counts(specialist, now)["due_n"] == 1  # "due 6m ago"
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=now)
+    db.session.commit()
+    assert overdue.done_at == now and overdue.outcome == "Reached the patient: appointment booked"
+    assert later.done_at is None  # a call planned for later (a reminder call, say) is still wanted
+    assert email.done_at is None  # only calls: an email still owed is still owed
+    assert lead.next_follow_up_at == email.due_at and nav_counts(specialist, now)["due_n"] == 0
+    done = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.FOLLOW_UP_DONE)).one()
+    assert done.data == {"follow_up_id": overdue.id, "kind": "call", "outcome": overdue.outcome}

@@ -198,7 +198,8 @@ def test_after_a_conflict_the_reviewed_form_saves(client, db, desk, auth, specia
     lead = desk["lead"]
     auth.as_user(specialist)
     opened = form_for(lead, city="Coral Gables")
-    client.post(f"/leads/{lead.id}/notes", data={"text": "called", "version": str(lead.version)})  # meanwhile
+    # Meanwhile a call is logged (a note no longer changes the lead's version).
+    client.post(f"/leads/{lead.id}/calls", data={"outcome": "no_answer", "version": str(lead.version)})
     first = client.post(f"/leads/{lead.id}/details", data=opened)
     html = first.get_data(as_text=True)
     assert first.status_code == 409
@@ -396,3 +397,35 @@ def test_invisible_characters_typed_into_a_patients_name_are_dropped(client, db,
     assert resp.status_code == 302
     db.session.expire_all()
     assert db.session.get(Patient, lead.patient_id).first_name == "Ana"
+
+
+# ----------------------------------------------------------------- the workspace's Patient and Request cards
+
+
+def test_sent_as_shows_the_other_details_sent_with_the_other_name(client, db, desk, auth, specialist):
+    from crm.services.timeline import add_event
+
+    lead = desk["lead"]
+    sent = {"first_name": "Rob", "last_name": "Wu", "email": "rob.w@example.org", "zip": "33133"}
+    add_event(lead, EventKind.CREATED, {"channel": "webhook", "returning_patient": True, "details_sent": sent})
+    db.session.commit()
+    auth.as_user(specialist)
+    html = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    row = html.split("Sent as</dt>", 1)[1].split("</dd>", 1)[0]
+    assert "<strong>Rob Wu</strong> · with email <strong>rob.w@example.org</strong>, ZIP <strong>33133</strong>" in row
+    assert "ask who the appointment is for" in row
+
+
+def test_other_leads_show_their_condition_and_a_readable_status(client, db, desk, auth, specialist):
+    from crm.models.enums import LeadStatus
+
+    lead = desk["lead"]
+    pain = ConditionFactory(name="Chronic pain", slug="chronic-pain")
+    typed = LeadFactory(patient=lead.patient, condition_text="back spasms", status=LeadStatus.ATTEMPTING)
+    known = LeadFactory(patient=lead.patient, condition=pain, condition_text="chronic pain")
+    db.session.commit()
+    auth.as_user(specialist)
+    html = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    row = " ".join(html.split("Other leads</dt>", 1)[1].split("</dd>", 1)[0].split())
+    assert f'<a href="/leads/{typed.id}">#{typed.id}</a> back spasms · Attempting' in row
+    assert f'<a href="/leads/{known.id}">#{known.id}</a> Chronic pain · New' in row

@@ -469,3 +469,97 @@ def test_the_queue_shows_who_cannot_be_called_yet_and_from_when(client, auth, db
         auth.as_user(specialist)
         html = client.get("/queue?view=unassigned").get_data(as_text=True)
     assert "calls" not in row_html(html, east.id) and "calls 9 AM" in row_html(html, west.id)
+
+
+def test_a_reversed_created_range_is_ignored_as_the_message_says(client, auth, db, specialist, three):
+    """A "to" before "from" said "the list below ignores the filters" yet kept the start date alone,
+    which listed nothing ("0 leads"). Like any invalid filter it is now ignored, both dates of it,
+    and the other filters still apply."""
+    old, new, mine, theirs, closed = three
+    auth.as_user(specialist)
+    html = client.get("/queue?view=all&created_from=2099-01-03&created_to=2099-01-01").get_data(as_text=True)
+    assert "The end date is before the start date." in html
+    assert "ignores both dates until corrected" in html
+    assert set(ids_on(html, three)) == {lead.id for lead in three}
+    assert "0 leads" not in html and "match these filters" not in html
+    assert re.search(r'<input class="[^"]*is-invalid[^"]*" id="created_from"', html)  # both dates marked
+    html = client.get("/queue?view=all&assignee=me&created_from=2099-01-03&created_to=2099-01-01").get_data(
+        as_text=True
+    )
+    assert ids_on(html, three) == [mine.id]
+    # A valid range still filters, and one bad date alone leaves the good one in force.
+    html = client.get("/queue?view=all&created_from=2099-01-01&created_to=2099-01-03").get_data(as_text=True)
+    assert ids_on(html, three) == [] and "match these filters" in html
+    html = client.get("/queue?view=all&created_from=2099-01-01&created_to=yesterday").get_data(as_text=True)
+    assert ids_on(html, three) == [] and "ignores this filter until corrected" in html
+
+
+def test_the_unassigned_view_has_no_assignee_column(client, auth, db, specialist, three):
+    """Every row of Unassigned said "Unassigned" in an Assignee column of its own."""
+    auth.as_user(specialist)
+    html = client.get("/queue?view=unassigned").get_data(as_text=True)
+    assert '<th scope="col">Assignee</th>' not in html and ids_on(html, three)
+    assert ">Unassigned</span></td>" not in html
+    html = client.get("/queue?view=unassigned&q=zzz").get_data(as_text=True)
+    assert 'colspan="7"' in html  # the empty row spans the columns there are
+    for view in ("mine", "due", "all"):
+        html = client.get(f"/queue?view={view}").get_data(as_text=True)
+        assert '<th scope="col">Assignee</th>' in html, view
+
+
+def shortcuts(html: str) -> dict[str, str]:
+    """``data-shortcut`` key → the text of the element it works (its label, or the field's id)."""
+    found = {}
+    for m in re.finditer(r"<(\w+)([^>]*?)data-shortcut=\"([^\"]+)\"([^>]*)>(.*?)<", html, re.S):
+        found[m.group(3)] = m.group(5).strip() or re.sub(r'.*id="([^"]+)".*', r"\1", m.group(2) + m.group(4))
+    return found
+
+
+def test_a_key_means_the_same_on_the_queue_and_the_lead_page(client, auth, db, specialist, three):
+    """The key "a" was All on the queue and Assign to me on a lead page: pressed for All on a lead, it took
+    the lead. The queue's All is "l"; the keys both pages have do the same thing on both."""
+    old, *_ = three
+    auth.as_user(specialist)
+    queue = client.get("/queue?view=unassigned").get_data(as_text=True)
+    lead = client.get(f"/leads/{old.id}").get_data(as_text=True)
+    on_queue, on_lead = shortcuts(queue), shortcuts(lead)
+    assert on_queue["l"] == "All" and "a" not in on_queue
+    assert on_lead["a"].startswith("Assign to me")
+    assert set(on_queue) & set(on_lead) == {"n"}  # Get next lead on both
+    assert "<kbd>l</kbd> All" in queue and "<kbd>a</kbd>" not in queue
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_filters_show_their_whole_text_and_rows_stay_one_line(live_server, page, db, specialist, width):
+    """At 1280 px eight filters in one row cut "Any status" to "Any statu", wrapped the search label,
+    and the patient column wrapped name and #id onto two or three lines."""
+    from tests.factories import PASSWORD
+
+    for i in range(5):
+        make_lead(db, first_name="Alexandria", last_name=f"Montgomery-Smith{i}", commit=False)
+    db.session.commit()
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(f"{live_server.url}/login")
+    page.get_by_label("Email").fill(specialist.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_server.url}/queue**")
+    for view in ("unassigned", "all"):
+        page.goto(f"{live_server.url}/queue?view={view}")
+        cut = page.evaluate(
+            """() => Array.from(document.querySelectorAll('.queue-filters select')).filter(s => {
+                 const c = document.createElement('canvas').getContext('2d');
+                 c.font = getComputedStyle(s).font;
+                 return c.measureText(s.options[s.selectedIndex].text).width + 36 > s.clientWidth;
+               }).map(s => s.name)"""
+        )
+        assert cut == [], (view, cut)
+        label = page.locator("label[for=q]").bounding_box()
+        assert label["height"] < 30, label  # one line
+        heights = page.evaluate(
+            "() => Array.from(document.querySelectorAll('.table-queue tbody tr')).map(r => r.offsetHeight)"
+        )
+        assert heights and max(heights) < 55, (view, heights)
+        wrap = page.locator(".table-queue").evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+        assert wrap[0] <= wrap[1], wrap  # the Age · SLA column is in sight

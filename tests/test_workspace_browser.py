@@ -34,6 +34,13 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     )
     lead.created_at = now - timedelta(minutes=40)
     lead.condition_text = "Dystonia"
+    lead.eligibility = {
+        "state": "AZ",
+        "eligible": None,  # "To confirm": booking needs the override box
+        "reasons": ["Age not confirmed: AZ requires 18 or older."],
+        "summary": "Not decided yet for Arizona: a fact is missing.",
+        "checks": [{"rule": "age", "status": "unknown", "text": "Age not confirmed: AZ requires 18 or older."}],
+    }
     telehealth = dict(lead.match_result["candidates"][0], mode="telehealth", distance_miles=None)
     lead.match_result = dict(lead.match_result, candidates=[*lead.match_result["candidates"], telehealth])
     for i in range(4):  # a few more waiting leads so the queue looks like a real morning
@@ -91,9 +98,20 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     assert page.locator("#mode").input_value() == "in_person"
     page.locator("#starts").fill(starts.strftime("%Y-%m-%dT%H:%M"))
     page.locator("#booking-tz").select_option("patient")
+    # Eligibility still to confirm: refused until "Book anyway" is ticked, with what was typed kept.
+    page.get_by_role("button", name="Book and send confirmation").click()
+    page.wait_for_load_state()
+    assert page.locator(".booking-override .invalid-feedback").is_visible()
+    assert page.locator("#starts").input_value() == starts.strftime("%Y-%m-%dT%H:%M")
+    assert page.locator(".booking-override").get_by_text("Age not confirmed: AZ requires 18 or older.").is_visible()
+    page.get_by_label(re.compile("Book anyway")).check()
     page.get_by_role("button", name="Book and send confirmation").click()
     page.wait_for_load_state()
     assert page.get_by_text("Appointment booked; the confirmation email").is_visible()
+    # The visit is days away: only cancelling can be recorded; the call-back planned for tomorrow stays.
+    appt_select = page.locator("select[id^=appt-outcome-]")
+    assert appt_select.locator("option").all_inner_texts() == ["Outcome…", "Cancelled"]
+    assert page.locator("#follow-ups .follow-up-list li").count() == 1
 
     # The lead is booked and the timeline shows every step.
     timeline = page.locator("#timeline")
@@ -104,6 +122,7 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
         "New → Attempting",
         "Contacted → Booked",
         "Appointment booked",
+        "booked anyway: eligibility to confirm",
         "Email queued",
     ]:
         assert timeline.get_by_text(text).first.is_visible(), text

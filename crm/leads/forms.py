@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     DateField,
     DateTimeLocalField,
     HiddenField,
@@ -28,6 +29,7 @@ from crm.models.enums import (
     PreferredMode,
     VisitMode,
 )
+from crm.services.booking import OUTCOME_LABELS
 from crm.services.followups import DONE_OUTCOME_LABELS
 from crm.services.workflow import CALL_OUTCOME_LABELS, LOST_REASON_LABELS
 from crm.templating import humanize
@@ -64,8 +66,14 @@ class QueueFilterForm(FlaskForm):
     created_to = DateField("Created to", validators=[Optional(), PLAUSIBLE])
 
     def validate_created_to(self, field):
-        if field.data and self.created_from.data and field.data < self.created_from.data:
+        if self.range_reversed():
             raise ValidationError("The end date is before the start date.")
+
+    def range_reversed(self) -> bool:
+        """Both dates valid but the end before the start: neither can be trusted, so the queue ignores both
+        (like any invalid filter) rather than keep the start alone, which listed nothing after it."""
+        start, end = self.created_from, self.created_to
+        return bool(start.data and end.data and not start.errors and end.data < start.data)
 
 
 def status_choices(open_only: bool = False):
@@ -160,6 +168,8 @@ class BookingForm(VersionedForm):
     )
     duration = IntegerField("Minutes", default=30, validators=[InputRequired(), NumberRange(min=5, max=240)])
     notes = TextAreaField("Notes for the appointment", validators=[Optional(), Length(max=500)])
+    # Shown only for a lead not (yet) eligible; booking.book refuses such a lead without it.
+    override = BooleanField("Book anyway: I checked this with the patient / the physician decides")
 
     def validate_physician_id(self, field):
         if not field.data:
@@ -171,7 +181,7 @@ class BookingForm(VersionedForm):
 class OutcomeForm(VersionedForm):
     outcome = SelectField(
         "Outcome",
-        choices=[("", "Outcome…"), ("completed", "Completed"), ("no_show", "No-show"), ("cancelled", "Cancelled")],
+        choices=[("", "Outcome…"), *OUTCOME_LABELS.items()],  # the page offers only booking.possible_outcomes
         validators=[InputRequired("Choose the outcome.")],
     )
     note = TextAreaField("Note", validators=[Optional(), Length(max=500)])

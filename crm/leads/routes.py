@@ -102,7 +102,7 @@ def queue():
         condition_id=int(condition) if condition else None,
         source=filter_value(form.source),
         assignee=filter_value(form.assignee),
-        created_from=filter_value(form.created_from),
+        created_from=None if form.range_reversed() else filter_value(form.created_from),
         created_to=filter_value(form.created_to),
         q=(filter_value(form.q) or "").strip() or None,
     )
@@ -284,7 +284,10 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             done_outcome_labels=followups.DONE_OUTCOME_LABELS,
             status_form=status_form,
             booking_form=booking_form,
+            eligibility_doubt=booking.eligibility_doubt(lead),
             outcome_form=blank(lead_forms.OutcomeForm),
+            appt_outcomes={a.id: booking.possible_outcomes(a, now) for a in lead.appointments},
+            outcome_labels=booking.OUTCOME_LABELS,
             assign_form=assign_form,
             adult_form=adult_form,
             reopen=[t for t, _rule in targets] if lead.status == LeadStatus.LOST else [],
@@ -551,15 +554,20 @@ def book(lead_id: int):
 
     def apply(lead, form):
         starts = _typed_time(lead, form.starts.data, form.tz_basis.data)
-        return booking.book(
-            lead,
-            physician_id=form.physician_id.data,
-            starts_at=starts,
-            mode=form.mode.data,
-            actor=me,
-            duration_minutes=form.duration.data,
-            notes=form.notes.data or "",
-        )
+        try:
+            return booking.book(
+                lead,
+                physician_id=form.physician_id.data,
+                starts_at=starts,
+                mode=form.mode.data,
+                actor=me,
+                duration_minutes=form.duration.data,
+                notes=form.notes.data or "",
+                override=form.override.data,
+            )
+        except booking.EligibilityOverrideNeeded:
+            form.override.errors = ["Tick this to book a lead that is not (or not yet) eligible."]
+            raise
 
     def make():
         form = lead_forms.BookingForm()

@@ -4,8 +4,11 @@ The physician comes from the lead's match list, and is checked again against the
 rules when booked (the list may be out of date), under a lock on the physician. Booking moves
 the lead to ``booked`` through the transition table (a lead not yet marked
 contacted is moved through ``attempting``/``contacted`` first, each step an
-event). An outcome of ``completed`` completes the lead; ``cancelled`` and
-``no_show`` move a booked lead back to ``contacted`` so it can be rebooked.
+event). A lead whose stored eligibility is "not eligible" or "to confirm" is booked only with an
+explicit override, recorded on the booking's event. Booking means the patient was reached: the
+call follow-ups due by then are closed as a reached call closes them. An outcome of ``completed``
+completes the lead; ``cancelled`` and ``no_show`` move a booked lead back to ``contacted`` so it
+can be rebooked.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from crm.extensions import db
 from crm.models import Appointment, Lead, Physician, User
 from crm.models.enums import LIVE_APPOINTMENT, AppointmentStatus, EventKind, LeadStatus, VisitMode
 from crm.services.calling_window import zone
-from crm.services.followups import patient_timezone
+from crm.services.followups import complete_due_calls, patient_timezone
 from crm.services.mailer import queue_email
 from crm.services.matching import booking_refusal
 from crm.services.timeline import add_event
-from crm.services.workflow import change_status
+from crm.services.workflow import CALL_OUTCOME_LABELS, change_status
 from crm.sqlite_lock import try_begin_immediate
 
 PRODID = "-//Appointment Desk//Booking//EN"
@@ -32,6 +35,24 @@ PRODID = "-//Appointment Desk//Booking//EN"
 
 class BookingError(ValueError):
     """A refused booking or outcome; ``str(err)`` is the message to show."""
+
+
+class EligibilityOverrideNeeded(BookingError):
+    """Booking a lead that is not (or not yet) eligible without the override ticked."""
+
+
+def eligibility_doubt(lead: Lead) -> dict | None:
+    """Why the lead's stored eligibility (the one the page shows) stands against booking:
+    {"status": "not_eligible" | "to_confirm", "reason": ...}; None when eligible. None too when it
+    was never checked: booking needs the match, which stores the eligibility with it."""
+    el = lead.eligibility
+    if not isinstance(el, dict) or el.get("eligible") is True:
+        return None
+    reasons = [str(r) for r in el.get("reasons") or [] if r]
+    return {
+        "status": "not_eligible" if el.get("eligible") is False else "to_confirm",
+        "reason": " ".join(reasons) or str(el.get("summary") or "The eligibility check did not pass."),
+    }
 
 
 def match_candidates(lead: Lead) -> list[dict]:
@@ -49,8 +70,10 @@ def book(
     actor: User,
     duration_minutes: int = 30,
     notes: str = "",
+    override: bool = False,
     now: datetime | None = None,
 ) -> Appointment:
+    """``override``: the specialist ticked "Book anyway" for a lead not (yet) eligible."""
     now = now or datetime.now(UTC)
     if starts_at.tzinfo is None:
         raise BookingError("The appointment time needs a time zone.")
@@ -70,6 +93,15 @@ def book(
         raise BookingError("Book within the next year.")
     if not 5 <= duration_minutes <= 240:
         raise BookingError("The visit length must be between 5 and 240 minutes.")
+    # A certification the state will not accept wastes the patient's fee and the physician's time:
+    # such a booking must be a decision, not a slip (the page shows the reason next to the box).
+    doubt = eligibility_doubt(lead)
+    if doubt is not None and not override:
+        verdict = "is not eligible" if doubt["status"] == "not_eligible" else "is not confirmed as eligible yet"
+        raise EligibilityOverrideNeeded(
+            f"This lead {verdict}: {doubt['reason']} Check it with the patient (or leave it to the "
+            'physician\'s judgement) and tick "Book anyway" to book all the same.'
+        )
     physician = _lock_physician(physician_id)
     if physician is None:
         raise BookingError(f"There is no physician #{physician_id}.")
@@ -136,19 +168,18 @@ def book(
     lead.appointments.append(appt)
     db.session.flush()
     change_status(lead, LeadStatus.BOOKED, actor=actor, reason=f"appointment #{appt.id}", now=now, by_appointment=True)
-    add_event(
-        lead,
-        EventKind.APPOINTMENT_BOOKED,
-        {
-            "appointment_id": appt.id,
-            "physician_id": physician.id,
-            "physician": physician.full_name,
-            "starts_at": appt.starts_at.isoformat(),
-            "mode": mode.value,
-        },
-        actor=actor,
-        at=now,
-    )
+    data = {
+        "appointment_id": appt.id,
+        "physician_id": physician.id,
+        "physician": physician.full_name,
+        "starts_at": appt.starts_at.isoformat(),
+        "mode": mode.value,
+    }
+    if doubt is not None:  # for a lead or an audit: who booked past which verdict
+        data.update(override=True, eligibility=doubt["status"], eligibility_reason=doubt["reason"])
+    add_event(lead, EventKind.APPOINTMENT_BOOKED, data, actor=actor, at=now)
+    # The patient was reached: a call-back due by now is moot and would keep a booked lead in Due.
+    complete_due_calls(lead, actor=actor, outcome=f"{CALL_OUTCOME_LABELS['reached']}: appointment booked", now=now)
     send_confirmation(appt, actor=actor, now=now)
     return appt
 
@@ -250,6 +281,14 @@ OUTCOMES = {
     "no_show": AppointmentStatus.NO_SHOW,
     "cancelled": AppointmentStatus.CANCELLED,
 }
+OUTCOME_LABELS = {"completed": "Completed", "no_show": "No-show", "cancelled": "Cancelled"}
+
+
+def possible_outcomes(appt: Appointment, now: datetime) -> list[str]:
+    """The outcomes ``set_outcome`` accepts now: before the start only cancelling."""
+    if appt.status not in LIVE_APPOINTMENT:
+        return []
+    return ["cancelled"] if appt.starts_at > now else list(OUTCOMES)
 
 
 def record_outcome(
