@@ -184,7 +184,9 @@ def init_app(app) -> None:
         now = datetime.now(UTC).timestamp()
         last = session.get("last_seen")
         timeout = app.config["IDLE_TIMEOUT"].total_seconds()
-        if last is not None and now - last > timeout:
+        # No last_seen on a signed-in session: a cookie from before sign-in stamped one, or made by
+        # hand. Nothing says it was active, so it counts as idle (sign-in sets it, crm/auth/routes.py).
+        if last is None or now - last > timeout:
             # Only this browser's session ends: the token is not rotated, so the user's other
             # sessions go on (this cookie's own last_seen refuses it from now on anyway).
             logout_user()

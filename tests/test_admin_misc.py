@@ -909,6 +909,21 @@ def test_audit_a_reversed_date_range_is_a_field_error(client, auth, admin, db):
     body = resp.get_data(as_text=True)
     assert resp.status_code == 200 and "The end date is before the start date." in body
     assert "is-invalid" in body
+    # Neither end is trusted: a row before the start is listed, as with no dates at all.
+    older = audit.record("export", "physician", None, user=admin, detail={"rows": 1})
+    older.at = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+    db.session.commit()
+    body = client.get("/admin/audit?date_from=2026-12-01&date_to=2026-11-20&action=export").get_data(as_text=True)
+    assert "The end date is before the start date." in body
+    rows = body.split("<tbody>")[1].split("</tbody>")[0]
+    assert "audit-detail" in rows and "colspan" not in rows  # the start alone would list none
+
+
+def test_audit_paging_ignores_query_names_that_are_not_filters(client, auth, admin, db):
+    auth.as_user(admin)
+    resp = client.get("/admin/audit?page=5&endpoint=x&_x=1&action=login")
+    assert resp.status_code == 302
+    assert "endpoint" not in resp.headers["Location"] and "action=login" in resp.headers["Location"]
 
 
 def test_audit_physician_rows_are_one_object_type_old_spelling_included(client, auth, admin, db):

@@ -448,6 +448,17 @@ def test_signed_in_pages_are_not_cached_and_machine_endpoints_leave_the_session_
         assert sess["last_seen"] == seen
 
 
+def test_a_signed_in_session_with_no_activity_stamp_counts_as_idle(client, auth, specialist):
+    """Sign-in stamps last_seen; a session cookie without one (from before that, or made up) has
+    nothing to show it was active, and the token no longer rotates at the next sign-in."""
+    auth.as_user(specialist)
+    with client.session_transaction() as sess:
+        del sess["last_seen"]
+    resp = client.get("/queue")
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+    assert IDLE in client.get("/login").get_data(as_text=True)
+
+
 def test_sign_in_goes_on_when_the_rate_limit_store_fails_mid_request(make_app, db, specialist, monkeypatch):
     from limits.errors import StorageError
 

@@ -509,6 +509,15 @@ def test_an_admin_sets_a_handled_item_aside_with_a_reason_and_can_still_replay_i
     assert item.status == InboxStatus.ACCEPTED and item.lead_id
 
 
+def test_a_specialist_cannot_set_an_item_aside(client, db, source, auth, specialist):
+    refused = deliver(client, {"first_name": "Lee"}, msg_id="r")
+    assert refused.status_code == 422
+    item_id = db.session.scalar(sa.select(InboxItem.id))
+    auth.as_user(specialist)
+    assert client.post(f"/admin/inbox/{item_id}/dismiss", data={"reason": "other"}).status_code == 403
+    assert db.session.get(InboxItem, item_id).status == InboxStatus.REJECTED
+
+
 def test_only_items_needing_attention_can_be_set_aside(client, db, source, admin, auth):
     accepted_id = deliver(client).get_json()["inbox_id"]
     client.post("/webhooks/intake/site", data=b"{}")

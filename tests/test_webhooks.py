@@ -185,6 +185,12 @@ def test_bad_signature_or_stale_timestamp_is_401_and_stored_rejected(client, db,
     assert SECRET not in json.dumps(item.headers) and SECRET not in (item.error or "")
 
 
+def test_an_absurdly_long_timestamp_is_a_recorded_401(client, db, source):
+    resp = deliver(client, PAYLOAD, extra_headers={"webhook-timestamp": "9" * 400})
+    assert resp.status_code == 401 and "stale" in resp.get_json()["error"]
+    assert items(db)[0].status == InboxStatus.REJECTED and items(db)[0].error.startswith("[401]")
+
+
 def test_a_timestamp_in_milliseconds_is_named_as_such(client, db, source):
     now_ms = str(int(datetime.now(UTC).timestamp() * 1000))
     resp = deliver(client, PAYLOAD, extra_headers={"webhook-timestamp": now_ms})

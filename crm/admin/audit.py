@@ -101,12 +101,14 @@ def audit():
         action=ok(form.action),
         object_type=ok(form.object_type),
         object_id=(ok(form.object_id) or "").strip() or None,
-        date_from=ok(form.date_from),
+        # A reversed range trusts neither end (the queue does the same), not the start alone.
+        date_from=None if form.date_to.errors else ok(form.date_from),
         date_to=ok(form.date_to),
         tz=current_user.timezone,
     )
     page = db.paginate(stmt, per_page=50, error_out=False)
-    args = {k: v for k, v in request.args.items() if k != "page" and v}
+    # The form's own filters only: any other name (?endpoint=x) would clash with url_for's arguments.
+    args = {k: v for k, v in request.args.items() if k in form._fields and k != "csrf_token" and v}
     if page.pages and page.page > page.pages:  # past the end (an old link, a typed ?page=99): the last page
         return redirect(url_for("admin.audit", **args, page=page.pages))
     return render_template("admin/audit.html", form=form, page=page, args=args)

@@ -582,6 +582,8 @@ def verify_signature(source: WebhookSource, body: bytes, headers: Mapping[str, s
         sent = int(h["webhook-timestamp"])
     except ValueError:
         return "webhook-timestamp must be Unix seconds"
+    if abs(sent) > 10**15:  # hundreds of digits: no clock, and too large for the float arithmetic below
+        return "stale webhook-timestamp (more than 5 minutes off)"
     if abs(now.timestamp() * 1000 - sent) <= 300_000:  # a common sender mistake, worth naming
         return "webhook-timestamp must be Unix seconds, not milliseconds"
     if abs(now.timestamp() - sent) > 300:
