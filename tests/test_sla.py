@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from crm.models import LeadEvent, Notification
+from crm.models import Lead, LeadEvent, Notification
 from crm.models.enums import EventKind, LeadStatus, LostReason
 from crm.services import followups
 from crm.services.sla import SlaConfig, sla_deadline, sla_state, sla_sweep, stale_sweep, unreachable_sweep
@@ -117,6 +117,31 @@ def test_untouched_assigned_lead_returns_to_the_pool(db, specialist):
     event = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.lead_id == stale.id)).all()[-1]
     assert event.kind == EventKind.UNASSIGNED and event.data == {"from": specialist.id, "reason": "untouched for 24 h"}
     assert fu.owner_id == specialist.id
+
+
+def test_a_note_written_while_the_stale_sweep_runs_keeps_the_lead(db, specialist, monkeypatch):
+    """The sweep looks leads up, then claims each: a note committed in between (which keeps the
+    version) must still keep the lead with its specialist."""
+    from crm.services import sla, workflow
+
+    now = WED
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist, created_at=now - timedelta(hours=30))
+    lead.assigned_at = lead.last_activity_at = now - timedelta(hours=25)
+    db.session.commit()
+    real_get = sla.db.session.get
+
+    def note_first(model, ident, **kw):  # the colleague's note lands between the look-up and the claim
+        found = real_get(model, ident, **kw)
+        if model is Lead and ident == lead.id:
+            workflow.add_note(found, "Spoke to her daughter", actor=specialist, now=now)
+        return found
+
+    monkeypatch.setattr(sla.db.session, "get", note_first)
+    assert stale_sweep(now, 24) == 0
+    monkeypatch.undo()
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(Lead, lead.id).assignee_id == specialist.id
 
 
 def test_unreachable_after_n_attempts_over_d_days(db, specialist):

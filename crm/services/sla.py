@@ -189,6 +189,8 @@ def stale_sweep(now: datetime, hours: int, limit: int = 500) -> int:
         claimed = db.session.execute(
             sa.update(Lead.__table__)
             .where(t.id == lead_id, t.assignee_id == previous, t.assigned_at <= cutoff)
+            # A note or call since the look-up (a note no longer changes the version) keeps the lead.
+            .where(sa.or_(t.last_activity_at.is_(None), t.last_activity_at <= cutoff))
             .values(assignee_id=None, assigned_at=None, version=t.version + 1, updated_at=now)
         ).rowcount
         if claimed != 1:
