@@ -135,6 +135,10 @@ def test_follow_up_done_route(client, auth, db, specialist):
     assert form_post(client, f"/leads/{lead.id}/follow-ups/{fu.id}/done", lead, outcome="done").status_code == 302
     db.session.expire_all()
     assert fu.done_at is not None and fu.outcome == "done" and lead.next_follow_up_at is None
+    # The timeline says it as the Done list does ("Sent"), not the stored value in lower case.
+    assert 'Follow-up done</strong> <span class="text-muted">· Sent</span>' in client.get(f"/leads/{lead.id}").get_data(
+        as_text=True
+    )
 
 
 @time_machine.travel(WED, tick=False)

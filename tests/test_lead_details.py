@@ -96,7 +96,7 @@ def test_a_new_zip_is_located_offline_and_the_patient_is_matched_again(client, d
     assert audit.user_id == specialist.id and str(audit.object_id) == str(lead.id)
 
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
-    assert "The new address is located." in page and "Re-matched 1 open lead(s)." in page
+    assert "The new address is located." in page and "Re-matched 1 open lead." in page
     assert "Details edited" in page
 
 

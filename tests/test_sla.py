@@ -78,6 +78,24 @@ def test_a_breach_found_within_its_minute_reads_without_a_zero_lateness(client, 
     assert ">Speed-to-lead missed</span>" in page and "Sla escalation" not in page
 
 
+def test_a_late_escalation_reads_in_hours_and_days_and_names_the_assignee(db, admin, specialist):
+    from crm.services.sla import _lateness
+
+    assert [_lateness(m) for m in (5, 60, 125, 1701, 1440 * 2 + 240)] == [
+        "5 min",
+        "1 h",
+        "2 h 5 min",
+        "1 d 4 h",
+        "2 d 4 h",
+    ]
+    lead = make_lead(db, created_at=WED, assignee=specialist)
+    db.session.commit()
+    sla_sweep(WED + timedelta(minutes=15 + 125), CFG)
+    note = db.session.scalar(sa.select(Notification))
+    assert note.message.endswith(f"target by 2 h 5 min (assigned to {specialist.name}, not contacted yet).")
+    assert note.lead_id == lead.id
+
+
 def test_off_hours_lead_is_rescheduled_not_breached(db, admin):
     sat = datetime(2026, 11, 21, 18, 0, tzinfo=UTC)
     lead = make_lead(db, created_at=sat)

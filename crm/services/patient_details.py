@@ -72,7 +72,7 @@ class DetailsResult:
             else:
                 parts.append("The new address could not be located.")
         if self.rematched:
-            parts.append(f"Re-matched {self.rematched} open lead(s).")
+            parts.append(f"Re-matched {self.rematched} open lead{'s' if self.rematched != 1 else ''}.")
         return " ".join(parts)
 
 
