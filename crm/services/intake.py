@@ -1422,6 +1422,11 @@ REPLAYABLE = (InboxStatus.FAILED, InboxStatus.RECEIVED, InboxStatus.SPAM, InboxS
 # Rejections that a fix on our side (mapping, condition list) can turn into a lead.
 REPLAYABLE_REJECTIONS = ("[422]",)
 
+
+def _refused_for_content(item: InboxItem) -> bool:
+    return item.status == InboxStatus.REJECTED and (item.error or "").startswith(REPLAYABLE_REJECTIONS)
+
+
 # Why an admin sets an item aside, as the dismiss form offers them.
 DISMISS_REASONS = {
     "entered_by_hand": "Entered by hand as a lead",
@@ -1437,15 +1442,16 @@ def needs_attention() -> sa.ColumnElement[bool]:
     request. Refusals by signature, source or size are not here: nothing on our side fixes them."""
     return sa.or_(
         InboxItem.status == InboxStatus.FAILED,
-        sa.and_(InboxItem.status == InboxStatus.REJECTED, InboxItem.error.like("[422]%")),
+        sa.and_(
+            InboxItem.status == InboxStatus.REJECTED,
+            sa.or_(*(InboxItem.error.startswith(prefix, autoescape=True) for prefix in REPLAYABLE_REJECTIONS)),
+        ),
     )
 
 
 def is_attention(item: InboxItem) -> bool:
     """``needs_attention`` for one loaded item."""
-    return item.status == InboxStatus.FAILED or (
-        item.status == InboxStatus.REJECTED and (item.error or "").startswith(REPLAYABLE_REJECTIONS)
-    )
+    return item.status == InboxStatus.FAILED or _refused_for_content(item)
 
 
 def dismiss(item: InboxItem, actor: User, reason: str, note: str = "") -> None:
@@ -1476,9 +1482,7 @@ def dismiss(item: InboxItem, actor: User, reason: str, note: str = "") -> None:
 def can_replay(item: InboxItem) -> bool:
     """Failed or stuck items, forms caught by the honeypot (a real patient's autofill), and items
     refused for their content (a mapping fix may rescue them)."""
-    if item.status in REPLAYABLE:
-        return True
-    return item.status == InboxStatus.REJECTED and (item.error or "").startswith(REPLAYABLE_REJECTIONS)
+    return item.status in REPLAYABLE or _refused_for_content(item)
 
 
 def _claim(item_id: int, seen: InboxStatus, now: datetime, *, due: bool = False) -> bool:

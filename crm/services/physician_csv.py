@@ -675,21 +675,25 @@ def _new_token(folder: str) -> str:
     return secrets.token_urlsafe(24)
 
 
+def _keep(target: Path, data: bytes) -> None:
+    target.write_bytes(data)
+    target.chmod(0o600)
+
+
+def _kept(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None and path.is_file() else None
+
+
 def store_upload(folder: str, user_id: int, data: bytes) -> str:
     """Keep an uploaded file for its commit; returns the random token that names it."""
     token = _new_token(folder)
-    target = _upload_path(folder, user_id, token)
-    target.write_bytes(data)
-    target.chmod(0o600)
+    _keep(_upload_path(folder, user_id, token), data)
     return token
 
 
 def load_upload(folder: str, user_id: int, token: str) -> bytes | None:
     """The kept file for this user and token, or None (unknown, expired or already imported)."""
-    path = _upload_path(folder, user_id, token)
-    if path is None or not path.is_file():
-        return None
-    return path.read_bytes()
+    return _kept(_upload_path(folder, user_id, token))
 
 
 def _error_lines_path(folder: str, user_id: int, token: str) -> Path | None:
@@ -703,17 +707,13 @@ def store_error_lines(folder: str, user_id: int, text: str) -> str:
     """Keep the refused lines of a committed import (the upload itself is deleted) so the result
     page can still offer them; removed with the stale uploads after 24 hours. Returns the token."""
     token = _new_token(folder)
-    target = _error_lines_path(folder, user_id, token)
-    target.write_text(text, encoding="utf-8")
-    target.chmod(0o600)
+    _keep(_error_lines_path(folder, user_id, token), text.encode("utf-8"))
     return token
 
 
 def load_error_lines(folder: str, user_id: int, token: str) -> str | None:
-    path = _error_lines_path(folder, user_id, token)
-    if path is None or not path.is_file():
-        return None
-    return path.read_text(encoding="utf-8")
+    data = _kept(_error_lines_path(folder, user_id, token))
+    return None if data is None else data.decode("utf-8")
 
 
 def discard_upload(folder: str, user_id: int, token: str) -> None:
