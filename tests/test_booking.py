@@ -81,6 +81,61 @@ def test_outbox_stores_without_smtp_and_attaches_the_invite_with_smtp(app, db, s
     assert msg.attachments[0].filename == "invite.ics" and msg.attachments[0].content_type.startswith("text/calendar")
 
 
+def test_cancelling_a_coming_visit_emails_a_calendar_cancel_of_the_same_event(app, db, specialist, monkeypatch):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    booking.set_outcome(appt, "cancelled", actor=specialist, note="Patient asked", now=WED + timedelta(hours=1))
+    db.session.commit()
+    confirmation, cancellation = db.session.scalars(sa.select(OutboxEmail).order_by(OutboxEmail.id)).all()
+    assert cancellation.kind == "appointment_cancellation" and cancellation.to_addr == lead.patient.email
+    assert cancellation.subject == f"Cancelled: your appointment with {doc.full_name} on Nov 20"
+    assert "Friday, November 20, 2026 at 09:00 AM EST" in cancellation.body_text
+    assert "is cancelled" in cancellation.body_text
+    invite, cancel = Calendar.from_ical(confirmation.ics), Calendar.from_ical(cancellation.ics)
+    assert str(invite["method"]) == "PUBLISH" and str(cancel["method"]) == "CANCEL"
+    (first,), (second,) = invite.walk("VEVENT"), cancel.walk("VEVENT")
+    assert str(second["uid"]) == str(first["uid"])  # the same event, so calendars remove it
+    assert second.decoded("sequence") > first.decoded("sequence") and str(second["status"]) == "CANCELLED"
+    assert str(second["organizer"]) == "mailto:desk@example.com"
+    assert str(second["attendee"]) == f"mailto:{lead.patient.email}"
+    assert second.decoded("dtstart") == LATER
+    events = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.EMAIL_SENT)).all()
+    assert [e.data["kind"] for e in events] == ["appointment_confirmation", "appointment_cancellation"]
+    # Sent, the calendar part says CANCEL in its Content-Type too, as iTIP asks.
+    sent = []
+    monkeypatch.setattr(mailer.mail, "send", lambda msg: sent.append(msg))
+    monkeypatch.setitem(app.config, "MAIL_SERVER", "smtp.example.com")
+    monkeypatch.setitem(app.config, "MAIL_SUPPRESS_SEND", False)
+    assert mailer.send_pending(WED + timedelta(hours=1))["sent"] == 2
+    methods = [msg.attachments[0].content_type for msg in sent]
+    assert methods == ["text/calendar; method=PUBLISH; charset=UTF-8", "text/calendar; method=CANCEL; charset=UTF-8"]
+
+
+def test_closing_a_booked_lead_as_lost_emails_the_cancellation(db, specialist):
+    from crm.services.workflow import change_status
+
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    change_status(lead, S.LOST, actor=specialist, reason="not_interested", now=WED)
+    db.session.commit()
+    kinds = db.session.scalars(sa.select(OutboxEmail.kind).order_by(OutboxEmail.id)).all()
+    assert kinds == ["appointment_confirmation", "appointment_cancellation"]
+
+
+def test_no_cancellation_email_for_a_past_visit_or_a_patient_without_email(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    # Recorded after the hour it was set for: there is nothing left on the calendar to take off.
+    booking.set_outcome(appt, "cancelled", actor=specialist, now=LATER + timedelta(hours=2))
+    other, (doc2,) = matched_lead(db, assignee=specialist, email=None)
+    appt2 = booking.book(other, physician_id=doc2.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    assert booking.send_cancellation(appt2, actor=specialist, now=WED) is False
+    booking.set_outcome(appt2, "cancelled", actor=specialist, now=WED)
+    db.session.commit()
+    kinds = db.session.scalars(sa.select(OutboxEmail.kind).order_by(OutboxEmail.id)).all()
+    assert kinds == ["appointment_confirmation"]  # the first patient's; the second has no address
+
+
 def test_failed_smtp_is_retried_then_failed(app, db, monkeypatch):
     def boom(msg):
         raise OSError("connection refused")
@@ -487,6 +542,8 @@ def test_the_outcome_list_offers_only_what_is_possible_now(client, auth, db, spe
         page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
     assert outcome_options(page, appt.id) == ["cancelled"]
     assert "Completed or no-show can be recorded once the visit has started." in page
+    assert "Cancelling emails the patient an update that takes the invite off their calendar." in page
+    assert "Closing as lost cancels the booked appointment and emails the patient" in page
     with time_machine.travel(LATER + timedelta(minutes=5), tick=False):
         auth.as_user(specialist)
         page = client.get(f"/leads/{lead.id}").get_data(as_text=True)

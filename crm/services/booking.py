@@ -8,15 +8,18 @@ event). A lead whose stored eligibility is "not eligible" or "to confirm" is boo
 explicit override, recorded on the booking's event. Booking means the patient was reached: the
 call follow-ups due by then are closed as a reached call closes them. An outcome of ``completed``
 completes the lead; ``cancelled`` and ``no_show`` move a booked lead back to ``contacted`` so it
-can be rebooked.
+can be rebooked. Cancelling an appointment that is still ahead (by its outcome, or by closing
+the lead as lost) emails the patient a cancellation whose calendar part removes the invite.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parseaddr
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from flask import current_app
 from icalendar import Calendar, Event, vText
 
 from crm.extensions import db
@@ -154,7 +157,6 @@ def book(
         if lead.first_contact_at is None:
             lead.first_contact_at = now
     appt = Appointment(
-        lead_id=lead.id,
         physician_id=physician.id,
         starts_at=starts_at.astimezone(UTC),
         duration_minutes=duration_minutes,
@@ -164,7 +166,8 @@ def book(
         created_by_id=actor.id,
         created_at=now,
     )
-    db.session.add(appt)
+    # Appended before it is in the session: loading the collection autoflushes, and an
+    # appointment already added there would be loaded and then appended a second time.
     lead.appointments.append(appt)
     db.session.flush()
     change_status(lead, LeadStatus.BOOKED, actor=actor, reason=f"appointment #{appt.id}", now=now, by_appointment=True)
@@ -206,28 +209,38 @@ def _location(physician: Physician, mode: VisitMode) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def build_ics(appt: Appointment, *, now: datetime | None = None) -> str:
-    """A one-event iCalendar (RFC 5545) invite for the appointment."""
+def build_ics(appt: Appointment, *, now: datetime | None = None, cancel: bool = False) -> str:
+    """A one-event iCalendar (RFC 5545) invite for the appointment; with ``cancel``, the iTIP
+    CANCEL (RFC 5546) of that same event (same UID, higher SEQUENCE), which calendar programs
+    take as "remove the event this UID added" rather than as a second appointment."""
     now = now or datetime.now(UTC)
     physician = appt.physician
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
-    cal.add("method", "PUBLISH")
+    cal.add("method", "CANCEL" if cancel else "PUBLISH")
     ev = Event()
     ev.add("uid", f"appointment-{appt.id}@appointment-desk")
     ev.add("dtstamp", now)
     ev.add("dtstart", appt.starts_at)
     ev.add("dtend", appt.starts_at + timedelta(minutes=appt.duration_minutes))
-    ev.add("summary", f"Appointment with {physician.full_name}")
+    ev.add("summary", f"{'Cancelled: a' if cancel else 'A'}ppointment with {physician.full_name}")
     ev.add("location", vText(_location(physician, appt.mode)))
-    desc = [f"{'Telehealth' if appt.mode == VisitMode.TELEHEALTH else 'In-person'} visit with {physician.full_name}."]
-    if physician.phone:
-        desc.append(f"Practice phone: {physician.phone}")
-    desc.append("To change or cancel, reply to this email or call us.")
-    ev.add("description", "\n".join(desc))
-    ev.add("status", "CANCELLED" if appt.status == AppointmentStatus.CANCELLED else "CONFIRMED")
-    ev.add("sequence", 0)
+    if cancel:
+        # CANCEL names who sends it and to whom (RFC 5546 3.2.5): the desk's address and the patient.
+        ev.add("organizer", f"mailto:{parseaddr(current_app.config.get('MAIL_DEFAULT_SENDER') or '')[1]}")
+        ev.add("attendee", f"mailto:{appt.lead.patient.email}")
+        ev.add("description", "This appointment was cancelled. To book another time, reply to this email or call us.")
+    else:
+        kind = "Telehealth" if appt.mode == VisitMode.TELEHEALTH else "In-person"
+        desc = [f"{kind} visit with {physician.full_name}."]
+        if physician.phone:
+            desc.append(f"Practice phone: {physician.phone}")
+        desc.append("To change or cancel, reply to this email or call us.")
+        ev.add("description", "\n".join(desc))
+    cancelled = cancel or appt.status == AppointmentStatus.CANCELLED
+    ev.add("status", "CANCELLED" if cancelled else "CONFIRMED")
+    ev.add("sequence", 1 if cancel else 0)
     cal.add_component(ev)
     return cal.to_ical().decode("utf-8")
 
@@ -301,6 +314,37 @@ def record_outcome(
     appt.status = status
     appt.outcome_at = now
     add_event(appt.lead, EventKind.APPOINTMENT_UPDATED, data, actor=actor, at=now)
+    if status == AppointmentStatus.CANCELLED and appt.starts_at > now:
+        send_cancellation(appt, actor=actor, now=now)
+
+
+def send_cancellation(appt: Appointment, *, actor: User | None, now: datetime) -> bool:
+    """Queue the cancellation email, whose .ics takes the invite off the patient's calendar;
+    False when the patient has no email (the specialist tells them by phone)."""
+    lead, patient, physician = appt.lead, appt.lead.patient, appt.physician
+    if not patient.email:
+        return False
+    when = appt.starts_at.astimezone(patient_zone(patient))
+    body = (
+        f"Hello {patient.first_name},\n\n"
+        f"Your appointment with {physician.full_name} on {when:%A, %B %d, %Y at %I:%M %p %Z}\n"
+        "is cancelled. The attached calendar update removes it from your calendar.\n\n"
+        "If you would like another time, reply to this email and your patient support\n"
+        "specialist will help.\n\n"
+        "— Appointment Desk"
+    )
+    email = queue_email(
+        patient.email,
+        f"Cancelled: your appointment with {physician.full_name} on {when:%b %d}",
+        body,
+        kind="appointment_cancellation",
+        lead=lead,
+        ics=build_ics(appt, now=now, cancel=True),
+    )
+    add_event(
+        lead, EventKind.EMAIL_SENT, {"kind": "appointment_cancellation", "outbox_id": email.id}, actor=actor, at=now
+    )
+    return True
 
 
 def set_outcome(

@@ -8,6 +8,7 @@ failed send is retried (``MAIL_MAX_ATTEMPTS``, default 5) before it is ``failed`
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -68,6 +69,12 @@ def _claim(row_id: int, seen_attempts: int) -> bool:
     return result.rowcount == 1
 
 
+def ics_method(ics: str) -> str:
+    """The iTIP method of a calendar part (PUBLISH, CANCEL), which its Content-Type must repeat."""
+    found = re.search(r"^METHOD:([A-Z-]+)\r?$", ics, re.MULTILINE)
+    return found.group(1) if found else "PUBLISH"
+
+
 def _smtp_send(row: OutboxEmail) -> None:
     from flask_mail import Message
 
@@ -80,7 +87,7 @@ def _smtp_send(row: OutboxEmail) -> None:
     if row.ics:
         msg.attach(
             "invite.ics",
-            "text/calendar; method=PUBLISH; charset=UTF-8",
+            f"text/calendar; method={ics_method(row.ics)}; charset=UTF-8",
             row.ics.encode("utf-8"),
             headers={"Content-Class": "urn:content-classes:calendarmessage"},
         )
