@@ -571,3 +571,111 @@ def test_booking_closes_the_call_follow_ups_already_due_and_leaves_later_ones(db
     assert lead.next_follow_up_at == email.due_at and nav_counts(specialist, now)["due_n"] == 0
     done = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.FOLLOW_UP_DONE)).one()
     assert done.data == {"follow_up_id": overdue.id, "kind": "call", "outcome": overdue.outcome}
+
+
+# ---------------------------------------------------------------- rescheduling
+
+
+def test_moving_a_visit_resends_the_same_event_with_a_higher_sequence(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    assert booking.send_appointment_reminders(LATER - timedelta(hours=20)) == 1
+    moved_to = LATER + timedelta(days=4)  # Tuesday 09:00 in Miami
+    booking.reschedule(appt, starts_at=moved_to, actor=specialist, now=LATER - timedelta(hours=19))
+    db.session.commit()
+    assert appt.starts_at == moved_to and appt.ics_sequence == 1 and appt.reminder_sent_at is None
+    assert lead.status == S.BOOKED and appt.status == AppointmentStatus.BOOKED
+    confirmation, _reminder, moved = db.session.scalars(sa.select(OutboxEmail).order_by(OutboxEmail.id)).all()
+    assert moved.kind == "appointment_rescheduled"
+    assert moved.subject == f"New time: your appointment with {doc.full_name} on Nov 24"
+    assert "has moved to a new time (it was Friday, November 20 at 09:00 AM)" in moved.body_text
+    assert "Tuesday, November 24, 2026 at 09:00 AM EST" in moved.body_text
+    (first,) = Calendar.from_ical(confirmation.ics).walk("VEVENT")
+    (again,) = Calendar.from_ical(moved.ics).walk("VEVENT")
+    assert str(again["uid"]) == str(first["uid"]) and again.decoded("sequence") == 1 > first.decoded("sequence")
+    assert again.decoded("dtstart") == moved_to and str(again["status"]) == "CONFIRMED"
+    (event,) = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.APPOINTMENT_RESCHEDULED))
+    assert event.data["from_starts_at"] == LATER.isoformat() and event.data["starts_at"] == moved_to.isoformat()
+    # The reminder belongs to the new time; a cancellation then goes above the move's sequence.
+    assert booking.send_appointment_reminders(moved_to - timedelta(hours=20)) == 1
+    booking.set_outcome(appt, "cancelled", actor=specialist, now=moved_to - timedelta(hours=2))
+    cancellation = db.session.scalars(sa.select(OutboxEmail).order_by(OutboxEmail.id.desc())).first()
+    (gone,) = Calendar.from_ical(cancellation.ics).walk("VEVENT")
+    assert cancellation.kind == "appointment_cancellation" and gone.decoded("sequence") == 2
+
+
+def test_moving_a_visit_within_its_own_slot_is_no_clash_but_onto_another_is(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    booking.reschedule(appt, starts_at=LATER + timedelta(minutes=15), actor=specialist, now=WED)
+    other, _ = matched_lead(db, assignee=specialist)
+    other.match_result = lead.match_result
+    booking.book(
+        other, physician_id=doc.id, starts_at=LATER + timedelta(hours=2), mode="in_person", actor=specialist, now=WED
+    )
+    with pytest.raises(BookingError, match="already has an appointment at that time"):
+        booking.reschedule(appt, starts_at=LATER + timedelta(hours=2, minutes=10), actor=specialist, now=WED)
+    assert appt.starts_at == LATER + timedelta(minutes=15) and appt.ics_sequence == 1
+
+
+def test_moves_that_are_refused(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    cases = [
+        (LATER, WED, "the time it is booked for already"),
+        (WED - timedelta(hours=1), WED, "must be in the future"),
+        (WED + timedelta(days=400), WED, "within the next year"),
+        (LATER + timedelta(days=1), LATER + timedelta(minutes=5), "time has passed: record its outcome"),
+        (datetime(2026, 11, 25, 9, 0), WED, "needs a time zone"),
+    ]
+    for starts, now, message in cases:
+        with pytest.raises(BookingError, match=message):
+            booking.reschedule(appt, starts_at=starts, actor=specialist, now=now)
+    doc.registrations[0].expires_on = LATER.date() + timedelta(days=2)
+    with pytest.raises(BookingError, match="registration expires on 2026-11-22, before this visit"):
+        booking.reschedule(appt, starts_at=LATER + timedelta(days=4), actor=specialist, now=WED)
+    doc.active = False
+    with pytest.raises(BookingError, match="no longer active: cancel the appointment and book another"):
+        booking.reschedule(appt, starts_at=LATER + timedelta(days=1), actor=specialist, now=WED)
+    doc.active = True
+    booking.set_outcome(appt, "cancelled", actor=specialist, now=WED)
+    with pytest.raises(BookingError, match="This appointment is cancelled: book a new one instead"):
+        booking.reschedule(appt, starts_at=LATER + timedelta(days=1), actor=specialist, now=WED)
+    assert appt.starts_at == LATER and appt.ics_sequence == 1  # only the cancellation raised it
+
+
+def test_moving_a_visit_of_a_patient_without_email_notes_that_nobody_was_emailed(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist, email=None)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    booking.reschedule(appt, starts_at=LATER + timedelta(days=1), actor=specialist, now=WED)
+    notes = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.NOTE)).all()
+    assert [n.data["text"] for n in notes][-1] == "No email about the new time: the patient has no email address."
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(OutboxEmail)) == 0
+
+
+@time_machine.travel(WED, tick=False)
+def test_reschedule_route_from_the_lead_page(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "Move to another time" in page and f"/appointments/{appt.id}/reschedule" in page
+    url = f"/leads/{lead.id}/appointments/{appt.id}/reschedule"
+    resp = form_post(client, url, lead, starts="", tz_basis="patient")
+    assert resp.status_code == 422 and "Pick the new time." in resp.get_data(as_text=True)
+    resp = form_post(client, url, lead, starts="2026-11-17T09:00", tz_basis="patient")
+    assert resp.status_code == 422 and "The appointment must be in the future." in resp.get_data(as_text=True)
+    assert '<details class="reschedule mt-1" open>' in resp.get_data(as_text=True)  # the error is in view
+    resp = form_post(client, url, lead, starts="2026-11-24T10:30", tz_basis="patient")
+    assert resp.status_code == 302
+    db.session.expire_all()
+    assert appt.starts_at == datetime(2026, 11, 24, 15, 30, tzinfo=UTC)  # 10:30 in Miami
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Appointment moved; the patient is emailed the new time with a calendar update." in page
+    assert "Appointment moved</strong> to Tue Nov 24" in page
+    assert "Moved: the new time with a calendar update queued" in page
+    # Another lead's appointment cannot be moved through this lead's address.
+    other, _ = matched_lead(db, assignee=specialist)
+    resp = form_post(client, f"/leads/{other.id}/appointments/{appt.id}/reschedule", other, starts="2026-11-25T10:30")
+    assert resp.status_code == 422 and "does not belong to this lead" in resp.get_data(as_text=True)

@@ -178,6 +178,15 @@ class BookingForm(VersionedForm):
             raise ValidationError("Pick a physician from the match list.")
 
 
+class RescheduleForm(VersionedForm):
+    """A coming appointment's new time, with the same physician (booking.reschedule)."""
+
+    starts = DateTimeLocalField(
+        "New time", format=DT_FORMAT, validators=[InputRequired("Pick the new time."), PLAUSIBLE]
+    )
+    tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
+
+
 class OutcomeForm(VersionedForm):
     outcome = SelectField(
         "Outcome",

@@ -247,7 +247,8 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
         ).all()
         assign_form.user_id.choices = [(i, n) for i, n in people]
     follow_form = forms.get("follow_form") or blank(lead_forms.FollowUpForm)
-    for name in ("note_form", "call_form", "follow_form", "status_form", "booking_form", "assign_form"):
+    retried = ("note_form", "call_form", "follow_form", "status_form", "booking_form", "assign_form", "reschedule_form")
+    for name in retried:
         form = forms.get(name)
         if form is not None:
             form.version.data = version  # the retry is against what is on screen now
@@ -286,6 +287,7 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             booking_form=booking_form,
             eligibility_doubt=booking.eligibility_doubt(lead),
             outcome_form=blank(lead_forms.OutcomeForm),
+            reschedule_form=forms.get("reschedule_form") or blank(lead_forms.RescheduleForm),
             appt_outcomes={a.id: booking.possible_outcomes(a, now) for a in lead.appointments},
             outcome_labels=booking.OUTCOME_LABELS,
             assign_form=assign_form,
@@ -584,6 +586,28 @@ def book(lead_id: int):
         "Appointment booked; the confirmation email with the calendar invite is in the outbox.",
         "appointments",
     )
+
+
+@bp.post("/leads/<int:lead_id>/appointments/<int:appt_id>/reschedule")
+@login_required
+def reschedule(lead_id: int, appt_id: int):
+    me = current_user._get_current_object()
+
+    def apply(lead, form):
+        appt = next((a for a in lead.appointments if a.id == appt_id), None)
+        if appt is None:
+            raise booking.BookingError("That appointment does not belong to this lead.")
+        try:
+            return booking.reschedule(appt, starts_at=_typed_time(lead, form.starts.data, form.tz_basis.data), actor=me)
+        except booking.BookingError as exc:
+            form.starts.errors = [str(exc)]  # next to the field, in the form opened again
+            raise
+
+    def success(lead):
+        emailed = "; the patient is emailed the new time with a calendar update" if lead.patient.email else ""
+        return f"Appointment moved{emailed}."
+
+    return _action(lead_id, lead_forms.RescheduleForm, "reschedule_form", apply, success, "appointments")
 
 
 @bp.post("/leads/<int:lead_id>/appointments/<int:appt_id>/outcome")

@@ -106,6 +106,7 @@ class EventKind(StrEnum):
     FOLLOW_UP_DONE = "follow_up_done"
     APPOINTMENT_BOOKED = "appointment_booked"
     APPOINTMENT_UPDATED = "appointment_updated"
+    APPOINTMENT_RESCHEDULED = "appointment_rescheduled"
     SLA_BREACHED = "sla_breached"
     UPDATED = "updated"
 

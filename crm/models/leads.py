@@ -197,6 +197,8 @@ class Appointment(Base):
     confirmation_sent_at: Mapped[datetime | None]
     reminder_sent_at: Mapped[datetime | None]
     outcome_at: Mapped[datetime | None]
+    # The iCalendar SEQUENCE of the last invite sent: a move or a cancellation goes one higher.
+    ics_sequence: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     lead: Mapped[Lead] = relationship(back_populates="appointments")

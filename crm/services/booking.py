@@ -9,7 +9,9 @@ explicit override, recorded on the booking's event. Booking means the patient wa
 call follow-ups due by then are closed as a reached call closes them. An outcome of ``completed``
 completes the lead; ``cancelled`` and ``no_show`` move a booked lead back to ``contacted`` so it
 can be rebooked. Cancelling an appointment that is still ahead (by its outcome, or by closing
-the lead as lost) emails the patient a cancellation whose calendar part removes the invite.
+the lead as lost) emails the patient a cancellation whose calendar part removes the invite;
+moving it to another time with the same physician (``reschedule``) emails the invite again, which
+moves the event in the patient's calendar (same UID, higher SEQUENCE).
 """
 
 from __future__ import annotations
@@ -131,24 +133,8 @@ def book(
             f"{physician.full_name} can no longer be booked for this lead: {refusal}. "
             "The match list is out of date: press Re-match for a current one."
         )
-    # Certifying is legal only under a current registration: on the visit's day, not just today.
-    expires_on = registration_expiry(physician, lead.patient.state)
-    visit_day = starts_at.astimezone(patient_zone(lead.patient)).date()
-    if expires_on is not None and visit_day > expires_on:
-        raise BookingError(
-            f"{physician.full_name}'s {lead.patient.state.upper()} registration expires on "
-            f"{expires_on.isoformat()}, before this visit: book on or before that day, or another physician."
-        )
-    clash = db.session.scalar(
-        sa.select(Appointment.id).where(
-            Appointment.physician_id == physician.id,
-            Appointment.status.in_([s.value for s in LIVE_APPOINTMENT]),
-            Appointment.starts_at > starts_at - timedelta(minutes=duration_minutes),
-            Appointment.starts_at < starts_at + timedelta(minutes=duration_minutes),
-        )
-    )
-    if clash:
-        raise BookingError(f"{physician.full_name} already has an appointment at that time. Pick another time.")
+    _check_registration_on_visit_day(physician, lead, starts_at)
+    _check_no_clash(physician, starts_at, duration_minutes)
 
     if lead.status == LeadStatus.NEW:
         change_status(lead, LeadStatus.ATTEMPTING, actor=actor, reason="booking", now=now)
@@ -187,6 +173,66 @@ def book(
     return appt
 
 
+def _check_registration_on_visit_day(physician: Physician, lead: Lead, starts_at: datetime) -> None:
+    """Certifying is legal only under a current registration: on the visit's day, not just today."""
+    expires_on = registration_expiry(physician, lead.patient.state)
+    visit_day = starts_at.astimezone(patient_zone(lead.patient)).date()
+    if expires_on is not None and visit_day > expires_on:
+        raise BookingError(
+            f"{physician.full_name}'s {lead.patient.state.upper()} registration expires on "
+            f"{expires_on.isoformat()}, before this visit: book on or before that day, or another physician."
+        )
+
+
+def _check_no_clash(physician: Physician, starts_at: datetime, duration_minutes: int, moving: int | None = None):
+    """The physician's other live appointments (not ``moving``, the one being rescheduled)."""
+    others = [
+        Appointment.physician_id == physician.id,
+        Appointment.status.in_([s.value for s in LIVE_APPOINTMENT]),
+        Appointment.starts_at > starts_at - timedelta(minutes=duration_minutes),
+        Appointment.starts_at < starts_at + timedelta(minutes=duration_minutes),
+    ]
+    if moving is not None:
+        others.append(Appointment.id != moving)
+    if db.session.scalar(sa.select(Appointment.id).where(*others).limit(1)):
+        raise BookingError(f"{physician.full_name} already has an appointment at that time. Pick another time.")
+
+
+def reschedule(appt: Appointment, *, starts_at: datetime, actor: User, now: datetime | None = None) -> Appointment:
+    """Move a coming appointment to another time with the same physician, and send the patient
+    the invite again under the same UID with a higher SEQUENCE, so their calendar moves the event.
+    Another physician is a new booking: cancel this one, then book from the match list."""
+    now = now or datetime.now(UTC)
+    if starts_at.tzinfo is None:
+        raise BookingError("The appointment time needs a time zone.")
+    if appt.status not in LIVE_APPOINTMENT:
+        raise BookingError(f"This appointment is {appt.status.value.replace('_', ' ')}: book a new one instead.")
+    if appt.starts_at <= now:
+        raise BookingError("This visit's time has passed: record its outcome, then book again if needed.")
+    starts_at = starts_at.astimezone(UTC)
+    if starts_at == appt.starts_at:
+        raise BookingError("That is the time it is booked for already. Pick the new time.")
+    if starts_at <= now:
+        raise BookingError("The appointment must be in the future.")
+    if starts_at > now + timedelta(days=365):
+        raise BookingError("Book within the next year.")
+    physician = _lock_physician(appt.physician_id)
+    if physician is None or not physician.active:
+        raise BookingError("This physician is no longer active: cancel the appointment and book another physician.")
+    lead = appt.lead
+    _check_registration_on_visit_day(physician, lead, starts_at)
+    _check_no_clash(physician, starts_at, appt.duration_minutes, moving=appt.id)
+    previous = appt.starts_at
+    appt.starts_at = starts_at
+    appt.ics_sequence += 1
+    appt.reminder_sent_at = None  # the reminder belongs to the new time
+    data = {"appointment_id": appt.id, "from_starts_at": previous.isoformat(), "starts_at": starts_at.isoformat()}
+    data["physician"] = physician.full_name
+    add_event(lead, EventKind.APPOINTMENT_RESCHEDULED, data, actor=actor, at=now)
+    send_confirmation(appt, actor=actor, now=now, moved_from=previous)
+    return appt
+
+
 def _lock_physician(physician_id: int) -> Physician | None:
     """The physician, read afresh under a lock held until the commit, so that two bookings of
     their last free slot of the week (or of one time) cannot both find it free: SELECT ... FOR
@@ -210,9 +256,10 @@ def _location(physician: Physician, mode: VisitMode) -> str:
 
 
 def build_ics(appt: Appointment, *, now: datetime | None = None, cancel: bool = False) -> str:
-    """A one-event iCalendar (RFC 5545) invite for the appointment; with ``cancel``, the iTIP
-    CANCEL (RFC 5546) of that same event (same UID, higher SEQUENCE), which calendar programs
-    take as "remove the event this UID added" rather than as a second appointment."""
+    """A one-event iCalendar (RFC 5545) invite for the appointment, at its current SEQUENCE; with
+    ``cancel``, the iTIP CANCEL (RFC 5546) of that same event (same UID; the caller raises the
+    SEQUENCE), which calendar programs take as "remove the event this UID added" rather than as a
+    second appointment."""
     now = now or datetime.now(UTC)
     physician = appt.physician
     cal = Calendar()
@@ -240,7 +287,7 @@ def build_ics(appt: Appointment, *, now: datetime | None = None, cancel: bool = 
         ev.add("description", "\n".join(desc))
     cancelled = cancel or appt.status == AppointmentStatus.CANCELLED
     ev.add("status", "CANCELLED" if cancelled else "CONFIRMED")
-    ev.add("sequence", 1 if cancel else 0)
+    ev.add("sequence", appt.ics_sequence or 0)
     cal.add_component(ev)
     return cal.to_ical().decode("utf-8")
 
@@ -257,35 +304,42 @@ def patient_zone(patient) -> ZoneInfo:
     return zone(patient_timezone(patient)[0])
 
 
-def send_confirmation(appt: Appointment, *, actor: User | None, now: datetime) -> bool:
-    """Queue the confirmation email with the .ics; False when the patient has no email."""
+def send_confirmation(
+    appt: Appointment, *, actor: User | None, now: datetime, moved_from: datetime | None = None
+) -> bool:
+    """Queue the confirmation email with the .ics (``moved_from``: the time it was booked for
+    before a reschedule, which the email names); False when the patient has no email."""
     lead, patient, physician = appt.lead, appt.lead.patient, appt.physician
+    moved = moved_from is not None
     if not patient.email:
-        add_event(lead, EventKind.NOTE, {"text": "No confirmation email: the patient has no email address."}, at=now)
+        text = f"No {'email about the new time' if moved else 'confirmation email'}: the patient has no email address."
+        add_event(lead, EventKind.NOTE, {"text": text}, at=now)
         return False
-    when = appt.starts_at.astimezone(patient_zone(patient))
+    tz = patient_zone(patient)
+    when = appt.starts_at.astimezone(tz)
+    if moved:
+        before = moved_from.astimezone(tz)
+        opening = f"Your appointment has moved to a new time (it was {before:%A, %B %d at %I:%M %p}):"
+        calendar = "The attached update moves it in your calendar."
+    else:
+        opening, calendar = "Your appointment is booked:", "The attached invite adds it to your calendar."
     body = (
         f"Hello {patient.first_name},\n\n"
-        f"Your appointment is booked:\n\n"
+        f"{opening}\n\n"
         f"  With:  {physician.full_name}\n"
         f"  When:  {when:%A, %B %d, %Y at %I:%M %p %Z}\n"
         f"  Where: {_location(physician, appt.mode)}\n\n"
-        "The attached invite adds it to your calendar. If you need to change or cancel it,\n"
+        f"{calendar} If you need to change or cancel it,\n"
         "reply to this email and your patient support specialist will help.\n\n"
         "— Appointment Desk"
     )
-    email = queue_email(
-        patient.email,
-        f"Your appointment with {physician.full_name} on {when:%b %d}",
-        body,
-        kind="appointment_confirmation",
-        lead=lead,
-        ics=build_ics(appt, now=now),
-    )
+    kind = "appointment_rescheduled" if moved else "appointment_confirmation"
+    subject = f"Your appointment with {physician.full_name} on {when:%b %d}"
+    if moved:
+        subject = f"New time: your appointment with {physician.full_name} on {when:%b %d}"
+    email = queue_email(patient.email, subject, body, kind=kind, lead=lead, ics=build_ics(appt, now=now))
     appt.confirmation_sent_at = now
-    add_event(
-        lead, EventKind.EMAIL_SENT, {"kind": "appointment_confirmation", "outbox_id": email.id}, actor=actor, at=now
-    )
+    add_event(lead, EventKind.EMAIL_SENT, {"kind": kind, "outbox_id": email.id}, actor=actor, at=now)
     return True
 
 
@@ -324,6 +378,7 @@ def send_cancellation(appt: Appointment, *, actor: User | None, now: datetime) -
     lead, patient, physician = appt.lead, appt.lead.patient, appt.physician
     if not patient.email:
         return False
+    appt.ics_sequence += 1  # above every invite sent for it, or calendars ignore the cancellation
     when = appt.starts_at.astimezone(patient_zone(patient))
     body = (
         f"Hello {patient.first_name},\n\n"
