@@ -138,6 +138,20 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     assert appt.starts_at == starts.replace(tzinfo=PHOENIX).astimezone(UTC)
     assert db.session.scalar(sa.select(OutboxEmail.kind)) == "appointment_confirmation"
 
+    # The patient asks for a day later: moved from the same card, the email and invite follow.
+    page.locator("details.reschedule summary").click()
+    later = starts + timedelta(days=1)
+    page.locator("#reschedule-starts").fill(later.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="Move", exact=True).click()
+    page.wait_for_load_state()
+    assert page.get_by_text("Appointment moved; the patient is emailed the new time").is_visible()
+    assert page.locator("#timeline").get_by_text("Appointment moved").first.is_visible()
+    db.session.expire_all()
+    appt = db.session.scalar(sa.select(Appointment))
+    assert appt.starts_at == later.replace(tzinfo=PHOENIX).astimezone(UTC) and appt.ics_sequence == 1
+    kinds = db.session.scalars(sa.select(OutboxEmail.kind).order_by(OutboxEmail.id)).all()
+    assert kinds == ["appointment_confirmation", "appointment_rescheduled"]
+
     # The queue: Mine holds the booked lead; Unassigned shows the others with their SLA clocks.
     page.goto(f"{live_server.url}/queue?view=mine")
     assert page.get_by_role("link", name="Rosa Alvarez").is_visible()
