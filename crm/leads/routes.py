@@ -588,15 +588,20 @@ def book(lead_id: int):
     )
 
 
+def _lead_appointment(lead: Lead, appt_id: int):
+    appt = next((a for a in lead.appointments if a.id == appt_id), None)
+    if appt is None:
+        raise booking.BookingError("That appointment does not belong to this lead.")
+    return appt
+
+
 @bp.post("/leads/<int:lead_id>/appointments/<int:appt_id>/reschedule")
 @login_required
 def reschedule(lead_id: int, appt_id: int):
     me = current_user._get_current_object()
 
     def apply(lead, form):
-        appt = next((a for a in lead.appointments if a.id == appt_id), None)
-        if appt is None:
-            raise booking.BookingError("That appointment does not belong to this lead.")
+        appt = _lead_appointment(lead, appt_id)
         try:
             return booking.reschedule(appt, starts_at=_typed_time(lead, form.starts.data, form.tz_basis.data), actor=me)
         except booking.BookingError as exc:
@@ -616,9 +621,7 @@ def appointment_outcome(lead_id: int, appt_id: int):
     me = current_user._get_current_object()
 
     def apply(lead, form):
-        appt = next((a for a in lead.appointments if a.id == appt_id), None)
-        if appt is None:
-            raise booking.BookingError("That appointment does not belong to this lead.")
+        appt = _lead_appointment(lead, appt_id)
         return booking.set_outcome(appt, form.outcome.data, actor=me, note=form.note.data or "")
 
     return _action(
