@@ -244,7 +244,7 @@ def test_a_registration_is_valid_through_its_expiry_day_in_the_patients_time(db,
     doc.registrations[0].expires_on = WED.date()
     db.session.flush()
     evening = WED + timedelta(hours=11)  # 20:00 in Miami, already Thursday in UTC
-    late_visit = evening + timedelta(hours=3)  # 23:00 in Miami, still Wednesday there
+    late_visit = evening + timedelta(hours=1, minutes=30)  # 21:30 in Miami, still Wednesday there
     booking.book(lead, physician_id=doc.id, starts_at=late_visit, mode="in_person", actor=specialist, now=evening)
 
 
@@ -346,7 +346,7 @@ def test_appointment_reminders_once(app, db, specialist):
 
 def test_a_visit_booked_at_short_notice_gets_no_reminder_right_after_its_confirmation(app, db, specialist):
     lead, (doc,) = matched_lead(db, assignee=specialist)
-    soon = LATER - timedelta(hours=30)  # booked 18 h ahead: inside the 24 h reminder window
+    soon = LATER - timedelta(hours=24)  # Thursday 09:00 in Miami, booked 18 h ahead: inside the 24 h reminder window
     booking.book(
         lead, physician_id=doc.id, starts_at=soon, mode="in_person", actor=specialist, now=soon - timedelta(hours=18)
     )
@@ -679,3 +679,42 @@ def test_reschedule_route_from_the_lead_page(client, auth, db, specialist):
     other, _ = matched_lead(db, assignee=specialist)
     resp = form_post(client, f"/leads/{other.id}/appointments/{appt.id}/reschedule", other, starts="2026-11-25T10:30")
     assert resp.status_code == 422 and "does not belong to this lead" in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("local", "suggested"),
+    [("02:00", "02:00 PM"), ("05:59", "05:59 PM"), ("22:00", "10:00 AM"), ("23:30", "11:30 AM"), ("00:15", "12:15 PM")],
+)
+def test_a_visit_in_the_middle_of_the_night_is_taken_for_an_am_pm_slip(db, specialist, local, suggested):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    hour, minute = map(int, local.split(":"))
+    starts = datetime(2026, 11, 20, hour, minute, tzinfo=booking.patient_zone(lead.patient))  # Miami
+    with pytest.raises(BookingError, match=f"visits start between 6 AM and 10 PM their time. Did you mean {suggested}"):
+        booking.book(lead, physician_id=doc.id, starts_at=starts, mode="in_person", actor=specialist, now=WED)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    with pytest.raises(BookingError, match=f"Did you mean {suggested}"):
+        booking.reschedule(appt, starts_at=starts + timedelta(days=1), actor=specialist, now=WED)
+    assert appt.starts_at == LATER
+
+
+def test_the_first_and_last_bookable_minutes(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    miami = booking.patient_zone(lead.patient)
+    appt = booking.book(
+        lead, physician_id=doc.id, starts_at=datetime(2026, 11, 20, 6, 0, tzinfo=miami), mode="in_person",
+        actor=specialist, now=WED,
+    )  # fmt: skip
+    booking.reschedule(appt, starts_at=datetime(2026, 11, 20, 21, 59, tzinfo=miami), actor=specialist, now=WED)
+    assert appt.starts_at.astimezone(miami).hour == 21
+
+
+@time_machine.travel(WED, tick=False)
+def test_the_booking_form_names_the_slip_and_keeps_what_was_typed(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    data = {"physician_id": str(doc.id), "starts": "2026-11-20T03:00", "tz_basis": "patient", "mode": "in_person"}
+    resp = form_post(client, f"/leads/{lead.id}/appointments", lead, duration="30", **data)
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 422 and "That is 03:00 AM for the patient" in page and "Did you mean 03:00 PM?" in page
+    assert 'value="2026-11-20T03:00"' in page
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 0

@@ -98,6 +98,7 @@ def book(
         raise BookingError("Book within the next year.")
     if not 5 <= duration_minutes <= 240:
         raise BookingError("The visit length must be between 5 and 240 minutes.")
+    _check_visiting_hours(lead, starts_at)
     # A certification the state will not accept wastes the patient's fee and the physician's time:
     # such a booking must be a decision, not a slip (the page shows the reason next to the box).
     doubt = eligibility_doubt(lead)
@@ -173,6 +174,22 @@ def book(
     return appt
 
 
+# No practice sees patients at 2 AM: a visit outside these hours (patient time) is an AM/PM slip.
+VISITING_HOURS = (6, 22)
+
+
+def _check_visiting_hours(lead: Lead, starts_at: datetime) -> None:
+    local = starts_at.astimezone(patient_zone(lead.patient))
+    first, last = VISITING_HOURS
+    if first <= local.hour < last:
+        return
+    other = local + timedelta(hours=12 if local.hour < 12 else -12)  # always inside the hours
+    raise BookingError(
+        f"That is {local:%I:%M %p} for the patient: visits start between 6 AM and 10 PM their time. "
+        f"Did you mean {other:%I:%M %p}?"
+    )
+
+
 def _check_registration_on_visit_day(physician: Physician, lead: Lead, starts_at: datetime) -> None:
     """Certifying is legal only under a current registration: on the visit's day, not just today."""
     expires_on = registration_expiry(physician, lead.patient.state)
@@ -216,6 +233,7 @@ def reschedule(appt: Appointment, *, starts_at: datetime, actor: User, now: date
         raise BookingError("The appointment must be in the future.")
     if starts_at > now + timedelta(days=365):
         raise BookingError("Book within the next year.")
+    _check_visiting_hours(appt.lead, starts_at)
     physician = _lock_physician(appt.physician_id)
     if physician is None or not physician.active:
         raise BookingError("This physician is no longer active: cancel the appointment and book another physician.")
