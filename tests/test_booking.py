@@ -44,6 +44,14 @@ def test_book_moves_the_lead_to_booked_and_queues_the_invite(db, specialist):
     assert "Miami" in str(event["location"])
 
 
+def test_the_invite_gives_the_practice_phone_as_people_write_it(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    doc.phone = "+19545551387"
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    (event,) = Calendar.from_ical(db.session.scalar(sa.select(OutboxEmail.ics))).walk("VEVENT")
+    assert "Practice phone: (954) 555-1387" in str(event["description"])
+
+
 def test_emails_give_the_time_in_the_zone_the_lead_page_uses(db, specialist):
     """A Honolulu patient not geocoded yet (no stored zone): the page reads and shows times in the
     ZIP's zone, so the confirmation and the reminder must say 10:00 AM HST, not 03:00 PM EST."""
@@ -92,6 +100,9 @@ def test_cancelling_a_coming_visit_emails_a_calendar_cancel_of_the_same_event(ap
     assert "Friday, November 20, 2026 at 09:00 AM EST" in cancellation.body_text
     assert "is cancelled" in cancellation.body_text
     invite, cancel = Calendar.from_ical(confirmation.ics), Calendar.from_ical(cancellation.ics)
+    (published,) = invite.walk("VEVENT")
+    assert str(published["organizer"]) == "mailto:desk@example.com"  # the same organizer the CANCEL names
+    assert "ATTENDEE" not in published  # PUBLISH names no attendee (RFC 5546 3.2.1)
     assert str(invite["method"]) == "PUBLISH" and str(cancel["method"]) == "CANCEL"
     (first,), (second,) = invite.walk("VEVENT"), cancel.walk("VEVENT")
     assert str(second["uid"]) == str(first["uid"])  # the same event, so calendars remove it
@@ -384,6 +395,9 @@ def test_booking_route_and_outcome_route(client, auth, db, specialist):
     assert resp.status_code == 302
     db.session.expire_all()
     assert lead.status == S.CONTACTED and appt.status == AppointmentStatus.CANCELLED
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Appointment cancelled; the patient is emailed a cancellation that takes it off their calendar." in page
+    assert "Cancellation emailed Nov 18, 2026" in page and "Confirmation with calendar invite queued" not in page
 
 
 @time_machine.travel(WED, tick=False)

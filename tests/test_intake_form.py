@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm.intake.forms import CONSENT_TEXT
+from crm.intake.routes import wait_words
 from crm.models import InboxItem, Lead, LeadEvent, Patient
 from crm.models.enums import EventKind, InboxChannel, InboxStatus, LeadSourceKind
 from crm.services.sources import sign_payload
@@ -530,11 +531,21 @@ def test_form_rate_limit_per_ip(make_app, db, conditions):
     limited = client.post("/conditions/dystonia", data=form_data(idempotency_token="8" * 32))
     html = limited.get_data(as_text=True)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
-    assert "please wait about 1 minute" in html and 'value="Casey"' in html and "Please text after 6." in html
+    wait = wait_words(int(limited.headers["Retry-After"]))  # what is left of the minute's window
+    assert f"please wait {wait}, then" in html and 'value="Casey"' in html and "Please text after 6." in html
     other_ip = client.post(
         "/conditions/dystonia", data=form_data(idempotency_token="9" * 32), environ_base={"REMOTE_ADDR": "198.51.100.9"}
     )
     assert other_ip.status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(1, "1 second"), (2, "2 seconds"), (59, "59 seconds"), (60, "about 1 minute"), (89, "about 1 minute"),
+     (90, "about 2 minutes"), (3600, "about 60 minutes")],
+)  # fmt: skip
+def test_the_wait_is_said_as_the_retry_after_header_gives_it(seconds, words):
+    assert wait_words(seconds) == words
 
 
 def test_the_rate_limit_counts_refused_tries_too_and_says_so_keeping_what_was_typed(make_app, db, conditions):

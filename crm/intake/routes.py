@@ -191,17 +191,23 @@ def _too_many(err):
     return error_response(429, None, {"Retry-After": retry_after})
 
 
+def wait_words(seconds: int) -> str:
+    """How long to wait, as the page says it: the same wait the Retry-After header gives."""
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = round(seconds / 60)
+    return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+
+
 def _form_rate_limited(limit):
     """Too many submissions from this IP: show the form again, typed values kept, with a clear message.
     The limit counts every post, those sent back for a correction too, so the words must not
     say that earlier requests were received. This post is not processed or stored."""
     retry = max(int(limit.reset_at - time.time()), 1)
-    minutes = max(round(retry / 60), 1)
-    plural = "s" if minutes != 1 else ""
     message = (
         "This form was sent from your connection too many times in a short while (every try counts, "
         "including ones sent back for a correction), so this one was not sent. Everything you typed is "
-        f"still here: please wait about {minutes} minute{plural}, then press Book Appointment again."
+        f"still here: please wait {wait_words(retry)}, then press Book Appointment again."
     )
     # Like an expired token, a post from another site is not echoed back filled in.
     return _form_again(message, 429, {"Retry-After": str(retry)}, keep_values=_posted_from_our_site())

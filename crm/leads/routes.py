@@ -32,7 +32,7 @@ from crm.models import (
     User,
     WebhookSource,
 )
-from crm.models.enums import LeadStatus, VisitMode
+from crm.models.enums import EventKind, LeadStatus, VisitMode
 from crm.services import audit, booking, followups, patient_details, routing, workflow
 from crm.services.calling_window import (
     closed_until,
@@ -289,6 +289,11 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             outcome_form=blank(lead_forms.OutcomeForm),
             reschedule_form=forms.get("reschedule_form") or blank(lead_forms.RescheduleForm),
             appt_outcomes={a.id: booking.possible_outcomes(a, now) for a in lead.appointments},
+            cancellations_emailed={
+                e.data.get("appointment_id"): e.created_at
+                for e in events
+                if e.kind == EventKind.EMAIL_SENT and e.data.get("kind") == "appointment_cancellation"
+            },
             outcome_labels=booking.OUTCOME_LABELS,
             assign_form=assign_form,
             adult_form=adult_form,
@@ -620,16 +625,28 @@ def reschedule(lead_id: int, appt_id: int):
 def appointment_outcome(lead_id: int, appt_id: int):
     me = current_user._get_current_object()
 
+    emailed = []
+
     def apply(lead, form):
         appt = _lead_appointment(lead, appt_id)
-        return booking.set_outcome(appt, form.outcome.data, actor=me, note=form.note.data or "")
+        sequence = appt.ics_sequence
+        booking.set_outcome(appt, form.outcome.data, actor=me, note=form.note.data or "")
+        emailed.append(appt.ics_sequence > sequence)  # only a cancellation email raises it
+
+    def success(lead):
+        if emailed and emailed[0]:
+            return (
+                "Appointment cancelled; the patient is emailed a cancellation that takes it off their calendar. "
+                f"The lead is {lead.status.value}."
+            )
+        return f"Appointment outcome recorded; the lead is {lead.status.value}."
 
     return _action(
         lead_id,
         lead_forms.OutcomeForm,
         "outcome_form",
         apply,
-        lambda lead: f"Appointment outcome recorded; the lead is {lead.status.value}.",
+        success,
         "appointments",
     )
 

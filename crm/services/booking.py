@@ -28,6 +28,7 @@ from crm.extensions import db
 from crm.models import Appointment, Lead, Physician, User
 from crm.models.enums import LIVE_APPOINTMENT, AppointmentStatus, EventKind, LeadStatus, VisitMode
 from crm.services.calling_window import zone
+from crm.services.contact import format_phone
 from crm.services.followups import complete_due_calls, patient_timezone
 from crm.services.mailer import queue_email
 from crm.services.matching import booking_refusal
@@ -291,16 +292,17 @@ def build_ics(appt: Appointment, *, now: datetime | None = None, cancel: bool = 
     ev.add("dtend", appt.starts_at + timedelta(minutes=appt.duration_minutes))
     ev.add("summary", f"{'Cancelled: a' if cancel else 'A'}ppointment with {physician.full_name}")
     ev.add("location", vText(_location(physician, appt.mode)))
+    # Every iTIP message names its organizer (RFC 5546 3.2): the desk, the same on the invite, its
+    # moves and its cancellation, so a calendar matches the CANCEL to the event it added.
+    ev.add("organizer", f"mailto:{parseaddr(current_app.config.get('MAIL_DEFAULT_SENDER') or '')[1]}")
     if cancel:
-        # CANCEL names who sends it and to whom (RFC 5546 3.2.5): the desk's address and the patient.
-        ev.add("organizer", f"mailto:{parseaddr(current_app.config.get('MAIL_DEFAULT_SENDER') or '')[1]}")
-        ev.add("attendee", f"mailto:{appt.lead.patient.email}")
+        ev.add("attendee", f"mailto:{appt.lead.patient.email}")  # a CANCEL names whom it cancels for
         ev.add("description", "This appointment was cancelled. To book another time, reply to this email or call us.")
     else:
         kind = "Telehealth" if appt.mode == VisitMode.TELEHEALTH else "In-person"
         desc = [f"{kind} visit with {physician.full_name}."]
         if physician.phone:
-            desc.append(f"Practice phone: {physician.phone}")
+            desc.append(f"Practice phone: {format_phone(physician.phone)}")
         desc.append("To change or cancel, reply to this email or call us.")
         ev.add("description", "\n".join(desc))
     cancelled = cancel or appt.status == AppointmentStatus.CANCELLED
@@ -357,7 +359,8 @@ def send_confirmation(
         subject = f"New time: your appointment with {physician.full_name} on {when:%b %d}"
     email = queue_email(patient.email, subject, body, kind=kind, lead=lead, ics=build_ics(appt, now=now))
     appt.confirmation_sent_at = now
-    add_event(lead, EventKind.EMAIL_SENT, {"kind": kind, "outbox_id": email.id}, actor=actor, at=now)
+    data = {"kind": kind, "outbox_id": email.id, "appointment_id": appt.id}
+    add_event(lead, EventKind.EMAIL_SENT, data, actor=actor, at=now)
     return True
 
 
@@ -414,9 +417,8 @@ def send_cancellation(appt: Appointment, *, actor: User | None, now: datetime) -
         lead=lead,
         ics=build_ics(appt, now=now, cancel=True),
     )
-    add_event(
-        lead, EventKind.EMAIL_SENT, {"kind": "appointment_cancellation", "outbox_id": email.id}, actor=actor, at=now
-    )
+    data = {"kind": "appointment_cancellation", "outbox_id": email.id, "appointment_id": appt.id}
+    add_event(lead, EventKind.EMAIL_SENT, data, actor=actor, at=now)
     return True
 
 
@@ -487,7 +489,8 @@ def send_appointment_reminders(now: datetime, hours: int = 24, limit: int = 200)
             lead=appt.lead,
             ics=build_ics(appt, now=now),
         )
-        add_event(appt.lead, EventKind.EMAIL_SENT, {"kind": "appointment_reminder", "outbox_id": email.id}, at=now)
+        data = {"kind": "appointment_reminder", "outbox_id": email.id, "appointment_id": appt.id}
+        add_event(appt.lead, EventKind.EMAIL_SENT, data, at=now)
         sent += 1
     db.session.flush()
     return sent
