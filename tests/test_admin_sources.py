@@ -152,6 +152,9 @@ def test_the_source_page_labels_the_test_deliveries(client, auth, admin, db):
     recent = page.split("Recent deliveries", 1)[1]
     assert f'#{item.lead_id}</a> <span class="badge text-bg-warning">Test delivery</span>' in recent
     assert f"/admin/inbox/{item.id}" in recent
+    # A long webhook-id is clipped visibly, with the whole of it on hover.
+    assert len(item.webhook_id) > 28 and f'title="{item.webhook_id}"' in recent
+    assert f">{item.webhook_id[:27]}…</td>" in recent
 
 
 def test_mark_test_lead_flags_once_and_close_test_lead_refuses_a_real_lead(db, admin):

@@ -107,6 +107,53 @@ def test_accepted_returns_202_and_creates_patient_and_lead(client, db, source):
     assert json.loads(item.body)["email"] == "robin.hale@example.com"
 
 
+def test_two_long_webhook_ids_sharing_their_first_200_characters_are_two_deliveries(client, db, source):
+    first = deliver(client, PAYLOAD, msg_id="y" * 250 + "A")
+    second = deliver(client, dict(PAYLOAD, email="other@example.com", phone="(305) 555-0111"), msg_id="y" * 250 + "B")
+    assert first.status_code == second.status_code == 202
+    assert first.get_json()["lead_id"] != second.get_json()["lead_id"]
+    stored = [item.webhook_id for item in items(db)]
+    assert all(len(w) <= 200 and w.startswith("y" * 150) for w in stored) and stored[0] != stored[1]
+    assert deliver(client, PAYLOAD, msg_id="y" * 250 + "A").get_json()["status"] == "duplicate"  # a real repeat
+
+
+def test_a_body_that_is_not_utf8_is_unreadable_not_badly_signed(client, db, source):
+    import base64
+    import hashlib
+    import hmac
+
+    body = json.dumps(dict(PAYLOAD, first_name="Zoë"), ensure_ascii=False).encode("latin-1")  # signed as sent
+    at = str(int(datetime.now(UTC).timestamp()))
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    mac = base64.b64encode(hmac.new(key, b"msg_l1." + at.encode() + b"." + body, hashlib.sha256).digest()).decode()
+    headers = {"webhook-id": "msg_l1", "webhook-timestamp": at, "webhook-signature": f"v1,{mac}"}
+    resp = client.post("/webhooks/intake/site", data=body, headers=headers, content_type="application/json")
+    assert resp.status_code == 400
+    assert resp.get_json() == {"error": "The body is not UTF-8 text (JSON and form bodies must be UTF-8)."}
+    item = items(db)[-1]
+    assert item.status == InboxStatus.REJECTED and item.error.startswith("[400]") and count(db, Lead) == 0
+
+
+def test_no_header_that_signs_or_authenticates_is_stored(client, db, source):
+    relayed = {
+        "Typeform-Signature": "sha256=abc",
+        "X-Hub-Signature-256": "sha256=def",
+        "svix-signature": "v1,ghi",
+        "X-Webhook-Secret": "s3cret",
+        "X-Auth-Token": "tok",
+        "X-Api-Key": "key",
+        "X-Forwarded-For": "203.0.113.7",
+        "User-Agent": "relay/1.0",
+    }
+    resp = deliver(client, PAYLOAD, extra_headers=relayed)
+    assert resp.status_code == 202
+    kept = db.session.get(InboxItem, resp.get_json()["inbox_id"]).headers
+    assert kept["x-forwarded-for"] == "203.0.113.7" and kept["user-agent"] == "relay/1.0"
+    assert kept["webhook-id"] == "msg_1" and "webhook-timestamp" in kept
+    for value in ("sha256=abc", "sha256=def", "v1,ghi", "s3cret", "tok", "key"):
+        assert value not in json.dumps(kept)
+
+
 def test_invisible_characters_in_a_delivered_name_are_dropped_not_refused(client, db, source):
     # A bidi override shows "\u202eelaH" as "Hale" reversed; a zero-width space makes two names
     # that look the same compare different. The delivery is taken (never lost for it), names clean.
@@ -146,6 +193,54 @@ def test_same_webhook_id_with_a_different_body_is_a_duplicate_flagged_for_an_adm
     assert dup.status == InboxStatus.DUPLICATE and "555-0199" in dup.body
     assert dup.error.startswith(f"Same webhook-id as inbox item #{first['inbox_id']} but a different body")
     assert deliver(client, PAYLOAD).status_code == 200 and items(db)[-1].error is None  # a plain repeat
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [({"first_name": "Robin"}, "application/json"), ("{oops", "application/json"), ("<a/>", "application/xml")],
+    ids=["invalid fields", "malformed json", "not json"],
+)
+def test_a_repeat_of_a_delivered_webhook_id_is_a_duplicate_whatever_its_body(client, db, source, body, content_type):
+    """The webhook-id is the sender's idempotency key: once it made a lead, a repeat is answered
+    "duplicate" with that lead, not refused as though it were a new request (SPEC 5)."""
+    first = deliver(client, PAYLOAD, msg_id="dup-1").get_json()
+    again = deliver(client, body, msg_id="dup-1", content_type=content_type)
+    assert again.status_code == 200 and again.get_json() == {"status": "duplicate", "lead_id": first["lead_id"]}
+    dup = items(db)[-1]
+    assert dup.status == InboxStatus.DUPLICATE and dup.lead_id == first["lead_id"]
+    assert dup.error.startswith(f"Same webhook-id as inbox item #{first['inbox_id']} but a different body")
+    assert count(db, Lead) == 1
+    # Another id with the same bad body is still refused: only the key decides.
+    assert deliver(client, body, msg_id="dup-2", content_type=content_type).status_code in (400, 422)
+
+
+def test_a_refusal_corrected_by_the_senders_resend_needs_no_attention(client, db, source, app):
+    from crm.services import intake
+
+    refused = deliver(client, dict(PAYLOAD, email="not-an-email"), msg_id="fix-1")
+    assert refused.status_code == 422
+    refused_item = items(db)[-1]
+    attention = sa.select(sa.func.count()).select_from(InboxItem).where(intake.needs_attention())
+    assert db.session.scalar(attention) == 1 and intake.is_attention(refused_item)
+    resent = deliver(client, PAYLOAD, msg_id="fix-1")  # the sender fixed the field, same id
+    assert resent.status_code == 202
+    db.session.expire_all()
+    assert db.session.scalar(attention) == 0 and not intake.is_attention(db.session.get(InboxItem, refused_item.id))
+    # A replay of the refused item now answers as the resend's duplicate instead of refusing again.
+    outcome = intake.process(refused_item.id)
+    assert outcome.status == "duplicate" and outcome.lead_id == resent.get_json()["lead_id"]
+    db.session.expire_all()
+    replayed = db.session.get(InboxItem, refused_item.id)
+    assert replayed.status == InboxStatus.DUPLICATE and replayed.lead_id == resent.get_json()["lead_id"]
+    assert count(db, Lead) == 1
+
+
+@pytest.mark.parametrize("consent", [{"checked": False}, {}, {"given": True}, [{"checked": True}]])
+def test_consent_sent_as_an_object_is_no_answer(client, db, source, consent):
+    resp = deliver(client, dict(PAYLOAD, consent=consent))
+    assert resp.status_code == 422
+    assert resp.get_json()["fields"] == {"consent": ["Send consent as a yes or no (true/false), not an object."]}
+    assert count(db, Lead) == 0
 
 
 def test_identical_resubmission_is_folded_into_the_open_lead(client, db, source):

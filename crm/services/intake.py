@@ -45,6 +45,7 @@ from urllib.parse import parse_qsl
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from crm import INTAKE_BIND
 from crm.extensions import db
@@ -201,13 +202,16 @@ def _text(value: Any) -> str:
 
 
 def parse_consent(value: Any) -> bool | None:
-    """True/False for a recognisable answer, None when absent."""
+    """True/False for a recognisable answer, None when absent; ValueError for an object, which
+    is no answer at all (``{"checked": false}`` must not read as a yes)."""
     if value is None:
         return None
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
         return value != 0
+    if isinstance(value, dict):
+        raise ValueError("Send consent as a yes or no (true/false), not an object.")
     if isinstance(value, list):
         return any(parse_consent(v) for v in value) if value else False
     word = str(value).strip().lower().replace("\u2019", "'").rstrip(".!")
@@ -335,9 +339,13 @@ def validate_fields(
 
     clean["language"] = language_code(texts["language"])
 
-    consent = parse_consent(raw.get("consent"))
+    try:
+        consent = parse_consent(raw.get("consent"))
+    except ValueError as exc:
+        consent = None
+        err("consent", str(exc))
     clean["consent"] = consent
-    if consent is False or (require_consent and not consent):
+    if "consent" not in errors and (consent is False or (require_consent and not consent)):
         err("consent", "Please agree to be contacted so we can help you book the appointment.")
 
     # Tracking fields come from hidden inputs and query strings: cut, never refuse.
@@ -498,8 +506,19 @@ def _not_json(word: str):
     raise ValueError(f"{word} is not a JSON value")
 
 
+# Any other header that may carry a credential: another tool's signature passed on by a relay
+# (Typeform-Signature, X-Hub-Signature-256, svix-signature), a secret, a token, a key.
+_CREDENTIAL_HEADER_RE = re.compile(r"signature|secret|token|auth|cookie|api[-_]?key|passw|session", re.IGNORECASE)
+
+
 def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower() not in DROPPED_HEADERS}
+    """The headers an inbox item keeps: none that signs or authenticates (SPEC 5: no secret or
+    signature stored in clear)."""
+    return {
+        k.lower(): v
+        for k, v in headers.items()
+        if k.lower() not in DROPPED_HEADERS and not _CREDENTIAL_HEADER_RE.search(k)
+    }
 
 
 def raw_fields(item: InboxItem) -> dict[str, Any]:
@@ -588,10 +607,6 @@ def verify_signature(source: WebhookSource, body: bytes, headers: Mapping[str, s
         return "webhook-timestamp must be Unix seconds, not milliseconds"
     if abs(now.timestamp() - sent) > 300:
         return "stale webhook-timestamp (more than 5 minutes off)"
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        return "the body is not UTF-8, so the signature cannot match"
     for secret in active_secrets(source, now):
         try:
             Webhook(secret.secret).verify(body, h, json_parse=False)
@@ -599,6 +614,27 @@ def verify_signature(source: WebhookSource, body: bytes, headers: Mapping[str, s
         except Exception:  # noqa: BLE001,S112 - any failure with this secret: try the next one
             continue
     return "invalid signature"
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+WEBHOOK_ID_LENGTH = 200  # inbox_items.webhook_id
+
+
+def stored_webhook_id(raw: str) -> str | None:
+    """The webhook-id as stored (and so as deduplicated): whole when it fits the column; a longer
+    one keeps its start and a digest of the whole, so two ids that share their first 200
+    characters are still two deliveries, not one taken for the other's duplicate."""
+    if len(raw) <= WEBHOOK_ID_LENGTH:
+        return raw or None
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"{raw[: WEBHOOK_ID_LENGTH - 42]}…#{digest}"
 
 
 def receive_webhook(slug: str, body: bytes | None, headers: Mapping[str, str], **kwargs) -> Outcome:
@@ -619,7 +655,7 @@ def _receive_webhook(
     now = now or utcnow()
     kept = safe_headers(headers)
     content_type = kept.get("content-type", "")[:120]
-    webhook_id = (kept.get("webhook-id") or "")[:200] or None
+    webhook_id = stored_webhook_id(kept.get("webhook-id") or "")
     source = load_source(slug[:80])
     item_values = {
         "channel": InboxChannel.WEBHOOK,
@@ -637,6 +673,10 @@ def _receive_webhook(
     if too_large:
         limit = current_app.config["WEBHOOK_MAX_BYTES"]
         return _reject_now(item_values, 413, f"body too large: at most {limit} bytes")
+    if not _is_utf8(body or b""):
+        # JSON and form bodies are UTF-8 (RFC 8259); the signing library reads the body as text,
+        # so this one cannot be checked either way: an unreadable body, not a bad signature.
+        return _reject_now(item_values, 400, "The body is not UTF-8 text (JSON and form bodies must be UTF-8).")
     reason = verify_signature(source, body or b"", headers, now)
     if reason:
         return _reject_now(item_values, 401, reason)
@@ -1323,6 +1363,12 @@ def _store_and_process(item_values: dict, now: datetime, source: SourceRow | Non
         if rejected is None:
             outcome = _accept(item, clean, now)
         else:
+            # The sender's idempotency key names a request we already took: answered "duplicate"
+            # whatever this body is (SPEC 5), not refused as though it were a new request.
+            original = _holder_of(key, None)
+            if original is not None:
+                db.session.rollback()
+                return _store_duplicate(original, item_values, now)
             item.insert()
             outcome = rejected
         db.session.commit()
@@ -1375,26 +1421,35 @@ def process(item_id: int, *, now: datetime | None = None) -> Outcome:
     key = _dedupe_key(item)
     try:
         outcome = _process_in_transaction(item, now)
-        db.session.commit()
+        original = _holder_of(key, item_id) if outcome.status == "rejected" else None
+        if original is None:
+            db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()
         original = _holder_of(key, item_id)
         if original is None:
             failed = _mark_failed(item_id, exc, now)
             return Outcome("failed", inbox_id=item_id, lead_id=None, http_status=202, error=failed and failed.error)
-        item = db.session.get(InboxItem, item_id)
-        item.status, item.lead_id, item.processed_at = InboxStatus.DUPLICATE, original.lead_id, now
-        item.error, item.next_attempt_at, item.dedupe_key = None, None, None
-        db.session.commit()
-        return Outcome("duplicate", inbox_id=item_id, lead_id=original.lead_id, http_status=200)
+        return _mark_duplicate(item_id, original, now)
     except Exception as exc:  # noqa: BLE001 - any failure leaves the raw item failed, to be retried
         log.exception("intake: processing inbox item %s failed", item_id)
         failed = _mark_failed(item_id, exc, now)
         return Outcome("failed", inbox_id=item_id, http_status=202, error=failed.error if failed else error_text(exc))
+    if original is not None:  # refused again, but its webhook-id made a lead meanwhile (a corrected resend)
+        db.session.rollback()
+        return _mark_duplicate(item_id, original, now)
     outcome.inbox_id = item_id
     if outcome.status == "accepted" and outcome.lead_id is not None:
         _settle_late_test_delivery(item_id, outcome.lead_id)
     return outcome
+
+
+def _mark_duplicate(item_id: int, original: InboxItem, now: datetime) -> Outcome:
+    item = db.session.get(InboxItem, item_id)
+    item.status, item.lead_id, item.processed_at = InboxStatus.DUPLICATE, original.lead_id, now
+    item.error, item.next_attempt_at, item.dedupe_key = None, None, None
+    db.session.commit()
+    return Outcome("duplicate", inbox_id=item_id, lead_id=original.lead_id, http_status=200)
 
 
 def _settle_late_test_delivery(item_id: int, lead_id: int) -> None:
@@ -1436,22 +1491,39 @@ DISMISS_REASONS = {
 }
 
 
+def _dedupe_key_sql(item: type[InboxItem]) -> sa.ColumnElement[str]:
+    """``_dedupe_key`` of each row, in SQL (NULL without a webhook-id or form token)."""
+    return sa.case(
+        (item.channel == InboxChannel.FORM.value, sa.literal("form:") + item.webhook_id),
+        else_=sa.literal("webhook:") + sa.cast(item.source_id, sa.String) + sa.literal(":") + item.webhook_id,
+    )
+
+
 def needs_attention() -> sa.ColumnElement[bool]:
     """Items that became no lead but could: processing failed, or the content was refused (422)
     and a fix on our side (mapping, condition list) and a replay would rescue the patient's
-    request. Refusals by signature, source or size are not here: nothing on our side fixes them."""
+    request. Refusals by signature, source or size are not here: nothing on our side fixes them;
+    nor is a refusal whose webhook-id a later delivery (the sender's corrected resend) made a lead with."""
+    holder = aliased(InboxItem)
+    superseded = sa.exists().where(holder.dedupe_key == _dedupe_key_sql(InboxItem))
     return sa.or_(
         InboxItem.status == InboxStatus.FAILED,
         sa.and_(
             InboxItem.status == InboxStatus.REJECTED,
             sa.or_(*(InboxItem.error.startswith(prefix, autoescape=True) for prefix in REPLAYABLE_REJECTIONS)),
+            sa.not_(superseded),
         ),
     )
 
 
 def is_attention(item: InboxItem) -> bool:
     """``needs_attention`` for one loaded item."""
-    return item.status == InboxStatus.FAILED or _refused_for_content(item)
+    return item.status == InboxStatus.FAILED or (_refused_for_content(item) and superseded_by(item) is None)
+
+
+def superseded_by(item: InboxItem) -> InboxItem | None:
+    """For a refused item: the later item with the same webhook-id (or form token) that made a lead."""
+    return _holder_of(_dedupe_key(item), item.id)
 
 
 def dismiss(item: InboxItem, actor: User, reason: str, note: str = "") -> None:
