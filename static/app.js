@@ -48,7 +48,8 @@
     var el = document.querySelector('[data-shortcut="' + CSS.escape(event.key) + '"]');
     if (!el) { return; }
     event.preventDefault();
-    if (el.matches("input, textarea, select")) { el.focus(); } else { el.click(); }
+    // A field, or a card that can take the focus (tabindex="-1"): go there; anything else is pressed.
+    if (el.matches("input, textarea, select, [tabindex='-1']")) { el.focus(); } else { el.click(); }
   });
   // "Add a row" under a table of numbered form rows (name="registrations-3-state"): a copy of the
   // last row, emptied and numbered next, so a physician licensed in eight states is one save.

@@ -127,6 +127,19 @@ def test_the_demo_history_never_happens_in_the_future(app, db):
         assert times == sorted(times) and times[0] == lead.created_at, lead.id
 
 
+def test_the_demo_call_backs_fall_inside_each_patients_calling_window(app, db):
+    from crm.models import FollowUp
+    from crm.services.calling_window import is_allowed, window_from_config
+    from crm.services.followups import patient_timezone
+
+    assert app.test_cli_runner().invoke(args=["crm", "demo"]).exit_code == 0
+    window = window_from_config(app.config)
+    follow_ups = db.session.scalars(sa.select(FollowUp).where(FollowUp.kind == "call")).all()
+    assert follow_ups
+    for fu in follow_ups:
+        assert is_allowed(fu.due_at, patient_timezone(fu.lead.patient)[0], window), (fu.id, fu.due_at)
+
+
 def test_the_demo_reports_progress_step_by_step(app, db):
     from crm.services.demo import demo_steps, load_demo
 

@@ -30,6 +30,21 @@ def test_schedule_updates_the_lead_and_the_timeline(db, specialist):
         followups.complete(fu, actor=specialist)
 
 
+def test_closing_a_lead_closes_its_open_follow_ups_and_the_timeline_says_how_many(client, auth, db, specialist):
+    from crm.services.workflow import change_status
+
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    for hours in (2, 26):
+        followups.schedule(lead, due_at=WED + timedelta(hours=hours), kind="call", actor=specialist, now=WED)
+    change_status(lead, S.LOST, actor=specialist, reason="not_interested", now=WED)
+    db.session.commit()
+    assert all(fu.done_at == WED and fu.outcome == "lead lost" for fu in lead.follow_ups)
+    assert lead.events[-1].data["follow_ups_closed"] == 2
+    auth.as_user(specialist)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "· 2 open follow-ups closed" in page
+
+
 @pytest.mark.parametrize(
     ("tz", "due", "suggested"),
     [

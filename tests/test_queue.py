@@ -248,6 +248,7 @@ def test_pagination_is_bounded_and_counted(client, auth, db, specialist):
     auth.as_user(specialist)
     first = client.get("/queue?view=unassigned").get_data(as_text=True)
     assert "1–25 of 30" in first and "Page 1 of 2" in first
+    assert 'data-shortcut="]">Next</a>' in first and "<kbd>[</kbd>/<kbd>]</kbd> Previous / next page" in first
     second = client.get("/queue?view=unassigned&page=2").get_data(as_text=True)
     assert "26–30 of 30" in second
     page = queue_page(db.session, "unassigned", specialist, Filters(), page=1, per_page=10)

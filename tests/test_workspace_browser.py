@@ -180,6 +180,9 @@ def test_correct_the_zip_after_a_call_and_see_the_new_match(live_server, page, d
     page.wait_for_url(f"{live_server.url}/queue**")
     page.goto(f"{live_server.url}/leads/{lead.id}")
     assert page.get_by_text("Not matched yet").is_visible()  # created by a factory, never enriched
+    page.keyboard.press("b")  # nobody to book yet: b goes to the card that says why
+    assert page.evaluate("document.activeElement.id") == "appointments"
+    assert page.locator("#appointments .no-booking").is_visible()
 
     page.keyboard.press("e")  # the Edit details shortcut
     page.wait_for_url(f"{live_server.url}/leads/{lead.id}/details")

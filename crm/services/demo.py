@@ -144,6 +144,17 @@ def load_demo(progress: Callable[[int], None] | None = None, *, physicians: int 
     return report
 
 
+def _in_calling_window(lead: Lead, due: datetime) -> datetime:
+    """A demo call-back at a time the app itself would accept: inside the patient's calling window."""
+    from flask import current_app
+
+    from crm.services.calling_window import is_allowed, next_allowed, window_from_config
+    from crm.services.followups import patient_timezone
+
+    tz, window = patient_timezone(lead.patient)[0], window_from_config(current_app.config)
+    return due if is_allowed(due, tz, window) else next_allowed(due, tz, window)
+
+
 def _office_hours(when: datetime, salt: int) -> datetime:
     """The same day between 15:00 and 20:30 UTC (mid-morning to mid-afternoon across the US), so
     demo visits are not at night whenever the demo happens to be loaded."""
@@ -433,7 +444,7 @@ def _advance(rng, lead, target, specialists, doctors, created, now):
     _event(lead, owner, EventKind.CALL_ATTEMPT, {"outcome": CallOutcome.NO_ANSWER.value}, t)
     _transition(lead, owner, LeadStatus.ATTEMPTING, t)
     if target == LeadStatus.ATTEMPTING:
-        due = now + timedelta(hours=rng.randint(-3, 30))
+        due = _in_calling_window(lead, now + timedelta(hours=rng.randint(-3, 30)))
         db.session.add(FollowUp(lead=lead, owner=owner, due_at=due, note="Try again", created_at=t))
         lead.next_follow_up_at = due
         return
@@ -449,7 +460,7 @@ def _advance(rng, lead, target, specialists, doctors, created, now):
     _transition(lead, owner, LeadStatus.CONTACTED, t)
     _event(lead, owner, EventKind.NOTE, {"text": "Spoke with the patient; looking for a physician nearby."}, t)
     if target == LeadStatus.CONTACTED:
-        due = now + timedelta(hours=rng.randint(-2, 48))
+        due = _in_calling_window(lead, now + timedelta(hours=rng.randint(-2, 48)))
         db.session.add(FollowUp(lead=lead, owner=owner, due_at=due, note="Send physician options", created_at=t))
         lead.next_follow_up_at = due
         return

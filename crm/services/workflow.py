@@ -174,7 +174,9 @@ def change_status(
         data["attempts_before"] = lead.attempts or 0
         lead.attempts = 0
     if target in CLOSED:
-        _close_open_follow_ups(lead, now, f"lead {target.value}")
+        closed = _close_open_follow_ups(lead, now, f"lead {target.value}")
+        if closed:
+            data["follow_ups_closed"] = closed  # the timeline says so: they leave Due without an entry of their own
     if target == S.LOST:
         _cancel_live_appointments(lead, actor, now)
     add_event(lead, EventKind.STATUS_CHANGED, data, actor=actor, at=now)
@@ -188,12 +190,15 @@ def _cancel_live_appointments(lead: Lead, actor: User | None, now: datetime) -> 
         record_outcome(appt, AppointmentStatus.CANCELLED, actor=actor, note="lead closed as lost", now=now)
 
 
-def _close_open_follow_ups(lead: Lead, now: datetime, outcome: str) -> None:
+def _close_open_follow_ups(lead: Lead, now: datetime, outcome: str) -> int:
+    closed = 0
     for fu in lead.follow_ups:
         if fu.done_at is None:
             fu.done_at = now
             fu.outcome = outcome
+            closed += 1
     lead.next_follow_up_at = None
+    return closed
 
 
 def open_follow_ups(lead: Lead) -> list[FollowUp]:
