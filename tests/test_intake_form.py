@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import re
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -816,3 +817,44 @@ def test_a_too_long_description_is_flagged_under_the_box_it_was_typed_in(client,
     assert "Use at most 200 characters." in box
     assert "Use at most 200" not in html.split('id="condition"')[1].split('id="condition_text"')[0]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 0
+
+
+def count(db, model) -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+@pytest.mark.parametrize("zip_code", ["00000", "99999", "00000-1234"])
+def test_a_zip_no_address_has_is_asked_about_once_then_taken_as_typed(client, db, conditions, zip_code):
+    first = client.post("/request", data=form_data(zip=zip_code))
+    html = unescape(first.get_data(as_text=True))
+    assert first.status_code == 200 and count(db, Lead) == 0
+    assert f"We can't find the ZIP code {zip_code[:5]}. Please check it; if it is right, press Book" in html
+    assert f'name="zip_checked" type="hidden" value="{zip_code[:5]}"' in html and 'value="Casey"' in html
+    # Sent again unchanged (the hidden field carries what was asked): the patient knows their ZIP.
+    again = client.post("/request", data=form_data(zip=zip_code, zip_checked=zip_code[:5]))
+    assert again.status_code == 302 and count(db, Lead) == 1
+    assert db.session.scalar(sa.select(Patient.zip)) == zip_code
+
+
+def test_another_unknown_zip_is_asked_about_again_and_a_real_one_never(client, db, conditions):
+    changed = client.post("/request", data=form_data(zip="99998", zip_checked="00000"))
+    assert changed.status_code == 200 and "We can't find the ZIP code 99998" in unescape(changed.get_data(as_text=True))
+    for i, real in enumerate(("00501", "96813", "09012")):  # an IRS unique ZIP, Honolulu, an APO
+        patient = {"email": f"p{i}@example.com", "phone": f"305.555.010{i}", "idempotency_token": real * 6 + "00"}
+        resp = client.post("/request", data=form_data(zip=real, **patient))
+        assert resp.status_code == 302, real
+    assert count(db, Lead) == 3
+
+
+def test_webhooks_do_not_ask_about_an_unknown_zip(client, db, conditions):
+    """Nobody is there to answer: the delivery is taken and the specialist checks the address."""
+    from tests.factories import WebhookSourceFactory
+
+    WebhookSourceFactory(slug="site")
+    db.session.commit()
+    body = '{"first_name": "Ana", "last_name": "Ruiz", "email": "ana@example.com", "zip": "00000"}'
+    signed = sign_payload("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", body, msg_id="msg_zip")
+    resp = client.post(
+        "/webhooks/intake/site", data=signed.body, headers=signed.headers, content_type="application/json"
+    )
+    assert resp.status_code == 202

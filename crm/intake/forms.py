@@ -79,6 +79,8 @@ class RequestForm(FlaskForm):
     # Honeypot: hidden from people by CSS; bots fill it in.
     website = StringField("Leave this field empty", render_kw={"autocomplete": "off", "tabindex": "-1"})
     idempotency_token = HiddenField()
+    # The ZIP the patient was told we cannot find and sent again unchanged: taken as they typed it.
+    zip_checked = HiddenField()
     landing_page_url = HiddenField()
     utm_source = HiddenField()
     utm_medium = HiddenField()

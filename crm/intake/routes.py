@@ -26,7 +26,7 @@ from crm.errors import CSRF_MESSAGE, PUBLIC_FORM_ENDPOINTS, error_response
 from crm.extensions import csrf, db, limiter
 from crm.intake.forms import CONSENT_TEXT, OTHER, TRACKING_FIELDS, RequestForm
 from crm.models import Condition
-from crm.services import intake
+from crm.services import geocoding, intake
 from crm.services.markdown import render_markdown
 
 bp = Blueprint("intake", __name__)
@@ -146,6 +146,8 @@ def _handle_post(form: RequestForm, conditions: list[Condition]):
             else "Choose a condition, or describe it in your own words."
         )
         errors.setdefault("condition", []).append(missing)
+    if "zip" not in errors:
+        _check_zip_exists(form, fields["zip"], errors)
     if errors:
         # After "Something else / not sure" the missing answer is the text box's, so its error is there.
         typed = bool((form.condition_text.data or "").strip()) or other
@@ -166,6 +168,19 @@ def _handle_post(form: RequestForm, conditions: list[Condition]):
         )
         return None
     return redirect(url_for("intake.thank_you"))
+
+
+def _check_zip_exists(form: RequestForm, zip_code: str, errors: dict) -> None:
+    """A well-formed ZIP that no US address has (00000, a digit slipped) would reach a specialist
+    with no state, no eligibility and no physician nearby. Asked once: a patient who sends the same
+    ZIP again is taken at their word (our ZIP list may lack a brand-new one)."""
+    zip5 = zip_code.strip()[:5]
+    if geocoding.zip_known(zip5) or form.zip_checked.data == zip5:
+        return
+    form.zip_checked.data = zip5
+    errors.setdefault("zip", []).append(
+        f"We can't find the ZIP code {zip5}. Please check it; if it is right, press Book Appointment again."
+    )
 
 
 def _error_field(form: RequestForm, name: str, *, typed_condition: bool):

@@ -122,6 +122,19 @@ def _centroid(rows: list[dict]) -> tuple[float, float, str | None]:
     return round(lat, 5), round(lon, 5), tz[0][0] if tz else None
 
 
+@lru_cache(maxsize=1)
+def _all_zips() -> frozenset[str]:
+    import zipcodes
+
+    return frozenset(z["zip_code"] for z in zipcodes.list_all())
+
+
+def zip_known(zip_code: str) -> bool:
+    """Whether the ``zipcodes`` data has this 5-digit ZIP (any kind: standard, PO box, unique,
+    military, retired), located or not."""
+    return (zip_code or "")[:5] in _all_zips()
+
+
 def zip_location(zip_code: str) -> GeocodeResult | None:
     """The ZIP's centroid from the ``zipcodes`` package, or None (unknown or no coordinates)."""
     z = _zip_index()[0].get((zip_code or "")[:5])
