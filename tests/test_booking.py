@@ -15,7 +15,7 @@ from icalendar import Calendar
 from crm.extensions import db as _db
 from crm.models import Appointment, Lead, LeadEvent, OutboxEmail, Registration, User
 from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, OutboxStatus
-from crm.services import booking, mailer
+from crm.services import booking, mailer, matching
 from crm.services.booking import BookingError
 from crm.services.eligibility import ConditionFacts, ProgramFacts, evaluate
 from tests.factories import ConditionFactory, PhysicianFactory
@@ -398,6 +398,19 @@ def test_booking_route_and_outcome_route(client, auth, db, specialist):
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "Appointment cancelled; the patient is emailed a cancellation that takes it off their calendar." in page
     assert "Cancellation emailed Nov 18, 2026" in page and "Confirmation with calendar invite queued" not in page
+
+
+@time_machine.travel(WED, tick=False)
+def test_the_match_list_shows_each_physicians_load_now_not_when_it_was_matched(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    capacity = lead.match_result["candidates"][0].get("weekly_capacity", "?")
+    assert f"0/{capacity} booked this week" in client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert f"1/{capacity} booked this week" in page  # the stored list still says 0
+    assert matching.recent_bookings([doc.id], WED + timedelta(days=8)) == {doc.id: 0}  # out of the window
 
 
 @time_machine.travel(WED, tick=False)

@@ -33,7 +33,7 @@ from crm.models import (
     WebhookSource,
 )
 from crm.models.enums import EventKind, LeadStatus, VisitMode
-from crm.services import audit, booking, followups, patient_details, routing, workflow
+from crm.services import audit, booking, followups, matching, patient_details, routing, workflow
 from crm.services.calling_window import (
     closed_until,
     is_allowed,
@@ -252,10 +252,11 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
         form = forms.get(name)
         if form is not None:
             form.version.data = version  # the retry is against what is on screen now
-    physicians = {}
+    physicians, booked_now = {}, {}
     if candidates:
         ids = [int(c["physician_id"]) for c in candidates]
         physicians = {p.id: p for p in db.session.scalars(sa.select(Physician).where(Physician.id.in_(ids)))}
+        booked_now = matching.recent_bookings(ids, now)
     sla = sla_state(lead, now, SlaConfig.from_config(current_app.config))
     return (
         render_template(
@@ -275,6 +276,7 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             sla=sla,
             candidates=candidates,
             physicians=physicians,
+            booked_now=booked_now,
             open_follow_ups=[fu for fu in lead.follow_ups if fu.done_at is None],
             done_follow_ups=[fu for fu in lead.follow_ups if fu.done_at is not None],
             note_form=forms.get("note_form") or blank(lead_forms.NoteForm),

@@ -927,6 +927,23 @@ def match_lead(lead: Lead, now: datetime | None = None, *, bruteforce: bool = Fa
     return to_json(ctx, outcome, eligibility, now, "bruteforce" if bruteforce else "index")
 
 
+def recent_bookings(physician_ids: list[int], now: datetime) -> dict[int, int]:
+    """Each physician's bookings in the matching window as of ``now`` (what ranks them), for a
+    stored match list to show the current load rather than the load when it was made."""
+    if not physician_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(A.c.physician_id, sa.func.count())
+        .where(
+            A.c.physician_id.in_(physician_ids),
+            A.c.created_at >= now - BOOKINGS_WINDOW,
+            A.c.status != AppointmentStatus.CANCELLED.value,
+        )
+        .group_by(A.c.physician_id)
+    ).all()
+    return {pid: 0 for pid in physician_ids} | dict(rows)
+
+
 def booking_refusal(lead: Lead, physician: Physician, mode: str, now: datetime) -> str | None:
     """Why ``physician`` cannot be booked for ``lead`` in ``mode`` now, in the words of the match
     list's exclusions; None when they can. A stored match is a snapshot: since it was made a
