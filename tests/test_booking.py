@@ -742,6 +742,75 @@ def test_the_booking_form_names_the_slip_and_keeps_what_was_typed(client, auth, 
     data = {"physician_id": str(doc.id), "starts": "2026-11-20T03:00", "tz_basis": "patient", "mode": "in_person"}
     resp = form_post(client, f"/leads/{lead.id}/appointments", lead, duration="30", **data)
     page = resp.get_data(as_text=True)
-    assert resp.status_code == 422 and "That is 03:00 AM for the patient" in page and "Did you mean 03:00 PM?" in page
+    assert (
+        resp.status_code == 422
+        and "That is 03:00 AM for the patient" in page
+        and "Did you mean 03:00 PM their time?" in page
+    )
     assert 'value="2026-11-20T03:00"' in page
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 0
+
+
+def test_a_long_visit_clashes_with_a_shorter_one_starting_inside_it(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    booking.book(
+        lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, duration_minutes=60, now=WED
+    )
+    other, _ = matched_lead(db, assignee=specialist)
+    other.match_result = lead.match_result
+    with pytest.raises(BookingError, match="already has an appointment at that time"):
+        booking.book(other, physician_id=doc.id, starts_at=LATER + timedelta(minutes=40), mode="in_person",
+                     actor=specialist, now=WED)  # fmt: skip
+    booking.book(other, physician_id=doc.id, starts_at=LATER + timedelta(minutes=60), mode="in_person",
+                 actor=specialist, now=WED)  # fmt: skip
+
+
+def test_a_visit_cannot_be_moved_once_the_physician_has_no_registration_in_the_state(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.delete(doc.registrations[0])
+    db.session.flush()
+    with pytest.raises(BookingError, match="has no registration in FL now: cancel the appointment and book another"):
+        booking.reschedule(appt, starts_at=LATER + timedelta(days=1), actor=specialist, now=WED)
+
+
+@time_machine.travel(WED, tick=False)
+def test_a_page_loaded_before_a_move_is_stale_for_a_second_move_or_a_cancel(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    seen = str(lead.version)  # two tabs opened on the booked lead
+    move = f"/leads/{lead.id}/appointments/{appt.id}/reschedule"
+    first = client.post(move, data={"version": seen, "starts": "2026-11-24T10:30", "tz_basis": "patient"})
+    assert first.status_code == 302
+    second = client.post(move, data={"version": seen, "starts": "2026-11-25T10:30", "tz_basis": "patient"})
+    assert second.status_code == 409
+    cancel = client.post(
+        f"/leads/{lead.id}/appointments/{appt.id}/outcome", data={"version": seen, "outcome": "cancelled"}
+    )
+    assert cancel.status_code == 409
+    db.session.expire_all()
+    assert appt.starts_at == datetime(2026, 11, 24, 15, 30, tzinfo=UTC) and appt.status == AppointmentStatus.BOOKED
+    kinds = db.session.scalars(sa.select(OutboxEmail.kind).order_by(OutboxEmail.id)).all()
+    assert kinds == ["appointment_confirmation", "appointment_rescheduled"]
+
+
+def test_a_reminder_is_not_claimed_for_a_visit_cancelled_after_it_was_listed(db, specialist, monkeypatch):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    listed = db.session.scalars
+
+    def list_then_cancel_elsewhere(statement, *args, **kwargs):
+        result = listed(statement, *args, **kwargs)
+        ids = result.all()  # the job's list, then a specialist's cancellation commits before the claim
+        db.session.execute(sa.update(Appointment.__table__).where(Appointment.__table__.c.id == appt.id)
+                           .values(status=AppointmentStatus.CANCELLED.value))  # fmt: skip
+        return type("Listed", (), {"all": lambda self: ids})()
+
+    monkeypatch.setattr(db.session, "scalars", list_then_cancel_elsewhere)
+    assert booking.send_appointment_reminders(LATER - timedelta(hours=20)) == 0
+    monkeypatch.undo()
+    assert db.session.scalar(sa.select(Appointment.reminder_sent_at)) is None
+    assert db.session.scalars(sa.select(OutboxEmail.kind)).all() == ["appointment_confirmation"]

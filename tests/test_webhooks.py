@@ -132,6 +132,9 @@ def test_a_body_that_is_not_utf8_is_unreadable_not_badly_signed(client, db, sour
     assert resp.get_json() == {"error": "The body is not UTF-8 text (JSON and form bodies must be UTF-8)."}
     item = items(db)[-1]
     assert item.status == InboxStatus.REJECTED and item.error.startswith("[400]") and count(db, Lead) == 0
+    # Without signature headers it is refused as unsigned first, as any body is.
+    unsigned = client.post("/webhooks/intake/site", data=body, content_type="application/json")
+    assert unsigned.status_code == 401
 
 
 def test_no_header_that_signs_or_authenticates_is_stored(client, db, source):
@@ -142,6 +145,11 @@ def test_no_header_that_signs_or_authenticates_is_stored(client, db, source):
         "X-Webhook-Secret": "s3cret",
         "X-Auth-Token": "tok",
         "X-Api-Key": "key",
+        "X-Shopify-Hmac-Sha256": "hmacvalue",
+        "X-Hook-Key": "hookkey",
+        "Private-Key": "privkey",
+        "X-Credential": "cred",
+        "Keep-Alive": "timeout=5",
         "X-Forwarded-For": "203.0.113.7",
         "User-Agent": "relay/1.0",
     }
@@ -150,7 +158,8 @@ def test_no_header_that_signs_or_authenticates_is_stored(client, db, source):
     kept = db.session.get(InboxItem, resp.get_json()["inbox_id"]).headers
     assert kept["x-forwarded-for"] == "203.0.113.7" and kept["user-agent"] == "relay/1.0"
     assert kept["webhook-id"] == "msg_1" and "webhook-timestamp" in kept
-    for value in ("sha256=abc", "sha256=def", "v1,ghi", "s3cret", "tok", "key"):
+    assert kept["keep-alive"] == "timeout=5"  # not a key for all its letters
+    for value in ("sha256=abc", "sha256=def", "v1,ghi", "s3cret", "tok", "hmacvalue", "hookkey", "privkey", "cred"):
         assert value not in json.dumps(kept)
 
 

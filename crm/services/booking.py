@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import current_app
 from icalendar import Calendar, Event, vText
+from sqlalchemy.orm.attributes import flag_modified
 
 from crm.extensions import db
 from crm.models import Appointment, Lead, Physician, User
@@ -97,7 +98,7 @@ def book(
         raise BookingError("The appointment must be in the future.")
     if starts_at > now + timedelta(days=365):
         raise BookingError("Book within the next year.")
-    if not 5 <= duration_minutes <= 240:
+    if not 5 <= duration_minutes <= MAX_VISIT_MINUTES:
         raise BookingError("The visit length must be between 5 and 240 minutes.")
     _check_visiting_hours(lead, starts_at)
     # A certification the state will not accept wastes the patient's fee and the physician's time:
@@ -177,6 +178,7 @@ def book(
 
 # No practice sees patients at 2 AM: a visit outside these hours (patient time) is an AM/PM slip.
 VISITING_HOURS = (6, 22)
+MAX_VISIT_MINUTES = 240
 
 
 def _check_visiting_hours(lead: Lead, starts_at: datetime) -> None:
@@ -187,7 +189,7 @@ def _check_visiting_hours(lead: Lead, starts_at: datetime) -> None:
     other = local + timedelta(hours=12 if local.hour < 12 else -12)  # always inside the hours
     raise BookingError(
         f"That is {local:%I:%M %p} for the patient: visits start between 6 AM and 10 PM their time. "
-        f"Did you mean {other:%I:%M %p}?"
+        f"Did you mean {other:%I:%M %p} their time?"
     )
 
 
@@ -203,53 +205,77 @@ def _check_registration_on_visit_day(physician: Physician, lead: Lead, starts_at
 
 
 def _check_no_clash(physician: Physician, starts_at: datetime, duration_minutes: int, moving: int | None = None):
-    """The physician's other live appointments (not ``moving``, the one being rescheduled)."""
-    others = [
+    """No other live appointment of the physician (not ``moving``, the one being rescheduled)
+    overlaps [starts_at, starts_at + duration): each with its own length, so a 60-minute visit at
+    09:00 clashes with one at 09:40."""
+    ends_at = starts_at + timedelta(minutes=duration_minutes)
+    nearby = [
         Appointment.physician_id == physician.id,
         Appointment.status.in_([s.value for s in LIVE_APPOINTMENT]),
-        Appointment.starts_at > starts_at - timedelta(minutes=duration_minutes),
-        Appointment.starts_at < starts_at + timedelta(minutes=duration_minutes),
+        Appointment.starts_at > starts_at - timedelta(minutes=MAX_VISIT_MINUTES),
+        Appointment.starts_at < ends_at,
     ]
     if moving is not None:
-        others.append(Appointment.id != moving)
-    if db.session.scalar(sa.select(Appointment.id).where(*others).limit(1)):
+        nearby.append(Appointment.id != moving)
+    rows = db.session.execute(sa.select(Appointment.starts_at, Appointment.duration_minutes).where(*nearby)).all()
+    if any(other + timedelta(minutes=minutes) > starts_at for other, minutes in rows):
         raise BookingError(f"{physician.full_name} already has an appointment at that time. Pick another time.")
 
 
 def reschedule(appt: Appointment, *, starts_at: datetime, actor: User, now: datetime | None = None) -> Appointment:
     """Move a coming appointment to another time with the same physician, and send the patient
     the invite again under the same UID with a higher SEQUENCE, so their calendar moves the event.
-    Another physician is a new booking: cancel this one, then book from the match list."""
+    Another physician is a new booking: cancel this one, then book from the match list.
+
+    Checked under the physician's lock with the appointment read afresh, so a cancellation or
+    another move committed meanwhile is seen; the lead's version goes up, so a page loaded before
+    the move gets the conflict message instead of acting on the old time."""
     now = now or datetime.now(UTC)
     if starts_at.tzinfo is None:
         raise BookingError("The appointment time needs a time zone.")
-    if appt.status not in LIVE_APPOINTMENT:
-        raise BookingError(f"This appointment is {appt.status.value.replace('_', ' ')}: book a new one instead.")
-    if appt.starts_at <= now:
-        raise BookingError("This visit's time has passed: record its outcome, then book again if needed.")
     starts_at = starts_at.astimezone(UTC)
-    if starts_at == appt.starts_at:
-        raise BookingError("That is the time it is booked for already. Pick the new time.")
     if starts_at <= now:
         raise BookingError("The appointment must be in the future.")
     if starts_at > now + timedelta(days=365):
         raise BookingError("Book within the next year.")
     _check_visiting_hours(appt.lead, starts_at)
     physician = _lock_physician(appt.physician_id)
+    db.session.refresh(appt, with_for_update=db.session.get_bind().dialect.name != "sqlite")
+    if appt.status not in LIVE_APPOINTMENT:
+        raise BookingError(f"This appointment is {appt.status.value.replace('_', ' ')}: book a new one instead.")
+    if appt.starts_at <= now:
+        raise BookingError("This visit's time has passed: record its outcome, then book again if needed.")
+    if starts_at == appt.starts_at:
+        raise BookingError("That is the time it is booked for already. Pick the new time.")
     if physician is None or not physician.active:
         raise BookingError("This physician is no longer active: cancel the appointment and book another physician.")
     lead = appt.lead
+    state = (lead.patient.state or "").upper()
+    if registration_expiry(physician, state) is None:
+        where = state or "the patient's state"
+        raise BookingError(
+            f"{physician.full_name} has no registration in {where} now: "
+            "cancel the appointment and book another physician."
+        )
     _check_registration_on_visit_day(physician, lead, starts_at)
     _check_no_clash(physician, starts_at, appt.duration_minutes, moving=appt.id)
     previous = appt.starts_at
     appt.starts_at = starts_at
     appt.ics_sequence += 1
     appt.reminder_sent_at = None  # the reminder belongs to the new time
+    _new_lead_version(lead, now)  # pages showing the old time are stale
     data = {"appointment_id": appt.id, "from_starts_at": previous.isoformat(), "starts_at": starts_at.isoformat()}
     data["physician"] = physician.full_name
     add_event(lead, EventKind.APPOINTMENT_RESCHEDULED, data, actor=actor, at=now)
     send_confirmation(appt, actor=actor, now=now, moved_from=previous)
     return appt
+
+
+def _new_lead_version(lead: Lead, now: datetime) -> None:
+    """Write the lead row (its optimistic-lock version goes up) even when ``updated_at`` already
+    holds ``now``: an appointment's change is the lead's, for the conflict check of open pages."""
+    lead.updated_at = now
+    flag_modified(lead, "updated_at")
 
 
 def _lock_physician(physician_id: int) -> Physician | None:
@@ -388,6 +414,7 @@ def record_outcome(
         data["note"] = note.strip()[:500]
     appt.status = status
     appt.outcome_at = now
+    _new_lead_version(appt.lead, now)  # a page showing it as still booked is stale
     add_event(appt.lead, EventKind.APPOINTMENT_UPDATED, data, actor=actor, at=now)
     if status == AppointmentStatus.CANCELLED and appt.starts_at > now:
         send_cancellation(appt, actor=actor, now=now)
@@ -462,9 +489,16 @@ def send_appointment_reminders(now: datetime, hours: int = 24, limit: int = 200)
     ).all()
     sent = 0
     for appt_id in ids:
+        # The same conditions as the list: a visit cancelled or moved since it was listed is not claimed.
         claimed = db.session.execute(
             sa.update(Appointment.__table__)
-            .where(t.id == appt_id, t.reminder_sent_at.is_(None))
+            .where(
+                t.id == appt_id,
+                t.reminder_sent_at.is_(None),
+                t.status.in_([s.value for s in LIVE_APPOINTMENT]),
+                t.starts_at > now,
+                t.starts_at <= now + timedelta(hours=hours),
+            )
             .values(reminder_sent_at=now)
         ).rowcount
         if claimed != 1:

@@ -508,7 +508,10 @@ def _not_json(word: str):
 
 # Any other header that may carry a credential: another tool's signature passed on by a relay
 # (Typeform-Signature, X-Hub-Signature-256, svix-signature), a secret, a token, a key.
-_CREDENTIAL_HEADER_RE = re.compile(r"signature|secret|token|auth|cookie|api[-_]?key|passw|session", re.IGNORECASE)
+_CREDENTIAL_HEADER_RE = re.compile(
+    r"signature|secret|token|auth|cookie|passw|session|hmac|credential|bearer|(?:^|[-_])(?:api[-_]?)?key(?:$|[-_])",
+    re.IGNORECASE,
+)
 
 
 def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -595,6 +598,21 @@ def verify_signature(source: WebhookSource, body: bytes, headers: Mapping[str, s
     from crm.services.sources import active_secrets
 
     h = {k.lower(): v for k, v in headers.items()}
+    reason = signature_headers_problem(h, now)
+    if reason:
+        return reason
+    for secret in active_secrets(source, now):
+        try:
+            Webhook(secret.secret).verify(body, h, json_parse=False)
+            return None
+        except Exception:  # noqa: BLE001,S112 - any failure with this secret: try the next one
+            continue
+    return "invalid signature"
+
+
+def signature_headers_problem(h: Mapping[str, str], now: datetime) -> str | None:
+    """What is wrong with the signature headers themselves (``h``: lower-case names), before any
+    secret is tried; None when all three are there and the timestamp is fresh."""
     if not (h.get("webhook-id") and h.get("webhook-timestamp") and h.get("webhook-signature")):
         return "missing webhook-id, webhook-timestamp or webhook-signature header"
     try:
@@ -607,13 +625,7 @@ def verify_signature(source: WebhookSource, body: bytes, headers: Mapping[str, s
         return "webhook-timestamp must be Unix seconds, not milliseconds"
     if abs(now.timestamp() - sent) > 300:
         return "stale webhook-timestamp (more than 5 minutes off)"
-    for secret in active_secrets(source, now):
-        try:
-            Webhook(secret.secret).verify(body, h, json_parse=False)
-            return None
-        except Exception:  # noqa: BLE001,S112 - any failure with this secret: try the next one
-            continue
-    return "invalid signature"
+    return None
 
 
 def _is_utf8(body: bytes) -> bool:
@@ -673,9 +685,12 @@ def _receive_webhook(
     if too_large:
         limit = current_app.config["WEBHOOK_MAX_BYTES"]
         return _reject_now(item_values, 413, f"body too large: at most {limit} bytes")
+    unsigned = signature_headers_problem({k.lower(): v for k, v in headers.items()}, now)
+    if unsigned:
+        return _reject_now(item_values, 401, unsigned)
     if not _is_utf8(body or b""):
         # JSON and form bodies are UTF-8 (RFC 8259); the signing library reads the body as text,
-        # so this one cannot be checked either way: an unreadable body, not a bad signature.
+        # so a signed one cannot be checked either way: an unreadable body, not a bad signature.
         return _reject_now(item_values, 400, "The body is not UTF-8 text (JSON and form bodies must be UTF-8).")
     reason = verify_signature(source, body or b"", headers, now)
     if reason:
