@@ -35,8 +35,11 @@ def is_safe_next(target: str | None) -> bool:
         return False
     if "\\" in target or any(ch.isspace() or not ch.isprintable() for ch in target):
         return False
-    ref = urlsplit(request.host_url)
-    test = urlsplit(urljoin(request.host_url, target))
+    try:
+        ref = urlsplit(request.host_url)
+        test = urlsplit(urljoin(request.host_url, target))
+    except ValueError:  # a Host header urlsplit cannot read ("[::1"): nothing is safe to go to
+        return False
     return test.scheme in ("http", "https") and test.netloc == ref.netloc
 
 
@@ -53,8 +56,11 @@ def referrer_path() -> str | None:
     ref = request.referrer
     if not ref:
         return None
-    parts = urlsplit(ref)
-    if parts.netloc != urlsplit(request.host_url).netloc:
+    try:
+        parts = urlsplit(ref)
+        if parts.netloc != urlsplit(request.host_url).netloc:
+            return None
+    except ValueError:  # a Referer (or Host) header that is no URL, e.g. "http://[::1": no way back
         return None
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     return target if is_safe_next(target) and _has_page(parts.path) else None

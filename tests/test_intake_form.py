@@ -491,7 +491,11 @@ def test_an_expired_form_comes_back_with_everything_typed_and_a_fresh_token(make
 
 def test_a_cross_site_post_is_not_echoed_back_filled_in(make_app, db, conditions):
     client = make_app(WTF_CSRF_ENABLED=True).test_client()
-    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://broker.example.net"}):
+    for headers in (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "https://broker.example.net"},
+        {"Origin": "http://[::1"},
+    ):
         resp = client.post("/conditions/dystonia", data=form_data(condition="chronic-pain"), headers=headers)
         html = resp.get_data(as_text=True)
         assert resp.status_code == 400 and "please fill in the form on this page" in html

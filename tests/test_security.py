@@ -35,6 +35,8 @@ EVIL_TARGETS = [
     "/\u3000/evil.example.com",
     "//localhost@evil.example.com",
     "evil.example.com",
+    "http://[::1",  # no URL at all: urlsplit raises on it
+    "//[evil",
 ]
 
 
@@ -272,3 +274,16 @@ def test_hsts_is_left_out_of_the_debug_server(make_app, db):
     """The dev server speaks plain http on 127.0.0.1: HSTS there would pin localhost to https."""
     client = make_app(DEBUG=True).test_client()
     _assert_security_headers(client.get("/login"), hsts=False)
+
+
+def test_a_referer_that_is_no_url_never_makes_a_500(client, auth, db, specialist):
+    """A page shown again after a refused post links back through the Referer; the public form
+    asks where a post came from through the Origin: "http://[::1" makes urlsplit raise."""
+    from tests.test_queue_helpers import make_lead
+
+    lead = make_lead(db, assignee=specialist)
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/notes", data={"version": str(lead.version), "text": ""},
+                       headers={"Referer": "http://[::1"})  # fmt: skip
+    assert resp.status_code == 422
+    assert client.post("/shift", headers={"Referer": "http://[::1"}).status_code == 302

@@ -254,7 +254,12 @@ def _posted_from_our_site() -> bool:
     if site is not None:  # same-site: a sibling subdomain, e.g. the directory in front of us
         return site in ("same-origin", "same-site", "none")
     origin = request.headers.get("Origin")
-    return not origin or urlsplit(origin).netloc == request.host
+    if not origin:
+        return True
+    try:
+        return urlsplit(origin).netloc == request.host
+    except ValueError:  # "http://[::1": no origin of ours
+        return False
 
 
 def _form_again(
