@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import types
 from datetime import UTC, datetime, timedelta
+from html import unescape
 
 import pytest
 import sqlalchemy as sa
@@ -534,3 +535,16 @@ def test_only_items_needing_attention_can_be_set_aside(client, db, source, admin
         )
         == 0
     )
+
+
+def test_an_item_whose_body_spells_half_a_utf16_pair_shows_it_as_its_escape(client, db, source, admin, auth):
+    body = json.dumps(PAYLOAD)[:-1] + ', "first_name": "Quix\\ud800ote", "\\udc00": 1}'
+    signed = sign_payload(SECRET, body, msg_id="msg_half")
+    resp = client.post("/webhooks/intake/site", data=signed.body, headers=signed.headers)
+    assert resp.status_code == 422
+    item = db.session.scalar(sa.select(InboxItem).order_by(InboxItem.id.desc()))
+    auth.as_user(admin)
+    page = client.get(f"/admin/inbox/{item.id}")
+    assert page.status_code == 200
+    html = unescape(page.get_data(as_text=True))
+    assert '"first_name": "Quix\\ud800ote"' in html and '"\\udc00": 1' in html

@@ -91,11 +91,18 @@ def _pretty(item: InboxItem) -> tuple[str, str | None]:
             fields = intake_service.parse_body(body.encode("utf-8"), item.content_type)
         except intake_service.PayloadError:
             return body, None
-        return json.dumps(fields, indent=2, ensure_ascii=False), "form fields, decoded"
+        return _shown(fields), "form fields, decoded"
     try:
-        return json.dumps(json.loads(body), indent=2, sort_keys=False, ensure_ascii=False), None
+        return _shown(json.loads(body)), None
     except (ValueError, TypeError, RecursionError):  # RecursionError: a body nested thousands deep
         return body, None
+
+
+def _shown(data) -> str:
+    """Indented JSON with its characters as they read, except half of a UTF-16 pair (JSON's
+    "\\ud800"), which is no character and cannot be sent in a page: kept as its escape."""
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    return intake_service.LONE_SURROGATE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @bp.get("/inbox/<int:item_id>")

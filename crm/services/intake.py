@@ -179,6 +179,8 @@ class PayloadError(ValueError):
 # all, so refusing them here keeps both databases answering the same 422 instead of a stored
 # delivery that can never become a lead.
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Half of a UTF-16 pair, as JSON can spell it ("\ud800"): no character, and no database stores it.
+LONE_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 
 def _text(value: Any) -> str:
@@ -197,6 +199,8 @@ def _text(value: Any) -> str:
         value = value.replace("\r\n", "\n").replace("\r", "\n")
         if CONTROL_RE.search(value):
             raise ValueError("Contains control characters; send plain text.")
+        if LONE_SURROGATE_RE.search(value):
+            raise ValueError("Contains half of a UTF-16 pair (a lone \\ud800-\\udfff escape); send plain text.")
         return value.strip()
     raise ValueError("Expected a text value.")
 
@@ -213,6 +217,8 @@ def parse_consent(value: Any) -> bool | None:
     if isinstance(value, dict):
         raise ValueError("Send consent as a yes or no (true/false), not an object.")
     if isinstance(value, list):
+        if any(isinstance(v, list | dict) for v in value):
+            raise ValueError("Send consent as a yes or no (true/false), not a list of lists or objects.")
         return any(parse_consent(v) for v in value) if value else False
     word = str(value).strip().lower().replace("\u2019", "'").rstrip(".!")
     if word in TRUE_WORDS:
@@ -231,12 +237,15 @@ _REFUSAL_START_RE = re.compile(
 
 
 # A choice's label with its detail after it: "Morning (9am-12pm)", "Evening - after 5", "Phone: cell".
-_CHOICE_DETAIL_RE = re.compile(r"\s*(?:[(:,/]|\s[-\u2013\u2014]\s).*$")
+# (Searched, then cut at: a pattern that starts with \s* and ends in .*$ backtracks over a long run
+# of spaces in quadratic time, a minute for 65,000 of them.)
+_CHOICE_DETAIL_RE = re.compile(r"[(:,/]|\s[-\u2013\u2014]\s")
 
 
 def _word(value: str, table: dict, what: str):
     key = value.strip().lower().replace("_", " ").replace("\u2019", "'").rstrip(".!") if value else ""
-    head = _CHOICE_DETAIL_RE.sub("", key)
+    detail = _CHOICE_DETAIL_RE.search(key)
+    head = key[: detail.start()].rstrip() if detail else key
     for candidate in (key, key.replace(" ", "_"), head, head.replace(" ", "_")):
         if candidate in table:
             return table[candidate]
@@ -518,7 +527,7 @@ def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The headers an inbox item keeps: none that signs or authenticates (SPEC 5: no secret or
     signature stored in clear)."""
     return {
-        k.lower(): v
+        storable(k.lower()): storable(v)
         for k, v in headers.items()
         if k.lower() not in DROPPED_HEADERS and not _CREDENTIAL_HEADER_RE.search(k)
     }
@@ -628,6 +637,11 @@ def signature_headers_problem(h: Mapping[str, str], now: datetime) -> str | None
     return None
 
 
+def storable(text: str) -> str:
+    """``text`` as a database stores it: PostgreSQL text cannot hold NUL, so each is shown as ␀."""
+    return text.replace("\x00", "\u2400")
+
+
 def _is_utf8(body: bytes) -> bool:
     try:
         body.decode("utf-8")
@@ -668,17 +682,19 @@ def _receive_webhook(
     kept = safe_headers(headers)
     content_type = kept.get("content-type", "")[:120]
     webhook_id = stored_webhook_id(kept.get("webhook-id") or "")
-    source = load_source(slug[:80])
+    slug = storable(slug[:80])
+    source = load_source(slug)
+    text = "" if too_large or body is None else body.decode("utf-8", errors="replace")
     item_values = {
         "channel": InboxChannel.WEBHOOK,
         "source_id": source.id if source is not None else None,
-        "source_slug": slug[:80],
+        "source_slug": slug,
         "webhook_id": webhook_id,
         "received_at": now,
         "remote_ip": remote_ip,
         "headers": kept,
         "content_type": content_type,
-        "body": "" if too_large or body is None else body.decode("utf-8", errors="replace"),
+        "body": storable(text),
     }
     if source is None or not source.active:
         return _reject_now(item_values, 404, "unknown or inactive webhook source")
@@ -692,6 +708,8 @@ def _receive_webhook(
         # JSON and form bodies are UTF-8 (RFC 8259); the signing library reads the body as text,
         # so a signed one cannot be checked either way: an unreadable body, not a bad signature.
         return _reject_now(item_values, 400, "The body is not UTF-8 text (JSON and form bodies must be UTF-8).")
+    if "\x00" in text:  # stored with each NUL shown as U+2400 (PostgreSQL text cannot hold one)
+        return _reject_now(item_values, 400, "The body contains NUL (0x00) bytes, which no JSON or form body has.")
     reason = verify_signature(source, body or b"", headers, now)
     if reason:
         return _reject_now(item_values, 401, reason)
