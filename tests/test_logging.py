@@ -23,6 +23,21 @@ def test_scrub_masks_query_string_values_an_access_log_would_show():
     assert scrub("GET /healthz HTTP/1.1") == "GET /healthz HTTP/1.1"
 
 
+def test_hand_built_request_lines_are_masked_too():
+    """Browsers percent-encode; a script need not: a quote inside a value, a nameless parameter."""
+    assert scrub('"GET /queue?q=Brunhilde"Zapatafuzz HTTP/1.1" 400') == '"GET /queue?q=*** HTTP/1.1" 400'
+    assert scrub('"GET /queue?=Brunhilde HTTP/1.1" 200') == '"GET /queue?=*** HTTP/1.1" 200'
+
+
+def test_a_long_line_without_an_at_sign_is_scrubbed_at_once():
+    import time
+
+    started = time.process_time()
+    assert scrub("GET /" + "a" * 200_000) == "GET /" + "a" * 200_000
+    assert time.process_time() - started < 1  # tried at every position, it took seconds
+    assert scrub("x" * 50 + " mary.o'brien@example.com") == "x" * 50 + " m***@example.com"
+
+
 def test_masks():
     assert mask_email("jane@example.com") == "j***@example.com"
     assert mask_phone("+13055550100") == "***00"
