@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import logging
@@ -523,14 +524,22 @@ _CREDENTIAL_HEADER_RE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=512)
+def _kept_header(name: str) -> bool:
+    """Whether a header (lower-case name) is kept: senders repeat the same few names, so each is
+    judged once."""
+    return name not in DROPPED_HEADERS and not _CREDENTIAL_HEADER_RE.search(name)
+
+
 def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The headers an inbox item keeps: none that signs or authenticates (SPEC 5: no secret or
     signature stored in clear)."""
-    return {
-        storable(k.lower()): storable(v)
-        for k, v in headers.items()
-        if k.lower() not in DROPPED_HEADERS and not _CREDENTIAL_HEADER_RE.search(k)
-    }
+    kept = {}
+    for k, v in headers.items():
+        name = k.lower()
+        if _kept_header(name):
+            kept[storable(name)] = storable(v)
+    return kept
 
 
 def raw_fields(item: InboxItem) -> dict[str, Any]:
@@ -602,14 +611,17 @@ def _reject_now(item_values: dict, code: int, message: str) -> Outcome:
 
 def verify_signature(source: WebhookSource, body: bytes, headers: Mapping[str, str], now: datetime) -> str | None:
     """None when a live secret signed this body; otherwise the reason for a 401."""
+    h = {k.lower(): v for k, v in headers.items()}
+    return signature_headers_problem(h, now) or _signature_problem(source, body, h, now)
+
+
+def _signature_problem(source: WebhookSource, body: bytes, h: Mapping[str, str], now: datetime) -> str | None:
+    """None when a live secret signed this body (``h``: the headers, lower-case names, already
+    checked by ``signature_headers_problem``); otherwise the reason for a 401."""
     from standardwebhooks.webhooks import Webhook
 
     from crm.services.sources import active_secrets
 
-    h = {k.lower(): v for k, v in headers.items()}
-    reason = signature_headers_problem(h, now)
-    if reason:
-        return reason
     for secret in active_secrets(source, now):
         try:
             Webhook(secret.secret).verify(body, h, json_parse=False)
@@ -642,12 +654,12 @@ def storable(text: str) -> str:
     return text.replace("\x00", "\u2400")
 
 
-def _is_utf8(body: bytes) -> bool:
+def _decoded(body: bytes) -> tuple[str, bool]:
+    """The body as text, and whether it was UTF-8 (else undecodable bytes are shown as U+FFFD)."""
     try:
-        body.decode("utf-8")
+        return body.decode("utf-8"), True
     except UnicodeDecodeError:
-        return False
-    return True
+        return body.decode("utf-8", errors="replace"), False
 
 
 WEBHOOK_ID_LENGTH = 200  # inbox_items.webhook_id
@@ -684,7 +696,7 @@ def _receive_webhook(
     webhook_id = stored_webhook_id(kept.get("webhook-id") or "")
     slug = storable(slug[:80])
     source = load_source(slug)
-    text = "" if too_large or body is None else body.decode("utf-8", errors="replace")
+    text, utf8 = _decoded(b"" if too_large or body is None else body)
     item_values = {
         "channel": InboxChannel.WEBHOOK,
         "source_id": source.id if source is not None else None,
@@ -701,16 +713,17 @@ def _receive_webhook(
     if too_large:
         limit = current_app.config["WEBHOOK_MAX_BYTES"]
         return _reject_now(item_values, 413, f"body too large: at most {limit} bytes")
-    unsigned = signature_headers_problem({k.lower(): v for k, v in headers.items()}, now)
+    h = {k.lower(): v for k, v in headers.items()}
+    unsigned = signature_headers_problem(h, now)
     if unsigned:
         return _reject_now(item_values, 401, unsigned)
-    if not _is_utf8(body or b""):
+    if not utf8:
         # JSON and form bodies are UTF-8 (RFC 8259); the signing library reads the body as text,
         # so a signed one cannot be checked either way: an unreadable body, not a bad signature.
         return _reject_now(item_values, 400, "The body is not UTF-8 text (JSON and form bodies must be UTF-8).")
     if "\x00" in text:  # stored with each NUL shown as U+2400 (PostgreSQL text cannot hold one)
         return _reject_now(item_values, 400, "The body contains NUL (0x00) bytes, which no JSON or form body has.")
-    reason = verify_signature(source, body or b"", headers, now)
+    reason = _signature_problem(source, body or b"", h, now)
     if reason:
         return _reject_now(item_values, 401, reason)
     # No look-up for an earlier delivery here: the item claims its dedupe key with its lead, and
