@@ -293,6 +293,13 @@ def test_half_a_utf16_pair_is_a_422_not_a_delivery_that_can_never_be_stored(clie
     assert items(db)[-1].status == InboxStatus.REJECTED and count(db, Lead) == 0
 
 
+def test_a_number_too_large_to_write_is_no_name(client, db, source):
+    resp = deliver(client, json.dumps(PAYLOAD)[:-1] + ', "first_name": 1e400}')
+    assert resp.status_code == 422 and resp.get_json()["fields"]["first_name"] == [
+        "Expected a text value, not a number too large to write."
+    ]
+
+
 def test_a_choice_padded_with_a_long_run_of_spaces_is_refused_at_once(client, db, source):
     import time
 

@@ -34,6 +34,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -191,6 +192,8 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):  # JSON's 1e400 reads as inf
+            raise ValueError("Expected a text value, not a number too large to write.")
         return str(value)
     if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
         value = ", ".join(str(v) for v in value)
