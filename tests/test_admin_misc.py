@@ -953,3 +953,45 @@ def test_audit_a_page_past_the_end_goes_to_the_last_page(client, auth, admin, db
     assert "Page 2 of 2" in client.get(resp.location).get_data(as_text=True)
     # A filter that finds nothing is no redirect loop.
     assert client.get("/admin/audit?page=5&object_id=999999").status_code == 200
+
+
+def test_changing_a_program_has_its_states_open_leads_checked_again(client, auth, admin, db):
+    from crm.models import Lead, LeadEvent
+    from crm.models.enums import EventKind, LeadStatus
+    from crm.services.enrichment import enrich_lead
+    from crm.services.pipeline import enrich_new_leads
+    from tests.test_queue_helpers import make_lead
+
+    program = StateProgramFactory(state="FL", telehealth_allowed=False)
+    db.session.commit()
+    open_fl = make_lead(db, state="FL", zip="33101")
+    lost_fl = make_lead(db, state="FL", zip="33101", status=LeadStatus.LOST)
+    open_ga = make_lead(db, state="GA", zip="30303")
+    for lead in (open_fl, lost_fl, open_ga):
+        enrich_lead(lead)
+    db.session.commit()
+    assert json.loads(json.dumps(open_fl.eligibility))["program"]["telehealth_allowed"] is False
+    auth.as_user(admin)
+    data = {
+        "program_type": program.program_type, "telehealth_allowed": "y", "minimum_age": "18",
+        "registry_url": program.registry_url or "", "reviewed_on": "2026-11-20", "notes": "",
+        "physician_discretion": "y",
+    }  # fmt: skip
+    resp = client.post("/admin/states/FL/edit", data=data, follow_redirects=True)
+    assert "1 open lead in FL is checked again against the new rules" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Lead, open_fl.id).matched_at is None  # queued
+    assert db.session.get(Lead, lost_fl.id).matched_at is not None and db.session.get(Lead, open_ga.id).matched_at
+    page = client.get(f"/leads/{open_fl.id}").get_data(as_text=True)
+    assert "Being checked again: the rules of the patient's state changed" in page
+    assert enrich_new_leads().enriched == 1
+    db.session.commit()
+    db.session.expire_all()
+    again = db.session.get(Lead, open_fl.id)
+    assert again.matched_at is not None and again.eligibility["program"]["telehealth_allowed"] is True
+    (event,) = db.session.scalars(
+        sa.select(LeadEvent).where(LeadEvent.lead_id == again.id, LeadEvent.kind == EventKind.MATCHED)
+    ).all()
+    assert event.data["trigger"] == "program_changed"
+    page = client.get(f"/leads/{again.id}").get_data(as_text=True)
+    assert "checked again: the state program's rules changed" in page

@@ -814,3 +814,20 @@ def test_a_reminder_is_not_claimed_for_a_visit_cancelled_after_it_was_listed(db,
     monkeypatch.undo()
     assert db.session.scalar(sa.select(Appointment.reminder_sent_at)) is None
     assert db.session.scalars(sa.select(OutboxEmail.kind)).all() == ["appointment_confirmation"]
+
+
+@time_machine.travel(WED, tick=False)
+def test_a_physician_deactivated_since_the_match_is_marked_and_not_offered(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead, (gone, other) = matched_lead(db, assignee=specialist, physicians=2)
+    gone.active = False
+    db.session.commit()
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert "no longer active since this match: Re-match" in page
+    select = page.split('id="physician_id"', 1)[1].split("</select>", 1)[0]
+    assert f'value="{other.id}"' in select and f'value="{gone.id}"' not in select
+    data = {"physician_id": str(gone.id), "starts": "2026-11-20T09:00", "tz_basis": "patient", "mode": "in_person"}
+    resp = form_post(client, f"/leads/{lead.id}/appointments", lead, duration="30", **data)
+    assert resp.status_code == 422 and db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 0
+    with pytest.raises(BookingError, match="is no longer active in the directory: book another physician"):
+        booking.book(lead, physician_id=gone.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)

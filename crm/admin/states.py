@@ -79,8 +79,16 @@ def _save(program: StateProgram, values: dict, condition_ids: list[int]):
         after = directory.state_program_values(program)
         detail = {"fields": changes, "changes": directory.audit_changes(before, after, changes)}
         audit.record("update_state_program", "state_program", program.state, detail=detail)
+        requeued = directory.requeue_state_leads(program.state)
         db.session.commit()
-        flash(f"Saved {program.name}: {', '.join(c.replace('_', ' ') for c in changes)}.", "success")
+        message = f"Saved {program.name}: {', '.join(c.replace('_', ' ') for c in changes)}."
+        if requeued:
+            leads = f"{requeued} open lead{'s' if requeued != 1 else ''} in {program.state}"
+            message += (
+                f" {leads} {'are' if requeued != 1 else 'is'} checked again against the new rules "
+                "(eligibility and matches) within a minute."
+            )
+        flash(message, "success")
     else:
         flash("Nothing changed.", "info")
     return redirect(url_for("admin.states"))

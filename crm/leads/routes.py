@@ -236,9 +236,10 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
     status_form.to.choices = [("", "Choose…")] + [(t.value, rule.label) for t, rule in targets]
     booking_form = forms.get("booking_form") or blank(lead_forms.BookingForm)
     candidates = booking.match_candidates(lead)
-    booking_form.physician_id.choices = _physician_choices(candidates)
-    if "booking_form" not in forms and candidates:
-        booking_form.mode.data = candidates[0].get("mode") or VisitMode.IN_PERSON.value  # the preselected one's
+    bookable = booking.bookable_candidates(lead)
+    booking_form.physician_id.choices = _physician_choices(bookable)
+    if "booking_form" not in forms and bookable:
+        booking_form.mode.data = bookable[0].get("mode") or VisitMode.IN_PERSON.value  # the preselected one's
     assign_form = forms.get("assign_form") or blank(lead_forms.AssignForm)
     adult_form = forms.get("adult_form") or blank(lead_forms.ConfirmAdultForm)
     if me.is_admin:
@@ -252,11 +253,12 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
         form = forms.get(name)
         if form is not None:
             form.version.data = version  # the retry is against what is on screen now
-    physicians, booked_now = {}, {}
+    physicians, booked_now, unavailable = {}, {}, {}
     if candidates:
         ids = [int(c["physician_id"]) for c in candidates]
         physicians = {p.id: p for p in db.session.scalars(sa.select(Physician).where(Physician.id.in_(ids)))}
         booked_now = matching.recent_bookings(ids, now)
+        unavailable = booking.unavailable_physicians(ids)
     sla = sla_state(lead, now, SlaConfig.from_config(current_app.config))
     return (
         render_template(
@@ -277,6 +279,7 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             candidates=candidates,
             physicians=physicians,
             booked_now=booked_now,
+            unavailable=unavailable,
             open_follow_ups=[fu for fu in lead.follow_ups if fu.done_at is None],
             done_follow_ups=[fu for fu in lead.follow_ups if fu.done_at is not None],
             note_form=forms.get("note_form") or blank(lead_forms.NoteForm),
@@ -581,7 +584,7 @@ def book(lead_id: int):
     def make():
         form = lead_forms.BookingForm()
         lead = db.session.get(Lead, lead_id)
-        candidates = booking.match_candidates(lead) if lead is not None else []
+        candidates = booking.bookable_candidates(lead) if lead is not None else []
         form.physician_id.choices = _physician_choices(candidates)
         return form
 

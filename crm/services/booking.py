@@ -68,6 +68,32 @@ def match_candidates(lead: Lead) -> list[dict]:
     return [c for c in (result.get("candidates") or []) if isinstance(c, dict) and c.get("physician_id")]
 
 
+def unavailable_physicians(physician_ids: list[int]) -> dict[int, str]:
+    """Listed physicians who cannot be booked now, and why: a stored match list is a snapshot, and
+    since it was made a physician may have been deactivated or stopped taking new patients."""
+    if not physician_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(Physician.id, Physician.active, Physician.accepting_new).where(Physician.id.in_(physician_ids))
+    ).all()
+    found = {pid: (active, accepting) for pid, active, accepting in rows}
+    why = {}
+    for pid in physician_ids:
+        active, accepting = found.get(pid, (False, False))
+        if not active:
+            why[pid] = "no longer active" if pid in found else "no longer in the directory"
+        elif not accepting:
+            why[pid] = "not accepting new patients"
+    return why
+
+
+def bookable_candidates(lead: Lead) -> list[dict]:
+    """The match list's physicians who can be booked now (the booking form's choices)."""
+    candidates = match_candidates(lead)
+    unavailable = unavailable_physicians([int(c["physician_id"]) for c in candidates])
+    return [c for c in candidates if int(c["physician_id"]) not in unavailable]
+
+
 def book(
     lead: Lead,
     *,
@@ -113,7 +139,9 @@ def book(
     physician = _lock_physician(physician_id)
     if physician is None:
         raise BookingError(f"There is no physician #{physician_id}.")
-    if not physician.active or not physician.accepting_new:
+    if not physician.active:
+        raise BookingError(f"{physician.full_name} is no longer active in the directory: book another physician.")
+    if not physician.accepting_new:
         raise BookingError(f"{physician.full_name} is not accepting new patients.")
     if lead.match_result is None:
         raise BookingError("This lead has not been matched yet: run the match, then book from its list.")

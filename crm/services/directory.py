@@ -793,6 +793,24 @@ def update_state_program(program: StateProgram, values: dict, condition_ids: lis
     return changes
 
 
+def requeue_state_leads(state: str) -> int:
+    """Every open lead of a patient in ``state`` is checked again by the ``enrich_new`` job
+    (eligibility and match), as a new request is: after its program's rules changed, the stored
+    results speak of the old ones. Returns how many."""
+    from crm.models import Lead, Patient
+    from crm.models.enums import OPEN_STATUSES
+
+    in_state = sa.select(Patient.id).where(Patient.state == state)
+    result = db.session.execute(
+        sa.update(Lead)
+        .where(Lead.patient_id.in_(in_state), Lead.status.in_([s.value for s in OPEN_STATUSES]))
+        .where(Lead.matched_at.is_not(None))
+        .values(matched_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
 CONDITION_FIELDS = ("name", "slug", "synonyms", "summary", "body", "published")
 
 

@@ -114,6 +114,8 @@ def enrich_lead(lead: Lead, now: datetime | None = None, config: Mapping | None 
         if outcome.final and not outcome.ok:
             _geocode_event(lead, patient, outcome, now)
             _notify_admins_failed(lead, patient, now)
+    if lead.match_result is not None:  # matched before, queued again: its state's program changed
+        return match_and_store(lead, now, trigger="program_changed")
     return match_and_store(lead, now, trigger="intake", event=False)
 
 
