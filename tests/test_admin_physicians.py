@@ -935,3 +935,19 @@ def test_preview_shows_old_and_new_values_and_what_an_empty_cell_blanks(client, 
     assert "registration already expired: CO CO-1 expired on 2020-01-01" in flat
     errors = body.split("import-errors", 1)[1].split("</table>", 1)[0]
     assert "Ana Short" in errors
+
+
+def test_the_lists_export_link_holds_what_the_list_shows_inactive_left_out_by_default(client, auth, admin, db):
+    from crm.services import directory
+
+    shown, hidden = PhysicianFactory(state="FL"), PhysicianFactory(state="FL")
+    directory.set_physician_active(hidden, False)
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get("/admin/physicians?state=FL").get_data(as_text=True)
+    link = re.search(r'href="(/admin/physicians/export\.csv[^"]*)"', page).group(1).replace("&amp;", "&")
+    assert "active=yes" in link and "state=FL" in link
+    exported = client.get(link).get_data(as_text=True)
+    assert shown.npi in exported and hidden.npi not in exported
+    everyone = client.get("/admin/physicians/export.csv").get_data(as_text=True)  # the import page's link
+    assert shown.npi in everyone and hidden.npi in everyone

@@ -44,6 +44,8 @@ def physicians():
         form=form,
         page=page,
         args=args,
+        # The export holds what the list shows: its Active filter too, the default "yes" included.
+        export_args={**args, "active": filters.active},
         today=today,
         expiry=directory.expiry_summary(today),
         soonest=directory.expiring_registrations(today, limit=8),
