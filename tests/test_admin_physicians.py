@@ -951,3 +951,25 @@ def test_the_lists_export_link_holds_what_the_list_shows_inactive_left_out_by_de
     assert shown.npi in exported and hidden.npi not in exported
     everyone = client.get("/admin/physicians/export.csv").get_data(as_text=True)  # the import page's link
     assert shown.npi in everyone and hidden.npi in everyone
+
+
+def test_search_takes_a_name_written_last_name_first_as_the_list_writes_it(client, auth, admin, db):
+    omar = PhysicianFactory(first_name="Omar", last_name="Garcia")
+    PhysicianFactory(first_name="Garcia", last_name="Lopez")
+    db.session.commit()
+    auth.as_user(admin)
+    for q in ("Garcia, Omar", "garcia omar", "Omar Garcia", "GARCIA,OMAR"):
+        page = client.get("/admin/physicians", query_string={"q": q}).get_data(as_text=True)
+        assert omar.npi in page and "Lopez" not in page, q
+
+
+def test_an_npi_not_starting_with_1_or_2_is_named_for_that_not_for_its_check_digit():
+    from crm.services import directory
+    from crm.services.npi import check_digit
+
+    stem = "555000111"
+    well_checked = stem + check_digit(stem)  # its check digit is right: the first digit is wrong
+    with pytest.raises(ValueError, match=f"NPI {well_checked} starts with 5: every NPI starts with 1 or 2"):
+        directory.clean_npi(well_checked)
+    with pytest.raises(ValueError, match="fails the check digit"):
+        directory.clean_npi("1234567890")

@@ -50,6 +50,8 @@ def clean_npi(value: str) -> str:
         value = NPI_SEPARATORS_RE.sub("", value)  # "123 456-7893" as read off a card: the digits are the NPI
     if not (len(value) == 10 and value.isascii() and value.isdigit()):
         raise ValueError(f"NPI must be 10 digits (got {value!r}).")
+    if value[0] not in "12":  # every NPI issued starts with 1 or 2, whatever its check digit says
+        raise ValueError(f"NPI {value} starts with {value[0]}: every NPI starts with 1 or 2. Check for a typo.")
     if not is_valid_npi(value):
         raise ValueError(f"NPI {value} fails the check digit: check for a typo.")
     return value
@@ -604,9 +606,13 @@ def physician_select(filters: PhysicianFilters, today: date | None = None) -> sa
             # autoescape: a typed % or _ is that character, not LIKE's "anything" (q=% listed everyone).
             needle = q.lower()
             full = sa.func.lower(Physician.first_name + " " + Physician.last_name, type_=sa.String)
+            # "Garcia, Omar" as the list writes names, or "garcia omar": the last name first.
+            last_first = sa.func.lower(Physician.last_name + " " + Physician.first_name, type_=sa.String)
+            words = " ".join(re.split(r"[\s,]+", needle)).strip()
             stmt = stmt.where(
                 sa.or_(
                     full.contains(needle, autoescape=True),
+                    last_first.contains(words, autoescape=True) if words else sa.false(),
                     *(
                         sa.func.lower(column, type_=sa.String).contains(needle, autoescape=True)
                         for column in (Physician.last_name, Physician.city, Physician.practice_name)
