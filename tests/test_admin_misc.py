@@ -995,3 +995,18 @@ def test_changing_a_program_has_its_states_open_leads_checked_again(client, auth
     assert event.data["trigger"] == "program_changed"
     page = client.get(f"/leads/{again.id}").get_data(as_text=True)
     assert "checked again: the state program's rules changed" in page
+
+
+def test_an_admin_goes_from_a_lead_to_its_history_a_specialist_sees_no_link(client, auth, admin, specialist, db):
+    from tests.test_queue_helpers import make_lead
+
+    lead = make_lead(db, assignee=specialist)
+    auth.as_user(specialist)
+    assert "object_type=lead" not in client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    auth.logout()
+    auth.as_user(admin)
+    page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    link = re.search(r'href="(/admin/audit\?[^"]*)"[^>]*>History</a>', page).group(1).replace("&amp;", "&")
+    assert "object_type=lead" in link and f"object_id={lead.id}" in link
+    history = client.get(link).get_data(as_text=True)
+    assert "view lead" in history  # the admin's own view just now, at least
