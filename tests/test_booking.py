@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from html import unescape
 
 import pytest
 import sqlalchemy as sa
@@ -831,3 +832,29 @@ def test_a_physician_deactivated_since_the_match_is_marked_and_not_offered(clien
     assert resp.status_code == 422 and db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 0
     with pytest.raises(BookingError, match="is no longer active in the directory: book another physician"):
         booking.book(lead, physician_id=gone.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+
+
+def test_a_booked_visit_whose_registration_lapses_is_flagged_on_the_lead_and_for_admins(
+    client, auth, db, specialist, admin
+):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    assert booking.registration_problem(appt) is None and booking.visits_at_risk(WED) == []
+    doc.registrations[0].expires_on = LATER.date() - timedelta(days=1)  # renewed too late, or a typo fixed
+    db.session.commit()
+    problem = f"{doc.full_name}'s FL registration expires on 2026-11-19, before this visit"
+    assert booking.registration_problem(appt) == problem
+    assert [(a.id, p) for a, p in booking.visits_at_risk(WED)] == [(appt.id, problem)]
+    assert booking.visits_at_risk(LATER + timedelta(hours=1)) == []  # a visit past is no longer at risk
+    with time_machine.travel(WED, tick=False):
+        auth.as_user(specialist)
+        page = unescape(client.get(f"/leads/{lead.id}").get_data(as_text=True))
+        assert f"{problem}: they cannot certify the patient at it." in page
+        auth.logout()
+        auth.as_user(admin)
+        overview = unescape(client.get("/admin/").get_data(as_text=True))
+    assert "Booked visits the physician cannot certify at (1)" in overview and problem in overview
+    db.session.delete(doc.registrations[0])
+    db.session.commit()
+    assert booking.registration_problem(appt) == f"{doc.full_name} has no registration in FL"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from flask import Blueprint, flash, render_template
 from flask_login import login_required
@@ -7,7 +9,7 @@ from flask_login import login_required
 from crm.extensions import db
 from crm.models import AuditLog, InboxItem, JobRun, Lead, Physician, User
 from crm.security import admin_required
-from crm.services import edit_guard
+from crm.services import booking, edit_guard
 from crm.services import intake as intake_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -29,9 +31,12 @@ def index():
         "leads": count(Lead, Lead.is_test.is_(False)),  # test deliveries are not leads to anyone
         "inbox_attention": count(InboxItem, intake_service.needs_attention()),
     }
+    at_risk = booking.visits_at_risk(datetime.now(UTC), limit=10)
     recent_audit = db.session.scalars(sa.select(AuditLog).order_by(AuditLog.id.desc()).limit(10)).all()
     recent_jobs = db.session.scalars(sa.select(JobRun).order_by(JobRun.id.desc()).limit(10)).all()
-    return render_template("admin/index.html", stats=stats, recent_audit=recent_audit, recent_jobs=recent_jobs)
+    return render_template(
+        "admin/index.html", stats=stats, at_risk=at_risk, recent_audit=recent_audit, recent_jobs=recent_jobs
+    )
 
 
 def saved_meanwhile(form, current: dict, what: str) -> bool:

@@ -294,6 +294,11 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             outcome_form=blank(lead_forms.OutcomeForm),
             reschedule_form=forms.get("reschedule_form") or blank(lead_forms.RescheduleForm),
             appt_outcomes={a.id: booking.possible_outcomes(a, now) for a in lead.appointments},
+            appt_problems={
+                a.id: problem
+                for a in lead.live_appointments
+                if a.starts_at > now and (problem := booking.registration_problem(a))
+            },
             cancellations_emailed={
                 e.data.get("appointment_id"): e.created_at
                 for e in events

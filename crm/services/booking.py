@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import current_app
 from icalendar import Calendar, Event, vText
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import flag_modified
 
 from crm.extensions import db
@@ -304,6 +305,53 @@ def _new_lead_version(lead: Lead, now: datetime) -> None:
     holds ``now``: an appointment's change is the lead's, for the conflict check of open pages."""
     lead.updated_at = now
     flag_modified(lead, "updated_at")
+
+
+def registration_problem(appt: Appointment) -> str | None:
+    """Why the physician could not certify the patient at this booked visit, if so: no
+    registration in the patient's state, or one that lapses before the visit's day (a physician
+    may certify only under a current registration, SPEC 3). None when the visit is sound."""
+    state = (appt.lead.patient.state or "").upper()
+    expires_on = registration_expiry(appt.physician, state)
+    visit_day = appt.starts_at.astimezone(patient_zone(appt.lead.patient)).date()
+    name, where = appt.physician.full_name, state or "the patient's state"
+    if expires_on is None:
+        return f"{name} has no registration in {where}"
+    if visit_day > expires_on:
+        return f"{name}'s {state} registration expires on {expires_on.isoformat()}, before this visit"
+    return None
+
+
+def visits_at_risk(now: datetime, limit: int = 50) -> list[tuple[Appointment, str]]:
+    """Booked visits still ahead whose physician cannot certify the patient on the day (see
+    ``registration_problem``), soonest first. A registration may lapse, or be removed, after booking."""
+    from crm.models import Patient, Registration
+
+    reg = aliased(Registration)
+    # A superset in SQL (no registration in the state, or one expiring before the visit's UTC
+    # date), settled in the patient's own time zone below.
+    candidates = db.session.scalars(
+        sa.select(Appointment)
+        .join(Lead, Lead.id == Appointment.lead_id)
+        .join(Patient, Patient.id == Lead.patient_id)
+        .outerjoin(reg, sa.and_(reg.physician_id == Appointment.physician_id, reg.state == Patient.state))
+        .where(
+            Appointment.status.in_([s.value for s in LIVE_APPOINTMENT]),
+            Appointment.starts_at > now,
+            # expiring before the visit's UTC date: the patient's own date is that one or the day
+            # before (US zones), so this holds for every visit at risk. (A date against a timestamp:
+            # midnight on PostgreSQL, text order on SQLite; both right here.)
+            sa.or_(reg.id.is_(None), reg.expires_on < Appointment.starts_at),
+        )
+        .order_by(Appointment.starts_at)
+        .limit(limit * 2)
+    ).all()
+    found = []
+    for appt in candidates:
+        problem = registration_problem(appt)
+        if problem:
+            found.append((appt, problem))
+    return found[:limit]
 
 
 def _lock_physician(physician_id: int) -> Physician | None:
