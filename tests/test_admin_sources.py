@@ -12,6 +12,7 @@ import io
 import json
 import re
 import time
+from html import unescape
 
 import pytest
 import sqlalchemy as sa
@@ -419,3 +420,32 @@ def test_a_mapping_edit_is_audited_with_the_old_and_new_mapping(client, auth, ad
     assert resp.status_code == 302
     entry = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "update_source_mapping")).one()
     assert entry.detail == {"fields": ["email", "zip"], "old": {"email": "contact.email"}, "new": new}
+
+
+def test_json_with_a_number_of_thousands_of_digits_is_a_field_error_not_a_500(client, auth, admin, db):
+    src = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    auth.as_user(admin)
+    huge = '{"a": [' + "1" * 4301 + "]}"
+    resp = client.post(f"/admin/sources/{src.id}/test", data={"payload": huge})
+    assert resp.status_code == 200 and "a number of thousands of digits" in resp.get_data(as_text=True)
+    resp = client.post(f"/admin/sources/{src.id}/mapping", data={"field_mapping": '{"email": ' + "1" * 4301 + "}"})
+    page = resp.get_data(as_text=True)
+    assert resp.status_code in (200, 422) and "a number of thousands of digits" in page and "set_int_max" not in page
+
+
+def test_a_mapping_path_with_an_invisible_character_is_refused(client, auth, admin, db):
+    src = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    auth.as_user(admin)
+    for bad in ('{"email": "\\ud800"}', '{"email": "a\\u0000b"}', '{"email": "contact.\\u200bemail"}'):
+        resp = client.post(f"/admin/sources/{src.id}/mapping", data={"field_mapping": bad})
+        assert "holds a control or invisible character" in unescape(resp.get_data(as_text=True)), bad
+    db.session.expire_all()
+    assert not db.session.get(WebhookSource, src.id).field_mapping
+
+
+def test_the_audit_filter_takes_a_superscript_digit_as_text(client, auth, admin, db):
+    auth.as_user(admin)
+    assert client.get("/admin/audit", query_string={"object_id": "²"}).status_code == 200
+    assert client.get("/admin/audit", query_string={"object_id": "²", "object_type": "lead"}).status_code == 200

@@ -60,7 +60,7 @@ def audit_select(
         stmt = stmt.where(AuditLog.object_type.in_(object_types(object_type)))
     if object_id:
         same_object = AuditLog.object_id == object_id
-        if object_type in (None, "lead") and object_id.isdigit():
+        if object_type in (None, "lead") and object_id.isascii() and object_id.isdigit():  # not "²"
             same_object = sa.or_(same_object, mentions_lead(int(object_id)))  # queue pages that listed it
         stmt = stmt.where(same_object)
     if date_from:

@@ -398,6 +398,8 @@ def parse_mapping(text: str) -> dict[str, str]:
         raise ValueError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
     except RecursionError:
         raise ValueError(NESTED_TOO_DEEP) from None
+    except ValueError:  # Python's own limit: an integer of more than 4,300 digits
+        raise ValueError(NUMBER_TOO_LONG) from None
     if repeated:
         # json.loads keeps the last one silently: the admin would save a mapping other than the one read.
         raise ValueError(f"{', '.join(repr(k) for k in repeated)} appears more than once: keep one path per field.")
@@ -406,10 +408,13 @@ def parse_mapping(text: str) -> dict[str, str]:
     for key, path in value.items():
         if not isinstance(path, str) or not path.strip():
             raise ValueError(f"The path for {key!r} must be text like contact.email (got {json.dumps(path)}).")
+        if not (key + path).isprintable() or any(0xD800 <= ord(ch) <= 0xDFFF for ch in key + path):
+            raise ValueError(f"The path for {json.dumps(key)} holds a control or invisible character: type it again.")
     return {key: path.strip() for key, path in value.items()}
 
 
 NESTED_TOO_DEEP = "Not usable JSON: nested too deep (hundreds of levels)."
+NUMBER_TOO_LONG = "Not usable JSON: a number of thousands of digits."
 
 
 class SourceCreateForm(FlaskForm):
@@ -446,6 +451,8 @@ class TestDeliveryForm(FlaskForm):
             raise ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from None
         except RecursionError:
             raise ValidationError(NESTED_TOO_DEEP) from None
+        except ValueError:  # an integer of more than 4,300 digits
+            raise ValidationError(NUMBER_TOO_LONG) from None
 
 
 # --- audit --------------------------------------------------------------------------------------
