@@ -59,3 +59,16 @@ def try_begin_immediate(connection: sqlite3.Connection) -> bool:
                 if not busy or time.monotonic() >= give_up_at:
                     return False
             time.sleep(RETRY_EVERY)
+
+
+def hold_write_lock(connection) -> None:
+    """On SQLite, make ``connection`` (a SQLAlchemy Connection) hold the database's write lock
+    for the rest of its transaction, before a check that a concurrent writer could make stale
+    (two admins demoting each other, two bookings of one slot): a read outside any transaction
+    would not see the other's uncommitted change, and both checks would pass. Elsewhere nothing:
+    PostgreSQL serialises with row locks (SELECT ... FOR UPDATE) instead."""
+    if connection.dialect.name != "sqlite":
+        return
+    dbapi_connection = connection.connection.dbapi_connection
+    if not dbapi_connection.in_transaction and not try_begin_immediate(dbapi_connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits up to the busy timeout

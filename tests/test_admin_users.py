@@ -332,14 +332,13 @@ def test_promoting_to_admin_asks_first_and_demoting_names_the_role(client, auth,
 
 
 def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, db):
-    """The last-admin check locks the admins' rows (PostgreSQL): of two crossing demotions one
-    waits for the other, then sees it would leave no admin and is refused."""
+    """The last-admin check locks the admins' rows (PostgreSQL) or the database (SQLite's write
+    lock): of two crossing demotions one waits for the other, then sees it would leave no admin
+    and is refused."""
     import threading
 
     from crm.services.users_admin import UserAdminError, change_role
 
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("row locks are the PostgreSQL path; SQLite has one writer at a time")
     ann = UserFactory(role="admin", email="ann@example.com")
     bob = UserFactory(role="admin", email="bob@example.com")
     db.session.commit()

@@ -36,7 +36,7 @@ from crm.services.mailer import queue_email
 from crm.services.matching import booking_refusal
 from crm.services.timeline import add_event
 from crm.services.workflow import CALL_OUTCOME_LABELS, change_status
-from crm.sqlite_lock import try_begin_immediate
+from crm.sqlite_lock import hold_write_lock
 
 PRODID = "-//Appointment Desk//Booking//EN"
 
@@ -363,9 +363,7 @@ def _lock_physician(physician_id: int) -> Physician | None:
     connection = db.session.connection()
     if connection.dialect.name != "sqlite":
         return db.session.get(Physician, physician_id, with_for_update=True, populate_existing=True)
-    dbapi_connection = connection.connection.dbapi_connection
-    if not dbapi_connection.in_transaction and not try_begin_immediate(dbapi_connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits up to the busy timeout
+    hold_write_lock(connection)
     return db.session.get(Physician, physician_id, populate_existing=True)
 
 

@@ -20,6 +20,7 @@ from crm.models.enums import OPEN_STATUSES, Role
 from crm.services import accounts, audit, routing
 from crm.services.contact import clean_name
 from crm.services.directory import clean_languages
+from crm.sqlite_lock import hold_write_lock
 
 
 class UserAdminError(ValueError):
@@ -34,10 +35,13 @@ def active_admin_count(exclude: User | None = None) -> int:
 
 
 def _is_last_admin(user: User) -> bool:
+    # The active admins' rows are locked (PostgreSQL; on SQLite the database's write lock) until the
+    # change commits, and the user read again under it: two admins demoting or deactivating each
+    # other at once cannot both pass the check and leave none.
+    hold_write_lock(db.session.connection())
+    db.session.refresh(user)
     if user.role != Role.ADMIN or not user.active:
         return False
-    # The active admins' rows are locked (PostgreSQL) until the change commits: two admins
-    # demoting or deactivating each other at once cannot both pass the check and leave none.
     admins = db.session.scalars(
         sa.select(User.id).where(User.role == Role.ADMIN, User.active.is_(True)).with_for_update()
     ).all()
