@@ -377,6 +377,12 @@ def test_a_name_or_synonym_another_condition_has_is_refused(client, auth, admin,
     # Its own words are no clash, and a word nobody has is fine.
     ok = client.post(f"/admin/conditions/{mine.id}/edit", data=dict(base, synonyms="nerve pain\ntingling"))
     assert ok.status_code == 302
+    # A page address is words too: "back-pain" would take "back pain" from Chronic pain.
+    taken = client.post(f"/admin/conditions/{mine.id}/edit", data=dict(base, slug="back-pain", synonyms="nerve pain"))
+    assert taken.status_code == 200
+    assert "The page address (slug) &#39;back-pain&#39; already stands for Chronic pain" in taken.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Condition, mine.id).slug == "neuropathy"
 
 
 def test_a_renamed_condition_keeps_its_old_address_and_old_payloads_map(client, auth, admin, db):

@@ -829,7 +829,7 @@ class ConditionClash(ValueError):
 
 
 def _check_condition_terms(condition: Condition | None, values: dict) -> None:
-    """A name or synonym being added may not be another condition's name, synonym or slug words:
+    """A name, slug or synonym being added may not be another condition's name, synonym or slug words:
     free text ("pain") maps to one condition, so the second one would silently never get it."""
     from crm.services.intake import words_of
 
@@ -838,8 +838,10 @@ def _check_condition_terms(condition: Condition | None, values: dict) -> None:
 
     had = set()
     if condition is not None:
-        had = {norm(t) for t in [condition.name, *(condition.synonyms or [])]}
-    adding = [("name", values["name"])] + [("synonyms", s) for s in values["synonyms"]]
+        had = {norm(t) for t in [condition.name, condition.slug.replace("-", " "), *(condition.synonyms or [])]}
+    # The slug's words count as the condition's own ("trauma" as a slug would take "trauma" from PTSD).
+    adding = [("name", values["name"]), ("slug", values.get("slug") or "")]
+    adding += [("synonyms", s) for s in values["synonyms"]]
     adding = [(f, t) for f, t in adding if norm(t) and norm(t) not in had]
     if not adding:
         return
@@ -847,7 +849,7 @@ def _check_condition_terms(condition: Condition | None, values: dict) -> None:
         theirs = {norm(t) for t in [other.name, other.slug.replace("-", " "), *(other.synonyms or [])]}
         for field_name, text in adding:
             if norm(text) in theirs:
-                what = "The name" if field_name == "name" else "The synonym"
+                what = {"name": "The name", "slug": "The page address (slug)"}.get(field_name, "The synonym")
                 raise ConditionClash(
                     f"{what} {text!r} already stands for {other.name}: patients' free text can map to one "
                     "condition only. Remove it there first, or use another word.",
