@@ -52,6 +52,7 @@ SLOW_BODIES = {
     "open link targets": "[a](" * 5000,
     "nested lists": "- " * 400 + "item",
     "open tags": "\n\n" + "<a " * 16000,
+    "a wide table": "|".join(["a"] * 12000) + "\n" + "|".join(["-"] * 12000),
 }
 
 
@@ -65,7 +66,7 @@ def test_markdown_a_text_the_renderer_would_take_seconds_on_is_refused_with_a_fi
         resp = client.post("/admin/conditions/new", data=dict(base, body=body))
         html = resp.get_data(as_text=True)
         assert resp.status_code == 200 and 'class="invalid-feedback' in html, label
-        assert re.search(r"brackets|markup characters|nests lists", html), label
+        assert re.search(r"brackets|markup characters|nests lists|at most 100 columns", html), label
         assert time.perf_counter() - started < 3, label  # 7 s to minutes before
         preview = client.post("/admin/conditions/new", data=dict(base, body=body, action="preview"))
         assert preview.status_code == 200 and "not saved yet" not in preview.get_data(as_text=True), label
@@ -117,6 +118,11 @@ def test_markdown_the_worst_text_within_the_limits_renders_in_a_fraction_of_a_se
         "links in one paragraph": "[a](b) " * (md.MAX_INLINE_MARKS - 1),
         "headings": "# [a](b)\n" * (md.MAX_BLOCK_LINES - 1),
         "table rows": "|a|b|\n|-|-|\n" + "|[a](b)|c|\n" * (md.MAX_BLOCK_LINES - 3),
+        "wide table": "|".join(["a"] * md.MAX_TABLE_CELLS)
+        + "\n"
+        + "|".join(["-"] * md.MAX_TABLE_CELLS)
+        + "\n"
+        + ("|".join(["b"] * md.MAX_TABLE_CELLS) + "\n") * 200,
         "nested list items": ("- " * md.MAX_NESTING + "a\n") * (md.MAX_BLOCK_LINES // (md.MAX_NESTING + 1)),
         "bracket walks": ("[" + "a" * 100 + "](" + "b" * 100 + ")\n\n") * 240,
         "block html": "\n\n" + "<a " * 2900,

@@ -42,6 +42,7 @@ MAX_NESTING = 8  # list and quote markers starting one line ("- - > 1. ...")
 MAX_BLOCK_LINES = 1_500  # non-blank lines, each list or quote marker counting one more
 MAX_LINK_SCAN = 60_000  # characters the link parser walks looking for closing ] and )
 MAX_INLINE_MARKS = 3_000  # characters that can start inline markup (* _ ` [ \ & < quotes, line breaks)
+MAX_TABLE_CELLS = 100  # "|" on one line: the tables extension takes quadratic time in a row's cells
 
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _BLOCK_MARKER = re.compile(r"[ \t]*(?:>|[-*+](?=[ \t])|\d{1,9}[.)](?=[ \t]))")
@@ -67,6 +68,11 @@ def _block_problem(text: str) -> str | None:
             return (
                 f"Line {number} nests lists or quotes more than {MAX_NESTING} levels deep: "
                 "put a backslash before a marker meant as text (\\- or \\>)."
+            )
+        if line.count("|") > MAX_TABLE_CELLS:
+            return (
+                f"Line {number} has more than {MAX_TABLE_CELLS} | characters: a table may have at most "
+                f"{MAX_TABLE_CELLS} columns (put a backslash before a | meant as text: \\|)."
             )
         weight += 1 + depth
         if weight > MAX_BLOCK_LINES:
