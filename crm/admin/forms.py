@@ -288,6 +288,8 @@ class StateProgramForm(GuardedForm):
         # (A day of slack: the admin's "today" may be tomorrow in UTC terms or the other way round.)
         if field.data and field.data > datetime.now(UTC).date() + timedelta(days=1):
             raise ValidationError("This date is in the future: enter the day the registry was last checked.")
+        if field.data and field.data < directory.EARLIEST_DATE:
+            raise ValidationError(f"{field.data.isoformat()} is too long ago: check the year.")
 
 
 def _clean_synonyms(text: str) -> list[str]:

@@ -187,7 +187,16 @@ def clean_registration(state: str, number: str, expires_on: str | date) -> Regis
             when = date.fromisoformat((expires_on or "").strip())
         except ValueError:
             raise ValueError(f"Registration for {st}: expiry must be a date YYYY-MM-DD (got {expires_on!r}).") from None
+    if not EARLIEST_DATE <= when <= LATEST_DATE:
+        # 0001-01-01 was stored, then shown as "1-01-01", which no form could save back.
+        raise ValueError(
+            f"Registration for {st}: expiry {when.isoformat()} is not a real date for it (check the year)."
+        )
     return RegistrationData(st, number, when)
+
+
+# Dates a registration or a review can carry: a year typed wrong (0001, 9999) is refused, not stored.
+EARLIEST_DATE, LATEST_DATE = date(1990, 1, 1), date(2100, 12, 31)
 
 
 def check_unique_registration_states(regs: list[RegistrationData]) -> None:
