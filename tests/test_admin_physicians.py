@@ -973,3 +973,21 @@ def test_an_npi_not_starting_with_1_or_2_is_named_for_that_not_for_its_check_dig
         directory.clean_npi(well_checked)
     with pytest.raises(ValueError, match="fails the check digit"):
         directory.clean_npi("1234567890")
+
+
+def test_the_web_import_takes_a_few_thousand_lines_at_a_time_and_names_the_command(
+    client, auth, admin, db, app, tmp_path, monkeypatch
+):
+    from crm.admin import physicians as admin_physicians
+
+    monkeypatch.setattr(admin_physicians, "WEB_IMPORT_MAX_LINES", 2)
+    app.config["UPLOAD_FOLDER"] = str(tmp_path)
+    auth.as_user(admin)
+    data = to_csv([row(npi=valid_npi(960 + i), last_name=f"Doc{i}") for i in range(3)])
+    page = client.post(
+        "/admin/physicians/import", data={"file": (io.BytesIO(data), "big.csv")}, content_type="multipart/form-data"
+    ).get_data(as_text=True)
+    assert "This file has 3 lines; the import here takes at most 2 at a time." in page
+    assert "flask crm physicians import FILE" in page
+    assert list(tmp_path.iterdir()) == []  # nothing kept to commit
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 0

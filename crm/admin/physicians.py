@@ -243,6 +243,9 @@ def physicians_export():
     )
 
 
+WEB_IMPORT_MAX_LINES = 5_000
+
+
 def _upload_folder() -> str:
     return current_app.config.get("UPLOAD_FOLDER") or os.path.join(current_app.instance_path, "uploads")
 
@@ -253,6 +256,14 @@ def physicians_import():
     if form.validate_on_submit():
         data = form.file.data.read()
         report = physician_csv.plan_import(data, geocode_later=_geocode_later())
+        if not report.file_error and len(report.lines) > WEB_IMPORT_MAX_LINES:
+            # Writing 10,000 lines takes 15-50 s: longer than a worker may take over a request, and a
+            # worker stopped midway saves nothing. The command has no such limit.
+            report.file_error = (
+                f"This file has {len(report.lines):,} lines; the import here takes at most "
+                f"{WEB_IMPORT_MAX_LINES:,} at a time. Split it into smaller files, or run "
+                "`flask crm physicians import FILE` on the server, which takes any size."
+            )
         token = None
         if not report.file_error:
             token = physician_csv.store_upload(_upload_folder(), current_user.id, data)
