@@ -536,3 +536,44 @@ def test_an_admin_corrects_a_colleagues_sign_in_email(app, client, auth, admin, 
     theirs = app.test_client()
     assert AuthActions(theirs).login("sam.specialist@example.com").status_code == 302
     assert theirs.get("/queue").status_code == 200
+
+
+def test_deactivation_can_hand_the_open_leads_to_a_colleague(client, auth, admin, specialist, db):
+    """Booked patients and planned call-backs get an owner at once instead of waiting in the pool."""
+    from datetime import UTC, datetime, timedelta
+
+    from crm.models import FollowUp, Lead
+    from crm.models.enums import LeadStatus
+    from tests.test_queue_helpers import make_lead
+
+    colleague = UserFactory(name="Cora Colleague", email="cora@example.com")
+    waiting = make_lead(db, status=LeadStatus.ATTEMPTING, assignee=specialist, commit=False)
+    booked = make_lead(db, status=LeadStatus.BOOKED, assignee=specialist, commit=False)
+    db.session.flush()
+    call = FollowUp(lead_id=waiting.id, owner_id=specialist.id, due_at=datetime.now(UTC) + timedelta(days=2))
+    db.session.add(call)
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get(f"/admin/users/{specialist.id}").get_data(as_text=True)
+    assert "Their 2 open leads:" in page and f'<option value="{colleague.id}">to Cora Colleague</option>' in page
+    resp = client.post(
+        f"/admin/users/{specialist.id}/deactivate", data={"hand_to": str(colleague.id)}, follow_redirects=True
+    )
+    assert "Their 2 open leads went to Cora Colleague, with their follow-ups." in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert {db.session.get(Lead, i).assignee_id for i in (waiting.id, booked.id)} == {colleague.id}
+    assert db.session.get(FollowUp, call.id).owner_id == colleague.id
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "deactivate_user"))
+    assert entry.detail == {"leads_handed": 2, "to": colleague.id}
+
+
+def test_deactivation_refuses_to_hand_leads_to_nobody_real(client, auth, admin, specialist, db):
+    gone = UserFactory(email="gone@example.com", active=False)
+    db.session.commit()
+    auth.as_user(admin)
+    for target in (str(specialist.id), str(gone.id), "99999", "x"):
+        resp = client.post(f"/admin/users/{specialist.id}/deactivate", data={"hand_to": target}, follow_redirects=True)
+        page = resp.get_data(as_text=True)
+        assert "Hand their leads to someone else who is active" in page or "Choose who takes over" in page, target
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).active

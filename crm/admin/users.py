@@ -118,6 +118,10 @@ def user_edit(user_id: int):
         timezones=COMMON_TIMEZONES,
         is_last_admin=user.is_admin and user.active and users_admin.active_admin_count(exclude=user) == 0,
         own_account=user.id == current_user.id,
+        open_leads=users_admin.open_lead_count(user),
+        colleagues=db.session.execute(
+            sa.select(User.id, User.name).where(User.active.is_(True), User.id != user.id).order_by(User.name)
+        ).all(),
     )
 
 
@@ -150,23 +154,35 @@ def user_role(user_id: int):
     )
 
 
-def _deactivated(user: User, returned: int) -> str:
-    if not returned:
-        return f"{user.name} is deactivated and signed out everywhere. They had no open leads."
-    leads = "open lead" if returned == 1 else "open leads"
-    return (
-        f"{user.name} is deactivated and signed out everywhere. Their {returned} {leads} went back to the "
-        "unassigned pool, with their follow-ups."
-    )
+def _deactivated(hand_to: User | None):
+    def message(user: User, moved: int) -> str:
+        if not moved:
+            return f"{user.name} is deactivated and signed out everywhere. They had no open leads."
+        leads = "open lead" if moved == 1 else "open leads"
+        where = f"went to {hand_to.name}" if hand_to is not None else "went back to the unassigned pool"
+        return (
+            f"{user.name} is deactivated and signed out everywhere. Their {moved} {leads} {where}, "
+            "with their follow-ups."
+        )
+
+    return message
 
 
 @bp.post("/users/<int:user_id>/deactivate")
 def user_deactivate(user_id: int):
-    def deactivate(user: User):
-        returned = users_admin.deactivate(user, by=_me())
-        return False if returned is None else returned  # None: inactive already, nothing to say
+    chosen = (request.form.get("hand_to") or "").strip()
+    hand_to = None
+    if chosen:
+        hand_to = db.session.get(User, int(chosen)) if chosen.isascii() and chosen.isdigit() else None
+        if hand_to is None:
+            flash("Choose who takes over their leads from the list, or the unassigned pool.", "danger")
+            return redirect(url_for("admin.user_edit", user_id=user_id))
 
-    return _act(user_id, deactivate, _deactivated)
+    def deactivate(user: User):
+        moved = users_admin.deactivate(user, by=_me(), hand_to=hand_to)
+        return False if moved is None else moved  # None: inactive already, nothing to say
+
+    return _act(user_id, deactivate, _deactivated(hand_to))
 
 
 @bp.post("/users/<int:user_id>/unlock")

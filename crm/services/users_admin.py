@@ -76,22 +76,58 @@ def change_role(user: User, role: Role | str, *, by: User | None = None) -> bool
     return True
 
 
-def deactivate(user: User, *, by: User | None = None) -> int | None:
+def deactivate(user: User, *, by: User | None = None, hand_to: User | None = None) -> int | None:
     """Deactivate, end every live session of the user (their session token rotates) and give
-    their open leads back to the pool.
+    their open leads back to the pool, or to ``hand_to`` (an admin's choice: a colleague who
+    takes over their booked patients and follow-ups, rather than nobody).
 
-    Returns how many leads went back to the pool; None when the user was inactive already.
+    Returns how many leads went back or over; None when the user was inactive already.
     """
     if not user.active:
         return None
     if _is_last_admin(user):
         raise UserAdminError(f"{user.name} is the last active admin and cannot be deactivated.")
     _refuse_own_account(user, by, "deactivate your own account")
+    if hand_to is not None and (hand_to.id == user.id or not hand_to.active):
+        raise UserAdminError("Hand their leads to someone else who is active, or back to the pool.")
+    if hand_to is not None and by is None:
+        raise UserAdminError("Only an admin can hand someone's leads to a colleague.")
     accounts.deactivate(user)
-    # Without an admin (a script), the leads' events name the user as giving them back.
-    returned = _return_open_leads(user, actor=by or user)
-    audit.record("deactivate_user", "user", user.id, user=by, detail={"leads_returned": returned})
-    return returned
+    if hand_to is not None:
+        moved = _hand_open_leads(user, hand_to, actor=by)
+        detail = {"leads_handed": moved, "to": hand_to.id}
+    else:
+        # Without an admin (a script), the leads' events name the user as giving them back.
+        moved = _return_open_leads(user, actor=by or user)
+        detail = {"leads_returned": moved}
+    audit.record("deactivate_user", "user", user.id, user=by, detail=detail)
+    return moved
+
+
+def open_lead_count(user: User) -> int:
+    return (
+        db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Lead)
+            .where(Lead.assignee_id == user.id, Lead.status.in_([s.value for s in OPEN_STATUSES]))
+        )
+        or 0
+    )
+
+
+def _hand_open_leads(user: User, to: User, *, actor: User) -> int:
+    """Every open lead of ``user`` (booked ones too) to ``to``, follow-ups with them."""
+    leads = db.session.scalars(
+        sa.select(Lead)
+        .where(Lead.assignee_id == user.id, Lead.status.in_([s.value for s in OPEN_STATUSES]))
+        .options(selectinload(Lead.follow_ups))
+        .order_by(Lead.id)
+    ).all()
+    now = datetime.now(UTC)
+    for lead in leads:
+        routing.assign(lead, to, actor=actor, now=now)
+    db.session.flush()
+    return len(leads)
 
 
 def _return_open_leads(user: User, *, actor: User) -> int:
