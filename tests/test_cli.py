@@ -305,3 +305,12 @@ def test_a_locked_out_admin_is_let_back_in_from_the_command_line(app, db, admin)
     again = app.test_client()
     assert again.post("/login", data={"email": admin.email, "password": "operator's pick 1"}).status_code == 302
     assert again.get("/admin/").headers["Location"].startswith("/account/password")
+
+
+def test_the_demo_books_only_visits_the_physician_can_certify_at(app, db):
+    from datetime import UTC, datetime
+
+    from crm.services import booking
+
+    assert app.test_cli_runner().invoke(args=["crm", "demo"]).exit_code == 0
+    assert booking.visits_at_risk(datetime.now(UTC)) == []

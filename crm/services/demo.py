@@ -464,7 +464,14 @@ def _advance(rng, lead, target, specialists, doctors, created, now):
         db.session.add(FollowUp(lead=lead, owner=owner, due_at=due, note="Send physician options", created_at=t))
         lead.next_follow_up_at = due
         return
-    same_state = [d for d in doctors if d.state == lead.patient.state and d.active] or doctors
+    # Booked as the app books: a physician registered in the patient's state past the visit.
+    valid_until = (now + timedelta(days=30)).date()
+    registered = [
+        d
+        for d in doctors
+        if d.active and any(r.state == lead.patient.state and r.expires_on >= valid_until for r in d.registrations)
+    ]
+    same_state = [d for d in registered if d.state == lead.patient.state] or registered or doctors
     doctor = rng.choice(same_state)
     t = after(t, hours=rng.randint(1, 24))
     if target == LeadStatus.COMPLETED:
