@@ -1022,3 +1022,24 @@ def test_an_admin_goes_from_a_lead_to_its_history_a_specialist_sees_no_link(clie
     assert "object_type=lead" in link and f"object_id={lead.id}" in link
     history = client.get(link).get_data(as_text=True)
     assert "view lead" in history  # the admin's own view just now, at least
+
+
+def test_the_admin_overview_counts_unowned_open_leads_and_registrations_to_renew(client, auth, admin, specialist, db):
+    from datetime import date, timedelta
+
+    from crm.models import Registration
+    from crm.models.enums import LeadStatus
+    from tests.factories import PhysicianFactory
+    from tests.test_queue_helpers import make_lead
+
+    make_lead(db, status=LeadStatus.BOOKED)  # nobody holds it
+    make_lead(db, status=LeadStatus.NEW)
+    make_lead(db, assignee=specialist)
+    make_lead(db, status=LeadStatus.LOST)
+    doc = PhysicianFactory()
+    doc.registrations.append(Registration(state="GA", number="GA-9", expires_on=date.today() - timedelta(days=3)))
+    db.session.commit()
+    auth.as_user(admin)
+    page = " ".join(client.get("/admin/").get_data(as_text=True).split())
+    assert 'Open leads nobody holds</div><div class="fs-4 fw-semibold">2</div>' in page
+    assert "1 expired" in page and "within 30 days" in page

@@ -8,8 +8,9 @@ from flask_login import login_required
 
 from crm.extensions import db
 from crm.models import AuditLog, InboxItem, JobRun, Lead, Physician, User
+from crm.models.enums import OPEN_STATUSES
 from crm.security import admin_required
-from crm.services import booking, edit_guard
+from crm.services import booking, directory, edit_guard
 from crm.services import intake as intake_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -30,12 +31,22 @@ def index():
         "physicians": count(Physician, Physician.active.is_(True)),
         "leads": count(Lead, Lead.is_test.is_(False)),  # test deliveries are not leads to anyone
         "inbox_attention": count(InboxItem, intake_service.needs_attention()),
+        # Open leads nobody holds (booked ones too: someone must record the visit's outcome).
+        "unowned": count(
+            Lead, Lead.assignee_id.is_(None), Lead.status.in_([s.value for s in OPEN_STATUSES]), Lead.is_test.is_(False)
+        ),
     }
+    expiry = directory.expiry_summary()
     at_risk = booking.visits_at_risk(datetime.now(UTC), limit=10)
     recent_audit = db.session.scalars(sa.select(AuditLog).order_by(AuditLog.id.desc()).limit(10)).all()
     recent_jobs = db.session.scalars(sa.select(JobRun).order_by(JobRun.id.desc()).limit(10)).all()
     return render_template(
-        "admin/index.html", stats=stats, at_risk=at_risk, recent_audit=recent_audit, recent_jobs=recent_jobs
+        "admin/index.html",
+        stats=stats,
+        expiry=expiry,
+        at_risk=at_risk,
+        recent_audit=recent_audit,
+        recent_jobs=recent_jobs,
     )
 
 
