@@ -104,48 +104,38 @@ def deactivate(user: User, *, by: User | None = None, hand_to: User | None = Non
     return moved
 
 
+def _held_open(user: User):
+    return Lead.assignee_id == user.id, Lead.status.in_([s.value for s in OPEN_STATUSES])
+
+
 def open_lead_count(user: User) -> int:
-    return (
-        db.session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Lead)
-            .where(Lead.assignee_id == user.id, Lead.status.in_([s.value for s in OPEN_STATUSES]))
-        )
-        or 0
-    )
+    return db.session.scalar(sa.select(sa.func.count()).select_from(Lead).where(*_held_open(user))) or 0
+
+
+def _move_open_leads(user: User, move) -> int:
+    """``move(lead, now)`` for every open lead of ``user`` (booked ones too), follow-ups loaded."""
+    leads = db.session.scalars(
+        sa.select(Lead).where(*_held_open(user)).options(selectinload(Lead.follow_ups)).order_by(Lead.id)
+    ).all()
+    now = datetime.now(UTC)
+    for lead in leads:
+        move(lead, now)
+    db.session.flush()
+    return len(leads)
 
 
 def _hand_open_leads(user: User, to: User, *, actor: User) -> int:
-    """Every open lead of ``user`` (booked ones too) to ``to``, follow-ups with them."""
-    leads = db.session.scalars(
-        sa.select(Lead)
-        .where(Lead.assignee_id == user.id, Lead.status.in_([s.value for s in OPEN_STATUSES]))
-        .options(selectinload(Lead.follow_ups))
-        .order_by(Lead.id)
-    ).all()
-    now = datetime.now(UTC)
-    for lead in leads:
-        routing.assign(lead, to, actor=actor, now=now)
-    db.session.flush()
-    return len(leads)
+    """Every open lead of ``user`` to ``to``, follow-ups with them."""
+    return _move_open_leads(user, lambda lead, now: routing.assign(lead, to, actor=actor, now=now))
 
 
 def _return_open_leads(user: User, *, actor: User) -> int:
-    """Unassign every open lead of ``user`` (booked ones too), with its event and follow-ups.
+    """Unassign every open lead of ``user``, with its event and follow-ups.
 
     Someone who cannot sign in must not hold leads: the stale sweep leaves leads with a future
     follow-up and booked leads alone, so they would wait for nobody."""
-    leads = db.session.scalars(
-        sa.select(Lead)
-        .where(Lead.assignee_id == user.id, Lead.status.in_([s.value for s in OPEN_STATUSES]))
-        .options(selectinload(Lead.follow_ups))
-        .order_by(Lead.id)
-    ).all()
-    now = datetime.now(UTC)
-    for lead in leads:
-        routing.unassign(lead, actor=actor, now=now, reason=f"{user.name} was deactivated")
-    db.session.flush()
-    return len(leads)
+    reason = f"{user.name} was deactivated"
+    return _move_open_leads(user, lambda lead, now: routing.unassign(lead, actor=actor, now=now, reason=reason))
 
 
 def reactivate(user: User, *, by: User | None = None) -> bool:
