@@ -28,7 +28,6 @@ from crm.models import (
     LeadEvent,
     Notification,
     Patient,
-    Physician,
     User,
     WebhookSource,
 )
@@ -236,7 +235,8 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
     status_form.to.choices = [("", "Choose…")] + [(t.value, rule.label) for t, rule in targets]
     booking_form = forms.get("booking_form") or blank(lead_forms.BookingForm)
     candidates = booking.match_candidates(lead)
-    bookable = booking.bookable_candidates(lead)
+    physicians = booking.listed_physicians(candidates)
+    bookable = booking.bookable(candidates, physicians)
     booking_form.physician_id.choices = _physician_choices(bookable)
     if "booking_form" not in forms and bookable:
         booking_form.mode.data = bookable[0].get("mode") or VisitMode.IN_PERSON.value  # the preselected one's
@@ -253,12 +253,9 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
         form = forms.get(name)
         if form is not None:
             form.version.data = version  # the retry is against what is on screen now
-    physicians, booked_now, unavailable = {}, {}, {}
-    if candidates:
-        ids = [int(c["physician_id"]) for c in candidates]
-        physicians = {p.id: p for p in db.session.scalars(sa.select(Physician).where(Physician.id.in_(ids)))}
-        booked_now = matching.recent_bookings(ids, now)
-        unavailable = booking.unavailable_physicians(ids)
+    ids = [int(c["physician_id"]) for c in candidates]
+    booked_now = matching.recent_bookings(ids, now)
+    unavailable = {pid: why for pid in ids if (why := booking.unavailable_reason(physicians.get(pid)))}
     sla = sla_state(lead, now, SlaConfig.from_config(current_app.config))
     return (
         render_template(
@@ -589,8 +586,9 @@ def book(lead_id: int):
     def make():
         form = lead_forms.BookingForm()
         lead = db.session.get(Lead, lead_id)
-        candidates = booking.bookable_candidates(lead) if lead is not None else []
-        form.physician_id.choices = _physician_choices(candidates)
+        candidates = booking.match_candidates(lead) if lead is not None else []
+        listed = booking.listed_physicians(candidates)
+        form.physician_id.choices = _physician_choices(booking.bookable(candidates, listed))
         return form
 
     return _action(

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import current_app
 from icalendar import Calendar, Event, vText
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.attributes import flag_modified
 
 from crm.extensions import db
@@ -69,30 +69,28 @@ def match_candidates(lead: Lead) -> list[dict]:
     return [c for c in (result.get("candidates") or []) if isinstance(c, dict) and c.get("physician_id")]
 
 
-def unavailable_physicians(physician_ids: list[int]) -> dict[int, str]:
-    """Listed physicians who cannot be booked now, and why: a stored match list is a snapshot, and
-    since it was made a physician may have been deactivated or stopped taking new patients."""
-    if not physician_ids:
+def unavailable_reason(physician: Physician | None) -> str | None:
+    """Why a listed physician cannot be booked now (None: they can): a stored match list is a
+    snapshot, and since it was made a physician may have been deactivated or closed to new patients."""
+    if physician is None:
+        return "no longer in the directory"
+    if not physician.active:
+        return "no longer active"
+    if not physician.accepting_new:
+        return "not accepting new patients"
+    return None
+
+
+def bookable(candidates: list[dict], physicians: dict[int, Physician]) -> list[dict]:
+    """The candidates whose physician (from ``physicians``, by id) can be booked now."""
+    return [c for c in candidates if unavailable_reason(physicians.get(int(c["physician_id"]))) is None]
+
+
+def listed_physicians(candidates: list[dict]) -> dict[int, Physician]:
+    ids = [int(c["physician_id"]) for c in candidates]
+    if not ids:
         return {}
-    rows = db.session.execute(
-        sa.select(Physician.id, Physician.active, Physician.accepting_new).where(Physician.id.in_(physician_ids))
-    ).all()
-    found = {pid: (active, accepting) for pid, active, accepting in rows}
-    why = {}
-    for pid in physician_ids:
-        active, accepting = found.get(pid, (False, False))
-        if not active:
-            why[pid] = "no longer active" if pid in found else "no longer in the directory"
-        elif not accepting:
-            why[pid] = "not accepting new patients"
-    return why
-
-
-def bookable_candidates(lead: Lead) -> list[dict]:
-    """The match list's physicians who can be booked now (the booking form's choices)."""
-    candidates = match_candidates(lead)
-    unavailable = unavailable_physicians([int(c["physician_id"]) for c in candidates])
-    return [c for c in candidates if int(c["physician_id"]) not in unavailable]
+    return {p.id: p for p in db.session.scalars(sa.select(Physician).where(Physician.id.in_(ids)))}
 
 
 def book(
@@ -222,13 +220,32 @@ def _check_visiting_hours(lead: Lead, starts_at: datetime) -> None:
     )
 
 
+def _registration_gap(physician: Physician, patient, starts_at: datetime) -> tuple[str, date | None] | None:
+    """(state, expiry) when ``physician`` cannot certify ``patient`` at a visit starting
+    ``starts_at``: no registration in the patient's state (expiry None), or one that lapses before
+    the visit's day in the patient's time (certifying is legal only under a current registration,
+    on the visit's day, not just today). None when they can."""
+    state = (patient.state or "").upper()
+    expires_on = registration_expiry(physician, state)
+    if expires_on is None:
+        return state, None
+    if starts_at.astimezone(patient_zone(patient)).date() > expires_on:
+        return state, expires_on
+    return None
+
+
+def _state_words(state: str) -> str:
+    return state or "the patient's state"
+
+
 def _check_registration_on_visit_day(physician: Physician, lead: Lead, starts_at: datetime) -> None:
-    """Certifying is legal only under a current registration: on the visit's day, not just today."""
-    expires_on = registration_expiry(physician, lead.patient.state)
-    visit_day = starts_at.astimezone(patient_zone(lead.patient)).date()
-    if expires_on is not None and visit_day > expires_on:
+    """Booking: a registration lapsing before the visit is refused here (a missing one, by the
+    matching rules of ``booking_refusal``)."""
+    gap = _registration_gap(physician, lead.patient, starts_at)
+    if gap is not None and gap[1] is not None:
+        state, expires_on = gap
         raise BookingError(
-            f"{physician.full_name}'s {lead.patient.state.upper()} registration expires on "
+            f"{physician.full_name}'s {state} registration expires on "
             f"{expires_on.isoformat()}, before this visit: book on or before that day, or another physician."
         )
 
@@ -279,11 +296,10 @@ def reschedule(appt: Appointment, *, starts_at: datetime, actor: User, now: date
     if physician is None or not physician.active:
         raise BookingError("This physician is no longer active: cancel the appointment and book another physician.")
     lead = appt.lead
-    state = (lead.patient.state or "").upper()
-    if registration_expiry(physician, state) is None:
-        where = state or "the patient's state"
+    gap = _registration_gap(physician, lead.patient, starts_at)
+    if gap is not None and gap[1] is None:
         raise BookingError(
-            f"{physician.full_name} has no registration in {where} now: "
+            f"{physician.full_name} has no registration in {_state_words(gap[0])} now: "
             "cancel the appointment and book another physician."
         )
     _check_registration_on_visit_day(physician, lead, starts_at)
@@ -308,18 +324,16 @@ def _new_lead_version(lead: Lead, now: datetime) -> None:
 
 
 def registration_problem(appt: Appointment) -> str | None:
-    """Why the physician could not certify the patient at this booked visit, if so: no
-    registration in the patient's state, or one that lapses before the visit's day (a physician
-    may certify only under a current registration, SPEC 3). None when the visit is sound."""
-    state = (appt.lead.patient.state or "").upper()
-    expires_on = registration_expiry(appt.physician, state)
-    visit_day = appt.starts_at.astimezone(patient_zone(appt.lead.patient)).date()
-    name, where = appt.physician.full_name, state or "the patient's state"
+    """Why the physician could not certify the patient at this booked visit, if so (a
+    registration may lapse, or be removed, after booking); None when the visit is sound."""
+    gap = _registration_gap(appt.physician, appt.lead.patient, appt.starts_at)
+    if gap is None:
+        return None
+    state, expires_on = gap
+    name = appt.physician.full_name
     if expires_on is None:
-        return f"{name} has no registration in {where}"
-    if visit_day > expires_on:
-        return f"{name}'s {state} registration expires on {expires_on.isoformat()}, before this visit"
-    return None
+        return f"{name} has no registration in {_state_words(state)}"
+    return f"{name}'s {state} registration expires on {expires_on.isoformat()}, before this visit"
 
 
 def visits_at_risk(now: datetime, limit: int = 50) -> list[tuple[Appointment, str]]:
@@ -345,6 +359,10 @@ def visits_at_risk(now: datetime, limit: int = 50) -> list[tuple[Appointment, st
         )
         .order_by(Appointment.starts_at)
         .limit(limit * 2)
+        .options(  # registration_problem reads these for each: loaded together, not one by one
+            selectinload(Appointment.physician).selectinload(Physician.registrations),
+            selectinload(Appointment.lead).selectinload(Lead.patient),
+        )
     ).all()
     found = []
     for appt in candidates:

@@ -612,12 +612,6 @@ def _reject_now(item_values: dict, code: int, message: str) -> Outcome:
 # --------------------------------------------------------------------------- webhook
 
 
-def verify_signature(source: WebhookSource, body: bytes, headers: Mapping[str, str], now: datetime) -> str | None:
-    """None when a live secret signed this body; otherwise the reason for a 401."""
-    h = {k.lower(): v for k, v in headers.items()}
-    return signature_headers_problem(h, now) or _signature_problem(source, body, h, now)
-
-
 def _signature_problem(source: WebhookSource, body: bytes, h: Mapping[str, str], now: datetime) -> str | None:
     """None when a live secret signed this body (``h``: the headers, lower-case names, already
     checked by ``signature_headers_problem``); otherwise the reason for a 401."""
