@@ -844,7 +844,10 @@ def test_a_booked_visit_whose_registration_lapses_is_flagged_on_the_lead_and_for
     doc.registrations[0].expires_on = LATER.date() - timedelta(days=1)  # renewed too late, or a typo fixed
     db.session.commit()
     problem = f"{doc.full_name}'s FL registration expires on 2026-11-19, before this visit"
-    assert booking.registration_problem(appt) == problem
+    assert booking.registration_problem(appt, WED) == problem
+    # Once the day has passed, no earlier visit day can help: the message says it expired.
+    expired = f"{doc.full_name}'s FL registration expired on 2026-11-19"
+    assert booking.registration_problem(appt, LATER - timedelta(hours=2)) == expired
     assert [(a.id, p) for a, p in booking.visits_at_risk(WED)] == [(appt.id, problem)]
     assert booking.visits_at_risk(LATER + timedelta(hours=1)) == []  # a visit past is no longer at risk
     with time_machine.travel(WED, tick=False):

@@ -294,7 +294,7 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             appt_problems={
                 a.id: problem
                 for a in lead.live_appointments
-                if a.starts_at > now and (problem := booking.registration_problem(a))
+                if a.starts_at > now and (problem := booking.registration_problem(a, now))
             },
             cancellations_emailed={
                 e.data.get("appointment_id"): e.created_at

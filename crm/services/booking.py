@@ -323,7 +323,7 @@ def _new_lead_version(lead: Lead, now: datetime) -> None:
     flag_modified(lead, "updated_at")
 
 
-def registration_problem(appt: Appointment) -> str | None:
+def registration_problem(appt: Appointment, now: datetime | None = None) -> str | None:
     """Why the physician could not certify the patient at this booked visit, if so (a
     registration may lapse, or be removed, after booking); None when the visit is sound."""
     gap = _registration_gap(appt.physician, appt.lead.patient, appt.starts_at)
@@ -333,6 +333,8 @@ def registration_problem(appt: Appointment) -> str | None:
     name = appt.physician.full_name
     if expires_on is None:
         return f"{name} has no registration in {_state_words(state)}"
+    if expires_on < (now or datetime.now(UTC)).astimezone(patient_zone(appt.lead.patient)).date():
+        return f"{name}'s {state} registration expired on {expires_on.isoformat()}"  # no earlier day helps
     return f"{name}'s {state} registration expires on {expires_on.isoformat()}, before this visit"
 
 
@@ -366,7 +368,7 @@ def visits_at_risk(now: datetime, limit: int = 50) -> list[tuple[Appointment, st
     ).all()
     found = []
     for appt in candidates:
-        problem = registration_problem(appt)
+        problem = registration_problem(appt, now)
         if problem:
             found.append((appt, problem))
     return found[:limit]
