@@ -41,14 +41,16 @@ def test_ten_wrong_passwords_show_the_lockout_message(live_server, page, special
 def test_typing_keeps_the_session_and_an_idle_page_signs_itself_out(
     live_server, page, app, db, specialist, monkeypatch, screenshot
 ):
-    """SPEC 12's automatic sign-out as a specialist meets it (idle limit shortened to 8 s): typing
+    """SPEC 12's automatic sign-out as a specialist meets it (idle limit shortened to 12 s): typing
     a note for longer than the limit is activity and the note is saved; left alone, the page
     warns, then goes to the sign-in page, which leads back to the lead."""
     from datetime import timedelta
 
     from tests.test_queue_helpers import make_lead
 
-    monkeypatch.setitem(app.config, "IDLE_TIMEOUT", timedelta(seconds=8))
+    # 12 s, not less: the warning shows for the last quarter of the limit, checked once a second,
+    # and a loaded machine can skip a window of two ticks (this test failed under load at 8 s).
+    monkeypatch.setitem(app.config, "IDLE_TIMEOUT", timedelta(seconds=12))
     monkeypatch.setitem(app.config, "PERMANENT_SESSION_LIFETIME", timedelta(seconds=60))  # outlives it, as by default
     lead = make_lead(db, assignee=specialist, first_name="Nora")
     page.goto(f"{live_server.url}/login?next=/leads/{lead.id}")
@@ -59,15 +61,17 @@ def test_typing_keeps_the_session_and_an_idle_page_signs_itself_out(
 
     note = page.get_by_placeholder("Add a note for the team…")
     note.click()
-    for word in "patient asked us to call after her shift ends".split():  # ~12 s of typing
+    for word in "patient asked us to call back after her evening shift ends today".split():  # ~15 s of typing
         note.press_sequentially(word + " ")
         page.wait_for_timeout(1200)
     note.press("Control+Enter")  # sends the note, as the Add note button does
     page.wait_for_url(f"{live_server.url}/leads/{lead.id}**")
-    assert page.get_by_text("patient asked us to call after her shift ends").first.is_visible()
+    assert page.get_by_text("patient asked us to call back after her evening shift ends today").first.is_visible()
 
     note.fill("started a second note")  # typed, never sent
-    page.get_by_text("You will be signed out in").wait_for()  # a warning first, saying what is at stake
+    # A warning first, saying what is at stake. The typing above reports itself after up to a third
+    # of the limit, and the warning starts at three quarters of it: up to 13 s from here.
+    page.get_by_text("You will be signed out in").wait_for(timeout=30_000)
     assert page.get_by_text("what you typed and have not saved will be lost").is_visible()
     screenshot("idle-warning")
     page.wait_for_url(lambda url: "/login" in url, timeout=15_000)
