@@ -780,8 +780,9 @@ def test_a_state_program_saved_by_someone_else_meanwhile_is_not_overwritten_unse
     assert fl.minimum_age == 18 and fl.notes == "Epilepsy added after the March bulletin."
     assert [c.slug for c in fl.qualifying_conditions] == ["epilepsy"]
 
-    # Seen now: saving again (the form carries the current values) overwrites knowingly.
-    again = client.post("/admin/states/FL/edit", data=dict(mine, loaded=loaded_snapshot(body)))
+    # Seen now: saving again (the form carries the current values) overwrites knowingly; with no
+    # qualifying condition left ticked, the admin confirms that too.
+    again = client.post("/admin/states/FL/edit", data=dict(mine, loaded=loaded_snapshot(body), confirm="no_conditions"))
     assert again.status_code == 302
     db.session.expire_all()
     assert db.session.get(StateProgram, program.id).minimum_age == 21
@@ -885,6 +886,7 @@ def test_state_program_audit_keeps_old_and_new_values(client, auth, admin, db):
     db.session.commit()
     auth.as_user(admin)
     data = {"program_type": str(program.program_type), "minimum_age": "21", "patient_fee_note": ""}
+    data["confirm"] = "no_conditions"  # the last qualifying condition unticked, knowingly
     assert client.post("/admin/states/FL/edit", data=data).status_code == 302
     entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "update_state_program"))
     changes = entry.detail["changes"]
@@ -913,6 +915,38 @@ def test_no_program_with_conditions_still_ticked_is_asked_once_more(client, auth
     assert db.session.get(StateProgram, program.id).program_type == "none"
     # Without ticked conditions, or already "none", there is nothing to ask.
     assert client.post("/admin/states/FL/edit", data=dict(data, minimum_age="19")).status_code == 302
+
+
+def test_a_medical_program_left_with_no_qualifying_condition_is_asked_once_more(client, auth, admin, db):
+    """Unticking the last condition (no physician discretion) would fail every lead of the state:
+    asked once, saved on confirmation, not asked again on later saves; discretion needs no asking."""
+    epilepsy = ConditionFactory(name="Epilepsy", slug="epilepsy")
+    program = StateProgramFactory(program_type="medical", physician_discretion=False)
+    program.qualifying_conditions = [epilepsy]
+    db.session.commit()
+    auth.as_user(admin)
+    data = {"program_type": "medical", "minimum_age": "18"}
+    ask = client.post("/admin/states/FL/edit", data=data)
+    body = ask.get_data(as_text=True)
+    assert ask.status_code == 200 and "with no qualifying condition and no physician discretion?" in body
+    assert 'name="confirm" value="no_conditions"' in body and "data-focus-on-load" in body
+    db.session.expire_all()
+    assert [c.slug for c in db.session.get(StateProgram, program.id).qualifying_conditions] == ["epilepsy"]
+    # The other question's answer is not this one's.
+    assert client.post("/admin/states/FL/edit", data=dict(data, confirm="no_program")).status_code == 200
+    assert client.post("/admin/states/FL/edit", data=dict(data, confirm="no_conditions")).status_code == 302
+    db.session.expire_all()
+    assert db.session.get(StateProgram, program.id).qualifying_conditions == []
+    # Already so: a later save (the minimum age) is not asked again.
+    assert client.post("/admin/states/FL/edit", data=dict(data, minimum_age="21")).status_code == 302
+    # Physician discretion keeps the state open with an empty list; and so does "CBD only".
+    program.program_type = "medical_and_adult_use"
+    program.qualifying_conditions = [epilepsy]
+    db.session.commit()
+    assert client.post("/admin/states/FL/edit", data=dict(data, physician_discretion="y")).status_code == 302
+    program.qualifying_conditions = [epilepsy]
+    db.session.commit()
+    assert client.post("/admin/states/FL/edit", data=dict(data, program_type="cbd_only")).status_code == 302
 
 
 def test_audit_a_reversed_date_range_is_a_field_error(client, auth, admin, db):

@@ -39,7 +39,7 @@ def state_edit(code: str):
         form.program_type.data = str(program.program_type)
         form.qualifying_conditions.data = [c.id for c in program.qualifying_conditions]
         form.loaded.data = edit_guard.token(directory.state_program_snapshot(program))
-    confirm_none = False
+    confirm = None
     if form.validate_on_submit() and not saved_meanwhile(
         form, directory.state_program_snapshot(program), "state program"
     ):
@@ -53,18 +53,28 @@ def state_edit(code: str):
             "reviewed_on": form.reviewed_on.data,
             "notes": (form.notes.data or "").strip(),
         }
-        # "No program" while qualifying conditions stay ticked: asked once more on the page (the Save
-        # button cannot tell this save from any other), since the state's patients are then told
-        # there is no program.
-        confirm_none = (
-            values["program_type"] == ProgramType.NONE
-            and program.program_type != ProgramType.NONE
-            and bool(form.qualifying_conditions.data)
-            and request.form.get("confirm") != "no_program"
-        )
-        if not confirm_none:
+        confirm = _confirmation_needed(program, values, form.qualifying_conditions.data or [])
+        if confirm is None or request.form.get("confirm") == confirm:
             return _save(program, values, form.qualifying_conditions.data or [])
-    return render_template("admin/states/form.html", form=form, program=program, confirm_none=confirm_none)
+    return render_template("admin/states/form.html", form=form, program=program, confirm=confirm)
+
+
+_MEDICAL = (ProgramType.MEDICAL, ProgramType.MEDICAL_AND_ADULT_USE)
+
+
+def _confirmation_needed(program: StateProgram, values: dict, condition_ids: list[int]) -> str | None:
+    """A save that turns every lead of the state away is asked once more on the page (the Save
+    button cannot tell it from any other save): "no_program" while qualifying conditions stay
+    ticked, or "no_conditions" for a medical program with none ticked and no physician discretion.
+    Asked only when this save makes it so, not again on every later save."""
+    new_type = values["program_type"]
+    if new_type == ProgramType.NONE and program.program_type != ProgramType.NONE and condition_ids:
+        return "no_program"
+    if new_type in _MEDICAL and not condition_ids and not values["physician_discretion"]:
+        already = program.program_type in _MEDICAL and not program.physician_discretion
+        if not (already and not program.qualifying_conditions):
+            return "no_conditions"
+    return None
 
 
 def _save(program: StateProgram, values: dict, condition_ids: list[int]):
