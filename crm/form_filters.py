@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wtforms.validators import ValidationError
+
 
 def stripped(value):
     """A select's value without surrounding whitespace: " " (a hand-made URL) is "Any", not a
@@ -26,3 +28,15 @@ def name_filter(label: str):
         return clean_name(value, label) if isinstance(value, str) else value
 
     return clean
+
+
+class InYears:
+    """A typed date (or date and time) within ``first``..``last``: a year such as 9999 is a typo,
+    and one day past it is beyond what dates can hold."""
+
+    def __init__(self, first: int, last: int):
+        self.first, self.last = first, last
+
+    def __call__(self, form, field):
+        if field.data is not None and not self.first <= field.data.year <= self.last:
+            raise ValidationError(f"Enter a date between {self.first} and {self.last}.")

@@ -965,6 +965,20 @@ def test_audit_a_reversed_date_range_is_a_field_error(client, auth, admin, db):
     assert "audit-detail" in rows and "colspan" not in rows  # the start alone would list none
 
 
+def test_audit_a_date_in_an_impossible_year_is_a_field_error(client, auth, admin, db):
+    """Year 9999 (a typo) used to be a bare 400: one day past it is more than a date can hold."""
+    auth.as_user(admin)
+    audit.record("export", "physician", None, user=admin, detail={"rows": 1})
+    db.session.commit()
+    for query in ("date_to=9999-12-31", "date_from=0001-01-01", "date_from=2026-01-01&date_to=9999-12-31"):
+        resp = client.get(f"/admin/audit?{query}&action=export")
+        body = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and "Enter a date between 2000 and 2100." in body, query
+        assert "is-invalid" in body
+        rows = body.split("<tbody>")[1].split("</tbody>")[0]
+        assert "audit-detail" in rows  # the bad date is ignored, the other filters still apply
+
+
 def test_audit_paging_ignores_query_names_that_are_not_filters(client, auth, admin, db):
     auth.as_user(admin)
     resp = client.get("/admin/audit?page=5&endpoint=x&_x=1&action=login")

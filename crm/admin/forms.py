@@ -34,7 +34,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from wtforms.widgets import CheckboxInput
 
 from crm.auth.forms import NewPasswordForm
-from crm.form_filters import name_filter, stripped
+from crm.form_filters import InYears, name_filter, stripped
 from crm.models.enums import Credential, ProgramType, Role
 from crm.services import directory
 from crm.services.contact import US_STATES, clean_name, normalise_state, normalise_zip
@@ -468,8 +468,10 @@ class AuditFilterForm(FlaskForm):
     action = SelectField("Action", choices=[], validators=[Optional()], filters=[stripped])
     object_type = SelectField("Object", choices=[], validators=[Optional()], filters=[stripped])
     object_id = StringField("Object id", validators=[Optional(), Length(max=64)])
-    date_from = DateField("From", validators=[Optional()])
-    date_to = DateField("To", validators=[Optional()])
+    # The audit log starts with the product: a year such as 9999 is a typo (and one day past it is
+    # more than a date can hold).
+    date_from = DateField("From", validators=[Optional(), InYears(2000, 2100)])
+    date_to = DateField("To", validators=[Optional(), InYears(2000, 2100)])
 
     def validate_date_to(self, field):
         # A reversed range matches nothing: said, as on the reports page, rather than "0 entries".

@@ -18,7 +18,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
-from crm.form_filters import name_filter, stripped
+from crm.form_filters import InYears, name_filter, stripped
 from crm.models.enums import (
     OPEN_STATUSES,
     ContactMethod,
@@ -35,18 +35,6 @@ from crm.services.workflow import CALL_OUTCOME_LABELS, LOST_REASON_LABELS
 from crm.templating import humanize
 
 DT_FORMAT = "%Y-%m-%dT%H:%M"
-
-
-class InYears:
-    """A typed date (or date and time) within ``first``..``last``: a year such as 9999 is a typo,
-    and one day past it is beyond what dates can hold."""
-
-    def __init__(self, first: int, last: int):
-        self.first, self.last = first, last
-
-    def __call__(self, form, field):
-        if field.data is not None and not self.first <= field.data.year <= self.last:
-            raise ValidationError(f"Enter a date between {self.first} and {self.last}.")
 
 
 PLAUSIBLE = InYears(2000, 2100)
