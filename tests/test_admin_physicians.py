@@ -991,3 +991,58 @@ def test_the_web_import_takes_a_few_thousand_lines_at_a_time_and_names_the_comma
     assert "flask crm physicians import FILE" in page
     assert list(tmp_path.iterdir()) == []  # nothing kept to commit
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 0
+
+
+def test_two_admins_saving_one_physician_at_the_same_moment_cannot_both_win(app, client, auth, admin, db, monkeypatch):
+    """Both pages were opened with the same values. The first save's check and write hold a lock
+    until its commit; the second save, arriving in between, waits for it, then sees the first
+    one's values and is refused, where it used to pass the same check and overwrite them."""
+    import html
+    import threading
+    import time
+
+    from crm.admin import physicians as physician_routes
+
+    auth.as_user(admin)
+    assert client.post("/admin/physicians/new", data=form_data()).status_code == 302
+    doc = db.session.scalar(sa.select(Physician))
+    page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
+    token = html.unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', page).group(1))
+    other = UserFactory(role="admin", email="second.admin@example.com")
+    db.session.commit()
+    doc_id, emails = doc.id, (admin.email, other.email)
+    db.session.remove()
+
+    first_checked = threading.Event()
+    npi_taken = physician_routes._npi_taken
+
+    def slow_after_the_first_check(*args, **kwargs):
+        # Runs after the edit check, before the write: the first save lingers there.
+        if threading.current_thread().name == "first" and not first_checked.is_set():
+            first_checked.set()
+            time.sleep(0.8)
+        return npi_taken(*args, **kwargs)
+
+    monkeypatch.setattr(physician_routes, "_npi_taken", slow_after_the_first_check)
+    outcomes: dict[str, tuple[int, str]] = {}
+
+    def save(name: str, email: str, phone: str) -> None:
+        web = app.test_client()
+        assert web.post("/login", data={"email": email, "password": "correct horse battery"}).status_code == 302
+        if name == "second":
+            assert first_checked.wait(timeout=30)
+        resp = web.post(f"/admin/physicians/{doc_id}/edit", data=form_data(phone=phone, loaded=token))
+        outcomes[name] = (resp.status_code, resp.get_data(as_text=True))
+
+    threads = [
+        threading.Thread(target=save, name="first", args=("first", emails[0], "813-555-0101")),
+        threading.Thread(target=save, name="second", args=("second", emails[1], "813-555-0102")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert outcomes["first"][0] == 302
+    status, body = outcomes["second"]
+    assert status == 200 and "someone else changed this physician" in body and "(phone)" in body
+    assert db.session.get(Physician, doc_id).phone == "+18135550101"

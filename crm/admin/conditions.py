@@ -55,7 +55,7 @@ def _edit(condition: Condition | None):
         # asked once more on the page, as the Save button cannot tell it apart from any other save.
         unpublishing = condition is not None and condition.published and not form.published.data
         if previewing or (
-            condition is not None and saved_meanwhile(form, directory.condition_snapshot(condition), "condition")
+            condition is not None and saved_meanwhile(form, condition, directory.condition_snapshot, "condition")
         ):
             preview = render_markdown(form.body.data)  # the form again, with what was typed
         elif unpublishing and request.form.get("confirm") != "unpublish":

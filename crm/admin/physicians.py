@@ -98,7 +98,7 @@ def _save(form: PhysicianForm, physician: Physician | None):
     """Validate, save, audit and commit; returns the saved physician or None (errors are on the form)."""
     if not form.validate_on_submit():
         return None
-    if physician is not None and saved_meanwhile(form, directory.edit_snapshot(physician), "physician"):
+    if physician is not None and saved_meanwhile(form, physician, directory.edit_snapshot, "physician"):
         return None
     other = _npi_taken(form.npi.data, physician.id if physician else None)
     if other is not None:

@@ -50,11 +50,13 @@ def index():
     )
 
 
-def saved_meanwhile(form, current: dict, what: str) -> bool:
-    """Whether someone else saved this record after ``form``'s page was opened (its ``loaded``
-    snapshot differs from ``current``, crm/services/edit_guard.py). If so the admin is told what
-    changed, and the form, which keeps what they typed, now carries the current values: saving
-    it again overwrites them knowingly."""
+def saved_meanwhile(form, record, snapshot, what: str) -> bool:
+    """Whether someone else saved ``record`` after ``form``'s page was opened (its ``loaded``
+    snapshot differs from ``snapshot(record)`` read under a lock held until the commit,
+    crm/services/edit_guard.py). If so the admin is told what changed, and the form, which keeps
+    what they typed, now carries the current values: saving it again overwrites them knowingly."""
+    edit_guard.lock_for_edit(record)
+    current = snapshot(record)
     meanwhile = edit_guard.changed_since(current, form.loaded.data)
     if not meanwhile:
         return False

@@ -41,7 +41,7 @@ def state_edit(code: str):
         form.loaded.data = edit_guard.token(directory.state_program_snapshot(program))
     confirm = None
     if form.validate_on_submit() and not saved_meanwhile(
-        form, directory.state_program_snapshot(program), "state program"
+        form, program, directory.state_program_snapshot, "state program"
     ):
         values = {
             "program_type": ProgramType(form.program_type.data),

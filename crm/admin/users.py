@@ -84,7 +84,7 @@ def user_edit(user_id: int):
     if not form.is_submitted():
         form.languages.data = "; ".join(user.languages or [])
         form.loaded.data = edit_guard.token(users_admin.profile_snapshot(user))
-    if form.validate_on_submit() and not saved_meanwhile(form, users_admin.profile_snapshot(user), "profile"):
+    if form.validate_on_submit() and not saved_meanwhile(form, user, users_admin.profile_snapshot, "profile"):
         try:
             changes = users_admin.update_profile(
                 user,
