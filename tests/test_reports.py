@@ -342,12 +342,15 @@ def test_csv_exports_and_audit(client, auth, admin, world, db):
         "booked",
         "conversion_pct",
         "median_first_contact_minutes",
+        "target_met",
+        "target_missed",
+        "within_target_pct",
     ]
     assert rows[1:] == [
-        ["Bo Baker", "4", "3", "2", "50.0", "15.0"],
-        ["Ann Able", "3", "2", "1", "33.3", "10.0"],
-        ["Cy Idle", "0", "0", "0", "", ""],
-        ["Unassigned", "1", "0", "0", "0.0", ""],  # lead 1: the rows add up to the 8 new leads
+        ["Bo Baker", "4", "3", "2", "50.0", "15", "4", "0", "100.0"],
+        ["Ann Able", "3", "2", "1", "33.3", "10", "3", "0", "100.0"],
+        ["Cy Idle", "0", "0", "0", "", "", "0", "0", ""],
+        ["Unassigned", "1", "0", "0", "0.0", "", "0", "0", ""],  # lead 1: the rows add up to the 8 new leads
     ]
     entry = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "export")).one()
     assert (entry.user_id, entry.object_type, entry.object_id) == (admin.id, "report", "specialists")
@@ -356,7 +359,7 @@ def test_csv_exports_and_audit(client, auth, admin, world, db):
     expected = {
         "daily": ["2026-10-01", "2"],
         "funnel": ["booked", "3", "60.0", "37.5"],
-        "speed": ["7", "1", "15.0", "60.0"],
+        "speed": ["7", "1", "15", "60", "7", "0", "100.0"],
         "sources": ["Request form", "5", "62.5"],
         "states": ["FL", "4", "50.0"],
         "conditions": ["Dystonia", "4", "50.0"],
@@ -377,8 +380,8 @@ def test_specialists_add_up_with_the_unassigned_and_mark_the_inactive(client, au
     db.session.commit()
     auth.as_user(admin)
     rows = read_csv(client.get(f"/reports/export/specialists.csv?{ARGS}"))[1:]
-    assert ["Gone Away (inactive)", "1", "1", "0", "0.0", "5.0"] in rows
-    assert rows[-1] == ["Unassigned", "2", "0", "0", "0.0", ""]
+    assert ["Gone Away (inactive)", "1", "1", "0", "0.0", "5", "1", "0", "100.0"] in rows
+    assert rows[-1] == ["Unassigned", "2", "0", "0", "0.0", "", "1", "0", "100.0"]
     assert sum(int(r[1]) for r in rows) == 8 and sum(int(r[2]) for r in rows) == 5
     assert all("Old Timer" not in r[0] for r in rows)  # inactive without leads: no row
     html = client.get(f"/reports?{ARGS}").get_data(as_text=True)
@@ -826,3 +829,49 @@ def test_the_job_and_the_command_refresh(app, db, world):
     assert "full rebuild, 7 lead day(s) and 4 booking day(s) rebuilt" in result.output
     result = runner.invoke(args=["crm", "reports", "refresh"])
     assert result.exit_code == 0 and "up to date" in result.output
+
+
+def test_speed_to_lead_target_counts_business_hours_live_and_from_rollups(client, auth, admin, db, world):
+    """Clock time counts a weekend; the target does not. A lead that arrived on Saturday night and
+    was called at 08:05 on Monday met the 15-minute target; one the SLA sweep flagged missed it,
+    whether it was attempted later or never. The sweep's flag reaches the rollups (trigger)."""
+    from crm.services import sla
+
+    bo = world["bo"]
+    world["leads"][6].sla_breached_at = world["leads"][6].created_at + timedelta(minutes=16)  # attempted late
+    saturday_night = datetime(2026, 10, 4, 3, 0, tzinfo=UTC)  # Sat Oct 3, 23:00 in New York
+    LeadFactory(
+        created_at=saturday_night,
+        assignee=bo,
+        status=LeadStatus.ATTEMPTING,
+        first_contact_at=datetime(2026, 10, 5, 12, 5, tzinfo=UTC),  # Mon 08:05: the target was 08:15
+    )
+    db.session.commit()
+    counts = rolled_up(db)
+
+    def target(c=None):
+        s = reports.speed_to_lead(db.session, RANGE, counts=c)
+        rows = {
+            r.name: (r.sla_met, r.sla_missed, r.within_sla) for r in reports.specialists(db.session, RANGE, counts=c)
+        }
+        return s.sla_met, s.sla_missed, s.within_sla, rows["Bo Baker"], rows["Ann Able"]
+
+    # Attempted: leads 2-8 and the weekend one; lead 6 was flagged; lead 1 is not decided yet.
+    assert target() == target(counts) == (7, 1, 87.5, (4, 1, 80.0), (3, 0, 100.0))
+    speed = reports.speed_to_lead(db.session, RANGE)
+    assert speed.p90_seconds >= 86400  # the weekend lead, in clock time
+
+    # The sweep flags lead 1 (never attempted, unassigned): a change the next refresh picks up.
+    assert sla.sla_sweep(datetime.now(UTC), sla.SlaConfig())["breached"] >= 1
+    db.session.commit()
+    counts = rolled_up(db)
+    assert target()[:3] == target(counts)[:3] == (7, 2, 77.8)
+    assert reports.unassigned_row(reports.funnel(db.session, RANGE, counts)).sla_missed == 1
+
+    auth.as_user(admin)
+    page = " ".join(re.sub(r"<[^>]+>", "", client.get(f"/reports?{ARGS}").get_data(as_text=True)).split())
+    assert "77.8 % within the 15-minute target (7 met · 2 missed)" in page
+    assert "clock time, nights and weekends included" in page
+    assert "08:00-20:00 Mon, Tue, Wed, Thu, Fri (America/New_York)" in page
+    rows = read_csv(client.get(f"/reports/export/speed.csv?{ARGS}"))
+    assert rows[0][-3:] == ["target_met", "target_missed", "within_target_pct"] and rows[1][-3:] == ["7", "2", "77.8"]

@@ -25,7 +25,8 @@ from crm.models.types import StrEnumType
 
 
 class ReportDailyLeads(Base):
-    """Leads created on ``day`` by current assignee, status, furthest funnel stage and "waiting"."""
+    """Leads created on ``day`` by current assignee, status, furthest funnel stage, "waiting" and
+    speed-to-lead target (``sla``)."""
 
     __tablename__ = "report_daily_leads"
 
@@ -35,6 +36,9 @@ class ReportDailyLeads(Base):
     status: Mapped[LeadStatus] = mapped_column(StrEnumType(LeadStatus))
     stage: Mapped[int] = mapped_column(sa.SmallInteger)  # 0 new, 1 contacted, 2 booked, 3 completed
     waiting: Mapped[bool]  # open and no contact attempt yet
+    # The speed-to-lead target: 0 not decided yet (no contact, not flagged late), 1 met (a first
+    # contact and never flagged), 2 missed (flagged by the SLA sweep). crm.services.reports.SLA_*
+    sla: Mapped[int] = mapped_column(sa.SmallInteger, server_default=sa.text("0"))
     n: Mapped[int]
 
     __table_args__ = (sa.Index("ix_report_daily_leads_day", "day"),)

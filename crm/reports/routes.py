@@ -11,7 +11,7 @@ from flask_login import login_required
 from crm.extensions import db
 from crm.reports.forms import ReportRangeForm
 from crm.security import admin_required
-from crm.services import audit, charts, report_rollups, reports
+from crm.services import audit, charts, report_rollups, reports, sla
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def index():
     args = _range_args(rng)
     if ok:  # show the range actually used
         form.date_from.data, form.date_to.data = rng.start, rng.end
+    target = sla.SlaConfig.from_config(current_app.config)
     html = render_template(
         "reports/index.html",
         form=form,
@@ -88,6 +89,8 @@ def index():
         ok=ok,
         cut_to=form.cut_to if ok else None,
         max_days=reports.MAX_RANGE_DAYS,
+        sla_minutes=target.minutes,
+        business_hours=target.describe(),
     )
     return html, (200 if ok else 400)
 

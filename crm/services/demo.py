@@ -424,6 +424,19 @@ def _transition(lead, actor, to, at, reason=None):
     lead.last_activity_at = at
 
 
+def _flag_if_late(lead, created: datetime, first_contact: datetime) -> None:
+    """As the SLA sweep would have: a first attempt after the business-hours deadline was flagged
+    then (the reports count it as a missed target)."""
+    from flask import current_app
+
+    from crm.services.sla import SlaConfig, sla_deadline
+
+    due = sla_deadline(created, SlaConfig.from_config(current_app.config))
+    lead.sla_due_at = due
+    if first_contact > due:
+        lead.sla_breached_at = lead.escalated_at = due
+
+
 def _advance(rng, lead, target, specialists, doctors, created, now):
     latest = now - timedelta(minutes=1)
 
@@ -441,6 +454,7 @@ def _advance(rng, lead, target, specialists, doctors, created, now):
     t = after(t, minutes=rng.randint(1, 30))
     lead.attempts += 1
     lead.first_contact_at = t  # the first call attempt meets the speed-to-lead target, as in the app
+    _flag_if_late(lead, created, t)
     _event(lead, owner, EventKind.CALL_ATTEMPT, {"outcome": CallOutcome.NO_ANSWER.value}, t)
     _transition(lead, owner, LeadStatus.ATTEMPTING, t)
     if target == LeadStatus.ATTEMPTING:

@@ -202,15 +202,16 @@ def _rebuild_lead_day(session, day: date, zone: ZoneInfo) -> None:
     booked = reports._booked_leads(ReportRange(day, day, zone.key))  # the live definition, for this day
     stage = reports._stage_expr(booked).label("stage")
     waiting = reports._waiting_expr().label("waiting")
+    sla = reports._sla_expr().label("sla")
     _insert(
         session,
         ReportDailyLeads,
-        ["day", "assignee_id", "status", "stage", "waiting", "n"],
-        sa.select(d, Lead.assignee_id, Lead.status, stage, waiting, sa.func.count())
+        ["day", "assignee_id", "status", "stage", "waiting", "sla", "n"],
+        sa.select(d, Lead.assignee_id, Lead.status, stage, waiting, sla, sa.func.count())
         .select_from(Lead)
         .outerjoin(booked, booked.c.lead_id == Lead.id)
         .where(*in_day)
-        .group_by(Lead.assignee_id, Lead.status, stage, waiting),
+        .group_by(Lead.assignee_id, Lead.status, stage, waiting, sla),
     )
     speed = (
         sa.select(Lead.assignee_id.label("uid"), reports._bucket_column(session).label("bucket"))
@@ -304,11 +305,14 @@ class RollupCounts:
     def funnel_groups(self, rng: ReportRange) -> list[tuple]:
         m = ReportDailyLeads
         stmt = (
-            sa.select(m.assignee_id, m.status, m.stage, m.waiting, sa.func.sum(m.n))
+            sa.select(m.assignee_id, m.status, m.stage, m.waiting, m.sla, sa.func.sum(m.n))
             .where(self._days(m, rng))
-            .group_by(m.assignee_id, m.status, m.stage, m.waiting)
+            .group_by(m.assignee_id, m.status, m.stage, m.waiting, m.sla)
         )
-        return [(uid, status, stage, waiting, int(n)) for uid, status, stage, waiting, n in self.session.execute(stmt)]
+        return [
+            (uid, status, stage, waiting, sla, int(n))
+            for uid, status, stage, waiting, sla, n in self.session.execute(stmt)
+        ]
 
     def first_contact_ranks(self, rng: ReportRange) -> tuple[int, dict[int, int], dict[int, int]]:
         m = ReportDailyFirstContact

@@ -200,17 +200,18 @@ class LiveCounts:
         return counts
 
     def funnel_groups(self, rng: ReportRange) -> list[tuple]:
-        """``(assignee_id, status, stage, waiting, n)`` groups of the leads of the range."""
+        """``(assignee_id, status, stage, waiting, sla, n)`` groups of the leads of the range."""
         _no_jit(self.session)
         booked = _booked_leads(rng)
         stage = _stage_expr(booked).label("stage")
         waiting = _waiting_expr().label("waiting")
+        sla = _sla_expr().label("sla")
         stmt = (
-            sa.select(Lead.assignee_id, Lead.status, stage, waiting, sa.func.count())
+            sa.select(Lead.assignee_id, Lead.status, stage, waiting, sla, sa.func.count())
             .select_from(Lead)
             .outerjoin(booked, booked.c.lead_id == Lead.id)
             .where(*_in_range(rng))
-            .group_by(Lead.assignee_id, Lead.status, stage, waiting)
+            .group_by(Lead.assignee_id, Lead.status, stage, waiting, sla)
         )
         return [tuple(row) for row in self.session.execute(stmt).all()]
 
@@ -297,6 +298,20 @@ def _waiting_expr():
     )
 
 
+SLA_PENDING, SLA_MET, SLA_MISSED = 0, 1, 2
+
+
+def _sla_expr():
+    """The speed-to-lead target of a lead: missed once the SLA sweep flagged it (``sla_breached_at``,
+    the flag that escalated it to the admins; business hours counted), met with a first contact
+    and no flag, else not decided yet (waiting, or closed without a contact attempt)."""
+    return sa.case(
+        (Lead.sla_breached_at.is_not(None), _int(SLA_MISSED)),
+        (Lead.first_contact_at.is_not(None), _int(SLA_MET)),
+        else_=_int(SLA_PENDING),
+    )
+
+
 def _bucket_column(session):
     """Speed to lead of a lead in reported buckets (``first_contact_bucket``)."""
     return first_contact_bucket_sql(_seconds_between(session, Lead.first_contact_at, Lead.created_at))
@@ -347,6 +362,8 @@ class SpecialistRow:
     booked: int = 0
     median_first_contact_seconds: int | None = None
     active: bool = True
+    sla_met: int = 0
+    sla_missed: int = 0
 
     @property
     def label(self) -> str:
@@ -357,6 +374,11 @@ class SpecialistRow:
     def conversion(self) -> float | None:
         return _pct(self.booked, self.assigned)
 
+    @property
+    def within_sla(self) -> float | None:
+        """Of the leads whose speed-to-lead target is decided, the share that met it."""
+        return _pct(self.sla_met, self.sla_met + self.sla_missed)
+
 
 @dataclass
 class Funnel:
@@ -365,8 +387,12 @@ class Funnel:
     lost: int = 0
     unassigned: int = 0
     waiting: int = 0  # open, no contact attempt yet
-    by_assignee: dict[int, list[int]] = field(default_factory=dict)  # user -> [assigned, contacted, booked]
-    unassigned_reached: list[int] = field(default_factory=lambda: [0, 0])  # unassigned: [contacted, booked]
+    sla_met: int = 0
+    sla_missed: int = 0
+    # user -> [assigned, contacted, booked, speed-to-lead target met, missed]
+    by_assignee: dict[int, list[int]] = field(default_factory=dict)
+    # unassigned: [contacted, booked, target met, missed]
+    unassigned_reached: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     def rows(self) -> list[dict]:
         """One row per stage with the conversion from the previous stage and from new."""
@@ -388,9 +414,12 @@ class Funnel:
 
 def funnel(session, rng: ReportRange, counts=None) -> Funnel:
     result = Funnel()
-    for assignee_id, status, reached, not_attempted, n in _counts(session, counts).funnel_groups(rng):
+    for assignee_id, status, reached, not_attempted, sla, n in _counts(session, counts).funnel_groups(rng):
         result.stages["new"] += n
         result.waiting += n if not_attempted else 0
+        met, missed = (n if sla == SLA_MET else 0), (n if sla == SLA_MISSED else 0)
+        result.sla_met += met
+        result.sla_missed += missed
         for k, name in enumerate(STAGES[1:], start=1):
             if reached >= k:
                 result.stages[name] += n
@@ -402,11 +431,15 @@ def funnel(session, rng: ReportRange, counts=None) -> Funnel:
             result.unassigned += n
             result.unassigned_reached[0] += n if reached >= 1 else 0
             result.unassigned_reached[1] += n if reached >= 2 else 0
+            result.unassigned_reached[2] += met
+            result.unassigned_reached[3] += missed
             continue
-        row = result.by_assignee.setdefault(assignee_id, [0, 0, 0])
+        row = result.by_assignee.setdefault(assignee_id, [0, 0, 0, 0, 0])
         row[0] += n
         row[1] += n if reached >= 1 else 0
         row[2] += n if reached >= 2 else 0
+        row[3] += met
+        row[4] += missed
     return result
 
 
@@ -414,8 +447,14 @@ def funnel(session, rng: ReportRange, counts=None) -> Funnel:
 class SpeedToLead:
     contacted: int  # leads with a first contact attempt
     waiting: int  # open leads of the range not attempted yet
-    median_seconds: int | None
+    median_seconds: int | None  # clock time: nights and weekends count
     p90_seconds: int | None
+    sla_met: int = 0  # the speed-to-lead target, counted in business hours (_sla_expr)
+    sla_missed: int = 0
+
+    @property
+    def within_sla(self) -> float | None:
+        return _pct(self.sla_met, self.sla_met + self.sla_missed)
 
 
 def _first_contact_ranks(session, rng: ReportRange, counts=None) -> tuple[int, dict[int, int], dict[int, int]]:
@@ -425,10 +464,11 @@ def _first_contact_ranks(session, rng: ReportRange, counts=None) -> tuple[int, d
 def speed_to_lead(session, rng: ReportRange, result: Funnel | None = None, ranks=None, counts=None) -> SpeedToLead:
     """Lead created -> first contact attempt, in reported buckets; nearest-rank median and p90."""
     n, overall, _ = ranks or _first_contact_ranks(session, rng, counts)
-    waiting = (result or funnel(session, rng, counts)).waiting
+    result = result or funnel(session, rng, counts)
+    target = {"sla_met": result.sla_met, "sla_missed": result.sla_missed}
     if not n:
-        return SpeedToLead(0, waiting, None, None)
-    return SpeedToLead(n, waiting, overall.get((n + 1) // 2), overall.get((9 * n + 9) // 10))
+        return SpeedToLead(0, result.waiting, None, None, **target)
+    return SpeedToLead(n, result.waiting, overall.get((n + 1) // 2), overall.get((9 * n + 9) // 10), **target)
 
 
 def median_first_contact_by_assignee(session, rng: ReportRange, counts=None) -> dict[int, int]:
@@ -449,8 +489,8 @@ def specialists(
     ).all()
     rows = []
     for uid, name, active in users:
-        assigned, contacted, booked = result.by_assignee.get(uid, [0, 0, 0])
-        rows.append(SpecialistRow(uid, name, assigned, contacted, booked, medians.get(uid), bool(active)))
+        assigned, contacted, booked, met, missed = result.by_assignee.get(uid, [0, 0, 0, 0, 0])
+        rows.append(SpecialistRow(uid, name, assigned, contacted, booked, medians.get(uid), bool(active), met, missed))
     return sorted(rows, key=lambda r: (-r.assigned, r.name.lower()))
 
 
@@ -460,8 +500,8 @@ UNASSIGNED_LABEL = "Unassigned"
 def unassigned_row(result: Funnel) -> SpecialistRow:
     """The leads of the range nobody holds, as a specialists-table row, so the rows add up to "new".
     No median: the first-contact percentiles are kept per assignee only."""
-    contacted, booked = result.unassigned_reached
-    return SpecialistRow(0, UNASSIGNED_LABEL, result.unassigned, contacted, booked)
+    contacted, booked, met, missed = result.unassigned_reached
+    return SpecialistRow(0, UNASSIGNED_LABEL, result.unassigned, contacted, booked, sla_met=met, sla_missed=missed)
 
 
 def _breakdown(rows, label) -> list[dict]:
@@ -585,8 +625,11 @@ def build_report(session, rng: ReportRange, counts=None) -> Report:
 # --- CSV export ----------------------------------------------------------------------------------
 
 
-def _minutes(seconds: int | None) -> float | str:
-    return "" if seconds is None else round(seconds / 60, 1)
+def _minutes(seconds: int | None) -> int | float | str:
+    """Minutes for the CSV: whole (every reported bucket is), "34" rather than "34.0"."""
+    if seconds is None:
+        return ""
+    return seconds // 60 if seconds % 60 == 0 else round(seconds / 60, 1)
 
 
 def _blank(v):
@@ -605,17 +648,23 @@ def table(session, rng: ReportRange, name: str, counts=None) -> tuple[list[str],
     if name == "speed":
         s = speed_to_lead(session, rng, counts=counts)
         return (
-            ["leads_attempted", "open_not_attempted", "median_minutes", "p90_minutes"],
-            [[s.contacted, s.waiting, _minutes(s.median_seconds), _minutes(s.p90_seconds)]],
+            ["leads_attempted", "open_not_attempted", "median_minutes", "p90_minutes"]
+            + ["target_met", "target_missed", "within_target_pct"],
+            [
+                [s.contacted, s.waiting, _minutes(s.median_seconds), _minutes(s.p90_seconds)]
+                + [s.sla_met, s.sla_missed, _blank(s.within_sla)]
+            ],
         )
     if name == "specialists":
         # The last row holds the unassigned leads (zero included), so "assigned" sums to the new leads.
         f = funnel(session, rng, counts)
         rows = [
             [r.label, r.assigned, r.contacted, r.booked, _blank(r.conversion), _minutes(r.median_first_contact_seconds)]
+            + [r.sla_met, r.sla_missed, _blank(r.within_sla)]
             for r in [*specialists(session, rng, f, counts=counts), unassigned_row(f)]
         ]
-        return ["specialist", "assigned", "contacted", "booked", "conversion_pct", "median_first_contact_minutes"], rows
+        header = ["specialist", "assigned", "contacted", "booked", "conversion_pct", "median_first_contact_minutes"]
+        return header + ["target_met", "target_missed", "within_target_pct"], rows
     if name in ("sources", "states", "conditions"):
         data = breakdowns(session, rng, counts)[name]
         return [name[:-1], "leads", "share_pct"], [[r["label"], r["leads"], _blank(r["share_pct"])] for r in data]

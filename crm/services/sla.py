@@ -52,6 +52,11 @@ class SlaConfig:
             timezone=config.get("BUSINESS_TIMEZONE") or "America/New_York",
         )
 
+    def describe(self) -> str:
+        """The business hours in words, e.g. "08:00-20:00 Mon, Tue, Wed, Thu, Fri (America/New_York)"."""
+        days = ", ".join(d.strip().capitalize() for d in self.days.split(",") if d.strip())
+        return f"{self.hours} {days} ({self.timezone})"
+
 
 def sla_deadline(created_at: datetime, cfg: SlaConfig) -> datetime:
     """When the first contact is due: ``cfg.minutes`` of business time after ``created_at`` (pure)."""
