@@ -875,3 +875,21 @@ def test_speed_to_lead_target_counts_business_hours_live_and_from_rollups(client
     assert "08:00-20:00 Mon, Tue, Wed, Thu, Fri (America/New_York)" in page
     rows = read_csv(client.get(f"/reports/export/speed.csv?{ARGS}"))
     assert rows[0][-3:] == ["target_met", "target_missed", "within_target_pct"] and rows[1][-3:] == ["7", "2", "77.8"]
+
+
+def test_idle_physicians_are_counted_on_the_page_and_listed_in_the_csv(client, auth, admin, db, world):
+    """The utilisation table lists bookings, so a physician nobody was booked with never showed: the
+    under-used ones a manager looks for. Counted on the page, listed at 0 % in the CSV; a
+    deactivated physician without bookings is in neither."""
+    PhysicianFactory(last_name="Retired", active=False)
+    db.session.commit()
+    assert reports.idle_physicians(db.session, RANGE) == 1  # "Unbooked"; Dana has bookings
+    auth.as_user(admin)
+    page = " ".join(re.sub(r"<[^>]+>", "", client.get(f"/reports?{ARGS}").get_data(as_text=True)).split())
+    assert "1 active physician without an appointment in the range (0 %, listed in the CSV)" in page
+    rows = read_csv(client.get(f"/reports/export/utilisation.csv?{ARGS}"))[1:]
+    names = [r[1] for r in rows]
+    assert names[0] == "Dana Weekly, MD" and any("Unbooked" in n for n in names[1:])
+    assert not any("Retired" in n for n in names)
+    unbooked = next(r for r in rows if "Unbooked" in r[1])
+    assert unbooked[5:] == ["0", "0.0"]

@@ -558,8 +558,9 @@ def by_condition(session, rng: ReportRange, counts=None) -> list[dict]:
     return breakdowns(session, rng, counts)["conditions"]
 
 
-def utilisation(session, rng: ReportRange, counts=None) -> list[dict]:
-    """Appointments (not cancelled) starting in the range against each physician's weekly capacity."""
+def utilisation(session, rng: ReportRange, counts=None, *, idle: bool = False) -> list[dict]:
+    """Appointments (not cancelled) starting in the range against each physician's weekly capacity.
+    ``idle``: also every active physician without one (0 %), after the others (the CSV)."""
     booked = _counts(session, counts).bookings(rng)
     stmt = sa.select(
         Physician.id,
@@ -568,8 +569,14 @@ def utilisation(session, rng: ReportRange, counts=None) -> list[dict]:
         Physician.credential,
         Physician.state,
         Physician.weekly_capacity,
-        booked.c.n,
-    ).join(booked, booked.c.pid == Physician.id)
+        sa.func.coalesce(booked.c.n, 0),
+    )
+    if idle:
+        stmt = stmt.outerjoin(booked, booked.c.pid == Physician.id).where(
+            sa.or_(booked.c.pid.is_not(None), Physician.active.is_(True))
+        )
+    else:
+        stmt = stmt.join(booked, booked.c.pid == Physician.id)
     rows = []
     for pid, first, last, cred, state, weekly, n in session.execute(stmt).all():
         # The percentage is taken over the exact capacity; only the shown capacity is rounded
@@ -589,6 +596,18 @@ def utilisation(session, rng: ReportRange, counts=None) -> list[dict]:
     return sorted(rows, key=lambda r: (-(r["utilisation_pct"] or 0), -r["bookings"], r["physician"]))
 
 
+def idle_physicians(session, rng: ReportRange, counts=None) -> int:
+    """Active physicians with no appointment (not cancelled) starting in the range: the ones the
+    utilisation table, which lists bookings, cannot show."""
+    booked = _counts(session, counts).bookings(rng)
+    return session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Physician)
+        .outerjoin(booked, booked.c.pid == Physician.id)
+        .where(Physician.active.is_(True), booked.c.pid.is_(None))
+    )
+
+
 @dataclass
 class Report:
     range: ReportRange
@@ -601,6 +620,7 @@ class Report:
     states: list[dict]
     conditions: list[dict]
     utilisation: list[dict]
+    idle_physicians: int = 0
 
 
 def build_report(session, rng: ReportRange, counts=None) -> Report:
@@ -619,6 +639,7 @@ def build_report(session, rng: ReportRange, counts=None) -> Report:
         states=parts["states"],
         conditions=parts["conditions"],
         utilisation=utilisation(session, rng, counts),
+        idle_physicians=idle_physicians(session, rng, counts),
     )
 
 
@@ -670,7 +691,9 @@ def table(session, rng: ReportRange, name: str, counts=None) -> tuple[list[str],
         return [name[:-1], "leads", "share_pct"], [[r["label"], r["leads"], _blank(r["share_pct"])] for r in data]
     if name == "utilisation":
         keys = ["physician_id", "physician", "state", "weekly_capacity", "capacity_in_range", "bookings"]
-        rows = [[r[k] for k in keys] + [_blank(r["utilisation_pct"])] for r in utilisation(session, rng, counts)]
+        rows = [
+            [r[k] for k in keys] + [_blank(r["utilisation_pct"])] for r in utilisation(session, rng, counts, idle=True)
+        ]
         return keys + ["utilisation_pct"], rows
     return None
 
