@@ -862,3 +862,24 @@ def test_webhooks_do_not_ask_about_an_unknown_zip(client, db, conditions):
         "/webhooks/intake/site", data=signed.body, headers=signed.headers, content_type="application/json"
     )
     assert resp.status_code == 202
+
+
+def test_a_resubmission_does_not_keep_a_neglected_lead_with_its_assignee(client, db, conditions, specialist):
+    """The 24-hour return to the pool looks at the specialist's activity: a patient writing again
+    ("nobody called me") is no such activity, and the lead still goes back to the pool."""
+    from datetime import UTC, datetime, timedelta
+
+    from crm.services.sla import stale_sweep
+
+    client.post("/conditions/dystonia", data=form_data())
+    lead = db.session.scalar(sa.select(Lead))
+    lead.assignee, lead.assigned_at = specialist, lead.created_at - timedelta(hours=25)
+    db.session.commit()
+    client.post("/conditions/dystonia", data=form_data(idempotency_token="f" * 32, message="Nobody called me"))
+    db.session.expire_all()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 1
+    assert lead.last_activity_at is None
+    assert stale_sweep(datetime.now(UTC) + timedelta(minutes=1), 24) == 1
+    db.session.commit()
+    db.session.expire_all()
+    assert lead.assignee_id is None

@@ -1076,8 +1076,9 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             if wish.phone_extension:
                 data["phone_extension"] = wish.phone_extension
             data.update(changes)
+            # Not the specialist's activity (``last_activity_at``): a patient writing again because
+            # nobody called is the sign of a neglected lead, which must still return to the pool.
             add_event(target, EventKind.RESUBMITTED, data, at=now)
-            target.last_activity_at = now
             return "resubmitted", target.id
 
     new_lead = _new_lead_row(item, clean, wish, now)
