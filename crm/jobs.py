@@ -29,6 +29,7 @@ from pathlib import Path
 from flask import current_app
 
 from crm.extensions import db
+from crm.logging_setup import error_text, scrub
 from crm.models import JobRun
 
 log = logging.getLogger("crm.jobs")
@@ -207,8 +208,10 @@ def run_job(job: Job, now: datetime | None = None) -> JobRun:
         log.warning("job %s %s", job.id, summary)
     except Exception as exc:  # noqa: BLE001 - one failing job never stops the others
         db.session.rollback()
-        summary, ok = f"failed: {type(exc).__name__}", False
-        log.error("job %s failed: %s", job.id, type(exc).__name__)
+        # The message (a PostgreSQL error's quoted values withheld, emails and phones masked) and
+        # the traceback: "failed: OperationalError" alone could not be diagnosed.
+        summary, ok = f"failed: {scrub(error_text(exc, 300))}", False
+        log.error("job %s failed: %s", job.id, error_text(exc), exc_info=exc)
     if run_id is None:
         run = JobRun(job_id=job.id, started_at=now)
         if summary or not ok:

@@ -432,3 +432,38 @@ def test_a_geocoder_answer_for_an_address_changed_meanwhile_is_thrown_away(db, f
     p = db.session.get(type(patient), patient.id)
     assert (p.zip, p.state, p.latitude, p.geocode_status) == ("30303", "GA", None, GeocodeStatus.PENDING)
     assert db.session.get(type(lead), lead.id).matched_at is None  # nothing was matched to the old place
+
+
+def test_a_patient_whose_retry_always_breaks_is_counted_and_given_up(db, fake_online, monkeypatch):
+    """An unexpected error (not the geocoder saying no) used to roll the attempt back with the rest:
+    the patient came back every lease for ever, admins never told, the job's summary silent."""
+    from crm.services import enrichment
+
+    admin = UserFactory(role="admin")
+    patient = pending_patient(zip="33101", city="Miami", state="FL")
+    lead = LeadFactory(patient=patient)
+    closed = pending_patient(zip="33101", city="Miami", state="FL")
+    LeadFactory(patient=closed, status="lost", lost_reason="spam")
+    db.session.commit()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("matching broke")
+
+    monkeypatch.setattr(enrichment, "match_and_store", broken)
+    FakeOnline.fail = True  # pending after each try, so the re-match (broken here) runs
+    first = retry_pending_geocodes(NOW, config=fake_online)
+    assert first.claimed == 2 and "1 error(s): RuntimeError" in str(first)  # the closed lead is not re-matched
+    db.session.refresh(patient)
+    assert patient.geocode_status == GeocodeStatus.PENDING and patient.geocode_attempts == 1
+    assert "matching broke" in patient.geocode_error
+    later = NOW
+    for _ in range(3):
+        later += timedelta(hours=1)
+        retry_pending_geocodes(later, config=fake_online)
+    db.session.refresh(patient)
+    db.session.refresh(closed)
+    assert patient.geocode_status == closed.geocode_status == GeocodeStatus.FAILED
+    assert retry_pending_geocodes(later + timedelta(days=1), config=fake_online).claimed == 0
+    notes = db.session.scalars(sa.select(Notification).where(Notification.user_id == admin.id)).all()
+    # Told about the open lead's patient only: nobody needs to act on a closed lead's address.
+    assert [n.kind for n in notes] == ["geocode_failed"] and f"Lead #{lead.id}" in notes[0].message

@@ -81,16 +81,26 @@ def test_jobs_are_idempotent(app, db, specialist):
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == 1
 
 
-def test_a_failing_job_is_recorded_and_does_not_stop_the_others(app, db, monkeypatch):
+def test_a_failing_job_is_recorded_and_does_not_stop_the_others(app, db, monkeypatch, caplog):
+    """The run says what failed and the log where (a traceback): "failed: OperationalError" alone
+    could not be diagnosed. Patient data in a message stays masked in both."""
+    import logging
+
     from crm import jobs
 
     def broken(now):
-        raise RuntimeError("boom")
+        raise RuntimeError("no mailbox for jane.canary@example.com")
 
     monkeypatch.setattr(jobs, "JOBS_BY_ID", {**jobs.JOBS_BY_ID, "outbox": jobs.Job("outbox", 30, broken, "x")})
-    runs = run_all(WED, only=("outbox", "sla_sweep"))
-    assert [(r.job_id, r.ok, r.summary) for r in runs][0] == ("outbox", False, "failed: RuntimeError")
+    with caplog.at_level(logging.ERROR, logger="crm.jobs"):
+        runs = run_all(WED, only=("outbox", "sla_sweep"))
+    job_id, ok, summary = runs[0].job_id, runs[0].ok, runs[0].summary
+    assert (job_id, ok) == ("outbox", False) and summary.startswith("failed: RuntimeError: no mailbox for ")
+    assert "jane.canary@example.com" not in summary
     assert runs[1].ok
+    logged = "\n".join(caplog.messages + [r.exc_text or "" for r in caplog.records])
+    assert "job outbox failed: RuntimeError" in logged and "Traceback" in logged and "in broken" in logged
+    assert "jane.canary@example.com" not in logged
 
 
 def test_two_schedulers_run_each_job_once(app, db):

@@ -23,9 +23,17 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from crm.extensions import db
+from crm.logging_setup import error_text
 from crm.models import Lead, Patient, Physician, User
 from crm.models.enums import OPEN_STATUSES, EventKind, GeocodeStatus, Role
-from crm.services.geocoding import Address, ensure_address_unchanged, geocode_patient, get_geocoder, max_attempts
+from crm.services.geocoding import (
+    Address,
+    ensure_address_unchanged,
+    geocode_patient,
+    get_geocoder,
+    max_attempts,
+    record_geocode_failure,
+)
 from crm.services.matching import match_lead
 from crm.services.timeline import add_event
 
@@ -172,6 +180,7 @@ class RetrySummary:
         return (
             f"{self.claimed} patient(s) tried: {self.located} located, {self.pending} still pending, "
             f"{self.failed} failed for good; {self.rematched} lead(s) re-matched"
+            + (f"; {len(self.errors)} error(s): {', '.join(sorted(set(self.errors)))}" if self.errors else "")
         )
 
     def as_dict(self) -> dict:
@@ -233,7 +242,7 @@ def retry_patient(patient_id: int, seen_next_at, now: datetime, config: Mapping,
             summary.located += 1
         elif outcome.final:
             summary.failed += 1
-            for lead in leads or [None]:
+            for lead in leads:  # a patient whose leads are all closed needs nobody to act
                 _notify_admins_failed(lead, patient, now)
         else:
             summary.pending += 1
@@ -246,10 +255,32 @@ def retry_patient(patient_id: int, seen_next_at, now: datetime, config: Mapping,
                 match_and_store(lead, now, trigger=trigger)
                 summary.rematched += 1
         db.session.commit()
-    except Exception as exc:  # noqa: BLE001 - the claim's lease brings it back later
+    except Exception as exc:  # noqa: BLE001 - one patient's failure never stops the others
         db.session.rollback()
         summary.errors.append(type(exc).__name__)
-        log.warning("geocode retry: patient %s failed (%s)", patient_id, type(exc).__name__)
+        log.warning("geocode retry: patient %s failed: %s", patient_id, error_text(exc), exc_info=exc)
+        _count_failed_retry(patient_id, error_text(exc, 250), now, config, summary)
+
+
+def _count_failed_retry(patient_id: int, error: str, now: datetime, config: Mapping, summary: RetrySummary) -> None:
+    """An unexpected error counts as an attempt, in a transaction of its own (the rollback took the
+    claim's), so a patient that always fails ends ``failed`` with admins told, instead of being
+    tried again every lease for ever."""
+    try:
+        patient = db.session.get(Patient, patient_id)
+        if patient is None or patient.geocode_status != GeocodeStatus.PENDING:
+            return
+        if record_geocode_failure(patient, error, False, now, config):
+            summary.failed += 1
+            leads = db.session.scalars(
+                sa.select(Lead).where(Lead.patient_id == patient.id, Lead.status.in_([s.value for s in OPEN_STATUSES]))
+            ).all()
+            for lead in leads:
+                _notify_admins_failed(lead, patient, now)
+        db.session.commit()
+    except Exception as again:  # noqa: BLE001 - the lease still brings the patient back later
+        db.session.rollback()
+        log.warning("geocode retry: patient %s attempt not counted: %s", patient_id, error_text(again))
 
 
 def retry_pending_geocodes(

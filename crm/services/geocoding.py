@@ -484,7 +484,7 @@ def geocode_physician(
         physician.geocode_attempts = 0
     result, error, final_failure = _attempt(physician, config)
     if result is None:
-        _record_failure(physician, error, final_failure, now or datetime.now(UTC), config)
+        record_geocode_failure(physician, error, final_failure, now or datetime.now(UTC), config)
         return False
     _record_success(physician, result)
     return True
@@ -526,7 +526,7 @@ def _record_success(obj, result: GeocodeResult) -> None:
     obj.geocode_error = None
 
 
-def _record_failure(obj, error: str, final: bool, now: datetime, config: Mapping | None) -> bool:
+def record_geocode_failure(obj, error: str, final: bool, now: datetime, config: Mapping | None) -> bool:
     """Count the attempt; ``failed`` when final or the last one, else ``pending`` with a backoff.
     Returns whether it is failed for good."""
     obj.geocode_attempts = (obj.geocode_attempts or 0) + 1
@@ -574,7 +574,7 @@ def geocode_patient(patient: Patient, now: datetime | None = None, config: Mappi
     before = (patient.latitude, patient.longitude, patient.state)
     result, error, final_failure = _attempt(patient, config)
     if result is None:
-        final = _record_failure(patient, error, final_failure, now or datetime.now(UTC), config)
+        final = record_geocode_failure(patient, error, final_failure, now or datetime.now(UTC), config)
         state_from_zip(patient)
         return PatientGeocode(ok=False, final=final, error=error, changed=patient.state != before[2])
     _record_success(patient, result)

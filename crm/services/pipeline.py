@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from crm.extensions import db
+from crm.logging_setup import error_text
 from crm.models import Lead
 from crm.models.enums import OPEN_STATUSES
 
@@ -41,7 +42,7 @@ def _step(name: str, lead_id: int, fn) -> bool:
         return True
     except Exception as exc:  # noqa: BLE001 - a failed step is retried by a later run
         db.session.rollback()
-        log.warning("pipeline: %s for lead %s failed (%s)", name, lead_id, type(exc).__name__)
+        log.warning("pipeline: %s for lead %s failed: %s", name, lead_id, error_text(exc), exc_info=exc)
         return False
 
 
