@@ -288,3 +288,44 @@ def test_reminder_badge_and_notifications_page(client, auth, db, specialist):
     assert client.post("/notifications/99999/read").status_code == 404
     past_the_end = client.get("/notifications?show=all&page=9").get_data(as_text=True)
     assert f"lead #{lead.id}" in past_the_end and "No notifications yet" not in past_the_end
+
+
+def test_a_follow_up_goes_with_the_lead_to_its_new_owner_and_is_reminded_to_them(app, db, specialist, admin):
+    """A colleague plans a call on an unassigned lead, which is then assigned: the reminder goes to
+    the lead's owner, not to the colleague. A follow-up already reminded to an owner who then loses
+    the lead is reminded again to the next owner, and the first owner's alert is put away."""
+    from crm.services import routing
+
+    colleague = UserFactory(name="Covering Colleague")
+    other = UserFactory(name="Next Owner")
+    lead = make_lead(db, status=S.ATTEMPTING)
+    fu = followups.schedule(lead, due_at=WED, kind="call", actor=colleague, now=WED - timedelta(hours=1))
+    assert fu.owner_id == colleague.id
+    routing.assign(lead, specialist, actor=specialist, now=WED - timedelta(minutes=30))
+    db.session.commit()
+    assert fu.owner_id == specialist.id
+    with app.test_request_context():
+        assert send_reminders(WED + timedelta(minutes=1)) == {"reminded": 1, "emailed": 1}
+    db.session.commit()
+    first = db.session.scalar(sa.select(Notification))
+    assert first.user_id == specialist.id and first.read_at is None
+
+    # The lead changes hands after the reminder: the next owner is reminded, the first alert put away.
+    routing.assign(lead, other, actor=admin, now=WED + timedelta(hours=1))
+    db.session.commit()
+    assert fu.owner_id == other.id and fu.reminded_at is None
+    with app.test_request_context():
+        assert send_reminders(WED + timedelta(hours=1, minutes=1)) == {"reminded": 1, "emailed": 1}
+    db.session.commit()
+    db.session.expire_all()
+    notes = db.session.scalars(sa.select(Notification).order_by(Notification.id)).all()
+    assert [(n.user_id, n.read_at is None) for n in notes] == [(specialist.id, False), (other.id, True)]
+    assert db.session.scalars(sa.select(OutboxEmail.to_addr).order_by(OutboxEmail.id)).all() == [
+        specialist.email,
+        other.email,
+    ]
+    # Done: the new owner's alert is dealt with too.
+    followups.complete(fu, actor=other, outcome="done", now=WED + timedelta(hours=2))
+    db.session.commit()
+    db.session.expire_all()
+    assert all(n.read_at is not None for n in db.session.scalars(sa.select(Notification)))

@@ -127,11 +127,7 @@ def complete(fu: FollowUp, *, actor: User, outcome: str = "done", now: datetime 
     fu.done_at = now
     fu.outcome = (outcome or "done").strip()[:200]
     # Its "follow-up due" alert has been dealt with: it should not wait unread in Alerts.
-    db.session.execute(
-        sa.update(Notification)
-        .where(Notification.dedupe_key == f"follow_up:{fu.id}", Notification.read_at.is_(None))
-        .values(read_at=now)
-    )
+    db.session.execute(sa.update(Notification).where(_alert_of(fu), Notification.read_at.is_(None)).values(read_at=now))
     lead = fu.lead
     refresh_next_follow_up(lead)
     lead.last_activity_at = now
@@ -191,6 +187,36 @@ def complete_due_calls(lead: Lead, *, actor: User, outcome: str, now: datetime) 
     return done
 
 
+def _alert_of(fu: FollowUp):
+    """Its "follow-up due" alerts: ``follow_up:<id>:<owner>`` (one per owner reminded), or
+    ``follow_up:<id>`` as written before the key named the owner."""
+    key = Notification.dedupe_key
+    return sa.or_(key == f"follow_up:{fu.id}", key.startswith(f"follow_up:{fu.id}:"))
+
+
+def hand_over(lead: Lead, to_user_id: int | None, now: datetime) -> None:
+    """The lead changed hands (assigned, reassigned, back to the pool): its open follow-ups go with
+    it, whoever planned them (a colleague covering an unassigned lead planned for the lead, not for
+    themselves). One already reminded to someone else is reminded again to the new owner, and the
+    old owner's alert about it is put away: it is no longer theirs to do."""
+    moved = []
+    for fu in lead.follow_ups:
+        if fu.done_at is not None or fu.owner_id == to_user_id:
+            continue
+        if fu.reminded_at is not None:
+            moved.append(_alert_of(fu))
+            if to_user_id is not None:
+                fu.reminded_at = None
+        fu.owner_id = to_user_id
+    if moved:
+        db.session.execute(
+            sa.update(Notification)
+            .where(sa.or_(*moved), Notification.read_at.is_(None))
+            .values(read_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def send_reminders(now: datetime, limit: int = 200) -> dict[str, int]:
     """Remind each owner once when a follow-up comes due: a notification and an email."""
     from crm.services.mailer import queue_email
@@ -230,7 +256,7 @@ def send_reminders(now: datetime, limit: int = 200) -> dict[str, int]:
         message = f"{fu.kind.value.capitalize()} follow-up due for lead #{fu.lead_id}" + (
             f": {fu.note}" if fu.note else ""
         )
-        if notify(owner, "follow_up_due", message, lead=fu.lead, dedupe_key=f"follow_up:{fu.id}", at=now):
+        if notify(owner, "follow_up_due", message, lead=fu.lead, dedupe_key=f"follow_up:{fu.id}:{owner.id}", at=now):
             link = _lead_url(fu.lead_id)
             queue_email(
                 owner.email,

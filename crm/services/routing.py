@@ -30,6 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from crm.extensions import db
 from crm.models import Lead, LeadEvent, Patient, User
 from crm.models.enums import ContactMethod, EventKind, LeadStatus, Role
+from crm.services import followups
 from crm.services.calling_window import Window, is_allowed
 from crm.services.leads_query import OPEN as OPEN_SQL
 from crm.services.settings import auto_assign_enabled
@@ -98,7 +99,7 @@ def claim_next(user: User, *, now: datetime | None = None, window: Window | None
     lead = db.session.get(Lead, lead_id, populate_existing=True)
     user.last_assigned_at = now
     add_event(lead, EventKind.ASSIGNED, {"to": user.id, "by": "get_next"}, actor=user, at=now)
-    _move_follow_ups(lead, None, user)
+    followups.hand_over(lead, user.id, now)
     return lead
 
 
@@ -211,7 +212,7 @@ def auto_assign(lead: Lead, *, now: datetime | None = None) -> User | None:
     lead.assigned_at = now
     user.last_assigned_at = now
     add_event(lead, EventKind.ASSIGNED, {"to": user.id, "by": by}, at=now)
-    _move_follow_ups(lead, None, user)
+    followups.hand_over(lead, user.id, now)
     db.session.flush()
     return user
 
@@ -261,12 +262,6 @@ def _with_patient_owner(lead_ids: list[int]) -> set[int]:
     return set(db.session.scalars(sa.select(Lead.id).where(Lead.id.in_(lead_ids), held)))
 
 
-def _move_follow_ups(lead: Lead, previous_id: int | None, user: User | None) -> None:
-    for fu in lead.follow_ups:
-        if fu.done_at is None and (fu.owner_id is None or fu.owner_id == previous_id):
-            fu.owner_id = user.id if user is not None else None
-
-
 def assign(lead: Lead, user: User, *, actor: User, now: datetime | None = None) -> Lead:
     """Assign to ``user`` ("assign to me", or an admin's reassignment)."""
     now = now or datetime.now(UTC)
@@ -287,7 +282,7 @@ def assign(lead: Lead, user: User, *, actor: User, now: datetime | None = None) 
     lead.last_activity_at = now
     by = "self" if actor.id == user.id else "admin"
     add_event(lead, EventKind.ASSIGNED, {"to": user.id, "from": previous, "by": by}, actor=actor, at=now)
-    _move_follow_ups(lead, previous, user)
+    followups.hand_over(lead, user.id, now)
     return lead
 
 
@@ -305,7 +300,5 @@ def unassign(lead: Lead, *, actor: User, now: datetime | None = None, reason: st
     lead.last_activity_at = now
     data = {"from": previous, "reason": reason} if reason else {"from": previous}
     add_event(lead, EventKind.UNASSIGNED, data, actor=actor, at=now)
-    for fu in lead.follow_ups:
-        if fu.done_at is None and fu.owner_id == previous:
-            fu.owner_id = None
+    followups.hand_over(lead, None, now)
     return lead

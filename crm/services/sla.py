@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from crm.extensions import db
 from crm.models import Lead, LeadEvent, Notification, User
 from crm.models.enums import EventKind, LeadStatus, LostReason, Role
+from crm.services import followups
 from crm.services.calling_window import _local_at, make_window, zone
 from crm.services.timeline import add_event
 from crm.templating import age
@@ -203,9 +204,7 @@ def stale_sweep(now: datetime, hours: int, limit: int = 500) -> int:
         if claimed != 1:
             continue
         db.session.expire(lead)
-        for fu in lead.follow_ups:
-            if fu.done_at is None and fu.owner_id == previous:
-                fu.owner_id = None
+        followups.hand_over(lead, None, now)
         add_event(lead, EventKind.UNASSIGNED, {"from": previous, "reason": f"untouched for {hours} h"}, at=now)
         returned += 1
     db.session.flush()
