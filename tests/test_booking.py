@@ -148,22 +148,6 @@ def test_no_cancellation_email_for_a_past_visit_or_a_patient_without_email(db, s
     assert kinds == ["appointment_confirmation"]  # the first patient's; the second has no address
 
 
-def test_failed_smtp_is_retried_then_failed(app, db, monkeypatch):
-    def boom(msg):
-        raise OSError("connection refused")
-
-    monkeypatch.setattr(mailer.mail, "send", boom)
-    monkeypatch.setitem(app.config, "MAIL_SERVER", "smtp.example.com")
-    monkeypatch.setitem(app.config, "MAIL_SUPPRESS_SEND", False)
-    monkeypatch.setitem(app.config, "MAIL_MAX_ATTEMPTS", 2)
-    mailer.queue_email("p@example.com", "Hi", "Body", kind="test")
-    db.session.commit()
-    assert mailer.send_pending(WED)["retry"] == 1
-    assert mailer.send_pending(WED)["failed"] == 1
-    row = db.session.scalar(sa.select(OutboxEmail))
-    assert row.status == OutboxStatus.FAILED and "OSError" in row.error
-
-
 def test_booking_refusals(db, specialist):
     lead, (doc,) = matched_lead(db, assignee=specialist)
     outsider = PhysicianFactory(offers_telehealth=False)

@@ -10,7 +10,7 @@ from crm.extensions import db
 from crm.models import AuditLog, InboxItem, JobRun, Lead, Physician, User
 from crm.models.enums import OPEN_STATUSES
 from crm.security import admin_required
-from crm.services import booking, directory, edit_guard
+from crm.services import booking, directory, edit_guard, mailer
 from crm.services import intake as intake_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -36,6 +36,7 @@ def index():
             Lead, Lead.assignee_id.is_(None), Lead.status.in_([s.value for s in OPEN_STATUSES]), Lead.is_test.is_(False)
         ),
     }
+    stats["emails_failed"], stats["emails_retrying"] = mailer.attention_counts()
     expiry = directory.expiry_summary()
     at_risk = booking.visits_at_risk(datetime.now(UTC), limit=10)
     recent_audit = db.session.scalars(sa.select(AuditLog).order_by(AuditLog.id.desc()).limit(10)).all()
@@ -80,4 +81,5 @@ from crm.admin import users  # noqa: E402,F401,I001
 from crm.admin import audit  # noqa: E402,F401,I001
 from crm.admin import sources  # noqa: E402,F401,I001
 from crm.admin import inbox  # noqa: E402,F401,I001
+from crm.admin import outbox  # noqa: E402,F401,I001
 from crm.leads import admin_routing  # noqa: E402,F401,I001

@@ -102,6 +102,7 @@ class EventKind(StrEnum):
     NOTE = "note"
     CALL_ATTEMPT = "call_attempt"
     EMAIL_SENT = "email_sent"
+    EMAIL_FAILED = "email_failed"
     FOLLOW_UP_SCHEDULED = "follow_up_scheduled"
     FOLLOW_UP_DONE = "follow_up_done"
     APPOINTMENT_BOOKED = "appointment_booked"
@@ -153,7 +154,8 @@ class InboxChannel(StrEnum):
 
 
 class OutboxStatus(StrEnum):
-    QUEUED = "queued"
+    QUEUED = "queued"  # waiting for its first try, or for its next one (``next_attempt_at``)
+    SENDING = "sending"  # claimed by a runner until ``next_attempt_at`` (a lease)
     SENT = "sent"
     STORED = "stored"  # no SMTP configured: kept and logged, not sent
     FAILED = "failed"

@@ -51,6 +51,8 @@ class OutboxEmail(Base):
     ics: Mapped[str | None] = mapped_column(sa.Text)
     status: Mapped[OutboxStatus] = mapped_column(StrEnumType(OutboxStatus), default=OutboxStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(default=0)
+    # queued: not before this (the backoff after a failed try); sending: the claim's lease ends here
+    next_attempt_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(sa.Text)
     lead_id: Mapped[int | None] = mapped_column(sa.ForeignKey("leads.id"), index=True)
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))

@@ -1,27 +1,38 @@
 """The mail outbox: every email is written to ``outbox_emails`` first, then sent by a job.
 
 With ``MAIL_SERVER`` set, the ``outbox`` job sends through Flask-Mail (SMTP);
-without it, a message is marked ``stored`` and one masked log line says so. A
-failed send is retried (``MAIL_MAX_ATTEMPTS``, default 5) before it is ``failed``.
+without it, a message is marked ``stored`` and one masked log line says so.
+
+A runner claims a row before sending it (``sending``, with a lease in ``next_attempt_at``), so two
+runners never send one email twice; a runner that dies mid-send leaves the row to be taken again
+when the lease ends. A failed send waits longer before each new try (``RETRY_AFTER_MINUTES``: an
+SMTP outage of most of a day is ridden out) and after ``MAIL_MAX_ATTEMPTS`` (8) tries it is
+``failed``: the admins are told, the lead's timeline says so, and /admin/outbox sends it again.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
 
 from crm.extensions import db, mail
-from crm.logging_setup import mask_email
-from crm.models import Lead, OutboxEmail, User
-from crm.models.enums import OutboxStatus
+from crm.logging_setup import error_text, mask_email, scrub
+from crm.models import Lead, Notification, OutboxEmail, User
+from crm.models.enums import EventKind, OutboxStatus, Role
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 8
+# The wait after the n-th failed try (the last value repeats): 1 min, 5 min, ... 12 h; with 8 tries
+# the last one comes about 22 hours after the first.
+RETRY_AFTER_MINUTES = (1, 5, 15, 60, 180, 360, 720)
+# How long a claimed row is left to its runner before another may take it (an SMTP exchange takes
+# seconds; Flask-Mail's socket timeout is far below this).
+SEND_LEASE = timedelta(minutes=10)
 
 
 def queue_email(
@@ -53,20 +64,34 @@ def queue_email(
     return row
 
 
-def _claim(row_id: int, seen_attempts: int) -> bool:
-    """Conditional UPDATE: only one runner bumps ``attempts`` from the value it read."""
+def _due(now: datetime):
+    """Rows a runner may take now: queued and due, or claimed by a runner whose lease has ended."""
+    return sa.or_(
+        sa.and_(
+            OutboxEmail.status == OutboxStatus.QUEUED,
+            sa.or_(OutboxEmail.next_attempt_at.is_(None), OutboxEmail.next_attempt_at <= now),
+        ),
+        sa.and_(OutboxEmail.status == OutboxStatus.SENDING, OutboxEmail.next_attempt_at <= now),
+    )
+
+
+def _claim(row_id: int, now: datetime) -> bool:
+    """Take the row for this runner (``sending`` until the lease ends), counting the attempt. A
+    conditional UPDATE: a second runner finds it ``sending`` with a lease running and leaves it
+    (on PostgreSQL it waits for the first one's commit, then sees that)."""
     result = db.session.execute(
         sa.update(OutboxEmail)
-        .where(
-            OutboxEmail.id == row_id,
-            OutboxEmail.status == OutboxStatus.QUEUED,
-            OutboxEmail.attempts == seen_attempts,
-        )
-        .values(attempts=seen_attempts + 1)
+        .where(OutboxEmail.id == row_id, _due(now))
+        .values(status=OutboxStatus.SENDING, attempts=OutboxEmail.attempts + 1, next_attempt_at=now + SEND_LEASE)
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
     return result.rowcount == 1
+
+
+def retry_after(attempts: int) -> timedelta:
+    """The wait before the next try after ``attempts`` failed ones."""
+    return timedelta(minutes=RETRY_AFTER_MINUTES[min(attempts, len(RETRY_AFTER_MINUTES)) - 1])
 
 
 def ics_method(ics: str) -> str:
@@ -95,25 +120,22 @@ def _smtp_send(row: OutboxEmail) -> None:
 
 
 def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]:
-    """Send (or store) queued emails, oldest first. Each row is claimed before it is sent."""
+    """Send (or store) due emails, oldest first. Each row is claimed before it is sent."""
     now = now or datetime.now(UTC)
     smtp = bool(current_app.config.get("MAIL_SERVER")) and not current_app.config.get("MAIL_SUPPRESS_SEND")
     max_attempts = int(current_app.config.get("MAIL_MAX_ATTEMPTS", MAX_ATTEMPTS))
-    candidates = db.session.execute(
-        sa.select(OutboxEmail.id, OutboxEmail.attempts)
-        .where(OutboxEmail.status == OutboxStatus.QUEUED)
-        .order_by(OutboxEmail.created_at, OutboxEmail.id)
-        .limit(limit)
+    candidates = db.session.scalars(
+        sa.select(OutboxEmail.id).where(_due(now)).order_by(OutboxEmail.created_at, OutboxEmail.id).limit(limit)
     ).all()
     db.session.rollback()
     counts = {"sent": 0, "stored": 0, "retry": 0, "failed": 0}
-    for row_id, attempts in candidates:
-        if not _claim(row_id, attempts):
+    for row_id in candidates:
+        if not _claim(row_id, now):
             continue  # another runner has it
-        row = db.session.get(OutboxEmail, row_id)
+        row = db.session.get(OutboxEmail, row_id, populate_existing=True)
         if not smtp:
             row.status = OutboxStatus.STORED
-            row.sent_at = now
+            row.sent_at, row.next_attempt_at = now, None
             counts["stored"] += 1
             log.info(
                 "outbox: email %s (%s) to %s stored, not sent: MAIL_SERVER is not set",
@@ -125,25 +147,89 @@ def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]
             try:
                 _smtp_send(row)
             except Exception as exc:  # noqa: BLE001 - SMTP errors come in many types
-                row.error = f"{type(exc).__name__}: {exc}"[:500]
+                row.error = scrub(error_text(exc, 480))
                 if row.attempts >= max_attempts:
-                    row.status = OutboxStatus.FAILED
+                    _give_up(row, now)
                     counts["failed"] += 1
                 else:
+                    row.status = OutboxStatus.QUEUED
+                    row.next_attempt_at = now + retry_after(row.attempts)
                     counts["retry"] += 1
                 log.warning(
-                    "outbox: email %s (%s) to %s failed (attempt %s): %s",
+                    "outbox: email %s (%s) to %s failed (attempt %s of %s): %s",
                     row.id,
                     row.kind,
                     mask_email(row.to_addr),
                     row.attempts,
-                    type(exc).__name__,
+                    max_attempts,
+                    row.error,
                 )
             else:
                 row.status = OutboxStatus.SENT
-                row.sent_at = now
+                row.sent_at, row.next_attempt_at = now, None
                 row.error = None
                 counts["sent"] += 1
                 log.info("outbox: email %s (%s) sent to %s", row.id, row.kind, mask_email(row.to_addr))
         db.session.commit()
     return counts
+
+
+def _give_up(row: OutboxEmail, now: datetime) -> None:
+    """``failed`` for good: said on the lead's timeline and to every active admin (once each)."""
+    from crm.services.sla import notify
+    from crm.services.timeline import add_event
+
+    row.status = OutboxStatus.FAILED
+    row.next_attempt_at = None
+    what = row.kind.replace("_", " ")
+    lead = db.session.get(Lead, row.lead_id) if row.lead_id is not None else None
+    if lead is not None:
+        add_event(
+            lead, EventKind.EMAIL_FAILED, {"kind": row.kind, "attempts": row.attempts, "outbox_id": row.id}, at=now
+        )
+    about = f" for lead #{row.lead_id}" if row.lead_id is not None else ""
+    tries = f"{row.attempts} {'try' if row.attempts == 1 else 'tries'}"
+    message = f"Email not sent{about} ({what}) after {tries}: resend it from Admin → Outbox."
+    admins = db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True))).all()
+    for admin in admins:
+        notify(
+            admin,
+            "email_failed",
+            message,
+            lead=lead,
+            dedupe_key=f"email_failed:{row.id}:{admin.id}:{now:%Y%m%d%H%M%S}",
+            at=now,
+        )
+
+
+def needs_attention():
+    """Failed for good, or waiting for another try after a failed one: what /admin/outbox lists."""
+    return sa.or_(
+        OutboxEmail.status == OutboxStatus.FAILED,
+        sa.and_(OutboxEmail.status.in_([OutboxStatus.QUEUED, OutboxStatus.SENDING]), OutboxEmail.attempts > 0),
+    )
+
+
+def attention_counts() -> tuple[int, int]:
+    """(failed, retrying): the /admin card's figures."""
+    failed = sa.func.count().filter(OutboxEmail.status == OutboxStatus.FAILED)
+    retrying = sa.func.count().filter(OutboxEmail.status != OutboxStatus.FAILED)
+    row = db.session.execute(sa.select(failed, retrying).where(needs_attention())).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def resend(row: OutboxEmail, now: datetime) -> None:
+    """An admin's "Send again" for a failed email: queued now, with a fresh count of tries."""
+    if row.status != OutboxStatus.FAILED:
+        raise ValueError("Only an email that failed can be sent again.")
+    row.status = OutboxStatus.QUEUED
+    row.attempts = 0
+    row.next_attempt_at = None
+    # The admins' alerts about it are dealt with (a new failure raises new ones).
+    db.session.execute(
+        sa.update(Notification)
+        .where(Notification.dedupe_key.startswith(f"email_failed:{row.id}:"), Notification.read_at.is_(None))
+        .values(read_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.flush()
