@@ -872,7 +872,7 @@ def test_speed_to_lead_target_counts_business_hours_live_and_from_rollups(client
     page = " ".join(re.sub(r"<[^>]+>", "", client.get(f"/reports?{ARGS}").get_data(as_text=True)).split())
     assert "77.8 % within the 15-minute target (7 met · 2 missed)" in page
     assert "clock time, nights and weekends included" in page
-    assert "08:00-20:00 Mon, Tue, Wed, Thu, Fri (America/New_York)" in page
+    assert "while the desk is open (08:00–20:00, Mon–Fri, America/New_York) and the patient may be called" in page
     rows = read_csv(client.get(f"/reports/export/speed.csv?{ARGS}"))
     assert rows[0][-3:] == ["target_met", "target_missed", "within_target_pct"] and rows[1][-3:] == ["7", "2", "77.8"]
 

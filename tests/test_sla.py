@@ -35,6 +35,33 @@ def test_sla_deadline_counts_business_time(created, due):
     assert sla_deadline(created, CFG) == due
 
 
+@pytest.mark.parametrize(
+    ("created", "patient_tz", "due"),
+    [
+        # Wednesday 09:00 EST, an Eastern patient: both open, 09:15.
+        (WED, "America/New_York", WED + timedelta(minutes=15)),
+        # Wednesday 19:55 EST: 5 minutes today, then Thursday from 09:00 (callable), not 08:00 -> 09:10 EST.
+        (datetime(2026, 11, 19, 0, 55, tzinfo=UTC), "America/New_York", datetime(2026, 11, 19, 14, 10, tzinfo=UTC)),
+        # A Californian overnight: the desk opens 08:00 EST, but 09:00 PST is 12:00 EST -> 12:15 EST.
+        (datetime(2026, 11, 18, 8, 0, tzinfo=UTC), "America/Los_Angeles", datetime(2026, 11, 18, 17, 15, tzinfo=UTC)),
+        # A Californian at 16:50 PST (19:50 EST): 10 minutes before the desk closes, 5 on Thursday from 09:00 PST.
+        (datetime(2026, 11, 19, 0, 50, tzinfo=UTC), "America/Los_Angeles", datetime(2026, 11, 19, 17, 5, tzinfo=UTC)),
+        # Hawaii: 09:00 HST is 14:00 EST.
+        (datetime(2026, 11, 18, 12, 0, tzinfo=UTC), "Pacific/Honolulu", datetime(2026, 11, 18, 19, 15, tzinfo=UTC)),
+        # Guam (UTC+10): 09:00-20:00 there is 18:00-05:00 EST, so the only shared time is 18:00-20:00 EST
+        # on the desk's weekdays when Guam is not on its Sunday.
+        (datetime(2026, 11, 18, 14, 0, tzinfo=UTC), "Pacific/Guam", datetime(2026, 11, 18, 23, 15, tzinfo=UTC)),
+    ],
+)
+def test_the_clock_runs_while_the_desk_is_open_and_the_patient_may_be_called(created, patient_tz, due):
+    assert sla_deadline(created, CFG, patient_tz) == due
+
+
+def test_windows_that_never_meet_fall_back_to_business_hours():
+    night = SlaConfig(calling_hours="21:00-23:00")  # the desk closes at 20:00 in the same zone
+    assert sla_deadline(WED, night, "America/New_York") == sla_deadline(WED, night) == WED + timedelta(minutes=15)
+
+
 def test_sla_state_for_the_queue_row(db):
     lead = make_lead(db, created_at=WED)
     assert sla_state(lead, WED + timedelta(minutes=5), CFG) == {
@@ -93,8 +120,10 @@ def test_off_hours_lead_is_rescheduled_not_breached(db, admin):
     assert sla_sweep(sat + timedelta(hours=1), CFG) == {"breached": 0, "rescheduled": 1, "notified": 0}
     db.session.commit()
     db.session.expire_all()
-    assert lead.sla_due_at == datetime(2026, 11, 23, 13, 15, tzinfo=UTC) and lead.sla_breached_at is None
-    assert sla_sweep(datetime(2026, 11, 23, 13, 20, tzinfo=UTC), CFG)["breached"] == 1
+    # Monday: the desk opens at 08:00 EST, the (Eastern) patient may be called from 09:00.
+    assert lead.sla_due_at == datetime(2026, 11, 23, 14, 15, tzinfo=UTC) and lead.sla_breached_at is None
+    assert sla_sweep(datetime(2026, 11, 23, 14, 10, tzinfo=UTC), CFG)["breached"] == 0
+    assert sla_sweep(datetime(2026, 11, 23, 14, 20, tzinfo=UTC), CFG)["breached"] == 1
 
 
 def test_breached_lead_is_flagged_in_the_queue(client, auth, db, specialist, admin):

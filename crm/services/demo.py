@@ -429,9 +429,10 @@ def _flag_if_late(lead, created: datetime, first_contact: datetime) -> None:
     then (the reports count it as a missed target)."""
     from flask import current_app
 
+    from crm.services.followups import patient_timezone
     from crm.services.sla import SlaConfig, sla_deadline
 
-    due = sla_deadline(created, SlaConfig.from_config(current_app.config))
+    due = sla_deadline(created, SlaConfig.from_config(current_app.config), patient_timezone(lead.patient)[0])
     lead.sla_due_at = due
     if first_contact > due:
         lead.sla_breached_at = lead.escalated_at = due

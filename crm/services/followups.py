@@ -49,13 +49,15 @@ def _zip_timezone(zip_code: str) -> str | None:
 
 def patient_timezone(patient: Patient, fallback: str | None = None) -> tuple[str, bool]:
     """(IANA zone, known?): the geocoded zone, else the ZIP's zone, else the business zone."""
-    if patient.timezone:
-        return patient.timezone, True
-    if patient.zip:
-        tz = _zip_timezone(patient.zip)
-        if tz:
-            return tz, True
+    known = zone_of(patient.timezone, patient.zip)
+    if known:
+        return known, True
     return fallback or current_app.config.get("BUSINESS_TIMEZONE") or "America/New_York", False
+
+
+def zone_of(timezone: str | None, zip_code: str | None) -> str | None:
+    """A patient's zone from their columns (the geocoded zone, else the ZIP's), or None."""
+    return timezone or (_zip_timezone(zip_code) if zip_code else None)
 
 
 def refresh_next_follow_up(lead: Lead) -> None:

@@ -1,8 +1,11 @@
 """Speed-to-lead SLA, stale assignments and the unreachable rule (SPEC 4, 7).
 
 - SLA: first contact within ``SLA_MINUTES`` (15) counted inside business hours
-  (``BUSINESS_HOURS`` 08:00-20:00, ``BUSINESS_DAYS`` mon-fri, ``BUSINESS_TIMEZONE``).
-  A lead submitted on Saturday night is due 15 business minutes after Monday opens.
+  (``BUSINESS_HOURS`` 08:00-20:00, ``BUSINESS_DAYS`` mon-fri, ``BUSINESS_TIMEZONE``)
+  while the patient may be called (``CALLING_WINDOW``/``CALLING_DAYS`` in the patient's zone).
+  A lead submitted on Saturday night is due 15 minutes after Monday's first callable minute;
+  a Californian's overnight lead 15 minutes after 09:00 in California, not 08:15 in New York,
+  when nobody may call them yet.
   A lead past its deadline without a first contact is flagged (``sla_breached_at``,
   event ``sla_breached``) and every active admin gets one notification per lead.
 - Stale: an assigned lead nobody has touched for ``STALE_ASSIGNMENT_HOURS`` (24),
@@ -18,16 +21,17 @@ never act twice on one lead.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 import sqlalchemy as sa
 
 from crm.extensions import db
-from crm.models import Lead, LeadEvent, Notification, User
+from crm.models import Lead, LeadEvent, Notification, Patient, User
 from crm.models.enums import EventKind, LeadStatus, LostReason, Role
 from crm.services import followups
-from crm.services.calling_window import _local_at, make_window, zone
+from crm.services.calling_window import DEFAULT_DAYS, DEFAULT_WINDOW, Window, _local_at, make_window, zone
 from crm.services.timeline import add_event
 from crm.templating import age
 
@@ -43,6 +47,8 @@ class SlaConfig:
     hours: str = "08:00-20:00"
     days: str = "mon,tue,wed,thu,fri"
     timezone: str = "America/New_York"
+    calling_hours: str = DEFAULT_WINDOW  # the patient's calling window (their own zone)
+    calling_days: str = DEFAULT_DAYS
 
     @classmethod
     def from_config(cls, config) -> SlaConfig:
@@ -51,39 +57,77 @@ class SlaConfig:
             hours=config.get("BUSINESS_HOURS") or "08:00-20:00",
             days=config.get("BUSINESS_DAYS") or "mon,tue,wed,thu,fri",
             timezone=config.get("BUSINESS_TIMEZONE") or "America/New_York",
+            calling_hours=config.get("CALLING_WINDOW") or DEFAULT_WINDOW,
+            calling_days=config.get("CALLING_DAYS") or DEFAULT_DAYS,
         )
 
     def describe(self) -> str:
-        """The business hours in words, e.g. "08:00-20:00 Mon, Tue, Wed, Thu, Fri (America/New_York)"."""
-        days = ", ".join(d.strip().capitalize() for d in self.days.split(",") if d.strip())
-        return f"{self.hours} {days} ({self.timezone})"
+        """The business hours in words: "08:00–20:00, Mon–Fri, America/New_York"."""
+        return f"{make_window(self.hours, self.days).describe()}, {self.timezone}"
 
 
-def sla_deadline(created_at: datetime, cfg: SlaConfig) -> datetime:
-    """When the first contact is due: ``cfg.minutes`` of business time after ``created_at`` (pure)."""
-    window = make_window(cfg.hours, cfg.days)
-    tz = zone(cfg.timezone)
-    remaining = timedelta(minutes=cfg.minutes)
-    cursor = created_at.astimezone(tz)
+# Business hours and a patient's calling window that never meet (a zone half a world away, odd
+# settings): after this many days without a minute in both, the deadline counts business hours only.
+_NO_OVERLAP_DAYS = 14
+
+
+def _open_spans(start: datetime, window: Window, tz) -> Iterator[tuple[datetime, datetime]]:
+    """The window's opening hours from ``start`` on, in order, as aware (from, to) pairs."""
+    cursor = start.astimezone(tz)
     for _ in range(3700):  # at most ~10 years of days; a window always exists
         day = cursor.date()
         if day.weekday() in window.days:
             opens, closes = _local_at(day, window.start, tz), _local_at(day, window.end, tz)
-            start = max(cursor, opens)
-            if start < closes:
-                available = closes - start
-                if remaining <= available:
-                    return (start + remaining).astimezone(UTC)
-                remaining -= available
+            if max(cursor, opens) < closes:
+                yield max(cursor, opens), closes
         cursor = _local_at(day + timedelta(days=1), time(0, 0), tz)
     raise AssertionError("business hours never open")
+
+
+def _within(a: datetime, b: datetime, window: Window, tz) -> Iterator[tuple[datetime, datetime]]:
+    """The parts of [a, b) inside ``window`` in ``tz``, in order."""
+    first, last = a.astimezone(tz).date() - timedelta(days=1), b.astimezone(tz).date()
+    day = first
+    while day <= last:
+        if day.weekday() in window.days:
+            lo, hi = max(a, _local_at(day, window.start, tz)), min(b, _local_at(day, window.end, tz))
+            if lo < hi:
+                yield lo, hi
+        day += timedelta(days=1)
+
+
+def sla_deadline(created_at: datetime, cfg: SlaConfig, patient_tz: str | None = None) -> datetime:
+    """When the first contact is due: ``cfg.minutes`` after ``created_at`` counted while the desk is
+    open and, given the patient's zone, while the patient may be called (pure)."""
+    business, desk = make_window(cfg.hours, cfg.days), zone(cfg.timezone)
+    calling = make_window(cfg.calling_hours, cfg.calling_days) if patient_tz else None
+    remaining = timedelta(minutes=cfg.minutes)
+    for opens, closes in _open_spans(created_at, business, desk):
+        spans = _within(opens, closes, calling, zone(patient_tz)) if calling else [(opens, closes)]
+        for lo, hi in spans:
+            if remaining <= hi - lo:
+                return (lo + remaining).astimezone(UTC)
+            remaining -= hi - lo
+        if (
+            calling
+            and remaining == timedelta(minutes=cfg.minutes)
+            and opens - created_at > timedelta(days=_NO_OVERLAP_DAYS)
+        ):
+            return sla_deadline(created_at, cfg)
+    raise AssertionError("business hours never open")
+
+
+def lead_deadline(lead: Lead, cfg: SlaConfig) -> datetime:
+    """``sla_deadline`` for a lead, in its patient's zone."""
+    tz = followups.patient_timezone(lead.patient)[0] if lead.patient is not None else None
+    return sla_deadline(lead.created_at, cfg, tz)
 
 
 def sla_state(lead: Lead, now: datetime, cfg: SlaConfig) -> dict | None:
     """For the queue row: None once contacted/closed, else {breached, due_at, minutes}."""
     if lead.first_contact_at is not None or lead.status not in (LeadStatus.NEW, LeadStatus.ATTEMPTING):
         return None
-    due = sla_deadline(lead.created_at, cfg)
+    due = lead_deadline(lead, cfg)
     if lead.sla_due_at is not None and lead.sla_due_at > due:
         due = lead.sla_due_at
     delta = int((due - now).total_seconds() // 60)
@@ -100,7 +144,8 @@ def sla_sweep(now: datetime, cfg: SlaConfig, limit: int = 500) -> dict[str, int]
     """Flag leads past their speed-to-lead deadline and escalate each to the admins once."""
     naive_cutoff = now - timedelta(minutes=cfg.minutes)
     rows = db.session.execute(
-        sa.select(Lead.id, Lead.created_at, Lead.sla_due_at)
+        sa.select(Lead.id, Lead.created_at, Lead.sla_due_at, Patient.timezone, Patient.zip)
+        .join(Patient, Patient.id == Lead.patient_id)
         .where(
             sa.text("leads.status IN ('new', 'attempting')"),  # literal: matches ix_leads_sla_pending
             Lead.first_contact_at.is_(None),
@@ -112,8 +157,8 @@ def sla_sweep(now: datetime, cfg: SlaConfig, limit: int = 500) -> dict[str, int]
     ).all()
     counts = {"breached": 0, "rescheduled": 0, "notified": 0}
     admins = None
-    for lead_id, created_at, _stored_due in rows:
-        due = sla_deadline(created_at, cfg)
+    for lead_id, created_at, _stored_due, patient_tz, patient_zip in rows:
+        due = sla_deadline(created_at, cfg, followups.zone_of(patient_tz, patient_zip))
         if due > now:
             # Outside business hours the clock stops: remember the real deadline.
             db.session.execute(sa.update(Lead.__table__).where(Lead.__table__.c.id == lead_id).values(sla_due_at=due))
