@@ -1046,3 +1046,63 @@ def test_two_admins_saving_one_physician_at_the_same_moment_cannot_both_win(app,
     status, body = outcomes["second"]
     assert status == 200 and "someone else changed this physician" in body and "(phone)" in body
     assert db.session.get(Physician, doc_id).phone == "+18135550101"
+
+
+def test_an_online_geocoder_is_asked_after_the_edit_is_committed_not_under_its_lock(
+    client,
+    auth,
+    admin,
+    db,
+    app,
+    monkeypatch,
+    fake_online,  # noqa: F811 - the fixture imported above
+):
+    """An edit holds its record's lock until the commit (on SQLite the whole database's write lock):
+    a geocoder taking seconds inside it held up every webhook delivery meanwhile. The address is
+    located right after the commit, and the admin still reads where it was found."""
+    import html
+
+    from tests.test_geocoding import FakeOnline
+
+    auth.as_user(admin)
+    assert client.post("/admin/physicians/new", data=form_data(latitude="27.95", longitude="-82.46")).status_code == 302
+    doc = db.session.scalar(sa.select(Physician))
+    page = client.get(f"/admin/physicians/{doc.id}/edit").get_data(as_text=True)
+    token = html.unescape(re.search(r'name="loaded" type="hidden" value="([^"]*)"', page).group(1))
+    for key, value in fake_online.items():
+        monkeypatch.setitem(app.config, key, value)
+    others_could_write: list[bool] = []
+
+    def answer(self, query, *, exactly_one=True, **kwargs):
+        # Meanwhile, another connection tries to write (a delivery would): it must not wait.
+        with db.engine.connect() as other:
+            if other.dialect.name == "sqlite":
+                other.exec_driver_sql("PRAGMA busy_timeout = 200")
+                try:
+                    other.exec_driver_sql("BEGIN IMMEDIATE")
+                    other.exec_driver_sql("ROLLBACK")
+                    others_could_write.append(True)
+                except sa.exc.OperationalError:
+                    others_could_write.append(False)
+            else:
+                other.exec_driver_sql("SET lock_timeout = '200ms'")
+                try:
+                    other.execute(sa.text("SELECT id FROM physicians WHERE id = :i FOR UPDATE"), {"i": doc.id})
+                    others_could_write.append(True)
+                except sa.exc.OperationalError:
+                    others_could_write.append(False)
+                other.rollback()
+        from geopy.location import Location
+
+        return Location(query, (27.9506, -82.4572), {})
+
+    monkeypatch.setattr(FakeOnline, "geocode", answer)
+    moved = form_data(street="2 Harbour Island Blvd", loaded=token)
+    resp = client.post(f"/admin/physicians/{doc.id}/edit", data=moved, follow_redirects=True)
+    body = resp.get_data(as_text=True)
+    assert others_could_write == [True]
+    assert "Located at 27.9506, -82.4572" in body
+    db.session.expire_all()
+    assert (doc.street, doc.latitude, doc.geocode_status) == ("2 Harbour Island Blvd", 27.9506, "ok")
+    entry = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "update_physician")).all()[-1]
+    assert "street" in entry.detail["fields"] and "geocoded" in entry.detail["fields"]
