@@ -329,3 +329,23 @@ def test_a_follow_up_goes_with_the_lead_to_its_new_owner_and_is_reminded_to_them
     db.session.commit()
     db.session.expire_all()
     assert all(n.read_at is not None for n in db.session.scalars(sa.select(Notification)))
+
+
+def test_an_owner_who_gets_the_lead_back_is_reminded_again(app, db, specialist, admin):
+    """A → B → A: A's first alert (its key) must not stop the reminder of A's second turn."""
+    from crm.services import routing
+
+    other = UserFactory(name="Next Owner")
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    fu = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED - timedelta(hours=1))
+    db.session.commit()
+    with app.test_request_context():
+        assert send_reminders(WED + timedelta(minutes=1)) == {"reminded": 1, "emailed": 1}
+        routing.assign(lead, other, actor=admin, now=WED + timedelta(hours=1))
+        assert send_reminders(WED + timedelta(hours=1, minutes=1)) == {"reminded": 1, "emailed": 1}
+        routing.assign(lead, specialist, actor=admin, now=WED + timedelta(hours=2))
+        assert send_reminders(WED + timedelta(hours=2, minutes=1)) == {"reminded": 1, "emailed": 1}
+    db.session.commit()
+    assert fu.owner_id == specialist.id
+    unread = db.session.scalars(sa.select(Notification).where(Notification.read_at.is_(None))).all()
+    assert [n.user_id for n in unread] == [specialist.id]  # the current turn's alert only

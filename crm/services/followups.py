@@ -190,10 +190,16 @@ def complete_due_calls(lead: Lead, *, actor: User, outcome: str, now: datetime) 
 
 
 def _alert_of(fu: FollowUp):
-    """Its "follow-up due" alerts: ``follow_up:<id>:<owner>`` (one per owner reminded), or
+    """Its "follow-up due" alerts: ``follow_up:<id>:<owner>:<when>`` (one per reminder), or
     ``follow_up:<id>`` as written before the key named the owner."""
     key = Notification.dedupe_key
-    return sa.or_(key == f"follow_up:{fu.id}", key.startswith(f"follow_up:{fu.id}:"))
+    return sa.or_(key == f"follow_up:{fu.id}", key_prefixed(key, f"follow_up:{fu.id}:"))
+
+
+def key_prefixed(column, prefix: str):
+    """``column LIKE 'prefix%'`` as a range, so the unique index on it is used (in LIKE, the ``_``
+    of "follow_up" is a wildcard, and the collation need not be C)."""
+    return sa.and_(column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
 
 
 def hand_over(lead: Lead, to_user_id: int | None, now: datetime) -> None:
@@ -258,7 +264,14 @@ def send_reminders(now: datetime, limit: int = 200) -> dict[str, int]:
         message = f"{fu.kind.value.capitalize()} follow-up due for lead #{fu.lead_id}" + (
             f": {fu.note}" if fu.note else ""
         )
-        if notify(owner, "follow_up_due", message, lead=fu.lead, dedupe_key=f"follow_up:{fu.id}:{owner.id}", at=now):
+        if notify(
+            owner,
+            "follow_up_due",
+            message,
+            lead=fu.lead,
+            dedupe_key=f"follow_up:{fu.id}:{owner.id}:{now:%Y%m%d%H%M%S}",
+            at=now,
+        ):
             link = _lead_url(fu.lead_id)
             queue_email(
                 owner.email,

@@ -220,6 +220,8 @@ def attention_counts() -> tuple[int, int]:
 
 def resend(row: OutboxEmail, now: datetime) -> None:
     """An admin's "Send again" for a failed email: queued now, with a fresh count of tries."""
+    from crm.services.followups import key_prefixed
+
     if row.status != OutboxStatus.FAILED:
         raise ValueError("Only an email that failed can be sent again.")
     row.status = OutboxStatus.QUEUED
@@ -228,7 +230,7 @@ def resend(row: OutboxEmail, now: datetime) -> None:
     # The admins' alerts about it are dealt with (a new failure raises new ones).
     db.session.execute(
         sa.update(Notification)
-        .where(Notification.dedupe_key.startswith(f"email_failed:{row.id}:"), Notification.read_at.is_(None))
+        .where(key_prefixed(Notification.dedupe_key, f"email_failed:{row.id}:"), Notification.read_at.is_(None))
         .values(read_at=now)
         .execution_options(synchronize_session=False)
     )
