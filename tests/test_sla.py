@@ -208,3 +208,15 @@ def test_unreachable_after_n_attempts_over_d_days(db, specialist):
     assert event.data["note"] == "6 unanswered attempts over 10+ days"
     # Configurable: 5 attempts over 10 days closes the next one.
     assert unreachable_sweep(now, 5, 10) == 1
+
+
+def test_the_queue_and_the_sweep_agree_on_a_patient_of_unknown_zone(db, admin):
+    """No zone and no ZIP: both follow the calling window in the desk's zone (as calls do), where the
+    sweep used to count business hours alone and flag at 08:15 a lead the queue showed due 09:15."""
+    created = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # Wednesday 07:00 EST
+    lead = make_lead(db, created_at=created, zip=None, timezone=None, state=None)
+    db.session.commit()
+    due = datetime(2026, 11, 18, 14, 15, tzinfo=UTC)  # 09:15 EST
+    assert sla_state(lead, created, CFG)["due_at"] == due
+    assert sla_sweep(datetime(2026, 11, 18, 13, 20, tzinfo=UTC), CFG)["breached"] == 0  # 08:20: not late
+    assert sla_sweep(due + timedelta(minutes=1), CFG)["breached"] == 1

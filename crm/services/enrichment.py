@@ -28,6 +28,7 @@ from crm.models import Lead, Patient, Physician, User
 from crm.models.enums import OPEN_STATUSES, EventKind, GeocodeStatus, Role
 from crm.services.geocoding import (
     Address,
+    AddressChanged,
     ensure_address_unchanged,
     geocode_patient,
     get_geocoder,
@@ -255,6 +256,10 @@ def retry_patient(patient_id: int, seen_next_at, now: datetime, config: Mapping,
                 match_and_store(lead, now, trigger=trigger)
                 summary.rematched += 1
         db.session.commit()
+    except AddressChanged:
+        # Saved meanwhile: the new address is due at once and was never tried; nothing to count.
+        db.session.rollback()
+        log.info("geocode retry: patient %s: the address changed while it was being located", patient_id)
     except Exception as exc:  # noqa: BLE001 - one patient's failure never stops the others
         db.session.rollback()
         summary.errors.append(type(exc).__name__)

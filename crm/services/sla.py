@@ -117,9 +117,16 @@ def sla_deadline(created_at: datetime, cfg: SlaConfig, patient_tz: str | None = 
     raise AssertionError("business hours never open")
 
 
+def patient_zone(timezone: str | None, zip_code: str | None, cfg: SlaConfig) -> str:
+    """The zone whose calling window the clock follows: the patient's, else the desk's (calls to a
+    patient of unknown zone are refused by the desk's clock too). One rule for the queue and the sweep."""
+    return followups.zone_of(timezone, zip_code) or cfg.timezone
+
+
 def lead_deadline(lead: Lead, cfg: SlaConfig) -> datetime:
     """``sla_deadline`` for a lead, in its patient's zone."""
-    tz = followups.patient_timezone(lead.patient)[0] if lead.patient is not None else None
+    patient = lead.patient
+    tz = patient_zone(patient.timezone, patient.zip, cfg) if patient is not None else cfg.timezone
     return sla_deadline(lead.created_at, cfg, tz)
 
 
@@ -158,7 +165,7 @@ def sla_sweep(now: datetime, cfg: SlaConfig, limit: int = 500) -> dict[str, int]
     counts = {"breached": 0, "rescheduled": 0, "notified": 0}
     admins = None
     for lead_id, created_at, _stored_due, patient_tz, patient_zip in rows:
-        due = sla_deadline(created_at, cfg, followups.zone_of(patient_tz, patient_zip))
+        due = sla_deadline(created_at, cfg, patient_zone(patient_tz, patient_zip, cfg))
         if due > now:
             # Outside business hours the clock stops: remember the real deadline.
             db.session.execute(sa.update(Lead.__table__).where(Lead.__table__.c.id == lead_id).values(sla_due_at=due))
