@@ -844,7 +844,7 @@ def test_speed_to_lead_target_counts_business_hours_live_and_from_rollups(client
         created_at=saturday_night,
         assignee=bo,
         status=LeadStatus.ATTEMPTING,
-        first_contact_at=datetime(2026, 10, 5, 12, 5, tzinfo=UTC),  # Mon 08:05: the target was 08:15
+        first_contact_at=datetime(2026, 10, 5, 12, 5, tzinfo=UTC),  # Mon 08:05, before the target (09:15)
     )
     db.session.commit()
     counts = rolled_up(db)

@@ -12,6 +12,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 
 from crm.admin.routes import bp
 from crm.extensions import db
+from crm.logging_setup import scrub
 from crm.models import OutboxEmail
 from crm.models.enums import OutboxStatus
 from crm.services import audit, mailer
@@ -40,6 +41,8 @@ def outbox():
         attention=failed + retrying,
         max_attempts=int(current_app.config.get("MAIL_MAX_ATTEMPTS", mailer.MAX_ATTEMPTS)),
         mask=mailer.mask_email,
+        # Rows written before errors were cleaned may quote an address (SMTPRecipientsRefused).
+        clean=scrub,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -30,8 +31,9 @@ MAX_ATTEMPTS = 8
 # The wait after the n-th failed try (the last value repeats): 1 min, 5 min, ... 12 h; with 8 tries
 # the last one comes about 22 hours after the first.
 RETRY_AFTER_MINUTES = (1, 5, 15, 60, 180, 360, 720)
-# How long a claimed row is left to its runner before another may take it (an SMTP exchange takes
-# seconds; Flask-Mail's socket timeout is far below this).
+# How long a claimed row is left to its runner before another may take it. An SMTP exchange takes
+# seconds; Flask-Mail sets no socket timeout of its own, so a server that accepts the connection and
+# then stalls holds the outbox job until the operating system gives up (docs/queue.md).
 SEND_LEASE = timedelta(minutes=10)
 
 
@@ -122,6 +124,13 @@ def _smtp_send(row: OutboxEmail) -> None:
 def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]:
     """Send (or store) due emails, oldest first. Each row is claimed before it is sent."""
     now = now or datetime.now(UTC)
+    started = time.monotonic()
+
+    def clock() -> datetime:
+        # The run's time plus what the run has taken so far: a lease or a backoff is measured from
+        # the row's own claim or failure, not from the start of a batch of slow sends.
+        return now + timedelta(seconds=time.monotonic() - started)
+
     smtp = bool(current_app.config.get("MAIL_SERVER")) and not current_app.config.get("MAIL_SUPPRESS_SEND")
     max_attempts = int(current_app.config.get("MAIL_MAX_ATTEMPTS", MAX_ATTEMPTS))
     candidates = db.session.scalars(
@@ -130,7 +139,7 @@ def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]
     db.session.rollback()
     counts = {"sent": 0, "stored": 0, "retry": 0, "failed": 0}
     for row_id in candidates:
-        if not _claim(row_id, now):
+        if not _claim(row_id, clock()):
             continue  # another runner has it
         row = db.session.get(OutboxEmail, row_id, populate_existing=True)
         if not smtp:
@@ -153,7 +162,7 @@ def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]
                     counts["failed"] += 1
                 else:
                     row.status = OutboxStatus.QUEUED
-                    row.next_attempt_at = now + retry_after(row.attempts)
+                    row.next_attempt_at = clock() + retry_after(row.attempts)
                     counts["retry"] += 1
                 log.warning(
                     "outbox: email %s (%s) to %s failed (attempt %s of %s): %s",
