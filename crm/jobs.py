@@ -131,7 +131,10 @@ def outbox(now: datetime) -> str:
     from crm.services.mailer import send_pending
 
     c = send_pending(now)
-    return f"outbox: {c['sent']} sent, {c['stored']} stored (no SMTP), {c['retry']} to retry, {c['failed']} failed"
+    return (
+        f"outbox: {c['sent']} sent, {c['stored']} stored (no SMTP), {c['retry']} to retry, {c['failed']} failed, "
+        f"{c['withdrawn']} withdrawn"
+    )
 
 
 def housekeeping(now: datetime) -> str:

@@ -75,7 +75,7 @@ def test_outbox_stores_without_smtp_and_attaches_the_invite_with_smtp(app, db, s
     lead, (doc,) = matched_lead(db, assignee=specialist)
     booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
     db.session.commit()
-    assert mailer.send_pending(WED) == {"sent": 0, "stored": 1, "retry": 0, "failed": 0}
+    assert mailer.send_pending(WED) == {"sent": 0, "stored": 1, "retry": 0, "failed": 0, "withdrawn": 0}
     row = db.session.scalar(sa.select(OutboxEmail))
     assert row.status == OutboxStatus.STORED and row.attempts == 1
     # With SMTP configured the message goes through Flask-Mail with the .ics attached.
@@ -118,9 +118,18 @@ def test_cancelling_a_coming_visit_emails_a_calendar_cancel_of_the_same_event(ap
     monkeypatch.setattr(mailer.mail, "send", lambda msg: sent.append(msg))
     monkeypatch.setitem(app.config, "MAIL_SERVER", "smtp.example.com")
     monkeypatch.setitem(app.config, "MAIL_SUPPRESS_SEND", False)
-    assert mailer.send_pending(WED + timedelta(hours=1))["sent"] == 2
+    # Both still waiting: the invite of a visit cancelled meanwhile is withdrawn, not sent late.
+    assert mailer.send_pending(WED + timedelta(hours=1)) == {
+        "sent": 1,
+        "stored": 0,
+        "retry": 0,
+        "failed": 0,
+        "withdrawn": 1,
+    }
     methods = [msg.attachments[0].content_type for msg in sent]
-    assert methods == ["text/calendar; method=PUBLISH; charset=UTF-8", "text/calendar; method=CANCEL; charset=UTF-8"]
+    assert methods == ["text/calendar; method=CANCEL; charset=UTF-8"]
+    db.session.expire_all()
+    assert confirmation.status == OutboxStatus.WITHDRAWN and "cancelled meanwhile" in confirmation.error
 
 
 def test_closing_a_booked_lead_as_lost_emails_the_cancellation(db, specialist):

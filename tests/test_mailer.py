@@ -77,7 +77,13 @@ def test_after_the_last_try_admins_and_the_lead_are_told_and_an_admin_sends_it_a
         when += timedelta(hours=1)
     row = db.session.scalar(sa.select(OutboxEmail))
     assert row.status == OutboxStatus.FAILED and row.attempts == 3 and row.next_attempt_at is None
-    assert mailer.send_pending(when + timedelta(days=1)) == {"sent": 0, "stored": 0, "retry": 0, "failed": 0}
+    assert mailer.send_pending(when + timedelta(days=1)) == {
+        "sent": 0,
+        "stored": 0,
+        "retry": 0,
+        "failed": 0,
+        "withdrawn": 0,
+    }
     note = db.session.scalars(sa.select(Notification)).one()  # the active admin only
     assert note.user_id == admin.id and note.kind == "email_failed" and note.lead_id == lead.id
     assert f"lead #{lead.id}" in note.message and "appointment reminder" in note.message
@@ -184,3 +190,34 @@ def test_admins_see_failed_emails_and_send_one_again(app, client, auth, admin, s
     assert "Email not sent" in timeline and "gave up after 1 try;" in timeline
     assert client.get("/admin/outbox").status_code == 403
     assert client.post(f"/admin/outbox/{failed.id}/resend").status_code == 403
+
+
+def test_an_appointment_email_overtaken_while_it_waited_is_withdrawn_not_sent_late(app, db, smtp, specialist, admin):
+    """Retries last most of a day: the confirmation of a visit moved meanwhile, or of one since
+    past, must not reach the patient with the old time; nor may an admin send it again."""
+    from crm.services import booking
+    from tests.test_queue_helpers import matched_lead
+
+    later = WED + timedelta(days=2)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=later, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    smtp.down = True
+    assert mailer.send_pending(WED)["retry"] == 1  # the confirmation waits for SMTP
+    booking.reschedule(appt, starts_at=later + timedelta(hours=2), actor=specialist, now=WED + timedelta(minutes=5))
+    db.session.commit()
+    smtp.down = False
+    counts = mailer.send_pending(WED + timedelta(hours=1))
+    assert (counts["sent"], counts["withdrawn"]) == (1, 1)
+    first, moved = db.session.scalars(sa.select(OutboxEmail).order_by(OutboxEmail.id)).all()
+    assert (first.status, moved.status) == (OutboxStatus.WITHDRAWN, OutboxStatus.SENT)
+    assert first.error == f"withdrawn: email #{moved.id} about the same visit replaces it"
+    assert smtp.sent == [moved.subject]
+
+    # A reminder failed for good, found by an admin after the visit: not sent again.
+    reminder = mailer.queue_email("p@example.com", "Tomorrow", "Body", kind="appointment_reminder", appointment=appt)
+    reminder.status = OutboxStatus.FAILED
+    db.session.commit()
+    with pytest.raises(ValueError, match="the visit's time has passed"):
+        mailer.resend(reminder, later + timedelta(days=1))
+    assert mailer.overtaken(reminder, WED) is None  # before the visit, it could be

@@ -156,6 +156,7 @@ class InboxChannel(StrEnum):
 class OutboxStatus(StrEnum):
     QUEUED = "queued"  # waiting for its first try, or for its next one (``next_attempt_at``)
     SENDING = "sending"  # claimed by a runner until ``next_attempt_at`` (a lease)
+    WITHDRAWN = "withdrawn"  # not sent: overtaken while it waited (the visit cancelled, moved or past)
     SENT = "sent"
     STORED = "stored"  # no SMTP configured: kept and logged, not sent
     FAILED = "failed"

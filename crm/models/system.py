@@ -55,6 +55,8 @@ class OutboxEmail(Base):
     next_attempt_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(sa.Text)
     lead_id: Mapped[int | None] = mapped_column(sa.ForeignKey("leads.id"), index=True)
+    # The visit an appointment email is about: checked before each try (crm/services/mailer.py).
+    appointment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("appointments.id"))
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]

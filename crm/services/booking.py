@@ -477,7 +477,9 @@ def send_confirmation(
     subject = f"Your appointment with {physician.full_name} on {when:%b %d}"
     if moved:
         subject = f"New time: your appointment with {physician.full_name} on {when:%b %d}"
-    email = queue_email(patient.email, subject, body, kind=kind, lead=lead, ics=build_ics(appt, now=now))
+    email = queue_email(
+        patient.email, subject, body, kind=kind, lead=lead, ics=build_ics(appt, now=now), appointment=appt
+    )
     appt.confirmation_sent_at = now
     data = {"kind": kind, "outbox_id": email.id, "appointment_id": appt.id}
     add_event(lead, EventKind.EMAIL_SENT, data, actor=actor, at=now)
@@ -537,6 +539,7 @@ def send_cancellation(appt: Appointment, *, actor: User | None, now: datetime) -
         kind="appointment_cancellation",
         lead=lead,
         ics=build_ics(appt, now=now, cancel=True),
+        appointment=appt,
     )
     data = {"kind": "appointment_cancellation", "outbox_id": email.id, "appointment_id": appt.id}
     add_event(lead, EventKind.EMAIL_SENT, data, actor=actor, at=now)
@@ -616,6 +619,7 @@ def send_appointment_reminders(now: datetime, hours: int = 24, limit: int = 200)
             kind="appointment_reminder",
             lead=appt.lead,
             ics=build_ics(appt, now=now),
+            appointment=appt,
         )
         data = {"kind": "appointment_reminder", "outbox_id": email.id, "appointment_id": appt.id}
         add_event(appt.lead, EventKind.EMAIL_SENT, data, at=now)

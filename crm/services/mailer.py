@@ -22,8 +22,8 @@ from flask import current_app
 
 from crm.extensions import db, mail
 from crm.logging_setup import error_text, mask_email, scrub
-from crm.models import Lead, Notification, OutboxEmail, User
-from crm.models.enums import EventKind, OutboxStatus, Role
+from crm.models import Appointment, Lead, Notification, OutboxEmail, User
+from crm.models.enums import AppointmentStatus, EventKind, OutboxStatus, Role
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def queue_email(
     lead: Lead | None = None,
     user: User | None = None,
     ics: str | None = None,
+    appointment: Appointment | None = None,
 ) -> OutboxEmail:
     """Write one email to the outbox (flushes; the caller commits)."""
     if not to_addr or "@" not in to_addr:
@@ -59,6 +60,7 @@ def queue_email(
         status=OutboxStatus.QUEUED,
         lead_id=lead.id if lead is not None else None,
         user_id=user.id if user is not None else None,
+        appointment_id=appointment.id if appointment is not None else None,
         created_at=datetime.now(UTC),
     )
     db.session.add(row)
@@ -94,6 +96,35 @@ def _claim(row_id: int, now: datetime) -> bool:
 def retry_after(attempts: int) -> timedelta:
     """The wait before the next try after ``attempts`` failed ones."""
     return timedelta(minutes=RETRY_AFTER_MINUTES[min(attempts, len(RETRY_AFTER_MINUTES)) - 1])
+
+
+# Emails that tell the patient when to come: a later email about the same visit replaces them.
+_ABOUT_THE_TIME = ("appointment_confirmation", "appointment_rescheduled", "appointment_reminder")
+
+
+def overtaken(row: OutboxEmail, now: datetime) -> str | None:
+    """Why an appointment email still waiting must not go out any more, or None. Retries last most
+    of a day: a confirmation must not reach the patient after the visit was cancelled or moved
+    again, nor a reminder after the visit."""
+    if row.appointment_id is None or row.kind not in _ABOUT_THE_TIME:
+        return None
+    appt = db.session.get(Appointment, row.appointment_id)
+    if appt is None:
+        return None
+    if appt.status == AppointmentStatus.CANCELLED:
+        return "withdrawn: the visit was cancelled meanwhile"
+    if appt.starts_at <= now:
+        return "withdrawn: the visit's time has passed"
+    later = db.session.scalar(
+        sa.select(OutboxEmail.id).where(
+            OutboxEmail.appointment_id == row.appointment_id,
+            OutboxEmail.id > row.id,
+            OutboxEmail.kind.in_(["appointment_rescheduled", "appointment_cancellation"]),
+        )
+    )
+    if later is not None:
+        return f"withdrawn: email #{later} about the same visit replaces it"
+    return None
 
 
 def ics_method(ics: str) -> str:
@@ -137,12 +168,17 @@ def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]
         sa.select(OutboxEmail.id).where(_due(now)).order_by(OutboxEmail.created_at, OutboxEmail.id).limit(limit)
     ).all()
     db.session.rollback()
-    counts = {"sent": 0, "stored": 0, "retry": 0, "failed": 0}
+    counts = {"sent": 0, "stored": 0, "retry": 0, "failed": 0, "withdrawn": 0}
     for row_id in candidates:
         if not _claim(row_id, clock()):
             continue  # another runner has it
         row = db.session.get(OutboxEmail, row_id, populate_existing=True)
-        if not smtp:
+        reason = overtaken(row, clock())
+        if reason:
+            row.status, row.error, row.next_attempt_at = OutboxStatus.WITHDRAWN, reason, None
+            counts["withdrawn"] += 1
+            log.info("outbox: email %s (%s) %s", row.id, row.kind, reason)
+        elif not smtp:
             row.status = OutboxStatus.STORED
             row.sent_at, row.next_attempt_at = now, None
             counts["stored"] += 1
@@ -233,6 +269,9 @@ def resend(row: OutboxEmail, now: datetime) -> None:
 
     if row.status != OutboxStatus.FAILED:
         raise ValueError("Only an email that failed can be sent again.")
+    reason = overtaken(row, now)
+    if reason:
+        raise ValueError(f"Not sent again: {reason.removeprefix('withdrawn: ')}.")
     row.status = OutboxStatus.QUEUED
     row.attempts = 0
     row.next_attempt_at = None
