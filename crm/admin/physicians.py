@@ -105,24 +105,17 @@ def _save(form: PhysicianForm, physician: Physician | None):
         form.npi.errors = [f"NPI {other.npi} already belongs to {other.full_name} (#{other.id})."]
         return None
     before = directory.physician_data(physician) if physician is not None else None
-    # An edit holds the record's lock (SQLite: the whole database's write lock) from the check above
-    # to the commit: an online geocoder, seconds at worst, is called after the commit instead.
-    after_commit = physician is not None and get_geocoder(current_app.config).online
     try:
         data = form.to_data(active=physician.active if physician else True)
-        result = directory.save_physician(
-            data, physician, coordinates_are_authoritative=False, geocode_later=after_commit
-        )
+        result = directory.save_physician(data, physician, coordinates_are_authoritative=False)
     except ValueError as exc:
         db.session.rollback()
         flash(f"Not saved: {exc}", "danger")
         return None
-    if not result.created and not result.changes and result.geocoded is None and not result.geocode_scheduled:
+    if not result.created and not result.changes and result.geocoded is None:
         flash("Nothing changed.", "info")
         return result.physician
-    detail = {
-        "fields": result.changes + (["geocoded"] if result.geocoded is not None or result.geocode_scheduled else [])
-    }
+    detail = {"fields": result.changes + (["geocoded"] if result.geocoded is not None else [])}
     if before is not None and result.changes:
         detail["changes"] = directory.physician_changes(before, data, result.changes)
     audit.record(
@@ -130,12 +123,6 @@ def _save(form: PhysicianForm, physician: Physician | None):
     )
     db.session.commit()
     p = result.physician
-    if result.geocode_scheduled and after_commit:
-        # Loaded first: setting a field of the expired row would be flushed (an UPDATE, and on SQLite
-        # the write lock again) by the first read inside the geocoding.
-        db.session.refresh(p)
-        result.geocoded = directory.geocode_now(p)
-        db.session.commit()
     note = ""
     if result.geocoded is True:
         note = f" Located at {p.latitude:.4f}, {p.longitude:.4f} ({p.geocode_precision})."

@@ -406,7 +406,6 @@ class SaveResult:
     created: bool
     changes: list[str]
     geocoded: bool | None  # None: not attempted (coordinates given or address unchanged)
-    geocode_scheduled: bool = False  # left pending for later (``geocode_later``)
 
 
 def geocode_needed(
@@ -430,7 +429,7 @@ def geocode_needed(
     return address_changed or not has_coords or not coordinates_are_authoritative
 
 
-def geocode_now(physician: Physician) -> bool:
+def _geocode(physician: Physician) -> bool:
     """Geocode through the geocoding service; never lets a geocoder problem stop a save."""
     try:
         from crm.services.geocoding import geocode_physician
@@ -508,7 +507,6 @@ def save_physician(
         _sync_registrations(physician, data.registrations)
 
     geocoded: bool | None = None
-    scheduled = False
     if geocode:
         if address_changed:  # old coordinates belong to the old address
             physician.latitude = physician.longitude = physician.geocode_precision = None
@@ -516,16 +514,15 @@ def save_physician(
             physician.geocode_status = GeocodeStatus.PENDING
             physician.geocode_attempts, physician.geocode_error = 0, None
             physician.geocode_next_at = datetime.now(UTC)
-            scheduled = True
         else:
-            geocoded = geocode_now(physician)
+            geocoded = _geocode(physician)
     elif coords_new:
         physician.latitude, physician.longitude = data.latitude, data.longitude
         physician.geocode_precision = GeocodePrecision.ROOFTOP
         physician.geocode_status = GeocodeStatus.OK
         physician.timezone = _timezone_for(data.latitude, data.longitude) or physician.timezone
     db.session.flush()
-    return SaveResult(physician, created, changes, geocoded, scheduled)
+    return SaveResult(physician, created, changes, geocoded)
 
 
 def _sync_registrations(physician: Physician, wanted: list[RegistrationData]) -> None:
