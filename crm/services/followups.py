@@ -197,9 +197,9 @@ def _alert_of(fu: FollowUp):
 
 
 def key_prefixed(column, prefix: str):
-    """``column LIKE 'prefix%'`` as a range, so the unique index on it is used (in LIKE, the ``_``
-    of "follow_up" is a wildcard, and the collation need not be C)."""
-    return sa.and_(column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    """``column LIKE 'prefix%'`` with ``_`` and ``%`` taken literally (a range would depend on the
+    database's collation)."""
+    return column.startswith(prefix, autoescape=True)
 
 
 def hand_over(lead: Lead, to_user_id: int | None, now: datetime) -> None:
