@@ -6,7 +6,6 @@ from flask_bootstrap import Bootstrap5
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
-from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
@@ -14,6 +13,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 
 from crm import sqlite_lock
+from crm.mail_connection import TimedMail
 from crm.models.base import Base
 from crm.sqlite_wal import checkpoint_in_background
 
@@ -22,7 +22,7 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
-mail = Mail()
+mail = TimedMail()
 bootstrap = Bootstrap5()
 
 

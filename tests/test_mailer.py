@@ -221,3 +221,69 @@ def test_an_appointment_email_overtaken_while_it_waited_is_withdrawn_not_sent_la
     with pytest.raises(ValueError, match="the visit's time has passed"):
         mailer.resend(reminder, later + timedelta(days=1))
     assert mailer.overtaken(reminder, WED) is None  # before the visit, it could be
+
+
+def test_a_retry_waits_from_its_own_failure_not_from_the_start_of_a_slow_run(db, smtp, monkeypatch):
+    mailer.queue_email("a@example.com", "Slow", "Body", kind="test")
+    mailer.queue_email("b@example.com", "Refused", "Body", kind="test")
+    db.session.commit()
+
+    def send(msg):
+        if msg.subject == "Refused":
+            raise ConnectionRefusedError("connection refused")
+        time.sleep(0.4)  # a slow server for the first email of the run
+        smtp.sent.append(msg.subject)
+
+    monkeypatch.setattr(mailer.mail, "send", send)
+    assert mailer.send_pending(WED) == {"sent": 1, "stored": 0, "retry": 1, "failed": 0, "withdrawn": 0}
+    refused = db.session.scalar(sa.select(OutboxEmail).where(OutboxEmail.subject == "Refused"))
+    # Its one-minute wait starts when it failed, 0.4 s into the run.
+    assert timedelta(seconds=0.35) <= refused.next_attempt_at - (WED + timedelta(minutes=1)) < timedelta(seconds=5)
+
+
+@pytest.fixture
+def stalling_smtp_server():
+    """A server that accepts connections and never says a word (a hung relay); it hangs up after 8 s."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def serve():
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        accepted.append(conn)
+        time.sleep(8)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_an_smtp_server_that_stalls_fails_the_try_after_mail_timeout(app, db, monkeypatch, stalling_smtp_server):
+    """Flask-Mail opens its connection with no timeout: without MAIL_TIMEOUT this run would wait for
+    the server to hang up (8 s here, as long as the operating system allows in real life)."""
+    state = app.extensions["mail"]
+    monkeypatch.setattr(state, "server", "127.0.0.1")
+    monkeypatch.setattr(state, "port", stalling_smtp_server)
+    monkeypatch.setattr(state, "use_tls", False)
+    monkeypatch.setattr(state, "use_ssl", False)
+    monkeypatch.setattr(state, "suppress", False)
+    monkeypatch.setitem(app.config, "MAIL_SERVER", "127.0.0.1")
+    monkeypatch.setitem(app.config, "MAIL_SUPPRESS_SEND", False)
+    monkeypatch.setitem(app.config, "MAIL_TIMEOUT", 1)
+    mailer.queue_email("p@example.com", "Your visit", "Body", kind="appointment_confirmation")
+    db.session.commit()
+
+    started = time.monotonic()
+    assert mailer.send_pending(WED)["retry"] == 1
+    assert time.monotonic() - started < 5
+    row = db.session.scalar(sa.select(OutboxEmail))
+    assert row.status == OutboxStatus.QUEUED and row.attempts == 1
+    assert "timed out" in row.error

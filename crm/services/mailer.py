@@ -31,9 +31,8 @@ MAX_ATTEMPTS = 8
 # The wait after the n-th failed try (the last value repeats): 1 min, 5 min, ... 12 h; with 8 tries
 # the last one comes about 22 hours after the first.
 RETRY_AFTER_MINUTES = (1, 5, 15, 60, 180, 360, 720)
-# How long a claimed row is left to its runner before another may take it. An SMTP exchange takes
-# seconds; Flask-Mail sets no socket timeout of its own, so a server that accepts the connection and
-# then stalls holds the outbox job until the operating system gives up (docs/queue.md).
+# How long a claimed row is left to its runner before another may take it: far longer than one SMTP
+# exchange, which MAIL_TIMEOUT bounds (crm/mail_connection.py), so only a runner that died loses its rows.
 SEND_LEASE = timedelta(minutes=10)
 
 
