@@ -449,3 +449,53 @@ def test_the_audit_filter_takes_a_superscript_digit_as_text(client, auth, admin,
     auth.as_user(admin)
     assert client.get("/admin/audit", query_string={"object_id": "²"}).status_code == 200
     assert client.get("/admin/audit", query_string={"object_id": "²", "object_type": "lead"}).status_code == 200
+
+
+def test_a_name_added_by_someone_else_after_the_check_is_refused_by_the_database(client, auth, admin, db, monkeypatch):
+    """Two admins adding "Clinic site" at the same instant: both checks find nothing, the unique index
+    on lower(name) refuses the second, and the form says so instead of a 500."""
+    source_service.create_source("Clinic site", slug="clinic-site")
+    db.session.commit()
+    monkeypatch.setattr(source_service, "source_named", lambda name: None)  # the race: checked before it existed
+    auth.as_user(admin)
+    resp = client.post("/admin/sources/new", data={"name": "CLINIC SITE", "slug": "clinic-two"})
+    assert resp.status_code == 200 and "was added a moment ago" in resp.get_data(as_text=True)
+    assert db.session.scalars(sa.select(WebhookSource.slug)).all() == ["clinic-site"]
+    # The request's transaction is still usable: another name goes through.
+    source_service.create_source("Partner site", slug="partner-site")
+    db.session.commit()
+    assert sorted(db.session.scalars(sa.select(WebhookSource.slug))) == ["clinic-site", "partner-site"]
+
+
+def test_the_migration_renames_sources_that_already_shared_a_name(tmp_path):
+    from flask_migrate import downgrade, upgrade
+
+    from crm.extensions import db as _db
+    from tests.conftest import build_app
+
+    app = build_app(f"sqlite:///{tmp_path / 'migrate.sqlite3'}")
+    with app.app_context():
+        upgrade()
+        downgrade(revision="0017_outbox_retry_schedule")
+        for slug, name in [("clinic-site", "Clinic site"), ("clinic-site-2", "clinic SITE"), ("other", "Other")]:
+            _db.session.execute(
+                sa.text(
+                    "INSERT INTO webhook_sources (name, slug, field_mapping, active, created_at) "
+                    "VALUES (:name, :slug, '{}', 1, CURRENT_TIMESTAMP)"
+                ),
+                {"name": name, "slug": slug},
+            )
+        _db.session.commit()
+        upgrade()
+        names = dict(_db.session.execute(sa.select(WebhookSource.slug, WebhookSource.name)).all())
+        assert names == {"clinic-site": "Clinic site", "clinic-site-2": "clinic SITE (clinic-site-2)", "other": "Other"}
+        with pytest.raises(sa.exc.IntegrityError):
+            _db.session.execute(
+                sa.text(
+                    "INSERT INTO webhook_sources (name, slug, field_mapping, active, created_at) "
+                    "VALUES ('OTHER', 'other-2', '{}', 1, CURRENT_TIMESTAMP)"
+                )
+            )
+        _db.session.rollback()
+        _db.session.remove()
+        _db.engine.dispose()

@@ -16,6 +16,7 @@ class WebhookSource(Base):
     __tablename__ = "webhook_sources"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Unique ignoring case: index ix_webhook_sources_lower_name on lower(name) (migration 0018).
     name: Mapped[str] = mapped_column(sa.String(120))
     slug: Mapped[str] = mapped_column(sa.String(80), unique=True)
     # Our field name -> dotted path in the source's payload.

@@ -87,6 +87,11 @@ def get_source(slug: str) -> WebhookSource | None:
     return db.session.scalar(sa.select(WebhookSource).where(WebhookSource.slug == slug))
 
 
+def source_named(name: str) -> WebhookSource | None:
+    """The source with this name, ignoring case."""
+    return db.session.scalar(sa.select(WebhookSource).where(sa.func.lower(WebhookSource.name) == name.lower()))
+
+
 def create_source(
     name: str,
     *,
@@ -104,7 +109,7 @@ def create_source(
         raise SourceError("Give the source a name.")
     if len(name) > 120:
         raise SourceError("The name is at most 120 characters.")
-    same = db.session.scalar(sa.select(WebhookSource).where(sa.func.lower(WebhookSource.name) == name.lower()))
+    same = source_named(name)
     if same is not None:
         # A provisioning script run twice must not leave two "WordPress" sources with two secrets.
         raise SourceError(
@@ -127,8 +132,16 @@ def create_source(
         validate_mapping(field_mapping)
     source = WebhookSource(name=name, slug=slug, field_mapping=dict(field_mapping or {}), active=active)
     source.secrets.append(WebhookSecret(secret=secret, created_at=utcnow()))
-    db.session.add(source)
-    db.session.flush()
+    try:
+        with db.session.begin_nested():
+            db.session.add(source)
+    except sa.exc.IntegrityError:
+        # Another admin (or a second run of the same script) added the name or the slug since the
+        # checks above: the unique indexes (migration 0018 for names) refuse the second.
+        raise SourceError(
+            f"A source named {name!r} or with the slug {slug!r} was added a moment ago: reload the list.",
+            field="name",
+        ) from None
     return source, secret
 
 
