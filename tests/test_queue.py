@@ -155,9 +155,48 @@ def test_search_by_name_email_and_phone(client, auth, db, specialist):
         assert ids_on(html, [garcia, other]) == [garcia.id], q
     assert db.session.scalar(sa.select(sa.func.count()).where(AuditLog.action == "search_leads")) == len(queries)
     # A search that cannot run lists nothing (the whole queue under the error read as its results).
-    html = client.get("/queue", query_string={"view": "all", "q": "555-0142"}).get_data(as_text=True)
-    assert "Type the full phone number" in html and ids_on(html, [garcia, other]) == []
+    html = client.get("/queue", query_string={"view": "all", "q": "3055 5501 4299 99"}).get_data(as_text=True)
+    assert "Type the full phone number, or its last 4 digits" in html and ids_on(html, [garcia, other]) == []
     assert "Nothing is listed until the search can run" in html
+
+
+def test_search_by_the_last_digits_of_a_phone_number(client, auth, db, specialist):
+    """A voicemail or a patient who gives only the end of their number: 4 to 9 digits match the end."""
+    garcia = make_lead(db, first_name="Maria", last_name="Garcia", phone="+13055550142")
+    other = make_lead(db, first_name="John", last_name="Smith", phone="+13055550199")
+    elsewhere = make_lead(db, first_name="Ana", last_name="Lopez", phone="+17865550142")
+    no_phone = make_lead(db, first_name="Li", last_name="Wu", phone=None)
+    leads = [garcia, other, elsewhere, no_phone]
+    auth.as_user(specialist)
+    expected = {
+        "0142": [garcia, elsewhere],
+        "555-0142": [garcia, elsewhere],
+        "(305) 555-0142": [garcia],
+        "5-5550142": [garcia],
+        "0199": [other],
+        "9142": [],
+        "55501": [],
+    }
+    for q, found in expected.items():
+        html = client.get("/queue", query_string={"view": "all", "q": q}).get_data(as_text=True)
+        assert sorted(ids_on(html, leads)) == sorted(lead.id for lead in found), q
+        ending = re.sub(r"\D", "", q)
+        assert (f"Phone numbers ending in {ending}" in html) == (q != "(305) 555-0142"), q
+
+
+def test_the_last_digits_search_reads_its_index(db):
+    from crm.models import Patient
+    from crm.services.leads_query import patient_search_clause
+
+    stmt = sa.select(Patient.id).where(patient_search_clause("555-0142"))
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        compiled = stmt.compile(db.engine, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(db.session.scalars(sa.text(f"EXPLAIN {compiled}")))
+    else:
+        compiled = stmt.compile(db.engine, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(row[-1] for row in db.session.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}")))
+    assert "ix_patients_phone_last4" in plan, plan
 
 
 def test_an_empty_filtered_view_says_the_filters_found_nothing(client, auth, db, specialist):
@@ -210,7 +249,7 @@ def test_search_finds_names_that_have_spaces_of_their_own(client, auth, db, spec
 def test_bad_filter_input_gives_field_errors_not_500(client, auth, db, specialist, three):
     auth.as_user(specialist)
     cases = {
-        "q=555-01": "Type the full phone number",
+        "q=3055 5501 4299 99": "Type the full phone number",
         "created_from=yesterday": "Not a valid date value",
         "created_from=2026-02-01&created_to=2026-01-01": "The end date is before the start date.",
         "status=archived": "Not a valid choice",
@@ -285,7 +324,7 @@ def test_counts_are_capped(db, specialist):
 
 def test_search_clause_refuses_a_partial_phone_number():
     with pytest.raises(SearchError, match="full phone number"):
-        patient_search_clause("555-01")
+        patient_search_clause("3055 5501 4299 99")
     with pytest.raises(SearchError):
         patient_search_clause(" , ")
 

@@ -44,7 +44,7 @@ from crm.services.calling_window import (
     zone,
 )
 from crm.services.contact import US_STATES
-from crm.services.leads_query import VIEWS, Filters, QueuePage, SearchError, queue_page
+from crm.services.leads_query import VIEWS, Filters, QueuePage, SearchError, phone_suffix, queue_page
 from crm.services.sla import SlaConfig, sla_state
 
 bp = Blueprint("leads", __name__)
@@ -130,6 +130,7 @@ def queue():
         closed=closed,
         window=window,
         short_opening=short_opening,
+        phone_ending=None if form.q.errors else phone_suffix(f.q),
         now=now,
         filters_active=f.active() and not (f.q and len([v for v in f.__dict__.values() if v]) == 1),
         narrowed=f.active(),

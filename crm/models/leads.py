@@ -65,7 +65,8 @@ class Patient(Base):
 
     # Name searches use lower(last_name), lower(first_name): indexes ix_patients_lower_last_name
     # and ix_patients_lower_first_name (migration 0002); a plain (last_name, first_name) index
-    # served no query and cost every new patient (dropped in 0008).
+    # served no query and cost every new patient (dropped in 0008). A search by the last digits of a
+    # phone number uses ix_patients_phone_last4 on the number's last four characters (migration 0019).
 
     @property
     def full_name(self) -> str:

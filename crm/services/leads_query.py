@@ -92,17 +92,49 @@ def _base() -> sa.Select:
     return sa.select(Lead)
 
 
+# The last four characters of the stored E.164 number, as migration 0019 indexes them (the literal 3
+# keeps it the index's expression: a bound parameter would not match it on SQLite).
+PHONE_LAST4 = sa.func.substr(Patient.phone, sa.func.length(Patient.phone) - sa.literal_column("3"))
+MIN_PHONE_SUFFIX = 4
+
+
+def _phone_digits(q: str) -> str | None:
+    """The digits of a search typed as a phone number (digits and separators only), else None."""
+    digits = re.sub(r"\D", "", q)
+    if digits and len(digits) >= len(re.sub(r"[\s().+-]", "", q)) - 1 and len(digits) >= MIN_PHONE_SUFFIX:
+        return digits
+    return None
+
+
+def phone_suffix(q: str | None) -> str | None:
+    """The digits a search looks for at the end of phone numbers ("0142", "555-0142"): fewer than ten
+    digits that are not a whole number; None for a full number, a name or an email."""
+    q = (q or "").strip()
+    digits = _phone_digits(q) if "@" not in q else None
+    if digits is None or len(digits) >= 10:
+        return None
+    try:
+        normalise_phone(q)  # a short international number written in full ("+682 12345")
+    except ValueError:
+        return digits
+    return None
+
+
 def patient_search_clause(q: str):
-    """Name prefix(es), email (whole or its beginning) or exact phone; raises SearchError for a
-    partial number."""
+    """Name prefix(es), email (whole or its beginning), a full phone number, or the last 4 to 9 digits
+    of one; raises SearchError for a number that is neither."""
     q = q.strip()
     if "@" in q:
         try:
             return Patient.email == normalise_email(q)
         except ValueError:
             return _prefix(Patient.email, q.lower())  # "noah.ramirez@exa": still being typed
-    digits = re.sub(r"\D", "", q)
-    if digits and len(digits) >= len(re.sub(r"[\s().+-]", "", q)) - 1 and len(digits) >= 4:
+    digits = _phone_digits(q)
+    if digits:
+        suffix = phone_suffix(q)
+        if suffix:
+            # "0142" or "555-0142": the last four through their index, the rest checked on those few rows.
+            return sa.and_(PHONE_LAST4 == suffix[-4:], Patient.phone.like("%" + suffix))
         try:
             phone = normalise_phone(q)
         except ValueError:
@@ -111,7 +143,9 @@ def patient_search_clause(q: str):
             elif len(digits) == 11 and digits.startswith("1"):
                 phone = "+" + digits
             else:
-                raise SearchError("Type the full phone number (10 digits) to search by phone.") from None
+                raise SearchError(
+                    "Type the full phone number, or its last 4 digits or more, to search by phone."
+                ) from None
         return Patient.phone == phone
     words = [w for w in re.split(r"[\s,]+", q.lower()) if w][:MAX_NAME_WORDS]
     if not words:
