@@ -17,7 +17,7 @@ INSERT_SOURCE = Prepared.insert(WebhookSource.__table__)
 INSERT_ITEM = Prepared.insert(InboxItem.__table__)
 SOURCES_NAMED = Prepared(
     sa.select(WebhookSource.id, WebhookSource.slug)
-    .where(WebhookSource.name == sa.bindparam("name"))
+    .where(WebhookSource.name.like(sa.bindparam("name")))
     .order_by(WebhookSource.id)
     .limit(2)
 )
@@ -49,8 +49,8 @@ def test_an_insert_fills_python_defaults_and_converts_values(db):
 
 def test_a_select_keeps_its_literal_limit_and_returns_plain_rows(db):
     for n in range(3):
-        INSERT_SOURCE.execute(db.session.connection(), {"name": "Same", "slug": f"same-{n}"})
-    rows = SOURCES_NAMED.rows(db.session.connection(), {"name": "Same"})
+        INSERT_SOURCE.execute(db.session.connection(), {"name": f"Same {n}", "slug": f"same-{n}"})
+    rows = SOURCES_NAMED.rows(db.session.connection(), {"name": "Same%"})
     assert [slug for _, slug in rows] == ["same-0", "same-1"]
     assert SOURCES_NAMED.rows(db.session.connection(), {"name": "Nobody"}) == []
 

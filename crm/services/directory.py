@@ -20,9 +20,10 @@ from flask import current_app
 from sqlalchemy.orm import selectinload
 
 from crm.extensions import db
-from crm.models import Appointment, Condition, Notification, Physician, Registration, StateProgram, User
-from crm.models.enums import LIVE_APPOINTMENT, Credential, GeocodePrecision, GeocodeStatus, Role
+from crm.models import Appointment, Condition, Notification, Physician, Registration, StateProgram
+from crm.models.enums import LIVE_APPOINTMENT, Credential, GeocodePrecision, GeocodeStatus
 from crm.services.contact import clean_name, normalise_email, normalise_phone, normalise_state
+from crm.services.notifications import active_admins
 from crm.services.npi import is_valid_npi
 
 log = logging.getLogger(__name__)
@@ -742,7 +743,7 @@ def warn_expiring_registrations(now: datetime) -> int:
     )
     if not regs:
         return 0
-    admins = list(db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True))))
+    admins = active_admins()
     if not admins:
         # Nobody to tell: marking them warned would keep the admin created later from ever hearing.
         log.warning("registration expiry warnings: %d registration(s) expiring, no active admin to notify", len(regs))

@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from crm.extensions import db
 from crm.logging_setup import error_text
 from crm.models import Lead, Patient, Physician, User
-from crm.models.enums import OPEN_STATUSES, EventKind, GeocodeStatus, Role
+from crm.models.enums import OPEN_STATUSES, EventKind, GeocodeStatus
 from crm.services.geocoding import (
     Address,
     AddressChanged,
@@ -36,6 +36,7 @@ from crm.services.geocoding import (
     record_geocode_failure,
 )
 from crm.services.matching import match_lead
+from crm.services.notifications import active_admins, notify
 from crm.services.timeline import add_event
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,7 @@ def rematch_patient(patient: Patient, now: datetime, trigger: str, actor: User |
 
 
 def _notify_admins_failed(lead: Lead | None, patient: Patient, now: datetime) -> int:
-    from crm.services.sla import notify
-
-    admins = db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True))).all()
+    admins = active_admins()
     what = f"Lead #{lead.id}" if lead is not None else f"Patient #{patient.id}"
     message = (
         f"{what}: the patient's address could not be located after {patient.geocode_attempts} attempt(s) "
@@ -320,9 +319,7 @@ class PhysicianRetrySummary:
 
 
 def _notify_admins_physician_failed(physician: Physician, now: datetime) -> int:
-    from crm.services.sla import notify
-
-    admins = db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True))).all()
+    admins = active_admins()
     message = (
         f"Physician {physician.full_name} (NPI {physician.npi}): the practice address could not be located "
         f"after {physician.geocode_attempts} attempt(s) ({physician.geocode_error}). They are not matched by "

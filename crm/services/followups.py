@@ -19,6 +19,7 @@ from crm.extensions import db
 from crm.models import FollowUp, Lead, Notification, Patient, User
 from crm.models.enums import EventKind, FollowUpKind
 from crm.services.calling_window import Window, is_allowed, next_allowed, window_from_config, zone
+from crm.services.notifications import key_prefixed, notify
 from crm.services.timeline import add_event
 
 log = logging.getLogger(__name__)
@@ -196,12 +197,6 @@ def _alert_of(fu: FollowUp):
     return sa.or_(key == f"follow_up:{fu.id}", key_prefixed(key, f"follow_up:{fu.id}:"))
 
 
-def key_prefixed(column, prefix: str):
-    """``column LIKE 'prefix%'`` with ``_`` and ``%`` taken literally (a range would depend on the
-    database's collation)."""
-    return column.startswith(prefix, autoescape=True)
-
-
 def hand_over(lead: Lead, to_user_id: int | None, now: datetime) -> None:
     """The lead changed hands (assigned, reassigned, back to the pool): its open follow-ups go with
     it, whoever planned them (a colleague covering an unassigned lead planned for the lead, not for
@@ -228,7 +223,6 @@ def hand_over(lead: Lead, to_user_id: int | None, now: datetime) -> None:
 def send_reminders(now: datetime, limit: int = 200) -> dict[str, int]:
     """Remind each owner once when a follow-up comes due: a notification and an email."""
     from crm.services.mailer import queue_email
-    from crm.services.sla import notify
 
     # Only follow-ups someone can be reminded of: one whose lead has no active owner yet is
     # reminded when someone takes the lead (its follow-ups move to them), not marked done now.

@@ -23,7 +23,8 @@ from flask import current_app
 from crm.extensions import db, mail
 from crm.logging_setup import error_text, mask_email, scrub
 from crm.models import Appointment, Lead, Notification, OutboxEmail, User
-from crm.models.enums import AppointmentStatus, EventKind, OutboxStatus, Role
+from crm.models.enums import AppointmentStatus, EventKind, OutboxStatus
+from crm.services.notifications import active_admins, key_prefixed, notify
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,6 @@ def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]
 
 def _give_up(row: OutboxEmail, now: datetime) -> None:
     """``failed`` for good: said on the lead's timeline and to every active admin (once each)."""
-    from crm.services.sla import notify
     from crm.services.timeline import add_event
 
     row.status = OutboxStatus.FAILED
@@ -234,8 +234,7 @@ def _give_up(row: OutboxEmail, now: datetime) -> None:
     about = f" for lead #{row.lead_id}" if row.lead_id is not None else ""
     tries = f"{row.attempts} {'try' if row.attempts == 1 else 'tries'}"
     message = f"Email not sent{about} ({what}) after {tries}: resend it from Admin → Outbox."
-    admins = db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True))).all()
-    for admin in admins:
+    for admin in active_admins():
         notify(
             admin,
             "email_failed",
@@ -264,7 +263,6 @@ def attention_counts() -> tuple[int, int]:
 
 def resend(row: OutboxEmail, now: datetime) -> None:
     """An admin's "Send again" for a failed email: queued now, with a fresh count of tries."""
-    from crm.services.followups import key_prefixed
 
     if row.status != OutboxStatus.FAILED:
         raise ValueError("Only an email that failed can be sent again.")

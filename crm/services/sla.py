@@ -28,10 +28,11 @@ from datetime import UTC, datetime, time, timedelta
 import sqlalchemy as sa
 
 from crm.extensions import db
-from crm.models import Lead, LeadEvent, Notification, Patient, User
-from crm.models.enums import EventKind, LeadStatus, LostReason, Role
+from crm.models import Lead, LeadEvent, Patient
+from crm.models.enums import EventKind, LeadStatus, LostReason
 from crm.services import followups
 from crm.services.calling_window import DEFAULT_DAYS, DEFAULT_WINDOW, Window, _local_at, make_window, zone
+from crm.services.notifications import active_admins, notify
 from crm.services.timeline import add_event
 from crm.templating import age
 
@@ -141,12 +142,6 @@ def sla_state(lead: Lead, now: datetime, cfg: SlaConfig) -> dict | None:
     return {"breached": lead.sla_breached_at is not None or due <= now, "due_at": due, "minutes": delta}
 
 
-def _active_admins() -> list[User]:
-    return list(
-        db.session.scalars(sa.select(User).where(User.role == Role.ADMIN, User.active.is_(True)).order_by(User.id))
-    )
-
-
 def sla_sweep(now: datetime, cfg: SlaConfig, limit: int = 500) -> dict[str, int]:
     """Flag leads past their speed-to-lead deadline and escalate each to the admins once."""
     naive_cutoff = now - timedelta(minutes=cfg.minutes)
@@ -181,7 +176,7 @@ def sla_sweep(now: datetime, cfg: SlaConfig, limit: int = 500) -> dict[str, int]
         lead = db.session.get(Lead, lead_id)
         add_event(lead, EventKind.SLA_BREACHED, {"due_at": due.isoformat(), "minutes": cfg.minutes}, at=now)
         if admins is None:
-            admins = _active_admins()
+            admins = active_admins()
         late = int((now - due).total_seconds() // 60)
         # The sweep runs every minute, so most breaches are found within it: "by 0 min" reads as none.
         # As the queue shows ages: a lead that waited over a weekend is "by 2d 4h", not "by 3120 min".
@@ -199,31 +194,6 @@ def sla_sweep(now: datetime, cfg: SlaConfig, limit: int = 500) -> dict[str, int]
         counts["breached"] += 1
     db.session.flush()
     return counts
-
-
-def notify(
-    user: User, kind: str, message: str, *, lead: Lead | None = None, dedupe_key: str | None = None, at=None
-) -> int:
-    """One in-app notification; a dedupe key already used means it was sent before (returns 0)."""
-    if dedupe_key is not None:
-        exists = db.session.scalar(sa.select(Notification.id).where(Notification.dedupe_key == dedupe_key))
-        if exists:
-            return 0
-    try:
-        with db.session.begin_nested():
-            db.session.add(
-                Notification(
-                    user_id=user.id,
-                    kind=kind,
-                    message=message[:500],
-                    lead_id=lead.id if lead is not None else None,
-                    dedupe_key=dedupe_key,
-                    created_at=at or datetime.now(UTC),
-                )
-            )
-    except sa.exc.IntegrityError:
-        return 0  # a concurrent runner wrote the same key
-    return 1
 
 
 def stale_sweep(now: datetime, hours: int, limit: int = 500) -> int:
