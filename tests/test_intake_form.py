@@ -883,3 +883,35 @@ def test_a_resubmission_does_not_keep_a_neglected_lead_with_its_assignee(client,
     db.session.commit()
     db.session.expire_all()
     assert lead.assignee_id is None
+
+
+@pytest.mark.parametrize("path", ["/conditions/hidden-thing", "/conditions/hidden-thing/", "/request"])
+def test_a_form_sent_after_its_condition_was_unpublished_is_taken_with_the_choice_in_words(client, db, conditions, path):
+    """The page was open when an admin unpublished the condition: the request is not lost to a 404 or
+    to "choose from the list"; the patient's choice reaches the specialist as their own words."""
+    data = form_data(condition="hidden-thing", condition_text="since May")
+    resp = client.post(path, data=data)
+    if path.endswith("/"):  # the browser posts it again to the page (the test client would drop the body)
+        assert resp.status_code == 308 and resp.location == "/conditions/hidden-thing"
+        resp = client.post(resp.location, data=data)
+    assert resp.status_code == 302 and resp.location.endswith("/thank-you")
+    lead = db.session.scalar(sa.select(Lead))
+    # Intake maps the words to the condition as it does any description (published or not).
+    assert lead.condition.slug == "hidden-thing" and lead.condition_text == "Hidden thing: since May"
+
+
+def test_an_unpublished_choice_sent_back_with_an_error_stays_visible(client, db, conditions):
+    resp = client.post("/conditions/hidden-thing", data=form_data(condition="hidden-thing", email="not-an-email"))
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and count(db, Lead) == 0
+    assert 'value="Hidden thing"' in html and re.search(r'<option selected value="other">|value="other" selected', html)
+    assert "Casey" in html  # everything typed kept
+    again = client.post("/request", data=form_data(condition="other", condition_text="Hidden thing"))
+    assert again.status_code == 302 and db.session.scalar(sa.select(Lead.condition_text)) == "Hidden thing"
+
+
+def test_a_condition_that_never_existed_is_still_asked_for_again(client, db, conditions):
+    resp = client.post("/request", data=form_data(condition="made-up"))
+    assert resp.status_code == 200 and "Choose a condition from the list." in resp.get_data(as_text=True)
+    assert client.get("/conditions/hidden-thing").status_code == 404
+    assert client.post("/conditions/made-up", data=form_data(condition="made-up")).status_code == 404

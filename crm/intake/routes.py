@@ -64,6 +64,12 @@ def _published() -> list[Condition]:
     )
 
 
+def _unpublished(slug: str) -> Condition | None:
+    return db.session.scalar(
+        sa.select(Condition).where(Condition.slug == slug.lower(), Condition.published.is_(False))
+    )
+
+
 def _search(conditions: list[Condition], q: str) -> list[Condition]:
     """Conditions whose words start with every word typed ("ms" finds MS, not "symptoms"),
     best first: the name or a synonym exactly, then matches in the name, then in the names and
@@ -124,10 +130,18 @@ def _handle_post(form: RequestForm, conditions: list[Condition]):
     if not form.validate_on_submit():
         return None
     by_slug = {c.slug: c for c in conditions}
-    chosen = by_slug.get(form.condition.data or "")
-    if form.condition.data not in ("", OTHER, None) and chosen is None:
-        form.condition.errors = ["Choose a condition from the list."]
-        return None
+    picked = form.condition.data or ""
+    chosen = by_slug.get(picked) or (_canonical(picked, conditions) if picked not in ("", OTHER) else None)
+    if picked not in ("", OTHER) and chosen is None:
+        unlisted = _unpublished(picked)
+        if unlisted is None:
+            form.condition.errors = ["Choose a condition from the list."]
+            return None
+        # Taken off the site while the patient filled the form in: their choice is kept in their
+        # own words, so nothing they sent is lost and the specialist sees what they picked.
+        typed = (form.condition_text.data or "").strip()
+        form.condition_text.data = (f"{unlisted.name}: {typed}" if typed else unlisted.name)[:200]
+        form.condition.data = OTHER
     fields = form.intake_fields(chosen.name if chosen else None)
     if form.website.data:
         # Probably a bot, but a browser's autofill can fill the hidden field too: everything
@@ -317,7 +331,8 @@ def _to_condition_page(condition: Condition):
 @bp.route("/conditions/<slug>/", methods=["GET", "POST"])
 def condition_page_slash(slug: str):
     """/conditions/dystonia/ (a trailing slash added by hand or by another site's link)."""
-    return _to_condition_page(_canonical(slug, _published()) or abort(404))
+    found = _canonical(slug, _published()) or (_unpublished(slug) if request.method == "POST" else None)
+    return _to_condition_page(found or abort(404))
 
 
 @bp.route("/conditions/<slug>", methods=["GET", "POST"])
@@ -326,7 +341,16 @@ def condition_page(slug: str):
     everything = _published()
     condition = next((c for c in everything if c.slug == slug), None)
     if condition is None:
-        return _to_condition_page(_canonical(slug, everything) or abort(404))
+        renamed = _canonical(slug, everything)
+        if renamed is not None:
+            return _to_condition_page(renamed)
+        if request.method == "POST" and _unpublished(slug) is not None:
+            # A form opened before an admin unpublished the page: the request is still taken.
+            form = _new_form(everything, None)
+            return _handle_post(form, everything) or render_template(
+                "public/request.html", form=form, consent_text=CONSENT_TEXT
+            )
+        abort(404)
     form = _new_form(everything, condition.slug)
     if request.method == "POST":
         done = _handle_post(form, everything)
