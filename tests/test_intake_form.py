@@ -886,7 +886,7 @@ def test_a_resubmission_does_not_keep_a_neglected_lead_with_its_assignee(client,
 
 
 @pytest.mark.parametrize("path", ["/conditions/hidden-thing", "/conditions/hidden-thing/", "/request"])
-def test_a_form_sent_after_its_condition_was_unpublished_is_taken_with_the_choice_in_words(client, db, conditions, path):
+def test_a_form_sent_after_its_condition_was_unpublished_is_taken_in_words(client, db, conditions, path):
     """The page was open when an admin unpublished the condition: the request is not lost to a 404 or
     to "choose from the list"; the patient's choice reaches the specialist as their own words."""
     data = form_data(condition="hidden-thing", condition_text="since May")
