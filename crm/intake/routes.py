@@ -65,9 +65,7 @@ def _published() -> list[Condition]:
 
 
 def _unpublished(slug: str) -> Condition | None:
-    return db.session.scalar(
-        sa.select(Condition).where(Condition.slug == slug.lower(), Condition.published.is_(False))
-    )
+    return db.session.scalar(sa.select(Condition).where(Condition.slug == slug.lower(), Condition.published.is_(False)))
 
 
 def _search(conditions: list[Condition], q: str) -> list[Condition]:
