@@ -435,15 +435,38 @@ def test_at_most_two_secrets_live_and_a_leaked_one_ends_at_once(app, db):
     runner = app.test_cli_runner()
     first = runner.invoke(args=["crm", "sources", "add", "Leaky"]).output.split("secret: ")[1].split()[0]
     second = runner.invoke(args=["crm", "sources", "rotate", "leaky"]).output.split("secret: ")[1].split()[0]
-    third = runner.invoke(args=["crm", "sources", "rotate", "leaky"]).output.split("secret: ")[1].split()[0]
+    # A second rotation within the 24 hours would have to end one of two secrets the sender may be
+    # using (a double click ended the working one): refused, both still live.
+    again = runner.invoke(args=["crm", "sources", "rotate", "leaky"])
+    assert again.exit_code == 1 and "A rotation is already under way" in again.output
+    assert f"whsec_…{first[-4:]} keeps working until" in again.output
     db.session.expire_all()
-    assert [s.secret for s in sources.active_secrets(sources.get_source("leaky"))] == [third, second]
-    assert first not in {s.secret for s in sources.active_secrets(sources.get_source("leaky"))}
+    assert [s.secret for s in sources.active_secrets(sources.get_source("leaky"))] == [second, first]
     result = runner.invoke(args=["crm", "sources", "rotate", "leaky", "--end-old-now"])
     assert result.exit_code == 0 and "previous secret no longer signs deliveries" in result.output
-    fourth = result.output.split("secret: ")[1].split()[0]
+    third = result.output.split("secret: ")[1].split()[0]
     db.session.expire_all()
-    assert [s.secret for s in sources.active_secrets(sources.get_source("leaky"))] == [fourth]
+    assert [s.secret for s in sources.active_secrets(sources.get_source("leaky"))] == [third]
+
+
+def test_a_second_rotate_click_never_cuts_off_the_secret_the_sender_uses(client, auth, admin, db):
+    from tests.factories import WebhookSourceFactory
+
+    source = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    working = sources.active_secrets(source)[0].secret
+    auth.as_user(admin)
+    first = client.post(f"/admin/sources/{source.id}/rotate")
+    assert first.status_code == 200 and "keeps working for 24 hours" in first.get_data(as_text=True)
+    again = client.post(f"/admin/sources/{source.id}/rotate", follow_redirects=True)  # double click, or a reload
+    assert "A rotation is already under way" in again.get_data(as_text=True)
+    db.session.expire_all()
+    live = [s.secret for s in sources.active_secrets(db.session.get(WebhookSource, source.id))]
+    assert len(live) == 2 and working in live
+    # Ended early (the sender switched), the next rotation goes through.
+    old = next(s for s in db.session.get(WebhookSource, source.id).secrets if s.secret == working)
+    client.post(f"/admin/sources/{source.id}/secrets/{old.id}/end")
+    assert client.post(f"/admin/sources/{source.id}/rotate").status_code == 200
 
 
 # ---------------------------------------------------------------- needs attention, set aside
@@ -548,3 +571,17 @@ def test_an_item_whose_body_spells_half_a_utf16_pair_shows_it_as_its_escape(clie
     assert page.status_code == 200
     html = unescape(page.get_data(as_text=True))
     assert '"first_name": "Quix\\ud800ote"' in html and '"\\udc00": 1' in html
+
+
+def test_the_rotate_button_waits_while_a_rotation_is_under_way(client, auth, admin, db):
+    from tests.factories import WebhookSourceFactory
+
+    source = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get(f"/admin/sources/{source.id}").get_data(as_text=True)
+    assert f'action="/admin/sources/{source.id}/rotate"' in page
+    sources.rotate_secret(db.session.get(WebhookSource, source.id))
+    db.session.commit()
+    page = client.get(f"/admin/sources/{source.id}").get_data(as_text=True)
+    assert f'action="/admin/sources/{source.id}/rotate"' not in page and "A rotation is under way" in page

@@ -161,8 +161,19 @@ def rotate_secret(
 ) -> str:
     """Add a new secret; the one current until now keeps working for ``grace`` (24 h, none with
     ``grace=timedelta(0)``, for a leaked secret), then expires. At most two are ever live (SPEC 3):
-    secrets of an earlier rotation still in their grace period end now."""
+    a rotation while an older secret is still in its grace period is refused, since either live secret
+    may be the one the sender signs with (a double click would end the one that works); with no grace
+    every older secret ends now."""
     now = now or utcnow()
+    live = active_secrets(source, now)
+    if grace > timedelta(0) and len(live) > 1:
+        retiring = live[1]
+        raise SourceError(
+            f"A rotation is already under way: the previous secret whsec_…{retiring.secret[-4:]} keeps working "
+            f"until {retiring.expires_at:%Y-%m-%d %H:%M} UTC beside the new one whsec_…{live[0].secret[-4:]}. "
+            "Once the sender signs with the new one, end the previous one, then rotate again if you need to. "
+            "If a secret leaked, end it now (or: flask crm sources rotate SLUG --end-old-now)."
+        )
     new_secret = validate_secret(secret) if secret else generate_secret()
     if any(s.secret == new_secret for s in source.secrets):
         raise SourceError("That secret was already used by this source; use a new one.")
