@@ -116,6 +116,10 @@ def test_condition_page_renders_safe_markdown_and_preselects_the_condition(clien
     assert "Leave this field empty" in html  # the honeypot is there (hidden by CSS)
     assert CONSENT_TEXT[:40] in html
     assert "navbar" not in html  # no staff navigation on public pages
+    # The header's button goes to this page's own form (the condition chosen), not an empty /request.
+    assert '<a class="btn btn-sm btn-light" href="#request">Request an appointment</a>' in html
+    other_page = client.get("/conditions").get_data(as_text=True)
+    assert '<a class="btn btn-sm btn-light" href="/request">Request an appointment</a>' in other_page
 
 
 def test_unpublished_or_unknown_condition_is_404(client, conditions):
