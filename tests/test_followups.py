@@ -349,3 +349,21 @@ def test_an_owner_who_gets_the_lead_back_is_reminded_again(app, db, specialist, 
     assert fu.owner_id == specialist.id
     unread = db.session.scalars(sa.select(Notification).where(Notification.read_at.is_(None))).all()
     assert [n.user_id for n in unread] == [specialist.id]  # the current turn's alert only
+
+
+def test_closing_a_lead_puts_away_its_follow_up_alerts(app, db, specialist):
+    from crm.services.workflow import change_status
+
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    fu = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED - timedelta(hours=1))
+    other = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    kept = followups.schedule(other, due_at=WED, kind="call", actor=specialist, now=WED - timedelta(hours=1))
+    db.session.commit()
+    with app.test_request_context():
+        assert send_reminders(WED + timedelta(minutes=1))["reminded"] == 2
+    db.session.commit()
+    change_status(lead, S.LOST, actor=specialist, reason="not_interested", now=WED + timedelta(minutes=5))
+    db.session.commit()
+    unread = db.session.scalars(sa.select(Notification.message).where(Notification.read_at.is_(None))).all()
+    assert db.session.get(FollowUp, fu.id).done_at is not None and db.session.get(FollowUp, kept.id).done_at is None
+    assert len(unread) == 1  # only the alert of the other lead's follow-up is still waiting

@@ -102,14 +102,14 @@ def schedule(
             )
     owner = owner or lead.assignee or actor
     fu = FollowUp(
-        lead_id=lead.id,
         owner_id=owner.id,
         due_at=due_at.astimezone(UTC),
         kind=kind,
         note=(note or "").strip()[:500],
         created_at=now,
     )
-    db.session.add(fu)
+    # Through the collection only: added to the session as well, a lazy load of an unloaded
+    # collection would autoflush it in and the append would list it twice.
     lead.follow_ups.append(fu)
     refresh_next_follow_up(lead)
     lead.last_activity_at = now
@@ -130,7 +130,7 @@ def complete(fu: FollowUp, *, actor: User, outcome: str = "done", now: datetime 
     fu.done_at = now
     fu.outcome = (outcome or "done").strip()[:200]
     # Its "follow-up due" alert has been dealt with: it should not wait unread in Alerts.
-    db.session.execute(sa.update(Notification).where(_alert_of(fu), Notification.read_at.is_(None)).values(read_at=now))
+    put_away_alerts([fu], now)
     lead = fu.lead
     refresh_next_follow_up(lead)
     lead.last_activity_at = now
@@ -188,6 +188,17 @@ def complete_due_calls(lead: Lead, *, actor: User, outcome: str, now: datetime) 
             complete(fu, actor=actor, outcome=outcome, now=now)
             done += 1
     return done
+
+
+def put_away_alerts(follow_ups: list[FollowUp], now: datetime) -> None:
+    """Mark the "follow-up due" alerts of these follow-ups read: they are done or gone."""
+    if follow_ups:
+        db.session.execute(
+            sa.update(Notification)
+            .where(sa.or_(*(_alert_of(fu) for fu in follow_ups)), Notification.read_at.is_(None))
+            .values(read_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _alert_of(fu: FollowUp):

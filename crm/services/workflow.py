@@ -23,6 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from crm.extensions import db
 from crm.models import FollowUp, Lead, User
 from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, LostReason
+from crm.services import followups
 from crm.services.timeline import add_event
 
 S = LeadStatus
@@ -191,14 +192,14 @@ def _cancel_live_appointments(lead: Lead, actor: User | None, now: datetime) -> 
 
 
 def _close_open_follow_ups(lead: Lead, now: datetime, outcome: str) -> int:
-    closed = 0
-    for fu in lead.follow_ups:
-        if fu.done_at is None:
-            fu.done_at = now
-            fu.outcome = outcome
-            closed += 1
+    closed = [fu for fu in lead.follow_ups if fu.done_at is None]
+    for fu in closed:
+        fu.done_at = now
+        fu.outcome = outcome
+    # Their reminders would otherwise wait unread in Alerts, pointing at a closed lead.
+    followups.put_away_alerts(closed, now)
     lead.next_follow_up_at = None
-    return closed
+    return len(closed)
 
 
 def open_follow_ups(lead: Lead) -> list[FollowUp]:
