@@ -854,3 +854,23 @@ def test_a_booked_visit_whose_registration_lapses_is_flagged_on_the_lead_and_for
     db.session.delete(doc.registrations[0])
     db.session.commit()
     assert booking.registration_problem(appt) == f"{doc.full_name} has no registration in FL"
+
+
+@pytest.mark.parametrize("mode", ["in_person", "telehealth"])
+def test_a_physician_listed_for_both_modes_keeps_the_line_of_the_chosen_mode(app, mode):
+    """Sent back with an error, the drop-down showed the telehealth line (both were 'selected' and the
+    browser shows the last) while Visit said In person: Book again booked what the screen did not say."""
+    from werkzeug.datastructures import MultiDict
+
+    from crm.leads.forms import BookingForm
+
+    with app.test_request_context(method="POST"):
+        form = BookingForm(formdata=MultiDict({"physician_id": "7", "mode": mode}), meta={"csrf": False})
+        form.physician_id.choices = [
+            (3, "Ann Lee, MD — 2.0 mi", {"data-mode": "in_person"}),
+            (7, "Luca White, MD — 67.2 mi", {"data-mode": "in_person"}),
+            (7, "Luca White, MD — telehealth", {"data-mode": "telehealth"}),
+        ]
+        html = str(form.physician_id())
+    selected = re.findall(r"<option[^>]*selected[^>]*>([^<]*)</option>", html)
+    assert selected == ["Luca White, MD — " + ("67.2 mi" if mode == "in_person" else "telehealth")]

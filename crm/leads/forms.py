@@ -145,8 +145,25 @@ def _int_or_none(value):
         return None
 
 
+class PhysicianSelectField(SelectField):
+    """A physician may be listed twice, in person and telehealth, under one value (their id): WTForms
+    would mark both lines selected and the browser shows the last, so a form sent back showed the
+    other mode's line. Only the line of the form's visit mode (``mode_field``) is selected."""
+
+    mode_field = None
+
+    def iter_choices(self):
+        choices = super().iter_choices()
+        chosen = [c for c in choices if c.selected]
+        if len(chosen) < 2:
+            return choices
+        mode = self.mode_field.data if self.mode_field is not None else None
+        keep = next((c for c in chosen if (c.render_kw or {}).get("data-mode") == mode), chosen[0])
+        return [c._replace(selected=False) if c.selected and c is not keep else c for c in choices]
+
+
 class BookingForm(VersionedForm):
-    physician_id = SelectField("Physician", coerce=_int_or_none, choices=[], validate_choice=False)
+    physician_id = PhysicianSelectField("Physician", coerce=_int_or_none, choices=[], validate_choice=False)
     starts = DateTimeLocalField(
         "Starts", format=DT_FORMAT, validators=[InputRequired("Pick the appointment time."), PLAUSIBLE]
     )
@@ -158,6 +175,10 @@ class BookingForm(VersionedForm):
     notes = TextAreaField("Notes for the appointment", validators=[Optional(), Length(max=500)])
     # Shown only for a lead not (yet) eligible; booking.book refuses such a lead without it.
     override = BooleanField("Book anyway: I checked this with the patient / the physician decides")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.physician_id.mode_field = self.mode
 
     def validate_physician_id(self, field):
         if not field.data:
