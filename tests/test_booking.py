@@ -385,12 +385,19 @@ def test_booking_route_and_outcome_route(client, auth, db, specialist):
     db.session.expire_all()
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "Appointment booked; the confirmation email with the calendar invite is in the outbox." in page
-    resp = form_post(client, f"/leads/{lead.id}/appointments/{appt.id}/outcome", lead, outcome="cancelled", note="")
-    assert resp.status_code == 302
+    assert f'name="note" id="appt-note-{appt.id}"' in page  # the reason can be given with the outcome
+    resp = form_post(
+        client, f"/leads/{lead.id}/appointments/{appt.id}/outcome", lead, outcome="cancelled", note="Patient is ill"
+    )
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("#follow-ups")
     db.session.expire_all()
     assert lead.status == S.CONTACTED and appt.status == AppointmentStatus.CANCELLED
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "Appointment cancelled; the patient is emailed a cancellation that takes it off their calendar." in page
+    assert "No next step is planned: schedule the next follow-up." in page  # back to contacted, nothing planned
+    event = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id).order_by(LeadEvent.id)).all()
+    assert any((e.data or {}).get("note") == "Patient is ill" for e in event)
+    assert "Patient is ill" in page  # on the timeline
     assert "Cancellation emailed Nov 18, 2026" in page and "Confirmation with calendar invite queued" not in page
 
 

@@ -429,3 +429,23 @@ def test_other_leads_show_their_condition_and_a_readable_status(client, db, desk
     row = " ".join(html.split("Other leads</dt>", 1)[1].split("</dd>", 1)[0].split())
     assert f'<a href="/leads/{typed.id}">#{typed.id}</a> back spasms · Attempting' in row
     assert f'<a href="/leads/{known.id}">#{known.id}</a> Chronic pain · New' in row
+
+
+def test_the_age_shown_is_the_one_eligibility_counts_on_the_patients_birthday(client, db, desk, auth, specialist):
+    """Born 2008-12-03: on 2026-12-03 the page said 17 (days / 365.25) while eligibility said 18."""
+    from datetime import date
+
+    import time_machine
+
+    lead = desk["lead"]
+    lead.patient.date_of_birth = date(2008, 12, 3)
+    lead.patient.timezone = "America/New_York"
+    db.session.commit()
+    with time_machine.travel("2026-12-03 15:00Z", tick=False):
+        auth.as_user(specialist)
+        page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert '<dt class="col-4">Age</dt><dd class="col-8">18 (born Dec 03, 2008)' in page
+    with time_machine.travel("2026-12-03 03:00Z", tick=False):  # still Dec 2 in New York
+        auth.as_user(specialist)
+        page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
+    assert '<dt class="col-4">Age</dt><dd class="col-8">17 (born Dec 03, 2008)' in page

@@ -44,6 +44,7 @@ from crm.services.calling_window import (
     zone,
 )
 from crm.services.contact import US_STATES
+from crm.services.eligibility import age_on
 from crm.services.leads_query import VIEWS, Filters, QueuePage, SearchError, phone_suffix, queue_page
 from crm.services.sla import SlaConfig, sla_state
 
@@ -263,6 +264,8 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
             "leads/detail.html",
             lead=lead,
             p=lead.patient,
+            # On the patient's own date, as eligibility counts it (an 18th birthday is 18 all day there).
+            patient_age=age_on(lead.patient.date_of_birth, matching.patient_today(lead.patient, now)),
             me=me,
             now=now,
             events=events,
@@ -644,11 +647,16 @@ def appointment_outcome(lead_id: int, appt_id: int):
 
     def success(lead):
         if emailed and emailed[0]:
-            return (
+            message = (
                 "Appointment cancelled; the patient is emailed a cancellation that takes it off their calendar. "
                 f"The lead is {lead.status.value}."
             )
-        return f"Appointment outcome recorded; the lead is {lead.status.value}."
+        else:
+            message = f"Appointment outcome recorded; the lead is {lead.status.value}."
+        if _needs_next_step(lead):
+            # A no-show or a cancellation sends the lead back to contacted with nothing planned.
+            message += " No next step is planned: schedule the next follow-up."
+        return message
 
     return _action(
         lead_id,
@@ -656,7 +664,7 @@ def appointment_outcome(lead_id: int, appt_id: int):
         "outcome_form",
         apply,
         success,
-        "appointments",
+        lambda lead: "follow-ups" if _needs_next_step(lead) else "appointments",
     )
 
 
