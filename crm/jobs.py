@@ -122,6 +122,12 @@ def appointment_reminders(now: datetime) -> str:
     return f"{queued} appointment reminder(s) queued"
 
 
+def visit_outcomes(now: datetime) -> str:
+    from crm.services.booking import plan_outcome_follow_ups
+
+    return f"{plan_outcome_follow_ups(now)} past visit(s) without an outcome: a follow-up asks for it"
+
+
 def inbox_retry(now: datetime) -> str:
     fn = _optional("crm.services.intake", "retry_failed_items")
     return f"{fn(now, limit=50)} failed intake item(s) retried"
@@ -177,6 +183,7 @@ JOBS: tuple[Job, ...] = (
     Job("unreachable_close", 900, unreachable_close, "Close leads unreachable after N attempts over D days"),
     Job("registration_expiry", 6 * 3600, registration_expiry, "Warn admins of registrations expiring in 30 days"),
     Job("appointment_reminders", 300, appointment_reminders, "Email patients 24 h before the visit"),
+    Job("visit_outcomes", 600, visit_outcomes, "Ask for the outcome of visits that have passed without one"),
     Job("inbox_retry", 120, inbox_retry, "Retry failed intake items"),
     Job("outbox", 30, outbox, "Send queued emails"),
     Job("report_rollups", 60, report_rollups, "Rebuild the /reports rollups of the days that changed"),

@@ -881,3 +881,46 @@ def test_a_physician_listed_for_both_modes_keeps_the_line_of_the_chosen_mode(app
         html = str(form.physician_id())
     selected = re.findall(r"<option[^>]*selected[^>]*>([^<]*)</option>", html)
     assert selected == ["Luca White, MD — " + ("67.2 mi" if mode == "in_person" else "telehealth")]
+
+
+def test_a_visit_past_without_an_outcome_asks_for_it_once_through_a_follow_up(app, client, auth, db, specialist):
+    """A booked lead whose visit had passed sat at the bottom of Mine with no next step, for good."""
+    from crm.jobs import JOBS_BY_ID, run_job
+    from crm.models import FollowUp
+
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    recorded, (doc2,) = matched_lead(db, assignee=specialist)
+    done = booking.book(recorded, physician_id=doc2.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    assert booking.plan_outcome_follow_ups(LATER + timedelta(minutes=89)) == 0  # 30 min visit + 1 h grace
+    booking.set_outcome(done, "completed", actor=specialist, now=LATER + timedelta(minutes=40))
+    db.session.commit()
+
+    later = LATER + timedelta(minutes=91)
+    assert booking.plan_outcome_follow_ups(later) == 1
+    db.session.commit()
+    fu = db.session.scalar(sa.select(FollowUp).where(FollowUp.lead_id == lead.id))
+    assert fu.owner_id == specialist.id and fu.kind.value == "call" and fu.due_at == later
+    assert f"The visit with {doc.full_name}" in fu.note and "record its outcome" in fu.note
+    assert lead.next_follow_up_at == later and appt.status == AppointmentStatus.BOOKED
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(FollowUp)) == 1  # not for the recorded one
+    with time_machine.travel(later + timedelta(minutes=1), tick=False):
+        run = run_job(JOBS_BY_ID["visit_outcomes"])  # again: it finds the follow-up it planned
+        assert run.summary.startswith("0 past visit(s)")
+        auth.as_user(specialist)
+        due = client.get("/queue?view=due").get_data(as_text=True)
+    assert f'href="/leads/{lead.id}"' in due and f'href="/leads/{recorded.id}"' not in due
+
+
+def test_a_visit_that_ended_at_night_asks_for_its_outcome_when_the_patient_may_be_called(db, specialist):
+    from crm.models import FollowUp
+
+    lead, (doc,) = matched_lead(db, assignee=None)
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    night = datetime(2026, 11, 21, 4, 0, tzinfo=UTC)  # Fri 23:00 in Miami: outside the calling window
+    assert booking.plan_outcome_follow_ups(night) == 1
+    fu = db.session.scalar(sa.select(FollowUp))
+    assert fu.owner_id is None  # nobody holds the lead: its owner will be whoever takes it
+    assert fu.due_at == datetime(2026, 11, 21, 14, 0, tzinfo=UTC)  # Saturday 09:00 patient time

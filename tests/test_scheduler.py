@@ -39,8 +39,9 @@ SPEC_8 = {
 }
 # Beyond SPEC 8: intake stores only and enrich_new enriches and routes what it stored;
 # report_rollups keeps the /reports rollups fresh (docs/reports.md "Rollups"); housekeeping keeps
-# login_throttles and job_runs from growing without end.
-JOB_IDS = SPEC_8 | {"enrich_new", "report_rollups", "housekeeping"}
+# login_throttles and job_runs from growing without end; visit_outcomes asks for the outcome of a visit
+# that passed without one (SPEC 2.8).
+JOB_IDS = SPEC_8 | {"enrich_new", "report_rollups", "housekeeping", "visit_outcomes"}
 QUIET = {"enrich_new", "housekeeping"}  # a run with nothing to do leaves no row
 
 

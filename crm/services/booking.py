@@ -570,6 +570,62 @@ def set_outcome(
     return appt
 
 
+# How long after a visit's end its outcome may still be on its way (the physician's office, the
+# specialist's day) before the lead asks for it.
+OUTCOME_GRACE = timedelta(hours=1)
+
+
+def plan_outcome_follow_ups(now: datetime, limit: int = 200) -> int:
+    """A booked lead whose visit ended over an hour ago with no outcome recorded, and nothing planned,
+    gets a call follow-up "record the visit's outcome": it comes up in Due and reminds its owner, where
+    the lead would otherwise sit booked at the bottom of Mine for good. Idempotent: the follow-up it
+    adds is what it looks for."""
+    from crm.models import FollowUp
+    from crm.services.calling_window import is_allowed, next_allowed, window_from_config
+    from crm.services.followups import schedule
+
+    open_follow_up = sa.exists().where(FollowUp.lead_id == Appointment.lead_id, FollowUp.done_at.is_(None))
+    rows = db.session.execute(
+        sa.select(Appointment.id, Appointment.lead_id)
+        .join(Lead, Lead.id == Appointment.lead_id)
+        .where(
+            Appointment.status.in_([s.value for s in LIVE_APPOINTMENT]),
+            Appointment.starts_at <= now - OUTCOME_GRACE,  # the end is checked below (durations vary)
+            Lead.status == LeadStatus.BOOKED.value,
+            ~open_follow_up,
+        )
+        .order_by(Appointment.starts_at)
+        .limit(limit)
+    ).all()
+    window = window_from_config(current_app.config)
+    planned = 0
+    for appt_id, lead_id in rows:
+        appt = db.session.get(Appointment, appt_id)
+        if appt.starts_at + timedelta(minutes=appt.duration_minutes) + OUTCOME_GRACE > now:
+            continue
+        lead = db.session.get(Lead, lead_id)
+        if any(fu.done_at is None for fu in lead.follow_ups):
+            continue  # planned since the look-up (several visits of one lead: the first one did)
+        tz, _known = patient_timezone(lead.patient)
+        due = now if is_allowed(now, tz, window) else next_allowed(now, tz, window)
+        when = appt.starts_at.astimezone(zone(tz))
+        schedule(
+            lead,
+            due_at=due,
+            kind="call",
+            actor=None,
+            note=(
+                f"The visit with {appt.physician.full_name} on {when:%a %b %d, %I:%M %p} has passed: record its "
+                "outcome (completed or no-show) under Appointment. Call the patient if you do not know."
+            ),
+            now=now,
+            window=window,
+        )
+        planned += 1
+    db.session.flush()
+    return planned
+
+
 def send_appointment_reminders(now: datetime, hours: int = 24, limit: int = 200) -> int:
     """Email each patient once, about ``hours`` before the visit."""
     t = Appointment.__table__.c

@@ -100,9 +100,9 @@ def schedule(
                 f"{suggestion.astimezone(zone(tz)):%a %b %d, %I:%M %p %Z} patient time.",
                 suggestion,
             )
-    owner = owner or lead.assignee or actor
+    owner = owner or lead.assignee or actor  # None: a job planned it for a lead nobody holds (the pool's)
     fu = FollowUp(
-        owner_id=owner.id,
+        owner_id=owner.id if owner is not None else None,
         due_at=due_at.astimezone(UTC),
         kind=kind,
         note=(note or "").strip()[:500],
@@ -116,7 +116,7 @@ def schedule(
     add_event(
         lead,
         EventKind.FOLLOW_UP_SCHEDULED,
-        {"due_at": fu.due_at.isoformat(), "kind": kind.value, "owner": owner.id, "note": fu.note, "patient_tz": tz},
+        {"due_at": fu.due_at.isoformat(), "kind": kind.value, "owner": fu.owner_id, "note": fu.note, "patient_tz": tz},
         actor=actor,
         at=now,
     )
