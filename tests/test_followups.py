@@ -367,3 +367,21 @@ def test_closing_a_lead_puts_away_its_follow_up_alerts(app, db, specialist):
     unread = db.session.scalars(sa.select(Notification.message).where(Notification.read_at.is_(None))).all()
     assert db.session.get(FollowUp, fu.id).done_at is not None and db.session.get(FollowUp, kept.id).done_at is None
     assert len(unread) == 1  # only the alert of the other lead's follow-up is still waiting
+
+
+@pytest.mark.parametrize(("kind", "channel"), [("sms", "text"), ("email", "email")])
+def test_a_text_or_email_sent_counts_as_a_contact_attempt(db, specialist, kind, channel):
+    """A patient who asked to be texted: the text sent left the lead New, with no attempt counted and
+    the speed-to-lead clock running towards an escalation."""
+    lead = make_lead(db, status=S.NEW, assignee=specialist)
+    fu = followups.schedule(lead, due_at=WED, kind=kind, actor=specialist, now=WED - timedelta(minutes=5))
+    skipped = followups.schedule(lead, due_at=WED + timedelta(days=1), kind=kind, actor=specialist, now=WED)
+    db.session.commit()
+    followups.close(skipped, actor=specialist, outcome="not_needed", now=WED)  # nothing sent: no attempt
+    assert lead.status == S.NEW and not lead.attempts and lead.first_contact_at is None
+    followups.close(fu, actor=specialist, outcome="done", now=WED + timedelta(minutes=1))
+    db.session.commit()
+    assert lead.status == S.ATTEMPTING and lead.attempts == 1
+    assert lead.first_contact_at == WED + timedelta(minutes=1)
+    change = [e for e in lead.events if e.kind == EventKind.STATUS_CHANGED][-1]
+    assert change.data["reason"] == f"{channel} sent"

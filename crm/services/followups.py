@@ -177,6 +177,8 @@ def close(fu: FollowUp, *, actor: User, outcome: str, now: datetime | None = Non
         if fu.done_at is not None:
             return fu
         outcome = workflow.CALL_OUTCOME_LABELS[outcome]
+    elif outcome == "done" and fu.kind in (FollowUpKind.EMAIL, FollowUpKind.SMS):
+        workflow.record_message_sent(fu.lead, "text" if fu.kind == FollowUpKind.SMS else "email", actor=actor, now=now)
     return complete(fu, actor=actor, outcome=outcome, now=now)
 
 

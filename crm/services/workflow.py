@@ -246,6 +246,20 @@ def log_call(lead: Lead, outcome: str, *, actor: User, note: str = "", now: date
     return lead
 
 
+def record_message_sent(lead: Lead, channel: str, *, actor: User, now: datetime) -> Lead:
+    """An email or a text sent to the patient (its follow-up closed as sent) is a contact attempt like
+    a call: counted, the first one stops the speed-to-lead clock, and a new lead moves to attempting."""
+    if not lead.is_open:
+        return lead
+    lead.attempts = (lead.attempts or 0) + 1
+    if lead.first_contact_at is None:
+        lead.first_contact_at = now
+    lead.last_activity_at = now
+    if lead.status == S.NEW:
+        change_status(lead, S.ATTEMPTING, actor=actor, reason=f"{channel} sent", now=now)
+    return lead
+
+
 def add_note(lead: Lead, text: str, *, actor: User, now: datetime | None = None) -> Lead:
     now = now or datetime.now(UTC)
     text = (text or "").strip()
