@@ -244,3 +244,25 @@ def test_a_physician_opened_from_a_match_list_leads_back_to_the_lead(client, aut
     for odd in ("-5", "abc", "²", "9" * 40, ""):
         resp = client.get(f"/physicians/{doc.id}", query_string={"lead": odd})
         assert resp.status_code == 200 and "Back to lead" not in resp.get_data(as_text=True), odd
+
+
+def test_a_colleague_covering_a_lead_is_allowed_and_its_specialist_is_told(client, auth, db, specialist):
+    """James closed Maria's lead and booked another of hers; she found out only when they left Mine."""
+    from crm.models import Notification
+
+    colleague = UserFactory(name="James Park")
+    lead = make_lead(db, status=LeadStatus.ATTEMPTING, assignee=specialist)
+    own = make_lead(db, status=LeadStatus.ATTEMPTING, assignee=colleague)
+    db.session.commit()
+    auth.as_user(colleague)
+    assert form_post(client, f"/leads/{own.id}/status", own, to="contacted", lost_reason="").status_code == 302
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == 0  # their own lead
+    resp = form_post(client, f"/leads/{lead.id}/status", lead, to="lost", lost_reason="not_interested")
+    assert resp.status_code == 302
+    note = db.session.scalar(sa.select(Notification))
+    assert note.user_id == specialist.id and note.kind == "lead_changed" and note.lead_id == lead.id
+    assert note.message == f"James Park on your lead #{lead.id}: Status changed to lost."
+    auth.logout()
+    auth.as_user(specialist)
+    page = client.get("/notifications").get_data(as_text=True)
+    assert "Lead changed" in page and f"James Park on your lead #{lead.id}: Status changed to lost." in page

@@ -46,6 +46,7 @@ from crm.services.calling_window import (
 from crm.services.contact import US_STATES
 from crm.services.eligibility import age_on
 from crm.services.leads_query import VIEWS, Filters, QueuePage, SearchError, phone_suffix, queue_page
+from crm.services.notifications import notify
 from crm.services.sla import SlaConfig, sla_state
 
 bp = Blueprint("leads", __name__)
@@ -408,11 +409,13 @@ def _done(lead: Lead, message: str, anchor: str = ""):
     return redirect(url_for("leads.detail", lead_id=lead.id) + (f"#{anchor}" if anchor else ""))
 
 
-def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *, check_version=True):
+def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *, check_version=True, tell_owner=False):
     """The shape of every workspace POST: validate, check version, apply, commit.
 
     ``check_version=False`` for what only adds to the timeline (a note): whatever changed since the
-    page was loaded cannot make it wrong, so refusing it would only make the specialist send it again."""
+    page was loaded cannot make it wrong, so refusing it would only make the specialist send it again.
+    ``tell_owner``: a colleague covering the lead (changing its status, booking, moving or ending a
+    visit) is allowed, and the specialist who holds it gets an alert saying what was done."""
     lead = _load(lead_id)
     form = form_cls()
     if form_name == "status_form":
@@ -424,9 +427,13 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *
         return _invalid(lead, form_name, form)
     if check_version and form.version_int() != lead.version:
         return _conflict(lead.id, form_name, form)
+    owner = lead.assignee
     try:
         apply(lead, form)
         db.session.flush()
+        message = success(lead) if callable(success) else success
+        if tell_owner and owner is not None and owner.id != current_user.id and owner.active:
+            notify(owner, "lead_changed", f"{current_user.name} on your lead #{lead.id}: {message}", lead=lead)
         db.session.commit()
     except StaleDataError:
         return _conflict(lead_id, form_name, form)
@@ -449,7 +456,7 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *
             form.due.raw_data = [form.due.data.strftime(lead_forms.DT_FORMAT)]  # rendered from raw_data
             form.due.errors = [str(exc) + " The suggested time is filled in: press Schedule to use it."]
         return _invalid(lead, form_name, form, str(exc))
-    return _done(lead, success(lead) if callable(success) else success, anchor(lead) if callable(anchor) else anchor)
+    return _done(lead, message, anchor(lead) if callable(anchor) else anchor)
 
 
 def _typed_time(lead: Lead, value: datetime, basis: str) -> datetime:
@@ -561,7 +568,12 @@ def change_status(lead_id: int):
         return workflow.change_status(lead, form.to.data, actor=me, reason=reason, note=form.note.data or None)
 
     return _action(
-        lead_id, lead_forms.StatusForm, "status_form", apply, lambda lead: f"Status changed to {lead.status.value}."
+        lead_id,
+        lead_forms.StatusForm,
+        "status_form",
+        apply,
+        lambda lead: f"Status changed to {lead.status.value}.",
+        tell_owner=True,
     )
 
 
@@ -602,6 +614,7 @@ def book(lead_id: int):
         apply,
         "Appointment booked; the confirmation email with the calendar invite is in the outbox.",
         "appointments",
+        tell_owner=True,
     )
 
 
@@ -629,7 +642,9 @@ def reschedule(lead_id: int, appt_id: int):
         emailed = "; the patient is emailed the new time with a calendar update" if lead.patient.email else ""
         return f"Appointment moved{emailed}."
 
-    return _action(lead_id, lead_forms.RescheduleForm, "reschedule_form", apply, success, "appointments")
+    return _action(
+        lead_id, lead_forms.RescheduleForm, "reschedule_form", apply, success, "appointments", tell_owner=True
+    )
 
 
 @bp.post("/leads/<int:lead_id>/appointments/<int:appt_id>/outcome")
@@ -665,6 +680,7 @@ def appointment_outcome(lead_id: int, appt_id: int):
         apply,
         success,
         lambda lead: "follow-ups" if _needs_next_step(lead) else "appointments",
+        tell_owner=True,
     )
 
 
