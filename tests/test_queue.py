@@ -325,6 +325,9 @@ def test_counts_are_capped(db, specialist):
 def test_search_clause_refuses_a_partial_phone_number():
     with pytest.raises(SearchError, match="full phone number"):
         patient_search_clause("3055 5501 4299 99")
+    for too_short in ("555", "(55", "+1"):  # a name search for digits would only say "nothing matches"
+        with pytest.raises(SearchError, match="at least the last 4 digits"):
+            patient_search_clause(too_short)
     with pytest.raises(SearchError):
         patient_search_clause(" , ")
 

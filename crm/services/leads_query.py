@@ -130,6 +130,8 @@ def patient_search_clause(q: str):
         except ValueError:
             return _prefix(Patient.email, q.lower())  # "noah.ramirez@exa": still being typed
     digits = _phone_digits(q)
+    if digits is None and re.fullmatch(r"[\d\s().+-]*\d[\d\s().+-]*", q):
+        raise SearchError("Type at least the last 4 digits of the phone number, or all of it.")
     if digits:
         suffix = phone_suffix(q)
         if suffix:
