@@ -266,3 +266,23 @@ def test_a_colleague_covering_a_lead_is_allowed_and_its_specialist_is_told(clien
     auth.as_user(specialist)
     page = client.get("/notifications").get_data(as_text=True)
     assert "Lead changed" in page and f"James Park on your lead #{lead.id}: Status changed to lost." in page
+
+
+def test_calling_a_lead_from_the_pool_makes_it_yours(client, auth, db, specialist, admin):
+    """James reached an unassigned patient and the lead stayed in the pool, for auto-assignment to hand
+    to Priya: the patient would have had two callers."""
+    lead = make_lead(db, status=LeadStatus.NEW, assignee=None)
+    other = make_lead(db, status=LeadStatus.NEW, assignee=None)
+    db.session.commit()
+    auth.as_user(admin)
+    assert form_post(client, f"/leads/{other.id}/calls", other, outcome="no_answer", note="").status_code == 302
+    auth.logout()
+    auth.as_user(specialist)
+    assert form_post(client, f"/leads/{lead.id}/calls", lead, outcome="reached", note="").status_code == 302
+    db.session.expire_all()
+    assert lead.assignee_id == specialist.id and lead.status == LeadStatus.CONTACTED
+    assigned = db.session.scalar(
+        sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id, LeadEvent.kind == EventKind.ASSIGNED)
+    )
+    assert assigned.data["by"] == "self" and assigned.actor_id == specialist.id
+    assert other.assignee_id is None  # an admin's call leaves it in the pool

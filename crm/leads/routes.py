@@ -501,11 +501,16 @@ def add_note(lead_id: int):
 @login_required
 def log_call(lead_id: int):
     me = current_user._get_current_object()
+
+    def apply(lead, form):
+        routing.take_if_unassigned(lead, me)
+        return workflow.log_call(lead, form.outcome.data, actor=me, note=form.note.data or "")
+
     return _action(
         lead_id,
         lead_forms.CallForm,
         "call_form",
-        lambda lead, form: workflow.log_call(lead, form.outcome.data, actor=me, note=form.note.data or ""),
+        apply,
         _call_logged,
         lambda lead: "follow-ups" if _needs_next_step(lead) else "timeline",
     )
@@ -553,6 +558,8 @@ def follow_up_done(lead_id: int, fu_id: int):
         fu = next((f for f in lead.follow_ups if f.id == fu_id), None)
         if fu is None:
             raise followups.FollowUpError("That follow-up does not belong to this lead.")
+        if form.outcome.data != "not_needed":
+            routing.take_if_unassigned(lead, me)
         return followups.close(fu, actor=me, outcome=form.outcome.data)
 
     return _action(lead_id, lead_forms.FollowUpDoneForm, "done_form", apply, "Follow-up closed.", "follow-ups")
@@ -584,6 +591,7 @@ def book(lead_id: int):
 
     def apply(lead, form):
         starts = _typed_time(lead, form.starts.data, form.tz_basis.data)
+        routing.take_if_unassigned(lead, me)
         try:
             return booking.book(
                 lead,

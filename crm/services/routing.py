@@ -286,6 +286,16 @@ def assign(lead: Lead, user: User, *, actor: User, now: datetime | None = None) 
     return lead
 
 
+def take_if_unassigned(lead: Lead, actor: User, now: datetime | None = None) -> bool:
+    """A specialist who calls or books a lead waiting in the pool is working it: it becomes theirs,
+    or auto-assignment would hand it to a colleague and the patient would get two callers. Admins,
+    who take no leads of their own, leave it where it is."""
+    if lead.assignee_id is not None or not lead.is_open or actor.is_admin:
+        return False
+    assign(lead, actor, actor=actor, now=now)
+    return True
+
+
 def unassign(lead: Lead, *, actor: User, now: datetime | None = None, reason: str = "") -> Lead:
     """Give the lead back to the pool (its owner or an admin)."""
     now = now or datetime.now(UTC)
