@@ -24,6 +24,48 @@
     if (mode && target) { target.value = mode; }
   });
 
+  // Follow-up form: the typed due time read in both zones before saving (SPEC 7), e.g.
+  // "Patient: Thu Dec 03, 10:00 AM EST · You: Thu Dec 03, 07:00 AM PST". The server still decides.
+  function zoneOffsetMinutes(utcMillis, tz) {
+    var parts = {};
+    new Intl.DateTimeFormat("en-US", {
+      timeZone: tz, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit"
+    }).formatToParts(new Date(utcMillis)).forEach(function (p) { parts[p.type] = p.value; });
+    var asUtc = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour % 24, +parts.minute, +parts.second);
+    return (asUtc - utcMillis) / 60000;
+  }
+  function wallTimeIn(value, tz) {  // "2026-12-03T10:00" in tz -> a Date
+    var m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})/.exec(value);
+    if (!m) { return null; }
+    var naive = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5]);
+    var guess = naive - zoneOffsetMinutes(naive, tz) * 60000;
+    return new Date(naive - zoneOffsetMinutes(guess, tz) * 60000);  // twice: right across a clock change
+  }
+  function showDuePreview(input) {
+    var out = document.getElementById(input.getAttribute("data-preview-out"));
+    var basis = document.getElementById(input.getAttribute("data-basis"));
+    if (!out) { return; }
+    var patientTz = input.getAttribute("data-preview-tz"), myTz = input.getAttribute("data-my-tz");
+    try {
+      var when = wallTimeIn(input.value, basis && basis.value === "mine" ? myTz : patientTz);
+      if (!when || isNaN(when.getTime())) { out.textContent = ""; return; }
+      var fmt = function (tz) {
+        return new Intl.DateTimeFormat("en-US", {
+          timeZone: tz, weekday: "short", month: "short", day: "2-digit", hour: "2-digit", minute: "2-digit",
+          timeZoneName: "short"
+        }).format(when);
+      };
+      out.textContent = "Patient: " + fmt(patientTz) + " · You: " + fmt(myTz);
+    } catch (e) { out.textContent = ""; }
+  }
+  document.querySelectorAll("input[data-preview-out]").forEach(function (input) {
+    var basis = document.getElementById(input.getAttribute("data-basis"));
+    input.addEventListener("input", function () { showDuePreview(input); });
+    if (basis) { basis.addEventListener("change", function () { showDuePreview(input); }); }
+    showDuePreview(input);
+  });
+
   // Ctrl+Enter (Cmd+Enter on a Mac) in a workspace text box sends its form, as in mail and chat.
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) { return; }

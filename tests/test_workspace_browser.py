@@ -83,6 +83,20 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     due = next_workday_at(10, 1)
     page.locator("#due").fill(due.strftime("%Y-%m-%dT%H:%M"))
     page.locator("#tz_basis").select_option("patient")
+    # Before saving, the typed time is read in both zones (the patient's, then mine in New York).
+    mine = due.replace(tzinfo=PHOENIX).astimezone(ZoneInfo("America/New_York"))
+    preview = page.locator("#due-preview").inner_text()
+    assert f"Patient: {due:%a, %b %d}, 10:00 AM MST" in preview, preview
+    assert f"You: {mine:%a, %b %d, %I:%M %p} {mine.tzname()}" in preview, preview
+    page.locator("#tz_basis").select_option("mine")  # the same digits read as my time
+    assert (
+        page.locator("#due-preview")
+        .inner_text()
+        .startswith(
+            f"Patient: {due - (mine.utcoffset() - due.replace(tzinfo=PHOENIX).utcoffset()):%a, %b %d, %I:%M %p} MST"
+        )
+    )
+    page.locator("#tz_basis").select_option("patient")
     page.locator("#kind").select_option("call")
     page.locator("#fu-note").fill("Try after her morning appointment")
     page.get_by_role("button", name="Schedule").click()
