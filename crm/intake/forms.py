@@ -58,7 +58,9 @@ class RequestForm(FlaskForm):
     first_name = StringField("First name", render_kw={"autocomplete": "given-name", "maxlength": 100})
     last_name = StringField("Last name", render_kw={"autocomplete": "family-name", "maxlength": 100})
     email = EmailField("Email", render_kw={"autocomplete": "email", "inputmode": "email"})
-    phone = TelField("Phone", render_kw={"autocomplete": "tel", "inputmode": "tel", "placeholder": "(305) 555-0100"})
+    # The example is help text, not a placeholder: in an empty field marked invalid a sample number
+    # reads as one already typed.
+    phone = TelField("Phone", render_kw={"autocomplete": "tel", "inputmode": "tel"})
     zip = StringField("ZIP code", render_kw={"autocomplete": "postal-code", "inputmode": "numeric", "maxlength": 10})
     street = StringField("Street address", render_kw={"autocomplete": "address-line1", "maxlength": 200})
     city = StringField("City", render_kw={"autocomplete": "address-level2", "maxlength": 100})
