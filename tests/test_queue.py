@@ -606,3 +606,14 @@ def test_filters_show_their_whole_text_and_rows_stay_one_line(live_server, page,
         assert heights and max(heights) < 55, (view, heights)
         wrap = page.locator(".table-queue").evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
         assert wrap[0] <= wrap[1], wrap  # the Age · SLA column is in sight
+
+
+def test_mine_and_unassigned_have_no_assignee_filter_to_contradict_them(client, auth, db, specialist):
+    held = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    waiting = make_lead(db, status=S.NEW, assignee=None)
+    auth.as_user(specialist)
+    mine = client.get("/queue?view=mine&assignee=none").get_data(as_text=True)
+    assert ids_on(mine, [held, waiting]) == [held.id] and 'id="assignee"' not in mine
+    pool = client.get(f"/queue?view=unassigned&assignee={specialist.id}").get_data(as_text=True)
+    assert ids_on(pool, [held, waiting]) == [waiting.id] and 'id="assignee"' not in pool
+    assert 'id="assignee"' in client.get("/queue?view=all").get_data(as_text=True)

@@ -102,7 +102,7 @@ def queue():
         state=filter_value(form.state),
         condition_id=int(condition) if condition else None,
         source=filter_value(form.source),
-        assignee=filter_value(form.assignee),
+        assignee=filter_value(form.assignee) if view in ("all", "due") else None,
         created_from=None if form.range_reversed() else filter_value(form.created_from),
         created_to=filter_value(form.created_to),
         q=(filter_value(form.q) or "").strip() or None,
