@@ -1046,3 +1046,104 @@ def test_two_admins_saving_one_physician_at_the_same_moment_cannot_both_win(app,
     status, body = outcomes["second"]
     assert status == 200 and "someone else changed this physician" in body and "(phone)" in body
     assert db.session.get(Physician, doc_id).phone == "+18135550101"
+
+
+def _writer_blocked(db) -> bool:
+    """Whether another connection, now, would have to wait to write the physicians table."""
+    if db.engine.dialect.name == "sqlite":
+        import sqlite3
+
+        other = sqlite3.connect(db.engine.url.database, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            other.close()
+    with db.engine.connect() as other:
+        try:
+            other.execute(sa.text("SELECT id FROM physicians FOR UPDATE NOWAIT"))
+            return False
+        except sa.exc.OperationalError:
+            return True
+        finally:
+            other.rollback()
+
+
+@pytest.fixture
+def online_geocoder(app, fake_online):  # noqa: F811 - the fixture imported above
+    from tests.test_geocoding import FakeOnline
+
+    saved = {k: app.config.get(k) for k in fake_online}
+    app.config.update(fake_online)
+    yield FakeOnline
+    app.config.update(saved)
+
+
+def _edit_zip(client, doc, zip_code):
+    client.get(f"/admin/physicians/{doc.id}/edit")
+    data = form_data(npi=doc.npi, first_name=doc.first_name, last_name=doc.last_name, zip=zip_code)
+    return client.post(f"/admin/physicians/{doc.id}/edit", data=data, follow_redirects=True)
+
+
+def test_an_online_geocoder_is_asked_after_the_save_holding_no_lock(client, auth, admin, db, online_geocoder):
+    """On SQLite the edit's transaction held the database's write lock while the service answered
+    (seconds), so every intake delivery waited on an admin's save."""
+    from crm.models.enums import GeocodeStatus
+
+    doc = PhysicianFactory(zip="33101")
+    db.session.commit()
+    blocked = []
+
+    def answer(query):
+        blocked.append(_writer_blocked(db))
+        return (27.95, -82.46, {"type": "postcode"})
+
+    online_geocoder.answers = type("Any", (dict,), {"get": lambda self, q, default=None: answer(q)})()
+    auth.as_user(admin)
+    resp = _edit_zip(client, doc, "33602")
+    assert blocked == [False]
+    assert "Located at 27.9500, -82.4600" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    doc = db.session.get(Physician, doc.id)
+    assert (doc.zip, doc.latitude, doc.geocode_status) == ("33602", 27.95, GeocodeStatus.OK)
+    assert doc.geocode_next_at is None and doc.geocode_attempts == 1
+
+
+def test_an_address_saved_again_during_the_lookup_keeps_its_own_coordinates(client, auth, admin, db, online_geocoder):
+    from crm.models.enums import GeocodeStatus
+
+    doc = PhysicianFactory(zip="33101")
+    db.session.commit()
+
+    def answer(query):
+        # Another admin saves another ZIP while the service answers for 33602.
+        with db.engine.begin() as other:
+            other.execute(sa.text("UPDATE physicians SET zip = '32801' WHERE id = :id"), {"id": doc.id})
+        return (27.95, -82.46, {"type": "postcode"})
+
+    online_geocoder.answers = type("Any", (dict,), {"get": lambda self, q, default=None: answer(q)})()
+    auth.as_user(admin)
+    resp = _edit_zip(client, doc, "33602")
+    assert "Its address is being located" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    doc = db.session.get(Physician, doc.id)
+    # Tampa's coordinates are not written under an Orlando ZIP; the job locates 32801.
+    assert doc.zip == "32801" and doc.latitude is None and doc.geocode_status == GeocodeStatus.PENDING
+
+
+def test_an_online_geocoder_down_at_save_leaves_it_for_the_retry_job(client, auth, admin, db, online_geocoder):
+    from crm.models.enums import GeocodeStatus
+
+    doc = PhysicianFactory(zip="33101")
+    db.session.commit()
+    online_geocoder.fail = True
+    auth.as_user(admin)
+    resp = _edit_zip(client, doc, "33602")
+    assert "The geocoder is unavailable right now" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    doc = db.session.get(Physician, doc.id)
+    assert doc.geocode_status == GeocodeStatus.PENDING and doc.geocode_attempts == 1
+    assert doc.geocode_next_at is not None and doc.latitude is None

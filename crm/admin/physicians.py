@@ -107,15 +107,21 @@ def _save(form: PhysicianForm, physician: Physician | None):
     before = directory.physician_data(physician) if physician is not None else None
     try:
         data = form.to_data(active=physician.active if physician else True)
-        result = directory.save_physician(data, physician, coordinates_are_authoritative=False)
+        result = directory.save_physician(
+            data,
+            physician,
+            coordinates_are_authoritative=False,
+            geocode_after_commit=directory.geocoder_is_online(current_app.config),
+        )
     except ValueError as exc:
         db.session.rollback()
         flash(f"Not saved: {exc}", "danger")
         return None
-    if not result.created and not result.changes and result.geocoded is None:
+    locating = result.geocoded is not None or result.locate_after_commit
+    if not result.created and not result.changes and not locating:
         flash("Nothing changed.", "info")
         return result.physician
-    detail = {"fields": result.changes + (["geocoded"] if result.geocoded is not None else [])}
+    detail = {"fields": result.changes + (["geocoded"] if locating else [])}
     if before is not None and result.changes:
         detail["changes"] = directory.physician_changes(before, data, result.changes)
     audit.record(
@@ -123,22 +129,29 @@ def _save(form: PhysicianForm, physician: Physician | None):
     )
     db.session.commit()
     p = result.physician
+    geocoded = result.geocoded
+    if result.locate_after_commit:
+        # An online geocoder: asked now that the save is committed, so nothing waits on its answer.
+        geocoded = directory.locate_saved_physician(p.id, current_app.config)
+        p = db.session.get(Physician, p.id)
     note = ""
-    if result.geocoded is True:
+    if geocoded is None and result.locate_after_commit:
+        note = " Its address is being located; the physician is matched by distance once it is."
+    elif geocoded is True:
         note = f" Located at {p.latitude:.4f}, {p.longitude:.4f} ({p.geocode_precision})."
-    elif result.geocoded is False and p.geocode_status == GeocodeStatus.PENDING:
+    elif geocoded is False and p.geocode_status == GeocodeStatus.PENDING:
         note = (
             " The geocoder is unavailable right now; the address is tried again automatically. Until it is "
             "located the physician is not matched by distance."
         )
-    elif result.geocoded is False:
+    elif geocoded is False:
         note = (
             " The address could not be located: fix it, or enter latitude and longitude. Until then the "
             "physician is not matched by distance."
         )
     flash(
         f"{'Added' if result.created else 'Saved'} {p.full_name}.{note}",
-        "success" if result.geocoded is not False else "warning",
+        "success" if geocoded is not False else "warning",
     )
     # Saved all the same (an admin may record history), but it does not count for matching.
     expired = directory.expired_registrations(data, before)

@@ -406,7 +406,8 @@ class SaveResult:
     physician: Physician
     created: bool
     changes: list[str]
-    geocoded: bool | None  # None: not attempted (coordinates given or address unchanged)
+    geocoded: bool | None  # None: not attempted (coordinates given or address unchanged), or not yet
+    locate_after_commit: bool = False  # the caller commits, then calls locate_saved_physician
 
 
 def geocode_needed(
@@ -466,12 +467,16 @@ def save_physician(
     conditions_by_slug: dict[str, Condition] | None = None,
     coordinates_are_authoritative: bool = True,
     geocode_later: bool = False,
+    geocode_after_commit: bool = False,
 ) -> SaveResult:
     """Create or update one physician with its conditions and registrations.
 
     Coordinates: see ``geocode_needed`` (new coordinates are used as given; the stored ones
     with a changed address, or none, mean the address is geocoded). ``geocode_later``: leave
     the address ``pending`` for the ``geocode_retry`` job instead of calling the geocoder now.
+    ``geocode_after_commit``: ``pending`` under a short lease, for the caller to locate once the
+    save is committed (``locate_saved_physician``): an online geocoder takes seconds, and inside
+    the save's transaction every other write would wait for it (on SQLite, intake included).
     """
     # Both ways in (the form, the CSV import) end here: the names lose invisible characters (a bidi
     # override shows "\u202eevil" as "live"); a control character fails this physician (the CSV line).
@@ -511,10 +516,12 @@ def save_physician(
     if geocode:
         if address_changed:  # old coordinates belong to the old address
             physician.latitude = physician.longitude = physician.geocode_precision = None
-        if geocode_later:
+        if geocode_later or geocode_after_commit:
             physician.geocode_status = GeocodeStatus.PENDING
             physician.geocode_attempts, physician.geocode_error = 0, None
-            physician.geocode_next_at = datetime.now(UTC)
+            # After the commit the request locates it; the job takes it only if that never happens.
+            lease = LOCATE_AFTER_COMMIT_LEASE if geocode_after_commit and not geocode_later else timedelta(0)
+            physician.geocode_next_at = datetime.now(UTC) + lease
         else:
             geocoded = _geocode(physician)
     elif coords_new:
@@ -523,7 +530,56 @@ def save_physician(
         physician.geocode_status = GeocodeStatus.OK
         physician.timezone = _timezone_for(data.latitude, data.longitude) or physician.timezone
     db.session.flush()
-    return SaveResult(physician, created, changes, geocoded)
+    after = bool(geocode) and geocode_after_commit and not geocode_later
+    return SaveResult(physician, created, changes, geocoded, locate_after_commit=after)
+
+
+# How long a physician saved for locating after the commit is left to that request before the
+# geocode_retry job may take it (the request died, or its lookup raised).
+LOCATE_AFTER_COMMIT_LEASE = timedelta(minutes=2)
+
+
+def geocoder_is_online(config) -> bool:
+    """Whether saving a physician should locate it after the commit: an online service (seconds, and
+    it may hang up to its timeout); the offline ZIP table answers in microseconds, inside the save."""
+    try:
+        from crm.services.geocoding import get_geocoder
+
+        return get_geocoder(config).online
+    except Exception:  # noqa: BLE001 - a broken geocoder setting: the save's own call reports it
+        return False
+
+
+def locate_saved_physician(physician_id: int, config, now: datetime | None = None) -> bool | None:
+    """Locate a physician whose save was just committed ``pending`` (``geocode_after_commit``), holding
+    no lock while the geocoder answers; commits. True located, False not (``pending`` with a backoff
+    after an outage, ``failed`` when not found), None when someone saved another address meanwhile
+    (their save locates that one) or it is no longer waiting."""
+    from crm.services.edit_guard import lock_for_edit
+    from crm.services.geocoding import Address, lookup, record_geocode_failure, record_success
+
+    now = now or datetime.now(UTC)
+    physician = db.session.get(Physician, physician_id)
+    if physician is None or physician.geocode_status != GeocodeStatus.PENDING:
+        return None
+    addr = Address.of(physician)
+    db.session.commit()  # no transaction stays open across the lookup
+    try:
+        result, error, final = lookup(addr, config, f"physician {physician_id}")
+    except Exception:  # noqa: BLE001 - a geocoder bug leaves it pending for the job, never loses the save
+        log.exception("geocoding physician %s failed", physician_id)
+        return None
+    physician = db.session.get(Physician, physician_id)
+    lock_for_edit(physician)  # the row as committed now, held until our commit
+    if physician.geocode_status != GeocodeStatus.PENDING or Address.of(physician) != addr:
+        db.session.commit()
+        return None
+    if result is None:
+        record_geocode_failure(physician, error, final, now, config)
+    else:
+        record_success(physician, result)
+    db.session.commit()
+    return result is not None
 
 
 def _sync_registrations(physician: Physician, wanted: list[RegistrationData]) -> None:

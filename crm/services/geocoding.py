@@ -486,7 +486,7 @@ def geocode_physician(
     if result is None:
         record_geocode_failure(physician, error, final_failure, now or datetime.now(UTC), config)
         return False
-    _record_success(physician, result)
+    record_success(physician, result)
     return True
 
 
@@ -501,7 +501,12 @@ def unavailable(error: str | None) -> bool:
 
 def _attempt(obj, config: Mapping | None) -> tuple[GeocodeResult | None, str | None, bool]:
     """One geocoder call for ``obj``'s address: (result, error, whether the failure is final)."""
-    addr = Address.of(obj)
+    return lookup(Address.of(obj), config, f"{type(obj).__name__.lower()} {obj.id}")
+
+
+def lookup(addr: Address, config: Mapping | None, what: str) -> tuple[GeocodeResult | None, str | None, bool]:
+    """One geocoder call for an address, touching no row: (result, error, whether the failure is final).
+    ``what`` names the record in the log line (never the address)."""
     if addr.empty:
         return None, "no address to locate (no ZIP, city or state)", True
     geo = get_geocoder(config)
@@ -509,14 +514,14 @@ def _attempt(obj, config: Mapping | None) -> tuple[GeocodeResult | None, str | N
         result = geocode_address(addr, config)
     except GeocodeError as exc:
         # the class name only: a geocoder's message may echo the address back
-        log.warning("geocoding %s %s failed: %s", type(obj).__name__.lower(), obj.id, type(exc).__name__)
+        log.warning("geocoding %s failed: %s", what, type(exc).__name__)
         return None, f"{UNAVAILABLE} ({exc})", False
     if result is None:
         return None, "address not found", geo.deterministic  # an online service may answer later
     return result, None, False
 
 
-def _record_success(obj, result: GeocodeResult) -> None:
+def record_success(obj, result: GeocodeResult) -> None:
     obj.latitude, obj.longitude = result.latitude, result.longitude
     obj.geocode_precision = result.precision
     obj.timezone = result.timezone or obj.timezone
@@ -577,7 +582,7 @@ def geocode_patient(patient: Patient, now: datetime | None = None, config: Mappi
         final = record_geocode_failure(patient, error, final_failure, now or datetime.now(UTC), config)
         state_from_zip(patient)
         return PatientGeocode(ok=False, final=final, error=error, changed=patient.state != before[2])
-    _record_success(patient, result)
+    record_success(patient, result)
     if result.state:
         patient.state = result.state  # where the patient lives decides the state program
     changed = (patient.latitude, patient.longitude, patient.state) != before
