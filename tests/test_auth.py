@@ -679,3 +679,25 @@ def test_a_user_replaces_the_temporary_password_an_admin_gave_them(app, client, 
     client.post("/logout")
     assert auth.login(specialist.email, PASSWORD).status_code == 200  # the old one is refused
     assert auth.login(specialist.email, new).status_code == 302
+
+
+def test_guessing_the_current_password_on_the_change_page_locks_the_account(app, client, auth, specialist, db):
+    """Someone at an unattended desk could try passwords here without end (nothing was counted or
+    audited), then change it and sign the owner out everywhere."""
+    from crm.models import User
+
+    auth.as_user(specialist, password=PASSWORD)
+    new = "only mine, 2026 edition"
+    limit = app.config["LOGIN_MAX_FAILURES"]
+    for n in range(limit - 1):
+        wrong = client.post("/account/password", data={"current": f"guess {n}", "password": new, "confirm": new})
+        assert wrong.status_code == 200 and "not your current password" in wrong.get_data(as_text=True)
+    assert audit_actions(db).count("change_password_failed") == limit - 1
+    last = client.post("/account/password", data={"current": "one more guess", "password": new, "confirm": new})
+    assert last.status_code == 302 and last.headers["Location"].endswith("/login")
+    assert client.get("/queue").status_code == 302  # the session guessing is over
+    db.session.expire_all()
+    assert db.session.get(User, specialist.id).locked_until is not None
+    assert "account_locked" in audit_actions(db)
+    # Locked like a sign-in lock: the right password is refused until it ends.
+    assert auth.login(specialist.email, PASSWORD).status_code == 200

@@ -117,8 +117,24 @@ def change_password():
     form = ChangePasswordForm()
     if form.validate_on_submit():
         user = current_user._get_current_object()
+        cfg = current_app.config
         try:
-            accounts.change_own_password(user, form.current.data, form.password.data)
+            accounts.change_own_password(
+                user,
+                form.current.data,
+                form.password.data,
+                max_failures=cfg["LOGIN_MAX_FAILURES"],
+                lockout=cfg["LOGIN_LOCKOUT"],
+                daily_max_failures=cfg["LOGIN_DAILY_MAX_FAILURES"],
+            )
+        except accounts.CurrentPasswordWrong as exc:
+            db.session.commit()  # the failure counts, as a failed sign-in does
+            if exc.locked:
+                logout_user()
+                session.clear()
+                flash(_lock_message(_lock_left(cfg["LOGIN_LOCKOUT"], user.locked_until)), "danger")
+                return redirect(url_for("auth.login"))
+            form.current.errors = [str(exc)]
         except accounts.AccountError as exc:
             db.session.rollback()
             (form.current if exc.field == "current" else form.password).errors = [str(exc)]

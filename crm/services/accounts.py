@@ -124,6 +124,37 @@ def clear_login_failures(email: str) -> None:
     db.session.execute(sa.delete(LoginThrottle).where(LoginThrottle.key == login_key(email)))
 
 
+def _count_failure(
+    row: LoginThrottle,
+    user: User | None,
+    now: datetime,
+    max_failures: int,
+    lockout: timedelta,
+    daily_max_failures: int | None,
+) -> bool:
+    """One more wrong password for the email of ``row``; True when it locks the email now."""
+    if row.window_started_at is None or now - row.window_started_at > lockout:
+        row.failures, row.window_started_at = 0, now  # a new window
+    row.failures += 1
+    if row.day_started_at is None or now - row.day_started_at > DAILY_WINDOW:
+        row.day_failures, row.day_started_at = 0, now
+    row.day_failures = (row.day_failures or 0) + 1
+    locked = row.failures >= max_failures
+    if daily_max_failures is not None and row.day_failures >= daily_max_failures:
+        locked, lock_for = True, max(DAILY_WINDOW, lockout)
+        row.day_failures, row.day_started_at = 0, None
+    else:
+        lock_for = lockout
+    if locked:
+        row.locked_until = now + lock_for
+        row.failures, row.window_started_at = 0, None
+    if user is not None:
+        user.failed_logins, user.locked_until = row.failures, row.locked_until
+        if locked:
+            audit.record("account_locked", "user", user.id, user=user)
+    return locked
+
+
 def sign_in(
     email: str, password: str, *, max_failures: int, lockout: timedelta, daily_max_failures: int | None = None
 ) -> SignInResult:
@@ -148,25 +179,7 @@ def sign_in(
     # email has an account (every refusal costs one argon2 verification).
     password_ok = verify_password(user.password_hash if user else _DUMMY_HASH, password)
     if user is None or not user.active or not password_ok:
-        if row.window_started_at is None or now - row.window_started_at > lockout:
-            row.failures, row.window_started_at = 0, now  # a new window
-        row.failures += 1
-        if row.day_started_at is None or now - row.day_started_at > DAILY_WINDOW:
-            row.day_failures, row.day_started_at = 0, now
-        row.day_failures = (row.day_failures or 0) + 1
-        locked = row.failures >= max_failures
-        if daily_max_failures is not None and row.day_failures >= daily_max_failures:
-            locked, lock_for = True, max(DAILY_WINDOW, lockout)
-            row.day_failures, row.day_started_at = 0, None
-        else:
-            lock_for = lockout
-        if locked:
-            row.locked_until = now + lock_for
-            row.failures, row.window_started_at = 0, None
-        if user is not None:
-            user.failed_logins, user.locked_until = row.failures, row.locked_until
-            if locked:
-                audit.record("account_locked", "user", user.id, user=user)
+        locked = _count_failure(row, user, now, max_failures, lockout, daily_max_failures)
         audit.record("login_failed", "user", user.id if user else None, user=user, detail={"reason": "bad_credentials"})
         return SignInResult(None, locked=locked, locked_until=row.locked_until if locked else None)
     # The counts are not cleared: they run out with their windows, as an unknown email's do. Were
@@ -192,12 +205,40 @@ def set_password(user: User, password: str) -> None:
     db.session.flush()
 
 
-def change_own_password(user: User, current: str, new: str) -> None:
+class CurrentPasswordWrong(AccountError):
+    """A wrong current password on the change-password page: counted like a failed sign-in (the
+    caller commits the count); ``locked`` when it locked the account and ended its sessions."""
+
+    def __init__(self, message: str, *, locked: bool):
+        super().__init__(message, field="current")
+        self.locked = locked
+
+
+def change_own_password(
+    user: User,
+    current: str,
+    new: str,
+    *,
+    max_failures: int,
+    lockout: timedelta,
+    daily_max_failures: int | None = None,
+) -> None:
     """A signed-in user replaces their password (the temporary one an admin gave them, say).
     The current password is asked again: a session left open is not enough. Every session of the
-    user ends (the caller signs the current one in again); audited as ``change_password``."""
+    user ends (the caller signs the current one in again); audited as ``change_password``.
+
+    A wrong current password counts against the account as a failed sign-in does, audited
+    ``change_password_failed``: someone at an unattended desk could otherwise guess it here without
+    end, then change it and sign the owner out. The failure that locks the account ends its sessions,
+    the one guessing included."""
     if not verify_password(user.password_hash, current or ""):
-        raise AccountError("That is not your current password.", field="current")
+        now = datetime.now(UTC)
+        locked = _count_failure(_throttle(login_key(user.email)), user, now, max_failures, lockout, daily_max_failures)
+        audit.record("change_password_failed", "user", user.id, user=user, detail={"locked": locked})
+        if locked:
+            user.rotate_session()
+            raise CurrentPasswordWrong("Too many wrong passwords: this account is locked.", locked=True)
+        raise CurrentPasswordWrong("That is not your current password.", locked=False)
     if new == current:
         raise AccountError("Choose a password different from the current one.")
     set_password(user, new)
