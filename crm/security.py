@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import wraps
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 from flask import abort, flash, g, redirect, request, session, url_for
 from flask_login import current_user, logout_user
@@ -50,6 +50,19 @@ def safe_next(target: str | None, default: str | None = None) -> str:
     return target if is_safe_next(target) else (default or url_for("leads.queue"))
 
 
+# Query parameters that may hold what identifies a patient (the queue's search: a name, an email, a
+# phone number): never carried into a way-back address, which the sign-in page shows in the address
+# bar and the browser keeps in its history on a screen nobody is watching.
+PRIVATE_PARAMS = frozenset({"q"})
+
+
+def _without_private(query: str) -> str:
+    if not query:
+        return ""
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in PRIVATE_PARAMS]
+    return urlencode(kept)
+
+
 def referrer_path() -> str | None:
     """The page this request came from, as a path on this site (None if another site or none):
     where to go back to after a form post that could not be handled."""
@@ -62,7 +75,8 @@ def referrer_path() -> str | None:
             return None
     except ValueError:  # a Referer (or Host) header that is no URL, e.g. "http://[::1": no way back
         return None
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    query = _without_private(parts.query)
+    target = parts.path + (f"?{query}" if query else "")
     return target if is_safe_next(target) and _has_page(parts.path) else None
 
 
@@ -87,7 +101,7 @@ def return_url() -> str:
     was opened with a GET, else the page its form was sent from, else the queue."""
     if request.method == "GET":
         # The path as the browser sent it (request.path is decoded: %5C would be a backslash).
-        query = request.query_string.decode("latin-1")
+        query = _without_private(request.query_string.decode("latin-1"))
         return safe_next(quote(request.path, safe="/") + (f"?{query}" if query else ""))
     return referrer_path() or url_for("leads.queue")
 

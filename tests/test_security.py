@@ -174,8 +174,8 @@ def test_the_way_back_after_an_automatic_sign_out_stays_on_this_site(client, aut
 
 def test_the_way_back_keeps_the_pages_own_address(client, auth, specialist):
     auth.as_user(specialist)
-    page = client.get("/queue?view=all&q=O%27Brien").get_data(as_text=True)
-    assert return_url(page) == "/queue?view=all&q=O%27Brien"
+    page = client.get("/queue?view=all&source=O%27Brien").get_data(as_text=True)
+    assert return_url(page) == "/queue?view=all&source=O%27Brien"
 
 
 def test_a_signed_out_form_post_from_another_site_gets_no_next(make_app, db, specialist):
@@ -287,3 +287,14 @@ def test_a_referer_that_is_no_url_never_makes_a_500(client, auth, db, specialist
                        headers={"Referer": "http://[::1"})  # fmt: skip
     assert resp.status_code == 422
     assert client.post("/shift", headers={"Referer": "http://[::1"}).status_code == 302
+
+
+def test_a_way_back_address_never_carries_the_patient_search(client, auth, db, specialist):
+    """After an automatic sign-out the sign-in page's address showed the searched patient's name
+    (and the browser kept it in its history) on a screen nobody was watching."""
+    resp = client.get("/queue?view=all&q=Zorblat+Quixenhoff&status=new")
+    assert resp.status_code == 302
+    assert "Zorblat" not in resp.headers["Location"] and "status%3Dnew" in resp.headers["Location"]
+    auth.as_user(specialist)
+    page = client.get("/queue?view=all&q=Zorblat+Quixenhoff&state=FL").get_data(as_text=True)
+    assert return_url(page) == "/queue?view=all&state=FL"
