@@ -16,7 +16,7 @@ from icalendar import Calendar
 from crm.extensions import db as _db
 from crm.models import Appointment, Lead, LeadEvent, OutboxEmail, Registration, User
 from crm.models.enums import AppointmentStatus, EventKind, LeadStatus, OutboxStatus
-from crm.services import booking, mailer, matching
+from crm.services import booking, followups, mailer, matching
 from crm.services.booking import BookingError
 from crm.services.eligibility import ConditionFacts, ProgramFacts, evaluate
 from tests.factories import ConditionFactory, PhysicianFactory
@@ -905,12 +905,62 @@ def test_a_visit_past_without_an_outcome_asks_for_it_once_through_a_follow_up(ap
     assert f"The visit with {doc.full_name}" in fu.note and "record its outcome" in fu.note
     assert lead.next_follow_up_at == later and appt.status == AppointmentStatus.BOOKED
     assert db.session.scalar(sa.select(sa.func.count()).select_from(FollowUp)) == 1  # not for the recorded one
+    assert appt.outcome_asked_at == later and appt.outcome_follow_up_id == fu.id
+    assert "EST has passed" in fu.note  # the visit's time with its zone, for a specialist elsewhere
     with time_machine.travel(later + timedelta(minutes=1), tick=False):
-        run = run_job(JOBS_BY_ID["visit_outcomes"])  # again: it finds the follow-up it planned
+        run = run_job(JOBS_BY_ID["visit_outcomes"])  # again: this visit was asked about
         assert run.summary.startswith("0 past visit(s)")
         auth.as_user(specialist)
         due = client.get("/queue?view=due").get_data(as_text=True)
     assert f'href="/leads/{lead.id}"' in due and f'href="/leads/{recorded.id}"' not in due
+
+    # The call went unanswered and the follow-up was closed: asked once, it is not planned again.
+    followups.close(fu, actor=specialist, outcome="no_answer", now=later + timedelta(minutes=5))
+    db.session.commit()
+    assert booking.plan_outcome_follow_ups(later + timedelta(minutes=20)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(FollowUp)) == 1
+
+
+def test_recording_the_outcome_closes_the_follow_up_that_asked_for_it(client, auth, db, specialist):
+    from crm.models import FollowUp
+
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    asked = LATER + timedelta(hours=2)
+    assert booking.plan_outcome_follow_ups(asked) == 1
+    db.session.commit()
+    with time_machine.travel(asked + timedelta(minutes=10), tick=False):
+        auth.as_user(specialist)
+        resp = form_post(client, f"/leads/{lead.id}/appointments/{appt.id}/outcome", lead, outcome="no_show", note="")
+        assert resp.status_code == 302 and resp.headers["Location"].endswith("#follow-ups")
+        page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "No next step is planned: schedule the next follow-up." in page  # back to contacted: rebook
+    fu = db.session.scalar(sa.select(FollowUp))
+    assert fu.done_at is not None and fu.outcome == "visit outcome recorded: no show"
+
+
+def test_an_outcome_recorded_before_the_job_claims_the_visit_is_not_asked_about(db, specialist):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    # Listed by the job's look-up, then recorded by the specialist before its claim: the claim's own
+    # conditions see the visit is no longer live.
+    original = db.session.execute
+
+    def record_after_the_look_up(statement, *args, **kwargs):
+        result = original(statement, *args, **kwargs)
+        if getattr(statement, "is_select", False) and "outcome_asked_at" in str(statement):
+            db.session.execute = original
+            booking.set_outcome(appt, "completed", actor=specialist, now=LATER + timedelta(hours=1))
+        return result
+
+    db.session.execute = record_after_the_look_up
+    try:
+        assert booking.plan_outcome_follow_ups(LATER + timedelta(hours=2)) == 0
+    finally:
+        db.session.execute = original
+    assert appt.outcome_asked_at is None and not lead.follow_ups
 
 
 def test_a_visit_that_ended_at_night_asks_for_its_outcome_when_the_patient_may_be_called(db, specialist):
@@ -924,3 +974,22 @@ def test_a_visit_that_ended_at_night_asks_for_its_outcome_when_the_patient_may_b
     fu = db.session.scalar(sa.select(FollowUp))
     assert fu.owner_id is None  # nobody holds the lead: its owner will be whoever takes it
     assert fu.due_at == datetime(2026, 11, 21, 14, 0, tzinfo=UTC)  # Saturday 09:00 patient time
+
+
+def test_the_outcome_look_up_reads_only_the_visits_not_asked_about(db):
+    """Every booked visit ever made would otherwise be read every ten minutes."""
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    t = Appointment.__table__.c
+    stmt = (
+        sa.select(t.id)
+        .where(sa.text(booking.OUTCOME_DUE_SQL), t.starts_at <= now, t.starts_at >= now - booking.OUTCOME_LOOKBACK)
+        .order_by(t.starts_at)
+        .limit(200)
+    )
+    compiled = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(db.session.scalars(sa.text(f"EXPLAIN {compiled}")))
+    else:
+        plan = "\n".join(row[-1] for row in db.session.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}")))
+    assert "ix_appointments_outcome_due" in plan, plan

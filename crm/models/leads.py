@@ -200,6 +200,10 @@ class Appointment(Base):
     outcome_at: Mapped[datetime | None]
     # The iCalendar SEQUENCE of the last invite sent: a move or a cancellation goes one higher.
     ics_sequence: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The visit passed without an outcome and the visit_outcomes job asked for it (once), with the
+    # follow-up it planned; no FK constraint (migration 0020). Index ix_appointments_outcome_due.
+    outcome_asked_at: Mapped[datetime | None]
+    outcome_follow_up_id: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     lead: Mapped[Lead] = relationship(back_populates="appointments")

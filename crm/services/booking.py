@@ -510,10 +510,22 @@ def record_outcome(
         data["note"] = note.strip()[:500]
     appt.status = status
     appt.outcome_at = now
+    _close_outcome_follow_up(appt, status, actor, now)
     _new_lead_version(appt.lead, now)  # a page showing it as still booked is stale
     add_event(appt.lead, EventKind.APPOINTMENT_UPDATED, data, actor=actor, at=now)
     if status == AppointmentStatus.CANCELLED and appt.starts_at > now:
         send_cancellation(appt, actor=actor, now=now)
+
+
+def _close_outcome_follow_up(appt: Appointment, status: AppointmentStatus, actor: User | None, now) -> None:
+    """The visit_outcomes job's "record its outcome" follow-up is done once the outcome is recorded."""
+    from crm.services.followups import complete
+
+    if appt.outcome_follow_up_id is None:
+        return
+    fu = next((f for f in appt.lead.follow_ups if f.id == appt.outcome_follow_up_id), None)
+    if fu is not None and fu.done_at is None:
+        complete(fu, actor=actor, outcome=f"visit outcome recorded: {status.value.replace('_', ' ')}", now=now)
 
 
 def send_cancellation(appt: Appointment, *, actor: User | None, now: datetime) -> bool:
@@ -571,56 +583,61 @@ def set_outcome(
 
 
 # How long after a visit's end its outcome may still be on its way (the physician's office, the
-# specialist's day) before the lead asks for it.
+# specialist's day) before the lead asks for it; and how far back the job looks.
 OUTCOME_GRACE = timedelta(hours=1)
+OUTCOME_LOOKBACK = timedelta(days=30)
+# The predicate of ix_appointments_outcome_due, as written there (migration 0020), so both databases
+# read that index: live visits not asked about yet.
+OUTCOME_DUE_SQL = "appointments.status IN ('booked', 'confirmed') AND appointments.outcome_asked_at IS NULL"
 
 
 def plan_outcome_follow_ups(now: datetime, limit: int = 200) -> int:
-    """A booked lead whose visit ended over an hour ago with no outcome recorded, and nothing planned,
-    gets a call follow-up "record the visit's outcome": it comes up in Due and reminds its owner, where
-    the lead would otherwise sit booked at the bottom of Mine for good. Idempotent: the follow-up it
-    adds is what it looks for."""
-    from crm.models import FollowUp
+    """A visit that passed over an hour ago with no outcome recorded, on a lead still booked, gets a
+    call follow-up "record the visit's outcome" for the lead's specialist: it comes up in Due and
+    reminds them, where the lead would otherwise sit booked at the bottom of Mine for good. Each visit
+    is asked about once (``outcome_asked_at``, claimed before acting), whatever becomes of the
+    follow-up; recording the outcome closes it (``record_outcome``)."""
     from crm.services.calling_window import is_allowed, next_allowed, window_from_config
     from crm.services.followups import schedule
 
-    open_follow_up = sa.exists().where(FollowUp.lead_id == Appointment.lead_id, FollowUp.done_at.is_(None))
+    t = Appointment.__table__.c
+    due = sa.and_(sa.text(OUTCOME_DUE_SQL), t.starts_at <= now - OUTCOME_GRACE, t.starts_at >= now - OUTCOME_LOOKBACK)
     rows = db.session.execute(
-        sa.select(Appointment.id, Appointment.lead_id)
-        .join(Lead, Lead.id == Appointment.lead_id)
-        .where(
-            Appointment.status.in_([s.value for s in LIVE_APPOINTMENT]),
-            Appointment.starts_at <= now - OUTCOME_GRACE,  # the end is checked below (durations vary)
-            Lead.status == LeadStatus.BOOKED.value,
-            ~open_follow_up,
-        )
-        .order_by(Appointment.starts_at)
-        .limit(limit)
+        sa.select(t.id, t.starts_at, t.duration_minutes).where(due).order_by(t.starts_at).limit(limit)
     ).all()
     window = window_from_config(current_app.config)
     planned = 0
-    for appt_id, lead_id in rows:
-        appt = db.session.get(Appointment, appt_id)
-        if appt.starts_at + timedelta(minutes=appt.duration_minutes) + OUTCOME_GRACE > now:
+    for appt_id, starts_at, minutes in rows:
+        if starts_at + timedelta(minutes=minutes) + OUTCOME_GRACE > now:
+            continue  # a long visit still within its grace
+        # Claimed with the look-up's conditions: an outcome recorded since (or a second runner) wins.
+        claimed = db.session.execute(
+            sa.update(Appointment.__table__)
+            .where(t.id == appt_id, sa.text(OUTCOME_DUE_SQL))
+            .values(outcome_asked_at=now)
+        ).rowcount
+        if claimed != 1:
             continue
-        lead = db.session.get(Lead, lead_id)
-        if any(fu.done_at is None for fu in lead.follow_ups):
-            continue  # planned since the look-up (several visits of one lead: the first one did)
+        appt = db.session.get(Appointment, appt_id, populate_existing=True)
+        lead = db.session.get(Lead, appt.lead_id, populate_existing=True)
+        if lead.status != LeadStatus.BOOKED:
+            continue  # moved on by hand (closed, or back to contacted): nothing to ask
         tz, _known = patient_timezone(lead.patient)
-        due = now if is_allowed(now, tz, window) else next_allowed(now, tz, window)
         when = appt.starts_at.astimezone(zone(tz))
-        schedule(
+        fu = schedule(
             lead,
-            due_at=due,
+            due_at=now if is_allowed(now, tz, window) else next_allowed(now, tz, window),
             kind="call",
             actor=None,
             note=(
-                f"The visit with {appt.physician.full_name} on {when:%a %b %d, %I:%M %p} has passed: record its "
-                "outcome (completed or no-show) under Appointment. Call the patient if you do not know."
+                f"The visit with {appt.physician.full_name} on {when:%a %b %d, %I:%M %p %Z} has passed: record "
+                "its outcome (completed or no-show) under Appointment. Call the patient if you do not know."
             ),
             now=now,
             window=window,
         )
+        db.session.flush()
+        appt.outcome_follow_up_id = fu.id
         planned += 1
     db.session.flush()
     return planned
