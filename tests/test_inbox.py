@@ -585,3 +585,44 @@ def test_the_rotate_button_waits_while_a_rotation_is_under_way(client, auth, adm
     db.session.commit()
     page = client.get(f"/admin/sources/{source.id}").get_data(as_text=True)
     assert f'action="/admin/sources/{source.id}/rotate"' not in page and "A rotation is under way" in page
+
+
+def test_two_admins_rotating_at_once_leave_two_live_secrets_not_three(app, db):
+    from tests.factories import WebhookSourceFactory
+
+    source_id = WebhookSourceFactory(slug="partner").id
+    db.session.commit()
+    with app.app_context():  # admin B opened the source page: one live secret
+        seen_by_b = db.session.get(WebhookSource, source_id)
+        assert len(sources.active_secrets(seen_by_b)) == 1
+        with app.app_context():  # admin A rotates first
+            sources.rotate_secret(db.session.get(WebhookSource, source_id))
+            db.session.commit()
+        with pytest.raises(sources.SourceError, match="already under way"):
+            sources.rotate_secret(seen_by_b)
+        db.session.rollback()
+    db.session.expire_all()
+    assert len(sources.active_secrets(db.session.get(WebhookSource, source_id))) == 2
+
+
+def test_a_new_secret_lost_before_the_sender_got_it_is_withdrawn(client, auth, admin, db):
+    """Shown once, the new secret was lost; rotating again is refused while the rotation runs, and
+    ending the previous secret would cut off the sender, who still signs with it."""
+    from tests.factories import WebhookSourceFactory
+
+    source = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    working = sources.active_secrets(source)[0]
+    auth.as_user(admin)
+    client.post(f"/admin/sources/{source.id}/rotate")
+    db.session.expire_all()
+    lost = sources.active_secrets(db.session.get(WebhookSource, source.id))[0]
+    page = client.get(f"/admin/sources/{source.id}").get_data(as_text=True)
+    assert "Withdraw" in page
+    done = client.post(f"/admin/sources/{source.id}/secrets/{lost.id}/end", follow_redirects=True)
+    assert f"whsec_…{working.secret[-4:]} is the current secret again" in done.get_data(as_text=True)
+    db.session.expire_all()
+    live = sources.active_secrets(db.session.get(WebhookSource, source.id))
+    assert [s.id for s in live] == [working.id] and live[0].expires_at is None
+    assert db.session.scalar(sa.select(AuditLog.action).where(AuditLog.action == "withdraw_secret"))
+    assert client.post(f"/admin/sources/{source.id}/rotate").status_code == 200  # a fresh rotation

@@ -189,9 +189,20 @@ def source_end_secret(source_id: int, secret_id: int):
         db.session.rollback()
         flash(str(exc), "danger")
         return redirect(url_for("admin.source_detail", source_id=source.id))
-    audit.record("end_secret", "webhook_source", source.id, detail={"secret_id": ended.id})
+    current = source_service.active_secrets(source)[0]
+    withdrawn = current.created_at < ended.created_at  # the new one of a rotation: the previous is back
+    audit.record(
+        "withdraw_secret" if withdrawn else "end_secret", "webhook_source", source.id, detail={"secret_id": ended.id}
+    )
     db.session.commit()
-    flash(f"The old secret whsec_…{ended.secret[-4:]} no longer signs deliveries.", "success")
+    if withdrawn:
+        flash(
+            f"The new secret whsec_…{ended.secret[-4:]} is withdrawn; whsec_…{current.secret[-4:]} is the current "
+            "secret again, with no end. Rotate again when the sender is ready for a new one.",
+            "success",
+        )
+    else:
+        flash(f"The old secret whsec_…{ended.secret[-4:]} no longer signs deliveries.", "success")
     return redirect(url_for("admin.source_detail", source_id=source.id))
 
 

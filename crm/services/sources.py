@@ -164,7 +164,12 @@ def rotate_secret(
     a rotation while an older secret is still in its grace period is refused, since either live secret
     may be the one the sender signs with (a double click would end the one that works); with no grace
     every older secret ends now."""
+    from crm.services.edit_guard import lock_for_edit
+
     now = now or utcnow()
+    # Under the source's lock, with its secrets read afresh: two admins rotating at once would each
+    # have seen one live secret and left three.
+    lock_for_edit(source)
     live = active_secrets(source, now)
     if grace > timedelta(0) and len(live) > 1:
         retiring = live[1]
@@ -191,14 +196,21 @@ def rotate_secret(
 
 def end_secret_now(source: WebhookSource, secret_id: int, *, now: datetime | None = None) -> WebhookSecret:
     """Stop accepting a retired secret before its grace period ends (the sender has switched, or
-    the old secret leaked). The current secret cannot be ended: rotate first."""
+    the old secret leaked). The current secret cannot be ended alone (rotate first), except during a
+    rotation: ending the new one withdraws the rotation (its secret was lost before the sender got it,
+    shown once as it is), and the previous secret is current again, with no end."""
+    from crm.services.edit_guard import lock_for_edit
+
     now = now or utcnow()
+    lock_for_edit(source)
     live = active_secrets(source, now)
     found = next((s for s in live if s.id == secret_id), None)
     if found is None:
         raise SourceError("That secret has already expired.")
     if found is live[0]:
-        raise SourceError("That is the current secret: rotate first, then end the old one.")
+        if len(live) < 2:
+            raise SourceError("That is the current secret: rotate first, then end the old one.")
+        live[1].expires_at = None
     found.expires_at = now
     db.session.flush()
     return found
