@@ -287,3 +287,16 @@ def test_an_smtp_server_that_stalls_fails_the_try_after_mail_timeout(app, db, mo
     row = db.session.scalar(sa.select(OutboxEmail))
     assert row.status == OutboxStatus.QUEUED and row.attempts == 1
     assert "timed out" in row.error
+
+
+def test_a_relay_that_does_not_answer_stops_the_run_instead_of_timing_out_on_every_email(db, smtp):
+    for n in range(3):
+        mailer.queue_email(f"p{n}@example.com", f"Email {n}", "Body", kind="test")
+    db.session.commit()
+    smtp.down = True  # refused: every email of the batch would wait for the same silence
+    assert mailer.send_pending(WED) == {"sent": 0, "stored": 0, "retry": 1, "failed": 0, "withdrawn": 0}
+    tries = db.session.scalars(sa.select(OutboxEmail.attempts).order_by(OutboxEmail.id)).all()
+    assert tries == [1, 0, 0]  # the others untried and uncounted, due at the next run
+    smtp.down = False
+    assert mailer.send_pending(WED + timedelta(seconds=30))["sent"] == 2
+    assert mailer.send_pending(WED + timedelta(minutes=2))["sent"] == 1

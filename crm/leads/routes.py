@@ -431,9 +431,9 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *
     try:
         apply(lead, form)
         db.session.flush()
-        message = success(lead) if callable(success) else success
         if tell_owner and owner is not None and owner.id != current_user.id and owner.active:
-            notify(owner, "lead_changed", f"{current_user.name} on your lead #{lead.id}: {message}", lead=lead)
+            what = success(lead) if callable(success) else success
+            notify(owner, "lead_changed", f"{current_user.name} on your lead #{lead.id}: {what}", lead=lead)
         db.session.commit()
     except StaleDataError:
         return _conflict(lead_id, form_name, form)
@@ -456,7 +456,7 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *
             form.due.raw_data = [form.due.data.strftime(lead_forms.DT_FORMAT)]  # rendered from raw_data
             form.due.errors = [str(exc) + " The suggested time is filled in: press Schedule to use it."]
         return _invalid(lead, form_name, form, str(exc))
-    return _done(lead, message, anchor(lead) if callable(anchor) else anchor)
+    return _done(lead, success(lead) if callable(success) else success, anchor(lead) if callable(anchor) else anchor)
 
 
 def _typed_time(lead: Lead, value: datetime, basis: str) -> datetime:

@@ -152,6 +152,18 @@ def _smtp_send(row: OutboxEmail) -> None:
     mail.send(msg)
 
 
+def _relay_unreachable(exc: BaseException) -> bool:
+    """A failure of the connection to the relay (refused, timed out, hung up, name not found), as
+    opposed to the relay refusing this one email (a bad recipient)."""
+    import smtplib
+    import socket
+
+    return isinstance(
+        exc,
+        (TimeoutError, ConnectionError, socket.gaierror, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError),
+    )
+
+
 def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]:
     """Send (or store) due emails, oldest first. Each row is claimed before it is sent."""
     now = now or datetime.now(UTC)
@@ -192,6 +204,7 @@ def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]
             try:
                 _smtp_send(row)
             except Exception as exc:  # noqa: BLE001 - SMTP errors come in many types
+                relay_down = _relay_unreachable(exc)
                 row.error = scrub(error_text(exc, 480))
                 if row.attempts >= max_attempts:
                     _give_up(row, now)
@@ -209,6 +222,12 @@ def send_pending(now: datetime | None = None, limit: int = 50) -> dict[str, int]
                     max_attempts,
                     row.error,
                 )
+                if relay_down:
+                    # The relay did not answer (or hung up): the rest of the batch would each wait
+                    # MAIL_TIMEOUT for the same silence. They stay queued, untried, for the next run.
+                    db.session.commit()
+                    log.warning("outbox: the mail relay is unreachable; the other emails wait for the next run")
+                    break
             else:
                 row.status = OutboxStatus.SENT
                 row.sent_at, row.next_attempt_at = now, None
