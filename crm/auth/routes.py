@@ -21,6 +21,17 @@ BAD_CREDENTIALS = "Invalid email or password."
 LOCKED = "Too many failed sign-in attempts. This account is locked for {duration}; try again later."
 
 
+def _lock_policy() -> dict:
+    """How many wrong passwords lock an account, and for how long: one rule for the sign-in page and
+    the change-password page."""
+    cfg = current_app.config
+    return {
+        "max_failures": cfg["LOGIN_MAX_FAILURES"],
+        "lockout": cfg["LOGIN_LOCKOUT"],
+        "daily_max_failures": cfg["LOGIN_DAILY_MAX_FAILURES"],
+    }
+
+
 def _lock_left(lockout: timedelta, until: datetime | None = None) -> timedelta:
     """What is left of the lock when its end is known (the 24-hour lock), else the short lock's length."""
     return until - datetime.now(UTC) if until is not None else lockout
@@ -82,13 +93,7 @@ def login():
             flash(_lock_message(left), "danger")
             retry = max(int(left.total_seconds()), 1)
             return render_template("auth/login.html", form=form), 429, {"Retry-After": str(retry)}
-        result = accounts.sign_in(
-            form.email.data,
-            form.password.data,
-            max_failures=cfg["LOGIN_MAX_FAILURES"],
-            lockout=cfg["LOGIN_LOCKOUT"],
-            daily_max_failures=cfg["LOGIN_DAILY_MAX_FAILURES"],
-        )
+        result = accounts.sign_in(form.email.data, form.password.data, **_lock_policy())
         if result.user is None:
             used_up = False
             if throttle is not None:
@@ -119,14 +124,7 @@ def change_password():
         user = current_user._get_current_object()
         cfg = current_app.config
         try:
-            accounts.change_own_password(
-                user,
-                form.current.data,
-                form.password.data,
-                max_failures=cfg["LOGIN_MAX_FAILURES"],
-                lockout=cfg["LOGIN_LOCKOUT"],
-                daily_max_failures=cfg["LOGIN_DAILY_MAX_FAILURES"],
-            )
+            accounts.change_own_password(user, form.current.data, form.password.data, **_lock_policy())
         except accounts.CurrentPasswordWrong as exc:
             db.session.commit()  # the failure counts, as a failed sign-in does
             if exc.locked:
