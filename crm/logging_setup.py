@@ -128,3 +128,6 @@ def configure(app) -> None:
     # 5 s). run_job logs each run that did something, and every failure, itself; misfires
     # ("was missed by") are warnings and still show.
     logging.getLogger("apscheduler.executors").setLevel(max(level, logging.WARNING))
+    # "Adding job tentatively" and "Added job" for each job at start: the scheduler's own list of the
+    # jobs (crm/cli/scheduler.py) already says it once.
+    logging.getLogger("apscheduler.scheduler").setLevel(max(level, logging.WARNING))

@@ -420,3 +420,16 @@ def test_the_default_lock_file_is_per_database(tmp_path):
         with apps[1].app_context():
             assert not SchedulerLock(apps[1]).try_acquire()  # one lock file named for both: one scheduler
         first.release()
+
+
+def test_a_second_stop_signal_is_only_noted_and_said_after_the_stopping_line(caplog):
+    """It was logged from the signal handler (logging takes a lock the interrupted thread may hold),
+    and so before the line saying the scheduler was stopping."""
+    from crm.cli.scheduler import Stop
+
+    stop = Stop()
+    with caplog.at_level("INFO", logger="crm"):
+        stop.request("SIGINT received")
+        stop.request("SIGTERM received", exit_code=3)
+    assert caplog.records == [] and stop.repeated == ["SIGTERM received"]
+    assert (stop.reason, stop.exit_code) == ("SIGINT received", 0)

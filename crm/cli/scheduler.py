@@ -44,10 +44,11 @@ class Stop:
         self.requested = False
         self.exit_code = 0
         self.reason = ""
+        self.repeated: list[str] = []  # later requests, said once stopping is logged (logging takes a lock)
 
     def request(self, reason: str, exit_code: int = 0) -> None:
         if self.requested:
-            log.info("scheduler: %s; already stopping, waiting for the running job(s)", reason)
+            self.repeated.append(reason)
             return
         self.reason, self.exit_code = reason, exit_code
         self.requested = True
@@ -155,6 +156,8 @@ def run_until_stopped(app, jobs, lock, stop: Stop, *, first_run_in: float = 2.0)
     while not stop.requested:
         time.sleep(0.2)
     log.info("scheduler: stopping (%s): no new job starts, waiting for running jobs to finish", stop.reason)
+    if stop.repeated:
+        log.info("scheduler: also asked to stop by %s while stopping", ", ".join(stop.repeated))
     scheduler.shutdown(wait=True)
     log.info("scheduler: stopped, no job running")
     return stop.exit_code
