@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 from crm import ConfigError, create_app
 
@@ -31,9 +32,13 @@ def main() -> None:
     # SIGTERM (kill, systemd, docker stop) stops the scheduler too, as Ctrl-C does; otherwise it
     # would run on alone, holding the scheduler lock against the next start.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    stopping = threading.Event()
+    if scheduler is not None:
+        threading.Thread(target=_watch, args=(scheduler, stopping), daemon=True).start()
     try:
         app.run(host=args.host, port=args.port, use_reloader=False, threaded=True)
     finally:
+        stopping.set()
         if scheduler is not None:
             scheduler.terminate()
             try:
@@ -41,6 +46,19 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 scheduler.kill()
                 scheduler.wait()
+
+
+def _watch(scheduler: subprocess.Popen, stopping: threading.Event) -> None:
+    """Say so when the scheduler ends while the server goes on: the pages still answer, but nothing
+    is geocoded, matched, assigned, reminded or emailed until ``make run`` is started again."""
+    code = scheduler.wait()
+    if not stopping.is_set():
+        print(
+            f"\n*** The scheduler stopped (exit code {code}): background jobs (matching, auto-assignment, "
+            "reminders, emails) are not running. Stop this server (Ctrl-C) and run `make run` again. ***\n",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _exit_on_sigterm(_signum, _frame) -> None:

@@ -88,3 +88,47 @@ def test_sigterm_stops_the_server_and_its_scheduler(tmp_path):
         for pid in scheduler:  # never leave one running, whatever the outcome
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
+def test_the_server_says_so_when_its_scheduler_dies(tmp_path):
+    """The pages went on answering while nothing was matched, assigned or emailed, without a word."""
+    env = dict(
+        os.environ,
+        APP_CONFIG="config.DevelopmentConfig",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'dev.sqlite3'}",
+        RUN_SCHEDULER_IN_PROCESS="false",
+        LOG_LEVEL="WARNING",
+    )
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    port = _free_port()
+    errors = tmp_path / "stderr.txt"
+    with errors.open("wb") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "crm.devserver", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(server.pid):
+            assert time.monotonic() < deadline, "no scheduler started"
+            time.sleep(0.2)
+        (scheduler,) = _children(server.pid)
+        os.kill(scheduler, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while "The scheduler stopped" not in errors.read_text():
+            assert time.monotonic() < deadline, errors.read_text()[-2000:]
+            time.sleep(0.2)
+        assert "exit code -9" in errors.read_text() and server.poll() is None  # the server goes on
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert errors.read_text().count("The scheduler stopped") == 1  # not again when the server stops
