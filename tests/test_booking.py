@@ -940,7 +940,7 @@ def test_recording_the_outcome_closes_the_follow_up_that_asked_for_it(client, au
     assert fu.done_at is not None and fu.outcome == "visit outcome recorded: no show"
 
 
-def test_an_outcome_recorded_before_the_job_claims_the_visit_is_not_asked_about(db, specialist):
+def test_an_outcome_recorded_before_the_job_claims_the_visit_is_not_asked_about(db, specialist, monkeypatch):
     lead, (doc,) = matched_lead(db, assignee=specialist)
     appt = booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
     db.session.commit()
@@ -951,15 +951,12 @@ def test_an_outcome_recorded_before_the_job_claims_the_visit_is_not_asked_about(
     def record_after_the_look_up(statement, *args, **kwargs):
         result = original(statement, *args, **kwargs)
         if getattr(statement, "is_select", False) and "outcome_asked_at" in str(statement):
-            db.session.execute = original
+            monkeypatch.setattr(db.session, "execute", original)
             booking.set_outcome(appt, "completed", actor=specialist, now=LATER + timedelta(hours=1))
         return result
 
-    db.session.execute = record_after_the_look_up
-    try:
-        assert booking.plan_outcome_follow_ups(LATER + timedelta(hours=2)) == 0
-    finally:
-        db.session.execute = original
+    monkeypatch.setattr(db.session, "execute", record_after_the_look_up)
+    assert booking.plan_outcome_follow_ups(LATER + timedelta(hours=2)) == 0
     assert appt.outcome_asked_at is None and not lead.follow_ups
 
 
