@@ -51,8 +51,19 @@ def main() -> None:
 def _watch(scheduler: subprocess.Popen, stopping: threading.Event) -> None:
     """Say so when the scheduler ends while the server goes on: the pages still answer, but nothing
     is geocoded, matched, assigned, reminded or emailed until ``make run`` is started again."""
+    from crm.cli.scheduler import LOCK_TAKEN_EXIT
+
     code = scheduler.wait()
-    if not stopping.is_set():
+    if stopping.is_set():
+        return
+    if code == LOCK_TAKEN_EXIT:
+        print(
+            "\n*** This server's scheduler stopped: another one holds this database's scheduler lock (another "
+            "`make run` on the same database?) and runs the jobs. The pages here work as usual. ***\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
         print(
             f"\n*** The scheduler stopped (exit code {code}): background jobs (matching, auto-assignment, "
             "reminders, emails) are not running. Stop this server (Ctrl-C) and run `make run` again. ***\n",

@@ -973,20 +973,33 @@ def test_a_visit_that_ended_at_night_asks_for_its_outcome_when_the_patient_may_b
     assert fu.due_at == datetime(2026, 11, 21, 14, 0, tzinfo=UTC)  # Saturday 09:00 patient time
 
 
-def test_the_outcome_look_up_reads_only_the_visits_not_asked_about(db):
-    """Every booked visit ever made would otherwise be read every ten minutes."""
-    now = datetime(2026, 12, 1, tzinfo=UTC)
-    t = Appointment.__table__.c
-    stmt = (
-        sa.select(t.id)
-        .where(sa.text(booking.OUTCOME_DUE_SQL), t.starts_at <= now, t.starts_at >= now - booking.OUTCOME_LOOKBACK)
-        .order_by(t.starts_at)
-        .limit(200)
-    )
-    compiled = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+def test_the_outcome_look_up_reads_only_the_visits_not_asked_about(db, specialist):
+    """Every booked visit ever made would otherwise be read every ten minutes: the job's own look-up,
+    as it reaches the database, is explained on each database."""
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=WED)
+    db.session.commit()
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "outcome_asked_at IS NULL" in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        booking.plan_outcome_follow_ups(LATER + timedelta(hours=2))
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", capture)
+    db.session.rollback()
+    statement, parameters = seen[0]
+    connection = db.session.connection().connection.driver_connection
+    cursor = connection.cursor()
     if db.engine.dialect.name == "postgresql":
-        db.session.execute(sa.text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(db.session.scalars(sa.text(f"EXPLAIN {compiled}")))
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + statement, parameters)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
     else:
-        plan = "\n".join(row[-1] for row in db.session.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}")))
+        cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+        plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
+    db.session.rollback()
     assert "ix_appointments_outcome_due" in plan, plan

@@ -619,10 +619,33 @@ def test_a_new_secret_lost_before_the_sender_got_it_is_withdrawn(client, auth, a
     lost = sources.active_secrets(db.session.get(WebhookSource, source.id))[0]
     page = client.get(f"/admin/sources/{source.id}").get_data(as_text=True)
     assert "Withdraw" in page
-    done = client.post(f"/admin/sources/{source.id}/secrets/{lost.id}/end", follow_redirects=True)
+    done = client.post(
+        f"/admin/sources/{source.id}/secrets/{lost.id}/end", data={"intent": "withdraw"}, follow_redirects=True
+    )
     assert f"whsec_…{working.secret[-4:]} is the current secret again" in done.get_data(as_text=True)
     db.session.expire_all()
     live = sources.active_secrets(db.session.get(WebhookSource, source.id))
     assert [s.id for s in live] == [working.id] and live[0].expires_at is None
     assert db.session.scalar(sa.select(AuditLog.action).where(AuditLog.action == "withdraw_secret"))
     assert client.post(f"/admin/sources/{source.id}/rotate").status_code == 200  # a fresh rotation
+
+
+def test_a_withdraw_pressed_on_a_page_left_open_changes_nothing(client, auth, admin, db):
+    """Another admin ended the old secret and rotated again meanwhile: the stale Withdraw would have
+    ended a secret the page did not show as new."""
+    from tests.factories import WebhookSourceFactory
+
+    source = WebhookSourceFactory(slug="partner")
+    db.session.commit()
+    auth.as_user(admin)
+    client.post(f"/admin/sources/{source.id}/rotate")
+    db.session.expire_all()
+    first_new, original = sources.active_secrets(db.session.get(WebhookSource, source.id))
+    client.post(f"/admin/sources/{source.id}/secrets/{original.id}/end")  # the other admin: sender switched
+    client.post(f"/admin/sources/{source.id}/rotate")  # and rotated again: first_new is the retired one now
+    stale = client.post(
+        f"/admin/sources/{source.id}/secrets/{first_new.id}/end", data={"intent": "withdraw"}, follow_redirects=True
+    )
+    assert "no longer the new one of a rotation" in stale.get_data(as_text=True)
+    db.session.expire_all()
+    assert len(sources.active_secrets(db.session.get(WebhookSource, source.id))) == 2

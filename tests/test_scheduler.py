@@ -433,3 +433,34 @@ def test_a_second_stop_signal_is_only_noted_and_said_after_the_stopping_line(cap
         stop.request("SIGTERM received", exit_code=3)
     assert caplog.records == [] and stop.repeated == ["SIGTERM received"]
     assert (stop.reason, stop.exit_code) == ("SIGINT received", 0)
+
+
+def test_a_stop_signal_sent_while_a_job_finishes_is_logged_before_stopped(app, db, caplog):
+    """The usual second Ctrl-C comes while the running job finishes, after the 'stopping' line: it was
+    noted and never said."""
+    import threading as _threading
+
+    started, release = _threading.Event(), _threading.Event()
+
+    def slow(now):
+        started.set()
+        release.wait(10)
+        return "ran"
+
+    stop = Stop()
+
+    def press_twice():
+        started.wait(10)
+        stop.request("SIGINT received")
+        time.sleep(0.5)  # the scheduler has logged "stopping" and waits for the job
+        stop.request("SIGTERM received")
+        release.set()
+
+    _threading.Thread(target=press_twice, daemon=True).start()
+    with caplog.at_level("INFO", logger="crm"), app.app_context():
+        assert run_until_stopped(app, [Job("slow", 3600, slow, "takes a while")], None, stop, first_run_in=0) == 0
+    lines = [r.getMessage() for r in caplog.records]
+    stopping = next(i for i, m in enumerate(lines) if m.startswith("scheduler: stopping (SIGINT received)"))
+    also = next(i for i, m in enumerate(lines) if "also asked to stop by SIGTERM received" in m)
+    stopped = next(i for i, m in enumerate(lines) if m == "scheduler: stopped, no job running")
+    assert stopping < also < stopped

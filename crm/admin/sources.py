@@ -184,13 +184,13 @@ def source_rotate(source_id: int):
 def source_end_secret(source_id: int, secret_id: int):
     source = _source(source_id)
     try:
-        ended = source_service.end_secret_now(source, secret_id)
+        ended = source_service.end_secret_now(source, secret_id, withdraw=request.form.get("intent") == "withdraw")
     except source_service.SourceError as exc:
         db.session.rollback()
         flash(str(exc), "danger")
         return redirect(url_for("admin.source_detail", source_id=source.id))
     current = source_service.active_secrets(source)[0]
-    withdrawn = current.created_at < ended.created_at  # the new one of a rotation: the previous is back
+    withdrawn = request.form.get("intent") == "withdraw"
     audit.record(
         "withdraw_secret" if withdrawn else "end_secret", "webhook_source", source.id, detail={"secret_id": ended.id}
     )

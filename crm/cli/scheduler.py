@@ -156,11 +156,20 @@ def run_until_stopped(app, jobs, lock, stop: Stop, *, first_run_in: float = 2.0)
     while not stop.requested:
         time.sleep(0.2)
     log.info("scheduler: stopping (%s): no new job starts, waiting for running jobs to finish", stop.reason)
-    if stop.repeated:
-        log.info("scheduler: also asked to stop by %s while stopping", ", ".join(stop.repeated))
+    said = _say_repeated(stop, 0)
     scheduler.shutdown(wait=True)
+    _say_repeated(stop, said)  # signals sent while the running jobs finished
     log.info("scheduler: stopped, no job running")
     return stop.exit_code
+
+
+def _say_repeated(stop: Stop, already: int) -> int:
+    """Log the stop requests that came after the first (noted by the signal handler, which must not
+    log) and were not logged yet; returns how many are logged now."""
+    more = stop.repeated[already:]
+    if more:
+        log.info("scheduler: also asked to stop by %s while stopping", ", ".join(more))
+    return already + len(more)
 
 
 def _on_signals(stop: Stop):

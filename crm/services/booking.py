@@ -603,13 +603,16 @@ def plan_outcome_follow_ups(now: datetime, limit: int = 200) -> int:
     t = Appointment.__table__.c
     due = sa.and_(sa.text(OUTCOME_DUE_SQL), t.starts_at <= now - OUTCOME_GRACE, t.starts_at >= now - OUTCOME_LOOKBACK)
     rows = db.session.execute(
-        sa.select(t.id, t.starts_at, t.duration_minutes).where(due).order_by(t.starts_at).limit(limit)
+        sa.select(t.id, t.lead_id, t.starts_at, t.duration_minutes).where(due).order_by(t.starts_at).limit(limit)
     ).all()
     window = window_from_config(current_app.config)
     planned = 0
-    for appt_id, starts_at, minutes in rows:
+    for appt_id, lead_id, starts_at, minutes in rows:
         if starts_at + timedelta(minutes=minutes) + OUTCOME_GRACE > now:
             continue  # a long visit still within its grace
+        # The lead's row first, in the order a request recording an outcome takes them (lead, then
+        # appointment): the other order could deadlock with it on PostgreSQL.
+        db.session.execute(sa.select(Lead.id).where(Lead.id == lead_id).with_for_update())
         # Claimed with the look-up's conditions: an outcome recorded since (or a second runner) wins.
         claimed = db.session.execute(
             sa.update(Appointment.__table__)

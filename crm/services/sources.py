@@ -194,11 +194,14 @@ def rotate_secret(
     return new_secret
 
 
-def end_secret_now(source: WebhookSource, secret_id: int, *, now: datetime | None = None) -> WebhookSecret:
+def end_secret_now(
+    source: WebhookSource, secret_id: int, *, withdraw: bool = False, now: datetime | None = None
+) -> WebhookSecret:
     """Stop accepting a retired secret before its grace period ends (the sender has switched, or
-    the old secret leaked). The current secret cannot be ended alone (rotate first), except during a
-    rotation: ending the new one withdraws the rotation (its secret was lost before the sender got it,
-    shown once as it is), and the previous secret is current again, with no end."""
+    the old secret leaked). The current secret cannot be ended (rotate first). ``withdraw``: end the
+    new secret of a rotation under way instead (it was lost before the sender got it, shown once as it
+    is); the previous secret is current again, with no end. Each refuses a secret that is no longer
+    what the admin's page showed (another admin acted meanwhile)."""
     from crm.services.edit_guard import lock_for_edit
 
     now = now or utcnow()
@@ -207,10 +210,14 @@ def end_secret_now(source: WebhookSource, secret_id: int, *, now: datetime | Non
     found = next((s for s in live if s.id == secret_id), None)
     if found is None:
         raise SourceError("That secret has already expired.")
-    if found is live[0]:
-        if len(live) < 2:
-            raise SourceError("That is the current secret: rotate first, then end the old one.")
+    if withdraw:
+        if found is not live[0] or len(live) < 2:
+            raise SourceError(
+                "That secret is no longer the new one of a rotation (the page was out of date): nothing was changed."
+            )
         live[1].expires_at = None
+    elif found is live[0]:
+        raise SourceError("That is the current secret: rotate first, then end the old one.")
     found.expires_at = now
     db.session.flush()
     return found
