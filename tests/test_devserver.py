@@ -41,8 +41,8 @@ def _alive(pid: int) -> bool:
     return stat.split(")")[1].split()[0] != "Z"  # a zombie has exited
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
-def test_sigterm_stops_the_server_and_its_scheduler(tmp_path):
+def _migrated_dev_env(tmp_path) -> dict:
+    """The environment of a dev server on a migrated SQLite database of its own."""
     env = dict(
         os.environ,
         APP_CONFIG="config.DevelopmentConfig",
@@ -52,6 +52,12 @@ def test_sigterm_stops_the_server_and_its_scheduler(tmp_path):
     )
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    return env
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
+def test_sigterm_stops_the_server_and_its_scheduler(tmp_path):
+    env = _migrated_dev_env(tmp_path)
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "crm.devserver", "--port", str(port)],
@@ -93,15 +99,7 @@ def test_sigterm_stops_the_server_and_its_scheduler(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
 def test_the_server_says_so_when_its_scheduler_dies(tmp_path):
     """The pages went on answering while nothing was matched, assigned or emailed, without a word."""
-    env = dict(
-        os.environ,
-        APP_CONFIG="config.DevelopmentConfig",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'dev.sqlite3'}",
-        RUN_SCHEDULER_IN_PROCESS="false",
-        LOG_LEVEL="WARNING",
-    )
-    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
-    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    env = _migrated_dev_env(tmp_path)
     port = _free_port()
     errors = tmp_path / "stderr.txt"
     with errors.open("wb") as err:
