@@ -183,19 +183,19 @@ def source_rotate(source_id: int):
 @bp.post("/sources/<int:source_id>/secrets/<int:secret_id>/end")
 def source_end_secret(source_id: int, secret_id: int):
     source = _source(source_id)
+    withdrawn = request.form.get("intent") == "withdraw"  # the page's button: Withdraw, or End now
     try:
-        ended = source_service.end_secret_now(source, secret_id, withdraw=request.form.get("intent") == "withdraw")
+        ended = source_service.end_secret_now(source, secret_id, withdraw=withdrawn)
     except source_service.SourceError as exc:
         db.session.rollback()
         flash(str(exc), "danger")
         return redirect(url_for("admin.source_detail", source_id=source.id))
-    current = source_service.active_secrets(source)[0]
-    withdrawn = request.form.get("intent") == "withdraw"
     audit.record(
         "withdraw_secret" if withdrawn else "end_secret", "webhook_source", source.id, detail={"secret_id": ended.id}
     )
     db.session.commit()
     if withdrawn:
+        current = source_service.active_secrets(source)[0]
         flash(
             f"The new secret whsec_…{ended.secret[-4:]} is withdrawn; whsec_…{current.secret[-4:]} is the current "
             "secret again, with no end. Rotate again when the sender is ready for a new one.",

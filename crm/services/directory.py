@@ -513,6 +513,7 @@ def save_physician(
         _sync_registrations(physician, data.registrations)
 
     geocoded: bool | None = None
+    locate_after_commit = bool(geocode) and geocode_after_commit and not geocode_later
     if geocode:
         if address_changed:  # old coordinates belong to the old address
             physician.latitude = physician.longitude = physician.geocode_precision = None
@@ -520,7 +521,7 @@ def save_physician(
             physician.geocode_status = GeocodeStatus.PENDING
             physician.geocode_attempts, physician.geocode_error = 0, None
             # After the commit the request locates it; the job takes it only if that never happens.
-            lease = LOCATE_AFTER_COMMIT_LEASE if geocode_after_commit and not geocode_later else timedelta(0)
+            lease = LOCATE_AFTER_COMMIT_LEASE if locate_after_commit else timedelta(0)
             physician.geocode_next_at = datetime.now(UTC) + lease
         else:
             geocoded = _geocode(physician)
@@ -530,8 +531,7 @@ def save_physician(
         physician.geocode_status = GeocodeStatus.OK
         physician.timezone = _timezone_for(data.latitude, data.longitude) or physician.timezone
     db.session.flush()
-    after = bool(geocode) and geocode_after_commit and not geocode_later
-    return SaveResult(physician, created, changes, geocoded, locate_after_commit=after)
+    return SaveResult(physician, created, changes, geocoded, locate_after_commit=locate_after_commit)
 
 
 # How long a physician saved for locating after the commit is left to that request before the

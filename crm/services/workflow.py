@@ -230,10 +230,7 @@ def log_call(lead: Lead, outcome: str, *, actor: User, note: str = "", now: date
         raise TransitionError("Choose the call's outcome.") from exc
     if not lead.is_open:
         raise TransitionError("This lead is closed; reopen it before logging calls.")
-    lead.attempts = (lead.attempts or 0) + 1
-    if lead.first_contact_at is None:
-        lead.first_contact_at = now
-    lead.last_activity_at = now
+    _count_attempt(lead, now)
     data = {"outcome": outcome.value, "attempt": lead.attempts}
     if note and note.strip():
         data["note"] = note.strip()[:2000]
@@ -251,13 +248,18 @@ def record_message_sent(lead: Lead, channel: str, *, actor: User, now: datetime)
     a call: counted, the first one stops the speed-to-lead clock, and a new lead moves to attempting."""
     if not lead.is_open:
         return lead
+    _count_attempt(lead, now)
+    if lead.status == S.NEW:
+        change_status(lead, S.ATTEMPTING, actor=actor, reason=f"{channel} sent", now=now)
+    return lead
+
+
+def _count_attempt(lead: Lead, now: datetime) -> None:
+    """One more attempt to reach the patient (a call, a text, an email); the first is the first contact."""
     lead.attempts = (lead.attempts or 0) + 1
     if lead.first_contact_at is None:
         lead.first_contact_at = now
     lead.last_activity_at = now
-    if lead.status == S.NEW:
-        change_status(lead, S.ATTEMPTING, actor=actor, reason=f"{channel} sent", now=now)
-    return lead
 
 
 def add_note(lead: Lead, text: str, *, actor: User, now: datetime | None = None) -> Lead:
