@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from crm import ConfigError, create_app
 
@@ -32,13 +33,14 @@ def main() -> None:
     # SIGTERM (kill, systemd, docker stop) stops the scheduler too, as Ctrl-C does; otherwise it
     # would run on alone, holding the scheduler lock against the next start.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    stopping = threading.Event()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+        signal.signal(signal.SIGINT, _interrupt)
     if scheduler is not None:
-        threading.Thread(target=_watch, args=(scheduler, stopping), daemon=True).start()
+        threading.Thread(target=_watch, args=(scheduler,), daemon=True).start()
     try:
         app.run(host=args.host, port=args.port, use_reloader=False, threaded=True)
     finally:
-        stopping.set()
+        _stopping.now = True
         if scheduler is not None:
             scheduler.terminate()
             try:
@@ -48,13 +50,25 @@ def main() -> None:
                 scheduler.wait()
 
 
-def _watch(scheduler: subprocess.Popen, stopping: threading.Event) -> None:
+class _Stopping:
+    """Set when the server is stopping (a plain attribute: the signal handlers set it, and a signal
+    handler must not take a lock, which threading.Event.set does)."""
+
+    now = False
+
+
+_stopping = _Stopping()
+
+
+def _watch(scheduler: subprocess.Popen) -> None:
     """Say so when the scheduler ends while the server goes on: the pages still answer, but nothing
-    is geocoded, matched, assigned, reminded or emailed until ``make run`` is started again."""
+    is geocoded, matched, assigned, reminded or emailed until ``make run`` is started again. Ctrl-C
+    reaches both processes at once, so the scheduler may end first: the flag is set by the signal."""
     from crm.cli.scheduler import LOCK_TAKEN_EXIT
 
     code = scheduler.wait()
-    if stopping.is_set():
+    time.sleep(0.5)  # a signal to the whole group reaches this process too: let its handler say so
+    if _stopping.now:
         return
     if code == LOCK_TAKEN_EXIT:
         print(
@@ -73,7 +87,13 @@ def _watch(scheduler: subprocess.Popen, stopping: threading.Event) -> None:
 
 
 def _exit_on_sigterm(_signum, _frame) -> None:
+    _stopping.now = True
     raise SystemExit(0)
+
+
+def _interrupt(_signum, _frame) -> None:
+    _stopping.now = True
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

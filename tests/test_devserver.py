@@ -130,3 +130,33 @@ def test_the_server_says_so_when_its_scheduler_dies(tmp_path):
             server.kill()
             server.wait()
     assert errors.read_text().count("The scheduler stopped") == 1  # not again when the server stops
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
+def test_ctrl_c_stops_both_without_a_warning_about_the_scheduler(tmp_path):
+    """Ctrl-C reaches the server and its scheduler at once; the scheduler ending first is no failure."""
+    env = _migrated_dev_env(tmp_path)
+    port = _free_port()
+    errors = tmp_path / "stderr.txt"
+    with errors.open("wb") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "crm.devserver", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(server.pid):
+            assert time.monotonic() < deadline, "no scheduler started"
+            time.sleep(0.2)
+        time.sleep(3)  # both up and running their signal handlers
+        os.killpg(server.pid, signal.SIGINT)
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    assert "The scheduler stopped" not in errors.read_text(), errors.read_text()[-2000:]
