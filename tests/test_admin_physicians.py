@@ -106,6 +106,17 @@ def test_create_geocodes_with_the_real_offline_geocoder(client, auth, admin, db)
     assert doc.timezone == "America/New_York"
 
 
+def test_an_address_placed_only_in_its_state_is_saved_unlocated_with_a_warning(client, auth, admin, db):
+    """ZIP 00000 is in no dataset: the state's centre is no practice location, so the admin is told to
+    check the ZIP and the physician gets no in-person distance until it is fixed."""
+    auth.as_user(admin)
+    resp = client.post("/admin/physicians/new", data=form_data(zip="00000", street="", city=""), follow_redirects=True)
+    page = resp.get_data(as_text=True)
+    assert "The address could only be placed somewhere in FL (is the ZIP right?)" in page
+    doc = db.session.scalar(sa.select(Physician))
+    assert doc.latitude is None and doc.geocode_status == "failed"
+
+
 def test_explicit_coordinates_skip_geocoding(client, auth, admin, db, fake_geocoder):
     auth.as_user(admin)
     resp = client.post("/admin/physicians/new", data=form_data(latitude="28.5383", longitude="-81.3792"))

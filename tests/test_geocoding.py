@@ -138,9 +138,59 @@ def test_geocode_physician(db):
     doc = PhysicianFactory(latitude=None, longitude=None, geocode_status=GeocodeStatus.PENDING, zip="85001", state="AZ")
     assert geocode_physician(doc, OFFLINE) is True
     assert doc.geocode_status == GeocodeStatus.OK and doc.timezone == "America/Phoenix"
+
+
+def test_a_physician_located_only_to_the_state_gets_no_made_up_distance(db):
+    """A state's centre is no practice location: the physician keeps no coordinates (so no in-person
+    distance, telehealth only) and the directory lists them as not located, saying what to check."""
     lost = PhysicianFactory(latitude=None, longitude=None, zip="00000", city="", state="AZ")
-    assert geocode_physician(lost, {"GEOCODER": "offline"}) is True  # falls back to the state...
-    assert lost.geocode_precision == GeocodePrecision.STATE  # ...which matching does not use for distance
+    assert geocode_physician(lost, {"GEOCODER": "offline"}, NOW) is False
+    assert lost.latitude is None and lost.longitude is None and lost.geocode_precision is None
+    assert lost.geocode_status == GeocodeStatus.FAILED and lost.geocode_error == geocoding.STATE_ONLY
+    # One located before whose address now resolves only to the state loses the old point too.
+    moved = PhysicianFactory(latitude=33.45, longitude=-112.07, zip="00000", city="Nowhere", state="AZ")
+    assert geocode_physician(moved, OFFLINE, NOW, fresh=True) is False and moved.latitude is None
+
+
+def test_a_five_digit_house_number_is_not_taken_for_the_zip(db):
+    """The ZIP field decides where an address is: "10001 NW 7th Ave" in Miami is not at New York's 10001."""
+    patient = pending_patient(street="10001 NW 7th Ave", city="Miami", state="FL", zip="33150")
+    assert geocode_patient(patient, NOW, OFFLINE).ok
+    assert patient.state == "FL" and patient.timezone == "America/New_York"
+    assert patient.geocode_precision == GeocodePrecision.ZIP and patient.latitude == pytest.approx(25.85, abs=0.1)
+    doc = PhysicianFactory(latitude=None, longitude=None, street="35201 Pacific Coast Hwy", zip="92624", state="CA")
+    assert geocode_physician(doc, OFFLINE, NOW) and doc.timezone == "America/Los_Angeles"
+    assert doc.latitude == pytest.approx(33.46, abs=0.1)
+    # A one-line query (what an online service is sent) is read the same way.
+    geo = geocoding.OfflineGeocoder()
+    assert geo.geocode("14000 Main St, Houston, TX 77002, USA").raw["state"] == "TX"
+    no_zip = geo.geocode("10001 NW 7th Ave, Miami, FL, USA")
+    assert no_zip.raw["precision"] == "city" and no_zip.raw["state"] == "FL"
+
+
+def test_a_zip_the_data_has_without_coordinates_is_placed_at_its_city(db):
+    """PO-box and single-firm ZIPs have "0","0" coordinates in the data but name their city and state:
+    the patient gets their state program, zone and a city-precision location. Military ZIPs name no state."""
+    po_box = pending_patient(zip="11805", city="", state=None)
+    assert geocode_patient(po_box, NOW, OFFLINE).ok
+    assert po_box.state == "NY" and po_box.timezone == "America/New_York"
+    assert po_box.geocode_precision == GeocodePrecision.CITY and po_box.latitude == pytest.approx(40.76, abs=0.1)
+    firm = geocoding.zip_location("35270")
+    assert firm.state == "AL" and firm.timezone == "America/Chicago" and firm.precision == GeocodePrecision.CITY
+    typed = PatientFactory(zip="35270", state=None, timezone=None)
+    assert geocoding.state_from_zip(typed) and typed.state == "AL"
+    assert geocoding.zip_location("09001") is None  # APO, AE
+
+
+def test_a_move_drops_the_old_addresss_time_zone(db):
+    """Until the new address is located, the calling window follows the new ZIP, not the old zone."""
+    from crm.services.followups import patient_timezone
+
+    patient = PatientFactory(zip="90001", state="CA", timezone="America/Los_Angeles")
+    patient.zip, patient.state = "33101", "FL"
+    geocoding.reset_patient_location(patient, NOW)
+    assert patient.timezone is None
+    assert patient_timezone(patient) == ("America/New_York", True)
 
 
 def test_a_physician_not_found_offline_fails_at_once(db):
@@ -469,3 +519,31 @@ def test_a_patient_whose_retry_always_breaks_is_counted_and_given_up(db, fake_on
     notes = db.session.scalars(sa.select(Notification).where(Notification.user_id == admin.id)).all()
     # Told about the open lead's patient only: nobody needs to act on a closed lead's address.
     assert [n.kind for n in notes] == ["geocode_failed"] and f"Lead #{lead.id}" in notes[0].message
+
+
+def test_the_migration_unlocates_physicians_stored_at_a_state_centre(tmp_path):
+    from flask_migrate import downgrade, upgrade
+
+    from crm.extensions import db as _db
+    from crm.models import Physician
+    from tests.conftest import build_app
+
+    app = build_app(f"sqlite:///{tmp_path / 'migrate.sqlite3'}")
+    with app.app_context():
+        upgrade()
+        downgrade(revision="0020_appointment_outcome_asked")
+        state_centre = PhysicianFactory.build(latitude=28.13, longitude=-81.96, geocode_precision="state")
+        at_zip = PhysicianFactory.build(latitude=25.78, longitude=-80.2, geocode_precision="zip")
+        _db.session.add_all([state_centre, at_zip])
+        _db.session.commit()
+        ids = state_centre.id, at_zip.id
+        upgrade()
+        _db.session.expire_all()
+        moved, kept = (_db.session.get(Physician, i) for i in ids)
+        assert moved.latitude is None and moved.geocode_status == GeocodeStatus.FAILED
+        assert moved.geocode_error == geocoding.STATE_ONLY and moved.geocode_precision is None
+        assert kept.latitude == 25.78 and kept.geocode_precision == GeocodePrecision.ZIP
+        rtree = _db.session.execute(sa.text("SELECT id FROM physicians_rtree")).scalars().all()
+        assert rtree == [at_zip.id]
+        _db.session.remove()
+        _db.engine.dispose()

@@ -15,7 +15,7 @@ from crm.admin.routes import bp, saved_meanwhile
 from crm.extensions import db
 from crm.models import Condition, Physician
 from crm.models.enums import GeocodeStatus
-from crm.services import audit, directory, edit_guard, physician_csv
+from crm.services import audit, directory, edit_guard, geocoding, physician_csv
 from crm.services.calling_window import zone
 from crm.services.contact import format_phone
 from crm.services.geocoding import get_geocoder
@@ -145,9 +145,14 @@ def _save(form: PhysicianForm, physician: Physician | None):
             "located the physician is not matched by distance."
         )
     elif geocoded is False:
+        where = (
+            f"The address could only be placed somewhere in {p.state} (is the ZIP right?)"
+            if p.geocode_error == geocoding.STATE_ONLY
+            else "The address could not be located"
+        )
         note = (
-            " The address could not be located: fix it, or enter latitude and longitude. Until then the "
-            "physician is not matched by distance."
+            f" {where}: fix it, or enter latitude and longitude. Until then the physician is not matched by "
+            "distance (telehealth still lists them)."
         )
     flash(
         f"{'Added' if result.created else 'Saved'} {p.full_name}.{note}",

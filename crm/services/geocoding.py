@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 OFFLINE = "offline"
 COUNTRY = "USA"
-ZIP_RE = re.compile(r"\b(\d{5})(?:-\d{4})?\b")
+TRAILING_ZIP_RE = re.compile(r"\b(\d{5})(?:-\d{4})?\s*(?:,\s*USA?)?\s*$", re.IGNORECASE)
 STATE_RE = re.compile(r"(?:^|,)\s*([A-Za-z]{2})\s*(?:\d{5}(?:-\d{4})?)?\s*(?:,\s*USA?)?\s*$")
 
 
@@ -70,6 +70,10 @@ class Address:
         """One line, e.g. ``12 Main St, Miami, FL 33101, USA``."""
         region = " ".join(p for p in (self.state, self.zip[:10]) if p)
         return ", ".join(p for p in (self.street, self.city, region, COUNTRY) if p)
+
+    def parts(self) -> dict[str, str]:
+        """The address as a structured query (``OfflineGeocoder`` reads it without parsing)."""
+        return {"street": self.street, "city": self.city, "state": self.state, "postalcode": self.zip}
 
     def key(self) -> str:
         """Normalised cache key: case, punctuation and spacing do not matter."""
@@ -123,10 +127,11 @@ def _centroid(rows: list[dict]) -> tuple[float, float, str | None]:
 
 
 @lru_cache(maxsize=1)
-def _all_zips() -> frozenset[str]:
+def _all_zips() -> dict[str, dict]:
+    """Every ZIP of the ``zipcodes`` data, located or not."""
     import zipcodes
 
-    return frozenset(z["zip_code"] for z in zipcodes.list_all())
+    return {z["zip_code"]: z for z in zipcodes.list_all()}
 
 
 def zip_known(zip_code: str) -> bool:
@@ -136,12 +141,26 @@ def zip_known(zip_code: str) -> bool:
 
 
 def zip_location(zip_code: str) -> GeocodeResult | None:
-    """The ZIP's centroid from the ``zipcodes`` package, or None (unknown or no coordinates)."""
-    z = _zip_index()[0].get((zip_code or "")[:5])
-    if z is None:
+    """Where the ``zipcodes`` package puts a ZIP: its centroid, or None when unknown.
+
+    A ZIP the data has without coordinates (a PO box or a single firm's ZIP, "0","0" in the data)
+    still names its city and state: it is placed at its city's centroid (precision ``city``),
+    else its state's (``state``), with its own time zone, so the patient still gets a state
+    program, a calling window and a telehealth list. Military ZIPs (AA, AE, AP) name no state of
+    ours and stay unknown."""
+    zip5 = (zip_code or "")[:5]
+    by_zip, by_city, by_state = _zip_index()
+    z = by_zip.get(zip5)
+    if z is not None:
+        lat, lon = _coords(z)
+        return GeocodeResult(lat, lon, GeocodePrecision.ZIP, z["state"], z.get("timezone") or None)
+    row = _all_zips().get(zip5)
+    if row is None or row["state"] not in by_state:
         return None
-    lat, lon = _coords(z)
-    return GeocodeResult(lat, lon, GeocodePrecision.ZIP, z["state"], z.get("timezone") or None)
+    area = by_city.get((row["city"].lower(), row["state"]))
+    lat, lon, tz = _centroid(area or by_state[row["state"]])
+    precision = GeocodePrecision.CITY if area else GeocodePrecision.STATE
+    return GeocodeResult(lat, lon, precision, row["state"], row.get("timezone") or tz)
 
 
 @lru_cache(maxsize=64)
@@ -159,8 +178,10 @@ def _parse(query: str | Mapping) -> Address:
             state=str(query.get("state") or "").upper(),
             zip=str(query.get("postalcode") or query.get("zip") or ""),
         )
+    # The ZIP is read from the end of the line only: a house number has five digits too
+    # ("10001 NW 7th Ave, Miami, FL 33150" is in Florida, not at New York's 10001).
     text = str(query).strip()
-    zip_match = ZIP_RE.search(text)
+    zip_match = TRAILING_ZIP_RE.search(text)
     state_match = STATE_RE.search(text)
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if parts and parts[-1].upper() in ("US", "USA"):
@@ -204,11 +225,16 @@ class OfflineGeocoder(Geocoder):
             lat, lon = _coords(z)
             label = f"{z['city']}, {z['state']} {z['zip_code']}"
             return lat, lon, GeocodePrecision.ZIP, z["state"], z.get("timezone") or None, label
+        area = zip_location(addr.zip) if addr.zip else None  # a ZIP the data has without coordinates
+        if area is not None and area.precision == GeocodePrecision.CITY:
+            return area.latitude, area.longitude, area.precision, area.state, area.timezone, addr.zip[:5]
         if addr.city and addr.state:
             rows = by_city.get((addr.city.lower(), addr.state))
             if rows:
                 lat, lon, tz = _centroid(rows)
                 return lat, lon, GeocodePrecision.CITY, addr.state, tz, f"{rows[0]['city']}, {addr.state}"
+        if area is not None:
+            return area.latitude, area.longitude, area.precision, area.state, area.timezone, addr.zip[:5]
         if addr.state and addr.state in by_state:
             lat, lon, tz = _centroid(by_state[addr.state])
             return lat, lon, GeocodePrecision.STATE, addr.state, tz, addr.state
@@ -432,7 +458,8 @@ def geocode_address(addr: Address, config: Mapping | None = None) -> GeocodeResu
         if hit is not None:
             return hit
     try:
-        loc = geo.call(addr.query())
+        # The offline lookup takes the address's parts as they were typed; a service, one line.
+        loc = geo.call(addr.query() if geo.online else addr.parts())
     except GeopyError as exc:
         raise GeocodeError(f"{geo.name}: {type(exc).__name__}") from exc
     except (OSError, TimeoutError) as exc:
@@ -483,11 +510,19 @@ def geocode_physician(
     if fresh:
         physician.geocode_attempts = 0
     result, error, final_failure = _attempt(physician, config)
+    if result is not None and result.precision == GeocodePrecision.STATE:
+        # A state's centre is no practice location: a distance from it would be made up, so the
+        # physician is listed for telehealth only until an admin corrects the address.
+        result, error, final_failure = None, STATE_ONLY, True
+        physician.latitude = physician.longitude = physician.geocode_precision = None
     if result is None:
         record_geocode_failure(physician, error, final_failure, now or datetime.now(UTC), config)
         return False
     record_success(physician, result)
     return True
+
+
+STATE_ONLY = "located only to the state: check the street, city and ZIP"
 
 
 UNAVAILABLE = "geocoder unavailable"  # how geocode_error starts when the service did not answer
@@ -607,6 +642,7 @@ def state_from_zip(patient: Patient) -> bool:
 def reset_patient_location(patient: Patient, now: datetime | None = None) -> None:
     """The address changed: the old coordinates belong to the old address; locate again."""
     patient.latitude = patient.longitude = patient.geocode_precision = None
+    patient.timezone = None  # the old address's: until located, the new ZIP's zone is used
     patient.geocode_status = GeocodeStatus.PENDING
     patient.geocode_attempts = 0
     patient.geocode_error = None
