@@ -378,6 +378,19 @@ def test_get_next_hands_out_the_most_urgent_lead_that_can_be_called_now(client, 
     assert got == [f"/leads/{west_by_email.id}", f"/leads/{east.id}", f"/leads/{west.id}"]
 
 
+def test_get_next_and_the_queue_take_a_patient_not_yet_located_by_their_zip(client, auth, db, specialist):
+    """Before geocoding gives a zone, the ZIP's zone decides, as it does for the call form."""
+    ten_in_new_york = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)  # 07:00 in Los Angeles
+    with time_machine.travel(ten_in_new_york, tick=False):
+        west = make_lead(db, timezone=None, zip="90001", state=None, created_at=ten_in_new_york - timedelta(hours=2))
+        east = make_lead(db, timezone="America/New_York", created_at=ten_in_new_york - timedelta(hours=1))
+        auth.as_user(specialist)
+        page = client.get("/queue?view=unassigned").get_data(as_text=True)
+        west_row = next(row for row in page.split("<tr") if f"/leads/{west.id}" in row)
+        assert "07:00 AM PST" in west_row and "calls 9 AM" in west_row  # its local time, and when calls open
+        assert client.post("/queue/next").headers["Location"] == f"/leads/{east.id}"
+
+
 def test_without_a_window_or_anyone_reachable_get_next_goes_by_urgency_alone(db, specialist):
     night = datetime(2026, 11, 18, 6, 0, tzinfo=UTC)  # 01:00 in New York, 22:00 in Los Angeles
     west = make_lead(db, timezone="America/Los_Angeles", created_at=night - timedelta(hours=3))

@@ -119,7 +119,8 @@ def queue():
     sla = {lead.id: sla_state(lead, now, cfg) for lead in page.items}
     window = window_from_config(current_app.config)
     # Whom a call may reach now: a patient outside the calling window shows when it opens.
-    closed = {lead.id: closed_until(now, lead.patient.timezone, window) for lead in page.items if lead.patient.timezone}
+    zones = {lead.id: followups.zone_of(lead.patient.timezone, lead.patient.zip) for lead in page.items}
+    closed = {lead_id: closed_until(now, zone, window) for lead_id, zone in zones.items() if zone}
     args = {k: v for k, v in request.args.items(multi=False) if k != "page" and v}
     args["view"] = view
     html = render_template(
@@ -130,6 +131,7 @@ def queue():
         args=args,
         sla=sla,
         closed=closed,
+        zones=zones,
         window=window,
         short_opening=short_opening,
         phone_ending=None if form.q.errors else phone_suffix(f.q),

@@ -65,7 +65,7 @@ def claim_next(user: User, *, now: datetime | None = None, window: Window | None
     now = now or datetime.now(UTC)
     t = Lead.__table__.c
     candidates = (
-        sa.select(Lead.id, Patient.timezone, Patient.preferred_contact_method)
+        sa.select(Lead.id, Patient.timezone, Patient.zip, Patient.preferred_contact_method)
         .join(Patient, Patient.id == Lead.patient_id)
         .where(Lead.assignee_id.is_(None), OPEN_SQL, Lead.status != LeadStatus.BOOKED.value)
         .order_by(*urgency_order())
@@ -104,9 +104,11 @@ def claim_next(user: User, *, now: datetime | None = None, window: Window | None
 
 
 def _reachable(row, now: datetime, window: Window | None) -> bool:
-    if window is None or row.preferred_contact_method == ContactMethod.EMAIL or not row.timezone:
+    if window is None or row.preferred_contact_method == ContactMethod.EMAIL:
         return True
-    return is_allowed(now, row.timezone, window)
+    # Not yet located: the ZIP's zone, as the call form and the SLA clock take it.
+    zone = followups.zone_of(row.timezone, row.zip)
+    return zone is None or is_allowed(now, zone, window)
 
 
 def unowned_booked_count() -> int:
