@@ -187,6 +187,10 @@ class Config:
     BUSINESS_TIMEZONE = os.environ.get("BUSINESS_TIMEZONE", "America/New_York")
     BUSINESS_DAYS = os.environ.get("BUSINESS_DAYS", "mon,tue,wed,thu,fri")
     STALE_ASSIGNMENT_HOURS = env_int("STALE_ASSIGNMENT_HOURS", 24, minimum=1)
+    # The next step planned for a worked lead left with none (SPEC 2.7, docs/queue.md "Next steps"):
+    # hours to the next attempt after each unanswered one, and to a check-in after a reached patient.
+    NEXT_ATTEMPT_HOURS = os.environ.get("NEXT_ATTEMPT_HOURS", "4,24,48")
+    CHECK_IN_HOURS = env_int("CHECK_IN_HOURS", 24, minimum=1, maximum=720)
     UNREACHABLE_ATTEMPTS = env_int("UNREACHABLE_ATTEMPTS", 6, minimum=1)
     UNREACHABLE_DAYS = env_int("UNREACHABLE_DAYS", 10, minimum=0)
     CALLING_WINDOW = os.environ.get("CALLING_WINDOW", "09:00-20:00")

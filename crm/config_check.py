@@ -137,12 +137,23 @@ def _mail(config: Mapping) -> str | None:
     return None
 
 
+def _next_attempt_hours(config: Mapping) -> str | None:
+    from crm.services.followups import parse_attempt_hours
+
+    try:
+        parse_attempt_hours(config.get("NEXT_ATTEMPT_HOURS"))
+    except ValueError as exc:
+        return f"NEXT_ATTEMPT_HOURS={config.get('NEXT_ATTEMPT_HOURS')!r}: {exc}"
+    return None
+
+
 CHECKS: tuple[Callable[[Mapping], str | None], ...] = (
     _database_url,
     _rate_limit_storage,
     _login_lockouts,
     _business_hours,
     _calling_window,
+    _next_attempt_hours,
     _timezone,
     _rate_limits,
     _geocoder,

@@ -394,7 +394,11 @@ def test_booking_route_and_outcome_route(client, auth, db, specialist):
     assert lead.status == S.CONTACTED and appt.status == AppointmentStatus.CANCELLED
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "Appointment cancelled; the patient is emailed a cancellation that takes it off their calendar." in page
-    assert "No next step is planned: schedule the next follow-up." in page  # back to contacted, nothing planned
+    # Back to contacted: a check-in is planned, so the lead is not left without a next step (SPEC 2.7).
+    assert "Next step planned: a call on" in page
+    assert [f.note for f in lead.follow_ups if f.done_at is None] == [
+        "Check in: the patient was reached but nothing is booked yet (planned automatically)."
+    ]
     event = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.lead_id == lead.id).order_by(LeadEvent.id)).all()
     assert any((e.data or {}).get("note") == "Patient is ill" for e in event)
     assert "Patient is ill" in page  # on the timeline
@@ -935,8 +939,8 @@ def test_recording_the_outcome_closes_the_follow_up_that_asked_for_it(client, au
         resp = form_post(client, f"/leads/{lead.id}/appointments/{appt.id}/outcome", lead, outcome="no_show", note="")
         assert resp.status_code == 302 and resp.headers["Location"].endswith("#follow-ups")
         page = client.get(resp.headers["Location"]).get_data(as_text=True)
-    assert "No next step is planned: schedule the next follow-up." in page  # back to contacted: rebook
-    fu = db.session.scalar(sa.select(FollowUp))
+    assert "Next step planned: a call on" in page  # back to contacted: a check-in, to rebook
+    fu = db.session.scalar(sa.select(FollowUp).order_by(FollowUp.id))
     assert fu.done_at is not None and fu.outcome == "visit outcome recorded: no show"
 
 

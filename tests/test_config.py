@@ -68,6 +68,8 @@ def test_numbers_and_proxy_counts_name_the_variable(monkeypatch):
         ({"BUSINESS_DAYS": "weekdays"}, "BUSINESS_DAYS='weekdays'"),
         ({"CALLING_WINDOW": "9am-8pm"}, "CALLING_WINDOW='9am-8pm'"),
         ({"CALLING_DAYS": "xyz"}, "CALLING_DAYS='xyz'"),
+        ({"NEXT_ATTEMPT_HOURS": "4h,1d"}, "NEXT_ATTEMPT_HOURS='4h,1d': expected whole hours"),
+        ({"NEXT_ATTEMPT_HOURS": "4,0"}, "NEXT_ATTEMPT_HOURS='4,0'"),
         ({"BUSINESS_TIMEZONE": "Mars/Base"}, "BUSINESS_TIMEZONE='Mars/Base'"),
         ({"LOGIN_RATE_LIMIT": "garbage"}, "LOGIN_RATE_LIMIT='garbage'"),
         ({"LOGIN_DAILY_MAX_FAILURES": 3}, "LOGIN_DAILY_MAX_FAILURES=3: must be at least LOGIN_MAX_FAILURES (5)"),

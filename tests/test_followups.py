@@ -9,8 +9,9 @@ import sqlalchemy as sa
 import time_machine
 
 from crm.models import AuditLog, FollowUp, Notification, OutboxEmail
-from crm.models.enums import EventKind, LeadStatus
+from crm.models.enums import ContactMethod, EventKind, LeadStatus
 from crm.services import followups
+from crm.services.calling_window import make_window
 from crm.services.followups import CallingWindowError, FollowUpError, send_reminders
 from tests.factories import UserFactory
 from tests.test_queue_helpers import WED, form_post, make_lead
@@ -149,7 +150,10 @@ def test_follow_up_done_route(client, auth, db, specialist):
     assert resp.status_code == 422 and "does not belong to this lead" in resp.get_data(as_text=True)
     assert form_post(client, f"/leads/{lead.id}/follow-ups/{fu.id}/done", lead, outcome="done").status_code == 302
     db.session.expire_all()
-    assert fu.done_at is not None and fu.outcome == "done" and lead.next_follow_up_at is None
+    assert fu.done_at is not None and fu.outcome == "done"
+    # The email sent was an attempt; the next one is planned (SPEC 2.7), by the patient's channel.
+    (planned,) = [f for f in lead.follow_ups if f.done_at is None]
+    assert lead.next_follow_up_at == planned.due_at and planned.note.startswith("Try again: 1 attempt(s)")
     # The timeline says it as the Done list does ("Sent"), not the stored value in lower case.
     assert 'Follow-up done</strong> <span class="text-muted">· Sent</span>' in client.get(f"/leads/{lead.id}").get_data(
         as_text=True
@@ -236,7 +240,7 @@ def test_a_follow_up_without_an_owner_is_reminded_once_someone_takes_the_lead(ap
     assert note.user_id == specialist.id and note.kind == "follow_up_due"
 
 
-def test_a_call_that_closes_the_due_follow_up_asks_for_the_next_step_and_clears_its_alert(
+def test_a_call_that_closes_the_due_follow_up_plans_the_next_attempt_and_clears_its_alert(
     app, client, auth, db, specialist
 ):
     lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
@@ -245,14 +249,19 @@ def test_a_call_that_closes_the_due_follow_up_asks_for_the_next_step_and_clears_
     with app.test_request_context():
         send_reminders(WED + timedelta(minutes=1))
     db.session.commit()
-    with time_machine.travel(WED + timedelta(minutes=5)):
+    with time_machine.travel(WED + timedelta(minutes=5), tick=False):
         auth.as_user(specialist)
         resp = form_post(client, f"/leads/{lead.id}/calls", lead, outcome="no_answer")
         assert resp.headers["Location"].endswith(f"/leads/{lead.id}#follow-ups")
         html = client.get(resp.headers["Location"]).get_data(as_text=True)
-    assert "No next step is planned: schedule the next follow-up." in html
+    # SPEC 2.7: the lead is not left without a next step: the next attempt, 4 h on (NEXT_ATTEMPT_HOURS).
+    assert "Next step planned: a call on Wed Nov 18, 01:05 PM EST patient time" in html
     db.session.expire_all()
     assert db.session.get(FollowUp, fu.id).done_at is not None
+    (planned,) = [f for f in db.session.get(type(lead), lead.id).follow_ups if f.done_at is None]
+    assert planned.due_at == WED + timedelta(hours=4, minutes=5) and planned.owner_id == specialist.id
+    assert planned.note.startswith("Try again: 1 attempt(s)") and planned.kind.value == "call"
+    followups.complete(planned, actor=specialist, outcome="not_needed", now=WED + timedelta(minutes=6))
     assert db.session.scalar(sa.select(Notification)).read_at is not None  # its alert is dealt with
     # With the next call already planned, the call just lands on the timeline.
     followups.schedule(
@@ -385,3 +394,73 @@ def test_a_text_or_email_sent_counts_as_a_contact_attempt(db, specialist, kind, 
     assert lead.first_contact_at == WED + timedelta(minutes=1)
     change = [e for e in lead.events if e.kind == EventKind.STATUS_CHANGED][-1]
     assert change.data["reason"] == f"{channel} sent"
+
+
+# --------------------------------------------------------------------------- the next step (SPEC 2.7)
+
+NEW_YORK = "America/New_York"
+
+
+@pytest.mark.parametrize(
+    ("status", "attempts", "contact", "due", "kind"),
+    [
+        # Wed 09:00 in New York: 4 h after a first unanswered attempt, a day after the second, then two.
+        (S.ATTEMPTING, 1, "phone", WED + timedelta(hours=4), "call"),
+        (S.ATTEMPTING, 2, "phone", WED + timedelta(days=1), "call"),
+        (S.ATTEMPTING, 5, "phone", WED + timedelta(days=2), "call"),
+        (S.CONTACTED, 3, "phone", WED + timedelta(days=1), "call"),  # reached: a check-in a day on
+        (S.ATTEMPTING, 1, "text", WED + timedelta(hours=4), "sms"),
+        (S.ATTEMPTING, 1, "email", WED + timedelta(hours=4), "email"),
+    ],
+)
+def test_the_default_next_step_follows_the_cadence_and_the_patients_channel(status, attempts, contact, due, kind):
+    got = followups.default_next_step(
+        status, attempts, ContactMethod(contact), WED, NEW_YORK, make_window(), {"NEXT_ATTEMPT_HOURS": "4,24,48"}
+    )
+    assert got[0] == due and got[1].value == kind
+
+
+def test_a_call_planned_by_default_waits_for_the_calling_window_but_a_text_does_not():
+    evening = datetime(2026, 11, 18, 23, 0, tzinfo=UTC)  # 18:00 in New York: +4 h is 22:00, after hours
+    call = followups.default_next_step(S.ATTEMPTING, 1, ContactMethod.PHONE, evening, NEW_YORK, make_window(), {})
+    text = followups.default_next_step(S.ATTEMPTING, 1, ContactMethod.TEXT, evening, NEW_YORK, make_window(), {})
+    assert call[0] == datetime(2026, 11, 19, 14, 0, tzinfo=UTC)  # Thursday 09:00 in New York
+    assert text[0] == evening + timedelta(hours=4)
+
+
+def test_parse_attempt_hours_refuses_what_is_not_whole_hours():
+    assert followups.parse_attempt_hours("2, 8") == (2, 8) and followups.parse_attempt_hours("") == (4, 24, 48)
+    for bad in ("4h", "0", "4,,8", "1000"):
+        with pytest.raises(ValueError, match="whole hours"):
+            followups.parse_attempt_hours(bad)
+
+
+def test_closing_the_last_follow_up_as_not_needed_plans_a_check_in(client, auth, db, specialist):
+    lead = make_lead(db, status=S.CONTACTED, assignee=specialist)
+    fu = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)
+    db.session.commit()
+    with time_machine.travel(WED + timedelta(minutes=1), tick=False):
+        auth.as_user(specialist)
+        resp = form_post(client, f"/leads/{lead.id}/follow-ups/{fu.id}/done", lead, outcome="not_needed")
+        assert resp.headers["Location"].endswith("#follow-ups")
+        page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Follow-up closed. Next step planned: a call on Thu Nov 19, 09:01 AM EST patient time" in page
+    db.session.expire_all()
+    (planned,) = [f for f in db.session.get(type(lead), lead.id).follow_ups if f.done_at is None]
+    assert planned.owner_id == specialist.id and planned.note.startswith("Check in:")
+    assert planned.lead.events[-1].kind == EventKind.FOLLOW_UP_SCHEDULED  # on the timeline, by the specialist
+    assert planned.lead.events[-1].actor_id == specialist.id
+
+
+def test_no_next_step_is_planned_for_a_new_booked_or_pooled_lead_nor_over_a_planned_one(app, db, specialist):
+    planned = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    followups.schedule(planned, due_at=WED + timedelta(days=3), kind="call", actor=specialist, now=WED)
+    leads = [
+        make_lead(db, status=S.NEW, assignee=specialist),  # its first call is due by the SLA clock
+        make_lead(db, status=S.BOOKED, assignee=specialist),  # its visit is the next step
+        make_lead(db, status=S.ATTEMPTING),  # in the pool: whoever takes it plans
+        planned,
+    ]
+    with app.test_request_context():
+        assert [followups.ensure_next_step(lead, actor=specialist, now=WED) for lead in leads] == [None] * 4
+    assert len(planned.follow_ups) == 1

@@ -433,6 +433,10 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *
     try:
         apply(lead, form)
         db.session.flush()
+        # Whatever the action, a worked lead is not left without a next step (SPEC 2.7). Not on a
+        # note: it keeps the lead's version (a form open elsewhere stays valid), and planning would not.
+        planned = followups.ensure_next_step(lead, actor=current_user._get_current_object()) if check_version else None
+        next_step = followups.describe_next_step(planned, lead, current_user.timezone) if planned else None
         if tell_owner and owner is not None and owner.id != current_user.id and owner.active:
             what = success(lead) if callable(success) else success
             notify(owner, "lead_changed", f"{current_user.name} on your lead #{lead.id}: {what}", lead=lead)
@@ -458,7 +462,10 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *
             form.due.raw_data = [form.due.data.strftime(lead_forms.DT_FORMAT)]  # rendered from raw_data
             form.due.errors = [str(exc) + " The suggested time is filled in: press Schedule to use it."]
         return _invalid(lead, form_name, form, str(exc))
-    return _done(lead, success(lead) if callable(success) else success, anchor(lead) if callable(anchor) else anchor)
+    message = success(lead) if callable(success) else success
+    if next_step:
+        return _done(lead, f"{message} {next_step}", "follow-ups")
+    return _done(lead, message, anchor(lead) if callable(anchor) else anchor)
 
 
 def _typed_time(lead: Lead, value: datetime, basis: str) -> datetime:
@@ -514,21 +521,13 @@ def log_call(lead_id: int):
         "call_form",
         apply,
         _call_logged,
-        lambda lead: "follow-ups" if _needs_next_step(lead) else "timeline",
+        "timeline",
     )
-
-
-def _needs_next_step(lead: Lead) -> bool:
-    return lead.is_open and lead.status != LeadStatus.BOOKED and not any(f.done_at is None for f in lead.follow_ups)
 
 
 def _call_logged(lead: Lead) -> str:
     outcome = workflow.CALL_OUTCOME_LABELS[request.form["outcome"]].lower()
-    message = f"Call logged ({outcome}); the lead is {lead.status.value}."
-    if _needs_next_step(lead):
-        # The call closed the follow-up that was due: without a new one the lead drops out of Due.
-        message += " No next step is planned: schedule the next follow-up."
-    return message
+    return f"Call logged ({outcome}); the lead is {lead.status.value}."
 
 
 @bp.post("/leads/<int:lead_id>/follow-ups")
@@ -678,10 +677,7 @@ def appointment_outcome(lead_id: int, appt_id: int):
             )
         else:
             message = f"Appointment outcome recorded; the lead is {lead.status.value}."
-        if _needs_next_step(lead):
-            # A no-show or a cancellation sends the lead back to contacted with nothing planned.
-            message += " No next step is planned: schedule the next follow-up."
-        return message
+        return message  # a no-show or a cancellation gets its next step planned by _action
 
     return _action(
         lead_id,
@@ -689,7 +685,7 @@ def appointment_outcome(lead_id: int, appt_id: int):
         "outcome_form",
         apply,
         success,
-        lambda lead: "follow-ups" if _needs_next_step(lead) else "appointments",
+        "appointments",
         tell_owner=True,
     )
 

@@ -17,7 +17,7 @@ from flask import current_app, url_for
 
 from crm.extensions import db
 from crm.models import FollowUp, Lead, Notification, Patient, User
-from crm.models.enums import EventKind, FollowUpKind
+from crm.models.enums import ContactMethod, EventKind, FollowUpKind, LeadStatus
 from crm.services.calling_window import Window, is_allowed, next_allowed, window_from_config, zone
 from crm.services.notifications import key_prefixed, notify
 from crm.services.timeline import add_event
@@ -121,6 +121,79 @@ def schedule(
         at=now,
     )
     return fu
+
+
+# --------------------------------------------------------------------------- the next step (SPEC 2.7)
+
+DEFAULT_NEXT_ATTEMPT_HOURS = "4,24,48"
+NEXT_STEP_STATUSES = (LeadStatus.ATTEMPTING, LeadStatus.CONTACTED)
+KIND_FOR_CONTACT = {ContactMethod.PHONE: FollowUpKind.CALL, ContactMethod.TEXT: FollowUpKind.SMS}
+
+
+def parse_attempt_hours(spec: str | None) -> tuple[int, ...]:
+    """``NEXT_ATTEMPT_HOURS``: hours from an unanswered attempt to the next, by attempt ("4,24,48":
+    4 h after the first, a day after the second, two days after each later one)."""
+    try:
+        hours = tuple(int(part) for part in str(spec or DEFAULT_NEXT_ATTEMPT_HOURS).split(","))
+    except ValueError:
+        hours = ()
+    if not hours or any(h < 1 or h > 24 * 30 for h in hours):
+        raise ValueError("expected whole hours from 1 to 720, comma-separated, e.g. 4,24,48")
+    return hours
+
+
+def needs_next_step(lead: Lead) -> bool:
+    """A lead someone holds, being worked (attempting or contacted), with nothing planned. A new lead's
+    next step is its first call, due by the speed-to-lead clock; a booked lead's is its visit; a lead
+    in the pool waits to be taken."""
+    return (
+        lead.assignee_id is not None
+        and lead.status in NEXT_STEP_STATUSES
+        and not any(fu.done_at is None for fu in lead.follow_ups)
+    )
+
+
+def default_next_step(
+    status: LeadStatus, attempts: int, contact: ContactMethod | None, now: datetime, tz: str, window: Window, config
+) -> tuple[datetime, FollowUpKind, str]:
+    """(due, kind, note) of the step planned for a lead left without one: after unanswered
+    attempts the next attempt (NEXT_ATTEMPT_HOURS), after the patient was reached a check-in
+    (CHECK_IN_HOURS); by the patient's preferred channel, a call inside their calling window."""
+    kind = KIND_FOR_CONTACT.get(contact, FollowUpKind.EMAIL) if contact else FollowUpKind.CALL
+    if status == LeadStatus.CONTACTED:
+        hours = int(config.get("CHECK_IN_HOURS", 24))
+        note = "Check in: the patient was reached but nothing is booked yet (planned automatically)."
+    else:
+        cadence = parse_attempt_hours(config.get("NEXT_ATTEMPT_HOURS"))
+        hours = cadence[min(max(attempts, 1), len(cadence)) - 1]
+        note = f"Try again: {attempts} attempt(s) so far without reaching the patient (planned automatically)."
+    due = now + timedelta(hours=hours)
+    if kind == FollowUpKind.CALL and not is_allowed(due, tz, window):
+        due = next_allowed(due, tz, window)
+    return due, kind, note
+
+
+def ensure_next_step(lead: Lead, *, actor: User | None, now: datetime | None = None) -> FollowUp | None:
+    """Plan the default next step when the lead has none (``needs_next_step``); the follow-up
+    planned, or None. The owner is the lead's holder; it shows in their Due view when it comes due."""
+    if not needs_next_step(lead):
+        return None
+    now = now or datetime.now(UTC)
+    window = window_from_config(current_app.config)
+    tz, _known = patient_timezone(lead.patient)
+    contact = lead.patient.preferred_contact_method if lead.patient else None
+    due, kind, note = default_next_step(lead.status, lead.attempts or 0, contact, now, tz, window, current_app.config)
+    return schedule(lead, due_at=due, kind=kind, actor=actor, owner=lead.assignee, note=note, now=now, window=window)
+
+
+def describe_next_step(fu: FollowUp, lead: Lead, viewer_tz: str | None) -> str:
+    """ "Next step planned: a call on Fri Dec 04, 10:00 AM EST patient time" (and the viewer's time)."""
+    ptz = patient_timezone(lead.patient)[0]
+    what = {FollowUpKind.CALL: "a call", FollowUpKind.SMS: "a text", FollowUpKind.EMAIL: "an email"}[fu.kind]
+    text = f"Next step planned: {what} on {fu.due_at.astimezone(zone(ptz)):%a %b %d, %I:%M %p %Z} patient time"
+    if viewer_tz and zone(viewer_tz).key != zone(ptz).key:
+        text += f" ({fu.due_at.astimezone(zone(viewer_tz)):%a %I:%M %p %Z} yours)"
+    return text + "; change it under Follow-ups if another time suits better."
 
 
 def complete(fu: FollowUp, *, actor: User, outcome: str = "done", now: datetime | None = None) -> FollowUp:
