@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
 import factory
@@ -148,3 +149,29 @@ class WebhookSourceFactory(Base):
     @factory.post_generation
     def secret(obj, create, extracted, **kwargs):
         obj.secrets.append(WebhookSecret(secret=extracted or "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+
+
+@contextmanager
+def committed_meanwhile(make):
+    """Commit ``make()`` (a new, unsaved row) from another session just before this session's next
+    flush: the race of a double click or two admins, where the second save's checks ran before the
+    first one committed, so only the database's unique index can refuse it."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    done = []
+
+    def before_flush(session, context, instances):
+        if done:
+            return
+        done.append(True)  # first: the other session's own flush comes through here too
+        with Session(db.engine) as other:
+            other.add(make())
+            other.commit()
+
+    event.listen(Session, "before_flush", before_flush)
+    try:
+        yield
+    finally:
+        event.remove(Session, "before_flush", before_flush)
+    assert done, "nothing was flushed: the race was not run"

@@ -13,7 +13,7 @@ import time_machine
 from crm.models import AuditLog, Condition, InboxItem, StateProgram
 from crm.services import audit
 from crm.services.markdown import markdown_problem, render_markdown
-from tests.factories import ConditionFactory, StateProgramFactory, WebhookSourceFactory
+from tests.factories import ConditionFactory, StateProgramFactory, WebhookSourceFactory, committed_meanwhile
 
 
 def page_and_statements(client, url: str) -> tuple[str, list[str]]:
@@ -1092,3 +1092,14 @@ def test_the_admin_overview_counts_unowned_open_leads_and_registrations_to_renew
     page = " ".join(client.get("/admin/").get_data(as_text=True).split())
     assert 'Open leads nobody holds</div><div class="fs-4 fw-semibold">2</div>' in page
     assert "1 expired" in page and "within 30 days" in page
+
+
+def test_a_condition_created_twice_at_once_gets_a_field_error_not_a_500(client, auth, admin, db):
+    from crm.models import Condition
+
+    auth.as_user(admin)
+    data = {"name": "Racing", "slug": "racing", "summary": "", "body": "Text.", "published": "y", "action": "save"}
+    with committed_meanwhile(lambda: Condition(name="Racing", slug="racing")):
+        resp = client.post("/admin/conditions/new", data=data)
+    assert resp.status_code == 200 and "was taken a moment ago by another save" in resp.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Condition).where(Condition.slug == "racing")) == 1

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from crm.models import AuditLog, Notification, Physician, Registration
 from crm.services import directory, physician_csv
-from tests.factories import ConditionFactory, PhysicianFactory, UserFactory, valid_npi
+from tests.factories import ConditionFactory, PhysicianFactory, UserFactory, committed_meanwhile, valid_npi
 from tests.test_geocoding import fake_online  # noqa: F401 - a fixture used below
 from tests.test_physician_csv import row, to_csv
 
@@ -1158,3 +1158,12 @@ def test_an_online_geocoder_down_at_save_leaves_it_for_the_retry_job(client, aut
     doc = db.session.get(Physician, doc.id)
     assert doc.geocode_status == GeocodeStatus.PENDING and doc.geocode_attempts == 1
     assert doc.geocode_next_at is not None and doc.latitude is None
+
+
+def test_a_physician_added_twice_at_once_gets_a_field_error_not_a_500(client, auth, admin, db):
+    auth.as_user(admin)
+    with committed_meanwhile(lambda: PhysicianFactory.build(npi=valid_npi(500), last_name="First")):
+        resp = client.post("/admin/physicians/new", data=form_data())
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and f"NPI {valid_npi(500)} was saved a moment ago for" in page
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 1

@@ -11,7 +11,7 @@ from crm.models import AuditLog, User
 from crm.services import users_admin
 from crm.services.accounts import verify_password
 from tests.conftest import AuthActions
-from tests.factories import PASSWORD, UserFactory
+from tests.factories import PASSWORD, UserFactory, committed_meanwhile
 
 
 def test_specialist_is_refused_everywhere(client, auth, specialist, admin):
@@ -577,3 +577,26 @@ def test_deactivation_refuses_to_hand_leads_to_nobody_real(client, auth, admin, 
         assert "Hand their leads to someone else who is active" in page or "Choose who takes over" in page, target
     db.session.expire_all()
     assert db.session.get(User, specialist.id).active
+
+
+def test_a_user_created_twice_at_once_gets_the_already_exists_error_not_a_500(client, auth, admin, db):
+    """A double click on Create: the second request's checks pass before the first commits; the
+    unique index refuses it and the form says so (the account and its password exist once)."""
+    auth.as_user(admin)
+    data = {"email": "twice@example.com", "name": "Twice", "role": "specialist", "password": "a long temporary pw"}
+    data.update(capacity="25", languages="en", timezone="America/Chicago")
+    with committed_meanwhile(lambda: UserFactory.build(email="twice@example.com", name="Twice")):
+        resp = client.post("/admin/users/new", data=data)
+    assert resp.status_code == 200 and "A user with email twice@example.com already exists." in resp.get_data(
+        as_text=True
+    )
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.email == "twice@example.com")) == 1
+
+
+def test_a_lookalike_email_in_full_width_letters_is_the_same_account(client, auth, admin, db, specialist):
+    auth.as_user(admin)
+    lookalike = "\uff4d" + specialist.email[1:] if specialist.email.startswith("m") else "\uff53" + specialist.email[1:]
+    data = {"email": lookalike, "name": "Copy", "role": "specialist", "password": "a long temporary pw"}
+    data.update(capacity="25", languages="en", timezone="America/Chicago")
+    resp = client.post("/admin/users/new", data=data)
+    assert resp.status_code == 200 and "already exists" in resp.get_data(as_text=True)

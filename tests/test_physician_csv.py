@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from crm.models import AuditLog, Physician
 from crm.services import physician_csv
 from crm.services.physician_csv import COLUMNS, CREATE, ERROR, UNCHANGED, UPDATE
-from tests.factories import ConditionFactory, PhysicianFactory, valid_npi
+from tests.factories import ConditionFactory, PhysicianFactory, committed_meanwhile, valid_npi
 
 NEXT_YEAR = (date.today() + timedelta(days=365)).isoformat()
 
@@ -663,3 +663,18 @@ def test_the_error_lines_of_a_committed_import_include_its_write_time_refusals(d
     rows = list(csv.reader(io.StringIO(physician_csv.error_lines_csv(data, report).lstrip("\ufeff"))))
     # Read as CSV: PostgreSQL's message quotes the constraint's name, so the cell is quoted.
     assert len(rows) == 2 and rows[1][0].startswith("Line 3: Not saved") and "Racer" in rows[1]
+
+
+def test_a_line_whose_npi_another_save_added_meanwhile_says_so_in_words(db):
+    """Two imports (or an import and the form) adding one NPI at once: the line that loses is reported
+    in words, not with the database's "UNIQUE constraint failed"; the other lines go in."""
+    data = to_csv([row(), row(npi=valid_npi(901), last_name="Baker")])
+    with committed_meanwhile(lambda: PhysicianFactory.build(npi=valid_npi(900), last_name="Meanwhile")):
+        report = physician_csv.import_csv(data)
+    db.session.commit()
+    (lost,) = [line for line in report.lines if line.action == ERROR]
+    assert lost.npi == valid_npi(900) and lost.errors == [
+        f"Not saved: NPI {valid_npi(900)} was added by another import or save while this one ran; "
+        "import the file again to update that physician."
+    ]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 2

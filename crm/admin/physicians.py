@@ -8,6 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crm.admin.forms import CsvCommitForm, CsvUploadForm, PhysicianFilterForm, PhysicianForm
@@ -94,6 +95,18 @@ def _npi_taken(npi: str, exclude_id: int | None) -> Physician | None:
     return db.session.scalar(stmt)
 
 
+def _npi_added_meanwhile(form: PhysicianForm, exc: IntegrityError) -> None:
+    """The unique NPI refused this save: the same physician was saved a moment ago (a double click
+    on Add, two admins, an import). Nothing is saved; the form says who holds the NPI now."""
+    db.session.rollback()
+    if "npi" not in str(exc.orig).lower():
+        raise exc
+    other = _npi_taken(form.npi.data, None)
+    holder = f"{other.full_name} (#{other.id})" if other is not None else "another physician"
+    form.npi.errors = [f"NPI {form.npi.data} was saved a moment ago for {holder}: open them from the list."]
+    return None
+
+
 def _save(form: PhysicianForm, physician: Physician | None):
     """Validate, save, audit and commit; returns the saved physician or None (errors are on the form)."""
     if not form.validate_on_submit():
@@ -117,6 +130,8 @@ def _save(form: PhysicianForm, physician: Physician | None):
         db.session.rollback()
         flash(f"Not saved: {exc}", "danger")
         return None
+    except IntegrityError as exc:
+        return _npi_added_meanwhile(form, exc)
     locating = result.geocoded is not None or result.locate_after_commit
     if not result.created and not result.changes and not locating:
         flash("Nothing changed.", "info")
@@ -127,7 +142,10 @@ def _save(form: PhysicianForm, physician: Physician | None):
     audit.record(
         "create_physician" if result.created else "update_physician", "physician", result.physician.id, detail=detail
     )
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        return _npi_added_meanwhile(form, exc)
     p = result.physician
     geocoded = result.geocoded
     if result.locate_after_commit:

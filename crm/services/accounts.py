@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -54,9 +55,12 @@ def check_password_strength(password: str) -> None:
 
 
 def normalise_login_email(email: str) -> str:
-    """A staff sign-in email as stored: validated (no DNS look-up), lower-cased."""
+    """A staff sign-in email as stored: validated (no DNS look-up), lower-cased, compatibility
+    characters folded (NFKC): a full-width "ｍaria@example.com" is maria@example.com, not a second
+    account that looks the same in every list."""
     try:
-        return validate_email((email or "").strip(), check_deliverability=False).normalized.lower()
+        folded = unicodedata.normalize("NFKC", (email or "").strip())
+        return validate_email(folded, check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from exc
 
@@ -76,8 +80,13 @@ def create_user(email: str, name: str, password: str, role: Role | str = Role.SP
         password_hash=hash_password(password),
         **fields,
     )
-    db.session.add(user)
-    db.session.flush()
+    try:
+        with db.session.begin_nested():
+            db.session.add(user)
+    except IntegrityError:
+        # The same email created a moment ago (a double click on Create, two admins): the unique
+        # index refuses the second, which gets the same answer as above instead of a 500.
+        raise AccountError(f"A user with email {email} already exists.") from None
     return user
 
 

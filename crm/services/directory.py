@@ -950,11 +950,18 @@ def save_condition(condition: Condition | None, values: dict) -> tuple[Condition
         # The old address keeps working (a redirect) and old payloads still map.
         condition.former_slugs = [s for s in [*(condition.former_slugs or []), condition.slug] if s != slug]
     # A slug in use now is nobody's former one any more, or two conditions would claim it.
-    for other in db.session.scalars(sa.select(Condition).where(Condition.id != (condition.id or -1))):
+    with db.session.no_autoflush:  # the new row is written by the flush below, where a clash is caught
+        others = db.session.scalars(sa.select(Condition).where(Condition.id != (condition.id or -1))).all()
+    for other in others:
         if slug in (other.former_slugs or []):
             other.former_slugs = [s for s in other.former_slugs if s != slug]
     changes = [name for name in CONDITION_FIELDS if created or not _same_value(getattr(condition, name), values[name])]
     for name in changes:
         setattr(condition, name, values[name])
-    db.session.flush()
+    try:
+        db.session.flush()
+    except sa.exc.IntegrityError:
+        # Saved a moment ago with this slug (a double click on Save, two admins): the unique index
+        # refuses the second; the caller rolls back and shows this on the slug field.
+        raise ValueError(f"The slug {slug!r} was taken a moment ago by another save: reload the list.") from None
     return condition, (["new"] if created else changes)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from crm.extensions import db
@@ -563,6 +563,11 @@ def apply_import(
         except (DBAPIError, ValueError) as exc:
             log.warning("physician CSV line %s not saved: %s", line.line, exc)
             reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+            if isinstance(exc, IntegrityError) and "npi" in reason.lower():
+                reason = (
+                    f"NPI {line.npi} was added by another import or save while this one ran; "
+                    "import the file again to update that physician."
+                )
             line.action, line.errors = ERROR, [f"Not saved: {reason}"]
         if progress:
             progress(1)
