@@ -499,3 +499,24 @@ def test_the_migration_renames_sources_that_already_shared_a_name(tmp_path):
         _db.session.rollback()
         _db.session.remove()
         _db.engine.dispose()
+
+
+def test_deliveries_refused_while_a_source_was_inactive_are_counted_on_its_page(client, auth, admin, db):
+    """They cannot be replayed (their signatures were never checked), so the page says how many there
+    were and that the sender must send them again; the deactivation's own words say so beforehand."""
+    src = WebhookSourceFactory(slug="site", name="Clinic site", active=False)
+    db.session.commit()
+    for n in range(2):
+        assert webhook_delivery(client, PAYLOAD, msg_id=f"msg_{n}").status_code == 404
+    auth.as_user(admin)
+    page = unescape(client.get(f"/admin/sources/{src.id}").get_data(as_text=True))
+    assert "2 deliveries were refused while this source was inactive" in page
+    assert "ask the sender to send them again once the source is active" in page
+    assert "/admin/inbox?source=site&amp;status=rejected" in client.get(f"/admin/sources/{src.id}").get_data(
+        as_text=True
+    )
+    other = WebhookSourceFactory(slug="other", name="Other")
+    db.session.commit()
+    page = client.get(f"/admin/sources/{other.id}").get_data(as_text=True)
+    assert "refused while this source was inactive" not in page
+    assert "cannot be replayed: the sender must send it again" in unescape(page)  # the Deactivate button's question

@@ -22,7 +22,7 @@ from crm.extensions import db
 from crm.intake import mapping_examples
 from crm.models import InboxItem, WebhookSource
 from crm.models.base import utcnow
-from crm.services import audit
+from crm.services import audit, intake
 from crm.services import sources as source_service
 
 # "Start from an example" on the mapping editor: key (crm/intake/mapping_examples.py EXAMPLES) -> label.
@@ -159,6 +159,7 @@ def _detail(source: WebhookSource, *, mapping_form=None, test_form=None, result=
             examples=EXAMPLE_CHOICES,
             example=example,
             now=utcnow(),
+            refused=intake.refused_while_inactive(source.id),
         ),
         status,
     )
@@ -250,7 +251,10 @@ def _set_active(source_id: int, active: bool):
         flash(
             f"{source.name} is active: deliveries are accepted."
             if active
-            else f"{source.name} is inactive: its deliveries are refused (and still stored in the inbox).",
+            else (
+                f"{source.name} is inactive: its deliveries are refused (404). They are kept in the inbox for "
+                "reference but cannot be replayed: the sender must send them again once the source is active."
+            ),
             "success",
         )
     return redirect(url_for("admin.source_detail", source_id=source.id))

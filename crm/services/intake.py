@@ -603,6 +603,23 @@ def _store(**values) -> InboxItem:
     return item
 
 
+UNKNOWN_OR_INACTIVE = "unknown or inactive webhook source"
+
+
+def refused_while_inactive(source_id: int) -> tuple[int, datetime | None]:
+    """(count, latest) of the deliveries a source refused with 404 while it was inactive. They
+    cannot be replayed (the signature is checked before anything else and is not stored): only the
+    sender can send them again, so the source's page says how many there were."""
+    count, latest = db.session.execute(
+        sa.select(sa.func.count(), sa.func.max(InboxItem.received_at)).where(
+            InboxItem.source_id == source_id,
+            InboxItem.status == InboxStatus.REJECTED,
+            InboxItem.error == f"[404] {UNKNOWN_OR_INACTIVE}",
+        )
+    ).one()
+    return int(count), latest
+
+
 def _reject_now(item_values: dict, code: int, message: str) -> Outcome:
     item = _store(status=InboxStatus.REJECTED, error=f"[{code}] {message}", processed_at=utcnow(), **item_values)
     log.info("intake: inbox item %s rejected (%s)", item.id, code)
@@ -706,7 +723,7 @@ def _receive_webhook(
         "body": storable(text),
     }
     if source is None or not source.active:
-        return _reject_now(item_values, 404, "unknown or inactive webhook source")
+        return _reject_now(item_values, 404, UNKNOWN_OR_INACTIVE)
     if too_large:
         limit = current_app.config["WEBHOOK_MAX_BYTES"]
         return _reject_now(item_values, 413, f"body too large: at most {limit} bytes")
