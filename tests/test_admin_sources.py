@@ -226,7 +226,13 @@ def test_a_new_source_without_a_slug_gets_one_from_its_name(client, auth, admin,
     form = client.get("/admin/sources/new").get_data(as_text=True)
     slug_input = re.search(r'<input[^>]*name="slug"[^>]*>', form).group(0)
     assert "required" not in slug_input and "Leave it blank to make it from the name" in form
-    for name, typed, made in [("Clinic Site", "", "clinic-site-2"), ("Café Forms", "   ", "cafe-forms")]:
+    # "form" is the public request form's name in the inbox: never a source's slug.
+    made_from_names = [
+        ("Clinic Site", "", "clinic-site-2"),
+        ("Café Forms", "   ", "cafe-forms"),
+        ("Ω Form", "", "form-2"),
+    ]
+    for name, typed, made in made_from_names:
         resp = client.post("/admin/sources/new", data={"name": name, "slug": typed})
         assert resp.status_code == 200 and "shown only this once" in resp.get_data(as_text=True), name
         assert db.session.scalar(sa.select(WebhookSource.slug).where(WebhookSource.name == name)) == made
@@ -236,6 +242,8 @@ def test_a_new_source_without_a_slug_gets_one_from_its_name(client, auth, admin,
         db.session.scalar(sa.select(WebhookSource.slug).where(WebhookSource.name == "No Slug Field")) == "no-slug-field"
     )
     # A typed slug is still checked.
+    taken = client.post("/admin/sources/new", data={"name": "Typed form", "slug": "form"})
+    assert "names the public request form in the inbox" in htmlmod.unescape(taken.get_data(as_text=True))
     bad = client.post("/admin/sources/new", data={"name": "Typed", "slug": "Not a slug!"})
     assert bad.status_code == 200 and "Use lower-case letters, digits and single hyphens" in bad.get_data(as_text=True)
     taken = client.post("/admin/sources/new", data={"name": "Typed", "slug": "clinic-site"})

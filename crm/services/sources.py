@@ -75,10 +75,18 @@ def slugify(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60] or "source"
 
 
+# The inbox files the public request form's submissions under the source "form": a webhook source
+# of that slug would be listed and filtered together with them.
+RESERVED_SLUGS = frozenset({"form"})
+
+
 def unique_slug(name: str, slug: str | None = None) -> str:
     base = slugify(slug or name)
     candidate, n = base, 2
-    while db.session.scalar(sa.select(WebhookSource.id).where(WebhookSource.slug == candidate)) is not None:
+    while (
+        candidate in RESERVED_SLUGS
+        or db.session.scalar(sa.select(WebhookSource.id).where(WebhookSource.slug == candidate)) is not None
+    ):
         candidate, n = f"{base}-{n}", n + 1
     return candidate
 
@@ -121,6 +129,8 @@ def create_source(
         slug = slug.strip().lower()
         if not SLUG_RE.match(slug) or len(slug) > 80:
             raise SourceError("A slug uses lower-case letters, digits and single hyphens.")
+        if slug in RESERVED_SLUGS:
+            raise SourceError(f"The slug {slug!r} names the public request form in the inbox: choose another.")
         if get_source(slug) is not None:
             raise SourceError(f"The slug {slug!r} is already used by another source.")
     else:
