@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 import time_machine
 
@@ -1103,3 +1105,15 @@ def test_a_condition_created_twice_at_once_gets_a_field_error_not_a_500(client, 
         resp = client.post("/admin/conditions/new", data=data)
     assert resp.status_code == 200 and "was taken a moment ago by another save" in resp.get_data(as_text=True)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Condition).where(Condition.slug == "racing")) == 1
+
+
+@pytest.mark.parametrize("synonym", ["a", "the", "in my", "A B", "?"])
+def test_a_synonym_made_only_of_common_words_is_refused(client, auth, admin, db, synonym):
+    """Intake matches whole words: "a" would make "something a bit odd" this condition."""
+    auth.as_user(admin)
+    data = {"name": "Sleep", "slug": "sleep", "synonyms": f"insomnia; {synonym}", "summary": "", "action": "save"}
+    resp = client.post("/admin/conditions/new", data=data)
+    assert resp.status_code == 200 and "is too common a word" in html.unescape(resp.get_data(as_text=True))
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Condition)) == 0
+    ok = client.post("/admin/conditions/new", data=dict(data, synonyms="insomnia; MS; can't sleep"))
+    assert ok.status_code == 302  # two letters that are no common word, and a phrase with one in it, are fine

@@ -292,6 +292,14 @@ class StateProgramForm(GuardedForm):
             raise ValidationError(f"{field.data.isoformat()} is too long ago: check the year.")
 
 
+# Words that say nothing about a condition: a synonym made only of them (or of single letters) would
+# map unrelated free text ("something a bit odd") to the condition, since intake matches whole words.
+COMMON_WORDS = frozenset(
+    "a an the and or of in on at to for with from by as is it be are was my me i you your we our this that these "
+    "those but if so no not do does have has had can will just very some any all bit lot".split()
+)
+
+
 def _clean_synonyms(text: str) -> list[str]:
     out: list[str] = []
     for part in re.split(r"[\n;]", text or ""):
@@ -299,6 +307,12 @@ def _clean_synonyms(text: str) -> list[str]:
         if s and s.lower() not in (o.lower() for o in out):
             if len(s) > 80:
                 raise ValueError(f"Synonym {s[:20]!r}... is longer than 80 characters.")
+            words = re.findall(r"\w+", s.lower())
+            if not words or all(len(w) == 1 or w in COMMON_WORDS for w in words):
+                raise ValueError(
+                    f"Synonym {s!r} is too common a word: it would match unrelated text. Use a word or phrase "
+                    "that names the condition."
+                )
             out.append(s)
     return out
 
