@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 import sys
@@ -1167,3 +1168,21 @@ def test_a_physician_added_twice_at_once_gets_a_field_error_not_a_500(client, au
     page = resp.get_data(as_text=True)
     assert resp.status_code == 200 and f"NPI {valid_npi(500)} was saved a moment ago for" in page
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 1
+
+
+@pytest.mark.parametrize(
+    ("lat", "lon", "miles"),
+    [("-80.1978", "25.7791", "8,3"), ("34.05", "-118.24", "2,14")],  # swapped; Los Angeles for a Tampa ZIP
+)
+def test_typed_coordinates_far_from_the_zip_are_refused(client, auth, admin, db, lat, lon, miles):
+    """Matching measures in-person distances from the typed point while the list shows the ZIP's town:
+    a point hundreds of miles off (swapped, another address's) is a typo, caught on the form and the CSV."""
+    auth.as_user(admin)
+    resp = client.post("/admin/physicians/new", data=form_data(latitude=lat, longitude=lon))
+    page = html.unescape(resp.get_data(as_text=True))
+    assert resp.status_code == 200 and "miles from ZIP 33602 (FL): check them (latitude first" in page
+    assert miles in page
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Physician)) == 0
+    report = physician_csv.import_csv(to_csv([row(latitude=lat, longitude=lon)]))
+    (line,) = report.lines
+    assert line.action == physician_csv.ERROR and "miles from ZIP 33101 (FL)" in line.errors[0]

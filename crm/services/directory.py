@@ -58,6 +58,32 @@ def clean_npi(value: str) -> str:
     return value
 
 
+# A ZIP's area reaches a few dozen miles from its centre in the emptiest counties: a typed point
+# farther than this from the ZIP is a typo (swapped latitude and longitude, another address's point).
+COORDINATES_ZIP_MILES = 100
+
+
+def check_coordinates_near_zip(latitude: float, longitude: float, zip_code: str | None) -> None:
+    """Typed coordinates must lie near the practice's ZIP, else matching would measure every in-person
+    distance from somewhere else while the directory shows the ZIP's town. An unknown ZIP is not checked."""
+    try:
+        from crm.services.geocoding import zip_location
+    except ImportError:
+        return  # no geocoding module (see _geocode): nothing to check against
+    from crm.services.matching import haversine_miles
+
+    located = zip_location(zip_code) if zip_code else None
+    if located is None or located.precision != GeocodePrecision.ZIP:
+        return
+    miles = haversine_miles(latitude, longitude, located.latitude, located.longitude)
+    if miles > COORDINATES_ZIP_MILES:
+        raise ValueError(
+            f"The coordinates {latitude:.4f}, {longitude:.4f} are {miles:,.0f} miles from ZIP {zip_code[:5]} "
+            f"({located.state}): check them (latitude first, about {located.latitude:.2f} here, then "
+            f"longitude, about {located.longitude:.2f}), or leave both empty to locate the address."
+        )
+
+
 def check_zip_in_state(zip_code: str, state: str) -> None:
     """A ZIP the ``zipcodes`` data places in another state than the one given is refused: the
     physician would be located there (the ZIP wins) while listed, filtered and warned about as in
@@ -526,6 +552,7 @@ def save_physician(
         else:
             geocoded = _geocode(physician)
     elif coords_new:
+        check_coordinates_near_zip(data.latitude, data.longitude, data.zip)
         physician.latitude, physician.longitude = data.latitude, data.longitude
         physician.geocode_precision = GeocodePrecision.ROOFTOP
         physician.geocode_status = GeocodeStatus.OK
