@@ -89,6 +89,11 @@ def test_retry_job_backs_off_then_processes(app, client, db, source, broken_db):
     db.session.expire_all()
     item = db.session.get(InboxItem, item_id)
     assert item.status == InboxStatus.ACCEPTED and item.lead_id is not None
+    # The patient asked when the request arrived: the lead, its SLA clock and its report day count
+    # from then, not from the retry minutes later.
+    lead = db.session.get(Lead, item.lead_id)
+    assert lead.created_at == item.received_at < item.processed_at - timedelta(minutes=2)
+    assert lead.sla_due_at == intake._sla_due(item.received_at)
     assert intake.retry_failed_items(datetime.now(UTC) + timedelta(days=1)) == 0
 
 

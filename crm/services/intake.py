@@ -1184,6 +1184,10 @@ def _new_patient_row(clean: dict, wish: _Wish, now: datetime) -> dict[str, Any]:
 
 
 def _new_lead_row(item: InboxItem | FreshItem, clean: dict, wish: _Wish, now: datetime) -> dict[str, Any]:
+    # The patient asked when the request arrived: a lead made by a retry or a replay after an outage
+    # is as old as the request, so its speed-to-lead clock, its place in the queue and its report day
+    # count from then, not from when processing finally succeeded.
+    asked = min(item.received_at or now, now)
     return {
         "condition_id": wish.condition.id if wish.condition else None,
         "condition_text": wish.condition_text,
@@ -1199,9 +1203,9 @@ def _new_lead_row(item: InboxItem | FreshItem, clean: dict, wish: _Wish, now: da
         "utm_content": clean["utm_content"],
         "status": LeadStatus.NEW,
         "version": 1,
-        "created_at": now,
+        "created_at": asked,
         "updated_at": now,
-        "sla_due_at": _sla_due(now),
+        "sla_due_at": _sla_due(asked),
     }
 
 
