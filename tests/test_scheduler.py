@@ -132,6 +132,25 @@ def test_two_schedulers_run_each_job_once(app, db):
     assert counts == dict.fromkeys(JOB_IDS - QUIET, 1)  # the quiet jobs had nothing to do: no row
 
 
+def test_once_exits_1_when_a_job_failed_with_one_line_on_stderr(app, db, monkeypatch):
+    """--once is for cron and scripts: a failed job must not look like success."""
+    from crm import jobs
+
+    def broken(now):
+        raise RuntimeError("relay said no\n[SQL: DELETE FROM somewhere]\nmore lines")
+
+    monkeypatch.setattr(jobs, "JOBS_BY_ID", {**jobs.JOBS_BY_ID, "outbox": jobs.Job("outbox", 30, broken, "x")})
+    result = app.test_cli_runner().invoke(args=["crm", "scheduler", "--once", "--job", "outbox", "--job", "sla_sweep"])
+    assert result.exit_code == 1, result.output
+    assert "2 job(s) run, 1 not ok." in result.output
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("outbox")]
+    assert "relay said no [SQL: DELETE FROM somewhere] more lines" in line  # one line per job
+    assert (
+        result.stderr.strip()
+        == "Error: job outbox failed: RuntimeError: relay said no [SQL: DELETE FROM somewhere] more lines"
+    )
+
+
 def test_lock_is_released_for_the_next_scheduler(app):
     with app.app_context():
         first, second = SchedulerLock(app), SchedulerLock(app)

@@ -222,12 +222,18 @@ def scheduler_command(once: bool, wait: bool, only: tuple[str, ...]) -> None:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
             for run in runs:
-                click.echo(f"{run.job_id:<22} {'ok ' if run.ok else 'ERR'} {run.summary}")
+                # One line per job: an error's SQL or traceback text is in the log and on /admin/routing.
+                line = " ".join((run.summary or "").split())
+                click.echo(f"{run.job_id:<22} {'ok ' if run.ok else 'ERR'} {line[:300]}")
+                if not run.ok:
+                    click.echo(f"Error: job {run.job_id} {line[:300]}", err=True)
             failed = sum(1 for r in runs if not r.ok)
             click.echo(f"{len(runs)} job(s) run, {failed} not ok.")
             if stop.requested:
                 left = (len(only) if only else len(JOBS)) - len(runs)
                 click.echo(f"Stopped early ({stop.reason}): {left} job(s) not started.", err=True)
+            if failed:
+                sys.exit(1)  # cron and scripts, which --once is for, see that a job failed
             return
         jobs = [JOBS_BY_ID[j] for j in only] if only else list(JOBS)
         stop = Stop()
