@@ -893,3 +893,15 @@ def test_idle_physicians_are_counted_on_the_page_and_listed_in_the_csv(client, a
     assert not any("Retired" in n for n in names)
     unbooked = next(r for r in rows if "Unbooked" in r[1])
     assert unbooked[5:] == ["0", "0.0"]
+
+
+def test_speed_to_lead_at_a_half_second_edge_is_the_same_on_both_databases(db):
+    """7199.5 s rounds to 7200 s (2 h), as PostgreSQL's exact epoch does: SQLite's julianday float
+    gave 7199.4999..., read as 1 h 59 min."""
+    ann = UserFactory(name="Ann Able")
+    created = utc(10, 2, 12)  # where SQLite's float difference came out just below the half
+    LeadFactory(created_at=created, assignee=ann, first_contact_at=created + timedelta(seconds=7199.5))
+    db.session.commit()
+    live = reports.speed_to_lead(db.session, RANGE)
+    assert (live.median_seconds, live.p90_seconds) == (7200, 7200)
+    assert reports.median_first_contact_by_assignee(db.session, RANGE) == {ann.id: 7200}

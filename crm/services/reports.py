@@ -81,7 +81,9 @@ def _seconds_between(session, later, earlier):
     if session.get_bind().dialect.name == "postgresql":
         diff = sa.extract("epoch", later - earlier)
     else:
-        diff = (sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0
+        # julianday is a float of days: 7199.5 s comes back as 7199.4999..., which would round down
+        # where PostgreSQL's exact epoch rounds up. To the millisecond first, then to the second.
+        diff = sa.func.round((sa.func.julianday(later) - sa.func.julianday(earlier)) * 86400.0, 3)
     return sa.cast(sa.func.round(diff), sa.Integer)
 
 
