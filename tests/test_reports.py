@@ -905,3 +905,79 @@ def test_speed_to_lead_at_a_half_second_edge_is_the_same_on_both_databases(db):
     live = reports.speed_to_lead(db.session, RANGE)
     assert (live.median_seconds, live.p90_seconds) == (7200, 7200)
     assert reports.median_first_contact_by_assignee(db.session, RANGE) == {ann.id: 7200}
+
+
+def test_a_funnel_stage_once_reached_stays_reached(db):
+    """A patient reached and then lost as not eligible was contacted; a lead booked, cancelled, lost and
+    reopened was booked. The funnel read stages from the current status and lost both."""
+    doc = PhysicianFactory()
+    created = utc(10, 2, 12)
+    reached = created + timedelta(minutes=5)
+    LeadFactory(created_at=created, status=LeadStatus.LOST, lost_reason=LostReason.NOT_ELIGIBLE, reached_at=reached)
+    reopened = LeadFactory(created_at=created, status=LeadStatus.ATTEMPTING, reached_at=reached)
+    db.session.add(
+        Appointment(
+            lead=reopened,
+            physician=doc,
+            starts_at=utc(10, 4, 15),
+            mode=VisitMode.IN_PERSON,
+            status=AppointmentStatus.CANCELLED,
+            created_at=reached,
+        )
+    )
+    LeadFactory(created_at=created, status=LeadStatus.ATTEMPTING)  # never reached
+    db.session.commit()
+    expected = {"new": 3, "contacted": 2, "booked": 1, "completed": 0}
+    assert reports.funnel(db.session, RANGE).stages == expected
+    assert reports.funnel(db.session, RANGE, counts=rolled_up(db)).stages == expected
+
+
+def test_reached_at_is_set_once_by_the_first_move_to_contacted_booked_or_completed(db):
+    from crm.services.workflow import change_status
+
+    lead = LeadFactory(status=LeadStatus.ATTEMPTING)
+    first = utc(10, 2, 12)
+    change_status(lead, LeadStatus.CONTACTED, actor=None, now=first)
+    change_status(lead, LeadStatus.LOST, actor=None, reason="not_eligible", now=first + timedelta(hours=1))
+    change_status(lead, LeadStatus.ATTEMPTING, actor=None, now=first + timedelta(hours=2))  # reopened
+    change_status(lead, LeadStatus.CONTACTED, actor=None, now=first + timedelta(hours=3))
+    assert lead.reached_at == first
+
+
+def test_the_migration_fills_reached_at_from_the_timeline(tmp_path):
+    from flask_migrate import downgrade, upgrade
+
+    from crm.extensions import db as _db
+    from crm.models import LeadEvent
+    from crm.models.enums import EventKind
+    from tests.conftest import build_app
+
+    app = build_app(f"sqlite:///{tmp_path / 'migrate.sqlite3'}")
+    with app.app_context():
+        upgrade()
+        t = utc(10, 2, 12)
+        lost = LeadFactory(status=LeadStatus.LOST, lost_reason=LostReason.NOT_ELIGIBLE, created_at=t)
+        _db.session.add_all(
+            [
+                LeadEvent(
+                    lead=lost, kind=EventKind.STATUS_CHANGED, data={"from": "new", "to": "attempting"}, created_at=t
+                ),
+                LeadEvent(
+                    lead=lost,
+                    kind=EventKind.STATUS_CHANGED,
+                    data={"from": "attempting", "to": "contacted"},
+                    created_at=t + timedelta(hours=1),
+                ),
+            ]
+        )
+        booked = LeadFactory(status=LeadStatus.BOOKED, created_at=t, first_contact_at=t + timedelta(minutes=3))
+        never = LeadFactory(status=LeadStatus.ATTEMPTING, created_at=t, first_contact_at=t + timedelta(minutes=3))
+        _db.session.commit()
+        ids = lost.id, booked.id, never.id
+        downgrade(revision="0021_physicians_state_centre_unlocated")
+        upgrade()
+        got = dict(_db.session.execute(sa.text("SELECT id, reached_at FROM leads")).all())
+        assert [got[i] and got[i][:19] for i in ids] == ["2026-10-02 13:00:00", "2026-10-02 12:03:00", None]
+        assert _db.session.execute(sa.text("SELECT count(*) FROM report_rollup_state")).scalar() == 0
+        _db.session.remove()
+        _db.engine.dispose()

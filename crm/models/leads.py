@@ -95,6 +95,9 @@ class Lead(Base):
     assignee_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     assigned_at: Mapped[datetime | None]
     first_contact_at: Mapped[datetime | None]
+    # When the patient was first reached (set once, by the first move to contacted, booked or
+    # completed): the funnel's "contacted" stage, which a later status (lost, reopened) must not undo.
+    reached_at: Mapped[datetime | None]
     last_activity_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
     next_follow_up_at: Mapped[datetime | None]

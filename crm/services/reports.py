@@ -158,12 +158,14 @@ def _booked_leads(rng: ReportRange):
 
 
 def _stage_expr(booked):
-    """Furthest funnel stage a lead reached: 0 new, 1 contacted, 2 booked, 3 completed."""
+    """Furthest funnel stage a lead reached: 0 new, 1 contacted, 2 booked, 3 completed. A stage once
+    reached stays reached: a booking later cancelled, a reached patient later lost or reopened."""
     has_appt = booked.c.lead_id.is_not(None)
     return sa.case(
         (Lead.status == LeadStatus.COMPLETED, 3),
         (Lead.status == LeadStatus.BOOKED, 2),
-        (sa.and_(Lead.status.in_([LeadStatus.CONTACTED, LeadStatus.LOST]), has_appt), 2),
+        (has_appt, 2),
+        (Lead.reached_at.is_not(None), 1),
         (Lead.status == LeadStatus.CONTACTED, 1),
         (sa.and_(Lead.status == LeadStatus.LOST, Lead.lost_reason.in_(CONVERSATION_REASONS)), 1),
         else_=0,

@@ -162,6 +162,8 @@ def change_status(
         # Reached or tried some other way (an email, a text) without a logged call: the first
         # contact is now, for the SLA clock and speed-to-lead alike.
         lead.first_contact_at = now
+    if target in (S.CONTACTED, S.BOOKED, S.COMPLETED) and lead.reached_at is None:
+        lead.reached_at = now  # the funnel's "contacted": kept whatever the lead's status later
     if target == S.LOST:
         lead.lost_reason = LostReason(str(reason))
         lead.closed_at = now
