@@ -23,10 +23,12 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
 
 from crm.extensions import db
 from crm.logging_setup import error_text, scrub
@@ -206,8 +208,14 @@ def run_job(job: Job, now: datetime | None = None) -> JobRun:
     run_id = None
     if not job.quiet:  # a row up front shows a long run as "running"
         run = JobRun(job_id=job.id, started_at=now, ok=True, summary="running")
-        db.session.add(run)
-        db.session.commit()
+        try:
+            db.session.add(run)
+            db.session.commit()
+        except SQLAlchemyError as exc:  # the database is locked or gone: not run, said in one line
+            db.session.rollback()
+            summary = f"not run: its start could not be recorded ({scrub(error_text(exc, 200))})"
+            log.error("job %s %s", job.id, summary)
+            return JobRun(job_id=job.id, started_at=now, finished_at=datetime.now(UTC), ok=False, summary=summary)
         run_id = run.id
     try:
         summary, ok = job.func(now), True
@@ -222,20 +230,52 @@ def run_job(job: Job, now: datetime | None = None) -> JobRun:
         # the traceback: "failed: OperationalError" alone could not be diagnosed.
         summary, ok = f"failed: {scrub(error_text(exc, 300))}", False
         log.error("job %s failed: %s", job.id, error_text(exc), exc_info=exc)
-    if run_id is None:
-        run = JobRun(job_id=job.id, started_at=now)
-        if summary or not ok:
-            db.session.add(run)
-    else:
-        run = db.session.get(JobRun, run_id)
-    run.finished_at = datetime.now(UTC)
-    run.ok = ok
-    run.summary = (summary or "nothing to do")[:1000]
-    db.session.commit()
+    finished, text = datetime.now(UTC), (summary or "nothing to do")[:1000]
+    try:
+        if run_id is None:
+            run = JobRun(job_id=job.id, started_at=now)
+            if summary or not ok:
+                db.session.add(run)
+        else:
+            run = db.session.get(JobRun, run_id)
+        run.finished_at, run.ok, run.summary = finished, ok, text
+        db.session.commit()
+    except SQLAlchemyError as exc:
+        # The job's own work is committed (or rolled back) already; only its record is lost. The row
+        # stays "running", which the routing page shows as unfinished once it is old (STUCK_AFTER).
+        db.session.rollback()
+        log.error("job %s: its outcome could not be recorded (%s)", job.id, error_text(exc, 200))
+        run = JobRun(job_id=job.id, started_at=now, finished_at=finished, ok=False, summary=text)
     elapsed = (time.perf_counter() - started) * 1000
     if ok and (summary or not job.quiet):
         log.info("job %s: %s (%.0f ms)", job.id, run.summary, elapsed)
     return run
+
+
+# A run still "running" after this long ended without recording it (the process was killed, or the
+# database refused the record): /admin/routing says so instead of "running" for good.
+STUCK_AFTER = timedelta(hours=1)
+# Several jobs record every run each minute: no run this long means no scheduler is running.
+SILENT_AFTER = timedelta(minutes=10)
+
+
+def run_is_stuck(run: JobRun, now: datetime | None = None) -> bool:
+    """A run that never recorded its end and started over STUCK_AFTER ago."""
+    if run.finished_at is not None:
+        return False
+    started = run.started_at if run.started_at.tzinfo else run.started_at.replace(tzinfo=UTC)
+    return started < (now or datetime.now(UTC)) - STUCK_AFTER
+
+
+def scheduler_silence(now: datetime | None = None) -> datetime | None | bool:
+    """When the scheduler last started a job, if that is over SILENT_AFTER ago (False: it ran since;
+    None: no job has ever run). Admins are told, since nothing else shows it: reminders, escalations,
+    auto-assignment, inbox retries and report rollups all stop without a sound."""
+    now = now or datetime.now(UTC)
+    last = db.session.scalar(sa.select(sa.func.max(JobRun.started_at)))
+    if last is not None and last.replace(tzinfo=last.tzinfo or UTC) > now - SILENT_AFTER:
+        return False
+    return last
 
 
 def run_all(

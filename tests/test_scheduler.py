@@ -483,3 +483,56 @@ def test_a_stop_signal_sent_while_a_job_finishes_is_logged_before_stopped(app, d
     also = next(i for i, m in enumerate(lines) if "also asked to stop by SIGTERM received" in m)
     stopped = next(i for i, m in enumerate(lines) if m == "scheduler: stopped, no job running")
     assert stopping < also < stopped
+
+
+def test_a_database_that_refuses_the_runs_record_gives_a_failed_run_not_a_traceback(app, db, monkeypatch):
+    """A locked database: the job is not run, and --once says so in one line and exits 1."""
+    from crm import jobs
+
+    real_commit = _db.session.commit
+    calls = []
+
+    def locked_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("INSERT INTO job_runs", {}, Exception("database is locked"))
+        return real_commit()
+
+    monkeypatch.setattr(_db.session, "commit", locked_once)
+    ran = []
+    job = Job("probe", 60, lambda now: ran.append(now) or "did it", "x")
+    run = run_job(job, WED)
+    assert (run.ok, ran) == (False, []) and run.summary.startswith("not run: its start could not be recorded")
+    assert "database is locked" in run.summary
+    monkeypatch.setattr(jobs, "JOBS_BY_ID", {**JOBS_BY_ID, "probe": job})
+    calls.clear()
+    result = app.test_cli_runner().invoke(args=["crm", "scheduler", "--once", "--job", "probe"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Error: job probe not run: its start could not be recorded" in result.stderr
+
+
+def test_admins_are_told_when_the_scheduler_is_not_running(app, client, auth, db, admin):
+    auth.as_user(admin)
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "The scheduler is not running" in page and "no background job has ever run" in page
+    now = datetime.now(UTC)
+    db.session.add(JobRun(job_id="sla_sweep", started_at=now - timedelta(minutes=25), finished_at=now, ok=True))
+    db.session.commit()
+    page = client.get("/admin/routing").get_data(as_text=True)
+    assert "The scheduler is not running" in page and "no background job has started since" in page
+    db.session.add(JobRun(job_id="sla_sweep", started_at=now - timedelta(minutes=1), finished_at=now, ok=True))
+    db.session.commit()
+    assert "The scheduler is not running" not in client.get("/admin/").get_data(as_text=True)
+
+
+def test_a_run_that_never_recorded_its_end_is_shown_as_unfinished(app, client, auth, db, admin):
+    now = datetime.now(UTC)
+    db.session.add(JobRun(job_id="outbox", started_at=now - timedelta(hours=2), ok=True, summary="running"))
+    db.session.add(JobRun(job_id="sla_sweep", started_at=now - timedelta(minutes=1), ok=True, summary="running"))
+    db.session.commit()
+    auth.as_user(admin)
+    page = client.get("/admin/routing").get_data(as_text=True)
+    outbox_row = next(row for row in page.split("<tr>") if ">outbox<" in row)
+    assert "did not finish: the scheduler stopped during this run" in outbox_row and "text-danger" in outbox_row
+    sweep_row = next(row for row in page.split("<tr>") if ">sla_sweep<" in row)
+    assert "running" in sweep_row and "did not finish" not in sweep_row  # a minute in: still running

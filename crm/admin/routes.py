@@ -7,6 +7,7 @@ from flask import Blueprint, flash, render_template
 from flask_login import login_required
 
 from crm.extensions import db
+from crm.jobs import scheduler_silence
 from crm.models import AuditLog, InboxItem, JobRun, Lead, Physician, User
 from crm.models.enums import OPEN_STATUSES
 from crm.security import admin_required
@@ -48,6 +49,7 @@ def index():
         at_risk=at_risk,
         recent_audit=recent_audit,
         recent_jobs=recent_jobs,
+        silence=scheduler_silence(),
     )
 
 

@@ -11,7 +11,7 @@ from flask_login import current_user
 
 from crm.admin.routes import bp
 from crm.extensions import db
-from crm.jobs import JOBS
+from crm.jobs import JOBS, run_is_stuck, scheduler_silence
 from crm.leads.forms import RoutingSettingsForm
 from crm.models import JobRun, User
 from crm.models.enums import Role
@@ -54,4 +54,6 @@ def routing():
         loads=loads,
         jobs=JOBS,
         last_runs=last_runs,
+        silence=scheduler_silence(),
+        stuck={job_id for job_id, run in last_runs.items() if run is not None and run_is_stuck(run)},
     )
