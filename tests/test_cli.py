@@ -314,3 +314,14 @@ def test_the_demo_books_only_visits_the_physician_can_certify_at(app, db):
 
     assert app.test_cli_runner().invoke(args=["crm", "demo"]).exit_code == 0
     assert booking.visits_at_risk(datetime.now(UTC)) == []
+
+
+def test_every_migration_id_fits_alembic_version_on_postgresql():
+    """alembic_version.version_num is varchar(32) on PostgreSQL (SQLite does not enforce it): a longer
+    revision id migrates SQLite and breaks every PostgreSQL upgrade."""
+    import re
+    from pathlib import Path
+
+    versions = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+    ids = [re.search(r"^revision = ['\"]([^'\"]+)", p.read_text(), re.M).group(1) for p in versions.glob("*.py")]
+    assert ids and [i for i in ids if len(i) > 32] == []

@@ -974,7 +974,7 @@ def test_the_migration_fills_reached_at_from_the_timeline(tmp_path):
         never = LeadFactory(status=LeadStatus.ATTEMPTING, created_at=t, first_contact_at=t + timedelta(minutes=3))
         _db.session.commit()
         ids = lost.id, booked.id, never.id
-        downgrade(revision="0021_physicians_state_centre_unlocated")
+        downgrade(revision="0021_physicians_state_only")
         upgrade()
         got = dict(_db.session.execute(sa.text("SELECT id, reached_at FROM leads")).all())
         assert [got[i] and got[i][:19] for i in ids] == ["2026-10-02 13:00:00", "2026-10-02 12:03:00", None]

@@ -1,7 +1,7 @@
 """leads reached at: when the patient was first reached, kept whatever the lead's status later
 
 Revision ID: 0022_leads_reached_at
-Revises: 0021_physicians_state_centre_unlocated
+Revises: 0021_physicians_state_only
 Create Date: 2026-12-03 16:00:00
 
 Hand-written (autogenerate cannot see triggers). The /reports funnel read a lead's stage from its
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 
 revision = '0022_leads_reached_at'
-down_revision = '0021_physicians_state_centre_unlocated'
+down_revision = '0021_physicians_state_only'
 branch_labels = None
 depends_on = None
 

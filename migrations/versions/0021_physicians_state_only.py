@@ -1,6 +1,6 @@
 """physicians state centre unlocated: a physician placed only at a state's centre has no location
 
-Revision ID: 0021_physicians_state_centre_unlocated
+Revision ID: 0021_physicians_state_only
 Revises: 0020_appointment_outcome_asked
 Create Date: 2026-12-03 15:40:00
 
@@ -15,7 +15,7 @@ Downgrade leaves them as they are: the old point was never a location.
 from alembic import op
 
 
-revision = '0021_physicians_state_centre_unlocated'
+revision = '0021_physicians_state_only'
 down_revision = '0020_appointment_outcome_asked'
 branch_labels = None
 depends_on = None
