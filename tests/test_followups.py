@@ -102,6 +102,13 @@ def test_schedule_route_shows_both_time_zones(client, auth, db):
     assert "Follow-up scheduled: Thu Nov 19, 09:00 AM PST your time, 10:00 AM MST patient time." in page
     assert "10:00 AM MST patient time" in page
     assert db.session.scalar(sa.select(FollowUp.due_at)) == datetime(2026, 11, 19, 17, 0, tzinfo=UTC)
+    # A patient whose day is not the specialist's: the patient's date is named too.
+    guam = make_lead(db, status=S.ATTEMPTING, assignee=me, timezone="Pacific/Guam")
+    resp = form_post(
+        client, f"/leads/{guam.id}/follow-ups", guam, due="2026-11-20T10:00", tz_basis="patient", kind="call", note=""
+    )
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "Follow-up scheduled: Thu Nov 19, 04:00 PM PST your time, Fri Nov 20, 10:00 AM ChST patient time." in page
 
 
 @time_machine.travel(WED, tick=False)

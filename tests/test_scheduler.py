@@ -515,6 +515,8 @@ def test_admins_are_told_when_the_scheduler_is_not_running(app, client, auth, db
     auth.as_user(admin)
     page = client.get("/admin/").get_data(as_text=True)
     assert "The scheduler is not running" in page and "no background job has ever run" in page
+    assert 'href="/admin/routing"' in page  # Routing & jobs is one click from the admin home
+    assert 'href="/admin/"' in client.get("/admin/routing").get_data(as_text=True)  # and back
     now = datetime.now(UTC)
     db.session.add(JobRun(job_id="sla_sweep", started_at=now - timedelta(minutes=25), finished_at=now, ok=True))
     db.session.commit()

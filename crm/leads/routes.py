@@ -541,11 +541,11 @@ def schedule_follow_up(lead_id: int):
 
     def success(lead):
         fu = max((f for f in lead.follow_ups if f.done_at is None), key=lambda f: f.id)
-        ptz = followups.patient_timezone(lead.patient)[0]
-        return (
-            f"Follow-up scheduled: {fu.due_at.astimezone(zone(me.timezone)):%a %b %d, %I:%M %p %Z} your time, "
-            f"{fu.due_at.astimezone(zone(ptz)):%I:%M %p %Z} patient time."
-        )
+        mine = fu.due_at.astimezone(zone(me.timezone))
+        theirs = fu.due_at.astimezone(zone(followups.patient_timezone(lead.patient)[0]))
+        # The patient's day is named when it is not the specialist's (Guam is already tomorrow).
+        their_time = f"{theirs:%I:%M %p %Z}" if theirs.date() == mine.date() else f"{theirs:%a %b %d, %I:%M %p %Z}"
+        return f"Follow-up scheduled: {mine:%a %b %d, %I:%M %p %Z} your time, {their_time} patient time."
 
     return _action(lead_id, lead_forms.FollowUpForm, "follow_form", apply, success, "follow-ups")
 
