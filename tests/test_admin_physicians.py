@@ -1186,3 +1186,19 @@ def test_typed_coordinates_far_from_the_zip_are_refused(client, auth, admin, db,
     report = physician_csv.import_csv(to_csv([row(latitude=lat, longitude=lon)]))
     (line,) = report.lines
     assert line.action == physician_csv.ERROR and "miles from ZIP 33101 (FL)" in line.errors[0]
+
+
+def test_a_registration_expiry_alert_opens_the_physician(client, auth, admin, db):
+    soon = PhysicianFactory()
+    soon.registrations[0].expires_on = datetime.now(UTC).date() + timedelta(days=12)
+    db.session.commit()
+    assert directory.warn_expiring_registrations(datetime.now(UTC)) == 1
+    db.session.commit()
+    note = db.session.scalar(sa.select(Notification).where(Notification.user_id == admin.id))
+    auth.as_user(admin)
+    page = client.get("/notifications").get_data(as_text=True)
+    assert "Open the physician" in page
+    resp = client.post(f"/notifications/{note.id}/read", data={"open": "physician"})
+    assert resp.headers["Location"].endswith(f"/admin/physicians/{soon.id}/edit")
+    db.session.expire_all()
+    assert db.session.get(Notification, note.id).read_at is not None

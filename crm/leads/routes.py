@@ -32,7 +32,7 @@ from crm.models import (
     WebhookSource,
 )
 from crm.models.enums import EventKind, LeadStatus, VisitMode
-from crm.services import audit, booking, followups, matching, patient_details, routing, workflow
+from crm.services import audit, booking, directory, followups, matching, patient_details, routing, workflow
 from crm.services.calling_window import (
     closed_until,
     is_allowed,
@@ -744,7 +744,8 @@ def notifications():
             .where(Lead.id.in_(lead_ids))
         ).all()
     )
-    html = render_template("leads/notifications.html", page=page, show=show, patients=patients)
+    physicians = directory.physicians_of_alerts(page.items) if current_user.is_admin else {}
+    html = render_template("leads/notifications.html", page=page, show=show, patients=patients, physicians=physicians)
     if patients:  # a list of patients' names is a view of patient data (SPEC 12)
         audit.record("view_notifications", "lead", None, detail={"leads": audit.lead_list(sorted(patients))})
         db.session.commit()
@@ -760,6 +761,10 @@ def notification_read(note_id: int):
     if note.read_at is None:
         note.read_at = datetime.now(UTC)
         db.session.commit()
+    if request.form.get("open") == "physician" and current_user.is_admin:
+        physician_id = directory.physicians_of_alerts([note]).get(note.id)
+        if physician_id is not None:
+            return redirect(url_for("admin.physician_edit", physician_id=physician_id))
     if request.form.get("open") and note.lead_id:
         return redirect(url_for("leads.detail", lead_id=note.lead_id))
     return redirect(url_for("leads.notifications"))

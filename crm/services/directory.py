@@ -865,6 +865,24 @@ def warn_expiring_registrations(now: datetime) -> int:
     return len(regs)
 
 
+def physicians_of_alerts(notes) -> dict[int, int]:
+    """For "registration expiring" alerts (dedupe key ``reg-expiry:<registration id>:…``): alert id ->
+    the physician whose registration it is, so the alert can open the physician's page."""
+    reg_of = {}
+    for note in notes:
+        parts = (note.dedupe_key or "").split(":")
+        if note.kind == "registration_expiring" and len(parts) > 1 and parts[0] == "reg-expiry" and parts[1].isdigit():
+            reg_of[note.id] = int(parts[1])
+    if not reg_of:
+        return {}
+    doc_of_reg = dict(
+        db.session.execute(
+            sa.select(Registration.id, Registration.physician_id).where(Registration.id.in_(set(reg_of.values())))
+        ).all()
+    )
+    return {note_id: doc_of_reg[reg_id] for note_id, reg_id in reg_of.items() if reg_id in doc_of_reg}
+
+
 # --- state programs and conditions --------------------------------------------------------------
 
 STATE_PROGRAM_FIELDS = (
