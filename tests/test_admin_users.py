@@ -546,7 +546,8 @@ def test_deactivation_can_hand_the_open_leads_to_a_colleague(client, auth, admin
     from crm.models.enums import LeadStatus
     from tests.test_queue_helpers import make_lead
 
-    colleague = UserFactory(name="Cora Colleague", email="cora@example.com")
+    colleague = UserFactory(name="Cora Colleague", email="cora@example.com", capacity=30)
+    UserFactory(name="Nora Newcomer", email="nora@example.com", must_change_password=True)
     waiting = make_lead(db, status=LeadStatus.ATTEMPTING, assignee=specialist, commit=False)
     booked = make_lead(db, status=LeadStatus.BOOKED, assignee=specialist, commit=False)
     db.session.flush()
@@ -555,7 +556,10 @@ def test_deactivation_can_hand_the_open_leads_to_a_colleague(client, auth, admin
     db.session.commit()
     auth.as_user(admin)
     page = client.get(f"/admin/users/{specialist.id}").get_data(as_text=True)
-    assert "Their 2 open leads:" in page and f'<option value="{colleague.id}">to Cora Colleague</option>' in page
+    # Each with their load; not someone who has not signed in with their own password yet.
+    assert "Their 2 open leads:" in page
+    assert f'<option value="{colleague.id}">to Cora Colleague (0 open of 30)</option>' in page
+    assert "Nora Newcomer" not in page.split('id="hand_to"')[1].split("</select>")[0]
     resp = client.post(
         f"/admin/users/{specialist.id}/deactivate", data={"hand_to": str(colleague.id)}, follow_redirects=True
     )

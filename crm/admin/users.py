@@ -12,6 +12,7 @@ from crm.extensions import db
 from crm.models import Lead, User
 from crm.models.enums import OPEN_STATUSES
 from crm.services import edit_guard, users_admin
+from crm.services.routing import open_counts
 from crm.services.users_admin import UserAdminError
 
 
@@ -119,10 +120,23 @@ def user_edit(user_id: int):
         is_last_admin=user.is_admin and user.active and users_admin.active_admin_count(exclude=user) == 0,
         own_account=user.id == current_user.id,
         open_leads=users_admin.open_lead_count(user),
-        colleagues=db.session.execute(
-            sa.select(User.id, User.name).where(User.active.is_(True), User.id != user.id).order_by(User.name)
-        ).all(),
+        colleagues=_colleagues_to_hand_to(user),
     )
+
+
+def _colleagues_to_hand_to(user: User) -> list[tuple[int, str]]:
+    """Who a deactivated user's open leads can go to, each with their load: active people who have
+    signed in with their own password (one who never has cannot work them yet)."""
+    people = db.session.scalars(
+        sa.select(User)
+        .where(User.active.is_(True), User.id != user.id, User.must_change_password.is_(False))
+        .order_by(User.name)
+    ).all()
+    loads = open_counts([p.id for p in people])
+    return [
+        (p.id, f"{p.name} ({loads.get(p.id, 0)} open of {p.capacity}{', on shift' if p.on_shift else ''})")
+        for p in people
+    ]
 
 
 def _act(user_id: int, fn, done):
