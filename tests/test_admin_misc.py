@@ -474,6 +474,15 @@ def test_audit_filters_of_blanks_mean_any(client, auth, admin, db):
         assert resp.status_code == 200 and not empty, query
 
 
+@pytest.mark.parametrize(("query", "typed"), [("object_type=Physician", "Physician"), ("user=abc", "abc")])
+def test_an_audit_filter_value_that_is_no_choice_says_it_is_not_applied(client, auth, admin, db, query, typed):
+    """Hand-edited or old links: the list shows every entry, so the page must say the filter is off."""
+    auth.as_user(admin)
+    page = client.get("/admin/audit?" + query).get_data(as_text=True)
+    assert f"{typed} is not one of these: this filter is not applied." in page
+    assert "is not one of these" not in client.get("/admin/audit").get_data(as_text=True)
+
+
 def test_audit_details_show_empty_values_as_none_and_lead_lists_as_ids(client, auth, admin, db):
     audit.record("view_queue", "lead", None, user=admin, detail={"view": "mine", "leads": audit.lead_list([])})
     audit.record("view_queue", "lead", None, user=admin, detail={"view": "all", "leads": audit.lead_list([12, 15])})
