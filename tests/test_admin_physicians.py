@@ -1202,3 +1202,16 @@ def test_a_registration_expiry_alert_opens_the_physician(client, auth, admin, db
     assert resp.headers["Location"].endswith(f"/admin/physicians/{soon.id}/edit")
     db.session.expire_all()
     assert db.session.get(Notification, note.id).read_at is not None
+
+
+def test_a_physician_who_can_never_be_matched_is_saved_with_a_warning_and_flagged(client, auth, admin, db):
+    auth.as_user(admin)
+    data = form_data(offers_in_person="", **{"registrations-0-state": "", "registrations-0-number": ""})
+    data["registrations-0-expires_on"] = ""
+    page = client.post("/admin/physicians/new", data=data, follow_redirects=True).get_data(as_text=True)
+    assert (
+        "Nora Quinn, DO offers neither in-person nor telehealth visits and has no state registration"
+        in html.unescape(page)
+    )
+    listing = client.get("/admin/physicians").get_data(as_text=True)
+    assert ">no visits</span>" in listing and "no registration" in listing

@@ -176,6 +176,16 @@ def _save(form: PhysicianForm, physician: Physician | None):
         f"{'Added' if result.created else 'Saved'} {p.full_name}.{note}",
         "success" if geocoded is not False else "warning",
     )
+    # Saved as asked (a physician between practices, a record kept for history), but never matched: said.
+    unmatchable = []
+    if not (p.offers_in_person or p.offers_telehealth):
+        unmatchable.append("offers neither in-person nor telehealth visits")
+    if not p.registrations:
+        unmatchable.append("has no state registration (a physician certifies only where registered)")
+    if unmatchable and p.active:
+        flash(
+            f"{p.full_name} {' and '.join(unmatchable)}: no patient is matched to them until that changes.", "warning"
+        )
     # Saved all the same (an admin may record history), but it does not count for matching.
     expired = directory.expired_registrations(data, before)
     if expired:
