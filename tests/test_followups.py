@@ -471,3 +471,24 @@ def test_no_next_step_is_planned_for_a_new_booked_or_pooled_lead_nor_over_a_plan
     with app.test_request_context():
         assert [followups.ensure_next_step(lead, actor=specialist, now=WED) for lead in leads] == [None] * 4
     assert len(planned.follow_ups) == 1
+
+
+def test_a_follow_up_planned_by_hand_or_the_next_call_replaces_the_default_next_step(app, db, specialist):
+    from crm.services import workflow
+
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    with app.test_request_context():
+        auto = followups.ensure_next_step(lead, actor=specialist, now=WED)
+        assert auto.automatic and auto.due_at == WED + timedelta(hours=4)
+        mine = followups.schedule(lead, due_at=WED + timedelta(days=1), kind="call", actor=specialist, now=WED)
+        assert auto.done_at == WED and auto.outcome == "replaced by a follow-up planned by hand"
+        assert not mine.automatic and [f for f in lead.follow_ups if f.done_at is None] == [mine]
+        # The next call closes a default next step whenever it was due; the call then plans the next one.
+        followups.complete(mine, actor=specialist, outcome="not_needed", now=WED)
+        auto = followups.ensure_next_step(lead, actor=specialist, now=WED)
+        later = WED + timedelta(minutes=30)
+        workflow.log_call(lead, "voicemail", actor=specialist, now=later)
+        assert auto.done_at == later and auto.outcome == "Left voicemail"
+        fresh = followups.ensure_next_step(lead, actor=specialist, now=later)  # as the workspace does after it
+        assert fresh.automatic and fresh.due_at == later + timedelta(hours=4)  # one attempt so far: 4 h on
+        assert [f for f in lead.follow_ups if f.done_at is None] == [fresh]

@@ -178,6 +178,9 @@ class FollowUp(Base):
     done_at: Mapped[datetime | None]
     outcome: Mapped[str | None] = mapped_column(sa.String(200))
     reminded_at: Mapped[datetime | None]
+    # Planned by the system as the lead's default next step (followups.ensure_next_step): the first
+    # follow-up a specialist plans by hand, or the next call logged, replaces it.
+    automatic: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     lead: Mapped[Lead] = relationship(back_populates="follow_ups")

@@ -76,8 +76,10 @@ def schedule(
     owner: User | None = None,
     now: datetime | None = None,
     window: Window | None = None,
+    automatic: bool = False,
 ) -> FollowUp:
-    """Add a follow-up; a call outside the patient's window raises CallingWindowError."""
+    """Add a follow-up; a call outside the patient's window raises CallingWindowError. One planned by
+    hand replaces the lead's open default next step (``automatic``, planned by ``ensure_next_step``)."""
     now = now or datetime.now(UTC)
     if due_at.tzinfo is None:
         raise FollowUpError("The due time needs a time zone.")
@@ -101,12 +103,15 @@ def schedule(
                 suggestion,
             )
     owner = owner or lead.assignee or actor  # None: a job planned it for a lead nobody holds (the pool's)
+    if not automatic:
+        close_automatic(lead, actor=actor, outcome="replaced by a follow-up planned by hand", now=now)
     fu = FollowUp(
         owner_id=owner.id if owner is not None else None,
         due_at=due_at.astimezone(UTC),
         kind=kind,
         note=(note or "").strip()[:500],
         created_at=now,
+        automatic=automatic,
     )
     # Through the collection only: added to the session as well, a lazy load of an unloaded
     # collection would autoflush it in and the append would list it twice.
@@ -183,7 +188,19 @@ def ensure_next_step(lead: Lead, *, actor: User | None, now: datetime | None = N
     tz, _known = patient_timezone(lead.patient)
     contact = lead.patient.preferred_contact_method if lead.patient else None
     due, kind, note = default_next_step(lead.status, lead.attempts or 0, contact, now, tz, window, current_app.config)
-    return schedule(lead, due_at=due, kind=kind, actor=actor, owner=lead.assignee, note=note, now=now, window=window)
+    return schedule(
+        lead, due_at=due, kind=kind, actor=actor, owner=lead.assignee, note=note, now=now, window=window, automatic=True
+    )
+
+
+def close_automatic(lead: Lead, *, actor: User | None, outcome: str, now: datetime) -> int:
+    """Close the lead's open default next steps: what a specialist did or planned replaces them."""
+    done = 0
+    for fu in list(lead.follow_ups):
+        if fu.done_at is None and fu.automatic:
+            complete(fu, actor=actor, outcome=outcome, now=now)
+            done += 1
+    return done
 
 
 def describe_next_step(fu: FollowUp, lead: Lead, viewer_tz: str | None) -> str:
@@ -256,10 +273,12 @@ def close(fu: FollowUp, *, actor: User, outcome: str, now: datetime | None = Non
 
 
 def complete_due_calls(lead: Lead, *, actor: User, outcome: str, now: datetime) -> int:
-    """Logging a call closes the call follow-ups that were due (or due within the hour)."""
+    """Logging a call closes the call follow-ups that were due (or due within the hour), and the
+    default next step whenever it is due: the call is the next step it stood for."""
     done = 0
     for fu in list(lead.follow_ups):
-        if fu.done_at is None and fu.kind == FollowUpKind.CALL and fu.due_at <= now + timedelta(hours=1):
+        due = fu.kind == FollowUpKind.CALL and fu.due_at <= now + timedelta(hours=1)
+        if fu.done_at is None and (due or fu.automatic):
             complete(fu, actor=actor, outcome=outcome, now=now)
             done += 1
     return done
