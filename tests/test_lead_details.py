@@ -329,19 +329,22 @@ def test_a_phone_typed_with_an_extension_keeps_the_number_and_notes_the_extensio
     lead = desk["lead"]
     auth.as_user(specialist)
     resp = client.post(
-        f"/leads/{lead.id}/details", data=form_for(lead, phone="(305) 555-0177 ext. 42"), follow_redirects=True
+        # 212: never a factory patient's number (they are +1305555NNNN), which would make it "no change"
+        f"/leads/{lead.id}/details",
+        data=form_for(lead, phone="(212) 555-0177 ext. 42"),
+        follow_redirects=True,
     )
     html = resp.get_data(as_text=True)
     assert "Saved (phone). Phone extension 42 noted on the timeline." in html
     assert "Phone extension: <strong>42</strong>" in html  # on the edit's timeline entry
     db.session.expire_all()
-    assert db.session.get(Patient, lead.patient_id).phone == "+13055550177"
+    assert db.session.get(Patient, lead.patient_id).phone == "+12125550177"
     event = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.UPDATED)).one()
     assert event.data == {"fields": ["phone"], "phone_extension": "42"}
 
     # The same number again with only the extension: nothing else changes, the extension is still noted.
     lead = db.session.get(Lead, lead.id)
-    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, phone="305-555-0177 x7"), follow_redirects=True)
+    resp = client.post(f"/leads/{lead.id}/details", data=form_for(lead, phone="212-555-0177 x7"), follow_redirects=True)
     assert "Phone extension 7 noted on the timeline." in resp.get_data(as_text=True)
     events = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.UPDATED)).all()
     assert [e.data for e in events][-1] == {"fields": [], "phone_extension": "7"}
