@@ -79,6 +79,8 @@ def test_geocode_pending_command(app, db):
     runner = app.test_cli_runner()
     status = runner.invoke(args=["crm", "geocode"])
     assert status.exit_code == 0 and "1 pending" in status.output
+    alone = runner.invoke(args=["crm", "geocode", "--due-only"])  # was silently the status summary
+    assert alone.exit_code == 2 and "--due-only goes with --pending" in alone.output
     result = runner.invoke(args=["crm", "geocode", "--pending"])
     assert result.exit_code == 0, result.output
     assert "1 patient(s) tried: 1 located" in result.output

@@ -80,6 +80,8 @@ def geocode_command(pending: bool, due_only: bool, physicians: bool, limit: int)
     from crm.services.geocoding import geocode_physician, get_geocoder
     from crm.services.geocoding import unavailable as geocoder_unavailable
 
+    if due_only and not pending:
+        raise click.UsageError("--due-only goes with --pending (it is the patients' retry backoff).")
     if not (pending or physicians):
         status = geocode_backlog_status()
         click.echo(
