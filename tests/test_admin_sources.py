@@ -528,3 +528,9 @@ def test_deliveries_refused_while_a_source_was_inactive_are_counted_on_its_page(
     page = client.get(f"/admin/sources/{other.id}").get_data(as_text=True)
     assert "refused while this source was inactive" not in page
     assert "cannot be replayed: the sender must send it again" in unescape(page)  # the Deactivate button's question
+
+
+def test_a_new_source_is_written_only_with_the_requests_commit(db):
+    source_service.create_source("Late source")
+    db.session.rollback()
+    assert db.session.scalar(sa.select(WebhookSource).where(WebhookSource.name == "Late source")) is None

@@ -604,3 +604,13 @@ def test_a_lookalike_email_in_full_width_letters_is_the_same_account(client, aut
     data.update(capacity="25", languages="en", timezone="America/Chicago")
     resp = client.post("/admin/users/new", data=data)
     assert resp.status_code == 200 and "already exists" in resp.get_data(as_text=True)
+
+
+def test_a_new_user_is_written_only_with_the_requests_commit(db, admin):
+    """If anything after the insert fails (its audit row, the commit), no account is left behind: on
+    SQLite a savepoint opened before any write committed it on its own."""
+    from crm.services import users_admin
+
+    users_admin.create_user("late@example.com", "Late", "a long temporary pw", "specialist", by=admin)
+    db.session.rollback()
+    assert db.session.scalar(sa.select(User).where(User.email == "late@example.com")) is None

@@ -80,12 +80,15 @@ def create_user(email: str, name: str, password: str, role: Role | str = Role.SP
         password_hash=hash_password(password),
         **fields,
     )
+    db.session.add(user)
     try:
-        with db.session.begin_nested():
-            db.session.add(user)
+        # A plain flush, not a savepoint: on SQLite a SAVEPOINT opened before any write is the
+        # transaction itself, and its release would commit the account before its audit row.
+        db.session.flush()
     except IntegrityError:
         # The same email created a moment ago (a double click on Create, two admins): the unique
-        # index refuses the second, which gets the same answer as above instead of a 500.
+        # index refuses the second, which gets the same answer as above instead of a 500. The
+        # caller rolls the transaction back, as for any AccountError.
         raise AccountError(f"A user with email {email} already exists.") from None
     return user
 

@@ -142,9 +142,12 @@ def create_source(
         validate_mapping(field_mapping)
     source = WebhookSource(name=name, slug=slug, field_mapping=dict(field_mapping or {}), active=active)
     source.secrets.append(WebhookSecret(secret=secret, created_at=utcnow()))
+    db.session.add(source)
     try:
-        with db.session.begin_nested():
-            db.session.add(source)
+        # A plain flush, not a savepoint: on SQLite a SAVEPOINT opened before any write is the
+        # transaction itself, and its release would commit the source before its audit row. The
+        # caller rolls back on SourceError.
+        db.session.flush()
     except sa.exc.IntegrityError:
         # Another admin (or a second run of the same script) added the name or the slug since the
         # checks above: the unique indexes (migration 0018 for names) refuse the second.
