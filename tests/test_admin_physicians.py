@@ -1215,3 +1215,18 @@ def test_a_physician_who_can_never_be_matched_is_saved_with_a_warning_and_flagge
     )
     listing = client.get("/admin/physicians").get_data(as_text=True)
     assert ">no visits</span>" in listing and "no registration" in listing
+
+
+def test_an_online_answer_that_is_only_the_state_is_not_stored_as_a_location(client, auth, admin, db, online_geocoder):
+    """The lookup after the save's commit follows the same rule as every other path (docs/matching.md)."""
+    doc = PhysicianFactory(zip="33101")
+    db.session.commit()
+    online_geocoder.answers = type(
+        "Any", (dict,), {"get": lambda self, q, default=None: (27.8, -81.7, {"type": "state"})}
+    )()
+    auth.as_user(admin)
+    page = html.unescape(_edit_zip(client, doc, "33602").get_data(as_text=True))
+    assert "The address could only be placed somewhere in FL (is the ZIP right?)" in page
+    db.session.expire_all()
+    doc = db.session.get(Physician, doc.id)
+    assert doc.latitude is None and doc.geocode_status == "failed" and doc.geocode_precision is None

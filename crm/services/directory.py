@@ -583,7 +583,7 @@ def locate_saved_physician(physician_id: int, config, now: datetime | None = Non
     after an outage, ``failed`` when not found), None when someone saved another address meanwhile
     (their save locates that one) or it is no longer waiting."""
     from crm.services.edit_guard import lock_for_edit
-    from crm.services.geocoding import Address, lookup, record_geocode_failure, record_success
+    from crm.services.geocoding import Address, lookup, record_physician_result
 
     now = now or datetime.now(UTC)
     physician = db.session.get(Physician, physician_id)
@@ -601,12 +601,9 @@ def locate_saved_physician(physician_id: int, config, now: datetime | None = Non
     if physician.geocode_status != GeocodeStatus.PENDING or Address.of(physician) != addr:
         db.session.commit()
         return None
-    if result is None:
-        record_geocode_failure(physician, error, final, now, config)
-    else:
-        record_success(physician, result)
+    located = record_physician_result(physician, result, error, final, now, config)
     db.session.commit()
-    return result is not None
+    return located
 
 
 def _sync_registrations(physician: Physician, wanted: list[RegistrationData]) -> None:

@@ -510,13 +510,26 @@ def geocode_physician(
     if fresh:
         physician.geocode_attempts = 0
     result, error, final_failure = _attempt(physician, config)
+    return record_physician_result(physician, result, error, final_failure, now or datetime.now(UTC), config)
+
+
+def record_physician_result(
+    physician: Physician,
+    result: GeocodeResult | None,
+    error: str | None,
+    final_failure: bool,
+    now: datetime,
+    config: Mapping | None,
+) -> bool:
+    """Store one lookup's answer for a physician, from any path (the save, the job, the command, an
+    online lookup after the save's commit); True when located."""
     if result is not None and result.precision == GeocodePrecision.STATE:
         # A state's centre is no practice location: a distance from it would be made up, so the
         # physician is listed for telehealth only until an admin corrects the address.
         result, error, final_failure = None, STATE_ONLY, True
         physician.latitude = physician.longitude = physician.geocode_precision = None
     if result is None:
-        record_geocode_failure(physician, error, final_failure, now or datetime.now(UTC), config)
+        record_geocode_failure(physician, error, final_failure, now, config)
         return False
     record_success(physician, result)
     return True
