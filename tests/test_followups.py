@@ -492,3 +492,30 @@ def test_a_follow_up_planned_by_hand_or_the_next_call_replaces_the_default_next_
         fresh = followups.ensure_next_step(lead, actor=specialist, now=later)  # as the workspace does after it
         assert fresh.automatic and fresh.due_at == later + timedelta(hours=4)  # one attempt so far: 4 h on
         assert [f for f in lead.follow_ups if f.done_at is None] == [fresh]
+
+
+def test_closing_the_default_next_step_as_not_needed_does_not_plan_it_again(app, client, auth, db, specialist):
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    with app.test_request_context():
+        auto = followups.ensure_next_step(lead, actor=specialist, now=WED)
+    db.session.commit()
+    with time_machine.travel(WED, tick=False):
+        auth.as_user(specialist)
+        resp = form_post(client, f"/leads/{lead.id}/follow-ups/{auto.id}/done", lead, outcome="not_needed")
+        page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "No next step is planned: the lead waits in Mine among those without one" in page
+    db.session.expire_all()
+    assert [f for f in db.session.get(type(lead), lead.id).follow_ups if f.done_at is None] == []
+
+
+def test_after_a_wrong_number_the_default_next_step_is_an_email_or_nothing(app, db, specialist):
+    from crm.services import workflow
+
+    with_email = make_lead(db, status=S.ATTEMPTING, assignee=specialist, email="pat@example.com")
+    without = make_lead(db, status=S.ATTEMPTING, assignee=specialist, email=None)
+    with app.test_request_context():
+        for lead in (with_email, without):
+            workflow.log_call(lead, "wrong_number", actor=specialist, now=WED)
+        step = followups.ensure_next_step(with_email, actor=specialist, now=WED)
+        assert step.kind.value == "email" and step.note.startswith("The phone number is wrong: email the patient")
+        assert followups.ensure_next_step(without, actor=specialist, now=WED) is None  # no number, no email

@@ -411,7 +411,18 @@ def _done(lead: Lead, message: str, anchor: str = ""):
     return redirect(url_for("leads.detail", lead_id=lead.id) + (f"#{anchor}" if anchor else ""))
 
 
-def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *, check_version=True, tell_owner=False):
+def _action(
+    lead_id: int,
+    form_cls,
+    form_name: str,
+    apply,
+    success,
+    anchor="",
+    *,
+    check_version=True,
+    tell_owner=False,
+    plan_next_step=lambda: True,
+):
     """The shape of every workspace POST: validate, check version, apply, commit.
 
     ``check_version=False`` for what only adds to the timeline (a note): whatever changed since the
@@ -435,7 +446,9 @@ def _action(lead_id: int, form_cls, form_name: str, apply, success, anchor="", *
         db.session.flush()
         # Whatever the action, a worked lead is not left without a next step (SPEC 2.7). Not on a
         # note: it keeps the lead's version (a form open elsewhere stays valid), and planning would not.
-        planned = followups.ensure_next_step(lead, actor=current_user._get_current_object()) if check_version else None
+        planned = None
+        if check_version and plan_next_step():
+            planned = followups.ensure_next_step(lead, actor=current_user._get_current_object())
         next_step = followups.describe_next_step(planned, lead, current_user.timezone) if planned else None
         if tell_owner and owner is not None and owner.id != current_user.id and owner.active:
             what = success(lead) if callable(success) else success
@@ -555,15 +568,35 @@ def schedule_follow_up(lead_id: int):
 def follow_up_done(lead_id: int, fu_id: int):
     me = current_user._get_current_object()
 
+    declined = []
+
     def apply(lead, form):
         fu = next((f for f in lead.follow_ups if f.id == fu_id), None)
         if fu is None:
             raise followups.FollowUpError("That follow-up does not belong to this lead.")
         if form.outcome.data != "not_needed":
             routing.take_if_unassigned(lead, me)
+        elif fu.automatic:
+            declined.append(fu)  # the default next step itself, refused: not planned again at once
         return followups.close(fu, actor=me, outcome=form.outcome.data)
 
-    return _action(lead_id, lead_forms.FollowUpDoneForm, "done_form", apply, "Follow-up closed.", "follow-ups")
+    def success(lead):
+        if declined and followups.needs_next_step(lead):
+            return (
+                "Follow-up closed. No next step is planned: the lead waits in Mine among those without one "
+                "until you plan one or close it."
+            )
+        return "Follow-up closed."
+
+    return _action(
+        lead_id,
+        lead_forms.FollowUpDoneForm,
+        "done_form",
+        apply,
+        success,
+        "follow-ups",
+        plan_next_step=lambda: not declined,
+    )
 
 
 @bp.post("/leads/<int:lead_id>/status")

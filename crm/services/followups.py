@@ -187,10 +187,22 @@ def ensure_next_step(lead: Lead, *, actor: User | None, now: datetime | None = N
     window = window_from_config(current_app.config)
     tz, _known = patient_timezone(lead.patient)
     contact = lead.patient.preferred_contact_method if lead.patient else None
+    wrong_number = _last_call_outcome(lead) == "wrong_number"
+    if wrong_number:
+        if not (lead.patient and lead.patient.email):
+            return None  # no number to call and no email: the record needs fixing, or the lead closing
+        contact = ContactMethod.EMAIL
     due, kind, note = default_next_step(lead.status, lead.attempts or 0, contact, now, tz, window, current_app.config)
+    if wrong_number:
+        note = "The phone number is wrong: email the patient to ask for theirs (planned automatically)."
     return schedule(
         lead, due_at=due, kind=kind, actor=actor, owner=lead.assignee, note=note, now=now, window=window, automatic=True
     )
+
+
+def _last_call_outcome(lead: Lead) -> str | None:
+    calls = [e for e in lead.events if e.kind == EventKind.CALL_ATTEMPT]
+    return (max(calls, key=lambda e: e.id).data or {}).get("outcome") if calls else None
 
 
 def close_automatic(lead: Lead, *, actor: User | None, outcome: str, now: datetime) -> int:
@@ -210,7 +222,7 @@ def describe_next_step(fu: FollowUp, lead: Lead, viewer_tz: str | None) -> str:
     text = f"Next step planned: {what} on {fu.due_at.astimezone(zone(ptz)):%a %b %d, %I:%M %p %Z} patient time"
     if viewer_tz and zone(viewer_tz).key != zone(ptz).key:
         text += f" ({fu.due_at.astimezone(zone(viewer_tz)):%a %I:%M %p %Z} yours)"
-    return text + "; change it under Follow-ups if another time suits better."
+    return text + "; plan another follow-up by hand to replace it."
 
 
 def complete(fu: FollowUp, *, actor: User, outcome: str = "done", now: datetime | None = None) -> FollowUp:
