@@ -427,12 +427,13 @@ def test_the_default_next_step_follows_the_cadence_and_the_patients_channel(stat
     assert got[0] == due and got[1].value == kind
 
 
-def test_a_call_planned_by_default_waits_for_the_calling_window_but_a_text_does_not():
+def test_a_call_or_text_planned_by_default_waits_for_the_calling_window_but_an_email_does_not():
     evening = datetime(2026, 11, 18, 23, 0, tzinfo=UTC)  # 18:00 in New York: +4 h is 22:00, after hours
     call = followups.default_next_step(S.ATTEMPTING, 1, ContactMethod.PHONE, evening, NEW_YORK, make_window(), {})
     text = followups.default_next_step(S.ATTEMPTING, 1, ContactMethod.TEXT, evening, NEW_YORK, make_window(), {})
-    assert call[0] == datetime(2026, 11, 19, 14, 0, tzinfo=UTC)  # Thursday 09:00 in New York
-    assert text[0] == evening + timedelta(hours=4)
+    email = followups.default_next_step(S.ATTEMPTING, 1, ContactMethod.EMAIL, evening, NEW_YORK, make_window(), {})
+    assert call[0] == text[0] == datetime(2026, 11, 19, 14, 0, tzinfo=UTC)  # Thursday 09:00 in New York
+    assert email[0] == evening + timedelta(hours=4)
 
 
 def test_parse_attempt_hours_refuses_what_is_not_whole_hours():

@@ -163,7 +163,7 @@ def default_next_step(
 ) -> tuple[datetime, FollowUpKind, str]:
     """(due, kind, note) of the step planned for a lead left without one: after unanswered
     attempts the next attempt (NEXT_ATTEMPT_HOURS), after the patient was reached a check-in
-    (CHECK_IN_HOURS); by the patient's preferred channel, a call inside their calling window."""
+    (CHECK_IN_HOURS); by the patient's preferred channel, a call or a text inside their calling window."""
     kind = KIND_FOR_CONTACT.get(contact, FollowUpKind.EMAIL) if contact else FollowUpKind.CALL
     if status == LeadStatus.CONTACTED:
         hours = int(config.get("CHECK_IN_HOURS", 24))
@@ -173,7 +173,7 @@ def default_next_step(
         hours = cadence[min(max(attempts, 1), len(cadence)) - 1]
         note = f"Try again: {attempts} attempt(s) so far without reaching the patient (planned automatically)."
     due = now + timedelta(hours=hours)
-    if kind == FollowUpKind.CALL and not is_allowed(due, tz, window):
+    if kind in (FollowUpKind.CALL, FollowUpKind.SMS) and not is_allowed(due, tz, window):  # no texts at night either
         due = next_allowed(due, tz, window)
     return due, kind, note
 
