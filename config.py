@@ -196,6 +196,9 @@ class Config:
     CALLING_WINDOW = os.environ.get("CALLING_WINDOW", "09:00-20:00")
     CALLING_DAYS = os.environ.get("CALLING_DAYS", "mon,tue,wed,thu,fri,sat")
     RUN_SCHEDULER_IN_PROCESS = env_bool("RUN_SCHEDULER_IN_PROCESS", False)
+    # Admins are warned when no job has started for this long (several record a run every minute);
+    # raise it when the jobs run from cron with `flask crm scheduler --once` less often than that.
+    SCHEDULER_SILENT_MINUTES = env_int("SCHEDULER_SILENT_MINUTES", 10, minimum=1)
     # Unset: one lock per database (crm/jobs.py SchedulerLock.lock_path: "<sqlite file>.scheduler.lock"), so
     # instances on different DATABASE_URLs from one checkout each run their own scheduler.
     SCHEDULER_LOCK_FILE = os.environ.get("SCHEDULER_LOCK_FILE", "")

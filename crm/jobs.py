@@ -245,7 +245,9 @@ def run_job(job: Job, now: datetime | None = None) -> JobRun:
         # stays "running", which the routing page shows as unfinished once it is old (STUCK_AFTER).
         db.session.rollback()
         log.error("job %s: its outcome could not be recorded (%s)", job.id, error_text(exc, 200))
-        run = JobRun(job_id=job.id, started_at=now, finished_at=finished, ok=False, summary=text)
+        said = f"ran ({text})" if ok else text
+        summary = f"{said[:600]}, but its run could not be recorded: {scrub(error_text(exc, 200))}"
+        run = JobRun(job_id=job.id, started_at=now, finished_at=finished, ok=False, summary=summary)
     elapsed = (time.perf_counter() - started) * 1000
     if ok and (summary or not job.quiet):
         log.info("job %s: %s (%.0f ms)", job.id, run.summary, elapsed)
@@ -255,8 +257,6 @@ def run_job(job: Job, now: datetime | None = None) -> JobRun:
 # A run still "running" after this long ended without recording it (the process was killed, or the
 # database refused the record): /admin/routing says so instead of "running" for good.
 STUCK_AFTER = timedelta(hours=1)
-# Several jobs record every run each minute: no run this long means no scheduler is running.
-SILENT_AFTER = timedelta(minutes=10)
 
 
 def run_is_stuck(run: JobRun, now: datetime | None = None) -> bool:
@@ -267,15 +267,24 @@ def run_is_stuck(run: JobRun, now: datetime | None = None) -> bool:
     return started < (now or datetime.now(UTC)) - STUCK_AFTER
 
 
-def scheduler_silence(now: datetime | None = None) -> datetime | None | bool:
-    """When the scheduler last started a job, if that is over SILENT_AFTER ago (False: it ran since;
-    None: no job has ever run). Admins are told, since nothing else shows it: reminders, escalations,
-    auto-assignment, inbox retries and report rollups all stop without a sound."""
+def scheduler_silence(now: datetime | None = None, silent_after: timedelta | None = None) -> datetime | None | bool:
+    """When the scheduler last started a job, if that is over SCHEDULER_SILENT_MINUTES ago (False: it
+    ran since, or a job is running now; None: no job has ever run). Admins are told, since nothing else
+    shows it: reminders, escalations, auto-assignment, inbox retries and report rollups stop without a
+    sound. Read by primary key (the newest rows), not by a scan of the runs' start times."""
     now = now or datetime.now(UTC)
-    last = db.session.scalar(sa.select(sa.func.max(JobRun.started_at)))
-    if last is not None and last.replace(tzinfo=last.tzinfo or UTC) > now - SILENT_AFTER:
-        return False
-    return last
+    if silent_after is None:
+        silent_after = timedelta(minutes=int(current_app.config.get("SCHEDULER_SILENT_MINUTES", 10)))
+    latest = db.session.execute(
+        sa.select(JobRun.started_at, JobRun.finished_at).order_by(JobRun.id.desc()).limit(20)
+    ).all()
+    if not latest:
+        return None
+    for started, finished in latest:
+        started = started if started.tzinfo else started.replace(tzinfo=UTC)
+        if started > now - silent_after or (finished is None and started > now - STUCK_AFTER):
+            return False  # ran lately, or is in the middle of a long job (a full report rebuild)
+    return max(started for started, _ in latest)
 
 
 def run_all(

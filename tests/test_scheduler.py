@@ -522,9 +522,21 @@ def test_admins_are_told_when_the_scheduler_is_not_running(app, client, auth, db
     db.session.commit()
     page = client.get("/admin/routing").get_data(as_text=True)
     assert "The scheduler is not running" in page and "no background job has started since" in page
+    # A job started 25 minutes ago and still running (a full report rebuild): the scheduler is alive.
+    long_run = JobRun(job_id="report_rollups", started_at=now - timedelta(minutes=24), ok=True, summary="running")
+    db.session.add(long_run)
+    db.session.commit()
+    assert "The scheduler is not running" not in client.get("/admin/").get_data(as_text=True)
+    long_run.finished_at = now
     db.session.add(JobRun(job_id="sla_sweep", started_at=now - timedelta(minutes=1), finished_at=now, ok=True))
     db.session.commit()
     assert "The scheduler is not running" not in client.get("/admin/").get_data(as_text=True)
+    # Jobs run from cron every half hour: the warning waits as long as it is told to.
+    app.config["SCHEDULER_SILENT_MINUTES"] = 45
+    from crm.jobs import scheduler_silence
+
+    assert scheduler_silence(now + timedelta(minutes=30)) is False
+    assert scheduler_silence(now + timedelta(minutes=50)) is not False
 
 
 def test_a_run_that_never_recorded_its_end_is_shown_as_unfinished(app, client, auth, db, admin):
@@ -538,3 +550,19 @@ def test_a_run_that_never_recorded_its_end_is_shown_as_unfinished(app, client, a
     assert "did not finish: the scheduler stopped during this run" in outbox_row and "text-danger" in outbox_row
     sweep_row = next(row for row in page.split("<tr>") if ">sla_sweep<" in row)
     assert "running" in sweep_row and "did not finish" not in sweep_row  # a minute in: still running
+
+
+def test_a_run_whose_end_cannot_be_recorded_says_it_ran(app, db, monkeypatch):
+    real_commit = _db.session.commit
+    calls = []
+
+    def third_fails():
+        calls.append(1)
+        if len(calls) == 3:  # the start's record, the job's own work, then the end's record
+            raise sa.exc.OperationalError("UPDATE job_runs", {}, Exception("database is locked"))
+        return real_commit()
+
+    monkeypatch.setattr(_db.session, "commit", third_fails)
+    run = run_job(Job("probe", 60, lambda now: "3 lead(s) auto-assigned", "x"), WED)
+    assert not run.ok
+    assert run.summary.startswith("ran (3 lead(s) auto-assigned), but its run could not be recorded:")
