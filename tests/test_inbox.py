@@ -654,3 +654,27 @@ def test_a_withdraw_pressed_on_a_page_left_open_changes_nothing(client, auth, ad
     assert "no longer the new one of a rotation" in stale.get_data(as_text=True)
     db.session.expire_all()
     assert len(sources.active_secrets(db.session.get(WebhookSource, source.id))) == 2
+
+
+def test_a_resend_retried_a_day_later_is_still_folded_into_the_first_lead(
+    client, db, source, monkeypatch, one_call_fails
+):
+    """The 24-hour window of SPEC 2.2 counts from when the re-send arrived, not from its retry."""
+    first = deliver(client, msg_id="msg_first").get_json()
+    assert first["status"] == "accepted" and first["lead_id"] is not None
+    real, failures = intake._apply, []
+
+    def fails_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise OperationalError("INSERT INTO leads", {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(intake, "_apply", fails_once)
+    resend = deliver(client, msg_id="msg_resend").get_json()  # the same request again, minutes later
+    assert resend["lead_id"] is None  # stored failed
+    assert intake.retry_failed_items(datetime.now(UTC) + timedelta(hours=25)) == 1  # the outage lasted a day
+    db.session.expire_all()
+    item = db.session.get(InboxItem, resend["inbox_id"])
+    assert (item.status, item.lead_id) == (InboxStatus.RESUBMITTED, first["lead_id"])
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Lead)) == 1

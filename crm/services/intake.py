@@ -1080,7 +1080,10 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             changes["details_updated"] = updated
         for name, value in contact.items():
             setattr(patient, name, value)
-        target = dedupe.open_resubmission_target(patient, condition.id if condition else None, condition_text, now)
+        # The 24 hours count from when this request arrived: a re-send retried or replayed a day later
+        # is still the re-send it was (SPEC 2.2), not a new request.
+        asked = min(item.received_at or now, now)
+        target = dedupe.open_resubmission_target(patient, condition.id if condition else None, condition_text, asked)
         if target is not None:
             _settle(item, "resubmitted", target.id, now)
             data = _source_info(item)
