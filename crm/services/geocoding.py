@@ -134,6 +134,11 @@ def _all_zips() -> dict[str, dict]:
     return {z["zip_code"]: z for z in zipcodes.list_all()}
 
 
+def zip_row(zip_code: str | None) -> dict | None:
+    """The ``zipcodes`` row of a 5-digit ZIP (a ZIP+4 is read by its first five), located or not."""
+    return _all_zips().get((zip_code or "")[:5])
+
+
 def zip_known(zip_code: str) -> bool:
     """Whether the ``zipcodes`` data has this 5-digit ZIP (any kind: standard, PO box, unique,
     military, retired), located or not."""
