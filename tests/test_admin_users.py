@@ -556,10 +556,10 @@ def test_deactivation_can_hand_the_open_leads_to_a_colleague(client, auth, admin
     db.session.commit()
     auth.as_user(admin)
     page = client.get(f"/admin/users/{specialist.id}").get_data(as_text=True)
-    # Each with their load; not someone who has not signed in with their own password yet.
+    # Each with their load, and whether they can work yet.
     assert "Their 2 open leads:" in page
     assert f'<option value="{colleague.id}">to Cora Colleague (0 open of 30)</option>' in page
-    assert "Nora Newcomer" not in page.split('id="hand_to"')[1].split("</select>")[0]
+    assert "Nora Newcomer (0 open of 40, temporary password not replaced yet)" in page
     resp = client.post(
         f"/admin/users/{specialist.id}/deactivate", data={"hand_to": str(colleague.id)}, follow_redirects=True
     )

@@ -125,18 +125,20 @@ def user_edit(user_id: int):
 
 
 def _colleagues_to_hand_to(user: User) -> list[tuple[int, str]]:
-    """Who a deactivated user's open leads can go to, each with their load: active people who have
-    signed in with their own password (one who never has cannot work them yet)."""
+    """Who a deactivated user's open leads can go to: every active colleague, each with their load and
+    whether they can work now (one with a temporary password, new or just reset, cannot until they
+    choose their own)."""
     people = db.session.scalars(
-        sa.select(User)
-        .where(User.active.is_(True), User.id != user.id, User.must_change_password.is_(False))
-        .order_by(User.name)
+        sa.select(User).where(User.active.is_(True), User.id != user.id).order_by(User.name)
     ).all()
     loads = open_counts([p.id for p in people])
-    return [
-        (p.id, f"{p.name} ({loads.get(p.id, 0)} open of {p.capacity}{', on shift' if p.on_shift else ''})")
-        for p in people
-    ]
+
+    def state(p: User) -> str:
+        if p.must_change_password:
+            return ", temporary password not replaced yet"
+        return ", on shift" if p.on_shift else ""
+
+    return [(p.id, f"{p.name} ({loads.get(p.id, 0)} open of {p.capacity}{state(p)})") for p in people]
 
 
 def _act(user_id: int, fn, done):
