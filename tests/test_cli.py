@@ -69,6 +69,9 @@ def test_demo_is_idempotent_and_looks_alive(app, db):
     assert states >= 10
     statuses = set(db.session.scalars(sa.select(Lead.status).distinct()))
     assert statuses == set(LeadStatus)
+    # Every demo lead that reached the patient says when, as the workspace records it (the funnel).
+    reached = sa.select(sa.func.count()).select_from(Lead).where(Lead.status.in_(["contacted", "booked", "completed"]))
+    assert db.session.scalar(reached.where(Lead.reached_at.is_(None))) == 0
     # The inbox has the deliveries the leads came from, a resent one and a rejected one.
     from crm.models import InboxItem
     from crm.models.enums import InboxStatus

@@ -422,6 +422,8 @@ def _transition(lead, actor, to, at, reason=None):
     _event(lead, actor, EventKind.STATUS_CHANGED, data, at)
     lead.status = to
     lead.last_activity_at = at
+    if to in (LeadStatus.CONTACTED, LeadStatus.BOOKED, LeadStatus.COMPLETED) and lead.reached_at is None:
+        lead.reached_at = at  # as workflow.change_status: the funnel's "contacted" (docs/reports.md)
 
 
 def _flag_if_late(lead, created: datetime, first_contact: datetime) -> None:
