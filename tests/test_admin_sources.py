@@ -12,6 +12,7 @@ import io
 import json
 import re
 import time
+from datetime import timedelta
 from html import unescape
 
 import pytest
@@ -523,6 +524,11 @@ def test_deliveries_refused_while_a_source_was_inactive_are_counted_on_its_page(
     assert "/admin/inbox?source=site&amp;status=rejected" in client.get(f"/admin/sources/{src.id}").get_data(
         as_text=True
     )
+    # A month on, they are past any sender's resending: the warning goes.
+    for item in db.session.scalars(sa.select(InboxItem)):
+        item.received_at -= timedelta(days=31)
+    db.session.commit()
+    assert "refused while this source was inactive" not in client.get(f"/admin/sources/{src.id}").get_data(as_text=True)
     other = WebhookSourceFactory(slug="other", name="Other")
     db.session.commit()
     page = client.get(f"/admin/sources/{other.id}").get_data(as_text=True)

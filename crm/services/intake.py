@@ -606,15 +606,21 @@ def _store(**values) -> InboxItem:
 UNKNOWN_OR_INACTIVE = "unknown or inactive webhook source"
 
 
-def refused_while_inactive(source_id: int) -> tuple[int, datetime | None]:
-    """(count, latest) of the deliveries a source refused with 404 while it was inactive. They
-    cannot be replayed (the signature is checked before anything else and is not stored): only the
-    sender can send them again, so the source's page says how many there were."""
+REFUSED_WHILE_INACTIVE_DAYS = 30
+
+
+def refused_while_inactive(source_id: int, now: datetime | None = None) -> tuple[int, datetime | None]:
+    """(count, latest) of the deliveries a source refused with 404 while it was inactive, in the last
+    REFUSED_WHILE_INACTIVE_DAYS (older ones are past any sender's resending). They cannot be replayed
+    (the signature is checked before anything else and is not stored): only the sender can send them
+    again, so the source's page says how many there were."""
+    since = (now or utcnow()) - timedelta(days=REFUSED_WHILE_INACTIVE_DAYS)
     count, latest = db.session.execute(
         sa.select(sa.func.count(), sa.func.max(InboxItem.received_at)).where(
             InboxItem.source_id == source_id,
             InboxItem.status == InboxStatus.REJECTED,
             InboxItem.error == f"[404] {UNKNOWN_OR_INACTIVE}",
+            InboxItem.received_at >= since,
         )
     ).one()
     return int(count), latest
