@@ -199,7 +199,7 @@ def ensure_next_step(lead: Lead, *, actor: User | None, now: datetime | None = N
 
 def _last_call_outcome(lead: Lead) -> str | None:
     calls = [e for e in lead.events if e.kind == EventKind.CALL_ATTEMPT]
-    return (max(calls, key=lambda e: e.id).data or {}).get("outcome") if calls else None
+    return (max(calls, key=lambda e: (e.created_at, e.id or 0)).data or {}).get("outcome") if calls else None
 
 
 def close_automatic(lead: Lead, *, actor: User | None, outcome: str, now: datetime) -> int:
