@@ -45,6 +45,7 @@ from crm.models.enums import (
 from crm.seed.reference import load_reference_data
 from crm.services import accounts
 from crm.services.npi import check_digit
+from crm.services.workflow import REACHED
 
 DEMO_PASSWORD = "desk-demo-2026"
 DEMO_USERS = [
@@ -422,7 +423,7 @@ def _transition(lead, actor, to, at, reason=None):
     _event(lead, actor, EventKind.STATUS_CHANGED, data, at)
     lead.status = to
     lead.last_activity_at = at
-    if to in (LeadStatus.CONTACTED, LeadStatus.BOOKED, LeadStatus.COMPLETED) and lead.reached_at is None:
+    if to in REACHED and lead.reached_at is None:
         lead.reached_at = at  # as workflow.change_status: the funnel's "contacted" (docs/reports.md)
 
 

@@ -829,7 +829,7 @@ def warn_expiring_registrations(now: datetime) -> int:
         log.warning("registration expiry warnings: %d registration(s) expiring, no active admin to notify", len(regs))
         return 0
     keys = {
-        (reg.id, admin.id): f"reg-expiry:{reg.id}:{reg.expires_on.isoformat()}:{admin.id}"
+        (reg.id, admin.id): f"{REG_EXPIRY_KEY}:{reg.id}:{reg.expires_on.isoformat()}:{admin.id}"
         for reg in regs
         for admin in admins
     }
@@ -862,13 +862,21 @@ def warn_expiring_registrations(now: datetime) -> int:
     return len(regs)
 
 
+REG_EXPIRY_KEY = "reg-expiry"  # an expiry alert's dedupe key: reg-expiry:<registration id>:<date>:<admin id>
+
+
 def physicians_of_alerts(notes) -> dict[int, int]:
     """For "registration expiring" alerts (dedupe key ``reg-expiry:<registration id>:…``): alert id ->
     the physician whose registration it is, so the alert can open the physician's page."""
     reg_of = {}
     for note in notes:
         parts = (note.dedupe_key or "").split(":")
-        if note.kind == "registration_expiring" and len(parts) > 1 and parts[0] == "reg-expiry" and parts[1].isdigit():
+        if (
+            note.kind == "registration_expiring"
+            and len(parts) > 1
+            and parts[0] == REG_EXPIRY_KEY
+            and parts[1].isdigit()
+        ):
             reg_of[note.id] = int(parts[1])
     if not reg_of:
         return {}

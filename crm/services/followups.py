@@ -36,15 +36,6 @@ class CallingWindowError(FollowUpError):
         self.suggestion = suggestion
 
 
-def _zip_timezone(zip_code: str) -> str | None:
-    """The ZIP's zone from the offline table, by key (``zipcodes.matching`` scans every ZIP: 2.5 ms a
-    look-up, and Get next may look up a couple of hundred patients not yet located)."""
-    from crm.services.geocoding import zip_row
-
-    row = zip_row(zip_code)
-    return (row.get("timezone") or None) if row else None
-
-
 def patient_timezone(patient: Patient, fallback: str | None = None) -> tuple[str, bool]:
     """(IANA zone, known?): the geocoded zone, else the ZIP's zone, else the business zone."""
     known = zone_of(patient.timezone, patient.zip)
@@ -55,7 +46,14 @@ def patient_timezone(patient: Patient, fallback: str | None = None) -> tuple[str
 
 def zone_of(timezone: str | None, zip_code: str | None) -> str | None:
     """A patient's zone from their columns (the geocoded zone, else the ZIP's), or None."""
-    return timezone or (_zip_timezone(zip_code) if zip_code else None)
+    if timezone or not zip_code:
+        return timezone or None
+    # By key from the offline table (``zipcodes.matching`` scans every ZIP: 2.5 ms a look-up, and Get
+    # next may look up a couple of hundred patients not yet located).
+    from crm.services.geocoding import zip_row
+
+    row = zip_row(zip_code)
+    return (row.get("timezone") or None) if row else None
 
 
 def refresh_next_follow_up(lead: Lead) -> None:

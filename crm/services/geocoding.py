@@ -103,12 +103,11 @@ def _coords(z: Mapping) -> tuple[float, float] | None:
 
 @lru_cache(maxsize=1)
 def _zip_index() -> tuple[dict[str, dict], dict[tuple[str, str], list[dict]], dict[str, list[dict]]]:
-    import zipcodes
-
+    """The located ZIPs, by ZIP, by (city, state) and by state (from ``_all_zips``: one load)."""
     by_zip: dict[str, dict] = {}
     by_city: dict[tuple[str, str], list[dict]] = {}
     by_state: dict[str, list[dict]] = {}
-    for z in zipcodes.list_all():
+    for z in _all_zips().values():
         if _coords(z) is None:
             continue
         by_zip[z["zip_code"]] = z

@@ -1088,7 +1088,7 @@ def _apply(item: InboxItem, clean: dict, now: datetime) -> tuple[str, int]:
             setattr(patient, name, value)
         # The 24 hours count from when this request arrived: a re-send retried or replayed a day later
         # is still the re-send it was (SPEC 2.2), not a new request.
-        asked = min(item.received_at or now, now)
+        asked = _asked_at(item, now)
         target = dedupe.open_resubmission_target(patient, condition.id if condition else None, condition_text, asked)
         if target is not None:
             _settle(item, "resubmitted", target.id, now)
@@ -1192,11 +1192,15 @@ def _new_patient_row(clean: dict, wish: _Wish, now: datetime) -> dict[str, Any]:
     }
 
 
+def _asked_at(item: InboxItem | FreshItem, now: datetime) -> datetime:
+    """When the patient asked: the request's arrival. A lead made by a retry or a replay after an
+    outage is as old as the request, so its speed-to-lead clock, its place in the queue, its report
+    day and the re-send window count from then, not from when processing finally succeeded."""
+    return min(item.received_at or now, now)
+
+
 def _new_lead_row(item: InboxItem | FreshItem, clean: dict, wish: _Wish, now: datetime) -> dict[str, Any]:
-    # The patient asked when the request arrived: a lead made by a retry or a replay after an outage
-    # is as old as the request, so its speed-to-lead clock, its place in the queue and its report day
-    # count from then, not from when processing finally succeeded.
-    asked = min(item.received_at or now, now)
+    asked = _asked_at(item, now)
     return {
         "condition_id": wish.condition.id if wish.condition else None,
         "condition_text": wish.condition_text,

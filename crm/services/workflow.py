@@ -121,6 +121,10 @@ def check_transition(
     return rule
 
 
+# A move to one of these means the patient was reached: the first sets ``Lead.reached_at``.
+REACHED = (S.CONTACTED, S.BOOKED, S.COMPLETED)
+
+
 def change_status(
     lead: Lead,
     to: LeadStatus | str,
@@ -162,7 +166,7 @@ def change_status(
         # Reached or tried some other way (an email, a text) without a logged call: the first
         # contact is now, for the SLA clock and speed-to-lead alike.
         lead.first_contact_at = now
-    if target in (S.CONTACTED, S.BOOKED, S.COMPLETED) and lead.reached_at is None:
+    if target in REACHED and lead.reached_at is None:
         lead.reached_at = now  # the funnel's "contacted": kept whatever the lead's status later
     if target == S.LOST:
         lead.lost_reason = LostReason(str(reason))
