@@ -31,6 +31,10 @@ def create_app(config: object | str | None = None, **overrides) -> Flask:
     from crm.config_check import check_config
 
     check_config(app.config)
+    from crm.intake.webhook import WebhookDoor
+
+    # The intake webhook is answered in front of Flask's request handling, and behind ProxyFix.
+    app.wsgi_app = WebhookDoor(app, app.wsgi_app)
     proxies = int(app.config.get("TRUST_PROXY") or 0)
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)

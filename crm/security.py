@@ -19,7 +19,7 @@ CSP = (
 
 # Static files and machine endpoints never carry a login: no user is loaded and no session is
 # touched for them.
-SESSIONLESS_ENDPOINTS = frozenset({"static", "bootstrap.static", "intake.webhook", "intake.healthz"})
+SESSIONLESS_ENDPOINTS = frozenset({"static", "bootstrap.static", "intake.healthz"})
 # What a user whose password an admin set may still do before choosing their own.
 OWN_PASSWORD_ENDPOINTS = frozenset({"auth.change_password", "auth.logout", "auth.keepalive"})
 
@@ -161,6 +161,21 @@ def admin_required(view):
     return role_required(Role.ADMIN)(view)
 
 
+def baseline_headers(debug: bool) -> list[tuple[str, str]]:
+    """The headers every response carries: Flask's (init_app below) and the webhook's (crm/intake/webhook.py)."""
+    headers = [
+        ("Content-Security-Policy", CSP),
+        ("X-Frame-Options", "DENY"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "strict-origin-when-cross-origin"),
+        ("Permissions-Policy", "geolocation=(), camera=(), microphone=()"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+    ]
+    if not debug:
+        headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+    return headers
+
+
 def init_app(app) -> None:
     from crm.models import User
 
@@ -236,14 +251,11 @@ def init_app(app) -> None:
     @app.after_request
     def security_headers(response):
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", CSP)
-        headers["X-Frame-Options"] = "DENY"
-        headers["X-Content-Type-Options"] = "nosniff"
-        headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
-        headers["Permissions-Policy"] = "geolocation=(), camera=(), microphone=()"
-        headers["Cross-Origin-Opener-Policy"] = "same-origin"
-        if not app.debug:
-            headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        for name, value in baseline_headers(app.debug):
+            if name == "Content-Security-Policy":
+                headers.setdefault(name, value)  # a page may set its own
+            else:
+                headers[name] = value
         # The user as loaded by this request (pages with patient data all require a login, so they
         # loaded it); reading current_user here would load one for public and machine requests too.
         user = g.get("_login_user")

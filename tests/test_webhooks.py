@@ -905,6 +905,99 @@ def test_database_unreachable_is_503_also_with_the_rate_limit_on(make_app, db, s
     assert resp.status_code == 503 and resp.headers["Retry-After"] == "30"
 
 
+# ---------------------------------------------------------------- answered in front of Flask (crm/intake/webhook.py)
+
+
+def test_every_webhook_answer_carries_the_security_headers(make_app, db, source):
+    client = make_app(DEBUG=False).test_client()
+    for resp in (deliver(client, PAYLOAD), deliver(client, PAYLOAD, signature="v1,bad", msg_id="m2")):
+        assert resp.status_code in (202, 401)
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        assert resp.headers["Content-Security-Policy"].startswith("default-src")
+        assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert resp.headers["Content-Type"] == "application/json"
+        assert "Set-Cookie" not in resp.headers  # no session for a machine
+    assert resp.get_json()["error"]
+
+
+def test_other_methods_are_405_and_other_paths_go_to_the_app(client, db, source):
+    resp = client.get("/webhooks/intake/site")
+    assert resp.status_code == 405 and resp.headers["Allow"] == "POST"
+    assert resp.get_json() == {"error": "That action is not allowed here."}
+    assert client.put("/webhooks/intake/site", data=b"{}").status_code == 405
+    for path in ("/webhooks/intake/site/", "/webhooks/intake/", "/webhooks/intake/site/extra"):
+        resp = client.post(path, data=b"{}", headers={"content-type": "application/json"})
+        assert resp.status_code == 404 and "error" in resp.get_json(), path  # Flask's JSON 404
+    assert count(db, InboxItem) == 0
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+
+
+def test_an_unexpected_error_is_a_logged_json_500_and_the_next_delivery_works(client, db, source, monkeypatch, caplog):
+    from crm.services import intake
+
+    real = intake.receive_webhook
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(intake, "receive_webhook", broken)
+    resp = deliver(client, PAYLOAD)
+    assert resp.status_code == 500
+    assert resp.get_json() == {"error": "Something went wrong on our side. The error was logged."}
+    assert "unhandled error on POST /webhooks/intake/site" in caplog.text and "a bug" in caplog.text
+    monkeypatch.setattr(intake, "receive_webhook", real)
+    assert deliver(client, PAYLOAD, msg_id="m2").status_code == 202
+
+
+def test_a_slug_in_another_script_is_an_unknown_source(client, db, source):
+    resp = client.post("/webhooks/intake/%C3%A9t%C3%A9", data=b"{}", headers={"content-type": "application/json"})
+    assert resp.status_code == 404
+    assert items(db)[0].source_slug == "été"
+
+
+def test_without_the_rate_limit_no_limit_headers(client, db, source):
+    resp = deliver(client, PAYLOAD)
+    assert resp.status_code == 202 and not [k for k, _ in resp.headers.items() if k.startswith("X-RateLimit")]
+
+
+def test_every_limit_of_several_is_counted_and_the_one_reached_is_shown(make_app, db, source):
+    client = make_app(RATELIMIT_ENABLED=True, WEBHOOK_RATE_LIMIT="3 per hour;2 per minute").test_client()
+    first = deliver(client, PAYLOAD, msg_id="l0")
+    assert first.headers["X-RateLimit-Limit"] == "2" and first.headers["X-RateLimit-Remaining"] == "1"
+    assert 0 < int(first.headers["X-RateLimit-Retry-After"]) <= 60
+    assert int(first.headers["X-RateLimit-Reset"]) > datetime.now(UTC).timestamp()
+    codes = [first.status_code] + [deliver(client, PAYLOAD, msg_id=f"l{i}").status_code for i in (1, 2)]
+    assert codes == [202, 200, 429]
+    refused = deliver(client, PAYLOAD, msg_id="l3")
+    assert refused.status_code == 429 and refused.headers["X-RateLimit-Limit"] == "2"
+    assert refused.headers["X-RateLimit-Remaining"] == "0" and 0 < int(refused.headers["Retry-After"]) <= 60
+    assert count(db, InboxItem) == 2  # refused deliveries are not stored
+
+
+def test_a_store_that_came_back_counts_again_after_a_while(make_app, db, source, monkeypatch):
+    from crm.intake import webhook
+
+    unreachable = "redis://127.0.0.1:1/0"
+    app = make_app(
+        RATELIMIT_ENABLED=True,
+        WEBHOOK_RATE_LIMIT="5 per minute",
+        RATELIMIT_STORAGE_URI=unreachable,
+        RATELIMIT_STORAGE_OPTIONS=rate_limit_storage_options(unreachable),
+    )
+    client = app.test_client()
+    assert deliver(client, PAYLOAD, msg_id="a").headers["X-RateLimit-Remaining"] == "4"  # in memory
+    door = app.wsgi_app
+    assert isinstance(door, webhook.WebhookDoor)
+    now = webhook.time.monotonic()
+    monkeypatch.setattr(webhook.time, "monotonic", lambda: now + webhook.STORE_RETRY_SECONDS + 1)
+    door.limit._store = None  # the store is back: a fresh one answers
+    monkeypatch.setitem(app.config, "RATELIMIT_STORAGE_URI", "memory://")
+    monkeypatch.setitem(app.config, "RATELIMIT_STORAGE_OPTIONS", {})
+    resp = deliver(client, PAYLOAD, msg_id="b")
+    assert resp.headers["X-RateLimit-Remaining"] == "4"  # counted in the store again (in memory: 3)
+
+
 def test_condition_details_beside_an_unmatched_condition_stay_on_the_lead_and_fold_only_when_the_same(
     client, db, source
 ):

@@ -23,7 +23,7 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm.errors import CSRF_MESSAGE, PUBLIC_FORM_ENDPOINTS, error_response
-from crm.extensions import csrf, db, limiter
+from crm.extensions import db, limiter
 from crm.intake.forms import CONSENT_TEXT, OTHER, TRACKING_FIELDS, RequestForm
 from crm.models import Condition
 from crm.services import geocoding, intake
@@ -34,26 +34,6 @@ bp = Blueprint("intake", __name__)
 
 def _intake_limit() -> str:
     return current_app.config["INTAKE_RATE_LIMIT"]
-
-
-def _webhook_limit() -> str:
-    return current_app.config["WEBHOOK_RATE_LIMIT"]
-
-
-def _webhook_key() -> str:
-    """Per source and client IP: one busy integration does not throttle another. Slugs that
-    name no active source share one allowance per IP, or made-up slugs would each get their own
-    (and every one of those deliveries is stored)."""
-    slug = (request.view_args or {}).get("slug", "")[:80]  # as the view looks it up
-    try:
-        source = intake.load_source(slug)
-    except SQLAlchemyError:
-        # The database is down: key by the slug as given and let the view answer 503.
-        db.session.rollback()
-        return f"{slug}:{request.remote_addr}"
-    if source is None or not source.active:
-        slug = "(no source)"
-    return f"{slug}:{request.remote_addr}"
 
 
 def _published() -> list[Condition]:
@@ -210,7 +190,8 @@ def _headers() -> dict[str, str]:
 
 @bp.errorhandler(429)
 def _too_many(err):
-    """The form's breach handler builds its own page (typed values kept); the webhook gets the JSON 429."""
+    """The form's breach handler builds its own page (typed values kept); the webhook counts its own
+    limit in front of Flask (crm/intake/webhook.py)."""
     if getattr(err, "response", None) is not None:
         return err.response
     limit = getattr(err, "limit", None)
@@ -379,30 +360,3 @@ def request_form():
 @bp.get("/thank-you")
 def thank_you():
     return render_template("public/thank_you.html")
-
-
-@bp.post("/webhooks/intake/<slug>")
-@csrf.exempt
-@limiter.limit(_webhook_limit, key_func=_webhook_key)
-def webhook(slug: str):
-    limit = current_app.config["WEBHOOK_MAX_BYTES"]
-    too_large = (request.content_length or 0) > limit
-    body = None
-    if not too_large:
-        body = request.stream.read(limit + 1)
-        too_large = len(body) > limit
-    try:
-        outcome = intake.receive_webhook(
-            slug, None if too_large else body, dict(request.headers), remote_ip=request.remote_addr, too_large=too_large
-        )
-    except SQLAlchemyError:
-        # Nothing could be stored: tell the sender to retry later rather than pretend.
-        db.session.rollback()
-        current_app.logger.exception("intake: could not store a webhook delivery")
-        resp = jsonify({"error": "temporarily unable to store the delivery; retry later"})
-        resp.status_code = 503
-        resp.headers["Retry-After"] = "30"
-        return resp
-    resp = jsonify(outcome.json())
-    resp.status_code = outcome.http_status
-    return resp
