@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sys
 import threading
+import time
 import types
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -923,8 +925,10 @@ def test_every_webhook_answer_carries_the_security_headers(make_app, db, source)
 
 def test_other_methods_are_405_and_other_paths_go_to_the_app(client, db, source):
     resp = client.get("/webhooks/intake/site")
-    assert resp.status_code == 405 and resp.headers["Allow"] == "POST"
+    assert resp.status_code == 405 and resp.headers["Allow"] == "OPTIONS, POST"
     assert resp.get_json() == {"error": "That action is not allowed here."}
+    options = client.options("/webhooks/intake/site")
+    assert options.status_code == 200 and options.headers["Allow"] == "OPTIONS, POST"
     assert client.put("/webhooks/intake/site", data=b"{}").status_code == 405
     for path in ("/webhooks/intake/site/", "/webhooks/intake/", "/webhooks/intake/site/extra"):
         resp = client.post(path, data=b"{}", headers={"content-type": "application/json"})
@@ -948,6 +952,58 @@ def test_an_unexpected_error_is_a_logged_json_500_and_the_next_delivery_works(cl
     assert "unhandled error on POST /webhooks/intake/site" in caplog.text and "a bug" in caplog.text
     monkeypatch.setattr(intake, "receive_webhook", real)
     assert deliver(client, PAYLOAD, msg_id="m2").status_code == 202
+
+
+def test_a_sender_that_hangs_up_before_the_whole_body_is_a_quiet_400(app, client, db, source, caplog):
+    """A server that does not end the body itself (no ``wsgi.input_terminated``; gunicorn does) has
+    nothing to hand over when the sender closed before its body: Werkzeug's ClientDisconnected, the
+    sender's doing, answered 400 and not logged as our error."""
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    signed = sign_payload(SECRET, json.dumps(PAYLOAD), msg_id="gone")
+    headers = dict(signed.headers, **{"content-type": "application/json"})
+    environ = EnvironBuilder(path="/webhooks/intake/site", method="POST", headers=headers, data=b"").get_environ()
+    environ["CONTENT_LENGTH"] = "300"
+    environ.pop("wsgi.input_terminated", None)
+    body, status, _ = run_wsgi_app(app, environ)
+    assert status.startswith("400") and b"error" in b"".join(body)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert deliver(client, PAYLOAD, msg_id="m2").status_code == 202
+
+
+def test_the_first_deliveries_to_a_worker_at_once_share_one_count(make_app, db, source, monkeypatch):
+    """gthread: threads racing to make the worker's rate-limit store would each count in their own."""
+    from crm.intake import webhook
+
+    real = webhook.storage_from_string
+
+    def slow(*args, **kwargs):  # making a store imports modules: a window for the race
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(webhook, "storage_from_string", slow)
+    client = make_app(RATELIMIT_ENABLED=True, WEBHOOK_RATE_LIMIT="2 per minute").test_client()
+    start, codes = threading.Barrier(6), []
+
+    def one(i):
+        start.wait()
+        codes.append(client.post("/webhooks/intake/nowhere", data=b"{}").status_code)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [404, 404, 429, 429, 429, 429]
+
+
+def test_a_refused_delivery_is_logged_since_it_is_not_stored(make_app, db, source, caplog):
+    client = make_app(RATELIMIT_ENABLED=True, WEBHOOK_RATE_LIMIT="1 per minute").test_client()
+    assert deliver(client, PAYLOAD, msg_id="r1").status_code == 202
+    with caplog.at_level(logging.INFO, logger="crm.intake.webhook"):
+        assert deliver(client, PAYLOAD, msg_id="r2").status_code == 429
+    assert "webhook rate limit 1 per 1 minute reached for site:127.0.0.1" in caplog.text
+    assert count(db, InboxItem) == 1
 
 
 def test_a_slug_in_another_script_is_an_unknown_source(client, db, source):

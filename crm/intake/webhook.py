@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -29,6 +30,7 @@ from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import STRATEGIES, RateLimiter
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import EnvironHeaders
+from werkzeug.exceptions import HTTPException
 from werkzeug.wsgi import get_content_length, get_input_stream
 
 from crm.errors import MESSAGES
@@ -39,6 +41,7 @@ PATH_RE = re.compile(r"/webhooks/intake/([^/]+)\Z")
 # their own otherwise, and every one of those deliveries is stored.
 NO_SOURCE = "(no source)"
 STORE_RETRY_SECONDS = 30  # how long a worker counts in memory after the shared store failed
+ALLOW = ("Allow", "OPTIONS, POST")
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ class WebhookLimit:
         self._store: RateLimiter | None = None
         self._memory: RateLimiter | None = None
         self._store_down_until = 0.0
+        # One store per worker, made on first use (after the fork): threads of a gthread worker
+        # racing to make it would each count in a store of their own.
+        self._making = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -72,13 +78,20 @@ class WebhookLimit:
         if time.monotonic() < self._store_down_until:
             return self._in_memory()
         if self._store is None:
-            uri = self.config["RATELIMIT_STORAGE_URI"]
-            self._store = self._strategy(storage_from_string(uri, **self.config.get("RATELIMIT_STORAGE_OPTIONS", {})))
+            with self._making:
+                if self._store is None:
+                    uri, options = (
+                        self.config["RATELIMIT_STORAGE_URI"],
+                        self.config.get("RATELIMIT_STORAGE_OPTIONS", {}),
+                    )
+                    self._store = self._strategy(storage_from_string(uri, **options))
         return self._store
 
     def _in_memory(self) -> RateLimiter:
         if self._memory is None:
-            self._memory = self._strategy(MemoryStorage())
+            with self._making:
+                if self._memory is None:
+                    self._memory = self._strategy(MemoryStorage())
         return self._memory
 
     def check(self, key: str) -> tuple[bool, list[tuple[str, str]]]:
@@ -111,6 +124,8 @@ class WebhookLimit:
         ]
         if not allowed:
             headers.append(("Retry-After", wait))
+            # Refused deliveries are not stored (docs/intake.md): the log says an integration is throttled.
+            log.info("webhook rate limit %s reached for %s", shown, keys[-2])
         return allowed, headers
 
 
@@ -126,14 +141,18 @@ class WebhookDoor:
         found = PATH_RE.match(environ.get("PATH_INFO", ""))
         if found is None:
             return self.wsgi_app(environ, start_response)
-        if environ.get("REQUEST_METHOD") != "POST":
-            code, body, headers = 405, {"error": MESSAGES[405]}, [("Allow", "POST")]
+        method = environ.get("REQUEST_METHOD")
+        if method == "OPTIONS":  # as Flask answers it for a route
+            start_response("200 OK", [ALLOW, ("Content-Length", "0"), *baseline_headers(self.app.debug)])
+            return [b""]
+        if method != "POST":
+            code, body, headers = 405, {"error": MESSAGES[405]}, [ALLOW]
         else:
             # As Werkzeug decodes a path: the server gives it as Latin-1 characters of UTF-8 bytes.
             slug = found.group(1).encode("latin-1").decode("utf-8", "replace")[:80]
             with self.app.app_context():
                 code, body, headers = self._deliver(slug, environ)
-        return self._respond(start_response, code, body, headers, environ.get("REQUEST_METHOD") == "HEAD")
+        return self._respond(start_response, code, body, headers, method == "HEAD")
 
     def _deliver(self, slug: str, environ: dict) -> Answer:
         from crm.extensions import db
@@ -160,15 +179,21 @@ class WebhookDoor:
                 remote_ip=remote_ip,
                 too_large=too_large,
             )
+        except HTTPException as exc:
+            # Werkzeug's own refusals while reading the body: a sender that hung up before sending all
+            # of it (ClientDisconnected, a 400). The sender's fault, not ours: answered, not logged.
+            db.session.rollback()
+            code = exc.code or 400
+            return code, {"error": MESSAGES.get(code, exc.description or "Error")}, limit_headers
         except SQLAlchemyError:
             # Nothing could be stored: tell the sender to retry later rather than pretend.
-            db.session.rollback()
             self.app.logger.exception("intake: could not store a webhook delivery")
+            db.session.rollback()
             error = {"error": "temporarily unable to store the delivery; retry later"}
             return 503, error, [*limit_headers, ("Retry-After", "30")]
         except Exception:
-            db.session.rollback()
             self.app.logger.exception("unhandled error on POST %s", environ.get("PATH_INFO"))
+            db.session.rollback()
             return 500, {"error": MESSAGES[500]}, limit_headers
         return outcome.http_status, outcome.json(), limit_headers
 
