@@ -39,7 +39,7 @@ import re
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -569,7 +569,6 @@ class Outcome:
     error: str | None = None
     fields: dict[str, list[str]] | None = None
     read_from: dict[str, str] | None = None  # webhook 422: where in the body each refused field was read
-    extra_headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> dict:
         if self.status == "rejected":
