@@ -492,15 +492,18 @@ def test_behind_a_proxy_the_client_ip_comes_from_x_forwarded_for(make_app, db, s
     assert lead.patient.consent_ip == "127.0.0.1"  # consent was given on the first, direct delivery
 
 
-def test_a_rate_limit_store_that_is_down_does_not_turn_deliveries_away(make_app, db, source):
+def with_a_store_that_is_down(make_app, limit: str):
     unreachable = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every call fails at once
-    app = make_app(
+    return make_app(
         RATELIMIT_ENABLED=True,
-        WEBHOOK_RATE_LIMIT="2 per minute",
+        WEBHOOK_RATE_LIMIT=limit,
         RATELIMIT_STORAGE_URI=unreachable,
         RATELIMIT_STORAGE_OPTIONS=rate_limit_storage_options(unreachable),
     )
-    client = app.test_client()
+
+
+def test_a_rate_limit_store_that_is_down_does_not_turn_deliveries_away(make_app, db, source):
+    client = with_a_store_that_is_down(make_app, "2 per minute").test_client()
     codes = [deliver(client, PAYLOAD, msg_id=f"down{i}").status_code for i in range(3)]
     assert codes == [202, 200, 429]  # stored, and still limited: counted in the worker's memory
     assert count(db, Lead) == 1 and count(db, InboxItem) == 2
@@ -1034,13 +1037,7 @@ def test_every_limit_of_several_is_counted_and_the_one_reached_is_shown(make_app
 def test_a_store_that_came_back_counts_again_after_a_while(make_app, db, source, monkeypatch):
     from crm.intake import webhook
 
-    unreachable = "redis://127.0.0.1:1/0"
-    app = make_app(
-        RATELIMIT_ENABLED=True,
-        WEBHOOK_RATE_LIMIT="5 per minute",
-        RATELIMIT_STORAGE_URI=unreachable,
-        RATELIMIT_STORAGE_OPTIONS=rate_limit_storage_options(unreachable),
-    )
+    app = with_a_store_that_is_down(make_app, "5 per minute")
     client = app.test_client()
     assert deliver(client, PAYLOAD, msg_id="a").headers["X-RateLimit-Remaining"] == "4"  # in memory
     door = app.wsgi_app
