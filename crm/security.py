@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 from flask import abort, flash, g, redirect, request, session, url_for
 from flask_login import current_user, logout_user
 
+from crm.errors import PUBLIC_FORM_ENDPOINTS
 from crm.extensions import db, login_manager
 
 CSP = (
@@ -261,5 +262,9 @@ def init_app(app) -> None:
         user = g.get("_login_user")
         if user is not None and getattr(user, "is_authenticated", False):
             # Pages with patient data must not sit in shared caches or the back button.
+            headers.setdefault("Cache-Control", "no-store")
+        elif request.endpoint in PUBLIC_FORM_ENDPOINTS:
+            # The request form: re-shown after a refusal it holds what the patient typed (their health
+            # message too), on what may be a shared computer; and every copy has its own form tokens.
             headers.setdefault("Cache-Control", "no-store")
         return response

@@ -266,6 +266,20 @@ def test_security_headers_on_staff_public_and_machine_responses(client, auth, sp
         assert resp.status_code in (200, 404), (url, resp.status_code)
         _assert_security_headers(resp, hsts=True)
     assert all(r.headers["Cache-Control"] == "no-store" for r in staff.values())  # patient data
+    assert public["/conditions"].headers.get("Cache-Control") != "no-store"  # no form on it
+
+
+def test_the_request_form_is_never_cached_least_of_all_re_shown_with_what_was_typed(client, db):
+    from tests.factories import ConditionFactory
+
+    ConditionFactory(slug="dystonia", name="Dystonia")
+    db.session.commit()
+    typed = {"first_name": "Quillon", "last_name": "Vexmarten", "email": "qv@example.com", "message": "tremor at night"}
+    for url in ("/request", "/conditions/dystonia"):
+        assert client.get(url).headers["Cache-Control"] == "no-store"
+        refused = client.post(url, data=typed)  # no ZIP, no consent: the form again, values kept
+        assert refused.status_code == 200 and "Vexmarten" in refused.get_data(as_text=True)
+        assert refused.headers["Cache-Control"] == "no-store", url
 
 
 def test_hsts_is_left_out_of_the_debug_server(make_app, db):
