@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -711,6 +712,25 @@ def test_reschedule_route_from_the_lead_page(client, auth, db, specialist):
     other, _ = matched_lead(db, assignee=specialist)
     resp = form_post(client, f"/leads/{other.id}/appointments/{appt.id}/reschedule", other, starts="2026-11-25T10:30")
     assert resp.status_code == 422 and "does not belong to this lead" in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("local", "minutes", "refused"),
+    [("21:30", 240, True), ("20:30", 240, True), ("20:00", 240, False), ("21:59", 30, False)],
+)
+def test_a_long_visit_must_end_by_midnight_for_the_patient(db, specialist, local, minutes, refused):
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    hour, minute = map(int, local.split(":"))
+    starts = datetime(2026, 11, 20, hour, minute, tzinfo=booking.patient_zone(lead.patient))  # Miami
+    book = functools.partial(booking.book, lead, physician_id=doc.id, mode="in_person", actor=specialist, now=WED)
+    if not refused:
+        assert book(starts_at=starts, duration_minutes=minutes).starts_at == starts
+        return
+    with pytest.raises(BookingError, match=r"would end at \d\d:\d\d AM for the patient, past midnight their time"):
+        book(starts_at=starts, duration_minutes=minutes)
+    appt = book(starts_at=starts - timedelta(hours=3), duration_minutes=minutes)  # earlier: fine
+    with pytest.raises(BookingError, match="Start it earlier or make it shorter"):
+        booking.reschedule(appt, starts_at=starts + timedelta(days=1), actor=specialist, now=WED)
 
 
 @pytest.mark.parametrize(

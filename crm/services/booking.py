@@ -125,7 +125,7 @@ def book(
         raise BookingError("Book within the next year.")
     if not 5 <= duration_minutes <= MAX_VISIT_MINUTES:
         raise BookingError("The visit length must be between 5 and 240 minutes.")
-    _check_visiting_hours(lead, starts_at)
+    _check_visiting_hours(lead, starts_at, duration_minutes)
     # A certification the state will not accept wastes the patient's fee and the physician's time:
     # such a booking must be a decision, not a slip (the page shows the reason next to the box).
     doubt = eligibility_doubt(lead)
@@ -208,16 +208,23 @@ VISITING_HOURS = (6, 22)
 MAX_VISIT_MINUTES = 240
 
 
-def _check_visiting_hours(lead: Lead, starts_at: datetime) -> None:
+def _check_visiting_hours(lead: Lead, starts_at: datetime, duration_minutes: int) -> None:
     local = starts_at.astimezone(patient_zone(lead.patient))
     first, last = VISITING_HOURS
-    if first <= local.hour < last:
-        return
-    other = local + timedelta(hours=12 if local.hour < 12 else -12)  # always inside the hours
-    raise BookingError(
-        f"That is {local:%I:%M %p} for the patient: visits start between 6 AM and 10 PM their time. "
-        f"Did you mean {other:%I:%M %p} their time?"
-    )
+    if not first <= local.hour < last:
+        other = local + timedelta(hours=12 if local.hour < 12 else -12)  # always inside the hours
+        raise BookingError(
+            f"That is {local:%I:%M %p} for the patient: visits start between 6 AM and 10 PM their time. "
+            f"Did you mean {other:%I:%M %p} their time?"
+        )
+    # A long visit started late must not run past midnight, into the patient's night (wall-clock time,
+    # as they live it). The start rule above is for AM/PM slips; this one for the visit's length.
+    ends = local.replace(tzinfo=None) + timedelta(minutes=duration_minutes)
+    if ends > datetime.combine(local.date() + timedelta(days=1), datetime.min.time()):
+        raise BookingError(
+            f"A {duration_minutes}-minute visit at {local:%I:%M %p} would end at {ends:%I:%M %p} for the patient, "
+            "past midnight their time. Start it earlier or make it shorter."
+        )
 
 
 def _registration_gap(physician: Physician, patient, starts_at: datetime) -> tuple[str, date | None] | None:
@@ -284,7 +291,7 @@ def reschedule(appt: Appointment, *, starts_at: datetime, actor: User, now: date
         raise BookingError("The appointment must be in the future.")
     if starts_at > now + timedelta(days=365):
         raise BookingError("Book within the next year.")
-    _check_visiting_hours(appt.lead, starts_at)
+    _check_visiting_hours(appt.lead, starts_at, appt.duration_minutes)
     physician = _lock_physician(appt.physician_id)
     db.session.refresh(appt, with_for_update=db.session.get_bind().dialect.name != "sqlite")
     if appt.status not in LIVE_APPOINTMENT:
