@@ -776,6 +776,26 @@ def test_the_booking_form_names_the_slip_and_keeps_what_was_typed(client, auth, 
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 0
 
 
+@time_machine.travel(WED, tick=False)
+def test_a_double_click_on_book_says_booked_not_that_nothing_was_saved(client, auth, db, specialist):
+    auth.as_user(specialist)
+    lead, (doc,) = matched_lead(db, assignee=specialist)
+    data = {"physician_id": str(doc.id), "starts": "2026-11-20T15:00", "tz_basis": "patient", "mode": "in_person"}
+    version = str(lead.version)  # both posts come from the same page
+    first = client.post(f"/leads/{lead.id}/appointments", data=dict(data, duration="30", version=version))
+    assert first.status_code == 302
+    second = client.post(f"/leads/{lead.id}/appointments", data=dict(data, duration="30", version=version))
+    assert second.status_code == 302
+    page = client.get(second.headers["Location"]).get_data(as_text=True)
+    assert "the form was sent twice: it is booked once" in page and "was not saved" not in page
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 1
+    # Another time from the same stale page is a real conflict, said as such.
+    other = client.post(
+        f"/leads/{lead.id}/appointments", data=dict(data, starts="2026-11-20T16:00", duration="30", version=version)
+    )
+    assert other.status_code == 409 and "was not saved" in other.get_data(as_text=True)
+
+
 def test_a_long_visit_clashes_with_a_shorter_one_starting_inside_it(db, specialist):
     lead, (doc,) = matched_lead(db, assignee=specialist)
     booking.book(

@@ -7,7 +7,7 @@ lead carries its version; a stale one gets the conflict message (HTTP 409).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
@@ -31,7 +31,7 @@ from crm.models import (
     User,
     WebhookSource,
 )
-from crm.models.enums import EventKind, LeadStatus, VisitMode
+from crm.models.enums import LIVE_APPOINTMENT, EventKind, LeadStatus, VisitMode
 from crm.services import audit, booking, directory, followups, matching, patient_details, routing, workflow
 from crm.services.calling_window import (
     closed_until,
@@ -422,13 +422,16 @@ def _action(
     check_version=True,
     tell_owner=False,
     plan_next_step=lambda: True,
+    sent_twice=None,
 ):
     """The shape of every workspace POST: validate, check version, apply, commit.
 
     ``check_version=False`` for what only adds to the timeline (a note): whatever changed since the
     page was loaded cannot make it wrong, so refusing it would only make the specialist send it again.
     ``tell_owner``: a colleague covering the lead (changing its status, booking, moving or ending a
-    visit) is allowed, and the specialist who holds it gets an alert saying what was done."""
+    visit) is allowed, and the specialist who holds it gets an alert saying what was done.
+    ``sent_twice(lead, form)``: a message when the change this form asks for is the one this user
+    just made (a double click): it was saved, and the conflict message would say it was not."""
     lead = _load(lead_id)
     form = form_cls()
     if form_name == "status_form":
@@ -439,6 +442,9 @@ def _action(
             return _invalid(lead, form_name, form, form.errors["version"][0])
         return _invalid(lead, form_name, form)
     if check_version and form.version_int() != lead.version:
+        repeated = sent_twice(lead, form) if sent_twice is not None else None
+        if repeated:
+            return _done(lead, repeated, anchor)
         return _conflict(lead.id, form_name, form)
     owner = lead.assignee
     try:
@@ -649,6 +655,23 @@ def book(lead_id: int):
         form.physician_id.choices = _physician_choices(booking.bookable(candidates, listed))
         return form
 
+    def sent_twice(lead, form):
+        try:
+            starts = _typed_time(lead, form.starts.data, form.tz_basis.data)
+        except ValueError:
+            return None
+        recent = datetime.now(UTC) - timedelta(minutes=2)
+        for appt in lead.appointments:
+            if (
+                appt.status in LIVE_APPOINTMENT
+                and appt.created_by_id == me.id
+                and appt.physician_id == form.physician_id.data
+                and appt.starts_at == starts
+                and appt.created_at >= recent
+            ):
+                return "Appointment booked (the form was sent twice: it is booked once); the invite is in the outbox."
+        return None
+
     return _action(
         lead_id,
         make,
@@ -657,6 +680,7 @@ def book(lead_id: int):
         "Appointment booked; the confirmation email with the calendar invite is in the outbox.",
         "appointments",
         tell_owner=True,
+        sent_twice=sent_twice,
     )
 
 
