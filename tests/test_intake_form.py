@@ -276,6 +276,26 @@ def test_free_text_condition_is_mapped_through_synonyms(client, db, conditions):
     assert lead.condition.slug == "chronic-pain" and lead.condition_text == "Back pain, mostly lower"
 
 
+@pytest.mark.parametrize(
+    ("typed", "slug"),
+    [
+        ("muscle spasm", "dystonia"),  # a synonym in the singular
+        ("Back pains at night", "chronic-pain"),  # in the plural, inside the text
+        ("spasms", "dystonia"),  # starts a word of one condition's synonyms, as the search finds it
+        ("Dystonias", "dystonia"),
+        ("pain", None),  # what the search finds in two conditions' names is not a guess we make
+        ("dys", None),  # a word this short starts too many others
+    ],
+)
+def test_free_text_the_condition_search_would_find_is_mapped_too(client, db, conditions, typed, slug):
+    ConditionFactory(name="Neuropathic pain", slug="neuropathic-pain")
+    db.session.commit()
+    resp = client.post("/request", data=form_data(condition="other", condition_text=typed))
+    assert resp.status_code == 302
+    lead = db.session.scalar(sa.select(Lead))
+    assert (lead.condition.slug if lead.condition else None) == slug and lead.condition_text == typed
+
+
 def test_free_text_that_matches_nothing_is_kept_as_text(client, db, conditions):
     client.post("/request", data=form_data(condition="", condition_text="something rare"))
     lead = db.session.scalar(sa.select(Lead))

@@ -55,21 +55,8 @@ def _search(conditions: list[Condition], q: str) -> list[Condition]:
     words = intake.words_of(q)
     if not words:  # nothing typed lists everything; only punctuation or symbols finds nothing
         return [] if q.strip() else conditions
-    ranked = [(rank, c.name.lower(), c) for c in conditions if (rank := _rank(c, words)) is not None]
+    ranked = [(rank, c.name.lower(), c) for c in conditions if (rank := intake.search_rank(c, words)) is not None]
     return [c for *_, c in sorted(ranked, key=lambda r: r[:2])]
-
-
-def _rank(c: Condition, words: list[str]) -> int | None:
-    """0: the words are the name or a synonym; 1: they start words of the name; 2: of the names
-    and synonyms; 3: of those or the summary; None: no match."""
-    names = [c.name, c.slug.replace("-", " "), *(c.synonyms or [])]
-    if " ".join(words) in {" ".join(intake.words_of(n)) for n in names}:
-        return 0
-    for rank, text in enumerate((c.name, " ".join(names), " ".join([*names, c.summary or ""])), start=1):
-        text_words = intake.words_of(text)
-        if all(any(t.startswith(w) for t in text_words) for w in words):
-            return rank
-    return None
 
 
 @bp.get("/healthz")

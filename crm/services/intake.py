@@ -381,26 +381,73 @@ def _norm(text: str) -> str:
     return " ".join(words_of(text))
 
 
+def _singular(word: str) -> str:
+    """ "spasms" -> "spasm", "pains" -> "pain" ("ss" kept): free text and names compared in one number.
+    Crude, but the same on both sides, so it can only make two spellings meet."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _norm_singular(text: str) -> str:
+    return " ".join(_singular(w) for w in words_of(text))
+
+
 def match_condition(text: str, conditions: list[Condition]) -> Condition | None:
-    """Map free text to a condition: exact slug/name/synonym first, then a synonym or name inside the text."""
-    wanted = _norm(text)
-    if not wanted:
+    """Map free text to a condition: exact slug/name/synonym first, then a synonym or name inside the
+    text; then both again with plurals read as singulars ("back pains"); then as the condition search
+    finds it ("spasms" starts a word of Dystonia's "muscle spasms"), when one condition alone is best."""
+    if not words_of(text):
         return None
+    for norm in (_norm, _norm_singular):
+        found = _match_words(norm(text), conditions, norm)
+        if found is not None:
+            return found
+    return _best_search_match(words_of(text), conditions)
+
+
+def _match_words(wanted: str, conditions: list[Condition], norm) -> Condition | None:
     for c in conditions:
         names = [c.slug.replace("-", " "), c.name, *(c.synonyms or [])]
-        if wanted in {_norm(n) for n in names}:
+        if wanted in {norm(n) for n in names}:
             return c
     for c in conditions:  # a renamed condition's old slug, only after every current name
-        if wanted in {_norm(s.replace("-", " ")) for s in c.former_slugs or []}:
+        if wanted in {norm(s.replace("-", " ")) for s in c.former_slugs or []}:
             return c
     best: tuple[int, Condition] | None = None
     padded = f" {wanted} "
     for c in conditions:
         for n in [c.name, *(c.synonyms or [])]:
-            key = _norm(n)
+            key = norm(n)
             if key and f" {key} " in padded and (best is None or len(key) > best[0]):
                 best = (len(key), c)
     return best[1] if best else None
+
+
+def _best_search_match(words: list[str], conditions: list[Condition]) -> Condition | None:
+    # Short words start too many others ("a", "arm"): only words of four letters or more.
+    if any(len(w) < 4 for w in words):
+        return None
+    ranked = sorted(
+        ((rank, c) for c in conditions if (rank := search_rank(c, words)) is not None and rank <= 2),
+        key=lambda r: r[0],
+    )
+    if ranked and (len(ranked) == 1 or ranked[0][0] < ranked[1][0]):
+        return ranked[0][1]
+    return None
+
+
+def search_rank(c, words: list[str]) -> int | None:
+    """How well typed words find condition ``c`` (the condition search, and free text as a last
+    resort): 0 the words are the name or a synonym; 1 they start words of the name; 2 of the names
+    and synonyms; 3 of those or the summary; None no match."""
+    names = [c.name, c.slug.replace("-", " "), *(c.synonyms or [])]
+    if " ".join(words) in {" ".join(words_of(n)) for n in names}:
+        return 0
+    summary = getattr(c, "summary", None) or ""  # the cached rows intake uses carry none
+    for rank, text in enumerate((c.name, " ".join(names), " ".join([*names, summary])), start=1):
+        text_words = words_of(text)
+        if all(any(t.startswith(w) for t in text_words) for w in words):
+            return rank
+    return None
 
 
 def close_condition(text: str, conditions: list) -> Condition | None:
