@@ -1,7 +1,7 @@
 """Shared fixtures: ``app``, ``client``, ``auth``, ``db_session``, factories, a live server.
 
 The suite runs on SQLite (a temporary file, so threads share it) and, when
-``TEST_DATABASE_URL`` is set, the Makefile runs it again on PostgreSQL. The schema
+``TEST_DATABASE_URL`` is set, the Makefile also runs it on PostgreSQL (alongside). The schema
 is built by the real migrations, so they are tested on both databases.
 """
 
