@@ -789,11 +789,12 @@ def test_a_double_click_on_book_says_booked_not_that_nothing_was_saved(client, a
     page = client.get(second.headers["Location"]).get_data(as_text=True)
     assert "the form was sent twice: it is booked once" in page and "was not saved" not in page
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 1
-    # Another time from the same stale page is a real conflict, said as such.
+    # Another time from the same stale page is not booked: refused as a second send (crm/leads/routes.py).
     other = client.post(
         f"/leads/{lead.id}/appointments", data=dict(data, starts="2026-11-20T16:00", duration="30", version=version)
     )
-    assert other.status_code == 409 and "was not saved" in other.get_data(as_text=True)
+    assert other.status_code == 409 and "This second send was not applied" in other.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Appointment)) == 1
 
 
 def test_a_long_visit_clashes_with_a_shorter_one_starting_inside_it(db, specialist):

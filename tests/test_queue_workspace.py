@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import sqlalchemy as sa
+import time_machine
 
 from crm.models import AuditLog, Lead, LeadEvent
 from crm.models.enums import EventKind, LeadStatus
@@ -70,6 +73,25 @@ def test_the_second_save_gets_a_conflict_message(client, auth, db, specialist):
     db.session.expire_all()
     notes = [e.data["text"] for e in lead.events if e.kind == EventKind.NOTE]
     assert notes == ["Left a message with her son"]
+
+
+def test_a_form_sent_twice_says_so_instead_of_blaming_another_tab(client, auth, db, specialist):
+    lead = make_lead(db, status=S.ATTEMPTING, assignee=specialist)
+    page_version = lead.version
+    auth.as_user(specialist)
+    assert (
+        client.post(f"/leads/{lead.id}/calls", data={"version": page_version, "outcome": "voicemail"}).status_code
+        == 302
+    )
+    again = client.post(f"/leads/{lead.id}/calls", data={"version": page_version, "outcome": "voicemail"})
+    html = again.get_data(as_text=True)
+    assert again.status_code == 409 and "You changed this lead a moment ago" in html and "another tab" not in html
+    db.session.expire_all()
+    assert lead.attempts == 1  # logged once
+    # Minutes later, the same stale page is another tab's work again.
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=5)):
+        later = client.post(f"/leads/{lead.id}/calls", data={"version": page_version, "outcome": "no_answer"})
+    assert later.status_code == 409 and "changed by you (in another tab)" in later.get_data(as_text=True)
 
 
 def test_concurrent_flush_of_a_stale_row_is_a_conflict_not_a_500(app, client, auth, db, specialist, monkeypatch):

@@ -17,7 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from crm.extensions import db
 from crm.leads.forms import DetailsForm
-from crm.leads.routes import CONFLICT, _last_editor, _load, bp
+from crm.leads.routes import _conflict_message, _load, bp
 from crm.models import Condition
 from crm.services import audit
 from crm.services.contact import US_STATES, format_phone
@@ -83,7 +83,7 @@ def save_details(lead_id: int):
     if not form.validate_on_submit():
         return _page(lead, form, 422)
     if form.version_int() != lead.version:
-        flash(CONFLICT.format(who=_last_editor(lead.id)), "warning")
+        flash(_conflict_message(lead.id), "warning")
         return _conflict_page(lead, form)
     if form.patient_stamp.data != patient_stamp(lead.patient):
         # Keep what was typed; the current stamp lets a second Save, after review, go through.
@@ -110,7 +110,7 @@ def save_details(lead_id: int):
         return _page(_load(lead_id), form, 422)
     except StaleDataError:
         db.session.rollback()
-        flash(CONFLICT.format(who=_last_editor(lead_id)), "warning")
+        flash(_conflict_message(lead_id), "warning")
         return _conflict_page(_load(lead_id), form)
     flash(result.describe(), "success" if result.changed or result.phone_extension else "info")
     return redirect(url_for("leads.detail", lead_id=lead_id))

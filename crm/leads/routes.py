@@ -359,22 +359,34 @@ def detail(lead_id: int):
     return _workspace(_load(lead_id))
 
 
-def _last_editor(lead_id: int) -> str:
+# A change of one's own this recent is most likely the same form sent twice (a double click).
+SENT_TWICE_SECONDS = 60
+SENT_TWICE = (
+    "You changed this lead a moment ago — was the form sent twice? This second send was not applied; "
+    "the lead below shows what was saved."
+)
+
+
+def _conflict_message(lead_id: int) -> str:
     event = db.session.scalar(
         sa.select(LeadEvent).where(LeadEvent.lead_id == lead_id).order_by(LeadEvent.id.desc()).limit(1)
     )
     if event is None:
-        return "someone else"
-    if event.actor_id is None:
-        return "the system"
-    if event.actor_id == current_user.id:
-        return "you (in another tab)"
-    return event.actor.name
+        who = "someone else"
+    elif event.actor_id is None:
+        who = "the system"
+    elif event.actor_id == current_user.id:
+        if datetime.now(UTC) - event.created_at < timedelta(seconds=SENT_TWICE_SECONDS):
+            return SENT_TWICE
+        who = "you (in another tab)"
+    else:
+        who = event.actor.name
+    return CONFLICT.format(who=who)
 
 
 def _conflict(lead_id: int, form_name: str | None = None, form=None):
     db.session.rollback()
-    message = CONFLICT.format(who=_last_editor(lead_id))
+    message = _conflict_message(lead_id)
     if wants_json():
         return jsonify({"error": message}), 409
     flash(message, "warning")
