@@ -162,19 +162,21 @@ def admin_required(view):
     return role_required(Role.ADMIN)(view)
 
 
-def baseline_headers(debug: bool) -> list[tuple[str, str]]:
+_BASELINE_HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("Permissions-Policy", "geolocation=(), camera=(), microphone=()"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+)
+# Not on the debug server: it speaks plain http on localhost, which HSTS would pin to https.
+_WITH_HSTS = (*_BASELINE_HEADERS, ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
+
+
+def baseline_headers(debug: bool) -> tuple[tuple[str, str], ...]:
     """The headers every response carries: Flask's (init_app below) and the webhook's (crm/intake/webhook.py)."""
-    headers = [
-        ("Content-Security-Policy", CSP),
-        ("X-Frame-Options", "DENY"),
-        ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "strict-origin-when-cross-origin"),
-        ("Permissions-Policy", "geolocation=(), camera=(), microphone=()"),
-        ("Cross-Origin-Opener-Policy", "same-origin"),
-    ]
-    if not debug:
-        headers.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
-    return headers
+    return _BASELINE_HEADERS if debug else _WITH_HSTS
 
 
 def init_app(app) -> None:
