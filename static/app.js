@@ -2,10 +2,13 @@
 (function () {
   "use strict";
 
-  // Buttons with data-confirm ask before submitting their form.
+  // Buttons with data-confirm ask before submitting their form; so does a chosen <option> with one
+  // (a status or outcome that cannot be taken back).
   document.addEventListener("submit", function (event) {
     var button = event.submitter;
-    var message = (button && button.getAttribute("data-confirm")) || event.target.getAttribute("data-confirm");
+    var chosen = event.target.querySelector("option[data-confirm]:checked");
+    var message = (button && button.getAttribute("data-confirm")) || event.target.getAttribute("data-confirm") ||
+      (chosen && chosen.getAttribute("data-confirm"));
     if (message && !window.confirm(message)) {
       event.preventDefault();
     }

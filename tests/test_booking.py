@@ -577,6 +577,9 @@ def test_the_outcome_list_offers_only_what_is_possible_now(client, auth, db, spe
     assert "Completed or no-show can be recorded once the visit has started." in page
     assert "Cancelling emails the patient an update that takes the invite off their calendar." in page
     assert "Closing as lost cancels the booked appointment and emails the patient" in page
+    # Both ask before they run (static/app.js): the patient is emailed, and only an admin reopens a lost lead.
+    assert f'data-confirm="Cancel the visit with {doc.full_name} on ' in page
+    assert "lead as lost? Only an admin can reopen it. Its booked appointment is cancelled too" in page
     with time_machine.travel(LATER + timedelta(minutes=5), tick=False):
         auth.as_user(specialist)
         page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
@@ -585,25 +588,32 @@ def test_the_outcome_list_offers_only_what_is_possible_now(client, auth, db, spe
     assert booking.possible_outcomes(appt, LATER) == ["completed", "no_show", "cancelled"]  # from its start
 
 
-def test_booking_closes_the_call_follow_ups_already_due_and_leaves_later_ones(db, specialist):
+def test_booking_closes_the_calls_planned_before_the_visit_and_leaves_later_ones(db, specialist):
     from crm.services import followups
     from crm.services.queue_counts import nav_counts
 
     lead, (doc,) = matched_lead(db, assignee=specialist)
     overdue = followups.schedule(lead, due_at=WED, kind="call", actor=specialist, now=WED)
     email = followups.schedule(lead, due_at=WED + timedelta(minutes=30), kind="email", actor=specialist, now=WED)
-    later = followups.schedule(lead, due_at=WED + timedelta(days=1), kind="call", actor=specialist, now=WED)
+    chase = followups.schedule(lead, due_at=LATER - timedelta(hours=20), kind="call", actor=specialist, now=WED)
+    after = followups.schedule(lead, due_at=LATER + timedelta(days=1), kind="call", actor=specialist, now=WED)
     db.session.commit()
     now = WED + timedelta(minutes=6)
     assert nav_counts(specialist, now)["due_n"] == 1  # "due 6m ago"
     booking.book(lead, physician_id=doc.id, starts_at=LATER, mode="in_person", actor=specialist, now=now)
     db.session.commit()
-    assert overdue.done_at == now and overdue.outcome == "Reached the patient: appointment booked"
-    assert later.done_at is None  # a call planned for later (a reminder call, say) is still wanted
+    # Calls planned to reach the patient are moot once they are booked: no reminder to chase them.
+    for fu in (overdue, chase):
+        assert fu.done_at == now and fu.outcome == "Reached the patient: appointment booked"
+    assert after.done_at is None  # a call after the visit (how did it go?) is still wanted
     assert email.done_at is None  # only calls: an email still owed is still owed
     assert lead.next_follow_up_at == email.due_at and nav_counts(specialist, now)["due_n"] == 0
-    done = db.session.scalars(sa.select(LeadEvent).where(LeadEvent.kind == EventKind.FOLLOW_UP_DONE)).one()
-    assert done.data == {"follow_up_id": overdue.id, "kind": "call", "outcome": overdue.outcome}
+    done = db.session.scalars(
+        sa.select(LeadEvent).where(LeadEvent.kind == EventKind.FOLLOW_UP_DONE).order_by(LeadEvent.id)
+    ).all()
+    assert [e.data for e in done] == [
+        {"follow_up_id": fu.id, "kind": "call", "outcome": fu.outcome} for fu in (overdue, chase)
+    ]
 
 
 # ---------------------------------------------------------------- rescheduling

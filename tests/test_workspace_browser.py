@@ -175,6 +175,40 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     assert page.locator("table.table-queue tbody tr").count() == 4
     screenshot("queue-unassigned")
 
+    # What cannot be taken back asks first: cancelling the visit (the patient is emailed), then
+    # closing the lead as lost (only an admin reopens it). Saying no leaves both as they were.
+    page.goto(f"{live_server.url}/leads/{lead.id}")
+    asked = []
+
+    def answer(dialog, accept):
+        asked.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.locator("select[id^=appt-outcome-]").select_option("cancelled")
+    page.once("dialog", lambda d: answer(d, False))
+    page.get_by_role("button", name="Record").click()
+    assert asked[-1].startswith(f"Cancel the visit with {second.full_name} on ") and asked[-1].endswith(
+        "and email Rosa the cancellation?"
+    ), asked
+    db.session.expire_all()
+    assert db.session.get(Lead, lead.id).status == LeadStatus.BOOKED
+    page.once("dialog", lambda d: answer(d, True))
+    page.get_by_role("button", name="Record").click()
+    page.wait_for_load_state()
+    assert page.locator(".lead-title .status").inner_text() == "Contacted"
+
+    page.locator("#to").select_option("lost")
+    page.locator("#lost_reason").select_option(index=1)
+    page.once("dialog", lambda d: answer(d, False))
+    page.get_by_role("button", name="Change status").click()
+    assert asked[-1] == "Close Rosa Alvarez's lead as lost? Only an admin can reopen it.", asked
+    assert page.locator(".lead-title .status").inner_text() == "Contacted"
+    page.once("dialog", lambda d: answer(d, True))
+    page.get_by_role("button", name="Change status").click()
+    page.wait_for_load_state()
+    assert page.locator(".lead-title .status").inner_text() == "Lost"
+    assert len(asked) == 4
+
 
 def test_correct_the_zip_after_a_call_and_see_the_new_match(live_server, page, db, specialist, screenshot):
     from tests.factories import ConditionFactory, LeadFactory, PatientFactory, PhysicianFactory, StateProgramFactory

@@ -237,7 +237,9 @@ def _render_workspace(lead: Lead, status: int = 200, **forms):
     status_form = forms.get("status_form") or blank(lead_forms.StatusForm)
     targets = workflow.allowed_targets(lead, me)
     # No status preselected: pressing "Change status" without choosing must not complete a lead.
-    status_form.to.choices = [("", "Choose…")] + [(t.value, rule.label) for t, rule in targets]
+    status_form.to.choices = [("", "Choose…")] + [
+        (t.value, rule.label, _confirm_status(lead, t)) for t, rule in targets
+    ]
     booking_form = forms.get("booking_form") or blank(lead_forms.BookingForm)
     candidates = booking.match_candidates(lead)
     physicians = booking.listed_physicians(candidates)
@@ -337,6 +339,18 @@ def _exists(template: str) -> bool:
     except TemplateNotFound:
         return False
     return True
+
+
+def _confirm_status(lead: Lead, to: LeadStatus) -> dict:
+    """The question asked before a change only an admin can undo (static/app.js: an option's data-confirm)."""
+    if to != LeadStatus.LOST:
+        return {}
+    question = f"Close {lead.patient.full_name}'s lead as lost? Only an admin can reopen it."
+    if lead.live_appointments:
+        question += " Its booked appointment is cancelled too" + (
+            ", and the patient is emailed that it is." if lead.patient.email else "."
+        )
+    return {"data-confirm": question}
 
 
 def _physician_choices(candidates: list[dict]) -> list[tuple]:

@@ -197,8 +197,16 @@ def book(
     if doubt is not None:  # for a lead or an audit: who booked past which verdict
         data.update(override=True, eligibility=doubt["status"], eligibility_reason=doubt["reason"])
     add_event(lead, EventKind.APPOINTMENT_BOOKED, data, actor=actor, at=now)
-    # The patient was reached: a call-back due by now is moot and would keep a booked lead in Due.
-    complete_due_calls(lead, actor=actor, outcome=f"{CALL_OUTCOME_LABELS['reached']}: appointment booked", now=now)
+    # The patient was reached and booked: every call planned before the visit was to reach them (a
+    # call to remind them of the visit is planned once there is a visit), and left open it would keep
+    # a booked lead in Due and remind its owner to chase a booked patient. Calls after the visit stay.
+    complete_due_calls(
+        lead,
+        actor=actor,
+        outcome=f"{CALL_OUTCOME_LABELS['reached']}: appointment booked",
+        now=now,
+        due_by=appt.starts_at,
+    )
     send_confirmation(appt, actor=actor, now=now)
     return appt
 

@@ -279,12 +279,14 @@ def close(fu: FollowUp, *, actor: User, outcome: str, now: datetime | None = Non
     return complete(fu, actor=actor, outcome=outcome, now=now)
 
 
-def complete_due_calls(lead: Lead, *, actor: User, outcome: str, now: datetime) -> int:
-    """Logging a call closes the call follow-ups that were due (or due within the hour), and the
-    default next step whenever it is due: the call is the next step it stood for."""
+def complete_due_calls(lead: Lead, *, actor: User, outcome: str, now: datetime, due_by: datetime | None = None) -> int:
+    """Logging a call closes the call follow-ups that were due (or due within the hour; booking: due
+    before the visit, ``due_by``), and the default next step whenever it is due: the call is the next
+    step it stood for."""
+    due_by = max(now + timedelta(hours=1), due_by or now)
     done = 0
     for fu in list(lead.follow_ups):
-        due = fu.kind == FollowUpKind.CALL and fu.due_at <= now + timedelta(hours=1)
+        due = fu.kind == FollowUpKind.CALL and fu.due_at <= due_by
         if fu.done_at is None and (due or fu.automatic):
             complete(fu, actor=actor, outcome=outcome, now=now)
             done += 1
