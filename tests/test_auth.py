@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +22,16 @@ def test_login_page_renders(client):
     resp = client.get("/login")
     assert resp.status_code == 200
     assert b"Sign in" in resp.data
+    # The cursor waits in the email field; after a refusal (the email kept), in the password field.
+    page = resp.get_data(as_text=True)
+    assert re.search(r'<input[^>]*autofocus[^>]*id="email"', page), page
+    assert not re.search(r'<input[^>]*autofocus[^>]*id="password"', page)
+
+
+def test_after_a_wrong_password_the_cursor_waits_in_the_password_field(client, auth, specialist):
+    page = auth.login(password="not the password").get_data(as_text=True)
+    assert re.search(r'<input[^>]*autofocus[^>]*id="password"', page), page
+    assert not re.search(r'<input[^>]*autofocus[^>]*id="email"', page)
 
 
 def test_login_success_redirects_to_queue_and_audits(client, auth, specialist, db):

@@ -369,6 +369,9 @@ def test_booking_route_and_outcome_route(client, auth, db, specialist):
     lead, (doc, second) = matched_lead(db, assignee=specialist, physicians=2)
     page = client.get(f"/leads/{lead.id}").get_data(as_text=True)
     assert doc.full_name in page and "3.2 mi" in page
+    # A four-digit year: typing on past it would run into a six-digit year the browser allows.
+    for field in ("due", "starts"):
+        assert re.search(rf'<input[^>]*id="{field}"[^>]*max="2099-12-31T23:59"', page), field
     resp = form_post(
         client,
         f"/leads/{lead.id}/appointments",

@@ -38,6 +38,9 @@ DT_FORMAT = "%Y-%m-%dT%H:%M"
 
 
 PLAUSIBLE = InYears(2000, 2100)
+# The browser's date-time field takes a six-digit year unless told the last one: typing "12072026" then
+# "1030A" would run on into the year.
+LAST_MINUTE = {"max": "2099-12-31T23:59"}
 
 
 class QueueFilterForm(FlaskForm):
@@ -108,7 +111,9 @@ TZ_BASIS = [("patient", "Patient's time"), ("mine", "My time")]
 
 
 class FollowUpForm(VersionedForm):
-    due = DateTimeLocalField("Due", format=DT_FORMAT, validators=[InputRequired("Pick the date and time."), PLAUSIBLE])
+    due = DateTimeLocalField(
+        "Due", format=DT_FORMAT, validators=[InputRequired("Pick the date and time."), PLAUSIBLE], render_kw=LAST_MINUTE
+    )
     tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
     kind = SelectField("Kind", choices=[(k.value, humanize(k.value)) for k in FollowUpKind], default="call")
     note = TextAreaField("Note", validators=[Optional(), Length(max=500)])
@@ -165,7 +170,10 @@ class PhysicianSelectField(SelectField):
 class BookingForm(VersionedForm):
     physician_id = PhysicianSelectField("Physician", coerce=_int_or_none, choices=[], validate_choice=False)
     starts = DateTimeLocalField(
-        "Starts", format=DT_FORMAT, validators=[InputRequired("Pick the appointment time."), PLAUSIBLE]
+        "Starts",
+        format=DT_FORMAT,
+        validators=[InputRequired("Pick the appointment time."), PLAUSIBLE],
+        render_kw=LAST_MINUTE,
     )
     tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
     mode = SelectField(
@@ -191,7 +199,7 @@ class RescheduleForm(VersionedForm):
     """A coming appointment's new time, with the same physician (booking.reschedule)."""
 
     starts = DateTimeLocalField(
-        "New time", format=DT_FORMAT, validators=[InputRequired("Pick the new time."), PLAUSIBLE]
+        "New time", format=DT_FORMAT, validators=[InputRequired("Pick the new time."), PLAUSIBLE], render_kw=LAST_MINUTE
     )
     tz_basis = SelectField("Time zone of that time", choices=TZ_BASIS, default="patient")
 
