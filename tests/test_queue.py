@@ -469,10 +469,19 @@ def test_the_shift_toggle_is_for_specialists_only(client, auth, db, specialist, 
     """Auto-assignment deals leads to on-shift specialists; an admin's toggle would promise
     leads that never come."""
     auth.as_user(specialist)
-    assert "Off shift — start" in client.get("/queue").get_data(as_text=True)
+    page = client.get("/queue").get_data(as_text=True)
+    assert "Off shift — start" in page
+    # Off shift after signing in again (signing out ends a shift): the queue says so in words.
+    assert "You are off shift:</strong> no new leads are assigned to you." in page and "Start my shift" in page
+    specialist.on_shift = True
+    db.session.commit()
+    page = client.get("/queue").get_data(as_text=True)
+    assert "You are off shift" not in page
+    assert 'data-confirm="End your shift? New leads stop coming to you until you start it again."' in page
     auth.logout()
     auth.as_user(admin)
-    assert "Off shift — start" not in client.get("/queue").get_data(as_text=True)
+    page = client.get("/queue").get_data(as_text=True)
+    assert "Off shift — start" not in page and "You are off shift" not in page
 
 
 def test_mine_pages_reach_every_lead_of_a_part_longer_than_the_count_cap(db, specialist, monkeypatch):
