@@ -427,6 +427,14 @@ def test_the_default_next_step_follows_the_cadence_and_the_patients_channel(stat
     assert got[0] == due and got[1].value == kind
 
 
+def test_the_default_next_steps_note_counts_attempts_in_words():
+    def note(attempts):
+        return followups.default_next_step(S.ATTEMPTING, attempts, None, WED, NEW_YORK, make_window(), {})[2]
+
+    assert note(1).startswith("Try again: 1 attempt so far without reaching the patient")
+    assert note(3).startswith("Try again: 3 attempts so far without reaching the patient")
+
+
 def test_a_call_or_text_planned_by_default_waits_for_the_calling_window_but_an_email_does_not():
     evening = datetime(2026, 11, 18, 23, 0, tzinfo=UTC)  # 18:00 in New York: +4 h is 22:00, after hours
     call = followups.default_next_step(S.ATTEMPTING, 1, ContactMethod.PHONE, evening, NEW_YORK, make_window(), {})

@@ -166,7 +166,8 @@ def default_next_step(
     else:
         cadence = parse_attempt_hours(config.get("NEXT_ATTEMPT_HOURS"))
         hours = cadence[min(max(attempts, 1), len(cadence)) - 1]
-        note = f"Try again: {attempts} attempt(s) so far without reaching the patient (planned automatically)."
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        note = f"Try again: {tries} so far without reaching the patient (planned automatically)."
     due = now + timedelta(hours=hours)
     if kind in (FollowUpKind.CALL, FollowUpKind.SMS) and not is_allowed(due, tz, window):  # no texts at night either
         due = next_allowed(due, tz, window)
