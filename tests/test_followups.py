@@ -160,7 +160,7 @@ def test_follow_up_done_route(client, auth, db, specialist):
     assert fu.done_at is not None and fu.outcome == "done"
     # The email sent was an attempt; the next one is planned (SPEC 2.7), by the patient's channel.
     (planned,) = [f for f in lead.follow_ups if f.done_at is None]
-    assert lead.next_follow_up_at == planned.due_at and planned.note.startswith("Try again: 1 attempt(s)")
+    assert lead.next_follow_up_at == planned.due_at and planned.note.startswith("Try again: 1 attempt so far")
     # The timeline says it as the Done list does ("Sent"), not the stored value in lower case.
     assert 'Follow-up done</strong> <span class="text-muted">· Sent</span>' in client.get(f"/leads/{lead.id}").get_data(
         as_text=True
@@ -267,7 +267,7 @@ def test_a_call_that_closes_the_due_follow_up_plans_the_next_attempt_and_clears_
     assert db.session.get(FollowUp, fu.id).done_at is not None
     (planned,) = [f for f in db.session.get(type(lead), lead.id).follow_ups if f.done_at is None]
     assert planned.due_at == WED + timedelta(hours=4, minutes=5) and planned.owner_id == specialist.id
-    assert planned.note.startswith("Try again: 1 attempt(s)") and planned.kind.value == "call"
+    assert planned.note.startswith("Try again: 1 attempt so far") and planned.kind.value == "call"
     followups.complete(planned, actor=specialist, outcome="not_needed", now=WED + timedelta(minutes=6))
     assert db.session.scalar(sa.select(Notification)).read_at is not None  # its alert is dealt with
     # With the next call already planned, the call just lands on the timeline.
