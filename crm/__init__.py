@@ -48,6 +48,9 @@ def create_app(config: object | str | None = None, **overrides) -> Flask:
     _add_intake_engine(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"), render_as_batch=True)
+    from crm.errors import refuse_json_bodies
+
+    app.before_request(refuse_json_bodies)  # before the CSRF check, which reads a form from the body
     csrf.init_app(app)
     limiter.init_app(app)
     mail.init_app(app)

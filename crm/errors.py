@@ -15,6 +15,7 @@ MESSAGES = {
     405: "That action is not allowed here.",
     409: "Someone else changed this record at the same time.",
     413: "The request is too large.",
+    415: "Send this as a form (application/x-www-form-urlencoded or multipart/form-data), not JSON.",
     422: "Some fields need attention.",
     429: "Too many requests. Please wait a moment and try again.",
     500: "Something went wrong on our side. The error was logged.",
@@ -52,6 +53,15 @@ def error_response(code: int, message: str | None = None, headers: dict | None =
     resp.status_code = code
     resp.headers.update(headers or {})
     return resp
+
+
+def refuse_json_bodies():
+    """No page of this app takes a JSON body (the webhook, which does, is answered in front of Flask).
+    Flask-WTF would read one as a form's fields, and anything but an object of strings (``[1]``, a
+    number for a note, half a document) failed inside the form: a 500 instead of the sender's error."""
+    if request.method not in ("GET", "HEAD", "OPTIONS") and request.is_json:
+        return error_response(415)
+    return None
 
 
 def init_app(app) -> None:

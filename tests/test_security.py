@@ -310,3 +310,37 @@ def test_a_way_back_address_never_carries_the_patient_search(client, auth, db, s
     auth.as_user(specialist)
     page = client.get("/queue?view=all&q=Zorblat+Quixenhoff&state=FL").get_data(as_text=True)
     assert return_url(page) == "/queue?view=all&state=FL"
+
+
+# A JSON body on a page's form: Flask-WTF read it as the form's fields, and anything but an object of
+# strings failed inside the form (a 500). No page takes JSON (the webhook is answered before Flask).
+JSON_BODIES = ["[1]", "5", '"x"', "{", '{"version": 1, "text": 5}', '{"version": 1, "text": {"a": 1}}']
+
+
+@pytest.mark.parametrize("body", JSON_BODIES)
+def test_a_json_body_on_a_form_is_refused_with_415_not_a_500(client, auth, db, specialist, body):
+    from crm.models import LeadEvent
+    from crm.models.enums import EventKind
+    from tests.test_queue_helpers import make_lead
+
+    lead = make_lead(db, assignee=specialist)
+    for path in ("/request", "/conditions/dystonia", "/login"):
+        resp = client.post(path, data=body, content_type="application/json")
+        assert resp.status_code == 415, (path, resp.status_code)
+        assert "not JSON" in resp.get_data(as_text=True)
+    auth.as_user(specialist)
+    resp = client.post(
+        f"/leads/{lead.id}/notes", data=body, content_type="application/json", headers={"Accept": "application/json"}
+    )
+    assert resp.status_code == 415 and "not JSON" in resp.get_json()["error"]
+    assert not [e for e in lead.events if e.kind == EventKind.NOTE]
+    assert db.session.query(LeadEvent).filter_by(kind=EventKind.NOTE).count() == 0
+
+
+def test_a_json_body_is_refused_before_the_csrf_check_reads_it(make_app, db):
+    client = make_app(WTF_CSRF_ENABLED=True).test_client()
+    for body in ("[1]", "{"):
+        resp = client.post("/request", data=body, content_type="application/json")
+        assert resp.status_code == 415, resp.status_code
+    # A form as browsers send it is still answered by the CSRF check (expired form, kept input).
+    assert client.post("/request", data={"first_name": "Ann"}).status_code in (200, 400)
