@@ -354,6 +354,10 @@ def test_a_real_patient_caught_by_the_honeypot_is_replayed_from_the_inbox(client
         ({"message": "m" * 2001}, "message", "at most 2,000"),
         ({"street": "s" * 201}, "street", "at most 200"),
         ({"consent": ""}, "consent", "agree to be contacted"),
+        # Only a tick is a consent: a crafted "0", "no" or "off" was stored as one, with its time and IP.
+        ({"consent": "0"}, "consent", "agree to be contacted"),
+        ({"consent": "no"}, "consent", "agree to be contacted"),
+        ({"consent": "off"}, "consent", "agree to be contacted"),
         ({"condition": "", "condition_text": ""}, "condition", "Choose a condition"),
         ({"condition": "no-such-condition"}, "condition", "Choose a condition"),
         ({"preferred_mode": "teleport"}, "preferred_mode", "Not a valid choice"),

@@ -153,6 +153,9 @@ def test_a_new_condition_is_checked_and_matched_again(client, db, desk, auth, sp
         ({"state": "GA"}, "zip", "ZIP 33101 is in FL, not GA"),
         ({"first_name": "Ro\tsa"}, "first_name", "control character"),
         ({"last_name": "\u202e\u200b"}, "last_name", "Enter the last name."),  # nothing but invisible characters
+        # Not an id: it had read as "Not specified" and wiped the lead's condition and the patient's words.
+        ({"condition_id": "abc"}, "condition_id", "Choose a condition from the list, or Not specified."),
+        ({"condition_id": "1.0"}, "condition_id", "Choose a condition from the list, or Not specified."),
     ],
 )
 def test_bad_input_is_refused_with_the_typed_values_kept(client, db, desk, auth, specialist, changes, field, message):
@@ -169,6 +172,20 @@ def test_bad_input_is_refused_with_the_typed_values_kept(client, db, desk, auth,
     assert (p.phone, p.email, p.zip, p.first_name, db.session.get(Lead, lead.id).version) == before
     audits = sa.select(sa.func.count()).select_from(AuditLog).where(AuditLog.action == "edit_details")
     assert db.session.scalar(audits) == 0
+
+
+def test_a_form_without_the_condition_field_keeps_the_condition(client, db, desk, auth, specialist):
+    lead = desk["lead"]
+    condition = (lead.condition_id, lead.condition_text)
+    assert condition[0] is not None
+    data = form_for(lead)
+    del data["condition_id"]
+    auth.as_user(specialist)
+    resp = client.post(f"/leads/{lead.id}/details", data=data)
+    assert resp.status_code == 422 and "Choose a condition from the list" in resp.get_data(as_text=True)
+    db.session.expire_all()
+    kept = db.session.get(Lead, lead.id)
+    assert (kept.condition_id, kept.condition_text) == condition
 
 
 def test_a_contact_that_belongs_to_another_patient_is_refused(client, db, desk, auth, specialist):

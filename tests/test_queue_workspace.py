@@ -163,6 +163,8 @@ def test_a_colleagues_note_does_not_make_an_open_form_a_conflict(client, auth, d
         ("status", {"to": "exploded"}, "Unknown status"),
         ("status", {"to": "booked"}, "A lead that is new cannot move to booked."),
         ("assign", {"user_id": "99999"}, "That user does not exist."),
+        # Not an id: it had read as "none chosen" and assigned the lead to whoever sent it.
+        ("assign", {"user_id": "abc"}, "Choose who to assign the lead to from the list."),
         ("follow-ups", {"due": "9999-12-31T23:59", "kind": "call"}, "Enter a date between 2000 and 2100."),
         ("appointments", {"starts": "9999-12-31T23:00", "mode": "in_person"}, "Enter a date between 2000 and 2100."),
         ("notes", {"text": "ok", "version": ""}, "The form is missing the lead&#39;s version; reload the page."),

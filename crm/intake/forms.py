@@ -77,7 +77,11 @@ class RequestForm(FlaskForm):
     )
     language = SelectField("Language we should speak", choices=LANGUAGES, default=FORM_CONTACT_DEFAULTS["language"])
     message = TextAreaField("Anything we should know? (optional)", render_kw={"rows": 3, "maxlength": 2000})
-    consent = BooleanField("I agree to be contacted", validators=[Optional()])
+    # A consent is a yes: WTForms' default reads anything but "" and "false" as ticked, so a crafted
+    # "0", "no" or "off" would have been stored as the patient's consent with its time and IP.
+    consent = BooleanField(
+        "I agree to be contacted", validators=[Optional()], false_values=("", "false", "0", "no", "off", "n")
+    )
     # Honeypot: hidden from people by CSS; bots fill it in.
     website = StringField("Leave this field empty", render_kw={"autocomplete": "off", "tabindex": "-1"})
     idempotency_token = HiddenField()

@@ -217,8 +217,19 @@ class ConfirmAdultForm(VersionedForm):
     """One button: the patient confirmed on the phone they are 18 or older."""
 
 
+def _sent_but_no_number(field) -> bool:
+    """A value was sent that is not an id (``abc``, ``1.0``): ``_int_or_none`` made it None, the value
+    that means "none chosen", which must not pass for a choice."""
+    raw = (field.raw_data or [""])[0]
+    return bool(str(raw).strip()) and field.data is None
+
+
 class AssignForm(VersionedForm):
     user_id = SelectField("Assign to", coerce=_int_or_none, choices=[], validate_choice=False, validators=[Optional()])
+
+    def validate_user_id(self, field):
+        if _sent_but_no_number(field):
+            raise ValidationError("Choose who to assign the lead to from the list.")
 
 
 class RoutingSettingsForm(FlaskForm):
@@ -302,6 +313,11 @@ class DetailsForm(VersionedForm):
 
         _normalised(normalise_zip, field)
         field.data = field.data or ""
+
+    def validate_condition_id(self, field):
+        # Left out or not an id: the lead's condition (and the patient's own words) would be wiped.
+        if not field.raw_data or _sent_but_no_number(field):
+            raise ValidationError("Choose a condition from the list, or Not specified.")
 
     def validate_language(self, field):
         field.data = (field.data or "").strip().lower()
