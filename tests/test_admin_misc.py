@@ -1123,3 +1123,25 @@ def test_a_synonym_made_only_of_common_words_is_refused(client, auth, admin, db,
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Condition)) == 0
     ok = client.post("/admin/conditions/new", data=dict(data, synonyms="insomnia; MS; can't sleep"))
     assert ok.status_code == 302  # two letters that are no common word, and a phrase with one in it, are fine
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/physicians?state=ZZ", "ZZ is not one of these: this filter is not applied."),
+        ("/admin/physicians?state=ZZ", "ZZ is not one of these: this filter is not applied."),
+        ("/admin/physicians?telehealth=maybe", "maybe is not one of these: this filter is not applied."),
+        ("/admin/inbox?status=bogus", "bogus is not a status here: this filter is not applied."),
+        ("/admin/inbox?channel=fax", "fax is not a channel here: this filter is not applied."),
+        ("/admin/outbox?status=bogus", "bogus is not a status here: this filter is not applied."),
+    ],
+)
+def test_a_list_filter_value_that_is_no_choice_says_it_is_not_applied(client, auth, admin, db, path, message):
+    """The directory, the physicians admin, the inbox and the outbox, as the audit log and the queue:
+    a hand-edited or old link shows the unfiltered list, so the page says the filter is off."""
+    auth.as_user(admin)
+    resp = client.get(path)
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and message in page
+    assert "Showing physicians practising in ZZ" not in page
+    assert "this filter is not applied" not in client.get(path.split("?")[0]).get_data(as_text=True)

@@ -59,10 +59,15 @@ def status_counts(source: str | None = None, channel: str | None = None) -> dict
 
 @bp.get("/inbox")
 def inbox():
-    status = request.args.get("status") or None
-    status = status if status in {s.value for s in InboxStatus} | {ATTENTION} else None
-    channel = request.args.get("channel") or None
-    channel = channel if channel in {c.value for c in InboxChannel} else None
+    asked_status, asked_channel = request.args.get("status") or None, request.args.get("channel") or None
+    status = asked_status if asked_status in {s.value for s in InboxStatus} | {ATTENTION} else None
+    channel = asked_channel if asked_channel in {c.value for c in InboxChannel} else None
+    # A value that is none of the choices (a hand-edited or old link) is said to be not applied.
+    not_applied = [
+        (what, asked)
+        for what, asked, used in (("status", asked_status, status), ("channel", asked_channel, channel))
+        if asked and used is None
+    ]
     source = (request.args.get("source") or "").strip()[:80] or None
     page = db.paginate(inbox_select(status, source, channel), per_page=50, error_out=False)
     slugs = ["form"] + list(db.session.scalars(sa.select(WebhookSource.slug).order_by(WebhookSource.slug)))
@@ -79,6 +84,7 @@ def inbox():
         source=source,
         channel=channel,
         args=args,
+        not_applied=not_applied,
     )
 
 

@@ -22,8 +22,10 @@ ATTENTION = "attention"  # failed for good, or waiting for another try: what an 
 
 @bp.get("/outbox")
 def outbox():
-    status = request.args.get("status") or ATTENTION
-    status = status if status in {s.value for s in OutboxStatus} | {ATTENTION, "all"} else ATTENTION
+    asked = request.args.get("status") or ATTENTION
+    status = asked if asked in {s.value for s in OutboxStatus} | {ATTENTION, "all"} else ATTENTION
+    # A value that is none of the tabs (a hand-edited or old link) is said to be not applied.
+    not_applied = [("status", asked)] if asked != status else []
     stmt = sa.select(OutboxEmail).order_by(OutboxEmail.id.desc())
     if status == ATTENTION:
         stmt = stmt.where(mailer.needs_attention())
@@ -43,6 +45,7 @@ def outbox():
         mask=mailer.mask_email,
         # Rows written before errors were cleaned may quote an address (SMTPRecipientsRefused).
         clean=scrub,
+        not_applied=not_applied,
     )
 
 

@@ -24,6 +24,7 @@ from crm.services.geocoding import get_geocoder
 
 def _filters_from_request() -> tuple[PhysicianFilterForm, directory.PhysicianFilters, dict]:
     form = PhysicianFilterForm(request.args)
+    form.validate()  # marks a filter value that is none of its choices (not applied: form.filters())
     filters = form.filters()
     args = {k: v for k, v in vars(filters).items() if v}
     if "active" not in request.args:

@@ -22,6 +22,7 @@ def require_login():
 @bp.get("")
 def index():
     form = DirectoryFilterForm(request.args)
+    form.validate()  # marks a filter value that is none of its choices (not applied: form.filters())
     filters = form.filters()
     today = directory.desk_today()
     page = db.paginate(directory.physician_select(filters, today), per_page=50, error_out=False)
