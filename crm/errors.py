@@ -59,7 +59,7 @@ def refuse_json_bodies():
     """No page of this app takes a JSON body (the webhook, which does, is answered in front of Flask).
     Flask-WTF would read one as a form's fields, and anything but an object of strings (``[1]``, a
     number for a note, half a document) failed inside the form: a 500 instead of the sender's error."""
-    if request.method not in ("GET", "HEAD", "OPTIONS") and request.is_json:
+    if request.endpoint is not None and request.method not in ("GET", "HEAD", "OPTIONS") and request.is_json:
         return error_response(415)
     return None
 
