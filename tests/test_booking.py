@@ -389,6 +389,11 @@ def test_booking_route_and_outcome_route(client, auth, db, specialist):
     db.session.expire_all()
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "Appointment booked; the confirmation email with the calendar invite is in the outbox." in page
+    # The visit is in the lead's header, by the status: when, with whom, how.
+    head = page.split('<div class="lead-head">', 1)[1].split('<div class="lead-owner">', 1)[0]
+    visit = rf'class="[^"]*lead-visit"[^>]*>Fri Nov 20, 09:00 AM \w+ · {second.full_name} · In person<'
+    assert re.search(visit, head), head
+    assert "No follow-up planned: the next step is the visit." in page  # not "should have a next step"
     assert f'name="note" id="appt-note-{appt.id}"' in page  # the reason can be given with the outcome
     resp = form_post(
         client, f"/leads/{lead.id}/appointments/{appt.id}/outcome", lead, outcome="cancelled", note="Patient is ill"
@@ -398,6 +403,7 @@ def test_booking_route_and_outcome_route(client, auth, db, specialist):
     assert lead.status == S.CONTACTED and appt.status == AppointmentStatus.CANCELLED
     page = client.get(resp.headers["Location"]).get_data(as_text=True)
     assert "Appointment cancelled; the patient is emailed a cancellation that takes it off their calendar." in page
+    assert "lead-visit" not in page  # no visit in the header once it is cancelled
     # Back to contacted: a check-in is planned, so the lead is not left without a next step (SPEC 2.7).
     assert "Next step planned: a call on" in page
     assert [f.note for f in lead.follow_ups if f.done_at is None] == [
