@@ -112,6 +112,11 @@ def test_get_next_call_follow_up_and_book(live_server, page, db, specialist, scr
     assert page.locator("#mode").input_value() == "in_person"
     page.locator("#starts").fill(starts.strftime("%Y-%m-%dT%H:%M"))
     page.locator("#booking-tz").select_option("patient")
+    # The visit's time read in both zones before booking, as the follow-up's is.
+    mine = starts.replace(tzinfo=PHOENIX).astimezone(ZoneInfo("America/New_York"))
+    preview = page.locator("#starts-preview").inner_text()
+    assert f"Patient: {starts:%a, %b %d}, 11:00 AM MST" in preview, preview
+    assert f"You: {mine:%a, %b %d, %I:%M %p} {mine.tzname()}" in preview, preview
     # Eligibility still to confirm: refused until "Book anyway" is ticked, with what was typed kept.
     page.get_by_role("button", name="Book and send confirmation").click()
     page.wait_for_load_state()
