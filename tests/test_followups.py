@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -122,6 +123,12 @@ def test_schedule_route_refuses_outside_the_window_and_prefills_the_suggestion(c
     assert resp.status_code == 422
     assert "outside the patient&#39;s calling window" in html and "Thu Nov 19, 09:00 AM HST" in html
     assert 'value="2026-11-19T09:00"' in html  # the suggested time, ready to submit
+    # Said once in full (under the form), the top message only points there; the field holding the
+    # suggestion is not marked wrong.
+    assert html.count("outside the patient&#39;s calling window") == 2
+    assert "Not scheduled: that time is outside the patient&#39;s calling window (see below)." in html
+    due = re.search(r'<input[^>]*id="due"[^>]*>', html).group(0)
+    assert "is-invalid" not in due, due
     assert db.session.scalar(sa.select(sa.func.count()).select_from(FollowUp)) == 0
 
 

@@ -506,6 +506,11 @@ def _action(
             form.due.data = suggestion.replace(tzinfo=None)
             form.due.raw_data = [form.due.data.strftime(lead_forms.DT_FORMAT)]  # rendered from raw_data
             form.due.errors = [str(exc) + " The suggested time is filled in: press Schedule to use it."]
+            form.due.suggested = True  # the field holds a good time now: not marked red
+            # The reason and the suggestion are under the form; the message at the top only points there.
+            return _invalid(
+                lead, form_name, form, "Not scheduled: that time is outside the patient's calling window (see below)."
+            )
         return _invalid(lead, form_name, form, str(exc))
     message = success(lead) if callable(success) else success
     if next_step:
